@@ -1,0 +1,15 @@
+//! Sans-IO codecs for every wire format ferry speaks.
+//!
+//! This crate holds pure encode/decode functions over byte buffers: no sockets, no async runtime,
+//! no clock. The daemon and the clients wrap these functions in their own I/O loops; property
+//! tests and fuzz targets drive them directly.
+//!
+//! - [`native`]: the native `ferry` protocol (4-byte big-endian length + CBOR body).
+
+pub mod native;
+
+pub use native::{
+    decode_frame, display_bytes, encode_frame, ClientMessage, DaemonMessage, ErrorCode, JobExit, JobId, JobInfo,
+    JobState, NoticeKind, Stream, WireError, DEFAULT_MAX_FRAME, HANDSHAKE_MAX_FRAME,
+    FRAME_HEADER_LEN, MAX_OUTPUT_CHUNK, PROTOCOL_VERSION,
+};

@@ -1,0 +1,219 @@
+//! Property tests for the native frame codec: every message round-trips, a frame split at any
+//! point decodes the same once whole, concatenated frames decode in order, and no input panics.
+
+use ferry_wire::native::*;
+use proptest::prelude::*;
+use serde_bytes::ByteBuf;
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..max)
+}
+
+fn byte_bufs() -> impl Strategy<Value = Vec<ByteBuf>> {
+    proptest::collection::vec(bytes(16).prop_map(ByteBuf::from), 0..4)
+}
+
+fn job_exit() -> impl Strategy<Value = JobExit> {
+    (
+        any::<Option<i32>>(),
+        any::<Option<i32>>(),
+        any::<u64>(),
+        any::<bool>(),
+        any::<Option<String>>(),
+    )
+        .prop_map(|(code, signal, wall_us, timed_out, error)| JobExit {
+            code,
+            signal,
+            wall_us,
+            timed_out,
+            error,
+        })
+}
+
+fn job_info() -> impl Strategy<Value = JobInfo> {
+    (
+        any::<u64>(),
+        prop_oneof![
+            Just(JobState::Queued),
+            Just(JobState::Running),
+            Just(JobState::Finished)
+        ],
+        byte_bufs(),
+        any::<Option<u32>>(),
+        any::<u64>(),
+        any::<Option<u64>>(),
+        any::<u64>(),
+        proptest::option::of(job_exit()),
+    )
+        .prop_map(
+            |(id, state, argv, pid, submitted_ms, started_ms, run_us, exit)| JobInfo {
+                id,
+                state,
+                argv,
+                pid,
+                submitted_ms,
+                started_ms,
+                run_us,
+                exit,
+            },
+        )
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        (any::<u32>(), ".{0,8}", any::<Option<String>>()).prop_map(|(version, client, token)| {
+            ClientMessage::Hello {
+                version,
+                client,
+                token,
+            }
+        }),
+        (
+            any::<u64>(),
+            byte_bufs(),
+            proptest::option::of(bytes(8).prop_map(ByteBuf::from)),
+            proptest::option::of(proptest::collection::vec(
+                (bytes(8).prop_map(ByteBuf::from), bytes(8).prop_map(ByteBuf::from)),
+                0..3
+            )),
+            any::<(bool, Option<u64>, bool, bool)>(),
+        )
+            .prop_map(
+                |(request, argv, cwd, env, (stdin, timeout_ms, hangup, follow))| {
+                    ClientMessage::Run {
+                        request,
+                        argv,
+                        cwd,
+                        env,
+                        stdin,
+                        timeout_ms,
+                        hangup_on_disconnect: hangup,
+                        follow,
+                    }
+                }
+            ),
+        (any::<u64>(), bytes(64)).prop_map(|(job, data)| ClientMessage::Stdin { job, data }),
+        any::<u64>().prop_map(|job| ClientMessage::CloseStdin { job }),
+        any::<(u64, u64, bool, bool)>().prop_map(|(request, job, replay, follow)| {
+            ClientMessage::Attach {
+                request,
+                job,
+                replay,
+                follow,
+            }
+        }),
+        any::<u64>().prop_map(|request| ClientMessage::ListJobs { request }),
+        any::<(u64, u64, i32)>().prop_map(|(request, job, signal)| ClientMessage::Signal {
+            request,
+            job,
+            signal
+        }),
+        any::<u64>().prop_map(|request| ClientMessage::Shutdown { request }),
+    ]
+}
+
+fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
+    prop_oneof![
+        (any::<u32>(), any::<u64>(), ".{0,8}", any::<u64>()).prop_map(
+            |(version, peer, daemon, max_frame)| DaemonMessage::Welcome {
+                version,
+                peer,
+                daemon,
+                capabilities: vec!["jobs".into()],
+                max_frame,
+            }
+        ),
+        any::<(u64, u64, bool)>().prop_map(|(request, job, queued)| DaemonMessage::Accepted {
+            request,
+            job,
+            queued
+        }),
+        (any::<u64>(), job_info())
+            .prop_map(|(request, info)| DaemonMessage::Attached { request, info }),
+        (any::<u64>(), any::<bool>(), any::<u64>(), bytes(256)).prop_map(
+            |(job, err, offset, data)| DaemonMessage::Output {
+                job,
+                stream: if err { Stream::Stderr } else { Stream::Stdout },
+                offset,
+                data,
+            }
+        ),
+        (any::<u64>(), job_exit()).prop_map(|(job, exit)| DaemonMessage::Exit { job, exit }),
+        any::<(u64, u64)>().prop_map(|(request, job)| DaemonMessage::LogEnd { request, job }),
+        (any::<u64>(), proptest::collection::vec(job_info(), 0..3))
+            .prop_map(|(request, jobs)| DaemonMessage::Jobs { request, jobs }),
+        any::<u64>().prop_map(|request| DaemonMessage::Done { request }),
+        (any::<Option<u64>>(), ".{0,16}").prop_map(|(request, message)| DaemonMessage::Error {
+            request,
+            code: ErrorCode::BadFrame,
+            message,
+        }),
+        ".{0,16}".prop_map(|message| DaemonMessage::Notice {
+            kind: NoticeKind::ShuttingDown,
+            message
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn client_messages_roundtrip(message in client_message()) {
+        let mut buf = Vec::new();
+        encode_frame(&message, &mut buf).unwrap();
+        let (decoded, used) = decode_frame::<ClientMessage>(&buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        prop_assert_eq!(used, buf.len());
+        prop_assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn daemon_messages_roundtrip(message in daemon_message()) {
+        let mut buf = Vec::new();
+        encode_frame(&message, &mut buf).unwrap();
+        let (decoded, used) = decode_frame::<DaemonMessage>(&buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+        prop_assert_eq!(used, buf.len());
+        prop_assert_eq!(decoded, message);
+    }
+
+    #[test]
+    fn split_frames_decode_once_whole(messages in proptest::collection::vec(client_message(), 1..5),
+                                      cut in any::<prop::sample::Index>()) {
+        let mut buf = Vec::new();
+        for m in &messages {
+            encode_frame(m, &mut buf).unwrap();
+        }
+        let cut = cut.index(buf.len() + 1);
+        // Feed the stream in two parts, as a socket might deliver it.
+        let mut pending = buf[..cut].to_vec();
+        let mut rest = &buf[cut..];
+        let mut decoded = Vec::new();
+        loop {
+            match decode_frame::<ClientMessage>(&pending, DEFAULT_MAX_FRAME).unwrap() {
+                Some((m, used)) => {
+                    decoded.push(m);
+                    pending.drain(..used);
+                }
+                None if !rest.is_empty() => {
+                    pending.extend_from_slice(rest);
+                    rest = &[];
+                }
+                None => break,
+            }
+        }
+        prop_assert!(pending.is_empty());
+        prop_assert_eq!(decoded, messages);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(buf in bytes(512), max in 0usize..1024) {
+        let _ = decode_frame::<ClientMessage>(&buf, max);
+        let _ = decode_frame::<DaemonMessage>(&buf, max);
+    }
+
+    #[test]
+    fn length_over_limit_is_refused(len in 1025u32.., tail in bytes(16)) {
+        let mut buf = len.to_be_bytes().to_vec();
+        buf.extend_from_slice(&tail);
+        let refused = matches!(decode_frame::<ClientMessage>(&buf, 1024), Err(WireError::FrameTooLarge { .. }));
+        prop_assert!(refused);
+    }
+}
