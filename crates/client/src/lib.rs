@@ -1,1 +1,287 @@
-//! placeholder
+//! Async client library for ferry's native protocol.
+//!
+//! [`Client::connect`] opens a Unix-socket connection and performs the handshake;
+//! [`connect_or_start`] also starts a daemon when none is listening. A connected client sends
+//! [`ClientMessage`]s and receives [`DaemonMessage`]s; [`Client::split`] hands the sending side
+//! to other tasks (stdin forwarding, signal forwarding) while one task reads.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferry_io::{FrameError, FrameReader};
+use ferry_wire::native::{ClientMessage, DaemonMessage, PROTOCOL_VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// Largest frame a client accepts from the daemon (an output chunk plus its envelope fits
+/// easily; job listings can be large).
+const CLIENT_MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// How long [`connect_or_start`] waits for a daemon it started.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages queued toward the daemon by a [`Sender`] before senders wait.
+const SEND_QUEUE: usize = 32;
+
+/// Errors of the client library.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens at the socket path.
+    #[error("no ferry daemon is running at {path} ({source})")]
+    NoDaemon {
+        /// The socket path.
+        path: PathBuf,
+        /// Why the connection failed.
+        source: std::io::Error,
+    },
+    /// The connection failed for another reason.
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The daemon refused the handshake or answered something else.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The daemon could not be started.
+    #[error("cannot start the ferry daemon: {0}")]
+    Start(String),
+    /// A frame could not be read or written.
+    #[error("connection to the daemon failed: {0}")]
+    Frame(#[from] FrameError),
+    /// The daemon closed the connection.
+    #[error("the daemon closed the connection")]
+    Closed,
+}
+
+/// The socket a client uses when none is given: `$XDG_RUNTIME_DIR/ferry/ferry.sock`, or
+/// `/tmp/ferry-$UID/ferry.sock` without a runtime directory.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("ferry").join("ferry.sock"),
+        None => {
+            let uid = rustix::process::getuid().as_raw();
+            PathBuf::from(format!("/tmp/ferry-{uid}")).join("ferry.sock")
+        }
+    }
+}
+
+/// What the daemon said in its `Welcome`.
+#[derive(Debug, Clone)]
+pub struct Welcome {
+    /// The peer id the daemon gave this connection.
+    pub peer: u64,
+    /// Daemon name and version.
+    pub daemon: String,
+    /// Capabilities announced.
+    pub capabilities: Vec<String>,
+    /// Largest frame the daemon accepts.
+    pub max_frame: u64,
+}
+
+/// A connected, handshaken client.
+pub struct Client {
+    reader: FrameReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    welcome: Welcome,
+    next_request: u64,
+}
+
+impl Client {
+    /// Connects to the daemon at `path` and performs the handshake.
+    pub async fn connect(path: &Path, client_name: &str) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path).await.map_err(|source| {
+            use std::io::ErrorKind::{ConnectionRefused, NotFound};
+            if matches!(source.kind(), NotFound | ConnectionRefused) {
+                ClientError::NoDaemon {
+                    path: path.to_owned(),
+                    source,
+                }
+            } else {
+                ClientError::Connect {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        let (read_half, write_half) = stream.into_split();
+        let mut client = Client {
+            reader: FrameReader::new(read_half),
+            writer: write_half,
+            welcome: Welcome {
+                peer: 0,
+                daemon: String::new(),
+                capabilities: Vec::new(),
+                max_frame: 0,
+            },
+            next_request: 1,
+        };
+        client
+            .send(&ClientMessage::Hello {
+                version: PROTOCOL_VERSION,
+                client: client_name.into(),
+                token: None,
+            })
+            .await?;
+        match client.recv().await? {
+            Some(DaemonMessage::Welcome {
+                peer,
+                daemon,
+                capabilities,
+                max_frame,
+                ..
+            }) => {
+                client.welcome = Welcome {
+                    peer,
+                    daemon,
+                    capabilities,
+                    max_frame,
+                };
+                Ok(client)
+            }
+            Some(DaemonMessage::Error { message, .. }) => Err(ClientError::Handshake(message)),
+            Some(other) => Err(ClientError::Handshake(format!(
+                "expected Welcome, got {other:?}"
+            ))),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// The daemon's `Welcome`.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// A fresh request id.
+    pub fn request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
+        ferry_io::write_frame(&mut self.writer, message).await?;
+        Ok(())
+    }
+
+    /// Receives one message; `Ok(None)` when the daemon closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<DaemonMessage>, ClientError> {
+        Ok(self.reader.next(CLIENT_MAX_FRAME).await?)
+    }
+
+    /// Splits into a receiving half and a cloneable sending handle served by a writer task.
+    pub fn split(self) -> (Receiver, Sender) {
+        let (tx, mut rx) = mpsc::channel::<ClientMessage>(SEND_QUEUE);
+        let mut writer = self.writer;
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if ferry_io::write_frame(&mut writer, &message).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+        (Receiver { reader: self.reader }, Sender { tx })
+    }
+}
+
+/// The receiving half of a split [`Client`].
+pub struct Receiver {
+    reader: FrameReader<OwnedReadHalf>,
+}
+
+impl Receiver {
+    /// Receives one message; `Ok(None)` when the daemon closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<DaemonMessage>, ClientError> {
+        Ok(self.reader.next(CLIENT_MAX_FRAME).await?)
+    }
+}
+
+/// The sending half of a split [`Client`]; clone it freely.
+#[derive(Clone)]
+pub struct Sender {
+    tx: mpsc::Sender<ClientMessage>,
+}
+
+impl Sender {
+    /// Queues a message; fails once the connection is gone.
+    pub async fn send(&self, message: ClientMessage) -> Result<(), ClientError> {
+        self.tx.send(message).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Queues a message from a thread outside the runtime.
+    pub fn blocking_send(&self, message: ClientMessage) -> Result<(), ClientError> {
+        self.tx.blocking_send(message).map_err(|_| ClientError::Closed)
+    }
+}
+
+/// Connects to the daemon at `path`, starting one with `start` when none is listening.
+///
+/// `start` must launch a daemon on `path` in the background. Two clients racing here may both
+/// launch one; the daemon's lock on the socket lets exactly one of them serve, and both clients
+/// connect to it.
+pub async fn connect_or_start(
+    path: &Path,
+    client_name: &str,
+    start: impl FnOnce() -> std::io::Result<Child>,
+) -> Result<Client, ClientError> {
+    match Client::connect(path, client_name).await {
+        Err(ClientError::NoDaemon { .. }) => {}
+        other => return other,
+    }
+    let mut child = start().map_err(|e| ClientError::Start(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        match Client::connect(path, client_name).await {
+            Err(ClientError::NoDaemon { source, .. }) => {
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = child.kill();
+                    return Err(ClientError::Start(format!(
+                        "no daemon answered at {} within {} s ({source})",
+                        path.display(),
+                        START_TIMEOUT.as_secs()
+                    )));
+                }
+            }
+            other => {
+                // Reap the launcher if it already exited (it lost a start race, say).
+                let _ = child.try_wait();
+                return other;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Launches `program daemon --socket PATH --background` detached, with its log appended to
+/// `log_file`. Suitable as the `start` argument of [`connect_or_start`].
+pub fn spawn_background_daemon(
+    program: &Path,
+    socket: &Path,
+    log_file: &Path,
+) -> std::io::Result<Child> {
+    if let Some(dir) = log_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)?;
+    Command::new(program)
+        .arg("daemon")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--background")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+}

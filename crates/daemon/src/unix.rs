@@ -1,0 +1,141 @@
+//! Unix-socket listeners: a private directory, one daemon per socket, stale sockets replaced,
+//! and the peer's uid checked on every connection.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::DaemonError;
+
+/// A bound Unix socket. Dropping it removes the socket file; the lock is released when the
+/// process exits (or the guard is dropped).
+#[derive(Debug)]
+pub struct UnixSocketGuard {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Drop for UnixSocketGuard {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("cannot remove socket {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+fn io_error(context: String) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Io { context, source }
+}
+
+/// Binds a listener at `path`.
+///
+/// Creates the parent directory with mode 0700 if it is missing, and refuses a directory that
+/// another user owns or that others can write. Takes an exclusive lock on `PATH.lock`, so two
+/// daemons never serve one socket; a socket file left by a dead daemon is replaced.
+pub fn bind(path: &Path) -> Result<(UnixListener, UnixSocketGuard), DaemonError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    prepare_private_dir(dir)?;
+    let lock_path = lock_path(path);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(io_error(format!("cannot open lock {}", lock_path.display())))?;
+    match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(DaemonError::AlreadyRunning(path.to_owned()));
+        }
+        Err(e) => {
+            return Err(DaemonError::Io {
+                context: format!("cannot lock {}", lock_path.display()),
+                source: e.into(),
+            })
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            if !meta.file_type().is_socket() {
+                return Err(DaemonError::Config(format!(
+                    "{} exists and is not a socket; remove it or choose another path",
+                    path.display()
+                )));
+            }
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                // Someone answers there without holding the lock: do not steal the path.
+                return Err(DaemonError::AlreadyRunning(path.to_owned()));
+            }
+            tracing::info!("replacing stale socket {}", path.display());
+            std::fs::remove_file(path)
+                .map_err(io_error(format!("cannot remove stale socket {}", path.display())))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(format!("cannot inspect {}", path.display()))(e)),
+    }
+    let listener =
+        UnixListener::bind(path).map_err(io_error(format!("cannot listen on {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_error(format!("cannot set mode of {}", path.display())))?;
+    Ok((
+        listener,
+        UnixSocketGuard {
+            path: path.to_owned(),
+            _lock: lock,
+        },
+    ))
+}
+
+/// The lock file that guards a socket path.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Creates `dir` (mode 0700) if missing; refuses it if another user owns it or others may
+/// write to it without the sticky bit (anyone could then replace the socket).
+fn prepare_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_error(format!("cannot create {}", dir.display())))?;
+    }
+    let meta =
+        std::fs::metadata(dir).map_err(io_error(format!("cannot inspect {}", dir.display())))?;
+    let uid = rustix::process::getuid().as_raw();
+    let mode = meta.mode();
+    let sticky = mode & 0o1000 != 0;
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(DaemonError::Config(format!(
+            "socket directory {} belongs to uid {}, not to you (uid {uid})",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    if mode & 0o022 != 0 && !sticky {
+        return Err(DaemonError::Config(format!(
+            "socket directory {} is writable by others (mode {:o}); use a private directory",
+            dir.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the peer on `stream` runs as the same user as the daemon.
+pub fn peer_is_owner(stream: &UnixStream) -> Result<bool, std::io::Error> {
+    let cred = stream.peer_cred()?;
+    Ok(cred.uid() == rustix::process::getuid().as_raw())
+}

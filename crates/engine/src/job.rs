@@ -1,0 +1,403 @@
+//! One job: its spawn in a fresh process group, the output pump, stdin feeding and timeout.
+//!
+//! Each running job has one pump thread that polls the child's stdout and stderr pipes, appends
+//! what it reads to the job log, and reaps the child once both pipes reach EOF. Stdin is fed by a
+//! tokio task from a bounded channel; the timeout is a tokio task too.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::process::{kill_process_group, Pid, Signal};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::log::JobLog;
+use crate::{EngineError, ExitReport, JobPhase, JobSnapshot, JobSpec, OutputStream, StdinSender};
+
+/// A job id: unique and increasing, also across daemon restarts on the same log directory.
+pub type JobId = u64;
+
+/// Chunks of stdin buffered per job before the writer waits.
+const STDIN_QUEUE: usize = 16;
+
+/// Name of the file, in the log directory, that remembers the next job id.
+const NEXT_ID_FILE: &str = "next-id";
+
+pub(crate) struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub submitted: SystemTime,
+    pub log: JobLog,
+    status: Mutex<Status>,
+}
+
+struct Status {
+    phase: JobPhase,
+    started: Option<(SystemTime, Instant)>,
+    pid: Option<u32>,
+    stdin_tx: Option<StdinSender>,
+    stdin_rx: Option<mpsc::Receiver<Vec<u8>>>,
+    timed_out: bool,
+}
+
+/// Called once a job has ended, with its id.
+pub(crate) type OnEnd = Box<dyn FnOnce(JobId) + Send>;
+
+impl Job {
+    pub fn new(id: JobId, spec: JobSpec, log_path: &Path) -> std::io::Result<Job> {
+        let log = JobLog::create(log_path)?;
+        let (stdin_tx, stdin_rx) = if spec.stdin {
+            let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        Ok(Job {
+            id,
+            spec,
+            submitted: SystemTime::now(),
+            log,
+            status: Mutex::new(Status {
+                phase: JobPhase::Queued,
+                started: None,
+                pid: None,
+                stdin_tx,
+                stdin_rx,
+                timed_out: false,
+            }),
+        })
+    }
+
+    fn status(&self) -> MutexGuard<'_, Status> {
+        self.status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> JobSnapshot {
+        let status = self.status();
+        let run_time = match (&status.phase, status.started) {
+            (JobPhase::Finished(report), _) => report.wall,
+            (JobPhase::Running { .. }, Some((_, at))) => at.elapsed(),
+            _ => Duration::ZERO,
+        };
+        JobSnapshot {
+            id: self.id,
+            argv: self.spec.argv.clone(),
+            phase: status.phase.clone(),
+            submitted: self.submitted,
+            started: status.started.map(|(wall, _)| wall),
+            run_time,
+            pid: status.pid,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.status().phase, JobPhase::Running { .. })
+    }
+
+    /// The stdin sender: `Ok(None)` once stdin was closed or the job ended.
+    pub fn stdin_sender(&self) -> Result<Option<StdinSender>, EngineError> {
+        if !self.spec.stdin {
+            return Err(EngineError::Invalid(format!(
+                "job {} was started without stdin",
+                self.id
+            )));
+        }
+        Ok(self.status().stdin_tx.clone())
+    }
+
+    pub fn close_stdin(&self) {
+        self.status().stdin_tx = None;
+    }
+
+    /// Sends `signal` to the job's process group.
+    pub fn signal_group(&self, signal: i32) -> Result<(), EngineError> {
+        let status = self.status();
+        let pid = match status.phase {
+            JobPhase::Running { pid } => pid,
+            JobPhase::Queued => {
+                return Err(EngineError::Invalid(format!("job {} is queued", self.id)))
+            }
+            JobPhase::Finished(_) => {
+                return Err(EngineError::Invalid(format!(
+                    "job {} has already finished",
+                    self.id
+                )))
+            }
+        };
+        send_to_group(pid, signal).map_err(|e| match e {
+            SignalError::Unknown => EngineError::Invalid(format!("unknown signal {signal}")),
+            SignalError::Os(source) => EngineError::Io {
+                context: format!("cannot signal job {}", self.id),
+                source,
+            },
+        })
+    }
+
+    /// Ends a job that never ran.
+    pub fn finish_without_running(&self, error: String, signal: Option<i32>) {
+        let report = ExitReport {
+            signal,
+            error: Some(error),
+            ..ExitReport::default()
+        };
+        {
+            let mut status = self.status();
+            status.phase = JobPhase::Finished(report.clone());
+            status.stdin_tx = None;
+            status.stdin_rx = None;
+        }
+        self.log.finish(report);
+    }
+
+    fn finish(&self, exit: std::process::ExitStatus) {
+        let report = {
+            let mut status = self.status();
+            let wall = status
+                .started
+                .map(|(_, at)| at.elapsed())
+                .unwrap_or_default();
+            let report = ExitReport {
+                code: exit.code(),
+                signal: exit.signal(),
+                wall,
+                timed_out: status.timed_out,
+                error: None,
+            };
+            status.phase = JobPhase::Finished(report.clone());
+            status.stdin_tx = None;
+            report
+        };
+        self.log.finish(report);
+    }
+}
+
+enum SignalError {
+    Unknown,
+    Os(std::io::Error),
+}
+
+fn send_to_group(pid: u32, signal: i32) -> Result<(), SignalError> {
+    let signal = Signal::from_named_raw(signal).ok_or(SignalError::Unknown)?;
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Err(SignalError::Unknown);
+    };
+    match kill_process_group(pid, signal) {
+        // The group is already gone: the job is ending; nothing to do.
+        Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(SignalError::Os(e.into())),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Spawns the job and its pump thread, stdin task and timeout task. On failure the job is
+/// finished with the error and `on_end` is called at once.
+pub(crate) fn spawn(
+    job: Arc<Job>,
+    runtime: &tokio::runtime::Handle,
+    kill_grace: Duration,
+    on_end: OnEnd,
+) {
+    let spec = &job.spec;
+    let program = spec.argv[0].clone();
+    let mut command = Command::new(&program);
+    command
+        .args(&spec.argv[1..])
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    if let Some(env) = &spec.env {
+        command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            job.finish_without_running(spawn_error(&program, &spec.cwd, &e), None);
+            on_end(job.id);
+            return;
+        }
+    };
+    let pid = child.id();
+    let stdin_rx = {
+        let mut status = job.status();
+        status.phase = JobPhase::Running { pid };
+        status.pid = Some(pid);
+        status.started = Some((SystemTime::now(), Instant::now()));
+        status.stdin_rx.take()
+    };
+    tracing::debug!(job = job.id, pid, "spawned {:?}", spec.argv);
+    if let (Some(stdin), Some(rx)) = (child.stdin.take(), stdin_rx) {
+        runtime.spawn(feed_stdin(OwnedFd::from(stdin), rx));
+    }
+    if let Some(timeout) = spec.timeout {
+        runtime.spawn(enforce_timeout(Arc::clone(&job), pid, timeout, kill_grace));
+    }
+    let pump_job = Arc::clone(&job);
+    let pumped = std::thread::Builder::new()
+        .name(format!("job-{}", job.id))
+        .spawn(move || pump(pump_job, child, on_end));
+    if let Err(e) = pumped {
+        // Without a pump nobody reads its output or reaps it: stop it now.
+        tracing::error!(job = job.id, "cannot start output thread: {e}");
+        let _ = send_to_group(pid, libc::SIGKILL);
+    }
+}
+
+fn spawn_error(program: &OsStr, cwd: &Option<std::path::PathBuf>, e: &std::io::Error) -> String {
+    let program = program.to_string_lossy();
+    match (e.kind(), cwd) {
+        (std::io::ErrorKind::NotFound, Some(cwd)) if !cwd.is_dir() => {
+            format!(
+                "cannot run {program}: working directory {} does not exist",
+                cwd.display()
+            )
+        }
+        (std::io::ErrorKind::NotFound, _) => format!("cannot run {program}: command not found"),
+        _ => format!("cannot run {program}: {e}"),
+    }
+}
+
+/// The pump thread: copies stdout and stderr into the log until both end, then reaps.
+fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
+    let mut writer = job.log.writer();
+    let mut pipes: Vec<(Box<dyn ReadFd>, OutputStream)> = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        pipes.push((Box::new(out), OutputStream::Stdout));
+    }
+    if let Some(err) = child.stderr.take() {
+        pipes.push((Box::new(err), OutputStream::Stderr));
+    }
+    let mut log_failed = false;
+    while !pipes.is_empty() {
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = pipes
+                .iter()
+                .map(|(pipe, _)| PollFd::from_borrowed_fd(pipe.fd(), PollFlags::IN))
+                .collect();
+            match poll(&mut fds, None) {
+                Ok(_) => fds.iter().map(|fd| !fd.revents().is_empty()).collect(),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::error!(job = job.id, "poll on job output failed: {e}");
+                    break;
+                }
+            }
+        };
+        let mut ready = ready.into_iter();
+        pipes.retain_mut(|(pipe, stream)| {
+            if !ready.next().unwrap_or(false) {
+                return true;
+            }
+            match pipe.read(writer.data_buf()) {
+                Ok(0) => false,
+                Ok(n) => {
+                    if let Err(e) = writer.commit(*stream, n) {
+                        if !log_failed {
+                            tracing::error!(job = job.id, "cannot write job log: {e}");
+                            log_failed = true;
+                        }
+                    }
+                    true
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+                Err(e) => {
+                    tracing::error!(job = job.id, "cannot read job output: {e}");
+                    false
+                }
+            }
+        });
+    }
+    drop(pipes);
+    match child.wait() {
+        Ok(exit) => job.finish(exit),
+        Err(e) => job.finish_without_running(format!("cannot reap job: {e}"), None),
+    }
+    tracing::debug!(job = job.id, "ended");
+    on_end(job.id);
+}
+
+/// A readable pipe whose fd can be polled.
+trait ReadFd: Read + Send {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+
+impl<T: Read + AsFd + Send> ReadFd for T {
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.as_fd()
+    }
+}
+
+async fn feed_stdin(fd: OwnedFd, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut pipe = match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            tracing::error!("cannot use job stdin pipe: {e}");
+            return;
+        }
+    };
+    while let Some(data) = rx.recv().await {
+        if pipe.write_all(&data).await.is_err() {
+            break; // the job closed its stdin
+        }
+    }
+}
+
+async fn enforce_timeout(job: Arc<Job>, pid: u32, timeout: Duration, grace: Duration) {
+    tokio::time::sleep(timeout).await;
+    {
+        let mut status = job.status();
+        if status.phase != (JobPhase::Running { pid }) {
+            return;
+        }
+        status.timed_out = true;
+    }
+    tracing::info!(job = job.id, "timed out after {timeout:?}: terminating");
+    let _ = job.signal_group(libc::SIGTERM);
+    tokio::time::sleep(grace).await;
+    if job.is_running() {
+        let _ = job.signal_group(libc::SIGKILL);
+    }
+}
+
+/// Finds the first job id to use in `log_dir`: after every id used by an earlier daemon there.
+/// Earlier runs' logs are removed (their records do not survive a restart yet).
+pub(crate) fn next_id_after_previous_runs(log_dir: &Path) -> std::io::Result<JobId> {
+    let mut next = std::fs::read_to_string(log_dir.join(NEXT_ID_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<JobId>().ok())
+        .unwrap_or(1)
+        .max(1);
+    for entry in std::fs::read_dir(log_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<JobId>().ok())
+        else {
+            continue;
+        };
+        next = next.max(id + 1);
+        std::fs::remove_file(entry.path())?;
+    }
+    let tmp = log_dir.join(format!("{NEXT_ID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{next}\n"))?;
+    std::fs::rename(&tmp, log_dir.join(NEXT_ID_FILE))?;
+    Ok(next)
+}

@@ -1,0 +1,81 @@
+//! Async framing of the native protocol over any byte stream, shared by daemon and clients.
+//!
+//! [`FrameReader`] turns an `AsyncRead` into a sequence of decoded messages, with the frame-size
+//! limit chosen per call (small before the handshake, larger after). [`write_frame`] encodes and
+//! writes one message. The codec itself is `ferry_wire::native`; this crate only does the I/O.
+
+use bytes::{Buf, BytesMut};
+use ferry_wire::native::{decode_frame, encode_frame, WireError};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// How much room to make in the read buffer before each read.
+const READ_RESERVE: usize = 128 * 1024;
+
+/// Errors while reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer sent bytes that are not a valid frame.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The stream ended in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({0} bytes unread)")]
+    Truncated(usize),
+    /// The stream failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads native frames from a byte stream.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps a stream.
+    pub fn new(inner: R) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(READ_RESERVE),
+        }
+    }
+
+    /// The next message: `Ok(None)` on a clean end of stream between frames.
+    pub async fn next<T: DeserializeOwned>(
+        &mut self,
+        max_frame: usize,
+    ) -> Result<Option<T>, FrameError> {
+        loop {
+            if let Some((message, used)) = decode_frame::<T>(&self.buf, max_frame)? {
+                self.buf.advance(used);
+                return Ok(Some(message));
+            }
+            self.buf.reserve(READ_RESERVE);
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated(self.buf.len()))
+                };
+            }
+        }
+    }
+}
+
+/// Encodes `message` as one frame.
+pub fn frame<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
+    let mut buf = Vec::new();
+    encode_frame(message, &mut buf)?;
+    Ok(buf)
+}
+
+/// Encodes and writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    writer: &mut W,
+    message: &T,
+) -> Result<(), FrameError> {
+    writer.write_all(&frame(message)?).await?;
+    Ok(())
+}
