@@ -187,7 +187,12 @@ impl Client {
             }
             let _ = writer.shutdown().await;
         });
-        (Receiver { reader: self.reader }, Sender { tx })
+        (
+            Receiver {
+                reader: self.reader,
+            },
+            Sender { tx },
+        )
     }
 }
 
@@ -217,7 +222,9 @@ impl Sender {
 
     /// Queues a message from a thread outside the runtime.
     pub fn blocking_send(&self, message: ClientMessage) -> Result<(), ClientError> {
-        self.tx.blocking_send(message).map_err(|_| ClientError::Closed)
+        self.tx
+            .blocking_send(message)
+            .map_err(|_| ClientError::Closed)
     }
 }
 

@@ -252,7 +252,10 @@ mod tests {
 
     #[test]
     fn only_native_unix_is_served() {
-        assert!(ListenSpec::parse("ferry:unix:/x").unwrap().check_served().is_ok());
+        assert!(ListenSpec::parse("ferry:unix:/x")
+            .unwrap()
+            .check_served()
+            .is_ok());
         let err = ListenSpec::parse("tsockm:tcp:127.0.0.1:1")
             .unwrap()
             .check_served()

@@ -50,7 +50,10 @@ pub fn bind(path: &Path) -> Result<(UnixListener, UnixSocketGuard), DaemonError>
         .write(true)
         .mode(0o600)
         .open(&lock_path)
-        .map_err(io_error(format!("cannot open lock {}", lock_path.display())))?;
+        .map_err(io_error(format!(
+            "cannot open lock {}",
+            lock_path.display()
+        )))?;
     match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -76,14 +79,16 @@ pub fn bind(path: &Path) -> Result<(UnixListener, UnixSocketGuard), DaemonError>
                 return Err(DaemonError::AlreadyRunning(path.to_owned()));
             }
             tracing::info!("replacing stale socket {}", path.display());
-            std::fs::remove_file(path)
-                .map_err(io_error(format!("cannot remove stale socket {}", path.display())))?;
+            std::fs::remove_file(path).map_err(io_error(format!(
+                "cannot remove stale socket {}",
+                path.display()
+            )))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(format!("cannot inspect {}", path.display()))(e)),
     }
-    let listener =
-        UnixListener::bind(path).map_err(io_error(format!("cannot listen on {}", path.display())))?;
+    let listener = UnixListener::bind(path)
+        .map_err(io_error(format!("cannot listen on {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_error(format!("cannot set mode of {}", path.display())))?;
     Ok((

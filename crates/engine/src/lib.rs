@@ -223,10 +223,12 @@ impl Engine {
         }
         let id = state.next_id;
         let log_path = self.inner.config.log_dir.join(format!("{id}.log"));
-        let job = Arc::new(Job::new(id, spec, &log_path).map_err(|source| EngineError::Io {
-            context: format!("cannot create job log {}", log_path.display()),
-            source,
-        })?);
+        let job = Arc::new(
+            Job::new(id, spec, &log_path).map_err(|source| EngineError::Io {
+                context: format!("cannot create job log {}", log_path.display()),
+                source,
+            })?,
+        );
         state.next_id += 1;
         state.jobs.insert(id, Arc::clone(&job));
         if start_now {
@@ -344,7 +346,9 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent state (no multi-step invariants
         // are broken mid-way), so a poisoned lock is taken over.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Spawns `job` (its running slot is already counted).
@@ -367,7 +371,10 @@ impl Inner {
             if self.shutting_down.load(Ordering::SeqCst) {
                 None
             } else {
-                let next = state.queue.pop_front().and_then(|id| state.jobs.get(&id).cloned());
+                let next = state
+                    .queue
+                    .pop_front()
+                    .and_then(|id| state.jobs.get(&id).cloned());
                 if next.is_some() {
                     state.running += 1;
                 }

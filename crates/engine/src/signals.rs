@@ -40,12 +40,18 @@ pub fn parse_signal(text: &str) -> Option<i32> {
     }
     let upper = text.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    SIGNALS.iter().find(|&&(n, _)| n == name).map(|&(_, number)| number)
+    SIGNALS
+        .iter()
+        .find(|&&(n, _)| n == name)
+        .map(|&(_, number)| number)
 }
 
 /// The name of a signal number (`TERM`), if it has one.
 pub fn signal_name(number: i32) -> Option<&'static str> {
-    SIGNALS.iter().find(|&&(_, n)| n == number).map(|&(name, _)| name)
+    SIGNALS
+        .iter()
+        .find(|&&(_, n)| n == number)
+        .map(|&(name, _)| name)
 }
 
 /// Resets every signal this process ignores to its default action and unblocks every signal.

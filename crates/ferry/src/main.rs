@@ -1,1 +1,70 @@
-fn main() {}
+//! The `ferry` binary: the daemon and every client subcommand.
+
+mod cli;
+mod commands;
+mod follow;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// Exit status when ferry itself fails (as opposed to the job it ran).
+const FERRY_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(ferry_client::default_socket_path);
+    let result = match cli.command {
+        Command::Daemon(args) => commands::daemon::run(&socket, args).map(|()| 0),
+        Command::Run(args) => commands::run::run(&socket, args),
+        Command::Attach(args) => commands::attach::attach(&socket, args),
+        Command::Log(args) => commands::attach::log(&socket, args),
+        Command::Ps(args) => commands::ps::run(&socket, args),
+        Command::Kill(args) => commands::kill::run(&socket, args),
+        Command::Shutdown => commands::shutdown::run(&socket),
+    };
+    match result {
+        // Job statuses are 0..=255 (128+N for signals); anything else is reported as failure.
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(FERRY_FAILED)),
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            ExitCode::from(FERRY_FAILED)
+        }
+    }
+}
+
+/// The daemon's state directory: `$XDG_STATE_HOME/ferry`, or `~/.local/state/ferry`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("ferry");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/state/ferry");
+    }
+    let uid = rustix::process::getuid().as_raw();
+    PathBuf::from(format!("/tmp/ferry-{uid}/state"))
+}
+
+/// The state directory in force: `$FERRY_STATE_DIR` or the default.
+pub fn state_dir_from_env() -> PathBuf {
+    std::env::var_os("FERRY_STATE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(default_state_dir)
+}
+
+/// A runtime for a client subcommand.
+pub fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The name clients give in their `Hello`.
+pub const CLIENT_NAME: &str = concat!("ferry-cli/", env!("CARGO_PKG_VERSION"));

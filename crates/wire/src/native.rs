@@ -438,7 +438,9 @@ mod tests {
     #[test]
     fn unknown_variant_is_malformed() {
         // {"Frobnicate": {}}
-        let body = [0xa1, 0x6a, b'F', b'r', b'o', b'b', b'n', b'i', b'c', b'a', b't', b'e', 0xa0];
+        let body = [
+            0xa1, 0x6a, b'F', b'r', b'o', b'b', b'n', b'i', b'c', b'a', b't', b'e', 0xa0,
+        ];
         let mut buf = (body.len() as u32).to_be_bytes().to_vec();
         buf.extend_from_slice(&body);
         assert!(matches!(

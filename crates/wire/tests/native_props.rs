@@ -73,7 +73,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             byte_bufs(),
             proptest::option::of(bytes(8).prop_map(ByteBuf::from)),
             proptest::option::of(proptest::collection::vec(
-                (bytes(8).prop_map(ByteBuf::from), bytes(8).prop_map(ByteBuf::from)),
+                (
+                    bytes(8).prop_map(ByteBuf::from),
+                    bytes(8).prop_map(ByteBuf::from)
+                ),
                 0..3
             )),
             any::<(bool, Option<u64>, bool, bool)>(),

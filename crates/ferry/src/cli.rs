@@ -1,0 +1,160 @@
+//! Command-line arguments, as clap parses them (raw: values are checked where they are used).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ferry: run commands through a daemon that streams their output, keeps their logs, and
+/// reports their exit status and run time.
+///
+/// The daemon starts by itself when `ferry run` needs it. Clients find it through --socket,
+/// then $FERRY_SOCKET, then $XDG_RUNTIME_DIR/ferry/ferry.sock (or /tmp/ferry-$UID/ferry.sock).
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, propagate_version = true)]
+pub struct Cli {
+    /// Unix socket of the daemon.
+    #[arg(long, global = true, env = "FERRY_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command through the daemon; exit with its status.
+    ///
+    /// Its stdout and stderr come back live on ferry's stdout and stderr; ferry's stdin is
+    /// forwarded to it. Ctrl-C, SIGTERM, SIGHUP and SIGQUIT are forwarded to its process group.
+    /// Exits with the command's exit code, 128+N if it was killed by signal N, 127 if it
+    /// could not be started, 125 if ferry itself failed.
+    Run(RunArgs),
+    /// Follow a job: replay its output from the start, then live until it exits.
+    ///
+    /// Exits with the job's status, like `ferry run`.
+    Attach(AttachArgs),
+    /// Print a job's stored stdout and stderr (without waiting for it to end).
+    Log(LogArgs),
+    /// List jobs: id, state, exit, start time, run time, command.
+    Ps(PsArgs),
+    /// Send a signal to a job's whole process group (or cancel a queued job).
+    Kill(KillArgs),
+    /// Ask the daemon to shut down: running jobs are terminated (TERM, then KILL).
+    Shutdown,
+    /// Run the daemon in the foreground, logging to stderr.
+    Daemon(DaemonArgs),
+}
+
+/// `ferry run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Start the job and print its id instead of following it (stdin is /dev/null).
+    #[arg(short, long)]
+    pub detach: bool,
+
+    /// Terminate the job (TERM, then KILL after the daemon's grace period) after this long,
+    /// e.g. 30s, 5m, 1h30m.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<humantime::Duration>,
+
+    /// Give the job /dev/null as stdin instead of forwarding ferry's stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+
+    /// Keep the job running if this client goes away (by default it gets SIGHUP).
+    #[arg(long)]
+    pub keep: bool,
+
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `ferry attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Only output produced from now on (no replay).
+    #[arg(long)]
+    pub no_replay: bool,
+
+    /// The job id.
+    pub job: u64,
+}
+
+/// `ferry log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The job id.
+    pub job: u64,
+}
+
+/// `ferry ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal name or number (TERM, SIGKILL, 9...).
+    #[arg(short, long, default_value = "TERM", value_name = "SIG")]
+    pub signal: String,
+
+    /// The job id.
+    pub job: u64,
+}
+
+/// `ferry daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Listen on DIALECT:TRANSPORT:ADDRESS (repeatable); e.g. ferry:unix:/path/to.sock.
+    /// Default: ferry:unix:<the client socket>.
+    #[arg(long = "listen", value_name = "SPEC")]
+    pub listen: Vec<String>,
+
+    /// Directory for job logs and the daemon's state
+    /// (default $XDG_STATE_HOME/ferry, or ~/.local/state/ferry).
+    #[arg(long, env = "FERRY_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Largest frame accepted from a client after the handshake, in bytes.
+    #[arg(long, default_value_t = ferry_wire::DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    pub max_frame_size: usize,
+
+    /// Connections served at once; more are refused with an error.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Jobs running at once; more wait in a queue (shown as queued by `ferry ps`).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_jobs: usize,
+
+    /// Jobs waiting in the queue at once; more are refused.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_queued: usize,
+
+    /// Finished jobs remembered, with their logs; the oldest are forgotten first.
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    pub max_finished: usize,
+
+    /// Time between TERM and KILL when a job is terminated (timeout, shutdown).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub kill_grace: humantime::Duration,
+
+    /// Time a new connection has to complete its handshake.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub handshake_timeout: humantime::Duration,
+
+    /// Detach from the terminal's session (used when a client starts the daemon).
+    #[arg(long, hide = true)]
+    pub background: bool,
+}

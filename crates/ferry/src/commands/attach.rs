@@ -1,0 +1,45 @@
+//! `ferry attach` (follow a job to its end) and `ferry log` (print its stored output).
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use ferry_wire::native::{ClientMessage, DaemonMessage};
+
+use crate::cli::{AttachArgs, LogArgs};
+use crate::follow::{exit_status, print_job_output, Followed};
+
+/// Follows a job until it exits; returns its status.
+pub fn attach(socket: &Path, args: AttachArgs) -> Result<i32> {
+    show(socket, args.job, !args.no_replay, true)
+}
+
+/// Prints a job's stored output; returns 0.
+pub fn log(socket: &Path, args: LogArgs) -> Result<i32> {
+    show(socket, args.job, true, false).map(|_| 0)
+}
+
+fn show(socket: &Path, job: u64, replay: bool, follow: bool) -> Result<i32> {
+    crate::client_runtime()?.block_on(async {
+        let mut client = super::connect(socket).await?;
+        let request = client.request_id();
+        client
+            .send(&ClientMessage::Attach {
+                request,
+                job,
+                replay,
+                follow,
+            })
+            .await?;
+        match client.recv().await? {
+            Some(DaemonMessage::Attached { .. }) => {}
+            Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
+            Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
+            None => bail!("the daemon closed the connection"),
+        }
+        let (mut receiver, _sender) = client.split();
+        match print_job_output(&mut receiver, job, None).await? {
+            Followed::Exit(exit) if follow => Ok(exit_status(job, &exit)),
+            Followed::Exit(_) | Followed::LogEnd => Ok(0),
+        }
+    })
+}

@@ -1,0 +1,186 @@
+//! `ferry ps`: lists jobs as a table or as JSON lines.
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use ferry_wire::native::{display_bytes, ClientMessage, DaemonMessage, JobInfo, JobState};
+use serde::Serialize;
+
+use crate::cli::PsArgs;
+
+/// Prints the daemon's jobs.
+pub fn run(socket: &Path, args: PsArgs) -> Result<i32> {
+    let jobs = crate::client_runtime()?.block_on(async {
+        let mut client = super::connect(socket).await?;
+        let request = client.request_id();
+        client.send(&ClientMessage::ListJobs { request }).await?;
+        loop {
+            match client.recv().await? {
+                Some(DaemonMessage::Jobs { request: r, jobs }) if r == request => return Ok(jobs),
+                Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
+                Some(_) => {}
+                None => bail!("the daemon closed the connection"),
+            }
+        }
+    })?;
+    let mut out = String::new();
+    if args.json {
+        for job in &jobs {
+            out.push_str(&serde_json::to_string(&JsonJob::from(job))?);
+            out.push('\n');
+        }
+    } else {
+        out.push_str(&table(&jobs));
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+/// One line of `ferry ps --json`.
+#[derive(Serialize)]
+struct JsonJob {
+    id: u64,
+    state: &'static str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    error: Option<String>,
+    pid: Option<u32>,
+    submitted: String,
+    started: Option<String>,
+    run_time_us: u64,
+    command: Vec<String>,
+}
+
+impl From<&JobInfo> for JsonJob {
+    fn from(job: &JobInfo) -> JsonJob {
+        let exit = job.exit.as_ref();
+        JsonJob {
+            id: job.id,
+            state: state_name(job),
+            exit_code: exit.and_then(|e| e.code),
+            signal: exit.and_then(|e| e.signal),
+            timed_out: exit.is_some_and(|e| e.timed_out),
+            error: exit.and_then(|e| e.error.clone()),
+            pid: job.pid,
+            submitted: timestamp(job.submitted_ms),
+            started: job.started_ms.map(timestamp),
+            run_time_us: job.run_us,
+            command: job.argv.iter().map(|a| display_bytes(a)).collect(),
+        }
+    }
+}
+
+/// The state shown to people: finished jobs say how they ended.
+fn state_name(job: &JobInfo) -> &'static str {
+    match (job.state, &job.exit) {
+        (JobState::Queued, _) => "queued",
+        (JobState::Running, _) => "running",
+        (JobState::Finished, Some(exit)) if exit.timed_out => "timeout",
+        (JobState::Finished, Some(exit)) if exit.error.is_some() && exit.signal.is_some() => {
+            "cancelled"
+        }
+        (JobState::Finished, Some(exit)) if exit.error.is_some() => "failed",
+        (JobState::Finished, Some(exit)) if exit.signal.is_some() => "killed",
+        (JobState::Finished, _) => "exited",
+    }
+}
+
+fn exit_column(job: &JobInfo) -> String {
+    match &job.exit {
+        Some(exit) => match (exit.code, exit.signal) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(signal)) => ferry_engine::signals::signal_name(signal)
+                .map(|name| format!("SIG{name}"))
+                .unwrap_or_else(|| format!("signal {signal}")),
+            (None, None) => "-".into(),
+        },
+        None => "-".into(),
+    }
+}
+
+fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A run time for people: 0.012s, 4.5s, 3m07s, 2h05m.
+fn run_time(us: u64) -> String {
+    let secs = us / 1_000_000;
+    match secs {
+        0..=9 => format!("{:.3}s", us as f64 / 1e6),
+        10..=59 => format!("{:.1}s", us as f64 / 1e6),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+/// Quotes an argument for display when a shell would need it.
+fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+fn table(jobs: &[JobInfo]) -> String {
+    let rows: Vec<[String; 6]> = jobs
+        .iter()
+        .map(|job| {
+            [
+                job.id.to_string(),
+                state_name(job).to_owned(),
+                exit_column(job),
+                job.started_ms.map(timestamp).unwrap_or_else(|| "-".into()),
+                run_time(job.run_us),
+                job.argv
+                    .iter()
+                    .map(|a| shell_word(&display_bytes(a)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    let header = ["ID", "STATE", "EXIT", "STARTED", "TIME", "COMMAND"].map(String::from);
+    let mut widths = [0usize; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        for (cell, width) in row.iter().zip(widths) {
+            out.push_str(&format!("{cell:<width$}  "));
+        }
+        out.push_str(&row[5]);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_times_read_well() {
+        assert_eq!(run_time(12_345), "0.012s");
+        assert_eq!(run_time(12_345_678), "12.3s");
+        assert_eq!(run_time(187_000_000), "3m07s");
+        assert_eq!(run_time(7_500_000_000), "2h05m");
+    }
+
+    #[test]
+    fn words_are_quoted_when_needed() {
+        assert_eq!(shell_word("ls"), "ls");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+}

@@ -1,0 +1,145 @@
+//! `ferry run`: runs a command through the daemon (starting it if needed), forwards stdin and
+//! signals, prints the output live, and exits with the command's status.
+
+use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ferry_client::{connect_or_start, spawn_background_daemon, Sender};
+use ferry_wire::native::{ClientMessage, DaemonMessage};
+use serde_bytes::ByteBuf;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::RunArgs;
+use crate::follow::{exit_status, print_job_output, Followed};
+
+/// Size of one stdin chunk sent to the daemon.
+const STDIN_CHUNK: usize = 64 * 1024;
+
+/// Signals forwarded to the job's process group while following it.
+const FORWARDED: [(SignalKind, i32); 4] = [
+    (SignalKind::interrupt(), libc::SIGINT),
+    (SignalKind::terminate(), libc::SIGTERM),
+    (SignalKind::hangup(), libc::SIGHUP),
+    (SignalKind::quit(), libc::SIGQUIT),
+];
+
+/// Runs the command; returns the status to exit with.
+pub fn run(socket: &Path, args: RunArgs) -> Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(socket, args))
+}
+
+async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
+    let program = std::env::current_exe().context("cannot find the ferry executable")?;
+    let log_file = crate::state_dir_from_env().join("daemon.log");
+    let mut client = connect_or_start(socket, crate::CLIENT_NAME, || {
+        spawn_background_daemon(&program, socket, &log_file)
+    })
+    .await?;
+    let forward_stdin = !args.detach && !args.no_stdin;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let request = client.request_id();
+    client
+        .send(&ClientMessage::Run {
+            request,
+            argv: args
+                .command
+                .into_iter()
+                .map(|a| ByteBuf::from(a.into_vec()))
+                .collect(),
+            cwd: Some(ByteBuf::from(cwd.into_os_string().into_vec())),
+            env: Some(
+                std::env::vars_os()
+                    .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
+                    .collect(),
+            ),
+            stdin: forward_stdin,
+            timeout_ms: args.timeout.map(|t| {
+                u64::try_from(std::time::Duration::from(t).as_millis()).unwrap_or(u64::MAX)
+            }),
+            hangup_on_disconnect: !args.detach && !args.keep,
+            follow: !args.detach,
+        })
+        .await?;
+    let job = loop {
+        match client.recv().await? {
+            Some(DaemonMessage::Accepted { job, .. }) => break job,
+            Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
+            Some(DaemonMessage::Notice { message, .. }) => eprintln!("ferry: {message}"),
+            Some(_) => {}
+            None => bail!("the daemon closed the connection"),
+        }
+    };
+    if args.detach {
+        println!("{job}");
+        return Ok(0);
+    }
+    let (mut receiver, sender) = client.split();
+    if forward_stdin {
+        forward_stdin_thread(sender.clone(), job);
+    }
+    forward_signals(sender.clone(), job)?;
+    match print_job_output(&mut receiver, job, Some(&sender)).await? {
+        Followed::Exit(exit) => Ok(exit_status(job, &exit)),
+        Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
+    }
+}
+
+/// Copies ferry's stdin to the job on a thread of its own (stdin reads block), then closes
+/// the job's stdin at EOF.
+fn forward_stdin_thread(sender: Sender, job: u64) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; STDIN_CHUNK];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let data = buf[..n].to_vec();
+                    if sender
+                        .blocking_send(ClientMessage::Stdin { job, data })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = sender.blocking_send(ClientMessage::CloseStdin { job });
+    });
+}
+
+/// Forwards Ctrl-C, SIGTERM, SIGHUP and SIGQUIT to the job's process group. The third of the
+/// same signal makes ferry give up waiting and exit with 128+N.
+fn forward_signals(sender: Sender, job: u64) -> Result<()> {
+    for (kind, number) in FORWARDED {
+        let mut stream = signal(kind).context("cannot handle signals")?;
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let mut count = 0;
+            while stream.recv().await.is_some() {
+                count += 1;
+                if count >= 3 {
+                    eprintln!("ferry: giving up waiting for job {job}");
+                    std::process::exit(128 + number);
+                }
+                let message = ClientMessage::Signal {
+                    request: 0,
+                    job,
+                    signal: number,
+                };
+                if sender.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(())
+}

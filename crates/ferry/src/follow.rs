@@ -1,0 +1,101 @@
+//! Printing a followed job's output: stdout chunks to ferry's stdout, stderr chunks to ferry's
+//! stderr, each written out at once (no buffering), until the job exits or its log ends.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use anyhow::{bail, Result};
+use ferry_client::{Receiver, Sender};
+use ferry_wire::native::{ClientMessage, DaemonMessage, JobExit, Stream};
+
+/// How following a job ended.
+pub enum Followed {
+    /// The job exited.
+    Exit(JobExit),
+    /// The stored log ended (for `ferry log` of a running job).
+    LogEnd,
+}
+
+/// Writes all of `bytes` to `fd`, retrying on interruption.
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Prints job `job`'s frames until it exits (or, with `until_log_end`, its log ends).
+///
+/// When ferry's stdout is a closed pipe, the job gets SIGPIPE through `sender` (as it would
+/// writing to that pipe itself) and further stdout output is dropped.
+pub async fn print_job_output(
+    receiver: &mut Receiver,
+    job: u64,
+    sender: Option<&Sender>,
+) -> Result<Followed> {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut stdout_broken = false;
+    loop {
+        let Some(message) = receiver.recv().await? else {
+            bail!("the daemon closed the connection before job {job} ended");
+        };
+        match message {
+            DaemonMessage::Output {
+                job: of,
+                data,
+                stream,
+                ..
+            } if of == job => match stream {
+                Stream::Stdout if !stdout_broken => {
+                    if let Err(e) = write_all(stdout.as_fd(), &data) {
+                        stdout_broken = true;
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            if let Some(sender) = sender {
+                                let _ = sender
+                                    .send(ClientMessage::Signal {
+                                        request: 0,
+                                        job,
+                                        signal: libc::SIGPIPE,
+                                    })
+                                    .await;
+                            }
+                        } else {
+                            eprintln!("ferry: cannot write to stdout: {e}");
+                        }
+                    }
+                }
+                Stream::Stdout => {}
+                Stream::Stderr => {
+                    // Nowhere to report a failing stderr: drop the bytes.
+                    let _ = write_all(stderr.as_fd(), &data);
+                }
+            },
+            DaemonMessage::Exit { job: of, exit } if of == job => return Ok(Followed::Exit(exit)),
+            DaemonMessage::LogEnd { job: of, .. } if of == job => return Ok(Followed::LogEnd),
+            DaemonMessage::Notice { message, .. } => eprintln!("ferry: {message}"),
+            DaemonMessage::Error {
+                request: None | Some(0),
+                message,
+                ..
+            } => eprintln!("ferry: {message}"),
+            DaemonMessage::Error { message, .. } => bail!("{message}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reports how a followed job ended on stderr (when it did not simply exit) and returns the
+/// status ferry exits with.
+pub fn exit_status(job: u64, exit: &JobExit) -> i32 {
+    if let Some(error) = &exit.error {
+        eprintln!("ferry: job {job}: {error}");
+    } else if exit.timed_out {
+        eprintln!("ferry: job {job} timed out and was terminated");
+    }
+    exit.shell_status()
+}

@@ -1,0 +1,271 @@
+//! Test helpers: a real `ferry daemon` process on a temporary socket, `ferry` client commands
+//! pointed at it, and a raw protocol connection for sending arbitrary bytes.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_wire::native::{
+    decode_frame, encode_frame, ClientMessage, DaemonMessage, PROTOCOL_VERSION,
+};
+
+/// The ferry binary under test.
+pub fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+/// A daemon process on a private temporary socket, stopped when dropped.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `ferry daemon` with extra arguments and waits until it answers.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run").join("ferry.sock");
+        let state_dir = dir.path().join("state");
+        let child = Command::new(ferry_bin())
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(extra)
+            .env("FERRY_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("daemon.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn daemon");
+        let daemon = Daemon {
+            dir,
+            socket,
+            state_dir,
+            child: Some(child),
+        };
+        daemon.wait_until_serving();
+        daemon
+    }
+
+    fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("daemon did not start; log:\n{}", self.log());
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A `ferry` command pointed at this daemon.
+    pub fn ferry(&self) -> Command {
+        let mut command = Command::new(ferry_bin());
+        command
+            .env("FERRY_SOCKET", &self.socket)
+            .env("FERRY_STATE_DIR", &self.state_dir)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `ferry ARGS` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.ferry().args(args).output().expect("run ferry")
+    }
+
+    /// Sends a signal to the daemon and waits for it to exit; returns its exit code.
+    pub fn stop_with(&mut self, signal: i32) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        send_signal(child.id(), signal);
+        wait_with_timeout(&mut child, Duration::from_secs(20))
+    }
+
+    /// A raw connection that has done the handshake.
+    pub fn raw(&self) -> Raw {
+        let mut raw = Raw::connect(&self.socket);
+        raw.send(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            client: "test".into(),
+            token: None,
+        });
+        match raw.recv() {
+            Some(DaemonMessage::Welcome { .. }) => raw,
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    /// Asserts that the daemon still serves a new client properly.
+    pub fn assert_serving(&self) {
+        let out = self.run(&["run", "--", "echo", "still serving"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "still serving\n",
+            "daemon log:\n{}",
+            self.log()
+        );
+        assert_eq!(out.status.code(), Some(0));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), libc::SIGTERM);
+            if wait_with_timeout(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill() has no memory-safety requirements; a wrong pid only yields an error.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// Waits for a child up to `timeout`; returns its exit code (None if it did not exit, or
+/// was killed by a signal).
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// A raw protocol connection: write any bytes, read decoded frames.
+pub struct Raw {
+    pub stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(path: &Path) -> Raw {
+        let stream = UnixStream::connect(path).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send(&mut self, message: &ClientMessage) {
+        let mut bytes = Vec::new();
+        encode_frame(message, &mut bytes).expect("encode");
+        self.send_bytes(&bytes);
+    }
+
+    /// The next frame, or None when the daemon closed the connection.
+    pub fn recv(&mut self) -> Option<DaemonMessage> {
+        loop {
+            if let Some((message, used)) =
+                decode_frame::<DaemonMessage>(&self.buf, usize::MAX).expect("daemon frame")
+            {
+                self.buf.drain(..used);
+                return Some(message);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read from daemon: {e}"),
+            }
+        }
+    }
+
+    /// Reads frames until an error frame; returns its code and message. Panics if the
+    /// connection closes first.
+    pub fn expect_error(&mut self) -> (ferry_wire::ErrorCode, String) {
+        loop {
+            match self.recv() {
+                Some(DaemonMessage::Error { code, message, .. }) => return (code, message),
+                Some(_) => {}
+                None => panic!("connection closed without an error frame"),
+            }
+        }
+    }
+
+    /// Asserts that the daemon closes the connection (after any frames).
+    pub fn expect_closed(&mut self) {
+        while self.recv().is_some() {}
+    }
+}
+
+/// Runs a shell pipeline with FERRY_SOCKET pointing at `daemon`; returns its output.
+pub fn shell(daemon: &Daemon, script: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("FERRY", ferry_bin())
+        .env("FERRY_SOCKET", &daemon.socket)
+        .env("FERRY_STATE_DIR", &daemon.state_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh")
+}
+
+/// Processes (not zombies) whose process group is `pgid`.
+pub fn live_processes_in_group(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which is in parentheses): state ppid pgrp ...
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Peak resident memory of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}

@@ -1,0 +1,103 @@
+//! Limits: frame size, connections, running jobs (with a queue), and per-job timeouts.
+
+use std::time::{Duration, Instant};
+
+use ferry_wire::native::{ClientMessage, DaemonMessage, ErrorCode};
+
+use crate::helper::{Daemon, Raw};
+
+#[test]
+fn a_frame_over_the_configured_limit_is_refused_and_others_are_served() {
+    let daemon = Daemon::start(&["--max-frame-size", "100000"]);
+    let mut raw = daemon.raw();
+    raw.send(&ClientMessage::Stdin {
+        job: 1,
+        data: vec![b'x'; 200_000],
+    });
+    let (code, message) = raw.expect_error();
+    assert_eq!(code, ErrorCode::FrameTooLarge);
+    assert!(
+        message.contains("over the limit of 100000 bytes"),
+        "{message}"
+    );
+    raw.expect_closed();
+    daemon.assert_serving();
+}
+
+#[test]
+fn connections_over_the_limit_are_refused() {
+    let daemon = Daemon::start(&["--max-connections", "2"]);
+    let first = daemon.raw();
+    let second = daemon.raw();
+    let mut third = Raw::connect(&daemon.socket);
+    let (code, message) = third.expect_error();
+    assert_eq!(code, ErrorCode::LimitReached);
+    assert!(
+        message.contains("too many connections (the limit is 2)"),
+        "{message}"
+    );
+    drop((first, second));
+    // Slots free up once connections close.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = daemon.run(&["run", "--", "echo", "ok"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn jobs_over_the_running_limit_wait_in_the_queue() {
+    let daemon = Daemon::start(&["--max-jobs", "1"]);
+    let first = daemon.run(&["run", "-d", "--", "sleep", "300"]);
+    let first = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    let second = daemon.run(&["run", "-d", "--", "echo", "queued job ran"]);
+    let second = String::from_utf8_lossy(&second.stdout).trim().to_owned();
+    let ps = String::from_utf8_lossy(&daemon.run(&["ps"]).stdout).into_owned();
+    let row = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(second.as_str()))
+        .expect("row");
+    assert!(row.contains("queued"), "{ps}");
+    assert_eq!(daemon.run(&["kill", &first]).status.code(), Some(0));
+    let out = daemon.run(&["attach", &second]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "queued job ran\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_queued_job_can_be_cancelled() {
+    let daemon = Daemon::start(&["--max-jobs", "1"]);
+    let first = daemon.run(&["run", "-d", "--", "sleep", "300"]);
+    let first = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    let second = daemon.run(&["run", "-d", "--", "echo", "never"]);
+    let second = String::from_utf8_lossy(&second.stdout).trim().to_owned();
+    assert_eq!(daemon.run(&["kill", &second]).status.code(), Some(0));
+    let out = daemon.run(&["attach", &second]);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"));
+    assert!(out.stdout.is_empty());
+    daemon.run(&["kill", &first]);
+}
+
+#[test]
+fn a_timeout_terminates_the_job_and_the_exit_says_so() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.run(&["run", "--timeout", "300ms", "--", "sleep", "300"]);
+    assert_eq!(out.status.code(), Some(128 + 15));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("timed out"), "{stderr}");
+    let mut raw = daemon.raw();
+    raw.send(&ClientMessage::ListJobs { request: 1 });
+    match raw.recv() {
+        Some(DaemonMessage::Jobs { jobs, .. }) => {
+            let exit = jobs[0].exit.as_ref().expect("finished");
+            assert!(exit.timed_out);
+            assert_eq!(exit.signal, Some(15));
+        }
+        other => panic!("expected Jobs, got {other:?}"),
+    }
+}

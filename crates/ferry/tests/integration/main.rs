@@ -1,0 +1,10 @@
+//! Integration tests: the real `ferry` binary, a real daemon process per test on a temporary
+//! socket, real Unix sockets. One test binary; each module covers one area.
+
+mod bad_input;
+mod helper;
+mod jobs;
+mod lifecycle;
+mod limits;
+mod run;
+mod sockets;

@@ -1,0 +1,134 @@
+//! `ferry run`: output, exit status, stdin, liveness.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::helper::{shell, wait_with_timeout, Daemon};
+
+#[test]
+fn stdout_and_stderr_stay_separate_and_the_exit_code_is_the_commands() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.run(&["run", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn a_command_killed_by_a_signal_gives_128_plus_n() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.run(&["run", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(out.status.code(), Some(128 + 9));
+    let out = daemon.run(&["run", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + 15));
+}
+
+#[test]
+fn a_missing_command_exits_127_with_a_clear_message() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.run(&["run", "--", "no-such-command-anywhere"]);
+    assert_eq!(out.status.code(), Some(127));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-such-command-anywhere: command not found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_job_runs_in_the_clients_directory_with_its_environment() {
+    let daemon = Daemon::start(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = daemon
+        .ferry()
+        .current_dir(dir.path())
+        .env("FERRY_TEST_VALUE", "seen")
+        .args(["run", "--", "sh", "-c", "pwd; echo $FERRY_TEST_VALUE"])
+        .output()
+        .expect("run");
+    let expected = format!(
+        "{}\nseen\n",
+        dir.path().canonicalize().expect("dir").display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn stdin_is_forwarded_and_eof_closes_it() {
+    let daemon = Daemon::start(&[]);
+    let out = shell(&daemon, r#"printf 'b\na\n' | "$FERRY" run -- sort"#);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\n");
+    assert_eq!(out.status.code(), Some(0));
+    // cat with an empty stdin ends at once (it would hang if EOF were not passed on).
+    let mut child = daemon
+        .ferry()
+        .args(["run", "--", "cat"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(20)),
+        Some(0)
+    );
+}
+
+#[test]
+fn large_stdin_arrives_whole() {
+    let daemon = Daemon::start(&[]);
+    let out = shell(
+        &daemon,
+        r#"head -c 10000000 /dev/urandom > in; "$FERRY" run -- sha256sum < in | cut -c1-64; sha256sum < in | cut -c1-64; rm in"#,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], lines[1]);
+}
+
+#[test]
+fn output_arrives_live_not_at_the_end() {
+    let daemon = Daemon::start(&[]);
+    let mut child = daemon
+        .ferry()
+        .args(["run", "--", "sh", "-c", "echo first; read x; echo second"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("first line");
+    assert_eq!(line, "first\n");
+    // The job is blocked on stdin: "first" came while it was still running.
+    assert!(child.try_wait().expect("try_wait").is_none());
+    drop(child.stdin.take()); // EOF: read returns, the job ends
+    line.clear();
+    stdout.read_line(&mut line).expect("second line");
+    assert_eq!(line, "second\n");
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(20)),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_gigabyte_streams_through_in_bounded_memory() {
+    let daemon = Daemon::start(&[]);
+    let out = shell(&daemon, r#""$FERRY" run -- head -c 1G /dev/zero | wc -c"#);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1073741824");
+    let peak = crate::helper::peak_rss_kib(daemon.pid());
+    assert!(peak < 64 * 1024, "daemon peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_closed_stdout_gives_the_job_sigpipe() {
+    let daemon = Daemon::start(&[]);
+    let out = shell(&daemon, r#""$FERRY" run -- yes | head -n 2"#);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("y\ny\n"));
+    // The job ended (the pipeline returned); check the daemon recorded SIGPIPE.
+    let ps = daemon.run(&["ps", "--json"]);
+    let text = String::from_utf8_lossy(&ps.stdout);
+    assert!(text.contains(r#""signal":13"#), "{text}");
+}
