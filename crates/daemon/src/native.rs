@@ -10,14 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use ferry_engine::{EngineError, ExitReport, JobPhase, JobSnapshot, OutputEvent, OutputStream};
 use ferry_io::{frame, FrameError, FrameReader};
 use ferry_wire::native::{
-    ClientMessage, DaemonMessage, ErrorCode, JobExit, JobId, JobInfo, JobState, NoticeKind, Stream,
-    WireError, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
+    encode_output_head, ClientMessage, DaemonMessage, ErrorCode, JobExit, JobId, JobInfo, JobState,
+    NoticeKind, Stream, WireError, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde_bytes::ByteBuf;
-use tokio::io::AsyncWriteExt;
+use std::io::IoSlice;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -119,10 +121,41 @@ impl Fatal {
     }
 }
 
+/// One item of a connection's outbox.
+enum Outgoing {
+    /// A whole encoded frame.
+    Frame(Vec<u8>),
+    /// An output frame: its encoded head, then the data from where it already lies.
+    Output { head: Vec<u8>, data: Bytes },
+}
+
+/// Writes `head` then `data` with as few system calls as the socket allows.
+async fn write_head_and_data(
+    writer: &mut (impl AsyncWrite + Unpin),
+    mut head: &[u8],
+    mut data: &[u8],
+) -> std::io::Result<()> {
+    while !head.is_empty() {
+        let n = writer
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(data)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n >= head.len() {
+            data = &data[n - head.len()..];
+            head = &[];
+        } else {
+            head = &head[n..];
+        }
+    }
+    writer.write_all(data).await
+}
+
 struct Connection {
     hub: Arc<Hub>,
     peer: u64,
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::Sender<Outgoing>,
     followers: JoinSet<()>,
     hangup_jobs: Vec<JobId>,
 }
@@ -130,10 +163,16 @@ struct Connection {
 impl Connection {
     async fn serve(stream: UnixStream, hub: Arc<Hub>, peer: u64) {
         let (read_half, mut write_half) = stream.into_split();
-        let (out, mut outbox) = mpsc::channel::<Vec<u8>>(OUTBOX_FRAMES);
+        let (out, mut outbox) = mpsc::channel::<Outgoing>(OUTBOX_FRAMES);
         let writer = tokio::spawn(async move {
-            while let Some(bytes) = outbox.recv().await {
-                if write_half.write_all(&bytes).await.is_err() {
+            while let Some(item) = outbox.recv().await {
+                let written = match item {
+                    Outgoing::Frame(bytes) => write_half.write_all(&bytes).await,
+                    Outgoing::Output { head, data } => {
+                        write_head_and_data(&mut write_half, &head, &data).await
+                    }
+                };
+                if written.is_err() {
                     break;
                 }
             }
@@ -264,7 +303,7 @@ impl Connection {
         match frame(message) {
             Ok(bytes) => {
                 // A closed outbox means the client is gone; the reader notices on its own.
-                let _ = self.out.send(bytes).await;
+                let _ = self.out.send(Outgoing::Frame(bytes)).await;
             }
             Err(e) => tracing::error!("cannot encode a message: {e}"),
         }
@@ -322,7 +361,8 @@ impl Connection {
                             self.hangup_jobs.push(job);
                         }
                         if follow {
-                            self.follow(job, true, true, request).await;
+                            // The job's own client: it never misses output.
+                            self.follow(job, true, true, true, request).await;
                         }
                     }
                     Err(e) => self.send_error(Some(request), e).await,
@@ -350,7 +390,7 @@ impl Connection {
                         info: job_info(&snapshot),
                     })
                     .await;
-                    self.follow(job, replay, follow, request).await;
+                    self.follow(job, replay, follow, false, request).await;
                 }
                 Err(e) => self.send_error(Some(request), e).await,
             },
@@ -376,8 +416,15 @@ impl Connection {
     }
 
     /// Starts a task that streams a job's output to this connection.
-    async fn follow(&mut self, job: JobId, replay: bool, follow: bool, request: u64) {
-        let mut reader = match self.hub.engine.output(job, replay, follow) {
+    async fn follow(
+        &mut self,
+        job: JobId,
+        replay: bool,
+        follow: bool,
+        holding: bool,
+        request: u64,
+    ) {
+        let mut reader = match self.hub.engine.output(job, replay, follow, holding) {
             Ok(reader) => reader,
             Err(e) => return self.send_error(Some(request), e).await,
         };
@@ -389,15 +436,23 @@ impl Connection {
                         stream,
                         offset,
                         data,
-                    })) => DaemonMessage::Output {
-                        job,
-                        stream: match stream {
+                    })) => {
+                        let stream = match stream {
                             OutputStream::Stdout => Stream::Stdout,
                             OutputStream::Stderr => Stream::Stderr,
-                        },
-                        offset,
-                        data,
-                    },
+                        };
+                        let mut head = Vec::with_capacity(64);
+                        if let Err(e) =
+                            encode_output_head(job, stream, offset, data.len(), &mut head)
+                        {
+                            tracing::error!(job, "cannot encode output: {e}");
+                            break;
+                        }
+                        if out.send(Outgoing::Output { head, data }).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     Ok(Some(OutputEvent::Exit(report))) => DaemonMessage::Exit {
                         job,
                         exit: job_exit(&report),
@@ -410,11 +465,11 @@ impl Connection {
                         message: format!("job {job}: {e}"),
                     },
                 };
-                let last = !matches!(message, DaemonMessage::Output { .. });
-                let Ok(bytes) = frame(&message) else { break };
-                if out.send(bytes).await.is_err() || last {
-                    break;
+                // Exit, end of log and errors are the last frame of this stream.
+                if let Ok(bytes) = frame(&message) {
+                    let _ = out.send(Outgoing::Frame(bytes)).await;
                 }
+                break;
             }
         });
     }
@@ -502,5 +557,6 @@ fn job_info(snapshot: &JobSnapshot) -> JobInfo {
         started_ms: snapshot.started.map(millis_since_epoch),
         run_us: snapshot.run_time.as_micros() as u64,
         exit,
+        unstored_bytes: snapshot.unstored_bytes,
     }
 }

@@ -5,20 +5,21 @@
 //! tokio task from a bounded channel; the timeout is a tokio task too.
 
 use std::ffi::OsStr;
-use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+use rustix::buffer::spare_capacity;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::log::JobLog;
+use crate::log::{JobLog, LogLimits, MAX_RECORD_DATA};
 use crate::{EngineError, ExitReport, JobPhase, JobSnapshot, JobSpec, OutputStream, StdinSender};
 
 /// A job id: unique and increasing, also across daemon restarts on the same log directory.
@@ -51,8 +52,13 @@ struct Status {
 pub(crate) type OnEnd = Box<dyn FnOnce(JobId) + Send>;
 
 impl Job {
-    pub fn new(id: JobId, spec: JobSpec, log_path: &Path) -> std::io::Result<Job> {
-        let log = JobLog::create(log_path)?;
+    pub fn new(
+        id: JobId,
+        spec: JobSpec,
+        log_path: &Path,
+        limits: LogLimits,
+    ) -> std::io::Result<Job> {
+        let log = JobLog::create(log_path, limits)?;
         let (stdin_tx, stdin_rx) = if spec.stdin {
             let (tx, rx) = mpsc::channel(STDIN_QUEUE);
             (Some(tx), Some(rx))
@@ -96,6 +102,7 @@ impl Job {
             started: status.started.map(|(wall, _)| wall),
             run_time,
             pid: status.pid,
+            unstored_bytes: self.log.unstored(),
         }
     }
 
@@ -273,22 +280,39 @@ fn spawn_error(program: &OsStr, cwd: &Option<std::path::PathBuf>, e: &std::io::E
     }
 }
 
+/// Capacity asked for the job's output pipes (the kernel may grant less): a larger pipe lets
+/// a fast writer run ahead while the pump handles the previous chunk, so chunks come bigger.
+const PIPE_CAPACITY: usize = 1024 * 1024;
+
+/// One of the job's output pipes, non-blocking, as the pump polls it.
+struct OutputPipe {
+    fd: OwnedFd,
+    stream: OutputStream,
+}
+
 /// The pump thread: copies stdout and stderr into the log until both end, then reaps.
 fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
     let mut writer = job.log.writer();
-    let mut pipes: Vec<(Box<dyn ReadFd>, OutputStream)> = Vec::with_capacity(2);
-    if let Some(out) = child.stdout.take() {
-        pipes.push((Box::new(out), OutputStream::Stdout));
-    }
-    if let Some(err) = child.stderr.take() {
-        pipes.push((Box::new(err), OutputStream::Stderr));
+    let mut pipes = Vec::with_capacity(2);
+    let outputs = [
+        (child.stdout.take().map(OwnedFd::from), OutputStream::Stdout),
+        (child.stderr.take().map(OwnedFd::from), OutputStream::Stderr),
+    ];
+    for (fd, stream) in outputs {
+        let Some(fd) = fd else { continue };
+        // A smaller pipe only costs speed.
+        let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_CAPACITY);
+        if let Err(e) = rustix::io::ioctl_fionbio(&fd, true) {
+            tracing::error!(job = job.id, "cannot make job output non-blocking: {e}");
+        }
+        pipes.push(OutputPipe { fd, stream });
     }
     let mut log_failed = false;
     while !pipes.is_empty() {
         let ready: Vec<bool> = {
             let mut fds: Vec<PollFd<'_>> = pipes
                 .iter()
-                .map(|(pipe, _)| PollFd::from_borrowed_fd(pipe.fd(), PollFlags::IN))
+                .map(|pipe| PollFd::new(&pipe.fd, PollFlags::IN))
                 .collect();
             match poll(&mut fds, None) {
                 Ok(_) => fds.iter().map(|fd| !fd.revents().is_empty()).collect(),
@@ -300,27 +324,28 @@ fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
             }
         };
         let mut ready = ready.into_iter();
-        pipes.retain_mut(|(pipe, stream)| {
+        pipes.retain(|pipe| {
             if !ready.next().unwrap_or(false) {
                 return true;
             }
-            match pipe.read(writer.data_buf()) {
-                Ok(0) => false,
-                Ok(n) => {
-                    if let Err(e) = writer.commit(*stream, n) {
-                        if !log_failed {
-                            tracing::error!(job = job.id, "cannot write job log: {e}");
-                            log_failed = true;
-                        }
-                    }
-                    true
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
+            let (data, open) = match read_available(&pipe.fd) {
+                Ok(read) => read,
                 Err(e) => {
                     tracing::error!(job = job.id, "cannot read job output: {e}");
-                    false
+                    return false;
+                }
+            };
+            let mut data = data;
+            while !data.is_empty() {
+                let record = data.split_to(data.len().min(MAX_RECORD_DATA));
+                if let Err(e) = writer.append(pipe.stream, record) {
+                    if !log_failed {
+                        tracing::error!(job = job.id, "cannot write job log: {e}");
+                        log_failed = true;
+                    }
                 }
             }
+            open
         });
     }
     drop(pipes);
@@ -332,14 +357,34 @@ fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
     on_end(job.id);
 }
 
-/// A readable pipe whose fd can be polled.
-trait ReadFd: Read + Send {
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_>;
+/// Bytes the pump takes from a pipe in one go (split into records of at most
+/// [`MAX_RECORD_DATA`]): fewer, larger reads mean fewer wake-ups of the job and the pump.
+const READ_AT_ONCE: usize = 4 * MAX_RECORD_DATA;
+
+/// Reads what a non-blocking pipe holds, up to [`READ_AT_ONCE`] bytes. Returns the bytes and
+/// whether the pipe is still open.
+fn read_available(fd: &OwnedFd) -> std::io::Result<(Bytes, bool)> {
+    let mut buf = Vec::with_capacity(READ_AT_ONCE);
+    loop {
+        match rustix::io::read(fd, spare_capacity(&mut buf)) {
+            Ok(0) => return Ok((shrink(buf), false)),
+            Ok(_) if buf.len() == READ_AT_ONCE => return Ok((shrink(buf), true)),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return Ok((shrink(buf), true)),
+            Err(e) if buf.is_empty() => return Err(e.into()),
+            // Keep what was read; the error comes back on the next read.
+            Err(_) => return Ok((shrink(buf), true)),
+        }
+    }
 }
 
-impl<T: Read + AsFd + Send> ReadFd for T {
-    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.as_fd()
+/// Small reads get an allocation of their own size, so that a window of small records does
+/// not hold a whole read buffer each.
+fn shrink(buf: Vec<u8>) -> Bytes {
+    if buf.len() < MAX_RECORD_DATA / 4 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        Bytes::from(buf)
     }
 }
 

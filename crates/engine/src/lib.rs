@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 pub use job::JobId;
-pub use log::{LogError, LogReader, OutputEvent};
+pub use log::{LogError, LogLimits, LogReader, OutputEvent};
 
 use job::Job;
 
@@ -93,6 +93,8 @@ pub struct JobSnapshot {
     pub run_time: Duration,
     /// The pid of its leader, once spawned (kept after it ends).
     pub pid: Option<u32>,
+    /// Output bytes delivered live but not stored (past the stored-output cap).
+    pub unstored_bytes: u64,
 }
 
 /// Engine settings.
@@ -108,6 +110,8 @@ pub struct EngineConfig {
     pub max_finished: usize,
     /// Time between TERM and KILL when a job is terminated.
     pub kill_grace: Duration,
+    /// Stored output per job, and the in-memory window of recent output.
+    pub log_limits: LogLimits,
 }
 
 impl EngineConfig {
@@ -119,6 +123,7 @@ impl EngineConfig {
             max_queued: 10_000,
             max_finished: 1_000,
             kill_grace: Duration::from_secs(5),
+            log_limits: LogLimits::default(),
         }
     }
 }
@@ -224,9 +229,11 @@ impl Engine {
         let id = state.next_id;
         let log_path = self.inner.config.log_dir.join(format!("{id}.log"));
         let job = Arc::new(
-            Job::new(id, spec, &log_path).map_err(|source| EngineError::Io {
-                context: format!("cannot create job log {}", log_path.display()),
-                source,
+            Job::new(id, spec, &log_path, self.inner.config.log_limits).map_err(|source| {
+                EngineError::Io {
+                    context: format!("cannot create job log {}", log_path.display()),
+                    source,
+                }
             })?,
         );
         state.next_id += 1;
@@ -259,9 +266,17 @@ impl Engine {
     }
 
     /// A reader of a job's output: from the start (`replay`) or from now, following it live
-    /// until the job ends (`follow`) or stopping at the stored end.
-    pub fn output(&self, id: JobId, replay: bool, follow: bool) -> Result<LogReader, EngineError> {
-        Ok(self.job(id)?.log.reader(replay, follow))
+    /// until the job ends (`follow`) or stopping at the stored end. A `holding` reader (the
+    /// job's own client) never misses output: past the stored-output cap the job waits for it
+    /// rather than dropping what it has not read.
+    pub fn output(
+        &self,
+        id: JobId,
+        replay: bool,
+        follow: bool,
+        holding: bool,
+    ) -> Result<LogReader, EngineError> {
+        Ok(self.job(id)?.log.reader(replay, follow, holding))
     }
 
     /// A snapshot of one job.

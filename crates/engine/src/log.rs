@@ -1,17 +1,30 @@
-//! The append-only job log: every chunk a job writes, in order, with its stream.
+//! The job log: every chunk a job writes, in order, with its stream; stored on disk up to a
+//! cap, and kept in memory for a short while so that live readers need not touch the disk.
 //!
-//! One file per job. A record is a 5-byte header (stream byte, then the data length as a
-//! little-endian u32) followed by the data. The writer (the job's output pump) appends whole
-//! records and then publishes the new length through a `watch` channel; readers read the file at
-//! their own pace up to the published length, so a slow reader never slows the job or other
-//! readers, and nothing is lost. Memory use is bounded by one batch per reader.
+//! Records live in one append-only file per job: a 5-byte header (stream byte, then the data
+//! length as a little-endian u32) followed by the data. Positions are counted over the whole
+//! record sequence ("log positions"); the file holds the records from position 0 up to the
+//! stored length, at most [`LogLimits::max_stored`] bytes. Records past the cap are not stored
+//! (issue-5 retention will keep a tail too); the progress says how many data bytes were not.
+//!
+//! The most recent records also stay in memory, in a window of about
+//! [`LogLimits::window_bytes`], shared by reference. A reader takes records from the file while
+//! its position is in the stored part, from the window otherwise. A reader that falls behind
+//! both (only possible past the cap) skips ahead to the window; the per-stream offsets in the
+//! chunks it then yields show the jump.
+//!
+//! A *holding* reader (the job's own client) never skips: the writer does not evict unstored
+//! records it has not read, and waits instead, so the job blocks on its pipe as it would
+//! writing into a pipe to a slow consumer. Other readers never slow the job.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::{ExitReport, OutputStream};
@@ -25,30 +38,109 @@ pub const MAX_RECORD_DATA: usize = 64 * 1024;
 /// How many bytes a reader takes from the file at a time.
 const READ_BATCH: usize = 4 * MAX_RECORD_DATA;
 
+/// Size limits of a job log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Bytes of records stored in the file; later records are delivered live only.
+    pub max_stored: u64,
+    /// Bytes of recent record data kept in memory.
+    pub window_bytes: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> LogLimits {
+        LogLimits {
+            max_stored: 64 * 1024 * 1024,
+            window_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
 /// What the writer has published so far.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LogProgress {
-    /// Bytes of whole records in the file.
-    pub file_len: u64,
+    /// Log position after the last record.
+    pub end: u64,
+    /// Bytes of whole records stored in the file (a prefix of the log).
+    pub stored: u64,
     /// Bytes of stdout data written so far.
     pub stdout_len: u64,
     /// Bytes of stderr data written so far.
     pub stderr_len: u64,
+    /// Data bytes that were not stored (past the cap, or lost to a failing disk).
+    pub unstored: u64,
     /// Set once the job has ended: no more records will come.
     pub exit: Option<ExitReport>,
 }
 
-/// A job's log: its file and the published progress.
+/// A record held in the in-memory window.
+#[derive(Debug, Clone)]
+struct WindowRecord {
+    /// The record's log position.
+    pos: u64,
+    stream: OutputStream,
+    /// Offset of `data` within its stream.
+    offset: u64,
+    data: Bytes,
+}
+
+impl WindowRecord {
+    fn end(&self) -> u64 {
+        self.pos + (RECORD_HEADER_LEN + self.data.len()) as u64
+    }
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    records: VecDeque<WindowRecord>,
+    bytes: usize,
+    /// Positions of the holding readers (by reader id) that the writer must not outrun.
+    holders: Vec<(u64, u64)>,
+    next_reader: u64,
+    /// Set once the job ended: the writer is gone and never waits again.
+    closed: bool,
+}
+
+impl Window {
+    /// Frees the records once the job has ended and no holding reader needs them (readers
+    /// that come later read the stored part only).
+    fn release_if_unneeded(&mut self) {
+        if self.closed && self.holders.is_empty() {
+            self.records = VecDeque::new();
+            self.bytes = 0;
+        }
+    }
+}
+
+/// The window and the condition the writer waits on for holding readers.
+#[derive(Debug, Default)]
+struct Shared {
+    window: Mutex<Window>,
+    advanced: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Window> {
+        // The window holds no invariant that a panic could break half-way.
+        self.window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A job's log: its file, the recent-records window and the published progress.
 #[derive(Debug)]
 pub(crate) struct JobLog {
     path: PathBuf,
     file: Arc<File>,
+    shared: Arc<Shared>,
     progress: watch::Sender<LogProgress>,
+    limits: LogLimits,
 }
 
 impl JobLog {
     /// Creates (or truncates) the log file at `path`.
-    pub fn create(path: &Path) -> std::io::Result<JobLog> {
+    pub fn create(path: &Path, limits: LogLimits) -> std::io::Result<JobLog> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -58,7 +150,9 @@ impl JobLog {
         Ok(JobLog {
             path: path.to_owned(),
             file: Arc::new(file),
+            shared: Arc::default(),
             progress: watch::Sender::new(LogProgress::default()),
+            limits,
         })
     }
 
@@ -66,32 +160,55 @@ impl JobLog {
     pub fn writer(&self) -> LogWriter {
         LogWriter {
             file: Arc::clone(&self.file),
+            shared: Arc::clone(&self.shared),
             progress: self.progress.clone(),
-            buf: vec![0; RECORD_HEADER_LEN + MAX_RECORD_DATA],
+            limits: self.limits,
+            store_failed: false,
         }
     }
 
     /// Publishes the job's end; readers see it after the last record.
     pub fn finish(&self, exit: ExitReport) {
+        {
+            let mut window = self.shared.lock();
+            window.closed = true;
+            window.release_if_unneeded();
+        }
+        self.shared.advanced.notify_all();
         self.progress.send_modify(|p| p.exit = Some(exit));
     }
 
-    /// A reader from the start (`replay`) or from the current end.
-    pub fn reader(&self, replay: bool, follow: bool) -> LogReader {
+    /// Data bytes not stored so far.
+    pub fn unstored(&self) -> u64 {
+        self.progress.borrow().unstored
+    }
+
+    /// A reader from the start (`replay`) or from the current end. A `holding` reader is never
+    /// outrun by the writer (see the module documentation).
+    pub fn reader(&self, replay: bool, follow: bool, holding: bool) -> LogReader {
         let rx = self.progress.subscribe();
-        let (file_pos, offsets) = if replay {
+        let (pos, offsets) = if replay {
             (0, [0, 0])
         } else {
             let p = rx.borrow();
-            (p.file_len, [p.stdout_len, p.stderr_len])
+            (p.end, [p.stdout_len, p.stderr_len])
         };
+        let holder = holding.then(|| {
+            let mut window = self.shared.lock();
+            let id = window.next_reader;
+            window.next_reader += 1;
+            window.holders.push((id, pos));
+            id
+        });
         LogReader {
             file: Arc::clone(&self.file),
+            shared: Arc::clone(&self.shared),
             rx,
-            file_pos,
+            pos,
             offsets,
             follow,
-            pending: std::collections::VecDeque::new(),
+            holder,
+            pending: VecDeque::new(),
             done: false,
         }
     }
@@ -107,30 +224,98 @@ impl JobLog {
 /// Appends records to a job log; owned by the job's pump thread.
 pub(crate) struct LogWriter {
     file: Arc<File>,
+    shared: Arc<Shared>,
     progress: watch::Sender<LogProgress>,
-    buf: Vec<u8>,
+    limits: LogLimits,
+    store_failed: bool,
 }
 
 impl LogWriter {
-    /// The buffer to read the next chunk of data into (at most [`MAX_RECORD_DATA`] bytes).
-    pub fn data_buf(&mut self) -> &mut [u8] {
-        &mut self.buf[RECORD_HEADER_LEN..]
-    }
-
-    /// Appends the first `len` bytes of [`Self::data_buf`] as a record of `stream`.
-    pub fn commit(&mut self, stream: OutputStream, len: usize) -> std::io::Result<()> {
-        debug_assert!(len > 0 && len <= MAX_RECORD_DATA);
-        self.buf[0] = stream_tag(stream);
-        // `len` is at most MAX_RECORD_DATA, which fits a u32.
-        self.buf[1..RECORD_HEADER_LEN].copy_from_slice(&(len as u32).to_le_bytes());
-        (&*self.file).write_all(&self.buf[..RECORD_HEADER_LEN + len])?;
+    /// Appends `data` (1 to [`MAX_RECORD_DATA`] bytes) as a record of `stream` and publishes
+    /// it. Waits while a holding reader has not read the unstored records the window must
+    /// drop. A failing disk stops storing (the error is returned once); live readers still
+    /// get every record.
+    pub fn append(&mut self, stream: OutputStream, data: Bytes) -> std::io::Result<()> {
+        debug_assert!(!data.is_empty() && data.len() <= MAX_RECORD_DATA);
+        let record_len = (RECORD_HEADER_LEN + data.len()) as u64;
+        // Only this writer changes the progress, so what it reads here stays true.
+        let (pos, stored, offset) = {
+            let p = self.progress.borrow();
+            let offset = match stream {
+                OutputStream::Stdout => p.stdout_len,
+                OutputStream::Stderr => p.stderr_len,
+            };
+            (p.end, p.stored, offset)
+        };
+        let mut result = Ok(());
+        let store =
+            !self.store_failed && stored == pos && pos + record_len <= self.limits.max_stored;
+        if store {
+            let mut header = [0u8; RECORD_HEADER_LEN];
+            header[0] = stream_tag(stream);
+            // `data.len()` is at most MAX_RECORD_DATA, which fits a u32.
+            header[1..].copy_from_slice(&(data.len() as u32).to_le_bytes());
+            result = write_record(&self.file, &header, &data);
+            self.store_failed = result.is_err();
+        }
+        let stored_now = store && result.is_ok();
+        let len = data.len();
+        self.push_to_window(WindowRecord {
+            pos,
+            stream,
+            offset,
+            data,
+        });
         self.progress.send_modify(|p| {
-            p.file_len += (RECORD_HEADER_LEN + len) as u64;
+            p.end += record_len;
+            if stored_now {
+                p.stored += record_len;
+            } else {
+                p.unstored += len as u64;
+            }
             match stream {
                 OutputStream::Stdout => p.stdout_len += len as u64,
                 OutputStream::Stderr => p.stderr_len += len as u64,
             }
         });
+        result
+    }
+
+    fn push_to_window(&self, record: WindowRecord) {
+        let stored = self.progress.borrow().stored;
+        let mut window = self.shared.lock();
+        window.bytes += record.data.len();
+        window.records.push_back(record);
+        while window.bytes > self.limits.window_bytes && window.records.len() > 1 {
+            let Some(oldest) = window.records.front() else {
+                break;
+            };
+            let needed =
+                oldest.pos >= stored && window.holders.iter().any(|&(_, at)| at <= oldest.pos);
+            if needed && !window.closed {
+                window = self
+                    .shared
+                    .advanced
+                    .wait(window)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                continue;
+            }
+            if let Some(old) = window.records.pop_front() {
+                window.bytes -= old.data.len();
+            }
+        }
+    }
+}
+
+fn write_record(mut file: &File, header: &[u8], data: &[u8]) -> std::io::Result<()> {
+    let total = header.len() + data.len();
+    let written = file.write_vectored(&[IoSlice::new(header), IoSlice::new(data)])?;
+    if written < header.len() {
+        file.write_all(&header[written..])?;
+        file.write_all(data)
+    } else if written < total {
+        file.write_all(&data[written - header.len()..])
+    } else {
         Ok(())
     }
 }
@@ -142,6 +327,13 @@ fn stream_tag(stream: OutputStream) -> u8 {
     }
 }
 
+fn stream_slot(stream: OutputStream) -> usize {
+    match stream {
+        OutputStream::Stdout => 0,
+        OutputStream::Stderr => 1,
+    }
+}
+
 /// One thing a reader yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputEvent {
@@ -149,14 +341,14 @@ pub enum OutputEvent {
     Chunk {
         /// Which stream.
         stream: OutputStream,
-        /// Byte offset of `data` in that stream.
+        /// Byte offset of `data` in that stream (a jump means bytes were skipped).
         offset: u64,
         /// The bytes (at most [`MAX_RECORD_DATA`]).
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// The job ended; nothing follows.
     Exit(ExitReport),
-    /// A non-following reader reached the stored end of a running job; nothing follows.
+    /// A non-following reader reached the end of what it can read now; nothing follows.
     End,
 }
 
@@ -164,11 +356,13 @@ pub enum OutputEvent {
 #[derive(Debug)]
 pub struct LogReader {
     file: Arc<File>,
+    shared: Arc<Shared>,
     rx: watch::Receiver<LogProgress>,
-    file_pos: u64,
+    pos: u64,
     offsets: [u64; 2],
     follow: bool,
-    pending: std::collections::VecDeque<OutputEvent>,
+    holder: Option<u64>,
+    pending: VecDeque<OutputEvent>,
     done: bool,
 }
 
@@ -183,6 +377,18 @@ pub enum LogError {
     Damaged(u64),
 }
 
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        if let Some(id) = self.holder {
+            let mut window = self.shared.lock();
+            window.holders.retain(|&(holder, _)| holder != id);
+            window.release_if_unneeded();
+            drop(window);
+            self.shared.advanced.notify_all();
+        }
+    }
+}
+
 impl LogReader {
     /// The next event, or `None` once the exit (or end) has been yielded.
     pub async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
@@ -194,15 +400,21 @@ impl LogReader {
                 return Ok(None);
             }
             let progress = self.rx.borrow_and_update().clone();
-            if self.file_pos < progress.file_len {
-                self.read_batch(progress.file_len).await?;
-                continue;
+            if self.pos < progress.end {
+                if self.pos < progress.stored {
+                    self.read_batch(progress.stored).await?;
+                } else {
+                    self.take_from_window(progress.end);
+                }
+                if !self.pending.is_empty() {
+                    continue;
+                }
             }
             if let Some(exit) = progress.exit {
                 self.done = true;
                 return Ok(Some(OutputEvent::Exit(exit)));
             }
-            if !self.follow {
+            if !self.follow && self.pending.is_empty() {
                 self.done = true;
                 return Ok(Some(OutputEvent::End));
             }
@@ -214,9 +426,44 @@ impl LogReader {
         }
     }
 
-    async fn read_batch(&mut self, file_len: u64) -> Result<(), LogError> {
-        let start = self.file_pos;
-        let want = (file_len - start).min(READ_BATCH as u64) as usize;
+    /// Queues the window's records from the reader's position on (skipping ahead to the
+    /// window's start if the reader fell behind it) and records the new position.
+    fn take_from_window(&mut self, end: u64) {
+        let mut window = self.shared.lock();
+        let start = window
+            .records
+            .iter()
+            .position(|record| record.end() > self.pos);
+        if let Some(start) = start {
+            for record in window.records.range(start..) {
+                if record.pos < self.pos {
+                    continue; // cannot happen: records are whole; kept for safety
+                }
+                self.pending.push_back(OutputEvent::Chunk {
+                    stream: record.stream,
+                    offset: record.offset,
+                    data: record.data.clone(),
+                });
+                self.pos = record.end();
+                self.offsets[stream_slot(record.stream)] = record.offset + record.data.len() as u64;
+            }
+        } else if window.records.is_empty() && self.pos < end {
+            // Only after the job ended (the window was emptied) with unstored records left.
+            self.pos = end;
+        }
+        if let Some(id) = self.holder {
+            let pos = self.pos;
+            if let Some(entry) = window.holders.iter_mut().find(|(h, _)| *h == id) {
+                entry.1 = pos;
+            }
+            drop(window);
+            self.shared.advanced.notify_all();
+        }
+    }
+
+    async fn read_batch(&mut self, stored: u64) -> Result<(), LogError> {
+        let start = self.pos;
+        let want = (stored - start).min(READ_BATCH as u64) as usize;
         let file = Arc::clone(&self.file);
         let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut buf = vec![0; want];
@@ -225,36 +472,48 @@ impl LogReader {
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-        let mut pos = 0;
-        while let Some(header) = buf.get(pos..pos + RECORD_HEADER_LEN) {
+        let buf = Bytes::from(buf);
+        let mut at = 0;
+        while let Some(header) = buf.get(at..at + RECORD_HEADER_LEN) {
             let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
             let stream = match header[0] {
                 1 => OutputStream::Stdout,
                 2 => OutputStream::Stderr,
-                _ => return Err(LogError::Damaged(start + pos as u64)),
+                _ => return Err(LogError::Damaged(start + at as u64)),
             };
-            if len > MAX_RECORD_DATA {
-                return Err(LogError::Damaged(start + pos as u64));
+            if len == 0 || len > MAX_RECORD_DATA {
+                return Err(LogError::Damaged(start + at as u64));
             }
-            let Some(data) = buf.get(pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + len) else {
+            let data_start = at + RECORD_HEADER_LEN;
+            if data_start + len > buf.len() {
                 break; // the record continues past this batch: read it next time
-            };
-            let slot = match stream {
-                OutputStream::Stdout => 0,
-                OutputStream::Stderr => 1,
-            };
+            }
+            let slot = stream_slot(stream);
             self.pending.push_back(OutputEvent::Chunk {
                 stream,
                 offset: self.offsets[slot],
-                data: data.to_vec(),
+                data: buf.slice(data_start..data_start + len),
             });
             self.offsets[slot] += len as u64;
-            pos += RECORD_HEADER_LEN + len;
+            at = data_start + len;
         }
-        if pos == 0 {
+        if at == 0 {
             return Err(LogError::Damaged(start));
         }
-        self.file_pos = start + pos as u64;
+        self.pos = start + at as u64;
+        if let Some(id) = self.holder {
+            let pos = self.pos;
+            if let Some(entry) = self
+                .shared
+                .lock()
+                .holders
+                .iter_mut()
+                .find(|(h, _)| *h == id)
+            {
+                entry.1 = pos;
+            }
+            self.shared.advanced.notify_all();
+        }
         Ok(())
     }
 }

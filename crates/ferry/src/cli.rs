@@ -146,6 +146,11 @@ pub struct DaemonArgs {
     #[arg(long, default_value_t = 1_000, value_name = "N")]
     pub max_finished: usize,
 
+    /// Output stored per job, in bytes (what `ferry log` and a late `ferry attach` can show);
+    /// past it, output still reaches the clients following the job live.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub max_log_size: u64,
+
     /// Time between TERM and KILL when a job is terminated (timeout, shutdown).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub kill_grace: humantime::Duration,

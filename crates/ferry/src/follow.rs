@@ -40,6 +40,7 @@ pub async fn print_job_output(
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut stdout_broken = false;
+    let mut expected = [0u64; 2];
     loop {
         let Some(message) = receiver.recv().await? else {
             bail!("the daemon closed the connection before job {job} ended");
@@ -49,32 +50,42 @@ pub async fn print_job_output(
                 job: of,
                 data,
                 stream,
-                ..
-            } if of == job => match stream {
-                Stream::Stdout if !stdout_broken => {
-                    if let Err(e) = write_all(stdout.as_fd(), &data) {
-                        stdout_broken = true;
-                        if e.kind() == std::io::ErrorKind::BrokenPipe {
-                            if let Some(sender) = sender {
-                                let _ = sender
-                                    .send(ClientMessage::Signal {
+                offset,
+            } if of == job => {
+                let slot = usize::from(stream == Stream::Stderr);
+                if offset > expected[slot] {
+                    eprintln!(
+                        "ferry: {} bytes of job {job}'s {} were skipped (this client fell behind and they were not stored)",
+                        offset - expected[slot],
+                        if slot == 0 { "stdout" } else { "stderr" }
+                    );
+                }
+                expected[slot] = offset + data.len() as u64;
+                match stream {
+                    Stream::Stdout if !stdout_broken => {
+                        if let Err(e) = write_all(stdout.as_fd(), &data) {
+                            stdout_broken = true;
+                            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                                if let Some(sender) = sender {
+                                    let signal = ClientMessage::Signal {
                                         request: 0,
                                         job,
                                         signal: libc::SIGPIPE,
-                                    })
-                                    .await;
+                                    };
+                                    let _ = sender.send(signal).await;
+                                }
+                            } else {
+                                eprintln!("ferry: cannot write to stdout: {e}");
                             }
-                        } else {
-                            eprintln!("ferry: cannot write to stdout: {e}");
                         }
                     }
+                    Stream::Stdout => {}
+                    Stream::Stderr => {
+                        // Nowhere to report a failing stderr: drop the bytes.
+                        let _ = write_all(stderr.as_fd(), &data);
+                    }
                 }
-                Stream::Stdout => {}
-                Stream::Stderr => {
-                    // Nowhere to report a failing stderr: drop the bytes.
-                    let _ = write_all(stderr.as_fd(), &data);
-                }
-            },
+            }
             DaemonMessage::Exit { job: of, exit } if of == job => return Ok(Followed::Exit(exit)),
             DaemonMessage::LogEnd { job: of, .. } if of == job => return Ok(Followed::LogEnd),
             DaemonMessage::Notice { message, .. } => eprintln!("ferry: {message}"),

@@ -300,6 +300,8 @@ pub struct JobInfo {
     pub run_us: u64,
     /// How it ended, once finished.
     pub exit: Option<JobExit>,
+    /// Output bytes that were delivered live but not stored (past the daemon's cap).
+    pub unstored_bytes: u64,
 }
 
 /// Errors from the frame codec.
@@ -336,6 +338,63 @@ pub fn encode_frame<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), 
         WireError::Encode(e.to_string())
     })?;
     let body_len = out.len() - start - FRAME_HEADER_LEN;
+    let Ok(body_len) = u32::try_from(body_len) else {
+        out.truncate(start);
+        return Err(WireError::Encode(format!(
+            "body of {body_len} bytes does not fit a frame"
+        )));
+    };
+    out[start..start + FRAME_HEADER_LEN].copy_from_slice(&body_len.to_be_bytes());
+    Ok(())
+}
+
+/// Appends the frame of a [`DaemonMessage::Output`] up to (not including) its data.
+///
+/// The appended bytes followed by `data_len` bytes of data are exactly what [`encode_frame`]
+/// produces for the whole message, so a sender can write the data from where it already lies
+/// (a vectored write) instead of copying it into the frame.
+pub fn encode_output_head(
+    job: JobId,
+    stream: Stream,
+    offset: u64,
+    data_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let start = out.len();
+    encode_frame(
+        &DaemonMessage::Output {
+            job,
+            stream,
+            offset,
+            data: Vec::new(),
+        },
+        out,
+    )?;
+    // `data` is the last field: the encoding ends with the empty byte string's header.
+    if out.pop() != Some(0x40) {
+        out.truncate(start);
+        return Err(WireError::Encode("unexpected Output encoding".into()));
+    }
+    let len = data_len as u64;
+    match len {
+        0..=23 => out.push(0x40 | len as u8),
+        24..=0xff => out.extend_from_slice(&[0x58, len as u8]),
+        0x100..=0xffff => {
+            out.push(0x59);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x5a);
+            let Ok(len) = u32::try_from(len) else {
+                out.truncate(start);
+                return Err(WireError::Encode(format!(
+                    "{data_len} bytes of output in one frame"
+                )));
+            };
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    let body_len = out.len() - start - FRAME_HEADER_LEN + data_len;
     let Ok(body_len) = u32::try_from(body_len) else {
         out.truncate(start);
         return Err(WireError::Encode(format!(

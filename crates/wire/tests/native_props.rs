@@ -43,18 +43,21 @@ fn job_info() -> impl Strategy<Value = JobInfo> {
         any::<u64>(),
         any::<Option<u64>>(),
         any::<u64>(),
-        proptest::option::of(job_exit()),
+        (proptest::option::of(job_exit()), any::<u64>()),
     )
         .prop_map(
-            |(id, state, argv, pid, submitted_ms, started_ms, run_us, exit)| JobInfo {
-                id,
-                state,
-                argv,
-                pid,
-                submitted_ms,
-                started_ms,
-                run_us,
-                exit,
+            |(id, state, argv, pid, submitted_ms, started_ms, run_us, (exit, unstored_bytes))| {
+                JobInfo {
+                    id,
+                    state,
+                    argv,
+                    pid,
+                    submitted_ms,
+                    started_ms,
+                    run_us,
+                    exit,
+                    unstored_bytes,
+                }
             },
         )
 }
@@ -204,6 +207,20 @@ proptest! {
         }
         prop_assert!(pending.is_empty());
         prop_assert_eq!(decoded, messages);
+    }
+
+    #[test]
+    fn output_head_plus_data_is_the_whole_frame(job in any::<u64>(), err in any::<bool>(),
+                                                offset in any::<u64>(),
+                                                len in prop_oneof![0usize..30, 200usize..300, 65_000usize..70_000]) {
+        let stream = if err { Stream::Stderr } else { Stream::Stdout };
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut whole = Vec::new();
+        encode_frame(&DaemonMessage::Output { job, stream, offset, data: data.clone() }, &mut whole).unwrap();
+        let mut head = Vec::new();
+        encode_output_head(job, stream, offset, data.len(), &mut head).unwrap();
+        head.extend_from_slice(&data);
+        prop_assert_eq!(head, whole);
     }
 
     #[test]

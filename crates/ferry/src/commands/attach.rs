@@ -30,14 +30,20 @@ fn show(socket: &Path, job: u64, replay: bool, follow: bool) -> Result<i32> {
                 follow,
             })
             .await?;
-        match client.recv().await? {
-            Some(DaemonMessage::Attached { .. }) => {}
+        let unstored = match client.recv().await? {
+            Some(DaemonMessage::Attached { info, .. }) => info.unstored_bytes,
             Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
             Some(other) => bail!("unexpected answer from the daemon: {other:?}"),
             None => bail!("the daemon closed the connection"),
-        }
+        };
         let (mut receiver, _sender) = client.split();
-        match print_job_output(&mut receiver, job, None).await? {
+        let followed = print_job_output(&mut receiver, job, None).await?;
+        if !follow && unstored > 0 {
+            eprintln!(
+                "ferry: {unstored} bytes of job {job}'s output were not stored (over the daemon's --max-log-size)"
+            );
+        }
+        match followed {
             Followed::Exit(exit) if follow => Ok(exit_status(job, &exit)),
             Followed::Exit(_) | Followed::LogEnd => Ok(0),
         }

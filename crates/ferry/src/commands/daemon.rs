@@ -84,6 +84,7 @@ fn config(socket: &Path, args: &DaemonArgs) -> Result<DaemonConfig> {
     engine.max_queued = args.max_queued;
     engine.max_finished = args.max_finished;
     engine.kill_grace = Duration::from(args.kill_grace);
+    engine.log_limits.max_stored = args.max_log_size;
     Ok(DaemonConfig {
         listeners,
         engine,

@@ -27,11 +27,7 @@ const FORWARDED: [(SignalKind, i32); 4] = [
 
 /// Runs the command; returns the status to exit with.
 pub fn run(socket: &Path, args: RunArgs) -> Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run_async(socket, args))
+    crate::client_runtime()?.block_on(run_async(socket, args))
 }
 
 async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {

@@ -101,3 +101,36 @@ fn a_timeout_terminates_the_job_and_the_exit_says_so() {
         other => panic!("expected Jobs, got {other:?}"),
     }
 }
+
+#[test]
+fn output_past_the_stored_cap_still_reaches_the_jobs_own_client_whole() {
+    let daemon = Daemon::start(&["--max-log-size", "100000"]);
+    // A slow consumer: the job must wait for it rather than drop what it has not read.
+    let out = crate::helper::shell(
+        &daemon,
+        r#""$FERRY" run -- seq 1 4000000 | (sleep 1; sha256sum) | cut -c1-64; seq 1 4000000 | sha256sum | cut -c1-64"#,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sums: Vec<&str> = text.lines().collect();
+    assert_eq!(sums.len(), 2, "{text}");
+    assert_eq!(sums[0], sums[1], "every byte arrived, in order");
+    // The stored log holds the head only, and says so.
+    let listed = daemon.run(&["ps", "--json"]);
+    let job: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .next()
+            .expect("a job"),
+    )
+    .expect("json");
+    let id = job["id"].as_u64().expect("id").to_string();
+    let log = daemon.run(&["log", &id]);
+    assert!(
+        !log.stdout.is_empty() && log.stdout.len() <= 100_000,
+        "{}",
+        log.stdout.len()
+    );
+    let stderr = String::from_utf8_lossy(&log.stderr);
+    assert!(stderr.contains("were not stored"), "{stderr}");
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Benchmark for the core (issue 2): `ferry run` latency against `sh -c true`, and throughput of
+# `ferry run -- head -c 2G /dev/zero` against a plain pipe, side by side in one run.
+# Prints a table with the ratios and the targets. Not a test: numbers, not assertions.
+#
+#   bash bench/core.sh            # full run
+#   RUNS=3 SIZE=512M bash bench/core.sh   # quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-10}
+SIZE=${SIZE:-2G}
+
+if ! command -v hyperfine >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq hyperfine >/dev/null
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq hyperfine >/dev/null
+  fi
+fi
+
+cargo build --release --quiet -p ferry
+FERRY=$PWD/target/release/ferry
+
+work=$(mktemp -d)
+daemon_pid=
+cleanup() {
+  if [ -n "$daemon_pid" ]; then kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+export FERRY_SOCKET=$work/ferry.sock
+export FERRY_STATE_DIR=$work/state
+# --max-finished 1: the throughput runs would otherwise keep every 2G log on disk.
+"$FERRY" daemon --max-finished 1 2>"$work/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S "$FERRY_SOCKET" ] && break; sleep 0.05; done
+"$FERRY" run -- true # warm: the daemon answers
+
+hyperfine -N --warmup 50 --runs 500 --export-csv "$work/latency.csv" \
+  "$FERRY run -- true" "sh -c true" >"$work/latency.txt"
+hyperfine --warmup 1 --runs "$RUNS" --export-csv "$work/throughput.csv" \
+  "$FERRY run -- head -c $SIZE /dev/zero >/dev/null" "head -c $SIZE /dev/zero | cat >/dev/null" \
+  >"$work/throughput.txt"
+
+bytes=$(numfmt --from=iec "$SIZE")
+awk -F, -v bytes="$bytes" '
+  function row(name, mean) { printf "%-58s %12.3f ms\n", name, mean * 1000 }
+  FNR == 1 { file++; next }
+  file == 1 { lat[FNR - 1] = $2; latname[FNR - 1] = $1 }
+  file == 2 { thr[FNR - 1] = $2; thrname[FNR - 1] = $1 }
+  END {
+    printf "%-58s %15s\n", "command", "mean"
+    row(latname[1], lat[1]); row(latname[2], lat[2])
+    row(thrname[1], thr[1]); row(thrname[2], thr[2])
+    printf "\n%-40s %10s %10s %8s\n", "measure", "ratio", "target", "met"
+    r = lat[1] / lat[2]
+    printf "%-40s %9.2fx %10s %8s\n", "latency: ferry run / sh -c true", r, "<= 1.5x", (r <= 1.5 ? "yes" : "NO")
+    t = lat[2] > 0 ? (thr[2] / thr[1]) : 0
+    printf "%-40s %9.2fx %10s %8s\n", "throughput: ferry run / pipe", t, ">= 0.6x", (t >= 0.6 ? "yes" : "NO")
+    printf "\nthroughput: ferry %.0f MiB/s, pipe %.0f MiB/s\n", bytes / thr[1] / 1048576, bytes / thr[2] / 1048576
+  }' "$work/latency.csv" "$work/throughput.csv"
