@@ -95,6 +95,17 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon at `path` and performs the handshake.
     pub async fn connect(path: &Path, client_name: &str) -> Result<Client, ClientError> {
+        Client::connect_with(path, client_name, None).await
+    }
+
+    /// Connects and performs the handshake, sending `first` right behind the `Hello` (in the
+    /// same write, saving a round trip). `first` should use request id 1; the client's own
+    /// request ids then start at 2.
+    pub async fn connect_with(
+        path: &Path,
+        client_name: &str,
+        first: Option<&ClientMessage>,
+    ) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path).await.map_err(|source| {
             use std::io::ErrorKind::{ConnectionRefused, NotFound};
             if matches!(source.kind(), NotFound | ConnectionRefused) {
@@ -119,15 +130,26 @@ impl Client {
                 capabilities: Vec::new(),
                 max_frame: 0,
             },
-            next_request: 1,
+            next_request: if first.is_some() { 2 } else { 1 },
         };
-        client
-            .send(&ClientMessage::Hello {
-                version: PROTOCOL_VERSION,
-                client: client_name.into(),
-                token: None,
-            })
-            .await?;
+        let mut opening = ferry_io::frame(&ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            client: client_name.into(),
+            token: None,
+        })
+        .map_err(FrameError::from)?;
+        if let Some(first) = first {
+            opening.extend(ferry_io::frame(first).map_err(FrameError::from)?);
+        }
+        if let Err(e) = client.writer.write_all(&opening).await {
+            // A daemon that refuses us says why, then closes: read the reason if it came.
+            return match client.recv().await {
+                Ok(Some(DaemonMessage::Error { message, .. })) => {
+                    Err(ClientError::Handshake(message))
+                }
+                _ => Err(FrameError::from(e).into()),
+            };
+        }
         match client.recv().await? {
             Some(DaemonMessage::Welcome {
                 peer,
@@ -228,7 +250,8 @@ impl Sender {
     }
 }
 
-/// Connects to the daemon at `path`, starting one with `start` when none is listening.
+/// Connects to the daemon at `path`, starting one with `start` when none is listening, and
+/// sends `first` right behind the handshake (see [`Client::connect_with`]).
 ///
 /// `start` must launch a daemon on `path` in the background. Two clients racing here may both
 /// launch one; the daemon's lock on the socket lets exactly one of them serve, and both clients
@@ -236,9 +259,10 @@ impl Sender {
 pub async fn connect_or_start(
     path: &Path,
     client_name: &str,
+    first: Option<&ClientMessage>,
     start: impl FnOnce() -> std::io::Result<Child>,
 ) -> Result<Client, ClientError> {
-    match Client::connect(path, client_name).await {
+    match Client::connect_with(path, client_name, first).await {
         Err(ClientError::NoDaemon { .. }) => {}
         other => return other,
     }
@@ -246,7 +270,7 @@ pub async fn connect_or_start(
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     let mut delay = Duration::from_millis(2);
     loop {
-        match Client::connect(path, client_name).await {
+        match Client::connect_with(path, client_name, first).await {
             Err(ClientError::NoDaemon { source, .. }) => {
                 if tokio::time::Instant::now() >= deadline {
                     let _ = child.kill();

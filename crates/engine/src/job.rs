@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -52,20 +52,15 @@ struct Status {
 pub(crate) type OnEnd = Box<dyn FnOnce(JobId) + Send>;
 
 impl Job {
-    pub fn new(
-        id: JobId,
-        spec: JobSpec,
-        log_path: &Path,
-        limits: LogLimits,
-    ) -> std::io::Result<Job> {
-        let log = JobLog::create(log_path, limits)?;
+    pub fn new(id: JobId, spec: JobSpec, log_path: &Path, limits: LogLimits) -> Job {
+        let log = JobLog::new(log_path, limits);
         let (stdin_tx, stdin_rx) = if spec.stdin {
             let (tx, rx) = mpsc::channel(STDIN_QUEUE);
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        Ok(Job {
+        Job {
             id,
             spec,
             submitted: SystemTime::now(),
@@ -78,7 +73,7 @@ impl Job {
                 stdin_rx,
                 timed_out: false,
             }),
-        })
+        }
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {
@@ -215,8 +210,17 @@ pub(crate) fn spawn(
 ) {
     let spec = &job.spec;
     let program = spec.argv[0].clone();
-    let mut command = Command::new(&program);
+    let resolved = match resolve_program(&program, spec) {
+        Ok(path) => path,
+        Err(message) => {
+            job.finish_without_running(message, None);
+            on_end(job.id);
+            return;
+        }
+    };
+    let mut command = Command::new(&resolved);
     command
+        .arg0(&program)
         .args(&spec.argv[1..])
         .stdin(if spec.stdin {
             Stdio::piped()
@@ -255,15 +259,50 @@ pub(crate) fn spawn(
     if let Some(timeout) = spec.timeout {
         runtime.spawn(enforce_timeout(Arc::clone(&job), pid, timeout, kill_grace));
     }
-    let pump_job = Arc::clone(&job);
-    let pumped = std::thread::Builder::new()
-        .name(format!("job-{}", job.id))
-        .spawn(move || pump(pump_job, child, on_end));
-    if let Err(e) = pumped {
-        // Without a pump nobody reads its output or reaps it: stop it now.
-        tracing::error!(job = job.id, "cannot start output thread: {e}");
-        let _ = send_to_group(pid, libc::SIGKILL);
+    // The pump blocks (poll, then wait): it runs on the runtime's blocking pool, whose
+    // threads are reused from job to job. The daemon sizes the pool above the running-jobs
+    // limit.
+    runtime.spawn_blocking(move || pump(job, child, on_end));
+}
+
+/// Finds the program to execute the way a shell would, but with the job's own `PATH` and
+/// working directory: a name with a slash is taken relative to the job's directory, a bare
+/// name is searched in the job's `PATH`. Resolving here (rather than letting the spawn search)
+/// keeps spawning on the fast `posix_spawn` path and gives a clear error without forking.
+fn resolve_program(program: &OsStr, spec: &JobSpec) -> Result<PathBuf, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = program.to_string_lossy();
+    if program.is_empty() {
+        return Err("cannot run an empty program name".into());
     }
+    if program.as_bytes().contains(&b'/') {
+        let path = Path::new(program);
+        return Ok(match &spec.cwd {
+            Some(cwd) if path.is_relative() => cwd.join(path),
+            _ => path.to_owned(),
+        });
+    }
+    let path_var = match &spec.env {
+        Some(env) => env
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| value.clone()),
+        None => std::env::var_os("PATH"),
+    }
+    .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path_var) {
+        let dir = match (&spec.cwd, dir.is_relative()) {
+            (Some(cwd), true) => cwd.join(dir),
+            _ => dir,
+        };
+        let candidate = dir.join(program);
+        let executable = std::fs::metadata(&candidate).is_ok_and(|m| m.is_file())
+            && rustix::fs::access(&candidate, rustix::fs::Access::EXEC_OK).is_ok();
+        if executable {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("cannot run {name}: command not found"))
 }
 
 fn spawn_error(program: &OsStr, cwd: &Option<std::path::PathBuf>, e: &std::io::Error) -> String {
@@ -275,7 +314,6 @@ fn spawn_error(program: &OsStr, cwd: &Option<std::path::PathBuf>, e: &std::io::E
                 cwd.display()
             )
         }
-        (std::io::ErrorKind::NotFound, _) => format!("cannot run {program}: command not found"),
         _ => format!("cannot run {program}: {e}"),
     }
 }

@@ -102,7 +102,8 @@ pub struct JobSnapshot {
 pub struct EngineConfig {
     /// Directory for job logs.
     pub log_dir: PathBuf,
-    /// Jobs running at once; more wait in the queue.
+    /// Jobs running at once; more wait in the queue. Each running job holds one thread of the
+    /// tokio blocking pool, which must be larger than this.
     pub max_running: usize,
     /// Jobs waiting at once; more are refused.
     pub max_queued: usize,
@@ -228,14 +229,7 @@ impl Engine {
         }
         let id = state.next_id;
         let log_path = self.inner.config.log_dir.join(format!("{id}.log"));
-        let job = Arc::new(
-            Job::new(id, spec, &log_path, self.inner.config.log_limits).map_err(|source| {
-                EngineError::Io {
-                    context: format!("cannot create job log {}", log_path.display()),
-                    source,
-                }
-            })?,
-        );
+        let job = Arc::new(Job::new(id, spec, &log_path, self.inner.config.log_limits));
         state.next_id += 1;
         state.jobs.insert(id, Arc::clone(&job));
         if start_now {

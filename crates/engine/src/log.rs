@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -128,32 +128,53 @@ impl Shared {
     }
 }
 
+/// The log file, created on the first record stored (a job without output never touches the
+/// disk).
+#[derive(Debug)]
+struct LogFile {
+    path: PathBuf,
+    file: OnceLock<File>,
+}
+
+impl LogFile {
+    fn get_or_create(&self) -> std::io::Result<&File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&self.path)?;
+        Ok(self.file.get_or_init(|| file))
+    }
+}
+
 /// A job's log: its file, the recent-records window and the published progress.
 #[derive(Debug)]
 pub(crate) struct JobLog {
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<LogFile>,
     shared: Arc<Shared>,
     progress: watch::Sender<LogProgress>,
     limits: LogLimits,
 }
 
 impl JobLog {
-    /// Creates (or truncates) the log file at `path`.
-    pub fn create(path: &Path, limits: LogLimits) -> std::io::Result<JobLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(path)?;
-        Ok(JobLog {
+    /// A log whose file will be `path` (created, or truncated, when the first record is
+    /// stored).
+    pub fn new(path: &Path, limits: LogLimits) -> JobLog {
+        JobLog {
             path: path.to_owned(),
-            file: Arc::new(file),
+            file: Arc::new(LogFile {
+                path: path.to_owned(),
+                file: OnceLock::new(),
+            }),
             shared: Arc::default(),
             progress: watch::Sender::new(LogProgress::default()),
             limits,
-        })
+        }
     }
 
     /// A writer for the pump thread.
@@ -215,6 +236,9 @@ impl JobLog {
 
     /// Removes the log file (when the job is forgotten).
     pub fn remove(&self) {
+        if self.file.file.get().is_none() {
+            return; // never created
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(path = %self.path.display(), "cannot remove job log: {e}");
         }
@@ -223,7 +247,7 @@ impl JobLog {
 
 /// Appends records to a job log; owned by the job's pump thread.
 pub(crate) struct LogWriter {
-    file: Arc<File>,
+    file: Arc<LogFile>,
     shared: Arc<Shared>,
     progress: watch::Sender<LogProgress>,
     limits: LogLimits,
@@ -255,7 +279,10 @@ impl LogWriter {
             header[0] = stream_tag(stream);
             // `data.len()` is at most MAX_RECORD_DATA, which fits a u32.
             header[1..].copy_from_slice(&(data.len() as u32).to_le_bytes());
-            result = write_record(&self.file, &header, &data);
+            result = self
+                .file
+                .get_or_create()
+                .and_then(|file| write_record(file, &header, &data));
             self.store_failed = result.is_err();
         }
         let stored_now = store && result.is_ok();
@@ -355,7 +382,7 @@ pub enum OutputEvent {
 /// Reads a job log from some position, following it live when asked.
 #[derive(Debug)]
 pub struct LogReader {
-    file: Arc<File>,
+    file: Arc<LogFile>,
     shared: Arc<Shared>,
     rx: watch::Receiver<LogProgress>,
     pos: u64,
@@ -467,6 +494,7 @@ impl LogReader {
         let file = Arc::clone(&self.file);
         let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut buf = vec![0; want];
+            let file = file.file.get().ok_or(std::io::ErrorKind::NotFound)?;
             file.read_exact_at(&mut buf, start)?;
             Ok(buf)
         })

@@ -33,10 +33,26 @@ fn main() -> ExitCode {
         // Job statuses are 0..=255 (128+N for signals); anything else is reported as failure.
         Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(FERRY_FAILED)),
         Err(e) => {
-            eprintln!("ferry: {e:#}");
+            eprintln!("ferry: {}", error_chain(&e));
             ExitCode::from(FERRY_FAILED)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once (library errors often repeat their
+/// source's text in their own).
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// The daemon's state directory: `$XDG_STATE_HOME/ferry`, or `~/.local/state/ferry`.

@@ -29,6 +29,8 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
     let config = config(socket, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Every running job's output pump holds a blocking thread; log reads need a few more.
+        .max_blocking_threads(args.max_jobs.saturating_add(64))
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -33,35 +33,33 @@ pub fn run(socket: &Path, args: RunArgs) -> Result<i32> {
 async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
     let program = std::env::current_exe().context("cannot find the ferry executable")?;
     let log_file = crate::state_dir_from_env().join("daemon.log");
-    let mut client = connect_or_start(socket, crate::CLIENT_NAME, || {
+    let forward_stdin = !args.detach && !args.no_stdin;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // Request id 1: sent right behind the handshake.
+    let run = ClientMessage::Run {
+        request: 1,
+        argv: args
+            .command
+            .into_iter()
+            .map(|a| ByteBuf::from(a.into_vec()))
+            .collect(),
+        cwd: Some(ByteBuf::from(cwd.into_os_string().into_vec())),
+        env: Some(
+            std::env::vars_os()
+                .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
+                .collect(),
+        ),
+        stdin: forward_stdin,
+        timeout_ms: args
+            .timeout
+            .map(|t| u64::try_from(std::time::Duration::from(t).as_millis()).unwrap_or(u64::MAX)),
+        hangup_on_disconnect: !args.detach && !args.keep,
+        follow: !args.detach,
+    };
+    let mut client = connect_or_start(socket, crate::CLIENT_NAME, Some(&run), || {
         spawn_background_daemon(&program, socket, &log_file)
     })
     .await?;
-    let forward_stdin = !args.detach && !args.no_stdin;
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let request = client.request_id();
-    client
-        .send(&ClientMessage::Run {
-            request,
-            argv: args
-                .command
-                .into_iter()
-                .map(|a| ByteBuf::from(a.into_vec()))
-                .collect(),
-            cwd: Some(ByteBuf::from(cwd.into_os_string().into_vec())),
-            env: Some(
-                std::env::vars_os()
-                    .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
-                    .collect(),
-            ),
-            stdin: forward_stdin,
-            timeout_ms: args.timeout.map(|t| {
-                u64::try_from(std::time::Duration::from(t).as_millis()).unwrap_or(u64::MAX)
-            }),
-            hangup_on_disconnect: !args.detach && !args.keep,
-            follow: !args.detach,
-        })
-        .await?;
     let job = loop {
         match client.recv().await? {
             Some(DaemonMessage::Accepted { job, .. }) => break job,
