@@ -23,6 +23,9 @@ const CLIENT_MAX_FRAME: usize = 64 * 1024 * 1024;
 /// How long [`connect_or_start`] waits for a daemon it started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long to keep trying after the daemon we started failed (a racing one may answer).
+const RACE_GRACE: Duration = Duration::from_secs(1);
+
 /// Messages queued toward the daemon by a [`Sender`] before senders wait.
 const SEND_QUEUE: usize = 32;
 
@@ -269,10 +272,29 @@ pub async fn connect_or_start(
     let mut child = start().map_err(|e| ClientError::Start(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     let mut delay = Duration::from_millis(2);
+    // When the daemon we started fails, another one (a racing client's) may still be on its
+    // way: wait a little longer before giving up.
+    let mut failed: Option<(tokio::time::Instant, std::process::ExitStatus)> = None;
     loop {
         match Client::connect_with(path, client_name, first).await {
             Err(ClientError::NoDaemon { source, .. }) => {
-                if tokio::time::Instant::now() >= deadline {
+                let now = tokio::time::Instant::now();
+                if failed.is_none() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        if !status.success() {
+                            failed = Some((now, status));
+                        }
+                    }
+                }
+                if let Some((at, status)) = failed {
+                    if now.duration_since(at) > RACE_GRACE {
+                        return Err(ClientError::Start(format!(
+                            "the daemon it started exited ({status}) and none answers at {}",
+                            path.display()
+                        )));
+                    }
+                }
+                if now >= deadline {
                     let _ = child.kill();
                     return Err(ClientError::Start(format!(
                         "no daemon answered at {} within {} s ({source})",

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ferry_client::{connect_or_start, spawn_background_daemon, Sender};
+use ferry_client::{connect_or_start, spawn_background_daemon, ClientError, Sender};
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use serde_bytes::ByteBuf;
 use tokio::signal::unix::{signal, SignalKind};
@@ -56,10 +56,18 @@ async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
         hangup_on_disconnect: !args.detach && !args.keep,
         follow: !args.detach,
     };
-    let mut client = connect_or_start(socket, crate::CLIENT_NAME, Some(&run), || {
+    let mut client = match connect_or_start(socket, crate::CLIENT_NAME, Some(&run), || {
         spawn_background_daemon(&program, socket, &log_file)
     })
-    .await?;
+    .await
+    {
+        Ok(client) => client,
+        Err(e @ ClientError::Start(_)) => match last_line(&log_file) {
+            Some(reason) => bail!("{e}: {reason} (log: {})", log_file.display()),
+            None => bail!("{e} (log: {})", log_file.display()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     let job = loop {
         match client.recv().await? {
             Some(DaemonMessage::Accepted { job, .. }) => break job,
@@ -82,6 +90,15 @@ async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
         Followed::Exit(exit) => Ok(exit_status(job, &exit)),
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
     }
+}
+
+/// The last non-empty line of a file, without the log's timestamp and level.
+fn last_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    // "2026-11-22T19:00:00.000000Z ERROR target: message" -> "message"
+    let message = line.split_once(": ").map_or(line, |(_, m)| m);
+    Some(message.trim().to_owned())
 }
 
 /// Copies ferry's stdin to the job on a thread of its own (stdin reads block), then closes

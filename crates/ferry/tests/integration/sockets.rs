@@ -246,3 +246,21 @@ fn listener_specs_are_checked_with_clear_messages() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "listening\n");
 }
+
+#[test]
+fn a_daemon_that_cannot_start_is_reported_with_its_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).expect("dir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = Command::new(ferry_bin())
+        .args(["run", "--", "true"])
+        .env("FERRY_SOCKET", open.join("ferry.sock"))
+        .env("FERRY_STATE_DIR", dir.path().join("state"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot start the ferry daemon"), "{stderr}");
+    assert!(stderr.contains("writable by others"), "{stderr}");
+}
