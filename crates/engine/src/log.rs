@@ -545,3 +545,145 @@ impl LogReader {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Deterministic data for chunk `index`.
+    fn chunk(index: usize, len: usize) -> Bytes {
+        (0..len)
+            .map(|i| (index * 31 + i) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    /// Writes `chunks` on a thread (as the pump does) while `reader` reads; returns what the
+    /// reader got per stream, checking that offsets are contiguous.
+    fn write_and_read(
+        log: &JobLog,
+        chunks: &[(bool, usize)],
+        mut reader: LogReader,
+    ) -> ([Vec<u8>; 2], ExitReport) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut writer = log.writer();
+        let owned: Vec<(bool, usize)> = chunks.to_vec();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for (index, (err, len)) in owned.iter().enumerate() {
+                    let stream = if *err {
+                        OutputStream::Stderr
+                    } else {
+                        OutputStream::Stdout
+                    };
+                    writer.append(stream, chunk(index, *len)).expect("append");
+                }
+                log.finish(ExitReport {
+                    code: Some(0),
+                    ..ExitReport::default()
+                });
+            });
+            runtime.block_on(async {
+                let mut got: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+                loop {
+                    match reader.next().await.expect("read") {
+                        Some(OutputEvent::Chunk {
+                            stream,
+                            offset,
+                            data,
+                        }) => {
+                            let slot = stream_slot(stream);
+                            assert_eq!(offset, got[slot].len() as u64, "contiguous offsets");
+                            got[slot].extend_from_slice(&data);
+                        }
+                        Some(OutputEvent::Exit(exit)) => return (got, exit),
+                        Some(OutputEvent::End) | None => panic!("a follower ends with Exit"),
+                    }
+                }
+            })
+        })
+    }
+
+    fn expected(chunks: &[(bool, usize)]) -> [Vec<u8>; 2] {
+        let mut want: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+        for (index, (err, len)) in chunks.iter().enumerate() {
+            want[usize::from(*err)].extend_from_slice(&chunk(index, *len));
+        }
+        want
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// The job's own client gets every byte in order, whatever the cap and window.
+        #[test]
+        fn a_holding_reader_misses_nothing(
+            chunks in proptest::collection::vec((any::<bool>(), 1usize..3000), 0..60),
+            max_stored in 0u64..40_000,
+            window_bytes in 1usize..8000,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = JobLog::new(&dir.path().join("1.log"), LogLimits { max_stored, window_bytes });
+            let reader = log.reader(true, true, true);
+            let (got, exit) = write_and_read(&log, &chunks, reader);
+            prop_assert_eq!(exit.code, Some(0));
+            prop_assert_eq!(got, expected(&chunks));
+        }
+
+        /// A later reader replays the stored part: a prefix of the output, record by record,
+        /// and the progress counts the rest as unstored.
+        #[test]
+        fn a_late_reader_replays_the_stored_prefix(
+            chunks in proptest::collection::vec((any::<bool>(), 1usize..3000), 0..60),
+            max_stored in 0u64..40_000,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let limits = LogLimits { max_stored, window_bytes: 1024 };
+            let log = JobLog::new(&dir.path().join("1.log"), limits);
+            let holder = log.reader(true, true, true);
+            write_and_read(&log, &chunks, holder);
+            let late = log.reader(true, true, false);
+            let (got, _) = write_and_read(&log, &[], late);
+            // Which records fit under the cap, in order.
+            let mut stored = 0u64;
+            let mut stored_chunks = Vec::new();
+            let mut unstored = 0u64;
+            for &(err, len) in &chunks {
+                let record = (RECORD_HEADER_LEN + len) as u64;
+                // Storing stops at the first record that does not fit: the file is a prefix.
+                if unstored == 0 && stored + record <= max_stored {
+                    stored += record;
+                    stored_chunks.push((err, len));
+                } else {
+                    unstored += len as u64;
+                }
+            }
+            prop_assert_eq!(got, expected(&stored_chunks));
+            prop_assert_eq!(log.unstored(), unstored);
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("1.log");
+        let log = JobLog::new(&path, LogLimits::default());
+        let holder = log.reader(true, true, true);
+        write_and_read(&log, &[(false, 100), (true, 50)], holder);
+        // Corrupt the stream byte of the first record.
+        let mut bytes = std::fs::read(&path).expect("log");
+        bytes[0] = 9;
+        std::fs::write(&path, &bytes).expect("write");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut reader = log.reader(true, false, false);
+        let result = runtime.block_on(reader.next());
+        assert!(matches!(result, Err(LogError::Damaged(0))), "{result:?}");
+    }
+}

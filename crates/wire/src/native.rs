@@ -337,7 +337,13 @@ pub fn encode_frame<T: Serialize>(message: &T, out: &mut Vec<u8>) -> Result<(), 
         out.truncate(start);
         WireError::Encode(e.to_string())
     })?;
-    let body_len = out.len() - start - FRAME_HEADER_LEN;
+    set_body_len(out, start, 0)
+}
+
+/// Writes the length header of the frame that starts at `start` in `out`: the bytes after the
+/// header, plus `more` bytes the caller will send after them. Removes the frame on failure.
+fn set_body_len(out: &mut Vec<u8>, start: usize, more: usize) -> Result<(), WireError> {
+    let body_len = out.len() - start - FRAME_HEADER_LEN + more;
     let Ok(body_len) = u32::try_from(body_len) else {
         out.truncate(start);
         return Err(WireError::Encode(format!(
@@ -394,15 +400,7 @@ pub fn encode_output_head(
             out.extend_from_slice(&len.to_be_bytes());
         }
     }
-    let body_len = out.len() - start - FRAME_HEADER_LEN + data_len;
-    let Ok(body_len) = u32::try_from(body_len) else {
-        out.truncate(start);
-        return Err(WireError::Encode(format!(
-            "body of {body_len} bytes does not fit a frame"
-        )));
-    };
-    out[start..start + FRAME_HEADER_LEN].copy_from_slice(&body_len.to_be_bytes());
-    Ok(())
+    set_body_len(out, start, data_len)
 }
 
 /// Tries to decode one frame from the start of `buf`.
