@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 pub use job::JobId;
-pub use log::{LogError, LogLimits, LogReader, OutputEvent};
+pub use log::{encode_record, parse_records, LogError, LogLimits, LogReader, OutputEvent};
 
 use job::Job;
 

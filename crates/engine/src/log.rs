@@ -20,6 +20,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{IoSlice, Write};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -334,6 +335,40 @@ impl LogWriter {
     }
 }
 
+/// Parses the whole records at the start of `buf` (bytes of a log file from a record
+/// boundary): each record's stream and the range of its data in `buf`, and how many bytes the
+/// whole records span. A record cut off by the end of `buf` is left out (read it with more
+/// bytes). A header that cannot be a record is an error carrying its offset in `buf`.
+pub fn parse_records(buf: &[u8]) -> Result<(Vec<(OutputStream, Range<usize>)>, usize), usize> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while let Some(header) = buf.get(at..at + RECORD_HEADER_LEN) {
+        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let stream = match header[0] {
+            1 => OutputStream::Stdout,
+            2 => OutputStream::Stderr,
+            _ => return Err(at),
+        };
+        if len == 0 || len > MAX_RECORD_DATA {
+            return Err(at);
+        }
+        let data_start = at + RECORD_HEADER_LEN;
+        if data_start + len > buf.len() {
+            break;
+        }
+        records.push((stream, data_start..data_start + len));
+        at = data_start + len;
+    }
+    Ok((records, at))
+}
+
+/// Encodes one record as it is stored (for tests and tools; the writer uses a vectored write).
+pub fn encode_record(stream: OutputStream, data: &[u8], out: &mut Vec<u8>) {
+    out.push(stream_tag(stream));
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
+}
+
 fn write_record(mut file: &File, header: &[u8], data: &[u8]) -> std::io::Result<()> {
     let total = header.len() + data.len();
     let written = file.write_vectored(&[IoSlice::new(header), IoSlice::new(data)])?;
@@ -501,32 +536,20 @@ impl LogReader {
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         let buf = Bytes::from(buf);
-        let mut at = 0;
-        while let Some(header) = buf.get(at..at + RECORD_HEADER_LEN) {
-            let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            let stream = match header[0] {
-                1 => OutputStream::Stdout,
-                2 => OutputStream::Stderr,
-                _ => return Err(LogError::Damaged(start + at as u64)),
-            };
-            if len == 0 || len > MAX_RECORD_DATA {
-                return Err(LogError::Damaged(start + at as u64));
-            }
-            let data_start = at + RECORD_HEADER_LEN;
-            if data_start + len > buf.len() {
-                break; // the record continues past this batch: read it next time
-            }
+        let (records, at) =
+            parse_records(&buf).map_err(|damaged| LogError::Damaged(start + damaged as u64))?;
+        if at == 0 {
+            return Err(LogError::Damaged(start));
+        }
+        for (stream, data) in records {
             let slot = stream_slot(stream);
+            let len = data.len() as u64;
             self.pending.push_back(OutputEvent::Chunk {
                 stream,
                 offset: self.offsets[slot],
-                data: buf.slice(data_start..data_start + len),
+                data: buf.slice(data),
             });
-            self.offsets[slot] += len as u64;
-            at = data_start + len;
-        }
-        if at == 0 {
-            return Err(LogError::Damaged(start));
+            self.offsets[slot] += len;
         }
         self.pos = start + at as u64;
         if let Some(id) = self.holder {
@@ -664,6 +687,41 @@ mod tests {
             }
             prop_assert_eq!(got, expected(&stored_chunks));
             prop_assert_eq!(log.unstored(), unstored);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn records_roundtrip_and_partial_records_wait(
+            records in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec(any::<u8>(), 1..300)), 0..20),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut buf = Vec::new();
+            for (err, data) in &records {
+                let stream = if *err { OutputStream::Stderr } else { OutputStream::Stdout };
+                encode_record(stream, data, &mut buf);
+            }
+            let (parsed, used) = parse_records(&buf).expect("valid records");
+            prop_assert_eq!(used, buf.len());
+            prop_assert_eq!(parsed.len(), records.len());
+            for ((stream, range), (err, data)) in parsed.iter().zip(&records) {
+                prop_assert_eq!(*stream == OutputStream::Stderr, *err);
+                prop_assert_eq!(&buf[range.clone()], &data[..]);
+            }
+            // Any prefix parses to whole records only.
+            let cut = cut.index(buf.len() + 1);
+            let (prefix, used) = parse_records(&buf[..cut]).expect("valid prefix");
+            prop_assert!(used <= cut);
+            prop_assert_eq!(&parsed[..prefix.len()], &prefix[..]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok((records, used)) = parse_records(&buf) {
+                prop_assert!(used <= buf.len());
+                prop_assert!(records.iter().all(|(_, r)| r.end <= used));
+            }
         }
     }
 
