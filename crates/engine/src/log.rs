@@ -335,11 +335,14 @@ impl LogWriter {
     }
 }
 
+/// A parsed record: its stream and where its data lies in the parsed buffer.
+pub type RecordSpan = (OutputStream, Range<usize>);
+
 /// Parses the whole records at the start of `buf` (bytes of a log file from a record
 /// boundary): each record's stream and the range of its data in `buf`, and how many bytes the
 /// whole records span. A record cut off by the end of `buf` is left out (read it with more
 /// bytes). A header that cannot be a record is an error carrying its offset in `buf`.
-pub fn parse_records(buf: &[u8]) -> Result<(Vec<(OutputStream, Range<usize>)>, usize), usize> {
+pub fn parse_records(buf: &[u8]) -> Result<(Vec<RecordSpan>, usize), usize> {
     let mut records = Vec::new();
     let mut at = 0;
     while let Some(header) = buf.get(at..at + RECORD_HEADER_LEN) {
