@@ -1,7 +1,8 @@
 //! One job: its spawn in a fresh process group, the output pump, stdin feeding and timeout.
 //!
-//! Each running job has one pump thread that polls the child's stdout and stderr pipes, appends
-//! what it reads to the job log, and reaps the child once both pipes reach EOF. Stdin is fed by a
+//! Each running job has one pump, a thread of the runtime's blocking pool, that polls the
+//! child's stdout and stderr pipes, appends what it reads to the job log, and reaps the child
+//! once both pipes reach EOF. Stdin is fed by a
 //! tokio task from a bounded channel; the timeout is a tokio task too.
 
 use std::ffi::OsStr;
