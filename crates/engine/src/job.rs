@@ -374,10 +374,8 @@ fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
                     return false;
                 }
             };
-            let mut data = data;
-            while !data.is_empty() {
-                let record = data.split_to(data.len().min(MAX_RECORD_DATA));
-                if let Err(e) = writer.append(pipe.stream, record) {
+            if !data.is_empty() {
+                if let Err(e) = writer.append(pipe.stream, data) {
                     if !log_failed {
                         tracing::error!(job = job.id, "cannot write job log: {e}");
                         log_failed = true;
@@ -396,18 +394,14 @@ fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
     on_end(job.id);
 }
 
-/// Bytes the pump takes from a pipe in one go (split into records of at most
-/// [`MAX_RECORD_DATA`]): fewer, larger reads mean fewer wake-ups of the job and the pump.
-const READ_AT_ONCE: usize = 4 * MAX_RECORD_DATA;
-
-/// Reads what a non-blocking pipe holds, up to [`READ_AT_ONCE`] bytes. Returns the bytes and
-/// whether the pipe is still open.
+/// Reads what a non-blocking pipe holds, up to one record ([`MAX_RECORD_DATA`] bytes).
+/// Returns the bytes and whether the pipe is still open.
 fn read_available(fd: &OwnedFd) -> std::io::Result<(Bytes, bool)> {
-    let mut buf = Vec::with_capacity(READ_AT_ONCE);
+    let mut buf = Vec::with_capacity(MAX_RECORD_DATA);
     loop {
         match rustix::io::read(fd, spare_capacity(&mut buf)) {
             Ok(0) => return Ok((shrink(buf), false)),
-            Ok(_) if buf.len() == READ_AT_ONCE => return Ok((shrink(buf), true)),
+            Ok(_) if buf.len() == MAX_RECORD_DATA => return Ok((shrink(buf), true)),
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(rustix::io::Errno::AGAIN) => return Ok((shrink(buf), true)),
             Err(e) if buf.is_empty() => return Err(e.into()),
@@ -417,10 +411,10 @@ fn read_available(fd: &OwnedFd) -> std::io::Result<(Bytes, bool)> {
     }
 }
 
-/// Small reads get an allocation of their own size, so that a window of small records does
-/// not hold a whole read buffer each.
+/// Reads under a quarter of the buffer get an allocation of their own size, so that the
+/// window's memory is at most four times the data it holds.
 fn shrink(buf: Vec<u8>) -> Bytes {
-    if buf.len() < MAX_RECORD_DATA / 4 {
+    if buf.len() < buf.capacity() / 4 {
         Bytes::copy_from_slice(&buf)
     } else {
         Bytes::from(buf)
