@@ -1,20 +1,64 @@
 //! Async client library for ferry's native protocol.
 //!
-//! [`Client::connect`] opens a Unix-socket connection and performs the handshake;
-//! [`connect_or_start`] also starts a daemon when none is listening. A connected client sends
+//! [`Client::connect`] opens a connection to an [`Endpoint`] (a Unix socket, or TCP with TLS)
+//! and performs the handshake; [`connect_or_start`] also starts a local daemon when none is
+//! listening. A connected client sends
 //! [`ClientMessage`]s and receives [`DaemonMessage`]s; [`Client::split`] hands the sending side
 //! to other tasks (stdin forwarding, signal forwarding) while one task reads.
 
+pub mod tls;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_io::{FrameError, FrameReader};
 use ferry_wire::native::{ClientMessage, DaemonMessage, PROTOCOL_VERSION};
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
+
+/// The reading half of a connection, whatever its transport.
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+/// The writing half of a connection, whatever its transport.
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Where a daemon listens.
+#[derive(Clone)]
+pub enum Endpoint {
+    /// A Unix socket: the owner's local daemon (no token; the daemon checks the uid).
+    Unix(PathBuf),
+    /// A TCP address: TLS with `tls`, or plaintext (served on loopback only) without.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// TLS settings (trusted CA, optional client certificate).
+        tls: Option<Arc<rustls::ClientConfig>>,
+        /// The daemon's token, sent in `Hello`.
+        token: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+            Endpoint::Tcp {
+                host, port, tls, ..
+            } => {
+                let scheme = if tls.is_some() { "tls" } else { "tcp" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}")
+                }
+            }
+        }
+    }
+}
 
 /// Largest frame a client accepts from the daemon (an output chunk plus its envelope fits
 /// easily; job listings can be large).
@@ -32,19 +76,19 @@ const SEND_QUEUE: usize = 32;
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Nothing listens at the socket path.
+    /// Nothing listens at the address.
     #[error("no ferry daemon is running at {path} ({source})")]
     NoDaemon {
-        /// The socket path.
-        path: PathBuf,
+        /// The socket path or address.
+        path: String,
         /// Why the connection failed.
         source: std::io::Error,
     },
     /// The connection failed for another reason.
     #[error("cannot connect to {path}: {source}")]
     Connect {
-        /// The socket path.
-        path: PathBuf,
+        /// The socket path or address.
+        path: String,
         /// The error.
         source: std::io::Error,
     },
@@ -89,41 +133,77 @@ pub struct Welcome {
 
 /// A connected, handshaken client.
 pub struct Client {
-    reader: FrameReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: FrameReader<ReadHalf>,
+    writer: WriteHalf,
     welcome: Welcome,
     next_request: u64,
 }
 
 impl Client {
-    /// Connects to the daemon at `path` and performs the handshake.
-    pub async fn connect(path: &Path, client_name: &str) -> Result<Client, ClientError> {
-        Client::connect_with(path, client_name, None).await
+    /// Connects to the daemon at `endpoint` and performs the handshake.
+    pub async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Client, ClientError> {
+        Client::connect_with(endpoint, client_name, None).await
     }
 
     /// Connects and performs the handshake, sending `first` right behind the `Hello` (in the
     /// same write, saving a round trip). `first` should use request id 1; the client's own
     /// request ids then start at 2.
     pub async fn connect_with(
-        path: &Path,
+        endpoint: &Endpoint,
         client_name: &str,
         first: Option<&ClientMessage>,
     ) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(path).await.map_err(|source| {
+        let where_ = endpoint.to_string();
+        let refused = |source: std::io::Error| {
             use std::io::ErrorKind::{ConnectionRefused, NotFound};
             if matches!(source.kind(), NotFound | ConnectionRefused) {
                 ClientError::NoDaemon {
-                    path: path.to_owned(),
+                    path: where_.clone(),
                     source,
                 }
             } else {
                 ClientError::Connect {
-                    path: path.to_owned(),
+                    path: where_.clone(),
                     source,
                 }
             }
-        })?;
-        let (read_half, write_half) = stream.into_split();
+        };
+        let (read_half, write_half, token): (ReadHalf, WriteHalf, Option<String>) = match endpoint {
+            Endpoint::Unix(path) => {
+                let (read, write) = UnixStream::connect(path)
+                    .await
+                    .map_err(refused)?
+                    .into_split();
+                (Box::new(read), Box::new(write), None)
+            }
+            Endpoint::Tcp {
+                host,
+                port,
+                tls,
+                token,
+            } => {
+                let stream = TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(refused)?;
+                let _ = stream.set_nodelay(true);
+                match tls {
+                    None => {
+                        let (read, write) = stream.into_split();
+                        (Box::new(read), Box::new(write), token.clone())
+                    }
+                    Some(config) => {
+                        let stream = tls::connect(Arc::clone(config), host, stream)
+                            .await
+                            .map_err(|source| ClientError::Connect {
+                                path: where_.clone(),
+                                source,
+                            })?;
+                        let (read, write) = tokio::io::split(stream);
+                        (Box::new(read), Box::new(write), token.clone())
+                    }
+                }
+            }
+        };
         let mut client = Client {
             reader: FrameReader::new(read_half),
             writer: write_half,
@@ -138,7 +218,7 @@ impl Client {
         let mut opening = ferry_io::frame(&ClientMessage::Hello {
             version: PROTOCOL_VERSION,
             client: client_name.into(),
-            token: None,
+            token,
         })
         .map_err(FrameError::from)?;
         if let Some(first) = first {
@@ -223,7 +303,7 @@ impl Client {
 
 /// The receiving half of a split [`Client`].
 pub struct Receiver {
-    reader: FrameReader<OwnedReadHalf>,
+    reader: FrameReader<ReadHalf>,
 }
 
 impl Receiver {
@@ -265,7 +345,8 @@ pub async fn connect_or_start(
     first: Option<&ClientMessage>,
     start: impl FnOnce() -> std::io::Result<Child>,
 ) -> Result<Client, ClientError> {
-    match Client::connect_with(path, client_name, first).await {
+    let endpoint = Endpoint::Unix(path.to_owned());
+    match Client::connect_with(&endpoint, client_name, first).await {
         Err(ClientError::NoDaemon { .. }) => {}
         other => return other,
     }
@@ -276,7 +357,8 @@ pub async fn connect_or_start(
     // way: wait a little longer before giving up.
     let mut failed: Option<(tokio::time::Instant, std::process::ExitStatus)> = None;
     loop {
-        match Client::connect_with(path, client_name, first).await {
+        let endpoint = Endpoint::Unix(path.to_owned());
+        match Client::connect_with(&endpoint, client_name, first).await {
             Err(ClientError::NoDaemon { source, .. }) => {
                 let now = tokio::time::Instant::now();
                 if failed.is_none() {

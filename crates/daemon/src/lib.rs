@@ -5,8 +5,10 @@
 //! client asks for shutdown), then tells every client, terminates running jobs, removes its
 //! sockets and returns. Tests start it in-process or through the `ferry daemon` binary.
 
+pub mod catalog;
 pub mod listen;
 mod native;
+pub mod tls;
 pub mod unix;
 
 use std::future::Future;
@@ -19,7 +21,11 @@ use ferry_engine::{Engine, EngineConfig, EngineError};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
+pub use catalog::{Catalog, CatalogEntry};
 pub use listen::{Dialect, ListenSpec, ListenSpecError, Transport};
+pub use tls::TlsFiles;
+
+use native::Access;
 
 /// Daemon settings.
 #[derive(Debug, Clone)]
@@ -34,6 +40,16 @@ pub struct DaemonConfig {
     pub max_connections: usize,
     /// Time a new connection has to complete its handshake.
     pub handshake_timeout: Duration,
+    /// Certificate and key for TLS listeners.
+    pub tls: Option<TlsFiles>,
+    /// The token TCP and TLS clients must present (unless a client certificate vouches).
+    pub token: Option<String>,
+    /// Let TCP and TLS listeners run any command, not only the catalog's.
+    pub allow_any_command: bool,
+    /// The commands catalog-only listeners run.
+    pub catalog: Catalog,
+    /// Where remote clients' jobs run (and, later, their files live).
+    pub files_dir: PathBuf,
 }
 
 impl DaemonConfig {
@@ -44,10 +60,15 @@ impl DaemonConfig {
                 dialect: Dialect::Ferry,
                 transport: Transport::Unix(socket),
             }],
-            engine: EngineConfig::new(log_dir),
+            engine: EngineConfig::new(log_dir.clone()),
             max_frame: ferry_wire::DEFAULT_MAX_FRAME,
             max_connections: 256,
             handshake_timeout: Duration::from_secs(5),
+            tls: None,
+            token: None,
+            allow_any_command: false,
+            catalog: Catalog::default(),
+            files_dir: log_dir.with_file_name("files"),
         }
     }
 }
@@ -80,6 +101,7 @@ pub enum DaemonError {
 /// What every connection shares: the engine, limits, ids and the shutdown signals.
 pub(crate) struct Hub {
     pub engine: Engine,
+    pub catalog: Catalog,
     pub config: DaemonConfig,
     next_peer: AtomicU64,
     pub connections: Arc<Semaphore>,
@@ -108,16 +130,18 @@ pub async fn run(
     for spec in &config.listeners {
         spec.check_served()?;
     }
+    std::fs::create_dir_all(&config.files_dir).map_err(|source| DaemonError::Io {
+        context: format!("cannot create {}", config.files_dir.display()),
+        source,
+    })?;
     let mut bound = Vec::new();
     for spec in &config.listeners {
-        if let Transport::Unix(path) = &spec.transport {
-            bound.push(unix::bind(path)?);
-            tracing::info!("listening on {spec}");
-        }
+        bound.push(bind(spec, &config).await?);
     }
     let engine = Engine::new(config.engine.clone())?;
     let hub = Arc::new(Hub {
         engine,
+        catalog: config.catalog.clone(),
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config,
         next_peer: AtomicU64::new(1),
@@ -127,9 +151,16 @@ pub async fn run(
     });
     let mut tasks = JoinSet::new();
     let mut guards = Vec::new();
-    for (listener, guard) in bound {
-        tasks.spawn(native::accept_loop(listener, Arc::clone(&hub)));
-        guards.push(guard);
+    for listener in bound {
+        match listener {
+            Bound::Unix(listener, guard, access) => {
+                tasks.spawn(native::accept_unix(listener, Arc::clone(&hub), access));
+                guards.push(guard);
+            }
+            Bound::Tcp(listener, tls, access) => {
+                tasks.spawn(native::accept_tcp(listener, tls, Arc::clone(&hub), access));
+            }
+        }
     }
     tokio::select! {
         () = shutdown => tracing::info!("shutdown signal received"),
@@ -149,4 +180,101 @@ pub async fn run(
     drop(guards);
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// A bound listener, ready to accept.
+enum Bound {
+    Unix(tokio::net::UnixListener, unix::UnixSocketGuard, Access),
+    Tcp(
+        tokio::net::TcpListener,
+        Option<tokio_rustls::TlsAcceptor>,
+        Access,
+    ),
+}
+
+/// Binds one listener, enforcing the security rules: plaintext TCP on loopback only, TLS
+/// with a certificate, and every network listener with a way to authenticate.
+async fn bind(spec: &ListenSpec, config: &DaemonConfig) -> Result<Bound, DaemonError> {
+    let (host, port, tls) = match &spec.transport {
+        Transport::Unix(path) => {
+            let (listener, guard) = unix::bind(path)?;
+            tracing::info!("listening on {spec}");
+            let access = Access::owner(config.files_dir.clone());
+            return Ok(Bound::Unix(listener, guard, access));
+        }
+        Transport::Tcp { host, port } => (host, *port, false),
+        Transport::Tls { host, port } => (host, *port, true),
+        Transport::Fifo(_) => return Err(ListenSpecError::NotServed(spec.to_string()).into()),
+    };
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|source| DaemonError::Io {
+            context: format!("listener {spec}: cannot resolve {host}"),
+            source,
+        })?
+        .collect();
+    let Some(&addr) = addrs.first() else {
+        return Err(DaemonError::Config(format!(
+            "listener {spec}: {host} has no address"
+        )));
+    };
+    if !tls && !addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Err(DaemonError::Config(format!(
+            "listener {spec}: plaintext TCP is served on loopback addresses only (127.0.0.0/8, ::1); use ferry:tls:{host}:{port} with certificates from `ferry tls init`"
+        )));
+    }
+    let acceptor = match (tls, &config.tls) {
+        (true, Some(files)) => Some(tls::acceptor(files)?),
+        (true, None) => {
+            return Err(DaemonError::Config(format!(
+                "listener {spec}: TLS needs a certificate and key (--tls-dir DIR from `ferry tls init`, or --tls-cert and --tls-key)"
+            )))
+        }
+        (false, _) => None,
+    };
+    let client_certs = tls && config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if config.token.is_none() && !client_certs {
+        return Err(DaemonError::Config(format!(
+            "listener {spec}: a network listener needs a way to authenticate clients: a token (--token-file, or DIR/token with --tls-dir) or client certificates (--client-ca)"
+        )));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Io {
+            context: format!("listener {spec}: cannot listen on {addr}"),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| DaemonError::Io {
+        context: format!("listener {spec}"),
+        source,
+    })?;
+    let bound_spec = ListenSpec {
+        dialect: spec.dialect,
+        transport: if tls {
+            Transport::Tls {
+                host: local.ip().to_string(),
+                port: local.port(),
+            }
+        } else {
+            Transport::Tcp {
+                host: local.ip().to_string(),
+                port: local.port(),
+            }
+        },
+    };
+    tracing::info!(
+        "listening on {bound_spec} ({})",
+        if config.allow_any_command {
+            "any command"
+        } else {
+            "catalog commands only"
+        }
+    );
+    let access = Access {
+        token: config.token.as_deref().map(Arc::from),
+        any_command: config.allow_any_command,
+        client_env: false,
+        files_dir: config.files_dir.clone(),
+    };
+    Ok(Bound::Tcp(listener, acceptor, access))
 }

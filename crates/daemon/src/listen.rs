@@ -120,7 +120,7 @@ pub enum ListenSpecError {
         problem: String,
     },
     /// A valid form this build does not serve yet.
-    #[error("listener '{0}' is a valid form, but this build of ferry does not serve it yet (served: ferry:unix:PATH)")]
+    #[error("listener '{0}' is a valid form, but this build of ferry does not serve it yet (served: ferry:unix:PATH, ferry:tls:HOST:PORT, ferry:tcp:HOST:PORT on loopback)")]
     NotServed(String),
 }
 
@@ -174,14 +174,17 @@ impl ListenSpec {
     /// Whether this build serves the spec.
     pub fn check_served(&self) -> Result<(), ListenSpecError> {
         match (self.dialect, &self.transport) {
-            (Dialect::Ferry, Transport::Unix(_)) => Ok(()),
+            (
+                Dialect::Ferry,
+                Transport::Unix(_) | Transport::Tcp { .. } | Transport::Tls { .. },
+            ) => Ok(()),
             _ => Err(ListenSpecError::NotServed(self.to_string())),
         }
     }
 }
 
 /// Splits `HOST:PORT` or `[V6]:PORT`.
-fn split_host_port(address: &str) -> Result<(String, u16), String> {
+pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
     let (host, port) = address
         .rsplit_once(':')
         .ok_or_else(|| format!("'{address}' is not HOST:PORT"))?;
@@ -251,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn only_native_unix_is_served() {
+    fn only_the_native_dialect_is_served() {
         assert!(ListenSpec::parse("ferry:unix:/x")
             .unwrap()
             .check_served()

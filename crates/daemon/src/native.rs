@@ -19,10 +19,13 @@ use ferry_wire::native::{
 };
 use serde_bytes::ByteBuf;
 use std::io::IoSlice;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use std::net::SocketAddr;
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::{unix, Hub};
 
@@ -32,18 +35,48 @@ const OUTBOX_FRAMES: usize = 64;
 /// How long a closing connection waits for its job readers to deliver their last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a failed authentication costs the peer before it gets its answer.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+
 /// Capabilities announced in `Welcome`.
 const CAPABILITIES: &[&str] = &["jobs", "attach", "stdin", "signal", "timeout", "queue"];
 
-/// Accepts connections until the daemon closes, then waits for them to finish.
-pub(crate) async fn accept_loop(listener: UnixListener, hub: Arc<Hub>) {
+/// What a listener lets its connections do, and how they must authenticate.
+#[derive(Clone, Debug)]
+pub(crate) struct Access {
+    /// The token a `Hello` must carry; `None` when the transport already proved who the peer
+    /// is (the owner's uid on a Unix socket, or a verified client certificate).
+    pub token: Option<Arc<str>>,
+    /// Whether any command may run; otherwise only the daemon's catalog.
+    pub any_command: bool,
+    /// Whether the client's working directory and environment are used (the owner's socket);
+    /// otherwise jobs run in `files_dir` with the daemon's environment.
+    pub client_env: bool,
+    /// Where remote clients' jobs run.
+    pub files_dir: PathBuf,
+}
+
+impl Access {
+    /// The owner's Unix socket: anything goes, as in the owner's shell.
+    pub fn owner(files_dir: PathBuf) -> Access {
+        Access {
+            token: None,
+            any_command: true,
+            client_env: true,
+            files_dir,
+        }
+    }
+}
+
+/// Accepts Unix-socket connections until the daemon closes, then waits for them to finish.
+pub(crate) async fn accept_unix(listener: UnixListener, hub: Arc<Hub>, access: Access) {
     let mut connections = JoinSet::new();
     let mut closing = hub.closing.subscribe();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(handle(stream, Arc::clone(&hub)));
+                    connections.spawn(handle_unix(stream, Arc::clone(&hub), access.clone()));
                 }
                 Err(e) => {
                     // Out of fds or similar: back off instead of spinning.
@@ -59,7 +92,68 @@ pub(crate) async fn accept_loop(listener: UnixListener, hub: Arc<Hub>) {
     while connections.join_next().await.is_some() {}
 }
 
-async fn handle(mut stream: UnixStream, hub: Arc<Hub>) {
+/// Accepts TCP connections (TLS when `tls` is given) until the daemon closes.
+pub(crate) async fn accept_tcp(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+    access: Access,
+) {
+    let mut connections = JoinSet::new();
+    let mut closing = hub.closing.subscribe();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(handle_tcp(stream, addr, tls.clone(), Arc::clone(&hub), access.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = became_true(&mut closing) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn handle_tcp(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+    mut access: Access,
+) {
+    let Some(tls) = tls else {
+        let (read, write) = stream.into_split();
+        return serve_with_permit(read, write, hub, access, addr.to_string()).await;
+    };
+    let handshake = tokio::time::timeout(hub.config.handshake_timeout, tls.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(%addr, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    if stream.get_ref().1.peer_certificates().is_some() {
+        // rustls verified it against the client CA: the peer is authenticated.
+        tracing::debug!(%addr, "client certificate accepted");
+        access.token = None;
+    }
+    let (read, write) = tokio::io::split(stream);
+    serve_with_permit(read, write, hub, access, addr.to_string()).await;
+}
+
+async fn handle_unix(mut stream: UnixStream, hub: Arc<Hub>, access: Access) {
     match unix::peer_is_owner(&stream) {
         Ok(true) => {}
         Ok(false) => {
@@ -78,23 +172,33 @@ async fn handle(mut stream: UnixStream, hub: Arc<Hub>) {
             return;
         }
     }
+    let (read, write) = stream.into_split();
+    serve_with_permit(read, write, hub, access, "unix".into()).await;
+}
+
+/// Serves a connection if a connection slot is free; refuses it otherwise.
+async fn serve_with_permit<R, W>(read: R, mut write: W, hub: Arc<Hub>, access: Access, from: String)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let Ok(_permit) = Arc::clone(&hub.connections).try_acquire_owned() else {
-        tracing::warn!("refused a connection: connection limit reached");
+        tracing::warn!(from, "refused a connection: connection limit reached");
         let message = format!(
             "too many connections (the limit is {})",
             hub.config.max_connections
         );
-        refuse(&mut stream, ErrorCode::LimitReached, &message).await;
+        refuse(&mut write, ErrorCode::LimitReached, &message).await;
         return;
     };
     let peer = hub.next_peer_id();
-    tracing::debug!(peer, "connected");
-    Connection::serve(stream, hub, peer).await;
+    tracing::debug!(peer, from, "connected");
+    Connection::serve(read, write, hub, peer, access, from).await;
     tracing::debug!(peer, "disconnected");
 }
 
 /// Sends one error frame on a connection that will not be served, then closes it.
-async fn refuse(stream: &mut UnixStream, code: ErrorCode, message: &str) {
+async fn refuse(stream: &mut (impl AsyncWrite + Unpin), code: ErrorCode, message: &str) {
     let error = DaemonMessage::Error {
         request: None,
         code,
@@ -155,14 +259,26 @@ async fn write_head_and_data(
 struct Connection {
     hub: Arc<Hub>,
     peer: u64,
+    access: Access,
+    /// Where the peer connects from, for logs.
+    from: String,
     out: mpsc::Sender<Outgoing>,
     followers: JoinSet<()>,
     hangup_jobs: Vec<JobId>,
 }
 
 impl Connection {
-    async fn serve(stream: UnixStream, hub: Arc<Hub>, peer: u64) {
-        let (read_half, mut write_half) = stream.into_split();
+    async fn serve<R, W>(
+        read_half: R,
+        mut write_half: W,
+        hub: Arc<Hub>,
+        peer: u64,
+        access: Access,
+        from: String,
+    ) where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (out, mut outbox) = mpsc::channel::<Outgoing>(OUTBOX_FRAMES);
         let writer = tokio::spawn(async move {
             while let Some(item) = outbox.recv().await {
@@ -181,6 +297,8 @@ impl Connection {
         let mut connection = Connection {
             hub,
             peer,
+            access,
+            from,
             out,
             followers: JoinSet::new(),
             hangup_jobs: Vec::new(),
@@ -207,9 +325,9 @@ impl Connection {
     }
 
     /// Reads the `Hello`; `Ok(false)` when the client left before sending one.
-    async fn handshake(
+    async fn handshake<R: AsyncRead + Unpin>(
         &mut self,
-        reader: &mut FrameReader<tokio::net::unix::OwnedReadHalf>,
+        reader: &mut FrameReader<R>,
     ) -> Result<bool, Fatal> {
         let timeout = self.hub.config.handshake_timeout;
         let first = tokio::time::timeout(timeout, reader.next(HANDSHAKE_MAX_FRAME))
@@ -223,7 +341,25 @@ impl Connection {
             .map_err(|e| frame_fatal(e, "before the handshake"))?;
         match first {
             None => Ok(false),
-            Some(ClientMessage::Hello { version, .. }) if version == PROTOCOL_VERSION => {
+            Some(ClientMessage::Hello { version, token, .. }) if version == PROTOCOL_VERSION => {
+                if let Some(expected) = &self.access.token {
+                    let given = token.as_deref().unwrap_or("");
+                    let matches: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
+                    if token.is_none() || !matches {
+                        // Logged without the token; the delay makes guessing slow.
+                        tracing::warn!(
+                            from = self.from,
+                            token_given = token.is_some(),
+                            "authentication failed"
+                        );
+                        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+                        let why = if token.is_none() { "no token given" } else { "wrong token" };
+                        return Err(Fatal::new(
+                            ErrorCode::PermissionDenied,
+                            format!("authentication failed: {why}"),
+                        ));
+                    }
+                }
                 self.send(&DaemonMessage::Welcome {
                     version: PROTOCOL_VERSION,
                     peer: self.peer,
@@ -250,9 +386,9 @@ impl Connection {
         }
     }
 
-    async fn serve_requests(
+    async fn serve_requests<R: AsyncRead + Unpin>(
         &mut self,
-        reader: &mut FrameReader<tokio::net::unix::OwnedReadHalf>,
+        reader: &mut FrameReader<R>,
     ) -> Result<(), Fatal> {
         let mut going_down = self.hub.going_down.subscribe();
         let mut closing = self.hub.closing.subscribe();
@@ -337,14 +473,37 @@ impl Connection {
                 hangup_on_disconnect,
                 follow,
             } => {
-                let spec = ferry_engine::JobSpec {
-                    argv: argv.into_iter().map(os_string).collect(),
-                    cwd: cwd.map(|c| PathBuf::from(os_string(c))),
-                    env: env.map(|env| {
+                let argv: Vec<OsString> = argv.into_iter().map(os_string).collect();
+                let argv = match self.allowed_command(argv) {
+                    Ok(argv) => argv,
+                    Err(message) => {
+                        tracing::warn!(from = self.from, "refused a command: {message}");
+                        self.send(&DaemonMessage::Error {
+                            request: Some(request),
+                            code: ErrorCode::PermissionDenied,
+                            message,
+                        })
+                        .await;
+                        return Ok(());
+                    }
+                };
+                let (cwd, env) = if self.access.client_env {
+                    let cwd = cwd.map(|c| PathBuf::from(os_string(c)));
+                    let env = env.map(|env| {
                         env.into_iter()
                             .map(|(k, v)| (os_string(k), os_string(v)))
                             .collect()
-                    }),
+                    });
+                    (cwd, env)
+                } else {
+                    // A remote client's directory and environment mean nothing here, and an
+                    // environment could inject code (LD_PRELOAD): use the daemon's.
+                    (Some(self.access.files_dir.clone()), None)
+                };
+                let spec = ferry_engine::JobSpec {
+                    argv,
+                    cwd,
+                    env,
                     stdin,
                     timeout: timeout_ms.map(Duration::from_millis),
                 };
@@ -413,6 +572,23 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// The argv to run for a client's argv, as this listener allows it: unchanged where any
+    /// command may run, otherwise resolved through the daemon's catalog.
+    fn allowed_command(&self, argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
+        if self.access.any_command {
+            return Ok(argv);
+        }
+        let Some(name) = argv.first() else {
+            return Ok(argv); // the engine answers an empty command
+        };
+        self.hub.catalog.resolve(name, &argv[1..]).ok_or_else(|| {
+            format!(
+                "'{}' is not in this daemon's command catalog, and this listener runs catalog commands only (rule: commands = catalog; the daemon's --allow-any-command lifts it)",
+                name.to_string_lossy()
+            )
+        })
     }
 
     /// Starts a task that streams a job's output to this connection.

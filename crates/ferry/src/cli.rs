@@ -16,6 +16,34 @@ pub struct Cli {
     #[arg(long, global = true, env = "FERRY_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Talk to a remote daemon at HOST:PORT over TLS instead of the local socket.
+    #[arg(long, global = true, env = "FERRY_HOST", value_name = "HOST:PORT")]
+    pub host: Option<String>,
+
+    /// With --host: a directory made by `ferry tls init` (its ca.pem and token are used).
+    #[arg(long, global = true, env = "FERRY_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// With --host: the CA certificate that signed the daemon's (overrides DIR/ca.pem).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// With --host: a file holding the daemon's token (overrides DIR/token).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// With --host: a client certificate to present (mutual TLS), with --key.
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// With --cert: the client certificate's private key.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// With --host: plaintext TCP (daemons serve it on loopback addresses only).
+    #[arg(long, global = true)]
+    pub no_tls: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,6 +72,41 @@ pub enum Command {
     Shutdown,
     /// Run the daemon in the foreground, logging to stderr.
     Daemon(DaemonArgs),
+    /// Set up TLS: certificates and a token for remote daemons.
+    Tls(TlsArgs),
+}
+
+/// `ferry tls`.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    #[command(subcommand)]
+    pub command: TlsCommand,
+}
+
+/// `ferry tls` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Create DIR/ca.pem, DIR/server.pem, DIR/server-key.pem and DIR/token (and the CA's key,
+    /// DIR/ca-key.pem), then print the daemon and client command lines that use them.
+    ///
+    /// The server certificate is valid for localhost, 127.0.0.1, ::1, this machine's host
+    /// name, and every --name. Keys and the token are mode 0600; DIR is mode 0700.
+    Init(TlsInitArgs),
+}
+
+/// `ferry tls init`.
+#[derive(Debug, Args)]
+pub struct TlsInitArgs {
+    /// Another name or address the daemon is reached by (repeatable).
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Replace files that already exist in DIR.
+    #[arg(long)]
+    pub force: bool,
+
+    /// The directory to create the files in.
+    pub dir: PathBuf,
 }
 
 /// `ferry run`.
@@ -158,6 +221,30 @@ pub struct DaemonArgs {
     /// Time a new connection has to complete its handshake.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub handshake_timeout: humantime::Duration,
+
+    /// TLS files from `ferry tls init`: DIR/server.pem, DIR/server-key.pem, DIR/token.
+    #[arg(long, value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// The server certificate for TLS listeners (overrides DIR/server.pem).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The server certificate's key (overrides DIR/server-key.pem).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The token network clients must present (overrides DIR/token).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Accept client certificates signed by this CA as authentication (mutual TLS).
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Let network listeners run any command (by default they run catalog commands only).
+    #[arg(long)]
+    pub allow_any_command: bool,
 
     /// Detach from the terminal's session (used when a client starts the daemon).
     #[arg(long, hide = true)]

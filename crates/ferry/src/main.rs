@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod endpoint;
 mod follow;
 
 use std::path::PathBuf;
@@ -20,14 +21,18 @@ fn main() -> ExitCode {
         .socket
         .clone()
         .unwrap_or_else(ferry_client::default_socket_path);
-    let result = match cli.command {
-        Command::Daemon(args) => commands::daemon::run(&socket, args).map(|()| 0),
-        Command::Run(args) => commands::run::run(&socket, args),
-        Command::Attach(args) => commands::attach::attach(&socket, args),
-        Command::Log(args) => commands::attach::log(&socket, args),
-        Command::Ps(args) => commands::ps::run(&socket, args),
-        Command::Kill(args) => commands::kill::run(&socket, args),
-        Command::Shutdown => commands::shutdown::run(&socket),
+    let result = match endpoint::from_cli(&cli, &socket) {
+        Err(e) => Err(e),
+        Ok(target) => match cli.command {
+            Command::Daemon(args) => commands::daemon::run(&socket, args).map(|()| 0),
+            Command::Tls(args) => commands::tls::run(args).map(|()| 0),
+            Command::Run(args) => commands::run::run(&target, args),
+            Command::Attach(args) => commands::attach::attach(&target, args),
+            Command::Log(args) => commands::attach::log(&target, args),
+            Command::Ps(args) => commands::ps::run(&target, args),
+            Command::Kill(args) => commands::kill::run(&target, args),
+            Command::Shutdown => commands::shutdown::run(&target),
+        },
     };
     match result {
         // Job statuses are 0..=255 (128+N for signals); anything else is reported as failure.

@@ -3,6 +3,9 @@
 //! [`FrameReader`] turns an `AsyncRead` into a sequence of decoded messages, with the frame-size
 //! limit chosen per call (small before the handshake, larger after). [`write_frame`] encodes and
 //! writes one message. The codec itself is `ferry_wire::native`; this crate only does the I/O.
+//! [`pem`] reads TLS credentials for both sides.
+
+pub mod pem;
 
 use bytes::{Buf, BytesMut};
 use ferry_wire::native::{decode_frame, encode_frame, WireError};
@@ -53,7 +56,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(message));
             }
             self.buf.reserve(READ_RESERVE);
-            if self.inner.read_buf(&mut self.buf).await? == 0 {
+            let read = match self.inner.read_buf(&mut self.buf).await {
+                // A TLS peer that leaves without close_notify: between frames, that is
+                // simply the end of the conversation (the frames say when a message ends).
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                other => other?,
+            };
+            if read == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {

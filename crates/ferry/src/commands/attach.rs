@@ -1,6 +1,6 @@
 //! `ferry attach` (follow a job to its end) and `ferry log` (print its stored output).
 
-use std::path::Path;
+use ferry_client::Endpoint;
 
 use anyhow::{bail, Result};
 use ferry_wire::native::{ClientMessage, DaemonMessage};
@@ -9,18 +9,18 @@ use crate::cli::{AttachArgs, LogArgs};
 use crate::follow::{exit_status, print_job_output, Followed};
 
 /// Follows a job until it exits; returns its status.
-pub fn attach(socket: &Path, args: AttachArgs) -> Result<i32> {
-    show(socket, args.job, !args.no_replay, true)
+pub fn attach(target: &Endpoint, args: AttachArgs) -> Result<i32> {
+    show(target, args.job, !args.no_replay, true)
 }
 
 /// Prints a job's stored output; returns 0.
-pub fn log(socket: &Path, args: LogArgs) -> Result<i32> {
-    show(socket, args.job, true, false).map(|_| 0)
+pub fn log(target: &Endpoint, args: LogArgs) -> Result<i32> {
+    show(target, args.job, true, false).map(|_| 0)
 }
 
-fn show(socket: &Path, job: u64, replay: bool, follow: bool) -> Result<i32> {
+fn show(target: &Endpoint, job: u64, replay: bool, follow: bool) -> Result<i32> {
     crate::client_runtime()?.block_on(async {
-        let mut client = super::connect(socket).await?;
+        let mut client = super::connect(target).await?;
         let request = client.request_id();
         client
             .send(&ClientMessage::Attach {

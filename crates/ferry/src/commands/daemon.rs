@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ferry_daemon::{DaemonConfig, Dialect, ListenSpec, Transport};
+use ferry_daemon::{Catalog, DaemonConfig, Dialect, ListenSpec, TlsFiles, Transport};
 use ferry_engine::EngineConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -81,6 +81,7 @@ fn config(socket: &Path, args: &DaemonArgs) -> Result<DaemonConfig> {
         .state_dir
         .clone()
         .unwrap_or_else(crate::default_state_dir);
+    let (tls, token) = network_credentials(args)?;
     let mut engine = EngineConfig::new(state_dir.join("jobs"));
     engine.max_running = args.max_jobs;
     engine.max_queued = args.max_queued;
@@ -93,5 +94,33 @@ fn config(socket: &Path, args: &DaemonArgs) -> Result<DaemonConfig> {
         max_frame: args.max_frame_size,
         max_connections: args.max_connections,
         handshake_timeout: Duration::from(args.handshake_timeout),
+        tls,
+        token,
+        allow_any_command: args.allow_any_command,
+        catalog: Catalog::default(),
+        files_dir: state_dir.join("files"),
     })
+}
+
+/// The TLS files and token for network listeners, from --tls-dir and the options that
+/// override its files.
+fn network_credentials(args: &DaemonArgs) -> Result<(Option<TlsFiles>, Option<String>)> {
+    let from_dir = |name: &str| args.tls_dir.as_ref().map(|dir| dir.join(name));
+    let cert = args.tls_cert.clone().or_else(|| from_dir("server.pem"));
+    let key = args.tls_key.clone().or_else(|| from_dir("server-key.pem"));
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca: args.client_ca.clone(),
+        }),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together (or give --tls-dir)"),
+    };
+    let token_file = args.token_file.clone().or_else(|| from_dir("token"));
+    let token = match token_file {
+        Some(path) => Some(crate::endpoint::read_token(&path)?),
+        None => None,
+    };
+    Ok((tls, token))
 }

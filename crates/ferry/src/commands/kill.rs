@@ -1,6 +1,6 @@
 //! `ferry kill`: signals a job's whole process group.
 
-use std::path::Path;
+use ferry_client::Endpoint;
 
 use anyhow::{anyhow, bail, Result};
 use ferry_wire::native::{ClientMessage, DaemonMessage};
@@ -8,7 +8,7 @@ use ferry_wire::native::{ClientMessage, DaemonMessage};
 use crate::cli::KillArgs;
 
 /// Sends the signal; exits 0 once the daemon has delivered it.
-pub fn run(socket: &Path, args: KillArgs) -> Result<i32> {
+pub fn run(target: &Endpoint, args: KillArgs) -> Result<i32> {
     let signal = ferry_engine::signals::parse_signal(&args.signal).ok_or_else(|| {
         anyhow!(
             "unknown signal '{}' (try TERM, KILL, INT, HUP or a number)",
@@ -16,7 +16,7 @@ pub fn run(socket: &Path, args: KillArgs) -> Result<i32> {
         )
     })?;
     crate::client_runtime()?.block_on(async {
-        let mut client = super::connect(socket).await?;
+        let mut client = super::connect(target).await?;
         let request = client.request_id();
         client
             .send(&ClientMessage::Signal {

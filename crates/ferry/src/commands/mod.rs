@@ -6,16 +6,17 @@ pub mod kill;
 pub mod ps;
 pub mod run;
 pub mod shutdown;
-
-use std::path::Path;
+pub mod tls;
 
 use anyhow::{Context, Result};
-use ferry_client::Client;
+use ferry_client::{Client, Endpoint};
 
 /// Connects to a running daemon (these subcommands do not start one: a fresh daemon has no
 /// jobs to show).
-pub async fn connect(socket: &Path) -> Result<Client> {
-    Client::connect(socket, crate::CLIENT_NAME)
-        .await
-        .context("is the daemon running? `ferry run` starts it")
+pub async fn connect(target: &Endpoint) -> Result<Client> {
+    let client = Client::connect(target, crate::CLIENT_NAME).await;
+    match target {
+        Endpoint::Unix(_) => client.context("is the daemon running? `ferry run` starts it"),
+        Endpoint::Tcp { .. } => Ok(client?),
+    }
 }

@@ -1,6 +1,6 @@
 //! `ferry ps`: lists jobs as a table or as JSON lines.
 
-use std::path::Path;
+use ferry_client::Endpoint;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
@@ -10,9 +10,9 @@ use serde::Serialize;
 use crate::cli::PsArgs;
 
 /// Prints the daemon's jobs.
-pub fn run(socket: &Path, args: PsArgs) -> Result<i32> {
+pub fn run(target: &Endpoint, args: PsArgs) -> Result<i32> {
     let jobs = crate::client_runtime()?.block_on(async {
-        let mut client = super::connect(socket).await?;
+        let mut client = super::connect(target).await?;
         let request = client.request_id();
         client.send(&ClientMessage::ListJobs { request }).await?;
         loop {

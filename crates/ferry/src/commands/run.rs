@@ -6,7 +6,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ferry_client::{connect_or_start, spawn_background_daemon, ClientError, Sender};
+use ferry_client::{
+    connect_or_start, spawn_background_daemon, Client, ClientError, Endpoint, Sender,
+};
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use serde_bytes::ByteBuf;
 use tokio::signal::unix::{signal, SignalKind};
@@ -26,15 +28,26 @@ const FORWARDED: [(SignalKind, i32); 4] = [
 ];
 
 /// Runs the command; returns the status to exit with.
-pub fn run(socket: &Path, args: RunArgs) -> Result<i32> {
-    crate::client_runtime()?.block_on(run_async(socket, args))
+pub fn run(target: &Endpoint, args: RunArgs) -> Result<i32> {
+    crate::client_runtime()?.block_on(run_async(target, args))
 }
 
-async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
-    let program = std::env::current_exe().context("cannot find the ferry executable")?;
-    let log_file = crate::state_dir_from_env().join("daemon.log");
+async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
     let forward_stdin = !args.detach && !args.no_stdin;
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    // A local daemon runs the job where this shell would, with its environment; a remote
+    // daemon ignores both, so they are not sent (the environment may hold secrets).
+    let local = matches!(target, Endpoint::Unix(_));
+    let cwd = if local {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        Some(ByteBuf::from(cwd.into_os_string().into_vec()))
+    } else {
+        None
+    };
+    let env = local.then(|| {
+        std::env::vars_os()
+            .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
+            .collect()
+    });
     // Request id 1: sent right behind the handshake.
     let run = ClientMessage::Run {
         request: 1,
@@ -43,12 +56,8 @@ async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
             .into_iter()
             .map(|a| ByteBuf::from(a.into_vec()))
             .collect(),
-        cwd: Some(ByteBuf::from(cwd.into_os_string().into_vec())),
-        env: Some(
-            std::env::vars_os()
-                .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
-                .collect(),
-        ),
+        cwd,
+        env,
         stdin: forward_stdin,
         timeout_ms: args
             .timeout
@@ -56,17 +65,11 @@ async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
         hangup_on_disconnect: !args.detach && !args.keep,
         follow: !args.detach,
     };
-    let mut client = match connect_or_start(socket, crate::CLIENT_NAME, Some(&run), || {
-        spawn_background_daemon(&program, socket, &log_file)
-    })
-    .await
-    {
-        Ok(client) => client,
-        Err(e @ ClientError::Start(_)) => match last_line(&log_file) {
-            Some(reason) => bail!("{e}: {reason} (log: {})", log_file.display()),
-            None => bail!("{e} (log: {})", log_file.display()),
-        },
-        Err(e) => return Err(e.into()),
+    let mut client = match target {
+        Endpoint::Unix(socket) => connect_local(socket, &run).await?,
+        Endpoint::Tcp { .. } => {
+            Client::connect_with(target, crate::CLIENT_NAME, Some(&run)).await?
+        }
     };
     let job = loop {
         match client.recv().await? {
@@ -89,6 +92,24 @@ async fn run_async(socket: &Path, args: RunArgs) -> Result<i32> {
     match print_job_output(&mut receiver, job, Some(&sender)).await? {
         Followed::Exit(exit) => Ok(exit_status(job, &exit)),
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
+    }
+}
+
+/// Connects to the local daemon, starting one when none answers.
+async fn connect_local(socket: &Path, run: &ClientMessage) -> Result<Client> {
+    let program = std::env::current_exe().context("cannot find the ferry executable")?;
+    let log_file = crate::state_dir_from_env().join("daemon.log");
+    let started = connect_or_start(socket, crate::CLIENT_NAME, Some(run), || {
+        spawn_background_daemon(&program, socket, &log_file)
+    })
+    .await;
+    match started {
+        Ok(client) => Ok(client),
+        Err(e @ ClientError::Start(_)) => match last_line(&log_file) {
+            Some(reason) => bail!("{e}: {reason} (log: {})", log_file.display()),
+            None => bail!("{e} (log: {})", log_file.display()),
+        },
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `ferry shutdown`: asks the daemon to stop and waits until it has.
 
-use std::path::Path;
+use ferry_client::Endpoint;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -10,9 +10,9 @@ use ferry_wire::native::{ClientMessage, DaemonMessage};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Sends `Shutdown` and waits for the daemon to close the connection.
-pub fn run(socket: &Path) -> Result<i32> {
+pub fn run(target: &Endpoint) -> Result<i32> {
     crate::client_runtime()?.block_on(async {
-        let mut client = super::connect(socket).await?;
+        let mut client = super::connect(target).await?;
         let request = client.request_id();
         client.send(&ClientMessage::Shutdown { request }).await?;
         let waited = tokio::time::timeout(WAIT, async {

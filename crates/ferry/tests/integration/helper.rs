@@ -29,15 +29,48 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `ferry daemon` with extra arguments and waits until it answers.
     pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::spawn(extra, &[])
+    }
+
+    /// Starts `ferry daemon` on its Unix socket and on the given network listeners (each
+    /// `DIALECT:TRANSPORT:ADDRESS`), with TLS files from `ferry tls init` in `self.tls_dir()`.
+    pub fn start_networked(extra: &[&str], listeners: &[&str]) -> Daemon {
+        Daemon::spawn(extra, listeners)
+    }
+
+    fn spawn(extra: &[&str], listeners: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("ferry.sock");
         let state_dir = dir.path().join("state");
-        let child = Command::new(ferry_bin())
+        let mut command = Command::new(ferry_bin());
+        command
             .arg("daemon")
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
-            .arg(&state_dir)
+            .arg(&state_dir);
+        if !listeners.is_empty() {
+            let tls_dir = dir.path().join("tls");
+            let init = Command::new(ferry_bin())
+                .args(["tls", "init"])
+                .arg(&tls_dir)
+                .output()
+                .expect("tls init");
+            assert!(
+                init.status.success(),
+                "{}",
+                String::from_utf8_lossy(&init.stderr)
+            );
+            command
+                .arg("--listen")
+                .arg(format!("ferry:unix:{}", socket.display()))
+                .arg("--tls-dir")
+                .arg(&tls_dir);
+            for listener in listeners {
+                command.arg("--listen").arg(listener);
+            }
+        }
+        let child = command
             .args(extra)
             .env("FERRY_LOG", "debug")
             .stdin(Stdio::null())
@@ -57,9 +90,52 @@ impl Daemon {
         daemon
     }
 
+    /// The directory `ferry tls init` filled for a networked daemon.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// The port a network listener of this kind (`tls` or `tcp`) was bound to, from the log.
+    pub fn port(&self, kind: &str) -> u16 {
+        let needle = format!("listening on ferry:{kind}:");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let log = loop {
+            let log = self.log();
+            if log.contains(&needle) || Instant::now() > deadline {
+                break log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let line = log
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("no {kind} listener in the log:\n{log}"));
+        let rest = &line[line.find(&needle).expect("found") + needle.len()..];
+        let address = rest.split_whitespace().next().expect("address");
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("port in {line}"))
+    }
+
+    /// A `ferry` command pointed at this daemon's TLS listener with its CA and token.
+    pub fn remote(&self) -> Command {
+        let mut command = Command::new(ferry_bin());
+        command
+            .env_remove("FERRY_SOCKET")
+            .arg("--host")
+            .arg(format!("127.0.0.1:{}", self.port("tls")))
+            .arg("--tls-dir")
+            .arg(self.tls_dir())
+            .stdin(Stdio::null());
+        command
+    }
+
     fn wait_until_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            // The network listeners are bound before the Unix socket accepts.
             if UnixStream::connect(&self.socket).is_ok() {
                 return;
             }

@@ -6,5 +6,6 @@ mod helper;
 mod jobs;
 mod lifecycle;
 mod limits;
+mod remote;
 mod run;
 mod sockets;

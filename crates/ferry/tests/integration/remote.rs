@@ -1,0 +1,234 @@
+//! Remote daemons: `ferry tls init`, TLS listeners with a token, plaintext TCP on loopback
+//! only, authentication failures, and the command catalog. Loopback only.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::helper::{ferry_bin, Daemon};
+
+const TLS: &str = "ferry:tls:127.0.0.1:0";
+
+#[test]
+fn tls_init_makes_private_files_and_prints_the_command_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    let out = Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .arg(&tls)
+        .output()
+        .expect("init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ferry daemon --listen ferry:tls:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("--tls-dir"), "{stdout}");
+    let mode = |name: &str| {
+        std::fs::metadata(tls.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("token"), 0o600);
+    assert_eq!(mode("server-key.pem"), 0o600);
+    assert_eq!(mode("ca-key.pem"), 0o600);
+    assert_eq!(mode("ca.pem"), 0o644);
+    assert_eq!(mode("server.pem"), 0o644);
+    assert_eq!(
+        std::fs::metadata(&tls).expect("dir").permissions().mode() & 0o777,
+        0o700
+    );
+    // A second init does not overwrite keys by accident.
+    let again = Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .arg(&tls)
+        .output()
+        .expect("init again");
+    assert_ne!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn a_job_runs_over_tls_with_the_token_in_the_daemons_file_area() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &[TLS]);
+    let out = daemon
+        .remote()
+        .env("FERRY_TEST_SECRET", "must-not-travel")
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; pwd; echo \"[$FERRY_TEST_SECRET]\"; exit 4",
+        ])
+        .output()
+        .expect("remote run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let files = daemon
+        .state_dir
+        .join("files")
+        .canonicalize()
+        .expect("files dir");
+    assert_eq!(stdout, format!("out\n{}\n[]\n", files.display()));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(4));
+    let ps = daemon.remote().args(["ps", "--json"]).output().expect("ps");
+    assert!(String::from_utf8_lossy(&ps.stdout).contains("\"exit_code\":4"));
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused_and_the_daemon_serves_others() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &[TLS]);
+    let wrong = daemon.dir.path().join("wrong-token");
+    std::fs::write(&wrong, "not-the-token\n").expect("write");
+    let out = daemon
+        .remote()
+        .arg("--token-file")
+        .arg(&wrong)
+        .arg("ps")
+        .output()
+        .expect("ps");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("authentication failed: wrong token"),
+        "{stderr}"
+    );
+    // Without any token: only the CA.
+    let out = Command::new(ferry_bin())
+        .arg("--host")
+        .arg(format!("127.0.0.1:{}", daemon.port("tls")))
+        .arg("--ca")
+        .arg(daemon.tls_dir().join("ca.pem"))
+        .arg("ps")
+        .output()
+        .expect("ps");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("authentication failed: no token given"),
+        "{stderr}"
+    );
+    // The token never reaches the log.
+    let token = std::fs::read_to_string(daemon.tls_dir().join("token")).expect("token");
+    assert!(!daemon.log().contains(token.trim()));
+    assert!(daemon.log().contains("authentication failed"));
+    let ok = daemon
+        .remote()
+        .args(["run", "--", "echo", "fine"])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
+}
+
+#[test]
+fn plaintext_spoken_to_the_tls_port_is_dropped_and_others_are_served() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &[TLS]);
+    let mut plain =
+        std::net::TcpStream::connect(("127.0.0.1", daemon.port("tls"))).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // A native Hello frame, in the clear.
+    plain
+        .write_all(
+            b"\x00\x00\x00\x23\xa1\x65Hello\xa3\x67version\x01\x66client\x63cli\x65token\xf6",
+        )
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.windows(7).any(|w| w == b"Welcome"),
+        "no Welcome in the clear"
+    );
+    let ok = daemon
+        .remote()
+        .args(["run", "--", "echo", "fine"])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
+    assert!(daemon.log().contains("TLS handshake failed"));
+}
+
+#[test]
+fn plaintext_tcp_is_served_on_loopback_with_the_token() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["ferry:tcp:127.0.0.1:0"]);
+    let out = Command::new(ferry_bin())
+        .arg("--host")
+        .arg(format!("127.0.0.1:{}", daemon.port("tcp")))
+        .arg("--no-tls")
+        .arg("--token-file")
+        .arg(daemon.tls_dir().join("token"))
+        .args(["run", "--", "echo", "over tcp"])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tcp\n");
+}
+
+#[test]
+fn a_plaintext_listener_beyond_loopback_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret\n").expect("token");
+    let out = Command::new(ferry_bin())
+        .args(["daemon", "--listen", "ferry:tcp:0.0.0.0:0", "--token-file"])
+        .arg(&token)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .expect("daemon");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loopback addresses only"), "{stderr}");
+    assert!(stderr.contains("ferry:tls:"), "points to TLS: {stderr}");
+}
+
+#[test]
+fn a_network_listener_needs_a_way_to_authenticate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .arg(&tls)
+        .output()
+        .expect("init");
+    let out = Command::new(ferry_bin())
+        .args(["daemon", "--listen", TLS, "--tls-cert"])
+        .arg(tls.join("server.pem"))
+        .arg("--tls-key")
+        .arg(tls.join("server-key.pem"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .expect("daemon");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a way to authenticate"), "{stderr}");
+}
+
+#[test]
+fn network_listeners_run_catalog_commands_only_by_default() {
+    let daemon = Daemon::start_networked(&[], &[TLS]);
+    let out = daemon
+        .remote()
+        .args(["run", "--", "id"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'id' is not in this daemon's command catalog"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rule: commands = catalog"), "{stderr}");
+    // The owner's socket still runs anything.
+    let local = daemon.run(&["run", "--", "echo", "local"]);
+    assert_eq!(String::from_utf8_lossy(&local.stdout), "local\n");
+}
