@@ -92,6 +92,21 @@ pub enum TlsCommand {
     /// The server certificate is valid for localhost, 127.0.0.1, ::1, this machine's host
     /// name, and every --name. Keys and the token are mode 0600; DIR is mode 0700.
     Init(TlsInitArgs),
+    /// Issue a client certificate signed by DIR's CA: DIR/clients/NAME.pem and NAME-key.pem.
+    ///
+    /// A daemon started with `--client-ca DIR/ca.pem` accepts it instead of a token:
+    /// `ferry --host H:P --ca DIR/ca.pem --cert DIR/clients/NAME.pem --key DIR/clients/NAME-key.pem ...`
+    Client(TlsClientArgs),
+}
+
+/// `ferry tls client`.
+#[derive(Debug, Args)]
+pub struct TlsClientArgs {
+    /// The directory made by `ferry tls init` (its ca.pem and ca-key.pem sign the certificate).
+    pub dir: PathBuf,
+
+    /// The client's name (its certificate's common name and file name).
+    pub name: String,
 }
 
 /// `ferry tls init`.

@@ -12,7 +12,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::cli::{TlsArgs, TlsCommand, TlsInitArgs};
+use crate::cli::{TlsArgs, TlsClientArgs, TlsCommand, TlsInitArgs};
 
 /// The files `init` writes, with their modes.
 const FILES: [(&str, u32); 5] = [
@@ -27,7 +27,55 @@ const FILES: [(&str, u32); 5] = [
 pub fn run(args: TlsArgs) -> Result<()> {
     match args.command {
         TlsCommand::Init(args) => init(&args),
+        TlsCommand::Client(args) => client(&args),
     }
+}
+
+fn client(args: &TlsClientArgs) -> Result<()> {
+    let name = &args.name;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        || name.starts_with('.')
+    {
+        bail!("client name '{name}': use letters, digits and - _ . @ (it becomes a file name)");
+    }
+    let read = |file: &str| {
+        let path = args.dir.join(file);
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let ca_key = KeyPair::from_pem(&read("ca-key.pem")?).context("ca-key.pem is not a key")?;
+    let issuer = Issuer::from_ca_cert_pem(&read("ca.pem")?, &ca_key)
+        .context("ca.pem is not a CA certificate")?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, name.as_str());
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    let clients = args.dir.join("clients");
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&clients)
+        .with_context(|| format!("cannot create {}", clients.display()))?;
+    let cert_name = format!("{name}.pem");
+    let key_name = format!("{name}-key.pem");
+    if clients.join(&cert_name).exists() {
+        bail!("{} already exists", clients.join(&cert_name).display());
+    }
+    write_mode(&clients, &cert_name, &cert.pem(), 0o644)?;
+    write_mode(&clients, &key_name, &key.serialize_pem(), 0o600)?;
+    let shown = clients.display();
+    println!("Created {shown}/{cert_name} and {shown}/{key_name}.");
+    println!("Daemon: add --client-ca {}/ca.pem", args.dir.display());
+    println!(
+        "Client: ferry --host HOST:PORT --ca {}/ca.pem --cert {shown}/{cert_name} --key {shown}/{key_name} run -- ...",
+        args.dir.display()
+    );
+    Ok(())
 }
 
 fn init(args: &TlsInitArgs) -> Result<()> {
@@ -114,6 +162,11 @@ fn write(dir: &Path, name: &str, contents: &str) -> Result<()> {
         .iter()
         .find(|(n, _)| *n == name)
         .map_or(0o600, |(_, mode)| *mode);
+    write_mode(dir, name, contents, mode)
+}
+
+/// Writes a file created with `mode`.
+fn write_mode(dir: &Path, name: &str, contents: &str, mode: u32) -> Result<()> {
     let path = dir.join(name);
     // Remove first, so that a replaced key never passes through a wider mode.
     let _ = std::fs::remove_file(&path);

@@ -232,3 +232,94 @@ fn network_listeners_run_catalog_commands_only_by_default() {
     let local = daemon.run(&["run", "--", "echo", "local"]);
     assert_eq!(String::from_utf8_lossy(&local.stdout), "local\n");
 }
+
+/// Issues a client certificate from `dir`'s CA; returns (cert, key).
+fn issue_client(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = Command::new(ferry_bin())
+        .args(["tls", "client"])
+        .arg(dir)
+        .arg(name)
+        .output()
+        .expect("tls client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clients = dir.join("clients");
+    (
+        clients.join(format!("{name}.pem")),
+        clients.join(format!("{name}-key.pem")),
+    )
+}
+
+#[test]
+fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
+    // The daemon's --client-ca is a CA of its own, apart from its server CA.
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca_dir.path().join("tls");
+    Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .arg(&ca)
+        .output()
+        .expect("init");
+    let client_ca = ca.join("ca.pem");
+    let client_ca_arg = client_ca.to_str().expect("utf8");
+    let daemon = Daemon::start_networked(
+        &["--allow-any-command", "--client-ca", client_ca_arg],
+        &[TLS],
+    );
+    let (cert, key) = issue_client(&ca, "alice");
+    let out = Command::new(ferry_bin())
+        .arg("--host")
+        .arg(format!("127.0.0.1:{}", daemon.port("tls")))
+        .arg("--ca")
+        .arg(daemon.tls_dir().join("ca.pem"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["run", "--", "echo", "by certificate"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "by certificate\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A certificate from an unknown CA is refused during the TLS handshake.
+    let stranger = tempfile::tempdir().expect("tempdir");
+    let other = stranger.path().join("tls");
+    Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .arg(&other)
+        .output()
+        .expect("init");
+    let (cert, key) = issue_client(&other, "mallory");
+    let out = Command::new(ferry_bin())
+        .arg("--host")
+        .arg(format!("127.0.0.1:{}", daemon.port("tls")))
+        .arg("--ca")
+        .arg(daemon.tls_dir().join("ca.pem"))
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["run", "--", "echo", "should not run"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(out.stdout.is_empty());
+    assert!(
+        daemon.log().contains("TLS handshake failed"),
+        "{}",
+        daemon.log()
+    );
+    let ok = daemon
+        .remote()
+        .args(["run", "--", "echo", "fine"])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
+}
