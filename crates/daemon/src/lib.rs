@@ -31,7 +31,7 @@ use native::Access;
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     /// Where to listen.
-    pub listeners: Vec<ListenSpec>,
+    pub listeners: Vec<Listener>,
     /// Engine settings (log directory, job limits).
     pub engine: EngineConfig,
     /// Largest frame accepted after the handshake.
@@ -56,10 +56,10 @@ impl DaemonConfig {
     /// Defaults: one native listener on `socket`, logs in `log_dir`.
     pub fn new(socket: PathBuf, log_dir: PathBuf) -> DaemonConfig {
         DaemonConfig {
-            listeners: vec![ListenSpec {
+            listeners: vec![Listener::new(ListenSpec {
                 dialect: Dialect::Ferry,
                 transport: Transport::Unix(socket),
-            }],
+            })],
             engine: EngineConfig::new(log_dir.clone()),
             max_frame: ferry_wire::DEFAULT_MAX_FRAME,
             max_connections: 256,
@@ -69,6 +69,35 @@ impl DaemonConfig {
             allow_any_command: false,
             catalog: Catalog::default(),
             files_dir: log_dir.with_file_name("files"),
+        }
+    }
+}
+
+/// Which commands a listener's clients may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandPolicy {
+    /// Any command, as in the owner's shell.
+    Any,
+    /// Only the names in the daemon's catalog.
+    Catalog,
+}
+
+/// One listener and its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Where it listens.
+    pub spec: ListenSpec,
+    /// Which commands it runs; `None` takes the default: any on a Unix socket, the catalog
+    /// on the network unless `allow_any_command`.
+    pub commands: Option<CommandPolicy>,
+}
+
+impl Listener {
+    /// A listener with the default policy.
+    pub fn new(spec: ListenSpec) -> Listener {
+        Listener {
+            spec,
+            commands: None,
         }
     }
 }
@@ -127,16 +156,16 @@ pub async fn run(
     if config.listeners.is_empty() {
         return Err(DaemonError::Config("no listener configured".into()));
     }
-    for spec in &config.listeners {
-        spec.check_served()?;
+    for listener in &config.listeners {
+        listener.spec.check_served()?;
     }
     std::fs::create_dir_all(&config.files_dir).map_err(|source| DaemonError::Io {
         context: format!("cannot create {}", config.files_dir.display()),
         source,
     })?;
     let mut bound = Vec::new();
-    for spec in &config.listeners {
-        bound.push(bind(spec, &config).await?);
+    for listener in &config.listeners {
+        bound.push(bind(listener, &config).await?);
     }
     let engine = Engine::new(config.engine.clone())?;
     let hub = Arc::new(Hub {
@@ -194,13 +223,22 @@ enum Bound {
 
 /// Binds one listener, enforcing the security rules: plaintext TCP on loopback only, TLS
 /// with a certificate, and every network listener with a way to authenticate.
-async fn bind(spec: &ListenSpec, config: &DaemonConfig) -> Result<Bound, DaemonError> {
+async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<Bound, DaemonError> {
+    let spec = &listener.spec;
     let (host, port, tls) = match &spec.transport {
         Transport::Unix(path) => {
-            let (listener, guard) = unix::bind(path)?;
-            tracing::info!("listening on {spec}");
-            let access = Access::owner(config.files_dir.clone());
-            return Ok(Bound::Unix(listener, guard, access));
+            let (socket, guard) = unix::bind(path)?;
+            let mut access = Access::owner(config.files_dir.clone());
+            access.any_command = listener.commands != Some(CommandPolicy::Catalog);
+            tracing::info!(
+                "listening on {spec} ({})",
+                if access.any_command {
+                    "any command"
+                } else {
+                    "catalog commands only"
+                }
+            );
+            return Ok(Bound::Unix(socket, guard, access));
         }
         Transport::Tcp { host, port } => (host, *port, false),
         Transport::Tls { host, port } => (host, *port, true),
@@ -238,6 +276,10 @@ async fn bind(spec: &ListenSpec, config: &DaemonConfig) -> Result<Bound, DaemonE
             "listener {spec}: a network listener needs a way to authenticate clients: a token (--token-file, or DIR/token with --tls-dir) or client certificates (--client-ca)"
         )));
     }
+    let any_command = match listener.commands {
+        Some(policy) => policy == CommandPolicy::Any,
+        None => config.allow_any_command,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Io {
@@ -264,7 +306,7 @@ async fn bind(spec: &ListenSpec, config: &DaemonConfig) -> Result<Bound, DaemonE
     };
     tracing::info!(
         "listening on {bound_spec} ({})",
-        if config.allow_any_command {
+        if any_command {
             "any command"
         } else {
             "catalog commands only"
@@ -272,7 +314,7 @@ async fn bind(spec: &ListenSpec, config: &DaemonConfig) -> Result<Bound, DaemonE
     );
     let access = Access {
         token: config.token.as_deref().map(Arc::from),
-        any_command: config.allow_any_command,
+        any_command,
         client_env: false,
         files_dir: config.files_dir.clone(),
     };

@@ -71,7 +71,7 @@ pub enum Command {
     /// Ask the daemon to shut down: running jobs are terminated (TERM, then KILL).
     Shutdown,
     /// Run the daemon in the foreground, logging to stderr.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Set up TLS: certificates and a token for remote daemons.
     Tls(TlsArgs),
 }
@@ -191,11 +191,16 @@ pub struct KillArgs {
     pub job: u64,
 }
 
-/// `ferry daemon`.
+/// `ferry daemon`. Options given here override the configuration file's values.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    /// The configuration file (TOML). Default: $XDG_CONFIG_HOME/ferry/daemon.toml (or
+    /// ~/.config/ferry/daemon.toml), read only if it exists. See the README for an example.
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Listen on DIALECT:TRANSPORT:ADDRESS (repeatable); e.g. ferry:unix:/path/to.sock.
-    /// Default: ferry:unix:<the client socket>.
+    /// Replaces the configuration file's listeners. Default: ferry:unix:<the client socket>.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<String>,
 
@@ -204,38 +209,39 @@ pub struct DaemonArgs {
     #[arg(long, env = "FERRY_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Largest frame accepted from a client after the handshake, in bytes.
-    #[arg(long, default_value_t = ferry_wire::DEFAULT_MAX_FRAME, value_name = "BYTES")]
-    pub max_frame_size: usize,
+    /// Largest frame accepted from a client after the handshake, in bytes [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_frame_size: Option<usize>,
 
-    /// Connections served at once; more are refused with an error.
-    #[arg(long, default_value_t = 256, value_name = "N")]
-    pub max_connections: usize,
+    /// Connections served at once; more are refused with an error [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 
-    /// Jobs running at once; more wait in a queue (shown as queued by `ferry ps`).
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    pub max_jobs: usize,
+    /// Jobs running at once; more wait in a queue (shown as queued by `ferry ps`) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_jobs: Option<usize>,
 
-    /// Jobs waiting in the queue at once; more are refused.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    pub max_queued: usize,
+    /// Jobs waiting in the queue at once; more are refused [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_queued: Option<usize>,
 
-    /// Finished jobs remembered, with their logs; the oldest are forgotten first.
-    #[arg(long, default_value_t = 1_000, value_name = "N")]
-    pub max_finished: usize,
+    /// Finished jobs remembered, with their logs; the oldest are forgotten first
+    /// [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_finished: Option<usize>,
 
     /// Output stored per job, in bytes (what `ferry log` and a late `ferry attach` can show);
-    /// past it, output still reaches the clients following the job live.
-    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
-    pub max_log_size: u64,
+    /// past it, output still reaches the clients following the job live [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_log_size: Option<u64>,
 
-    /// Time between TERM and KILL when a job is terminated (timeout, shutdown).
-    #[arg(long, default_value = "5s", value_name = "DURATION")]
-    pub kill_grace: humantime::Duration,
+    /// Time between TERM and KILL when a job is terminated (timeout, shutdown) [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub kill_grace: Option<humantime::Duration>,
 
-    /// Time a new connection has to complete its handshake.
-    #[arg(long, default_value = "5s", value_name = "DURATION")]
-    pub handshake_timeout: humantime::Duration,
+    /// Time a new connection has to complete its handshake [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub handshake_timeout: Option<humantime::Duration>,
 
     /// TLS files from `ferry tls init`: DIR/server.pem, DIR/server-key.pem, DIR/token.
     #[arg(long, value_name = "DIR")]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod config;
 mod endpoint;
 mod follow;
 
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     let result = match endpoint::from_cli(&cli, &socket) {
         Err(e) => Err(e),
         Ok(target) => match cli.command {
-            Command::Daemon(args) => commands::daemon::run(&socket, args).map(|()| 0),
+            Command::Daemon(args) => commands::daemon::run(&socket, *args).map(|()| 0),
             Command::Tls(args) => commands::tls::run(args).map(|()| 0),
             Command::Run(args) => commands::run::run(&target, args),
             Command::Attach(args) => commands::attach::attach(&target, args),

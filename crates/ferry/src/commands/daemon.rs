@@ -1,15 +1,21 @@
 //! `ferry daemon`: runs the daemon in the foreground until SIGTERM, SIGINT or `ferry shutdown`.
+//!
+//! Settings come from the command line, then the configuration file, then built-in defaults.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ferry_daemon::{Catalog, DaemonConfig, Dialect, ListenSpec, TlsFiles, Transport};
+use ferry_daemon::{
+    Catalog, CatalogEntry, CommandPolicy, DaemonConfig, Dialect, ListenSpec, Listener, TlsFiles,
+    Transport,
+};
 use ferry_engine::EngineConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::DaemonArgs;
+use crate::config::{self, Loaded};
 
 /// Runs the daemon.
 pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
@@ -26,11 +32,12 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(!args.background)
         .init();
-    let config = config(socket, &args)?;
+    let file = config::load(args.config.as_deref())?;
+    let config = build(socket, &args, file.as_ref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Every running job's output pump holds a blocking thread; log reads need a few more.
-        .max_blocking_threads(args.max_jobs.saturating_add(64))
+        .max_blocking_threads(config.engine.max_running.saturating_add(64))
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -47,77 +54,180 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
     })
 }
 
-fn config(socket: &Path, args: &DaemonArgs) -> Result<DaemonConfig> {
-    let listeners = if args.listen.is_empty() {
-        vec![ListenSpec {
-            dialect: Dialect::Ferry,
-            transport: Transport::Unix(socket.to_owned()),
-        }]
-    } else {
-        args.listen
-            .iter()
-            .map(|spec| ListenSpec::parse(spec))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    for spec in &listeners {
-        spec.check_served()?;
-    }
-    for (name, value) in [
-        ("--max-jobs", args.max_jobs),
-        ("--max-connections", args.max_connections),
-        ("--max-finished", args.max_finished),
-    ] {
+/// The daemon's configuration from the command line and the file.
+fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<DaemonConfig> {
+    let empty = config::FileConfig::default();
+    let values = file.map_or(&empty, |f| &f.config);
+    let listeners = listeners(socket, args, file)?;
+    let limits = &values.limits;
+    let number = |flag: Option<usize>, from_file: Option<usize>, default: usize, name: &str| {
+        let value = flag.or(from_file).unwrap_or(default);
         if value == 0 {
             bail!("{name} must be at least 1");
         }
-    }
-    if args.max_frame_size < ferry_wire::MAX_OUTPUT_CHUNK {
+        Ok(value)
+    };
+    let max_jobs = number(
+        args.max_jobs,
+        limits.max_jobs,
+        64,
+        "--max-jobs (limits.max_jobs)",
+    )?;
+    let max_connections = number(
+        args.max_connections,
+        limits.max_connections,
+        256,
+        "--max-connections (limits.max_connections)",
+    )?;
+    let max_finished = number(
+        args.max_finished,
+        limits.max_finished,
+        1000,
+        "--max-finished (limits.max_finished)",
+    )?;
+    let max_frame = args
+        .max_frame_size
+        .or(limits.max_frame_size)
+        .unwrap_or(ferry_wire::DEFAULT_MAX_FRAME);
+    if max_frame < ferry_wire::MAX_OUTPUT_CHUNK {
         bail!(
-            "--max-frame-size must be at least {} bytes (one output chunk)",
+            "--max-frame-size (limits.max_frame_size) must be at least {} bytes (one output chunk)",
             ferry_wire::MAX_OUTPUT_CHUNK
         );
     }
+    let duration =
+        |flag: Option<humantime::Duration>, key: &str, value| -> Result<Option<Duration>> {
+            match (flag, file) {
+                (Some(flag), _) => Ok(Some(flag.into())),
+                (None, Some(file)) => file.duration(value, key),
+                (None, None) => Ok(None),
+            }
+        };
+    let kill_grace = duration(args.kill_grace, "limits.kill_grace", &limits.kill_grace)?
+        .unwrap_or(Duration::from_secs(5));
+    let handshake_timeout = duration(
+        args.handshake_timeout,
+        "limits.handshake_timeout",
+        &limits.handshake_timeout,
+    )?
+    .unwrap_or(Duration::from_secs(5));
     let state_dir = args
         .state_dir
         .clone()
+        .or_else(|| values.state_dir.clone())
         .unwrap_or_else(crate::default_state_dir);
-    let (tls, token) = network_credentials(args)?;
+    let (tls, token) = network_credentials(args, &values.tls)?;
     let mut engine = EngineConfig::new(state_dir.join("jobs"));
-    engine.max_running = args.max_jobs;
-    engine.max_queued = args.max_queued;
-    engine.max_finished = args.max_finished;
-    engine.kill_grace = Duration::from(args.kill_grace);
-    engine.log_limits.max_stored = args.max_log_size;
+    engine.max_running = max_jobs;
+    engine.max_queued = args.max_queued.or(limits.max_queued).unwrap_or(10_000);
+    engine.max_finished = max_finished;
+    engine.kill_grace = kill_grace;
+    if let Some(size) = args.max_log_size.or(limits.max_log_size) {
+        engine.log_limits.max_stored = size;
+    }
+    let mut catalog = Catalog::default();
+    for (name, entry) in &values.catalog {
+        catalog.insert(
+            name.clone(),
+            CatalogEntry {
+                program: entry.program.clone(),
+                args: entry.args.iter().map(Into::into).collect(),
+            },
+        );
+    }
     Ok(DaemonConfig {
         listeners,
         engine,
-        max_frame: args.max_frame_size,
-        max_connections: args.max_connections,
-        handshake_timeout: Duration::from(args.handshake_timeout),
+        max_frame,
+        max_connections,
+        handshake_timeout,
         tls,
         token,
-        allow_any_command: args.allow_any_command,
-        catalog: Catalog::default(),
+        allow_any_command: args.allow_any_command || values.allow_any_command.unwrap_or(false),
+        catalog,
         files_dir: state_dir.join("files"),
     })
 }
 
-/// The TLS files and token for network listeners, from --tls-dir and the options that
-/// override its files.
-fn network_credentials(args: &DaemonArgs) -> Result<(Option<TlsFiles>, Option<String>)> {
-    let from_dir = |name: &str| args.tls_dir.as_ref().map(|dir| dir.join(name));
-    let cert = args.tls_cert.clone().or_else(|| from_dir("server.pem"));
-    let key = args.tls_key.clone().or_else(|| from_dir("server-key.pem"));
+/// The listeners: --listen replaces the file's; without either, the client socket.
+fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Vec<Listener>> {
+    let checked = |spec: ListenSpec| -> Result<ListenSpec> {
+        spec.check_served()?;
+        Ok(spec)
+    };
+    if !args.listen.is_empty() {
+        return args
+            .listen
+            .iter()
+            .map(|text| Ok(Listener::new(checked(ListenSpec::parse(text)?)?)))
+            .collect();
+    }
+    let Some(file) = file.filter(|f| !f.config.listeners.is_empty()) else {
+        return Ok(vec![Listener::new(ListenSpec {
+            dialect: Dialect::Ferry,
+            transport: Transport::Unix(socket.to_owned()),
+        })]);
+    };
+    file.config
+        .listeners
+        .iter()
+        .map(|section| {
+            let spec = ListenSpec::parse(section.spec.get_ref())
+                .and_then(|spec| spec.check_served().map(|()| spec))
+                .map_err(|e| file.error_at(section.spec.span(), "listener.spec", e))?;
+            let commands = match section.commands.as_ref() {
+                None => None,
+                Some(value) => Some(match value.get_ref().as_str() {
+                    "any" => CommandPolicy::Any,
+                    "catalog" => CommandPolicy::Catalog,
+                    other => {
+                        return Err(file.error_at(
+                            value.span(),
+                            "listener.commands",
+                            format!("'{other}' is neither \"any\" nor \"catalog\""),
+                        ))
+                    }
+                }),
+            };
+            Ok(Listener { spec, commands })
+        })
+        .collect()
+}
+
+/// The TLS files and token for network listeners: flags, then the file's `[tls]`, each
+/// explicit path overriding what its directory would give.
+fn network_credentials(
+    args: &DaemonArgs,
+    section: &config::TlsSection,
+) -> Result<(Option<TlsFiles>, Option<String>)> {
+    let dir = args.tls_dir.clone().or_else(|| section.dir.clone());
+    let from_dir = |name: &str| dir.as_ref().map(|dir| dir.join(name));
+    let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, name: &str| {
+        flag.clone()
+            .or_else(|| file.clone())
+            .or_else(|| from_dir(name))
+    };
+    let cert = pick(&args.tls_cert, &section.cert, "server.pem");
+    let key = pick(&args.tls_key, &section.key, "server-key.pem");
+    let client_ca = args.client_ca.clone().or_else(|| section.client_ca.clone());
     let tls = match (cert, key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert,
             key,
-            client_ca: args.client_ca.clone(),
+            client_ca,
         }),
         (None, None) => None,
-        _ => bail!("--tls-cert and --tls-key go together (or give --tls-dir)"),
+        _ => bail!(
+            "--tls-cert and --tls-key (tls.cert and tls.key) go together, or give a TLS directory"
+        ),
     };
-    let token_file = args.token_file.clone().or_else(|| from_dir("token"));
+    // A TLS directory without a token is fine (client certificates may authenticate); an
+    // explicitly named token file must exist.
+    let token_file = args
+        .token_file
+        .clone()
+        .or_else(|| section.token_file.clone())
+        .or_else(|| from_dir("token").filter(|path| path.exists()));
     let token = match token_file {
         Some(path) => Some(crate::endpoint::read_token(&path)?),
         None => None,

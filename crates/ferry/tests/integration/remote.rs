@@ -323,3 +323,124 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
         .expect("run");
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
 }
+
+#[test]
+fn the_config_file_sets_listeners_and_the_catalog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .arg(&tls)
+        .output()
+        .expect("init");
+    let socket = dir.path().join("ferry.sock");
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+state_dir = "{state}"
+
+[limits]
+kill_grace = "1s"
+
+[tls]
+dir = "{tls}"
+
+[[listener]]
+spec = "ferry:unix:{socket}"
+
+[[listener]]
+spec = "ferry:tls:127.0.0.1:0"
+
+[catalog.greet]
+program = "/bin/echo"
+args = ["hello"]
+"#,
+            state = dir.path().join("state").display(),
+            tls = tls.display(),
+            socket = socket.display(),
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Command::new(ferry_bin())
+        .arg("daemon")
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("daemon");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find("listening on ferry:tls:127.0.0.1:") {
+            let rest = &text[at + "listening on ferry:tls:127.0.0.1:".len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            break digits.parse::<u16>().expect("port");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TLS listener:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let remote = |args: &[&str]| {
+        Command::new(ferry_bin())
+            .arg("--host")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--tls-dir")
+            .arg(&tls)
+            .args(args)
+            .output()
+            .expect("remote")
+    };
+    let greet = remote(&["run", "--", "greet", "world"]);
+    let refused = remote(&["run", "--", "id"]);
+    crate::helper::send_signal(daemon.id(), libc::SIGTERM);
+    assert_eq!(
+        crate::helper::wait_with_timeout(&mut daemon, Duration::from_secs(10)),
+        Some(0)
+    );
+    assert_eq!(String::from_utf8_lossy(&greet.stdout), "hello world\n");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("'id' is not in this daemon's command catalog"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_line_and_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("daemon.toml");
+    for (text, expected) in [
+        ("[limits]\nmax_jobs = 2\nmax_jbos = 3\n", "line 3"),
+        (
+            "[limits]\nkill_grace = \"later\"\n",
+            "line 2, key limits.kill_grace",
+        ),
+        (
+            "[[listener]]\nspec = \"gopher:unix:/x\"\n",
+            "line 2, key listener.spec",
+        ),
+        (
+            "[[listener]]\nspec = \"ferry:unix:/tmp/x\"\ncommands = \"some\"\n",
+            "line 3, key listener.commands",
+        ),
+    ] {
+        std::fs::write(&config, text).expect("config");
+        let out = Command::new(ferry_bin())
+            .arg("daemon")
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .output()
+            .expect("daemon");
+        assert_eq!(out.status.code(), Some(125), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(stderr.contains("daemon.toml"), "{stderr}");
+    }
+}

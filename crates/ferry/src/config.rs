@@ -1,0 +1,227 @@
+//! The daemon's configuration file (TOML): listeners, TLS, token, catalog and limits.
+//!
+//! Every value can also be given on the command line, which wins. Errors name the file, the
+//! line and the key. The README shows a commented example.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory for job logs and state.
+    pub state_dir: Option<PathBuf>,
+    /// Let network listeners run any command.
+    pub allow_any_command: Option<bool>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// TLS files and token.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// Listeners (`[[listener]]` tables).
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerSection>,
+    /// The command catalog (`[catalog.NAME]` tables).
+    #[serde(default)]
+    pub catalog: BTreeMap<String, CatalogSection>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_frame_size: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_jobs: Option<usize>,
+    pub max_queued: Option<usize>,
+    pub max_finished: Option<usize>,
+    pub max_log_size: Option<u64>,
+    pub kill_grace: Option<Spanned<String>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub dir: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// `DIALECT:TRANSPORT:ADDRESS`.
+    pub spec: Spanned<String>,
+    /// `"any"` or `"catalog"`.
+    pub commands: Option<Spanned<String>>,
+}
+
+/// One `[catalog.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSection {
+    /// The program to run.
+    pub program: PathBuf,
+    /// Arguments always passed first.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// A loaded file: its path and text (for error positions) and its values.
+pub struct Loaded {
+    pub path: PathBuf,
+    text: String,
+    pub config: FileConfig,
+}
+
+impl Loaded {
+    /// An error about the value at `span`, naming the file, line and key.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        problem: impl std::fmt::Display,
+    ) -> anyhow::Error {
+        let line = self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        anyhow!("{}, line {line}, key {key}: {problem}", self.path.display())
+    }
+
+    /// A duration value (`"5s"`, `"300ms"`), or an error at its position.
+    pub fn duration(&self, value: &Option<Spanned<String>>, key: &str) -> Result<Option<Duration>> {
+        value
+            .as_ref()
+            .map(|v| {
+                humantime::parse_duration(v.get_ref()).map_err(|e| {
+                    self.error_at(
+                        v.span(),
+                        key,
+                        format!(
+                            "'{}' is not a duration ({e}); write e.g. 5s, 300ms, 1m",
+                            v.get_ref()
+                        ),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// The default configuration file path.
+pub fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|home| PathBuf::from(home).join(".config"))
+        })?;
+    Some(base.join("ferry").join("daemon.toml"))
+}
+
+/// Loads `explicit` (which must exist), or the default file if it exists.
+pub fn load(explicit: Option<&Path>) -> Result<Option<Loaded>> {
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None => match default_path() {
+            Some(path) if path.exists() => path,
+            _ => return Ok(None),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+    let config: FileConfig = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(line) => anyhow!("{}, line {line}: {}", path.display(), e.message()),
+            None => anyhow!("{}: {}", path.display(), e.message()),
+        }
+    })?;
+    Ok(Some(Loaded { path, text, config }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Loaded> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("daemon.toml");
+        std::fs::write(&path, text)?;
+        let loaded = load(Some(&path))?.expect("explicit file");
+        Ok(loaded)
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let loaded = parse(
+            r#"
+state_dir = "/var/lib/ferry"
+allow_any_command = false
+
+[limits]
+max_jobs = 8
+kill_grace = "2s"
+
+[tls]
+dir = "/etc/ferry/tls"
+
+[[listener]]
+spec = "ferry:tls:0.0.0.0:7070"
+commands = "catalog"
+
+[catalog.uname]
+program = "/bin/uname"
+args = ["-a"]
+"#,
+        )
+        .expect("parses");
+        assert_eq!(loaded.config.limits.max_jobs, Some(8));
+        assert_eq!(
+            loaded
+                .duration(&loaded.config.limits.kill_grace, "limits.kill_grace")
+                .expect("duration"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(loaded.config.listeners.len(), 1);
+        assert_eq!(loaded.config.catalog["uname"].args, vec!["-a"]);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let err = parse("[limits]\nmax_jobs = 8\nmax_jbos = 9\n")
+            .err()
+            .expect("unknown key");
+        let text = err.to_string();
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("max_jbos"), "{text}");
+        let loaded = parse("[limits]\n\nkill_grace = \"soon\"\n").expect("parses");
+        let err = loaded
+            .duration(&loaded.config.limits.kill_grace, "limits.kill_grace")
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.contains("line 3, key limits.kill_grace"), "{err}");
+        let err = parse("[limits]\nmax_jobs = \"many\"\n")
+            .err()
+            .expect("type")
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}
