@@ -17,7 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_engine::files::FileArea;
 use ferry_engine::{Engine, EngineConfig, EngineError};
+
+/// Default largest file a client may put (64 GiB).
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -48,8 +52,10 @@ pub struct DaemonConfig {
     pub allow_any_command: bool,
     /// The commands catalog-only listeners run.
     pub catalog: Catalog,
-    /// Where remote clients' jobs run (and, later, their files live).
+    /// The file area: where `put` writes and `get` reads, and where remote clients' jobs run.
     pub files_dir: PathBuf,
+    /// Largest file a client may put.
+    pub max_file_size: u64,
 }
 
 impl DaemonConfig {
@@ -69,6 +75,7 @@ impl DaemonConfig {
             allow_any_command: false,
             catalog: Catalog::default(),
             files_dir: log_dir.with_file_name("files"),
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
         }
     }
 }
@@ -131,6 +138,7 @@ pub enum DaemonError {
 pub(crate) struct Hub {
     pub engine: Engine,
     pub catalog: Catalog,
+    pub files: Arc<FileArea>,
     pub config: DaemonConfig,
     next_peer: AtomicU64,
     pub connections: Arc<Semaphore>,
@@ -159,8 +167,8 @@ pub async fn run(
     for listener in &config.listeners {
         listener.spec.check_served()?;
     }
-    std::fs::create_dir_all(&config.files_dir).map_err(|source| DaemonError::Io {
-        context: format!("cannot create {}", config.files_dir.display()),
+    let files = FileArea::open(&config.files_dir).map_err(|source| DaemonError::Io {
+        context: format!("cannot open the file area {}", config.files_dir.display()),
         source,
     })?;
     let mut bound = Vec::new();
@@ -171,6 +179,7 @@ pub async fn run(
     let hub = Arc::new(Hub {
         engine,
         catalog: config.catalog.clone(),
+        files: Arc::new(files),
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config,
         next_peer: AtomicU64::new(1),

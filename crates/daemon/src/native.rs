@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use ferry_engine::files::{check_name, FileError, Upload};
 use ferry_engine::{EngineError, ExitReport, JobPhase, JobSnapshot, OutputEvent, OutputStream};
 use ferry_io::{frame, FrameError, FrameReader};
 use ferry_wire::native::{
@@ -18,6 +19,7 @@ use ferry_wire::native::{
     NoticeKind, Stream, WireError, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde_bytes::ByteBuf;
+use std::collections::{HashMap, HashSet};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use subtle::ConstantTimeEq;
@@ -34,6 +36,12 @@ const OUTBOX_FRAMES: usize = 64;
 
 /// How long a closing connection waits for its job readers to deliver their last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Files being put at once on one connection.
+const MAX_UPLOADS: usize = 32;
+
+/// Bytes per `FileData` frame.
+const FILE_CHUNK: usize = 256 * 1024;
 
 /// What a failed authentication costs the peer before it gets its answer.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
@@ -265,6 +273,11 @@ struct Connection {
     out: mpsc::Sender<Outgoing>,
     followers: JoinSet<()>,
     hangup_jobs: Vec<JobId>,
+    /// Files being put on this connection, by request id (dropped unfinished on disconnect,
+    /// which removes their temporary files).
+    uploads: HashMap<u64, Upload>,
+    /// Puts that failed: their remaining `PutData` frames are dropped quietly.
+    failed_uploads: HashSet<u64>,
 }
 
 impl Connection {
@@ -302,6 +315,8 @@ impl Connection {
             out,
             followers: JoinSet::new(),
             hangup_jobs: Vec::new(),
+            uploads: HashMap::new(),
+            failed_uploads: HashSet::new(),
         };
         let mut reader = FrameReader::new(read_half);
         let outcome = match connection.handshake(&mut reader).await {
@@ -570,8 +585,206 @@ impl Connection {
                 self.send(&DaemonMessage::Done { request }).await;
                 self.hub.shutdown_requested.notify_one();
             }
+            ClientMessage::PutStart {
+                request,
+                path,
+                size,
+                mode,
+            } => self.put_start(request, path.into_vec(), size, mode).await,
+            ClientMessage::PutData { request, data } => self.put_data(request, data).await,
+            ClientMessage::PutEnd { request, sha256 } => self.put_end(request, sha256).await,
+            ClientMessage::Get { request, path } => self.get(request, path.into_vec()),
         }
         Ok(())
+    }
+
+    async fn file_error(&self, request: u64, error: FileError) {
+        let code = match error {
+            FileError::Io { .. } => ErrorCode::Internal,
+            _ => ErrorCode::InvalidRequest,
+        };
+        tracing::info!(
+            peer = self.peer,
+            request,
+            "file transfer refused or failed: {error}"
+        );
+        self.send(&DaemonMessage::Error {
+            request: Some(request),
+            code,
+            message: error.to_string(),
+        })
+        .await;
+    }
+
+    async fn put_start(&mut self, request: u64, path: Vec<u8>, size: u64, mode: u32) {
+        if self.uploads.len() >= MAX_UPLOADS {
+            let message = format!("at most {MAX_UPLOADS} files may be put at once on a connection");
+            self.failed_uploads.insert(request);
+            return self
+                .send_code(request, ErrorCode::LimitReached, message)
+                .await;
+        }
+        let limit = self.hub.config.max_file_size;
+        if size > limit {
+            let message =
+                format!("a file of {size} bytes is over the daemon's limit of {limit} bytes");
+            self.failed_uploads.insert(request);
+            return self
+                .send_code(request, ErrorCode::LimitReached, message)
+                .await;
+        }
+        let area = Arc::clone(&self.hub.files);
+        let opened = tokio::task::spawn_blocking(move || {
+            let name = check_name(&path)?;
+            area.upload(name, size, mode)
+        })
+        .await;
+        match opened {
+            Ok(Ok(upload)) => {
+                self.uploads.insert(request, upload);
+                self.send(&DaemonMessage::Done { request }).await;
+            }
+            Ok(Err(error)) => {
+                self.failed_uploads.insert(request);
+                self.file_error(request, error).await;
+            }
+            Err(e) => {
+                self.failed_uploads.insert(request);
+                self.send_code(request, ErrorCode::Internal, e.to_string())
+                    .await;
+            }
+        }
+    }
+
+    async fn put_data(&mut self, request: u64, data: Vec<u8>) {
+        let Some(mut upload) = self.uploads.remove(&request) else {
+            if !self.failed_uploads.contains(&request) {
+                let message = format!("no file transfer {request} is in progress");
+                self.failed_uploads.insert(request);
+                self.send_code(request, ErrorCode::InvalidRequest, message)
+                    .await;
+            }
+            return;
+        };
+        let written =
+            tokio::task::spawn_blocking(move || upload.write(&data).map(|()| upload)).await;
+        match written {
+            Ok(Ok(upload)) => {
+                self.uploads.insert(request, upload);
+            }
+            Ok(Err(error)) => {
+                self.failed_uploads.insert(request);
+                self.file_error(request, error).await;
+            }
+            Err(e) => {
+                self.failed_uploads.insert(request);
+                self.send_code(request, ErrorCode::Internal, e.to_string())
+                    .await;
+            }
+        }
+    }
+
+    async fn put_end(&mut self, request: u64, sha256: ByteBuf) {
+        let Some(upload) = self.uploads.remove(&request) else {
+            if !self.failed_uploads.remove(&request) {
+                let message = format!("no file transfer {request} is in progress");
+                self.send_code(request, ErrorCode::InvalidRequest, message)
+                    .await;
+            }
+            return;
+        };
+        match tokio::task::spawn_blocking(move || upload.finish(&sha256)).await {
+            Ok(Ok(())) => self.send(&DaemonMessage::Done { request }).await,
+            Ok(Err(error)) => self.file_error(request, error).await,
+            Err(e) => {
+                self.send_code(request, ErrorCode::Internal, e.to_string())
+                    .await
+            }
+        }
+    }
+
+    /// Streams a file to the client from a task of its own (at the client's pace).
+    fn get(&mut self, request: u64, path: Vec<u8>) {
+        let area = Arc::clone(&self.hub.files);
+        let out = self.out.clone();
+        let peer = self.peer;
+        self.followers.spawn(async move {
+            let send = |message: DaemonMessage| {
+                let out = out.clone();
+                async move {
+                    match frame(&message) {
+                        Ok(bytes) => out.send(Outgoing::Frame(bytes)).await.is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            };
+            let opened = tokio::task::spawn_blocking(move || {
+                let name = check_name(&path)?;
+                area.download(name)
+            })
+            .await;
+            let mut download = match opened {
+                Ok(Ok(download)) => download,
+                Ok(Err(error)) => {
+                    tracing::info!(peer, request, "file transfer refused: {error}");
+                    send(DaemonMessage::Error {
+                        request: Some(request),
+                        code: ErrorCode::InvalidRequest,
+                        message: error.to_string(),
+                    })
+                    .await;
+                    return;
+                }
+                Err(_) => return,
+            };
+            let (size, mode) = (download.size, download.mode);
+            if !send(DaemonMessage::FileStart {
+                request,
+                size,
+                mode,
+            })
+            .await
+            {
+                return;
+            }
+            loop {
+                let read = tokio::task::spawn_blocking(move || {
+                    download.read_chunk(FILE_CHUNK).map(|data| (data, download))
+                })
+                .await;
+                let (data, next) = match read {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(error)) => {
+                        send(DaemonMessage::Error {
+                            request: Some(request),
+                            code: ErrorCode::Internal,
+                            message: error.to_string(),
+                        })
+                        .await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                download = next;
+                if data.is_empty() {
+                    let sha256 = ByteBuf::from(download.sha256());
+                    send(DaemonMessage::FileEnd { request, sha256 }).await;
+                    return;
+                }
+                if !send(DaemonMessage::FileData { request, data }).await {
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn send_code(&self, request: u64, code: ErrorCode, message: String) {
+        self.send(&DaemonMessage::Error {
+            request: Some(request),
+            code,
+            message,
+        })
+        .await;
     }
 
     /// The argv to run for a client's argv, as this listener allows it: unchanged where any
@@ -685,6 +898,10 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::ListJobs { .. } => "ListJobs",
         ClientMessage::Signal { .. } => "Signal",
         ClientMessage::Shutdown { .. } => "Shutdown",
+        ClientMessage::PutStart { .. } => "PutStart",
+        ClientMessage::PutData { .. } => "PutData",
+        ClientMessage::PutEnd { .. } => "PutEnd",
+        ClientMessage::Get { .. } => "Get",
     }
 }
 

@@ -70,6 +70,16 @@ pub enum Command {
     Kill(KillArgs),
     /// Ask the daemon to shut down: running jobs are terminated (TERM, then KILL).
     Shutdown,
+    /// Send a local file into the daemon's file area (checked with SHA-256 on arrival).
+    ///
+    /// REMOTE is relative to the file area (default: LOCAL's file name); directories are
+    /// created as needed. The file appears under its name only once whole and verified.
+    Put(PutArgs),
+    /// Fetch a file from the daemon's file area (checked with SHA-256 on arrival).
+    ///
+    /// LOCAL defaults to REMOTE's file name in the current directory; an existing directory
+    /// receives the file under REMOTE's file name.
+    Get(GetArgs),
     /// Run the daemon in the foreground, logging to stderr.
     Daemon(Box<DaemonArgs>),
     /// Set up TLS: certificates and a token for remote daemons.
@@ -172,6 +182,34 @@ pub struct LogArgs {
     pub job: u64,
 }
 
+/// `ferry put`.
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// No progress bar (there is none anyway when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// The local file.
+    pub local: PathBuf,
+
+    /// Its name in the daemon's file area.
+    pub remote: Option<String>,
+}
+
+/// `ferry get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// No progress bar (there is none anyway when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// The name in the daemon's file area.
+    pub remote: String,
+
+    /// Where to write it.
+    pub local: Option<PathBuf>,
+}
+
 /// `ferry ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -234,6 +272,10 @@ pub struct DaemonArgs {
     /// past it, output still reaches the clients following the job live [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_log_size: Option<u64>,
+
+    /// Largest file a client may put, in bytes [default: 68719476736 (64 GiB)].
+    #[arg(long, value_name = "BYTES")]
+    pub max_file_size: Option<u64>,
 
     /// Time between TERM and KILL when a job is terminated (timeout, shutdown) [default: 5s].
     #[arg(long, value_name = "DURATION")]

@@ -43,6 +43,7 @@ pub struct Limits {
     pub max_queued: Option<usize>,
     pub max_finished: Option<usize>,
     pub max_log_size: Option<u64>,
+    pub max_file_size: Option<u64>,
     pub kill_grace: Option<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
 }

@@ -111,6 +111,42 @@ pub enum ClientMessage {
         /// Client-chosen request id.
         request: u64,
     },
+    /// Start sending a file into the daemon's file area. Answered with `Done` (send the data)
+    /// or `Error`.
+    PutStart {
+        /// Client-chosen request id; the `PutData` and `PutEnd` frames repeat it.
+        request: u64,
+        /// Path relative to the file area (no `..`, not absolute).
+        path: ByteBuf,
+        /// Exact size in bytes.
+        size: u64,
+        /// Permission bits (the daemon keeps at most 0o777).
+        mode: u32,
+    },
+    /// A chunk of a file being put, in order.
+    PutData {
+        /// The `PutStart` request id.
+        request: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The end of a file being put: the daemon checks size and checksum, then moves the file to
+    /// its name and answers `Done`, or removes it and answers `Error`.
+    PutEnd {
+        /// The `PutStart` request id.
+        request: u64,
+        /// SHA-256 of the whole file.
+        sha256: ByteBuf,
+    },
+    /// Fetch a file from the daemon's file area: answered with `FileStart`, `FileData`...,
+    /// `FileEnd`, or `Error`.
+    Get {
+        /// Client-chosen request id.
+        request: u64,
+        /// Path relative to the file area.
+        path: ByteBuf,
+    },
 }
 
 /// A message from the daemon to a client.
@@ -191,6 +227,30 @@ pub enum DaemonMessage {
         code: ErrorCode,
         /// Human-readable explanation.
         message: String,
+    },
+    /// The start of a file sent by the daemon (answering `Get`).
+    FileStart {
+        /// The `Get` request id.
+        request: u64,
+        /// Exact size in bytes.
+        size: u64,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A chunk of a file sent by the daemon, in order.
+    FileData {
+        /// The `Get` request id.
+        request: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The end of a file sent by the daemon.
+    FileEnd {
+        /// The `Get` request id.
+        request: u64,
+        /// SHA-256 of the whole file.
+        sha256: ByteBuf,
     },
     /// A notice not tied to any job.
     Notice {

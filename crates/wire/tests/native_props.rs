@@ -115,6 +115,26 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             signal
         }),
         any::<u64>().prop_map(|request| ClientMessage::Shutdown { request }),
+        (any::<u64>(), bytes(16), any::<u64>(), any::<u32>()).prop_map(
+            |(request, path, size, mode)| {
+                ClientMessage::PutStart {
+                    request,
+                    path: ByteBuf::from(path),
+                    size,
+                    mode,
+                }
+            }
+        ),
+        (any::<u64>(), bytes(64))
+            .prop_map(|(request, data)| ClientMessage::PutData { request, data }),
+        (any::<u64>(), bytes(32)).prop_map(|(request, sha)| ClientMessage::PutEnd {
+            request,
+            sha256: ByteBuf::from(sha)
+        }),
+        (any::<u64>(), bytes(16)).prop_map(|(request, path)| ClientMessage::Get {
+            request,
+            path: ByteBuf::from(path)
+        }),
     ]
 }
 
@@ -157,6 +177,17 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
         ".{0,16}".prop_map(|message| DaemonMessage::Notice {
             kind: NoticeKind::ShuttingDown,
             message
+        }),
+        any::<(u64, u64, u32)>().prop_map(|(request, size, mode)| DaemonMessage::FileStart {
+            request,
+            size,
+            mode
+        }),
+        (any::<u64>(), bytes(64))
+            .prop_map(|(request, data)| DaemonMessage::FileData { request, data }),
+        (any::<u64>(), bytes(32)).prop_map(|(request, sha)| DaemonMessage::FileEnd {
+            request,
+            sha256: ByteBuf::from(sha)
         }),
     ]
 }

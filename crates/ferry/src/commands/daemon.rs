@@ -146,6 +146,10 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         allow_any_command: args.allow_any_command || values.allow_any_command.unwrap_or(false),
         catalog,
         files_dir: state_dir.join("files"),
+        max_file_size: args
+            .max_file_size
+            .or(limits.max_file_size)
+            .unwrap_or(ferry_daemon::DEFAULT_MAX_FILE_SIZE),
     })
 }
 

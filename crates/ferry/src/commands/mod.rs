@@ -7,6 +7,7 @@ pub mod ps;
 pub mod run;
 pub mod shutdown;
 pub mod tls;
+pub mod transfer;
 
 use anyhow::{Context, Result};
 use ferry_client::{Client, Endpoint};

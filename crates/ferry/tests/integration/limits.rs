@@ -27,8 +27,22 @@ fn a_frame_over_the_configured_limit_is_refused_and_others_are_served() {
 #[test]
 fn connections_over_the_limit_are_refused() {
     let daemon = Daemon::start(&["--max-connections", "2"]);
-    let first = daemon.raw();
-    let second = daemon.raw();
+    // The start-up probe's connection may hold a slot for a moment: wait until both are ours.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (first, second) = loop {
+        let first = daemon.raw();
+        let mut second = Raw::connect(&daemon.socket);
+        second.send(&ClientMessage::Hello {
+            version: ferry_wire::PROTOCOL_VERSION,
+            client: "test".into(),
+            token: None,
+        });
+        match second.recv() {
+            Some(DaemonMessage::Welcome { .. }) => break (first, second),
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("second connection refused for good: {other:?}"),
+        }
+    };
     let mut third = Raw::connect(&daemon.socket);
     let (code, message) = third.expect_error();
     assert_eq!(code, ErrorCode::LimitReached);

@@ -1,0 +1,475 @@
+//! The file area: where clients put files and get them from, with names from the wire that
+//! can never reach outside it.
+//!
+//! A name is checked twice. Lexically ([`check_name`]): not empty, relative, no NUL, no `.` or
+//! `..` component. Then by the kernel: every lookup goes through `openat2` with
+//! `RESOLVE_BENEATH` from the area's directory, so a symbolic link that leads outside is refused
+//! (`EXDEV`) however it is built. Only regular files are read or replaced; a device, FIFO or
+//! directory is refused before any byte moves.
+//!
+//! Uploads are written to a hidden temporary file in the target directory and renamed to their
+//! name only after the size and SHA-256 match; a transfer that fails or is abandoned leaves
+//! nothing under the final name (the temporary file is removed when the upload is dropped).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// Longest name accepted, in bytes.
+const MAX_NAME: usize = 4096;
+
+/// Why a file operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The name is not acceptable.
+    #[error("file name {name:?}: {problem}")]
+    BadName {
+        /// The name, as received (lossy).
+        name: String,
+        /// Why it is refused.
+        problem: &'static str,
+    },
+    /// The file is not one that may be transferred.
+    #[error("{name}: {problem}")]
+    Refused {
+        /// The name.
+        name: String,
+        /// Why.
+        problem: String,
+    },
+    /// The transfer did not match what was announced.
+    #[error("{name}: {problem}")]
+    Mismatch {
+        /// The name.
+        name: String,
+        /// What did not match.
+        problem: String,
+    },
+    /// An operating-system call failed.
+    #[error("{name}: {source}")]
+    Io {
+        /// The name.
+        name: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Checks a name from the wire and returns it as a relative path.
+pub fn check_name(name: &[u8]) -> Result<&Path, FileError> {
+    let refuse = |problem| FileError::BadName {
+        name: String::from_utf8_lossy(name).into_owned(),
+        problem,
+    };
+    if name.is_empty() {
+        return Err(refuse("empty"));
+    }
+    if name.len() > MAX_NAME {
+        return Err(refuse("too long"));
+    }
+    if name.contains(&0) {
+        return Err(refuse("contains a NUL byte"));
+    }
+    let path = Path::new(OsStr::from_bytes(name));
+    if name.starts_with(b"/") {
+        return Err(refuse(
+            "absolute paths are refused; names are relative to the file area",
+        ));
+    }
+    if name.ends_with(b"/") {
+        return Err(refuse("names a directory"));
+    }
+    for part in name.split(|&b| b == b'/') {
+        match part {
+            b".." => return Err(refuse("'..' is refused")),
+            b"." => return Err(refuse("'.' is refused")),
+            _ if part.len() > 255 => return Err(refuse("a component is longer than 255 bytes")),
+            _ => {}
+        }
+    }
+    Ok(path)
+}
+
+/// A directory that clients' names are resolved beneath.
+#[derive(Debug)]
+pub struct FileArea {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+fn io_error(name: &Path) -> impl Fn(Errno) -> FileError + '_ {
+    move |errno| match errno {
+        Errno::XDEV => FileError::Refused {
+            name: name.display().to_string(),
+            problem: "the path leads outside the file area (through a symbolic link)".into(),
+        },
+        Errno::LOOP => FileError::Refused {
+            name: name.display().to_string(),
+            problem: "too many symbolic links".into(),
+        },
+        other => FileError::Io {
+            name: name.display().to_string(),
+            source: other.into(),
+        },
+    }
+}
+
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
+
+impl FileArea {
+    /// Opens (creating with mode 0700 if needed) the area at `path`.
+    pub fn open(path: &Path) -> std::io::Result<FileArea> {
+        std::fs::create_dir_all(path)?;
+        let root = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(FileArea {
+            root,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The area's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the directory that holds `name`, creating missing directories (mode 0700).
+    fn parent_dir(&self, name: &Path) -> Result<OwnedFd, FileError> {
+        let mut dir = rustix::io::dup(&self.root).map_err(io_error(name))?;
+        let Some(parent) = name.parent().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(dir);
+        };
+        for component in parent.components() {
+            let part = component.as_os_str();
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            dir = match rustix::fs::openat2(&dir, part, flags, Mode::empty(), BENEATH) {
+                Ok(next) => next,
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o700)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(io_error(name)(e)),
+                    }
+                    rustix::fs::openat2(&dir, part, flags, Mode::empty(), BENEATH)
+                        .map_err(io_error(name))?
+                }
+                Err(Errno::NOTDIR) => {
+                    return Err(FileError::Refused {
+                        name: name.display().to_string(),
+                        problem: format!("{} is not a directory", part.to_string_lossy()),
+                    })
+                }
+                Err(e) => return Err(io_error(name)(e)),
+            };
+        }
+        Ok(dir)
+    }
+
+    /// Starts an upload of `size` bytes to `name`, created with permission bits `mode`.
+    pub fn upload(&self, name: &Path, size: u64, mode: u32) -> Result<Upload, FileError> {
+        let dir = self.parent_dir(name)?;
+        let final_name =
+            name.file_name()
+                .map(OsStr::to_owned)
+                .ok_or_else(|| FileError::BadName {
+                    name: name.display().to_string(),
+                    problem: "has no file name",
+                })?;
+        // What is there now must be a regular file (or nothing): never replace a directory or
+        // a device by accident.
+        match rustix::fs::statat(&dir, final_name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => {
+                let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+                if kind != rustix::fs::FileType::RegularFile
+                    && kind != rustix::fs::FileType::Symlink
+                {
+                    return Err(FileError::Refused {
+                        name: name.display().to_string(),
+                        problem: format!("exists and is not a regular file ({kind:?})"),
+                    });
+                }
+            }
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(io_error(name)(e)),
+        }
+        let temp = format!(".ferry-part.{}", random_hex());
+        let fd = rustix::fs::openat2(
+            &dir,
+            temp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+            BENEATH,
+        )
+        .map_err(io_error(name))?;
+        Ok(Upload {
+            dir,
+            temp,
+            final_name,
+            display: name.display().to_string(),
+            file: File::from(fd),
+            size,
+            written: 0,
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            mode: mode & 0o777,
+            done: false,
+        })
+    }
+
+    /// Opens `name` for download: it must be a regular file beneath the area.
+    pub fn download(&self, name: &Path) -> Result<Download, FileError> {
+        // O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it.
+        let fd = rustix::fs::openat2(
+            &self.root,
+            name,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+            BENEATH,
+        )
+        .map_err(|e| match e {
+            Errno::NOENT => FileError::Refused {
+                name: name.display().to_string(),
+                problem: "no such file in the file area".into(),
+            },
+            other => io_error(name)(other),
+        })?;
+        let stat = rustix::fs::fstat(&fd).map_err(io_error(name))?;
+        let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        if kind != rustix::fs::FileType::RegularFile {
+            return Err(FileError::Refused {
+                name: name.display().to_string(),
+                problem: format!("is not a regular file ({kind:?}); only regular files are sent"),
+            });
+        }
+        Ok(Download {
+            file: File::from(fd),
+            size: stat.st_size as u64,
+            mode: stat.st_mode & 0o777,
+            display: name.display().to_string(),
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+        })
+    }
+}
+
+/// A file being received. Dropping it before [`Upload::finish`] removes what was written.
+pub struct Upload {
+    dir: OwnedFd,
+    temp: String,
+    final_name: OsString,
+    display: String,
+    file: File,
+    size: u64,
+    written: u64,
+    hasher: ring::digest::Context,
+    mode: u32,
+    done: bool,
+}
+
+impl Upload {
+    /// Appends a chunk.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
+        if self.written + data.len() as u64 > self.size {
+            return Err(FileError::Mismatch {
+                name: self.display.clone(),
+                problem: format!("more than the {} bytes announced", self.size),
+            });
+        }
+        self.file.write_all(data).map_err(|source| FileError::Io {
+            name: self.display.clone(),
+            source,
+        })?;
+        self.hasher.update(data);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Checks size and checksum, then gives the file its mode and its name.
+    pub fn finish(mut self, sha256: &[u8]) -> Result<(), FileError> {
+        if self.written != self.size {
+            return Err(FileError::Mismatch {
+                name: self.display.clone(),
+                problem: format!("{} bytes arrived, {} announced", self.written, self.size),
+            });
+        }
+        let digest = self.hasher.clone().finish();
+        if digest.as_ref() != sha256 {
+            return Err(FileError::Mismatch {
+                name: self.display.clone(),
+                problem: "SHA-256 does not match: the file was corrupted on the way".into(),
+            });
+        }
+        let io = |source: Errno| FileError::Io {
+            name: self.display.clone(),
+            source: source.into(),
+        };
+        rustix::fs::fchmod(&self.file, Mode::from_raw_mode(self.mode)).map_err(io)?;
+        self.file.sync_all().map_err(|source| FileError::Io {
+            name: self.display.clone(),
+            source,
+        })?;
+        rustix::fs::renameat(
+            &self.dir,
+            self.temp.as_str(),
+            &self.dir,
+            self.final_name.as_os_str(),
+        )
+        .map_err(io)?;
+        self.done = true;
+        // The rename is durable once the directory is synced.
+        rustix::fs::fsync(&self.dir).map_err(io)?;
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = rustix::fs::unlinkat(&self.dir, self.temp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// A file being sent.
+pub struct Download {
+    file: File,
+    /// Its size when opened.
+    pub size: u64,
+    /// Its permission bits.
+    pub mode: u32,
+    display: String,
+    hasher: ring::digest::Context,
+}
+
+impl Download {
+    /// The next chunk of at most `max` bytes; empty at the end.
+    pub fn read_chunk(&mut self, max: usize) -> Result<Vec<u8>, FileError> {
+        let mut buf = vec![0; max];
+        let mut filled = 0;
+        while filled < max {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(FileError::Io {
+                        name: self.display.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        buf.truncate(filled);
+        self.hasher.update(&buf);
+        Ok(buf)
+    }
+
+    /// SHA-256 of everything read so far.
+    pub fn sha256(&self) -> Vec<u8> {
+        self.hasher.clone().finish().as_ref().to_vec()
+    }
+}
+
+/// 16 random hex digits (for temporary names).
+fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    // Without randomness the name still is unique enough with the pid and time.
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        bytes[..4].copy_from_slice(&std::process::id().to_le_bytes());
+        bytes[4..].copy_from_slice(&nanos.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(data: &[u8]) -> Vec<u8> {
+        ring::digest::digest(&ring::digest::SHA256, data)
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn hostile_names_are_refused_lexically() {
+        for name in [
+            &b""[..],
+            b"/etc/passwd",
+            b"../x",
+            b"a/../../x",
+            b"a/./b",
+            b"a\0b",
+            b"dir/",
+        ] {
+            assert!(check_name(name).is_err(), "{name:?}");
+        }
+        assert!(check_name(b"a/b/c.txt").is_ok());
+    }
+
+    #[test]
+    fn an_upload_appears_only_when_whole_and_correct() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let area = FileArea::open(dir.path()).expect("area");
+        let name = check_name(b"sub/file.bin").expect("name");
+        let mut upload = area.upload(name, 6, 0o640).expect("upload");
+        upload.write(b"abc").expect("write");
+        assert!(!dir.path().join("sub/file.bin").exists());
+        upload.write(b"def").expect("write");
+        upload.finish(&sha(b"abcdef")).expect("finish");
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/file.bin")).expect("read"),
+            b"abcdef"
+        );
+        // A wrong checksum leaves the old file and no temporary behind.
+        let mut upload = area.upload(name, 3, 0o640).expect("upload");
+        upload.write(b"xyz").expect("write");
+        assert!(upload.finish(&sha(b"nope")).is_err());
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/file.bin")).expect("read"),
+            b"abcdef"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("file.bin")]);
+    }
+
+    #[test]
+    fn symlinks_leading_outside_and_special_files_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("outside");
+        let area = FileArea::open(dir.path()).expect("area");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).expect("link");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("passwd")).expect("link");
+        let into = check_name(b"escape/x").expect("name");
+        assert!(area.upload(into, 1, 0o644).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).expect("dir").count(), 0);
+        assert!(area.download(check_name(b"passwd").expect("name")).is_err());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("fifo");
+        let err = area
+            .download(check_name(b"fifo").expect("name"))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+}

@@ -1,0 +1,301 @@
+//! `ferry put` and `ferry get`: byte-exact transfers, concurrency, a gigabyte, hostile names,
+//! and transfers that fail or are abandoned leaving nothing under the final name.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_wire::native::{ClientMessage, DaemonMessage, ErrorCode};
+use serde_bytes::ByteBuf;
+
+use crate::helper::Daemon;
+
+fn write_random(path: &Path, len: usize, seed: u64) {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn files_dir(daemon: &Daemon) -> std::path::PathBuf {
+    daemon.state_dir.join("files")
+}
+
+#[test]
+fn put_then_get_is_byte_exact_and_keeps_the_mode() {
+    let daemon = Daemon::start(&[]);
+    let local = daemon.dir.path().join("data.bin");
+    write_random(&local, 1_000_003, 7);
+    std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let put = daemon
+        .ferry()
+        .arg("put")
+        .arg(&local)
+        .arg("deep/dir/data.bin")
+        .output()
+        .expect("put");
+    assert_eq!(
+        put.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let stored = files_dir(&daemon).join("deep/dir/data.bin");
+    assert_eq!(
+        std::fs::read(&stored).expect("stored"),
+        std::fs::read(&local).expect("local")
+    );
+    assert_eq!(
+        std::fs::metadata(&stored)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    let back = daemon.dir.path().join("back.bin");
+    let get = daemon
+        .ferry()
+        .args(["get", "deep/dir/data.bin"])
+        .arg(&back)
+        .output()
+        .expect("get");
+    assert_eq!(
+        get.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&back).expect("back"),
+        std::fs::read(&local).expect("local")
+    );
+    // A job sees the file area as its working directory only on network listeners; the
+    // owner's files are still reachable by path.
+    assert!(stored.starts_with(daemon.state_dir.join("files")));
+}
+
+#[test]
+fn twenty_concurrent_puts_and_gets_over_tls_are_byte_exact() {
+    let daemon = Daemon::start_networked(&[], &["ferry:tls:127.0.0.1:0"]);
+    let dir = daemon.dir.path().join("many");
+    std::fs::create_dir(&dir).expect("dir");
+    for i in 0..20 {
+        write_random(&dir.join(format!("f{i}")), 50_000 + i * 37_001, i as u64);
+    }
+    let puts: Vec<_> = (0..20)
+        .map(|i| {
+            daemon
+                .remote()
+                .arg("put")
+                .arg(dir.join(format!("f{i}")))
+                .arg(format!("many/f{i}"))
+                .spawn()
+                .expect("put")
+        })
+        .collect();
+    for mut put in puts {
+        assert_eq!(put.wait().expect("wait").code(), Some(0));
+    }
+    let back = daemon.dir.path().join("back");
+    std::fs::create_dir(&back).expect("dir");
+    let gets: Vec<_> = (0..20)
+        .map(|i| {
+            daemon
+                .remote()
+                .arg("get")
+                .arg(format!("many/f{i}"))
+                .arg(&back)
+                .spawn()
+                .expect("get")
+        })
+        .collect();
+    for mut get in gets {
+        assert_eq!(get.wait().expect("wait").code(), Some(0));
+    }
+    for i in 0..20 {
+        let name = format!("f{i}");
+        assert_eq!(
+            std::fs::read(back.join(&name)).expect("back"),
+            std::fs::read(dir.join(&name)).expect("original"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_gigabyte_put_arrives_whole_and_verified() {
+    let daemon = Daemon::start(&[]);
+    let local = daemon.dir.path().join("big");
+    let file = std::fs::File::create(&local).expect("create");
+    file.set_len(1 << 30).expect("sparse gigabyte");
+    // A few non-zero bytes, far apart, so a lost or misplaced chunk shows.
+    for (offset, byte) in [(0u64, 1u8), (123_456_789, 2), ((1 << 30) - 1, 3)] {
+        std::os::unix::fs::FileExt::write_at(&file, &[byte], offset).expect("mark");
+    }
+    drop(file);
+    let put = daemon
+        .ferry()
+        .arg("put")
+        .arg(&local)
+        .arg("big")
+        .output()
+        .expect("put");
+    assert_eq!(
+        put.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let cmp = Command::new("cmp")
+        .arg(&local)
+        .arg(files_dir(&daemon).join("big"))
+        .output()
+        .expect("cmp");
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+}
+
+#[test]
+fn hostile_names_are_refused_and_nothing_is_written() {
+    let daemon = Daemon::start(&[]);
+    let local = daemon.dir.path().join("payload");
+    std::fs::write(&local, "payload").expect("write");
+    let outside = daemon.dir.path().join("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    std::fs::create_dir_all(files_dir(&daemon)).expect("files");
+    std::os::unix::fs::symlink(&outside, files_dir(&daemon).join("link")).expect("symlink");
+    std::os::unix::fs::symlink("/etc/passwd", files_dir(&daemon).join("passwd")).expect("symlink");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        files_dir(&daemon).join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("fifo");
+    for (remote, expected) in [
+        ("/tmp/ferry-absolute", "absolute paths are refused"),
+        ("../escape", "'..' is refused"),
+        ("a/../../escape", "'..' is refused"),
+        ("link/inside-outside", "leads outside the file area"),
+        ("fifo", "not a regular file"),
+    ] {
+        let out = daemon
+            .ferry()
+            .arg("put")
+            .arg(&local)
+            .arg(remote)
+            .output()
+            .expect("put");
+        assert_ne!(out.status.code(), Some(0), "{remote}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{remote}: {stderr}");
+    }
+    for (remote, expected) in [
+        ("passwd", "leads outside the file area"),
+        ("fifo", "not a regular file"),
+        ("../../etc/passwd", "'..' is refused"),
+    ] {
+        let out = daemon
+            .ferry()
+            .args(["get", remote])
+            .current_dir(daemon.dir.path())
+            .output()
+            .expect("get");
+        assert_ne!(out.status.code(), Some(0), "{remote}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{remote}: {stderr}");
+    }
+    assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+    assert!(!Path::new("/tmp/ferry-absolute").exists());
+    // A NUL in a name, straight on the wire.
+    let mut raw = daemon.raw();
+    raw.send(&ClientMessage::PutStart {
+        request: 1,
+        path: ByteBuf::from(b"bad\0name".to_vec()),
+        size: 1,
+        mode: 0o644,
+    });
+    match raw.recv() {
+        Some(DaemonMessage::Error { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::InvalidRequest);
+            assert!(message.contains("NUL"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    daemon.assert_serving();
+}
+
+#[test]
+fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
+    let daemon = Daemon::start(&[]);
+    {
+        let mut raw = daemon.raw();
+        raw.send(&ClientMessage::PutStart {
+            request: 1,
+            path: ByteBuf::from(b"half.bin".to_vec()),
+            size: 1000,
+            mode: 0o644,
+        });
+        assert!(matches!(
+            raw.recv(),
+            Some(DaemonMessage::Done { request: 1 })
+        ));
+        raw.send(&ClientMessage::PutData {
+            request: 1,
+            data: vec![7; 400],
+        });
+        // The client vanishes here.
+    }
+    let mut raw = daemon.raw();
+    raw.send(&ClientMessage::PutStart {
+        request: 2,
+        path: ByteBuf::from(b"bad-sum.bin".to_vec()),
+        size: 3,
+        mode: 0o644,
+    });
+    assert!(matches!(
+        raw.recv(),
+        Some(DaemonMessage::Done { request: 2 })
+    ));
+    raw.send(&ClientMessage::PutData {
+        request: 2,
+        data: b"abc".to_vec(),
+    });
+    raw.send(&ClientMessage::PutEnd {
+        request: 2,
+        sha256: ByteBuf::from(vec![0; 32]),
+    });
+    match raw.recv() {
+        Some(DaemonMessage::Error { message, .. }) => {
+            assert!(message.contains("SHA-256 does not match"), "{message}")
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Give the daemon a moment to notice the vanished client and clean up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leftovers = loop {
+        let names: Vec<String> = std::fs::read_dir(files_dir(&daemon))
+            .expect("files")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.is_empty() || Instant::now() > deadline {
+            break names;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    daemon.assert_serving();
+}
