@@ -15,8 +15,8 @@ use ferry_engine::files::{check_name, FileError, Upload};
 use ferry_engine::{EngineError, ExitReport, JobPhase, JobSnapshot, OutputEvent, OutputStream};
 use ferry_io::{frame, FrameError, FrameReader};
 use ferry_wire::native::{
-    encode_output_head, ClientMessage, DaemonMessage, ErrorCode, JobExit, JobId, JobInfo, JobState,
-    NoticeKind, Stream, WireError, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
+    encode_output_head, ClientMessage, DaemonMessage, ErrorCode, FileEntry, JobExit, JobId,
+    JobInfo, JobState, NoticeKind, Stream, WireError, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet};
@@ -39,6 +39,9 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Files being put at once on one connection.
 const MAX_UPLOADS: usize = 32;
+
+/// Most files a `Listing` holds.
+const MAX_LISTING: usize = 100_000;
 
 /// Bytes per `FileData` frame.
 const FILE_CHUNK: usize = 256 * 1024;
@@ -278,6 +281,8 @@ struct Connection {
     uploads: HashMap<u64, Upload>,
     /// Puts that failed: their remaining `PutData` frames are dropped quietly.
     failed_uploads: HashSet<u64>,
+    /// Sandboxes made on this connection that go when it closes.
+    sandboxes: Vec<PathBuf>,
 }
 
 impl Connection {
@@ -317,6 +322,7 @@ impl Connection {
             hangup_jobs: Vec::new(),
             uploads: HashMap::new(),
             failed_uploads: HashSet::new(),
+            sandboxes: Vec::new(),
         };
         let mut reader = FrameReader::new(read_half);
         let outcome = match connection.handshake(&mut reader).await {
@@ -442,6 +448,18 @@ impl Connection {
             .await;
         }
         self.followers.abort_all();
+        let area = Arc::clone(&self.hub.files);
+        let sandboxes = std::mem::take(&mut self.sandboxes);
+        if !sandboxes.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for sandbox in sandboxes {
+                    if let Err(e) = area.remove_sandbox(&sandbox) {
+                        tracing::warn!("cannot remove sandbox: {e}");
+                    }
+                }
+            })
+            .await;
+        }
         for job in self.hangup_jobs.drain(..) {
             // Jobs that already ended answer an error: nothing to hang up.
             if self.hub.engine.signal(job, libc::SIGHUP).is_ok() {
@@ -487,6 +505,7 @@ impl Connection {
                 timeout_ms,
                 hangup_on_disconnect,
                 follow,
+                sandbox,
             } => {
                 let argv: Vec<OsString> = argv.into_iter().map(os_string).collect();
                 let argv = match self.allowed_command(argv) {
@@ -514,6 +533,16 @@ impl Connection {
                     // A remote client's directory and environment mean nothing here, and an
                     // environment could inject code (LD_PRELOAD): use the daemon's.
                     (Some(self.access.files_dir.clone()), None)
+                };
+                let cwd = match sandbox {
+                    None => cwd,
+                    Some(sandbox) => match self.sandbox_dir(sandbox.into_vec()).await {
+                        Ok(dir) => Some(dir),
+                        Err(error) => {
+                            self.file_error(request, error).await;
+                            return Ok(());
+                        }
+                    },
                 };
                 let spec = ferry_engine::JobSpec {
                     argv,
@@ -594,6 +623,8 @@ impl Connection {
             ClientMessage::PutData { request, data } => self.put_data(request, data).await,
             ClientMessage::PutEnd { request, sha256 } => self.put_end(request, sha256).await,
             ClientMessage::Get { request, path } => self.get(request, path.into_vec()),
+            ClientMessage::Sandbox { request, keep } => self.sandbox(request, keep).await,
+            ClientMessage::List { request, path } => self.list(request, path.into_vec()).await,
         }
         Ok(())
     }
@@ -778,6 +809,61 @@ impl Connection {
         });
     }
 
+    /// The absolute directory of a sandbox named by a client.
+    async fn sandbox_dir(&self, name: Vec<u8>) -> Result<PathBuf, FileError> {
+        let area = Arc::clone(&self.hub.files);
+        tokio::task::spawn_blocking(move || area.directory(check_name(&name)?))
+            .await
+            .map_err(|e| FileError::Io {
+                name: "sandbox".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    async fn sandbox(&mut self, request: u64, keep: bool) {
+        let area = Arc::clone(&self.hub.files);
+        match tokio::task::spawn_blocking(move || area.create_sandbox()).await {
+            Ok(Ok(path)) => {
+                if !keep {
+                    self.sandboxes.push(path.clone());
+                }
+                let path = ByteBuf::from(path.into_os_string().into_vec());
+                self.send(&DaemonMessage::SandboxReady { request, path })
+                    .await;
+            }
+            Ok(Err(error)) => self.file_error(request, error).await,
+            Err(e) => {
+                self.send_code(request, ErrorCode::Internal, e.to_string())
+                    .await
+            }
+        }
+    }
+
+    async fn list(&mut self, request: u64, path: Vec<u8>) {
+        let area = Arc::clone(&self.hub.files);
+        let listed =
+            tokio::task::spawn_blocking(move || area.list(check_name(&path)?, MAX_LISTING)).await;
+        match listed {
+            Ok(Ok(found)) => {
+                let entries = found
+                    .into_iter()
+                    .map(|(path, size, mtime_ns)| FileEntry {
+                        path: ByteBuf::from(path.into_os_string().into_vec()),
+                        size,
+                        mtime_ns,
+                    })
+                    .collect();
+                self.send(&DaemonMessage::Listing { request, entries })
+                    .await;
+            }
+            Ok(Err(error)) => self.file_error(request, error).await,
+            Err(e) => {
+                self.send_code(request, ErrorCode::Internal, e.to_string())
+                    .await
+            }
+        }
+    }
+
     async fn send_code(&self, request: u64, code: ErrorCode, message: String) {
         self.send(&DaemonMessage::Error {
             request: Some(request),
@@ -902,6 +988,8 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::PutData { .. } => "PutData",
         ClientMessage::PutEnd { .. } => "PutEnd",
         ClientMessage::Get { .. } => "Get",
+        ClientMessage::Sandbox { .. } => "Sandbox",
+        ClientMessage::List { .. } => "List",
     }
 }
 

@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+/// The directory, in the area, that holds sandboxes.
+const SANDBOXES: &str = ".sandboxes";
+
 /// Longest name accepted, in bytes.
 const MAX_NAME: usize = 4096;
 
@@ -220,6 +223,91 @@ impl FileArea {
             hasher: ring::digest::Context::new(&ring::digest::SHA256),
             mode: mode & 0o777,
             done: false,
+        })
+    }
+
+    /// Creates a fresh, empty sandbox directory (mode 0700) and returns its name relative to
+    /// the area.
+    pub fn create_sandbox(&self) -> Result<PathBuf, FileError> {
+        let base = Path::new(SANDBOXES);
+        match rustix::fs::mkdirat(&self.root, base, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io_error(base)(e)),
+        }
+        let name = base.join(random_hex());
+        let dir = self.parent_dir(&name.join("x"))?;
+        drop(dir);
+        Ok(name)
+    }
+
+    /// The absolute path of a directory beneath the area (checked: it must exist, be a
+    /// directory, and be reached without leaving the area).
+    pub fn directory(&self, name: &Path) -> Result<PathBuf, FileError> {
+        rustix::fs::openat2(
+            &self.root,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            BENEATH,
+        )
+        .map_err(|e| match e {
+            Errno::NOENT | Errno::NOTDIR => FileError::Refused {
+                name: name.display().to_string(),
+                problem: "no such directory in the file area".into(),
+            },
+            other => io_error(name)(other),
+        })?;
+        Ok(self.path.join(name))
+    }
+
+    /// The regular files under the directory `name` (recursively, not following symbolic
+    /// links), as (path relative to `name`, size, modification time in ns), sorted by path.
+    /// At most `limit` entries.
+    pub fn list(&self, name: &Path, limit: usize) -> Result<Vec<(PathBuf, u64, u64)>, FileError> {
+        use std::os::unix::fs::MetadataExt;
+        let top = self.directory(name)?;
+        let mut found = Vec::new();
+        let mut pending = vec![PathBuf::new()];
+        while let Some(relative) = pending.pop() {
+            let entries =
+                std::fs::read_dir(top.join(&relative)).map_err(|source| FileError::Io {
+                    name: name.join(&relative).display().to_string(),
+                    source,
+                })?;
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                let path = relative.join(entry.file_name());
+                if meta.is_dir() {
+                    pending.push(path);
+                } else if meta.is_file() {
+                    if found.len() >= limit {
+                        return Err(FileError::Refused {
+                            name: name.display().to_string(),
+                            problem: format!("holds more than {limit} files"),
+                        });
+                    }
+                    let mtime = (meta.mtime().max(0) as u64) * 1_000_000_000
+                        + meta.mtime_nsec().max(0) as u64;
+                    found.push((path, meta.len(), mtime));
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// Removes a sandbox made by [`FileArea::create_sandbox`] and everything in it.
+    pub fn remove_sandbox(&self, name: &Path) -> Result<(), FileError> {
+        if name.parent() != Some(Path::new(SANDBOXES)) {
+            return Err(FileError::Refused {
+                name: name.display().to_string(),
+                problem: "is not a sandbox".into(),
+            });
+        }
+        let path = self.directory(name)?;
+        std::fs::remove_dir_all(&path).map_err(|source| FileError::Io {
+            name: name.display().to_string(),
+            source,
         })
     }
 

@@ -152,6 +152,23 @@ pub struct RunArgs {
 
     /// Keep the job running if this client goes away (by default it gets SIGHUP).
     #[arg(long)]
+    pub no_hangup: bool,
+
+    /// Run in a fresh sandbox directory holding these files (repeatable; sent first).
+    #[arg(long = "put", value_name = "FILE", num_args = 1..)]
+    pub put: Vec<PathBuf>,
+
+    /// After the job, fetch the sandbox files matching these patterns (`*.o`, `out/*`) into
+    /// the current directory (repeatable; implies a sandbox).
+    #[arg(long = "get", value_name = "PATTERN", num_args = 1..)]
+    pub get: Vec<String>,
+
+    /// After the job, fetch every sandbox file it created or changed (implies a sandbox).
+    #[arg(long)]
+    pub get_new: bool,
+
+    /// Keep the sandbox after the job (its path in the file area is printed on stderr).
+    #[arg(long)]
     pub keep: bool,
 
     /// The command and its arguments.

@@ -66,6 +66,9 @@ pub enum ClientMessage {
         hangup_on_disconnect: bool,
         /// Stream the job's output and exit to this connection from the start.
         follow: bool,
+        /// Run in this sandbox (a path from `SandboxReady`) instead of `cwd`.
+        #[serde(default)]
+        sandbox: Option<ByteBuf>,
     },
     /// Bytes for a job's stdin.
     Stdin {
@@ -138,6 +141,20 @@ pub enum ClientMessage {
         request: u64,
         /// SHA-256 of the whole file.
         sha256: ByteBuf,
+    },
+    /// Create a fresh, empty sandbox directory in the file area: answered with `SandboxReady`.
+    Sandbox {
+        /// Client-chosen request id.
+        request: u64,
+        /// Keep it after this connection closes (otherwise the daemon removes it then).
+        keep: bool,
+    },
+    /// List the regular files under a directory of the file area: answered with `Listing`.
+    List {
+        /// Client-chosen request id.
+        request: u64,
+        /// Directory relative to the file area.
+        path: ByteBuf,
     },
     /// Fetch a file from the daemon's file area: answered with `FileStart`, `FileData`...,
     /// `FileEnd`, or `Error`.
@@ -228,6 +245,20 @@ pub enum DaemonMessage {
         /// Human-readable explanation.
         message: String,
     },
+    /// A sandbox was created.
+    SandboxReady {
+        /// The `Sandbox` request id.
+        request: u64,
+        /// Its path relative to the file area (use it in `PutStart`, `Run`, `List`, `Get`).
+        path: ByteBuf,
+    },
+    /// The regular files under a directory (answering `List`), sorted by path.
+    Listing {
+        /// The `List` request id.
+        request: u64,
+        /// The files.
+        entries: Vec<FileEntry>,
+    },
     /// The start of a file sent by the daemon (answering `Get`).
     FileStart {
         /// The `Get` request id.
@@ -299,6 +330,17 @@ pub enum NoticeKind {
     /// A kind this version does not know.
     #[serde(other)]
     Unknown,
+}
+
+/// One regular file in a `Listing`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to the listed directory.
+    pub path: ByteBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, in nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
 }
 
 /// How a job ended.

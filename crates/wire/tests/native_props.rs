@@ -95,6 +95,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                         timeout_ms,
                         hangup_on_disconnect: hangup,
                         follow,
+                        sandbox: None,
                     }
                 }
             ),

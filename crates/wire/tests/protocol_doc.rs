@@ -34,6 +34,7 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
                 timeout_ms: None,
                 hangup_on_disconnect: false,
                 follow: true,
+                sandbox: None,
             },
         ),
         (

@@ -14,6 +14,7 @@ use serde_bytes::ByteBuf;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::RunArgs;
+use crate::commands::transfer::{self, SplitConn};
 use crate::follow::{exit_status, print_job_output, Followed};
 
 /// Size of one stdin chunk sent to the daemon.
@@ -48,13 +49,14 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
             .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
             .collect()
     });
-    // Request id 1: sent right behind the handshake.
-    let run = ClientMessage::Run {
+    let sandboxed = !args.put.is_empty() || !args.get.is_empty() || args.get_new || args.keep;
+    let mut run = ClientMessage::Run {
+        // Request id 1: sent right behind the handshake (when there is no sandbox to fill).
         request: 1,
         argv: args
             .command
-            .into_iter()
-            .map(|a| ByteBuf::from(a.into_vec()))
+            .iter()
+            .map(|a| ByteBuf::from(a.clone().into_vec()))
             .collect(),
         cwd,
         env,
@@ -62,15 +64,30 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         timeout_ms: args
             .timeout
             .map(|t| u64::try_from(std::time::Duration::from(t).as_millis()).unwrap_or(u64::MAX)),
-        hangup_on_disconnect: !args.detach && !args.keep,
+        hangup_on_disconnect: !args.detach && !args.no_hangup,
         follow: !args.detach,
+        sandbox: None,
     };
+    let first = (!sandboxed).then_some(&run);
     let mut client = match target {
-        Endpoint::Unix(socket) => connect_local(socket, &run).await?,
-        Endpoint::Tcp { .. } => {
-            Client::connect_with(target, crate::CLIENT_NAME, Some(&run)).await?
-        }
+        Endpoint::Unix(socket) => connect_local(socket, first).await?,
+        Endpoint::Tcp { .. } => Client::connect_with(target, crate::CLIENT_NAME, first).await?,
     };
+    let mut sandbox = None;
+    if sandboxed {
+        let (path, before) = fill_sandbox(&mut client, &args).await?;
+        if let ClientMessage::Run {
+            request,
+            sandbox: run_sandbox,
+            ..
+        } = &mut run
+        {
+            *request = client.request_id();
+            *run_sandbox = Some(ByteBuf::from(path.as_bytes().to_vec()));
+        }
+        client.send(&run).await?;
+        sandbox = Some((path, before));
+    }
     let job = loop {
         match client.recv().await? {
             Some(DaemonMessage::Accepted { job, .. }) => break job,
@@ -89,17 +106,86 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         forward_stdin_thread(sender.clone(), job);
     }
     forward_signals(sender.clone(), job)?;
-    match print_job_output(&mut receiver, job, Some(&sender)).await? {
-        Followed::Exit(exit) => Ok(exit_status(job, &exit)),
+    let status = match print_job_output(&mut receiver, job, Some(&sender)).await? {
+        Followed::Exit(exit) => exit_status(job, &exit),
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
+    };
+    if let Some((path, before)) = sandbox {
+        let mut conn = SplitConn {
+            sender: &sender,
+            receiver: &mut receiver,
+            next_request: 1 << 32,
+        };
+        fetch_results(&mut conn, &args, &path, before.as_deref()).await?;
+        if args.keep {
+            eprintln!("ferry: the sandbox is kept in the daemon's file area at {path}");
+        }
     }
+    Ok(status)
+}
+
+/// Makes a sandbox and puts the `--put` files in it; returns its path and, for `--get-new`,
+/// what it held before the job.
+#[allow(clippy::type_complexity)]
+async fn fill_sandbox(
+    client: &mut Client,
+    args: &RunArgs,
+) -> Result<(String, Option<Vec<(String, u64, u64)>>)> {
+    let path = transfer::sandbox(client, args.keep).await?;
+    for local in &args.put {
+        let name = local
+            .file_name()
+            .ok_or_else(|| anyhow::anyhow!("--put {} has no file name", local.display()))?;
+        let remote = format!("{path}/{}", name.to_string_lossy());
+        transfer::upload(client, local, &remote, false).await?;
+    }
+    let before = if args.get_new {
+        Some(transfer::list(client, &path).await?)
+    } else {
+        None
+    };
+    Ok((path, before))
+}
+
+/// Fetches the sandbox files `--get` and `--get-new` ask for into the current directory.
+async fn fetch_results(
+    conn: &mut SplitConn<'_>,
+    args: &RunArgs,
+    sandbox: &str,
+    before: Option<&[(String, u64, u64)]>,
+) -> Result<()> {
+    if args.get.is_empty() && before.is_none() {
+        return Ok(());
+    }
+    let patterns = args
+        .get
+        .iter()
+        .map(|p| glob::Pattern::new(p).with_context(|| format!("--get {p}: not a pattern")))
+        .collect::<Result<Vec<_>>>()?;
+    let after = transfer::list(conn, sandbox).await?;
+    for entry in &after {
+        let (path, ..) = entry;
+        let matched = patterns.iter().any(|p| p.matches(path));
+        let new = before.is_some_and(|before| !before.contains(entry));
+        if !matched && !new {
+            continue;
+        }
+        // Names from the daemon are checked like names to the daemon.
+        let relative = ferry_engine::files::check_name(path.as_bytes())
+            .with_context(|| format!("the daemon listed a bad name {path:?}"))?;
+        if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        transfer::download(conn, &format!("{sandbox}/{path}"), relative, false).await?;
+    }
+    Ok(())
 }
 
 /// Connects to the local daemon, starting one when none answers.
-async fn connect_local(socket: &Path, run: &ClientMessage) -> Result<Client> {
+async fn connect_local(socket: &Path, first: Option<&ClientMessage>) -> Result<Client> {
     let program = std::env::current_exe().context("cannot find the ferry executable")?;
     let log_file = crate::state_dir_from_env().join("daemon.log");
-    let started = connect_or_start(socket, crate::CLIENT_NAME, Some(run), || {
+    let started = connect_or_start(socket, crate::CLIENT_NAME, first, || {
         spawn_background_daemon(&program, socket, &log_file)
     })
     .await;

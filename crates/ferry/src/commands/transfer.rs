@@ -8,7 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ferry_client::Endpoint;
+use ferry_client::{Client, Endpoint, Receiver, Sender};
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_bytes::ByteBuf;
@@ -32,16 +32,111 @@ fn progress(size: u64, quiet: bool, what: &str) -> ProgressBar {
     bar
 }
 
-/// Sends a local file.
-pub fn put(target: &Endpoint, args: PutArgs) -> Result<i32> {
-    let mut file =
-        File::open(&args.local).with_context(|| format!("cannot open {}", args.local.display()))?;
+/// A connection the transfer helpers talk over: a whole client, or the halves of a split one.
+pub(crate) trait Conn {
+    /// Sends one message.
+    async fn send(&mut self, message: ClientMessage) -> Result<()>;
+    /// Receives one message; `None` once the daemon closed the connection.
+    async fn recv(&mut self) -> Result<Option<DaemonMessage>>;
+    /// A fresh request id.
+    fn request_id(&mut self) -> u64;
+}
+
+impl Conn for Client {
+    async fn send(&mut self, message: ClientMessage) -> Result<()> {
+        Ok(Client::send(self, &message).await?)
+    }
+    async fn recv(&mut self) -> Result<Option<DaemonMessage>> {
+        Ok(Client::recv(self).await?)
+    }
+    fn request_id(&mut self) -> u64 {
+        Client::request_id(self)
+    }
+}
+
+/// The halves of a split client, with request ids of their own.
+pub(crate) struct SplitConn<'a> {
+    pub sender: &'a Sender,
+    pub receiver: &'a mut Receiver,
+    pub next_request: u64,
+}
+
+impl Conn for SplitConn<'_> {
+    async fn send(&mut self, message: ClientMessage) -> Result<()> {
+        Ok(self.sender.send(message).await?)
+    }
+    async fn recv(&mut self) -> Result<Option<DaemonMessage>> {
+        Ok(self.receiver.recv().await?)
+    }
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+}
+
+/// Waits for the `Done` (or `Error`) that answers `request`.
+async fn done(conn: &mut impl Conn, request: u64) -> Result<()> {
+    loop {
+        match conn.recv().await? {
+            Some(DaemonMessage::Done { request: r }) if r == request => return Ok(()),
+            Some(DaemonMessage::Error {
+                message,
+                request: r,
+                ..
+            }) if r == Some(request) || r.is_none() => {
+                bail!("{message}")
+            }
+            Some(_) => {}
+            None => bail!("the daemon closed the connection"),
+        }
+    }
+}
+
+/// Sends the local file `local` to `remote` in the file area.
+pub(crate) async fn upload(
+    conn: &mut impl Conn,
+    local: &Path,
+    remote: &str,
+    quiet: bool,
+) -> Result<()> {
+    let mut file = File::open(local).with_context(|| format!("cannot open {}", local.display()))?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        bail!("{} is not a regular file", args.local.display());
+        bail!("{} is not a regular file", local.display());
     }
     let size = meta.len();
-    let mode = meta.permissions().mode() & 0o777;
+    let request = conn.request_id();
+    conn.send(ClientMessage::PutStart {
+        request,
+        path: ByteBuf::from(remote.as_bytes().to_vec()),
+        size,
+        mode: meta.permissions().mode() & 0o777,
+    })
+    .await?;
+    done(conn, request).await?;
+    let bar = progress(size, quiet, remote);
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut left = size;
+    while left > 0 {
+        let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+        let mut data = vec![0u8; want];
+        file.read_exact(&mut data)
+            .with_context(|| format!("{} shrank while it was sent", local.display()))?;
+        hasher.update(&data);
+        left -= want as u64;
+        conn.send(ClientMessage::PutData { request, data }).await?;
+        bar.inc(want as u64);
+    }
+    let sha256 = ByteBuf::from(hasher.finish().as_ref().to_vec());
+    conn.send(ClientMessage::PutEnd { request, sha256 }).await?;
+    // A failure mid-way was answered already; the first answer tells.
+    let verdict = done(conn, request).await;
+    bar.finish_and_clear();
+    verdict
+}
+
+/// Sends a local file.
+pub fn put(target: &Endpoint, args: PutArgs) -> Result<i32> {
     let remote = match &args.remote {
         Some(remote) => remote.clone(),
         None => args
@@ -52,69 +147,9 @@ pub fn put(target: &Endpoint, args: PutArgs) -> Result<i32> {
     };
     crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
-        let request = client.request_id();
-        client
-            .send(&ClientMessage::PutStart {
-                request,
-                path: ByteBuf::from(remote.as_bytes().to_vec()),
-                size,
-                mode,
-            })
-            .await?;
-        answer(&mut client.recv().await?, request)?;
-        let (mut receiver, sender) = client.split();
-        // The daemon may refuse mid-way (disk full): watch for its answer while sending.
-        let mut verdict = tokio::spawn(async move {
-            loop {
-                let mut message = receiver.recv().await?;
-                if answer(&mut message, request)? {
-                    return Ok::<(), anyhow::Error>(());
-                }
-            }
-        });
-        let bar = progress(size, args.quiet, &remote);
-        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut left = size;
-        while left > 0 {
-            let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
-            let mut data = vec![0u8; want];
-            file.read_exact(&mut data)
-                .with_context(|| format!("{} shrank while it was sent", args.local.display()))?;
-            hasher.update(&data);
-            left -= want as u64;
-            if verdict.is_finished() {
-                break;
-            }
-            sender
-                .send(ClientMessage::PutData { request, data })
-                .await?;
-            bar.inc(want as u64);
-        }
-        if !verdict.is_finished() {
-            let sha256 = ByteBuf::from(hasher.finish().as_ref().to_vec());
-            sender
-                .send(ClientMessage::PutEnd { request, sha256 })
-                .await?;
-        }
-        let result = (&mut verdict).await.map_err(|e| anyhow!("{e}"))?;
-        bar.finish_and_clear();
-        result.map(|()| 0)
+        upload(&mut client, &args.local, &remote, args.quiet).await?;
+        Ok(0)
     })
-}
-
-/// Reads a `Done` or `Error` for `request`: `Ok(true)` for done, `Ok(false)` for anything
-/// else, an error for an error.
-fn answer(message: &mut Option<DaemonMessage>, request: u64) -> Result<bool> {
-    match message.take() {
-        Some(DaemonMessage::Done { request: r }) if r == request => Ok(true),
-        Some(DaemonMessage::Error {
-            message,
-            request: r,
-            ..
-        }) if r == Some(request) || r.is_none() => Err(anyhow!("{message}")),
-        Some(_) => Ok(false),
-        None => Err(anyhow!("the daemon closed the connection")),
-    }
 }
 
 /// Removes a partly received file unless it was completed.
@@ -131,6 +166,103 @@ impl Drop for Partial {
     }
 }
 
+/// Fetches `remote` from the file area into `local`; it appears there only once verified.
+pub(crate) async fn download(
+    conn: &mut impl Conn,
+    remote: &str,
+    local: &Path,
+    quiet: bool,
+) -> Result<()> {
+    let dir = match local.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let request = conn.request_id();
+    conn.send(ClientMessage::Get {
+        request,
+        path: ByteBuf::from(remote.as_bytes().to_vec()),
+    })
+    .await?;
+    let (size, mode) = loop {
+        match conn.recv().await? {
+            Some(DaemonMessage::FileStart {
+                request: r,
+                size,
+                mode,
+            }) if r == request => break (size, mode),
+            Some(DaemonMessage::Error {
+                message,
+                request: r,
+                ..
+            }) if r == Some(request) || r.is_none() => {
+                bail!("{message}")
+            }
+            Some(_) => {}
+            None => bail!("the daemon closed the connection"),
+        }
+    };
+    let temp = dir.join(format!(
+        ".{}.ferry-part-{}",
+        local
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut partial = Partial {
+        path: temp.clone(),
+        done: false,
+    };
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    let bar = progress(size, quiet, remote);
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut received = 0u64;
+    loop {
+        match conn.recv().await? {
+            Some(DaemonMessage::FileData { request: r, data }) if r == request => {
+                received += data.len() as u64;
+                if received > size {
+                    bail!("the daemon sent more than the {size} bytes it announced");
+                }
+                out.write_all(&data)
+                    .with_context(|| format!("cannot write {}", temp.display()))?;
+                hasher.update(&data);
+                bar.inc(data.len() as u64);
+            }
+            Some(DaemonMessage::FileEnd { request: r, sha256 }) if r == request => {
+                if received != size {
+                    bail!("{received} bytes arrived, {size} announced");
+                }
+                if hasher.finish().as_ref() != sha256.as_slice() {
+                    bail!("SHA-256 does not match: the file was corrupted on the way");
+                }
+                break;
+            }
+            Some(DaemonMessage::Error {
+                message,
+                request: r,
+                ..
+            }) if r == Some(request) || r.is_none() => {
+                bail!("{message}")
+            }
+            Some(_) => {}
+            None => bail!("the daemon closed the connection mid-transfer"),
+        }
+    }
+    out.sync_all()?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode & 0o777))?;
+    std::fs::rename(&temp, local)
+        .with_context(|| format!("cannot move the file to {}", local.display()))?;
+    partial.done = true;
+    bar.finish_and_clear();
+    Ok(())
+}
+
 /// Fetches a file.
 pub fn get(target: &Endpoint, args: GetArgs) -> Result<i32> {
     let name = Path::new(&args.remote)
@@ -142,84 +274,69 @@ pub fn get(target: &Endpoint, args: GetArgs) -> Result<i32> {
         Some(local) => local.clone(),
         None => name,
     };
-    let dir = match local.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
     crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
-        let request = client.request_id();
-        client
-            .send(&ClientMessage::Get {
-                request,
-                path: ByteBuf::from(args.remote.as_bytes().to_vec()),
-            })
-            .await?;
-        let (size, mode) = loop {
-            match client.recv().await? {
-                Some(DaemonMessage::FileStart {
-                    request: r,
-                    size,
-                    mode,
-                }) if r == request => break (size, mode),
-                Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
-                Some(_) => {}
-                None => bail!("the daemon closed the connection"),
-            }
-        };
-        let temp = dir.join(format!(
-            ".{}.ferry-part-{}",
-            local
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        let mut partial = Partial {
-            path: temp.clone(),
-            done: false,
-        };
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .with_context(|| format!("cannot create {}", temp.display()))?;
-        let bar = progress(size, args.quiet, &args.remote);
-        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut received = 0u64;
-        loop {
-            match client.recv().await? {
-                Some(DaemonMessage::FileData { request: r, data }) if r == request => {
-                    received += data.len() as u64;
-                    if received > size {
-                        bail!("the daemon sent more than the {size} bytes it announced");
-                    }
-                    out.write_all(&data)
-                        .with_context(|| format!("cannot write {}", temp.display()))?;
-                    hasher.update(&data);
-                    bar.inc(data.len() as u64);
-                }
-                Some(DaemonMessage::FileEnd { request: r, sha256 }) if r == request => {
-                    if received != size {
-                        bail!("{received} bytes arrived, {size} announced");
-                    }
-                    if hasher.finish().as_ref() != sha256.as_slice() {
-                        bail!("SHA-256 does not match: the file was corrupted on the way");
-                    }
-                    break;
-                }
-                Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
-                Some(_) => {}
-                None => bail!("the daemon closed the connection mid-transfer"),
-            }
-        }
-        out.sync_all()?;
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode & 0o777))?;
-        std::fs::rename(&temp, &local)
-            .with_context(|| format!("cannot move the file to {}", local.display()))?;
-        partial.done = true;
-        bar.finish_and_clear();
+        download(&mut client, &args.remote, &local, args.quiet).await?;
         Ok(0)
     })
+}
+
+/// Asks for a fresh sandbox; returns its path in the file area.
+pub(crate) async fn sandbox(conn: &mut impl Conn, keep: bool) -> Result<String> {
+    let request = conn.request_id();
+    conn.send(ClientMessage::Sandbox { request, keep }).await?;
+    loop {
+        match conn.recv().await? {
+            Some(DaemonMessage::SandboxReady { request: r, path }) if r == request => {
+                return Ok(String::from_utf8_lossy(&path).into_owned())
+            }
+            Some(DaemonMessage::Error {
+                message,
+                request: r,
+                ..
+            }) if r == Some(request) || r.is_none() => {
+                bail!("{message}")
+            }
+            Some(_) => {}
+            None => bail!("the daemon closed the connection"),
+        }
+    }
+}
+
+/// The regular files under `path` in the file area: (relative path, size, mtime).
+pub(crate) async fn list(conn: &mut impl Conn, path: &str) -> Result<Vec<(String, u64, u64)>> {
+    let request = conn.request_id();
+    conn.send(ClientMessage::List {
+        request,
+        path: ByteBuf::from(path.as_bytes().to_vec()),
+    })
+    .await?;
+    loop {
+        match conn.recv().await? {
+            Some(DaemonMessage::Listing {
+                request: r,
+                entries,
+            }) if r == request => {
+                return Ok(entries
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            String::from_utf8_lossy(&e.path).into_owned(),
+                            e.size,
+                            e.mtime_ns,
+                        )
+                    })
+                    .collect())
+            }
+            Some(DaemonMessage::Error {
+                message,
+                request: r,
+                ..
+            }) if r == Some(request) || r.is_none() => {
+                bail!("{message}")
+            }
+            Some(_) => {}
+            None => bail!("the daemon closed the connection"),
+        }
+    }
 }

@@ -154,6 +154,7 @@ fn requests_about_unknown_jobs_get_errors_and_the_connection_goes_on() {
         timeout_ms: None,
         hangup_on_disconnect: false,
         follow: false,
+        sandbox: None,
     });
     match raw.recv() {
         Some(DaemonMessage::Error {
@@ -187,6 +188,7 @@ fn a_client_that_vanishes_mid_job_leaves_the_daemon_serving() {
             timeout_ms: None,
             hangup_on_disconnect: false,
             follow: true,
+            sandbox: None,
         });
         // Read a little, send half a frame, then vanish.
         assert!(raw.recv().is_some());

@@ -299,3 +299,100 @@ fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     daemon.assert_serving();
 }
+
+fn sandboxes(daemon: &Daemon) -> usize {
+    std::fs::read_dir(files_dir(daemon).join(".sandboxes"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_sandboxed_job_gets_its_files_and_sends_back_what_matches() {
+    let daemon = Daemon::start(&[]);
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir(&work).expect("work");
+    std::fs::write(work.join("in.txt"), "input\n").expect("input");
+    std::fs::write(work.join("other.txt"), "other\n").expect("other");
+    let out = daemon
+        .ferry()
+        .current_dir(&work)
+        .args([
+            "run",
+            "--put",
+            "in.txt",
+            "other.txt",
+            "--get",
+            "*.out",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "ls; tr a-z A-Z < in.txt > result.out; echo skip > skip.txt",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in.txt\nother.txt\n");
+    assert_eq!(
+        std::fs::read_to_string(work.join("result.out")).expect("result"),
+        "INPUT\n"
+    );
+    assert!(!work.join("skip.txt").exists());
+    // The sandbox went with the job's client.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandboxes(&daemon) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sandboxes(&daemon), 0);
+}
+
+#[test]
+fn get_new_brings_back_every_created_or_changed_file_and_keep_keeps_the_sandbox() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["ferry:tls:127.0.0.1:0"]);
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir(&work).expect("work");
+    std::fs::write(work.join("same.txt"), "same\n").expect("same");
+    std::fs::write(work.join("grow.txt"), "grow\n").expect("grow");
+    let out = daemon
+        .remote()
+        .current_dir(&work)
+        .args([
+            "run",
+            "--put",
+            "same.txt",
+            "grow.txt",
+            "--get-new",
+            "--keep",
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "echo more >> grow.txt; mkdir -p sub; echo deep > sub/new.txt",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("grow.txt")).expect("grow"),
+        "grow\nmore\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("sub/new.txt")).expect("new"),
+        "deep\n"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the sandbox is kept"), "{stderr}");
+    assert_eq!(sandboxes(&daemon), 1);
+}

@@ -214,6 +214,7 @@ fn one_connection_runs_many_jobs_with_output_multiplexed_by_job_id() {
             timeout_ms: None,
             hangup_on_disconnect: false,
             follow: true,
+            sandbox: None,
         });
     }
     let mut jobs = HashMap::new();
@@ -261,7 +262,7 @@ fn a_running_job_outlives_a_vanished_client_that_asked_to_keep_it() {
         .ferry()
         .args([
             "run",
-            "--keep",
+            "--no-hangup",
             "--",
             "sh",
             "-c",
