@@ -224,7 +224,11 @@ impl Client {
         if let Some(first) = first {
             opening.extend(ferry_io::frame(first).map_err(FrameError::from)?);
         }
-        if let Err(e) = client.writer.write_all(&opening).await {
+        let written = async {
+            client.writer.write_all(&opening).await?;
+            client.writer.flush().await
+        };
+        if let Err(e) = written.await {
             // A daemon that refuses us says why, then closes: read the reason if it came.
             return match client.recv().await {
                 Ok(Some(DaemonMessage::Error { message, .. })) => {

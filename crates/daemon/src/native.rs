@@ -216,7 +216,11 @@ async fn refuse(stream: &mut (impl AsyncWrite + Unpin), code: ErrorCode, message
         message: message.into(),
     };
     if let Ok(bytes) = frame(&error) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await
+        })
+        .await;
     }
     let _ = stream.shutdown().await;
 }
@@ -242,6 +246,38 @@ enum Outgoing {
     Frame(Vec<u8>),
     /// An output frame: its encoded head, then the data from where it already lies.
     Output { head: Vec<u8>, data: Bytes },
+}
+
+/// A file being put, written (and hashed) by a blocking task of its own while the connection
+/// goes on decoding the next chunks: receiving and writing overlap.
+struct UploadPipe {
+    chunks: mpsc::Sender<Vec<u8>>,
+    writer: tokio::task::JoinHandle<Result<Upload, FileError>>,
+}
+
+/// Chunks queued for an upload's writer.
+const UPLOAD_QUEUE: usize = 8;
+
+impl UploadPipe {
+    fn start(mut upload: Upload) -> UploadPipe {
+        let (chunks, mut queue) = mpsc::channel::<Vec<u8>>(UPLOAD_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || {
+            while let Some(data) = queue.blocking_recv() {
+                upload.write(&data)?;
+            }
+            Ok(upload)
+        });
+        UploadPipe { chunks, writer }
+    }
+
+    /// Waits for every queued chunk to be written; the upload back, or why it failed.
+    async fn finish_writing(self) -> Result<Upload, FileError> {
+        drop(self.chunks);
+        self.writer.await.map_err(|e| FileError::Io {
+            name: "upload".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+    }
 }
 
 /// Writes `head` then `data` with as few system calls as the socket allows.
@@ -278,7 +314,7 @@ struct Connection {
     hangup_jobs: Vec<JobId>,
     /// Files being put on this connection, by request id (dropped unfinished on disconnect,
     /// which removes their temporary files).
-    uploads: HashMap<u64, Upload>,
+    uploads: HashMap<u64, UploadPipe>,
     /// Puts that failed: their remaining `PutData` frames are dropped quietly.
     failed_uploads: HashSet<u64>,
     /// Sandboxes made on this connection that go when it closes.
@@ -307,6 +343,11 @@ impl Connection {
                     }
                 };
                 if written.is_err() {
+                    break;
+                }
+                // A TLS stream holds written bytes until flushed: flush whenever nothing else
+                // is waiting to be written.
+                if outbox.is_empty() && write_half.flush().await.is_err() {
                     break;
                 }
             }
@@ -672,7 +713,7 @@ impl Connection {
         .await;
         match opened {
             Ok(Ok(upload)) => {
-                self.uploads.insert(request, upload);
+                self.uploads.insert(request, UploadPipe::start(upload));
                 self.send(&DaemonMessage::Done { request }).await;
             }
             Ok(Err(error)) => {
@@ -688,7 +729,7 @@ impl Connection {
     }
 
     async fn put_data(&mut self, request: u64, data: Vec<u8>) {
-        let Some(mut upload) = self.uploads.remove(&request) else {
+        let Some(pipe) = self.uploads.get(&request) else {
             if !self.failed_uploads.contains(&request) {
                 let message = format!("no file transfer {request} is in progress");
                 self.failed_uploads.insert(request);
@@ -697,32 +738,33 @@ impl Connection {
             }
             return;
         };
-        let written =
-            tokio::task::spawn_blocking(move || upload.write(&data).map(|()| upload)).await;
-        match written {
-            Ok(Ok(upload)) => {
-                self.uploads.insert(request, upload);
-            }
-            Ok(Err(error)) => {
+        if pipe.chunks.send(data).await.is_err() {
+            // The writer stopped: it failed. Report why; the rest of this put is dropped.
+            if let Some(pipe) = self.uploads.remove(&request) {
                 self.failed_uploads.insert(request);
-                self.file_error(request, error).await;
-            }
-            Err(e) => {
-                self.failed_uploads.insert(request);
-                self.send_code(request, ErrorCode::Internal, e.to_string())
-                    .await;
+                match pipe.finish_writing().await {
+                    Err(error) => self.file_error(request, error).await,
+                    Ok(_) => {
+                        let message = "the file writer stopped".to_owned();
+                        self.send_code(request, ErrorCode::Internal, message).await;
+                    }
+                }
             }
         }
     }
 
     async fn put_end(&mut self, request: u64, sha256: ByteBuf) {
-        let Some(upload) = self.uploads.remove(&request) else {
+        let Some(pipe) = self.uploads.remove(&request) else {
             if !self.failed_uploads.remove(&request) {
                 let message = format!("no file transfer {request} is in progress");
                 self.send_code(request, ErrorCode::InvalidRequest, message)
                     .await;
             }
             return;
+        };
+        let upload = match pipe.finish_writing().await {
+            Ok(upload) => upload,
+            Err(error) => return self.file_error(request, error).await,
         };
         match tokio::task::spawn_blocking(move || upload.finish(&sha256)).await {
             Ok(Ok(())) => self.send(&DaemonMessage::Done { request }).await,

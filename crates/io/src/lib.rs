@@ -80,11 +80,12 @@ pub fn frame<T: Serialize>(message: &T) -> Result<Vec<u8>, WireError> {
     Ok(buf)
 }
 
-/// Encodes and writes one frame.
+/// Encodes and writes one frame, and flushes it (a TLS stream holds written bytes until then).
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     writer: &mut W,
     message: &T,
 ) -> Result<(), FrameError> {
     writer.write_all(&frame(message)?).await?;
+    writer.flush().await?;
     Ok(())
 }

@@ -35,7 +35,7 @@ fn progress(size: u64, quiet: bool, what: &str) -> ProgressBar {
 /// A connection the transfer helpers talk over: a whole client, or the halves of a split one.
 pub(crate) trait Conn {
     /// Sends one message.
-    async fn send(&mut self, message: ClientMessage) -> Result<()>;
+    async fn send(&mut self, message: &ClientMessage) -> Result<()>;
     /// Receives one message; `None` once the daemon closed the connection.
     async fn recv(&mut self) -> Result<Option<DaemonMessage>>;
     /// A fresh request id.
@@ -43,8 +43,8 @@ pub(crate) trait Conn {
 }
 
 impl Conn for Client {
-    async fn send(&mut self, message: ClientMessage) -> Result<()> {
-        Ok(Client::send(self, &message).await?)
+    async fn send(&mut self, message: &ClientMessage) -> Result<()> {
+        Ok(Client::send(self, message).await?)
     }
     async fn recv(&mut self) -> Result<Option<DaemonMessage>> {
         Ok(Client::recv(self).await?)
@@ -62,8 +62,8 @@ pub(crate) struct SplitConn<'a> {
 }
 
 impl Conn for SplitConn<'_> {
-    async fn send(&mut self, message: ClientMessage) -> Result<()> {
-        Ok(self.sender.send(message).await?)
+    async fn send(&mut self, message: &ClientMessage) -> Result<()> {
+        Ok(self.sender.send(message.clone()).await?)
     }
     async fn recv(&mut self) -> Result<Option<DaemonMessage>> {
         Ok(self.receiver.recv().await?)
@@ -106,7 +106,7 @@ pub(crate) async fn upload(
     }
     let size = meta.len();
     let request = conn.request_id();
-    conn.send(ClientMessage::PutStart {
+    conn.send(&ClientMessage::PutStart {
         request,
         path: ByteBuf::from(remote.as_bytes().to_vec()),
         size,
@@ -117,18 +117,26 @@ pub(crate) async fn upload(
     let bar = progress(size, quiet, remote);
     let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     let mut left = size;
+    // One buffer for every chunk: the message is encoded from it and it comes back.
+    let mut message = ClientMessage::PutData {
+        request,
+        data: Vec::with_capacity(CHUNK),
+    };
     while left > 0 {
         let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
-        let mut data = vec![0u8; want];
-        file.read_exact(&mut data)
-            .with_context(|| format!("{} shrank while it was sent", local.display()))?;
-        hasher.update(&data);
+        if let ClientMessage::PutData { data, .. } = &mut message {
+            data.resize(want, 0);
+            file.read_exact(data)
+                .with_context(|| format!("{} shrank while it was sent", local.display()))?;
+            hasher.update(data);
+        }
         left -= want as u64;
-        conn.send(ClientMessage::PutData { request, data }).await?;
+        conn.send(&message).await?;
         bar.inc(want as u64);
     }
     let sha256 = ByteBuf::from(hasher.finish().as_ref().to_vec());
-    conn.send(ClientMessage::PutEnd { request, sha256 }).await?;
+    conn.send(&ClientMessage::PutEnd { request, sha256 })
+        .await?;
     // A failure mid-way was answered already; the first answer tells.
     let verdict = done(conn, request).await;
     bar.finish_and_clear();
@@ -178,7 +186,7 @@ pub(crate) async fn download(
         _ => PathBuf::from("."),
     };
     let request = conn.request_id();
-    conn.send(ClientMessage::Get {
+    conn.send(&ClientMessage::Get {
         request,
         path: ByteBuf::from(remote.as_bytes().to_vec()),
     })
@@ -284,7 +292,7 @@ pub fn get(target: &Endpoint, args: GetArgs) -> Result<i32> {
 /// Asks for a fresh sandbox; returns its path in the file area.
 pub(crate) async fn sandbox(conn: &mut impl Conn, keep: bool) -> Result<String> {
     let request = conn.request_id();
-    conn.send(ClientMessage::Sandbox { request, keep }).await?;
+    conn.send(&ClientMessage::Sandbox { request, keep }).await?;
     loop {
         match conn.recv().await? {
             Some(DaemonMessage::SandboxReady { request: r, path }) if r == request => {
@@ -306,7 +314,7 @@ pub(crate) async fn sandbox(conn: &mut impl Conn, keep: bool) -> Result<String> 
 /// The regular files under `path` in the file area: (relative path, size, mtime).
 pub(crate) async fn list(conn: &mut impl Conn, path: &str) -> Result<Vec<(String, u64, u64)>> {
     let request = conn.request_id();
-    conn.send(ClientMessage::List {
+    conn.send(&ClientMessage::List {
         request,
         path: ByteBuf::from(path.as_bytes().to_vec()),
     })

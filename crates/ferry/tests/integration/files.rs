@@ -396,3 +396,38 @@ fn get_new_brings_back_every_created_or_changed_file_and_keep_keeps_the_sandbox(
     assert!(stderr.contains("the sandbox is kept"), "{stderr}");
     assert_eq!(sandboxes(&daemon), 1);
 }
+
+#[test]
+fn a_large_file_crosses_tls_both_ways() {
+    // Regression: TLS holds written bytes until flushed; the last chunk once stayed behind.
+    let daemon = Daemon::start_networked(&[], &["ferry:tls:127.0.0.1:0"]);
+    let local = daemon.dir.path().join("large");
+    write_random(&local, 48 * 1024 * 1024 + 12_345, 99);
+    let put = daemon
+        .remote()
+        .arg("put")
+        .arg(&local)
+        .arg("large")
+        .output()
+        .expect("put");
+    assert_eq!(
+        put.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let back = daemon.dir.path().join("large.back");
+    let get = daemon
+        .remote()
+        .args(["get", "large"])
+        .arg(&back)
+        .output()
+        .expect("get");
+    assert_eq!(
+        get.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert!(std::fs::read(&back).expect("back") == std::fs::read(&local).expect("local"));
+}
