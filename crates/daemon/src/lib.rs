@@ -97,6 +97,9 @@ pub struct Listener {
     /// Which commands it runs; `None` takes the default: any on a Unix socket, the catalog
     /// on the network unless `allow_any_command`.
     pub commands: Option<CommandPolicy>,
+    /// For a TLS listener: client certificates from this CA authenticate (overrides the
+    /// daemon-wide `TlsFiles::client_ca`).
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Listener {
@@ -105,6 +108,7 @@ impl Listener {
         Listener {
             spec,
             commands: None,
+            client_ca: None,
         }
     }
 }
@@ -270,7 +274,14 @@ async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<Bound, Daemo
             "listener {spec}: plaintext TCP is served on loopback addresses only (127.0.0.0/8, ::1); use ferry:tls:{host}:{port} with certificates from `ferry tls init`"
         )));
     }
-    let acceptor = match (tls, &config.tls) {
+    let listener_files = config.tls.as_ref().map(|files| TlsFiles {
+        client_ca: listener
+            .client_ca
+            .clone()
+            .or_else(|| files.client_ca.clone()),
+        ..files.clone()
+    });
+    let acceptor = match (tls, &listener_files) {
         (true, Some(files)) => Some(tls::acceptor(files)?),
         (true, None) => {
             return Err(DaemonError::Config(format!(
@@ -279,7 +290,10 @@ async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<Bound, Daemo
         }
         (false, _) => None,
     };
-    let client_certs = tls && config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    let client_certs = tls
+        && listener_files
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
     if config.token.is_none() && !client_certs {
         return Err(DaemonError::Config(format!(
             "listener {spec}: a network listener needs a way to authenticate clients: a token (--token-file, or DIR/token with --tls-dir) or client certificates (--client-ca)"

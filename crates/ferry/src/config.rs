@@ -67,6 +67,8 @@ pub struct ListenerSection {
     pub spec: Spanned<String>,
     /// `"any"` or `"catalog"`.
     pub commands: Option<Spanned<String>>,
+    /// For TLS: client certificates from this CA authenticate on this listener.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One `[catalog.NAME]`.

@@ -1,36 +1,112 @@
 //! Which daemon a client subcommand talks to: the local socket, or a remote daemon given by
-//! --host with its TLS files and token.
+//! --host, with its TLS files and token from the command line or the client configuration
+//! file's entry for that host.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ferry_client::Endpoint;
+use serde::Deserialize;
 
 use crate::cli::Cli;
 
-/// The endpoint the global options name.
+/// The client configuration file: `$XDG_CONFIG_HOME/ferry/client.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientConfig {
+    /// Remote daemons by name (`[hosts.NAME]`).
+    #[serde(default)]
+    hosts: BTreeMap<String, HostEntry>,
+}
+
+/// One `[hosts.NAME]` entry.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct HostEntry {
+    /// `HOST:PORT`.
+    address: String,
+    tls_dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    no_tls: bool,
+}
+
+/// The client configuration file's path.
+pub fn client_config_path() -> Option<PathBuf> {
+    crate::config::default_path().map(|daemon| daemon.with_file_name("client.toml"))
+}
+
+fn load_client_config() -> Result<ClientConfig> {
+    let Some(path) = client_config_path().filter(|p| p.exists()) else {
+        return Ok(ClientConfig::default());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(line) => anyhow!("{}, line {line}: {}", path.display(), e.message()),
+            None => anyhow!("{}: {}", path.display(), e.message()),
+        }
+    })
+}
+
+/// The endpoint the global options name. `--host` takes `HOST:PORT` or the name of an entry
+/// of the client configuration file; options given on the command line win over the entry's.
 pub fn from_cli(cli: &Cli, socket: &Path) -> Result<Endpoint> {
-    let Some(host_port) = &cli.host else {
+    let Some(host_arg) = &cli.host else {
         return Ok(Endpoint::Unix(socket.to_owned()));
     };
-    let (host, port) = ferry_daemon::listen::split_host_port(host_port)
-        .map_err(|problem| anyhow::anyhow!("--host {problem}"))?;
-    let from_dir = |name: &str| cli.tls_dir.as_ref().map(|dir| dir.join(name));
-    let token = match cli.token_file.clone().or_else(|| from_dir("token")) {
+    let config = load_client_config()?;
+    let entry = config.hosts.get(host_arg).cloned().or_else(|| {
+        config
+            .hosts
+            .values()
+            .find(|entry| entry.address == *host_arg)
+            .cloned()
+    });
+    let entry = entry.unwrap_or_default();
+    let address = if entry.address.is_empty() {
+        host_arg.as_str()
+    } else {
+        entry.address.as_str()
+    };
+    let (host, port) = ferry_daemon::listen::split_host_port(address).map_err(|problem| {
+        anyhow!(
+            "--host {problem} (give HOST:PORT, or a host named in the client configuration file)"
+        )
+    })?;
+    let tls_dir = cli.tls_dir.clone().or(entry.tls_dir);
+    let from_dir = |name: &str| tls_dir.as_ref().map(|dir| dir.join(name));
+    let token_file = cli
+        .token_file
+        .clone()
+        .or(entry.token_file)
+        .or_else(|| from_dir("token").filter(|path| path.exists()));
+    let token = match token_file {
         Some(path) => Some(read_token(&path)?),
         None => None,
     };
-    let tls = if cli.no_tls {
+    let tls = if cli.no_tls || entry.no_tls {
         None
     } else {
-        let Some(ca) = cli.ca.clone().or_else(|| from_dir("ca.pem")) else {
+        let Some(ca) = cli.ca.clone().or(entry.ca).or_else(|| from_dir("ca.pem")) else {
             bail!(
                 "--host needs the daemon's CA: --tls-dir DIR (from `ferry tls init`) or --ca FILE (or --no-tls for a plaintext loopback daemon)"
             );
         };
-        let client_cert = match (&cli.cert, &cli.key) {
+        let cert = cli.cert.clone().or(entry.cert);
+        let key = cli.key.clone().or(entry.key);
+        let client_cert = match (&cert, &key) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
-            _ => None,
+            (None, None) => None,
+            _ => bail!("a client certificate needs both cert and key"),
         };
         Some(ferry_client::tls::client_config(&ca, client_cert)?)
     };

@@ -193,7 +193,11 @@ fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<
                     }
                 }),
             };
-            Ok(Listener { spec, commands })
+            Ok(Listener {
+                spec,
+                commands,
+                client_ca: section.client_ca.clone(),
+            })
         })
         .collect()
 }

@@ -444,3 +444,114 @@ fn config_errors_name_the_line_and_the_key() {
         assert!(stderr.contains("daemon.toml"), "{stderr}");
     }
 }
+
+#[test]
+fn a_host_named_in_the_client_config_file_brings_its_files() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &[TLS]);
+    let config_home = daemon.dir.path().join("config");
+    std::fs::create_dir_all(config_home.join("ferry")).expect("config dir");
+    std::fs::write(
+        config_home.join("ferry").join("client.toml"),
+        format!(
+            "[hosts.lab]\naddress = \"127.0.0.1:{}\"\ntls_dir = \"{}\"\n",
+            daemon.port("tls"),
+            daemon.tls_dir().display()
+        ),
+    )
+    .expect("client.toml");
+    let out = Command::new(ferry_bin())
+        .env("XDG_CONFIG_HOME", &config_home)
+        .env_remove("FERRY_SOCKET")
+        .args(["--host", "lab", "run", "--", "echo", "via the config file"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "via the config file\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unknown = Command::new(ferry_bin())
+        .env("XDG_CONFIG_HOME", &config_home)
+        .args(["--host", "nowhere", "ps"])
+        .output()
+        .expect("ps");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("client configuration file"), "{stderr}");
+}
+
+#[test]
+fn client_certificates_are_configured_per_listener() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    let clients = dir.path().join("clients");
+    for d in [&tls, &clients] {
+        // The server certificate must also name the second listener's address.
+        Command::new(ferry_bin())
+            .args(["tls", "init", "--name", "127.0.0.2"])
+            .arg(d)
+            .output()
+            .expect("init");
+    }
+    let (cert, key) = issue_client(&clients, "carol");
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "allow_any_command = true\n[tls]\ndir = \"{tls}\"\n\n[[listener]]\nspec = \"ferry:unix:{sock}\"\n\n[[listener]]\nspec = \"ferry:tls:127.0.0.1:0\"\nclient_ca = \"{ca}\"\n\n[[listener]]\nspec = \"ferry:tls:127.0.0.2:0\"\n",
+            tls = tls.display(),
+            sock = dir.path().join("s").display(),
+            ca = clients.join("ca.pem").display(),
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Command::new(ferry_bin())
+        .arg("daemon")
+        .arg("--config")
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("daemon");
+    let port_of = |host: &str| {
+        let needle = format!("listening on ferry:tls:{host}:");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(at) = text.find(&needle) {
+                let digits: String = text[at + needle.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                return digits.parse::<u16>().expect("port");
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let with_cert = |address: String| {
+        Command::new(ferry_bin())
+            .arg("--host")
+            .arg(address)
+            .arg("--ca")
+            .arg(tls.join("ca.pem"))
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(["run", "--", "echo", "cert"])
+            .output()
+            .expect("run")
+    };
+    let mutual = with_cert(format!("127.0.0.1:{}", port_of("127.0.0.1")));
+    let plain = with_cert(format!("127.0.0.2:{}", port_of("127.0.0.2")));
+    crate::helper::send_signal(daemon.id(), libc::SIGTERM);
+    let _ = crate::helper::wait_with_timeout(&mut daemon, Duration::from_secs(10));
+    assert_eq!(String::from_utf8_lossy(&mutual.stdout), "cert\n");
+    // On the listener without a client CA the certificate counts for nothing: a token is needed.
+    assert_ne!(plain.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(stderr.contains("no token given"), "{stderr}");
+}
