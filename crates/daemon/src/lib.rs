@@ -13,7 +13,7 @@ pub mod unix;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub use listen::{Dialect, ListenSpec, ListenSpecError, Transport};
 pub use tls::TlsFiles;
 
 use native::Access;
+
+/// Longest wait for connections to queue the going-down notice.
+const NOTICE_WAIT: Duration = Duration::from_secs(1);
 
 /// Daemon settings.
 #[derive(Debug, Clone)]
@@ -152,6 +155,12 @@ pub(crate) struct Hub {
     pub closing: watch::Sender<bool>,
     /// Woken when a client asks for shutdown.
     pub shutdown_requested: Notify,
+    /// Connections serving requests, and how many of them have queued the going-down
+    /// notice: the daemon terminates jobs only once every client has its notice ahead of the
+    /// jobs' exits.
+    pub serving: AtomicUsize,
+    pub notified: AtomicUsize,
+    pub notice_queued: Notify,
 }
 
 impl Hub {
@@ -190,6 +199,9 @@ pub async fn run(
         going_down: watch::Sender::new(false),
         closing: watch::Sender::new(false),
         shutdown_requested: Notify::new(),
+        serving: AtomicUsize::new(0),
+        notified: AtomicUsize::new(0),
+        notice_queued: Notify::new(),
     });
     let mut tasks = JoinSet::new();
     let mut guards = Vec::new();
@@ -209,6 +221,21 @@ pub async fn run(
         () = hub.shutdown_requested.notified() => tracing::info!("shutdown requested by a client"),
     }
     hub.going_down.send_replace(true);
+    // Let every client get the notice before its jobs' exits (bounded: a client that does
+    // not read cannot hold the shutdown up).
+    let _ = tokio::time::timeout(NOTICE_WAIT, async {
+        loop {
+            let queued = hub.notice_queued.notified();
+            tokio::pin!(queued);
+            // Registered before the check, so a notice queued in between is not missed.
+            queued.as_mut().enable();
+            if hub.notified.load(Ordering::SeqCst) >= hub.serving.load(Ordering::SeqCst) {
+                break;
+            }
+            queued.await;
+        }
+    })
+    .await;
     hub.engine.shutdown().await;
     hub.closing.send_replace(true);
     // Accept loops wait for their connections to flush (bounded) and then end.

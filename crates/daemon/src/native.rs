@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -456,6 +457,7 @@ impl Connection {
         let mut closing = self.hub.closing.subscribe();
         let mut notified = false;
         let max_frame = self.hub.config.max_frame;
+        let mut serving = Serving::enter(Arc::clone(&self.hub));
         loop {
             tokio::select! {
                 message = reader.next::<ClientMessage>(max_frame) => {
@@ -470,6 +472,7 @@ impl Connection {
                         kind: NoticeKind::ShuttingDown,
                         message: "the ferry daemon is going down; running jobs are being terminated".into(),
                     }).await;
+                    serving.notified();
                 }
                 () = became_true(&mut closing) => return Ok(()),
                 Some(_) = self.followers.join_next(), if !self.followers.is_empty() => {}
@@ -989,6 +992,42 @@ impl Connection {
                 break;
             }
         });
+    }
+}
+
+/// Counts a connection as serving while it lives, and whether it has queued the going-down
+/// notice (the daemon waits for every serving connection's notice before ending jobs).
+struct Serving {
+    hub: Arc<Hub>,
+    notified: bool,
+}
+
+impl Serving {
+    fn enter(hub: Arc<Hub>) -> Serving {
+        hub.serving.fetch_add(1, Ordering::SeqCst);
+        Serving {
+            hub,
+            notified: false,
+        }
+    }
+
+    fn notified(&mut self) {
+        if !self.notified {
+            self.notified = true;
+            self.hub.notified.fetch_add(1, Ordering::SeqCst);
+            self.hub.notice_queued.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.hub.serving.fetch_sub(1, Ordering::SeqCst);
+        if self.notified {
+            self.hub.notified.fetch_sub(1, Ordering::SeqCst);
+        }
+        // A connection that leaves no longer needs a notice.
+        self.hub.notice_queued.notify_waiters();
     }
 }
 
