@@ -653,6 +653,13 @@ impl Connection {
                 Ok(()) => self.send(&DaemonMessage::Done { request }).await,
                 Err(e) => self.send_error(Some(request), e).await,
             },
+            ClientMessage::Shutdown { request } if !self.access.client_env => {
+                // Only the owner (on the Unix socket) may stop the daemon.
+                tracing::warn!(from = self.from, "refused a remote shutdown request");
+                let message = "only the daemon's owner, on its Unix socket, may shut it down";
+                self.send_code(request, ErrorCode::PermissionDenied, message.into())
+                    .await;
+            }
             ClientMessage::Shutdown { request } => {
                 tracing::info!(peer = self.peer, "client asked for shutdown");
                 self.send(&DaemonMessage::Done { request }).await;

@@ -290,6 +290,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_log_size: Option<u64>,
 
+    /// The file area: where `put` writes, `get` reads, sandboxes live and remote jobs run
+    /// [default: STATE_DIR/files]. Client names never reach outside it.
+    #[arg(long, value_name = "DIR")]
+    pub files_dir: Option<PathBuf>,
+
     /// Largest file a client may put, in bytes [default: 68719476736 (64 GiB)].
     #[arg(long, value_name = "BYTES")]
     pub max_file_size: Option<u64>,

@@ -17,6 +17,8 @@ use toml::Spanned;
 pub struct FileConfig {
     /// Directory for job logs and state.
     pub state_dir: Option<PathBuf>,
+    /// The file area (default: `state_dir/files`).
+    pub files_dir: Option<PathBuf>,
     /// Let network listeners run any command.
     pub allow_any_command: Option<bool>,
     /// Limits.

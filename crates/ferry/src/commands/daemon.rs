@@ -145,7 +145,11 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         token,
         allow_any_command: args.allow_any_command || values.allow_any_command.unwrap_or(false),
         catalog,
-        files_dir: state_dir.join("files"),
+        files_dir: args
+            .files_dir
+            .clone()
+            .or_else(|| values.files_dir.clone())
+            .unwrap_or_else(|| state_dir.join("files")),
         max_file_size: args
             .max_file_size
             .or(limits.max_file_size)

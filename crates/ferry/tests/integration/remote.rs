@@ -551,3 +551,13 @@ fn client_certificates_are_configured_per_listener() {
     let stderr = String::from_utf8_lossy(&plain.stderr);
     assert!(stderr.contains("no token given"), "{stderr}");
 }
+
+#[test]
+fn a_remote_client_cannot_shut_the_daemon_down() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &[TLS]);
+    let out = daemon.remote().arg("shutdown").output().expect("shutdown");
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only the daemon's owner"), "{stderr}");
+    daemon.assert_serving();
+}
