@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ferry_engine::files::{check_name, FileError, Upload};
+use ferry_engine::files::{check_name, FileArea, FileError, Upload};
 use ferry_engine::{EngineError, ExitReport, JobPhase, JobSnapshot, OutputEvent, OutputStream};
 use ferry_io::{frame, FrameError, FrameReader};
 use ferry_wire::native::{
@@ -156,10 +156,14 @@ async fn handle_tcp(
             return;
         }
     };
-    if stream.get_ref().1.peer_certificates().is_some() {
-        // rustls verified it against the client CA: the peer is authenticated.
-        tracing::debug!(%addr, "client certificate accepted");
+    if let Some(certs) = stream.get_ref().1.peer_certificates() {
+        // rustls verified it against the client CA: the peer is authenticated, and its files
+        // live in an area of its own, named after the certificate's common name.
+        let name = certs.first().and_then(|cert| common_name(cert));
+        tracing::info!(%addr, client = ?name, "client certificate accepted");
         access.token = None;
+        let area = name.unwrap_or_else(|| "unnamed".into());
+        access.files_dir = access.files_dir.join("clients").join(area);
     }
     let (read, write) = tokio::io::split(stream);
     serve_with_permit(read, write, hub, access, addr.to_string()).await;
@@ -186,6 +190,25 @@ async fn handle_unix(mut stream: UnixStream, hub: Arc<Hub>, access: Access) {
     }
     let (read, write) = stream.into_split();
     serve_with_permit(read, write, hub, access, "unix".into()).await;
+}
+
+/// The common name of a certificate, if it is usable as a directory name.
+fn common_name(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let name = parsed
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    let usable = !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    usable.then_some(name)
 }
 
 /// Serves a connection if a connection slot is free; refuses it otherwise.
@@ -308,6 +331,8 @@ struct Connection {
     hub: Arc<Hub>,
     peer: u64,
     access: Access,
+    /// This client's file area.
+    files: Arc<FileArea>,
     /// Where the peer connects from, for logs.
     from: String,
     out: mpsc::Sender<Outgoing>,
@@ -354,10 +379,24 @@ impl Connection {
             }
             let _ = write_half.shutdown().await;
         });
+        let files = if access.files_dir == hub.config.files_dir {
+            Arc::clone(&hub.files)
+        } else {
+            let dir = access.files_dir.clone();
+            match tokio::task::spawn_blocking(move || FileArea::open(&dir)).await {
+                Ok(Ok(area)) => Arc::new(area),
+                Ok(Err(e)) => {
+                    tracing::error!(peer, "cannot open the client's file area: {e}");
+                    return;
+                }
+                Err(_) => return,
+            }
+        };
         let mut connection = Connection {
             hub,
             peer,
             access,
+            files,
             from,
             out,
             followers: JoinSet::new(),
@@ -492,7 +531,7 @@ impl Connection {
             .await;
         }
         self.followers.abort_all();
-        let area = Arc::clone(&self.hub.files);
+        let area = Arc::clone(&self.files);
         let sandboxes = std::mem::take(&mut self.sandboxes);
         if !sandboxes.is_empty() {
             let _ = tokio::task::spawn_blocking(move || {
@@ -715,7 +754,7 @@ impl Connection {
                 .send_code(request, ErrorCode::LimitReached, message)
                 .await;
         }
-        let area = Arc::clone(&self.hub.files);
+        let area = Arc::clone(&self.files);
         let opened = tokio::task::spawn_blocking(move || {
             let name = check_name(&path)?;
             area.upload(name, size, mode)
@@ -788,7 +827,7 @@ impl Connection {
 
     /// Streams a file to the client from a task of its own (at the client's pace).
     fn get(&mut self, request: u64, path: Vec<u8>) {
-        let area = Arc::clone(&self.hub.files);
+        let area = Arc::clone(&self.files);
         let out = self.out.clone();
         let peer = self.peer;
         self.followers.spawn(async move {
@@ -863,7 +902,7 @@ impl Connection {
 
     /// The absolute directory of a sandbox named by a client.
     async fn sandbox_dir(&self, name: Vec<u8>) -> Result<PathBuf, FileError> {
-        let area = Arc::clone(&self.hub.files);
+        let area = Arc::clone(&self.files);
         tokio::task::spawn_blocking(move || area.directory(check_name(&name)?))
             .await
             .map_err(|e| FileError::Io {
@@ -873,7 +912,7 @@ impl Connection {
     }
 
     async fn sandbox(&mut self, request: u64, keep: bool) {
-        let area = Arc::clone(&self.hub.files);
+        let area = Arc::clone(&self.files);
         match tokio::task::spawn_blocking(move || area.create_sandbox()).await {
             Ok(Ok(path)) => {
                 if !keep {
@@ -892,7 +931,7 @@ impl Connection {
     }
 
     async fn list(&mut self, request: u64, path: Vec<u8>) {
-        let area = Arc::clone(&self.hub.files);
+        let area = Arc::clone(&self.files);
         let listed =
             tokio::task::spawn_blocking(move || area.list(check_name(&path)?, MAX_LISTING)).await;
         match listed {

@@ -561,3 +561,61 @@ fn a_remote_client_cannot_shut_the_daemon_down() {
     assert!(stderr.contains("only the daemon's owner"), "{stderr}");
     daemon.assert_serving();
 }
+
+#[test]
+fn each_certificate_client_has_a_file_area_of_its_own() {
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca_dir.path().join("tls");
+    Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .arg(&ca)
+        .output()
+        .expect("init");
+    let client_ca = ca.join("ca.pem");
+    let daemon =
+        Daemon::start_networked(&["--client-ca", client_ca.to_str().expect("utf8")], &[TLS]);
+    let daemon = &daemon;
+    let as_client = |name: &str| {
+        let (cert, key) = issue_client(&ca, name);
+        move |args: &[&str]| {
+            Command::new(ferry_bin())
+                .arg("--host")
+                .arg(format!("127.0.0.1:{}", daemon.port("tls")))
+                .arg("--ca")
+                .arg(daemon.tls_dir().join("ca.pem"))
+                .arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .args(args)
+                .current_dir(daemon.dir.path())
+                .output()
+                .expect("ferry")
+        }
+    };
+    let alice = as_client("alice");
+    let bob = as_client("bob");
+    let secret = daemon.dir.path().join("secret.txt");
+    std::fs::write(&secret, "alice's\n").expect("write");
+    let put = alice(&["put", secret.to_str().expect("utf8"), "secret.txt"]);
+    assert_eq!(
+        put.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert!(daemon
+        .state_dir
+        .join("files/clients/alice/secret.txt")
+        .exists());
+    let stolen = bob(&["get", "secret.txt", "stolen.txt"]);
+    assert_ne!(stolen.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&stolen.stderr).contains("no such file"));
+    let own = alice(&["get", "secret.txt", "mine.txt"]);
+    assert_eq!(
+        own.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+}
