@@ -208,11 +208,29 @@ pub async fn run(
     for listener in bound {
         match listener {
             Bound::Unix(listener, guard, access) => {
-                tasks.spawn(native::accept_unix(listener, Arc::clone(&hub), access));
+                let serving = Arc::clone(&hub);
+                tasks.spawn(native::accept_loop(
+                    listener,
+                    Arc::clone(&hub),
+                    move |stream| native::handle_unix(stream, Arc::clone(&serving), access.clone()),
+                ));
                 guards.push(guard);
             }
             Bound::Tcp(listener, tls, access) => {
-                tasks.spawn(native::accept_tcp(listener, tls, Arc::clone(&hub), access));
+                let serving = Arc::clone(&hub);
+                tasks.spawn(native::accept_loop(
+                    listener,
+                    Arc::clone(&hub),
+                    move |(stream, addr)| {
+                        native::handle_tcp(
+                            stream,
+                            addr,
+                            tls.clone(),
+                            Arc::clone(&serving),
+                            access.clone(),
+                        )
+                    },
+                ));
             }
         }
     }

@@ -80,15 +80,45 @@ impl Access {
     }
 }
 
-/// Accepts Unix-socket connections until the daemon closes, then waits for them to finish.
-pub(crate) async fn accept_unix(listener: UnixListener, hub: Arc<Hub>, access: Access) {
+/// A listener the accept loop takes connections from.
+pub(crate) trait Accept: Send + 'static {
+    /// What a new connection is handed over as.
+    type Conn: Send + 'static;
+    /// Waits for the next connection.
+    fn next(&self) -> impl std::future::Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Accept for UnixListener {
+    type Conn = UnixStream;
+    async fn next(&self) -> std::io::Result<UnixStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Accept for TcpListener {
+    type Conn = (TcpStream, SocketAddr);
+    async fn next(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        let (stream, addr) = self.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, addr))
+    }
+}
+
+/// Accepts connections until the daemon closes, each served by a task running `serve`, then
+/// waits for those tasks to finish.
+pub(crate) async fn accept_loop<L, F, Fut>(listener: L, hub: Arc<Hub>, serve: F)
+where
+    L: Accept,
+    F: Fn(L::Conn) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     let mut closing = hub.closing.subscribe();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(handle_unix(stream, Arc::clone(&hub), access.clone()));
+            accepted = listener.next() => match accepted {
+                Ok(connection) => {
+                    connections.spawn(serve(connection));
                 }
                 Err(e) => {
                     // Out of fds or similar: back off instead of spinning.
@@ -104,36 +134,7 @@ pub(crate) async fn accept_unix(listener: UnixListener, hub: Arc<Hub>, access: A
     while connections.join_next().await.is_some() {}
 }
 
-/// Accepts TCP connections (TLS when `tls` is given) until the daemon closes.
-pub(crate) async fn accept_tcp(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    hub: Arc<Hub>,
-    access: Access,
-) {
-    let mut connections = JoinSet::new();
-    let mut closing = hub.closing.subscribe();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(handle_tcp(stream, addr, tls.clone(), Arc::clone(&hub), access.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = became_true(&mut closing) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn handle_tcp(
+pub(crate) async fn handle_tcp(
     stream: TcpStream,
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
@@ -169,7 +170,7 @@ async fn handle_tcp(
     serve_with_permit(read, write, hub, access, addr.to_string()).await;
 }
 
-async fn handle_unix(mut stream: UnixStream, hub: Arc<Hub>, access: Access) {
+pub(crate) async fn handle_unix(mut stream: UnixStream, hub: Arc<Hub>, access: Access) {
     match unix::peer_is_owner(&stream) {
         Ok(true) => {}
         Ok(false) => {

@@ -148,9 +148,15 @@ pub fn load(explicit: Option<&Path>) -> Result<Option<Loaded>> {
             _ => return Ok(None),
         },
     };
-    let text = std::fs::read_to_string(&path)
+    let (text, config) = read_toml(&path)?;
+    Ok(Some(Loaded { path, text, config }))
+}
+
+/// Reads and parses a TOML file; an error names the file and the line.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(String, T)> {
+    let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-    let config: FileConfig = toml::from_str(&text).map_err(|e| {
+    let value = toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
             .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
@@ -159,7 +165,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Option<Loaded>> {
             None => anyhow!("{}: {}", path.display(), e.message()),
         }
     })?;
-    Ok(Some(Loaded { path, text, config }))
+    Ok((text, value))
 }
 
 #[cfg(test)]

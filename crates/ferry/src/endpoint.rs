@@ -44,17 +44,7 @@ fn load_client_config() -> Result<ClientConfig> {
     let Some(path) = client_config_path().filter(|p| p.exists()) else {
         return Ok(ClientConfig::default());
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-        match line {
-            Some(line) => anyhow!("{}, line {line}: {}", path.display(), e.message()),
-            None => anyhow!("{}: {}", path.display(), e.message()),
-        }
-    })
+    Ok(crate::config::read_toml(&path)?.1)
 }
 
 /// The endpoint the global options name. `--host` takes `HOST:PORT` or the name of an entry

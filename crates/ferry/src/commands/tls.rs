@@ -149,9 +149,13 @@ fn init(args: &TlsInitArgs) -> Result<()> {
     println!("Created {shown}/{{ca.pem,server.pem,server-key.pem,token}} (and ca-key.pem, keep it private).");
     println!("The server certificate is valid for: {}", names.join(", "));
     println!();
-    println!("On the daemon's machine (the token is the key: anyone holding it may run any command;");
+    println!(
+        "On the daemon's machine (the token is the key: anyone holding it may run any command;"
+    );
     println!("leave out --allow-any-command to allow only the configuration file's catalog):");
-    println!("  ferry daemon --listen ferry:tls:0.0.0.0:7070 --tls-dir {shown} --allow-any-command");
+    println!(
+        "  ferry daemon --listen ferry:tls:0.0.0.0:7070 --tls-dir {shown} --allow-any-command"
+    );
     println!("On a client (copy ca.pem and token to it, into a directory of mode 0700):");
     println!("  ferry --host {reach}:7070 --tls-dir {shown} run -- uname -a");
     Ok(())

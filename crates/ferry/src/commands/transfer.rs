@@ -74,22 +74,36 @@ impl Conn for SplitConn<'_> {
     }
 }
 
-/// Waits for the `Done` (or `Error`) that answers `request`.
-async fn done(conn: &mut impl Conn, request: u64) -> Result<()> {
+/// Receives until the answer to `request`: `pick` recognizes it (and turns it into the
+/// result); an `Error` for the request, or for the connection, fails.
+async fn answer_to<T>(
+    conn: &mut impl Conn,
+    request: u64,
+    mut pick: impl FnMut(DaemonMessage) -> Option<T>,
+) -> Result<T> {
     loop {
         match conn.recv().await? {
-            Some(DaemonMessage::Done { request: r }) if r == request => return Ok(()),
             Some(DaemonMessage::Error {
                 message,
                 request: r,
                 ..
-            }) if r == Some(request) || r.is_none() => {
-                bail!("{message}")
+            }) if r == Some(request) || r.is_none() => bail!("{message}"),
+            Some(message) => {
+                if let Some(answer) = pick(message) {
+                    return Ok(answer);
+                }
             }
-            Some(_) => {}
             None => bail!("the daemon closed the connection"),
         }
     }
+}
+
+/// Waits for the `Done` (or `Error`) that answers `request`.
+async fn done(conn: &mut impl Conn, request: u64) -> Result<()> {
+    answer_to(conn, request, |message| {
+        matches!(message, DaemonMessage::Done { request: r } if r == request).then_some(())
+    })
+    .await
 }
 
 /// Sends the local file `local` to `remote` in the file area.
@@ -191,24 +205,15 @@ pub(crate) async fn download(
         path: ByteBuf::from(remote.as_bytes().to_vec()),
     })
     .await?;
-    let (size, mode) = loop {
-        match conn.recv().await? {
-            Some(DaemonMessage::FileStart {
-                request: r,
-                size,
-                mode,
-            }) if r == request => break (size, mode),
-            Some(DaemonMessage::Error {
-                message,
-                request: r,
-                ..
-            }) if r == Some(request) || r.is_none() => {
-                bail!("{message}")
-            }
-            Some(_) => {}
-            None => bail!("the daemon closed the connection"),
-        }
-    };
+    let (size, mode) = answer_to(conn, request, |message| match message {
+        DaemonMessage::FileStart {
+            request: r,
+            size,
+            mode,
+        } if r == request => Some((size, mode)),
+        _ => None,
+    })
+    .await?;
     let temp = dir.join(format!(
         ".{}.ferry-part-{}",
         local
@@ -293,22 +298,13 @@ pub fn get(target: &Endpoint, args: GetArgs) -> Result<i32> {
 pub(crate) async fn sandbox(conn: &mut impl Conn, keep: bool) -> Result<String> {
     let request = conn.request_id();
     conn.send(&ClientMessage::Sandbox { request, keep }).await?;
-    loop {
-        match conn.recv().await? {
-            Some(DaemonMessage::SandboxReady { request: r, path }) if r == request => {
-                return Ok(String::from_utf8_lossy(&path).into_owned())
-            }
-            Some(DaemonMessage::Error {
-                message,
-                request: r,
-                ..
-            }) if r == Some(request) || r.is_none() => {
-                bail!("{message}")
-            }
-            Some(_) => {}
-            None => bail!("the daemon closed the connection"),
+    answer_to(conn, request, |message| match message {
+        DaemonMessage::SandboxReady { request: r, path } if r == request => {
+            Some(String::from_utf8_lossy(&path).into_owned())
         }
-    }
+        _ => None,
+    })
+    .await
 }
 
 /// The regular files under `path` in the file area: (relative path, size, mtime).
@@ -319,32 +315,23 @@ pub(crate) async fn list(conn: &mut impl Conn, path: &str) -> Result<Vec<(String
         path: ByteBuf::from(path.as_bytes().to_vec()),
     })
     .await?;
-    loop {
-        match conn.recv().await? {
-            Some(DaemonMessage::Listing {
-                request: r,
-                entries,
-            }) if r == request => {
-                return Ok(entries
-                    .into_iter()
-                    .map(|e| {
-                        (
-                            String::from_utf8_lossy(&e.path).into_owned(),
-                            e.size,
-                            e.mtime_ns,
-                        )
-                    })
-                    .collect())
-            }
-            Some(DaemonMessage::Error {
-                message,
-                request: r,
-                ..
-            }) if r == Some(request) || r.is_none() => {
-                bail!("{message}")
-            }
-            Some(_) => {}
-            None => bail!("the daemon closed the connection"),
-        }
-    }
+    answer_to(conn, request, |message| match message {
+        DaemonMessage::Listing {
+            request: r,
+            entries,
+        } if r == request => Some(
+            entries
+                .into_iter()
+                .map(|e| {
+                    (
+                        String::from_utf8_lossy(&e.path).into_owned(),
+                        e.size,
+                        e.mtime_ns,
+                    )
+                })
+                .collect(),
+        ),
+        _ => None,
+    })
+    .await
 }
