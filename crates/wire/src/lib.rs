@@ -5,7 +5,9 @@
 //! tests and fuzz targets drive them directly.
 //!
 //! - [`native`]: the native `ferry` protocol (4-byte big-endian length + CBOR body).
+//! - [`fanos`]: the FANOS dialect's netstrings, requests and replies (seed 003).
 
+pub mod fanos;
 pub mod native;
 
 pub use native::{

@@ -1,0 +1,22 @@
+//! Fuzzes the FANOS netstring decoder and request parser: no input may panic, a decoded
+//! payload lies within its netstring, and re-encoding it gives back the bytes consumed.
+
+#![no_main]
+
+use ferry_wire::fanos::{decode_netstring, encode_netstring, parse_request};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for eof in [false, true] {
+        if let Ok(Some((range, used))) = decode_netstring(data, 4096, eof) {
+            assert!(range.end < used && used <= data.len());
+            let mut again = Vec::new();
+            encode_netstring(&data[range.clone()], &mut again);
+            // Leading zeros in the length are accepted but not produced.
+            if data[0] != b'0' || used == 3 {
+                assert_eq!(&again[..], &data[..used]);
+            }
+            let _ = parse_request(&data[range]);
+        }
+    }
+});
