@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ferry_engine::files::{check_name, FileArea, FileError, Upload};
+use ferry_engine::files::FileArea;
 use ferry_engine::{EngineError, ExitReport, JobPhase, JobSnapshot, OutputEvent, OutputStream};
 use ferry_io::{frame, FrameError, FrameReader};
 use ferry_wire::native::{
-    encode_output_head, ClientMessage, DaemonMessage, ErrorCode, FileEntry, JobExit, JobId,
-    JobInfo, JobState, NoticeKind, Stream, WireError, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
+    encode_output_head, ClientMessage, DaemonMessage, ErrorCode, JobExit, JobId, JobInfo, JobState,
+    NoticeKind, Stream, WireError, HANDSHAKE_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde_bytes::ByteBuf;
 use std::collections::{HashMap, HashSet};
@@ -32,26 +32,23 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{unix, Hub};
 
+mod transfer;
+
+use transfer::UploadPipe;
+
 /// Encoded frames queued per connection before job readers wait for the client.
 const OUTBOX_FRAMES: usize = 64;
 
 /// How long a closing connection waits for its job readers to deliver their last frames.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Files being put at once on one connection.
-const MAX_UPLOADS: usize = 32;
-
-/// Most files a `Listing` holds.
-const MAX_LISTING: usize = 100_000;
-
-/// Bytes per `FileData` frame.
-const FILE_CHUNK: usize = 256 * 1024;
-
 /// What a failed authentication costs the peer before it gets its answer.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// Capabilities announced in `Welcome`.
-const CAPABILITIES: &[&str] = &["jobs", "attach", "stdin", "signal", "timeout", "queue"];
+const CAPABILITIES: &[&str] = &[
+    "jobs", "attach", "stdin", "signal", "timeout", "queue", "files", "sandbox",
+];
 
 /// What a listener lets its connections do, and how they must authenticate.
 #[derive(Clone, Debug)]
@@ -271,38 +268,6 @@ enum Outgoing {
     Frame(Vec<u8>),
     /// An output frame: its encoded head, then the data from where it already lies.
     Output { head: Vec<u8>, data: Bytes },
-}
-
-/// A file being put, written (and hashed) by a blocking task of its own while the connection
-/// goes on decoding the next chunks: receiving and writing overlap.
-struct UploadPipe {
-    chunks: mpsc::Sender<Vec<u8>>,
-    writer: tokio::task::JoinHandle<Result<Upload, FileError>>,
-}
-
-/// Chunks queued for an upload's writer.
-const UPLOAD_QUEUE: usize = 8;
-
-impl UploadPipe {
-    fn start(mut upload: Upload) -> UploadPipe {
-        let (chunks, mut queue) = mpsc::channel::<Vec<u8>>(UPLOAD_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || {
-            while let Some(data) = queue.blocking_recv() {
-                upload.write(&data)?;
-            }
-            Ok(upload)
-        });
-        UploadPipe { chunks, writer }
-    }
-
-    /// Waits for every queued chunk to be written; the upload back, or why it failed.
-    async fn finish_writing(self) -> Result<Upload, FileError> {
-        drop(self.chunks);
-        self.writer.await.map_err(|e| FileError::Io {
-            name: "upload".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-    }
 }
 
 /// Writes `head` then `data` with as few system calls as the socket allows.
@@ -718,242 +683,6 @@ impl Connection {
             ClientMessage::List { request, path } => self.list(request, path.into_vec()).await,
         }
         Ok(())
-    }
-
-    async fn file_error(&self, request: u64, error: FileError) {
-        let code = match error {
-            FileError::Io { .. } => ErrorCode::Internal,
-            _ => ErrorCode::InvalidRequest,
-        };
-        tracing::info!(
-            peer = self.peer,
-            request,
-            "file transfer refused or failed: {error}"
-        );
-        self.send(&DaemonMessage::Error {
-            request: Some(request),
-            code,
-            message: error.to_string(),
-        })
-        .await;
-    }
-
-    async fn put_start(&mut self, request: u64, path: Vec<u8>, size: u64, mode: u32) {
-        if self.uploads.len() >= MAX_UPLOADS {
-            let message = format!("at most {MAX_UPLOADS} files may be put at once on a connection");
-            self.failed_uploads.insert(request);
-            return self
-                .send_code(request, ErrorCode::LimitReached, message)
-                .await;
-        }
-        let limit = self.hub.config.max_file_size;
-        if size > limit {
-            let message =
-                format!("a file of {size} bytes is over the daemon's limit of {limit} bytes");
-            self.failed_uploads.insert(request);
-            return self
-                .send_code(request, ErrorCode::LimitReached, message)
-                .await;
-        }
-        let area = Arc::clone(&self.files);
-        let opened = tokio::task::spawn_blocking(move || {
-            let name = check_name(&path)?;
-            area.upload(name, size, mode)
-        })
-        .await;
-        match opened {
-            Ok(Ok(upload)) => {
-                self.uploads.insert(request, UploadPipe::start(upload));
-                self.send(&DaemonMessage::Done { request }).await;
-            }
-            Ok(Err(error)) => {
-                self.failed_uploads.insert(request);
-                self.file_error(request, error).await;
-            }
-            Err(e) => {
-                self.failed_uploads.insert(request);
-                self.send_code(request, ErrorCode::Internal, e.to_string())
-                    .await;
-            }
-        }
-    }
-
-    async fn put_data(&mut self, request: u64, data: Vec<u8>) {
-        let Some(pipe) = self.uploads.get(&request) else {
-            if !self.failed_uploads.contains(&request) {
-                let message = format!("no file transfer {request} is in progress");
-                self.failed_uploads.insert(request);
-                self.send_code(request, ErrorCode::InvalidRequest, message)
-                    .await;
-            }
-            return;
-        };
-        if pipe.chunks.send(data).await.is_err() {
-            // The writer stopped: it failed. Report why; the rest of this put is dropped.
-            if let Some(pipe) = self.uploads.remove(&request) {
-                self.failed_uploads.insert(request);
-                match pipe.finish_writing().await {
-                    Err(error) => self.file_error(request, error).await,
-                    Ok(_) => {
-                        let message = "the file writer stopped".to_owned();
-                        self.send_code(request, ErrorCode::Internal, message).await;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn put_end(&mut self, request: u64, sha256: ByteBuf) {
-        let Some(pipe) = self.uploads.remove(&request) else {
-            if !self.failed_uploads.remove(&request) {
-                let message = format!("no file transfer {request} is in progress");
-                self.send_code(request, ErrorCode::InvalidRequest, message)
-                    .await;
-            }
-            return;
-        };
-        let upload = match pipe.finish_writing().await {
-            Ok(upload) => upload,
-            Err(error) => return self.file_error(request, error).await,
-        };
-        match tokio::task::spawn_blocking(move || upload.finish(&sha256)).await {
-            Ok(Ok(())) => self.send(&DaemonMessage::Done { request }).await,
-            Ok(Err(error)) => self.file_error(request, error).await,
-            Err(e) => {
-                self.send_code(request, ErrorCode::Internal, e.to_string())
-                    .await
-            }
-        }
-    }
-
-    /// Streams a file to the client from a task of its own (at the client's pace).
-    fn get(&mut self, request: u64, path: Vec<u8>) {
-        let area = Arc::clone(&self.files);
-        let out = self.out.clone();
-        let peer = self.peer;
-        self.followers.spawn(async move {
-            let send = |message: DaemonMessage| {
-                let out = out.clone();
-                async move {
-                    match frame(&message) {
-                        Ok(bytes) => out.send(Outgoing::Frame(bytes)).await.is_ok(),
-                        Err(_) => false,
-                    }
-                }
-            };
-            let opened = tokio::task::spawn_blocking(move || {
-                let name = check_name(&path)?;
-                area.download(name)
-            })
-            .await;
-            let mut download = match opened {
-                Ok(Ok(download)) => download,
-                Ok(Err(error)) => {
-                    tracing::info!(peer, request, "file transfer refused: {error}");
-                    send(DaemonMessage::Error {
-                        request: Some(request),
-                        code: ErrorCode::InvalidRequest,
-                        message: error.to_string(),
-                    })
-                    .await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            let (size, mode) = (download.size, download.mode);
-            if !send(DaemonMessage::FileStart {
-                request,
-                size,
-                mode,
-            })
-            .await
-            {
-                return;
-            }
-            loop {
-                let read = tokio::task::spawn_blocking(move || {
-                    download.read_chunk(FILE_CHUNK).map(|data| (data, download))
-                })
-                .await;
-                let (data, next) = match read {
-                    Ok(Ok(read)) => read,
-                    Ok(Err(error)) => {
-                        send(DaemonMessage::Error {
-                            request: Some(request),
-                            code: ErrorCode::Internal,
-                            message: error.to_string(),
-                        })
-                        .await;
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                download = next;
-                if data.is_empty() {
-                    let sha256 = ByteBuf::from(download.sha256());
-                    send(DaemonMessage::FileEnd { request, sha256 }).await;
-                    return;
-                }
-                if !send(DaemonMessage::FileData { request, data }).await {
-                    return;
-                }
-            }
-        });
-    }
-
-    /// The absolute directory of a sandbox named by a client.
-    async fn sandbox_dir(&self, name: Vec<u8>) -> Result<PathBuf, FileError> {
-        let area = Arc::clone(&self.files);
-        tokio::task::spawn_blocking(move || area.directory(check_name(&name)?))
-            .await
-            .map_err(|e| FileError::Io {
-                name: "sandbox".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?
-    }
-
-    async fn sandbox(&mut self, request: u64, keep: bool) {
-        let area = Arc::clone(&self.files);
-        match tokio::task::spawn_blocking(move || area.create_sandbox()).await {
-            Ok(Ok(path)) => {
-                if !keep {
-                    self.sandboxes.push(path.clone());
-                }
-                let path = ByteBuf::from(path.into_os_string().into_vec());
-                self.send(&DaemonMessage::SandboxReady { request, path })
-                    .await;
-            }
-            Ok(Err(error)) => self.file_error(request, error).await,
-            Err(e) => {
-                self.send_code(request, ErrorCode::Internal, e.to_string())
-                    .await
-            }
-        }
-    }
-
-    async fn list(&mut self, request: u64, path: Vec<u8>) {
-        let area = Arc::clone(&self.files);
-        let listed =
-            tokio::task::spawn_blocking(move || area.list(check_name(&path)?, MAX_LISTING)).await;
-        match listed {
-            Ok(Ok(found)) => {
-                let entries = found
-                    .into_iter()
-                    .map(|(path, size, mtime_ns)| FileEntry {
-                        path: ByteBuf::from(path.into_os_string().into_vec()),
-                        size,
-                        mtime_ns,
-                    })
-                    .collect();
-                self.send(&DaemonMessage::Listing { request, entries })
-                    .await;
-            }
-            Ok(Err(error)) => self.file_error(request, error).await,
-            Err(e) => {
-                self.send_code(request, ErrorCode::Internal, e.to_string())
-                    .await
-            }
-        }
     }
 
     async fn send_code(&self, request: u64, code: ErrorCode, message: String) {
