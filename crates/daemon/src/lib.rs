@@ -6,6 +6,7 @@
 //! sockets and returns. Tests start it in-process or through the `ferry daemon` binary.
 
 pub mod catalog;
+pub mod fdpass;
 pub mod listen;
 mod native;
 pub mod tls;
