@@ -8,7 +8,7 @@
 //! directory is refused before any byte moves.
 //!
 //! Uploads are written to a hidden temporary file in the target directory and renamed to their
-//! name only after the size and SHA-256 match; a transfer that fails or is abandoned leaves
+//! name only after the size and the BLAKE3 checksum match; a transfer that fails or is abandoned leaves
 //! nothing under the final name (the temporary file is removed when the upload is dropped).
 
 use std::ffi::{OsStr, OsString};
@@ -220,7 +220,7 @@ impl FileArea {
             file: File::from(fd),
             size,
             written: 0,
-            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            hasher: blake3::Hasher::new(),
             mode: mode & 0o777,
             done: false,
         })
@@ -341,7 +341,7 @@ impl FileArea {
             size: stat.st_size as u64,
             mode: stat.st_mode & 0o777,
             display: name.display().to_string(),
-            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            hasher: blake3::Hasher::new(),
         })
     }
 }
@@ -355,7 +355,7 @@ pub struct Upload {
     file: File,
     size: u64,
     written: u64,
-    hasher: ring::digest::Context,
+    hasher: blake3::Hasher,
     mode: u32,
     done: bool,
 }
@@ -379,18 +379,18 @@ impl Upload {
     }
 
     /// Checks size and checksum, then gives the file its mode and its name.
-    pub fn finish(mut self, sha256: &[u8]) -> Result<(), FileError> {
+    pub fn finish(mut self, checksum: &[u8]) -> Result<(), FileError> {
         if self.written != self.size {
             return Err(FileError::Mismatch {
                 name: self.display.clone(),
                 problem: format!("{} bytes arrived, {} announced", self.written, self.size),
             });
         }
-        let digest = self.hasher.clone().finish();
-        if digest.as_ref() != sha256 {
+        if self.hasher.finalize().as_bytes().as_slice() != checksum {
             return Err(FileError::Mismatch {
                 name: self.display.clone(),
-                problem: "SHA-256 does not match: the file was corrupted on the way".into(),
+                problem: "the checksum (BLAKE3) does not match: the file was corrupted on the way"
+                    .into(),
             });
         }
         let io = |source: Errno| FileError::Io {
@@ -432,7 +432,7 @@ pub struct Download {
     /// Its permission bits.
     pub mode: u32,
     display: String,
-    hasher: ring::digest::Context,
+    hasher: blake3::Hasher,
 }
 
 impl Download {
@@ -458,9 +458,9 @@ impl Download {
         Ok(buf)
     }
 
-    /// SHA-256 of everything read so far.
-    pub fn sha256(&self) -> Vec<u8> {
-        self.hasher.clone().finish().as_ref().to_vec()
+    /// BLAKE3 checksum of everything read so far.
+    pub fn checksum(&self) -> Vec<u8> {
+        self.hasher.finalize().as_bytes().to_vec()
     }
 }
 
@@ -484,9 +484,7 @@ mod tests {
     use super::*;
 
     fn sha(data: &[u8]) -> Vec<u8> {
-        ring::digest::digest(&ring::digest::SHA256, data)
-            .as_ref()
-            .to_vec()
+        blake3::hash(data).as_bytes().to_vec()
     }
 
     #[test]

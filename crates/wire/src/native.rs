@@ -139,8 +139,8 @@ pub enum ClientMessage {
     PutEnd {
         /// The `PutStart` request id.
         request: u64,
-        /// SHA-256 of the whole file.
-        sha256: ByteBuf,
+        /// BLAKE3 hash (32 bytes) of the whole file.
+        checksum: ByteBuf,
     },
     /// Create a fresh, empty sandbox directory in the file area: answered with `SandboxReady`.
     Sandbox {
@@ -280,8 +280,8 @@ pub enum DaemonMessage {
     FileEnd {
         /// The `Get` request id.
         request: u64,
-        /// SHA-256 of the whole file.
-        sha256: ByteBuf,
+        /// BLAKE3 hash (32 bytes) of the whole file.
+        checksum: ByteBuf,
     },
     /// A notice not tied to any job.
     Notice {

@@ -130,7 +130,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(request, data)| ClientMessage::PutData { request, data }),
         (any::<u64>(), bytes(32)).prop_map(|(request, sha)| ClientMessage::PutEnd {
             request,
-            sha256: ByteBuf::from(sha)
+            checksum: ByteBuf::from(sha)
         }),
         (any::<u64>(), bytes(16)).prop_map(|(request, path)| ClientMessage::Get {
             request,
@@ -188,7 +188,7 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
             .prop_map(|(request, data)| DaemonMessage::FileData { request, data }),
         (any::<u64>(), bytes(32)).prop_map(|(request, sha)| DaemonMessage::FileEnd {
             request,
-            sha256: ByteBuf::from(sha)
+            checksum: ByteBuf::from(sha)
         }),
     ]
 }

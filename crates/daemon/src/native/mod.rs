@@ -677,7 +677,7 @@ impl Connection {
                 mode,
             } => self.put_start(request, path.into_vec(), size, mode).await,
             ClientMessage::PutData { request, data } => self.put_data(request, data).await,
-            ClientMessage::PutEnd { request, sha256 } => self.put_end(request, sha256).await,
+            ClientMessage::PutEnd { request, checksum } => self.put_end(request, checksum).await,
             ClientMessage::Get { request, path } => self.get(request, path.into_vec()),
             ClientMessage::Sandbox { request, keep } => self.sandbox(request, keep).await,
             ClientMessage::List { request, path } => self.list(request, path.into_vec()).await,

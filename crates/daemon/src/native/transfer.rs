@@ -138,7 +138,7 @@ impl Connection {
         }
     }
 
-    pub(super) async fn put_end(&mut self, request: u64, sha256: ByteBuf) {
+    pub(super) async fn put_end(&mut self, request: u64, checksum: ByteBuf) {
         let Some(pipe) = self.uploads.remove(&request) else {
             if !self.failed_uploads.remove(&request) {
                 let message = format!("no file transfer {request} is in progress");
@@ -151,7 +151,7 @@ impl Connection {
             Ok(upload) => upload,
             Err(error) => return self.file_error(request, error).await,
         };
-        match tokio::task::spawn_blocking(move || upload.finish(&sha256)).await {
+        match tokio::task::spawn_blocking(move || upload.finish(&checksum)).await {
             Ok(Ok(())) => self.send(&DaemonMessage::Done { request }).await,
             Ok(Err(error)) => self.file_error(request, error).await,
             Err(e) => {
@@ -225,8 +225,8 @@ impl Connection {
                 };
                 download = next;
                 if data.is_empty() {
-                    let sha256 = ByteBuf::from(download.sha256());
-                    send(DaemonMessage::FileEnd { request, sha256 }).await;
+                    let checksum = ByteBuf::from(download.checksum());
+                    send(DaemonMessage::FileEnd { request, checksum }).await;
                     return;
                 }
                 if !send(DaemonMessage::FileData { request, data }).await {

@@ -1,5 +1,5 @@
 //! `ferry put` and `ferry get`: files into and out of the daemon's file area, streamed in
-//! chunks (bounded memory for any size), verified with SHA-256, with a progress bar on a
+//! chunks (bounded memory for any size), verified with BLAKE3, with a progress bar on a
 //! terminal. A file fetched appears under its name only once whole and verified.
 
 use std::fs::{File, OpenOptions};
@@ -129,7 +129,7 @@ pub(crate) async fn upload(
     .await?;
     done(conn, request).await?;
     let bar = progress(size, quiet, remote);
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut hasher = blake3::Hasher::new();
     let mut left = size;
     // One buffer for every chunk: the message is encoded from it and it comes back.
     let mut message = ClientMessage::PutData {
@@ -148,8 +148,8 @@ pub(crate) async fn upload(
         conn.send(&message).await?;
         bar.inc(want as u64);
     }
-    let sha256 = ByteBuf::from(hasher.finish().as_ref().to_vec());
-    conn.send(&ClientMessage::PutEnd { request, sha256 })
+    let checksum = ByteBuf::from(hasher.finalize().as_bytes().to_vec());
+    conn.send(&ClientMessage::PutEnd { request, checksum })
         .await?;
     // A failure mid-way was answered already; the first answer tells.
     let verdict = done(conn, request).await;
@@ -233,7 +233,7 @@ pub(crate) async fn download(
         .open(&temp)
         .with_context(|| format!("cannot create {}", temp.display()))?;
     let bar = progress(size, quiet, remote);
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut hasher = blake3::Hasher::new();
     let mut received = 0u64;
     loop {
         match conn.recv().await? {
@@ -247,12 +247,17 @@ pub(crate) async fn download(
                 hasher.update(&data);
                 bar.inc(data.len() as u64);
             }
-            Some(DaemonMessage::FileEnd { request: r, sha256 }) if r == request => {
+            Some(DaemonMessage::FileEnd {
+                request: r,
+                checksum,
+            }) if r == request => {
                 if received != size {
                     bail!("{received} bytes arrived, {size} announced");
                 }
-                if hasher.finish().as_ref() != sha256.as_slice() {
-                    bail!("SHA-256 does not match: the file was corrupted on the way");
+                if hasher.finalize().as_bytes().as_slice() != checksum.as_slice() {
+                    bail!(
+                        "the checksum (BLAKE3) does not match: the file was corrupted on the way"
+                    );
                 }
                 break;
             }

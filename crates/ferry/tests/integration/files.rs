@@ -275,11 +275,14 @@ fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
     });
     raw.send(&ClientMessage::PutEnd {
         request: 2,
-        sha256: ByteBuf::from(vec![0; 32]),
+        checksum: ByteBuf::from(vec![0; 32]),
     });
     match raw.recv() {
         Some(DaemonMessage::Error { message, .. }) => {
-            assert!(message.contains("SHA-256 does not match"), "{message}")
+            assert!(
+                message.contains("checksum (BLAKE3) does not match"),
+                "{message}"
+            )
         }
         other => panic!("expected an error, got {other:?}"),
     }
