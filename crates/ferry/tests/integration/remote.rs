@@ -10,6 +10,42 @@ use crate::helper::{ferry_bin, Daemon};
 
 const TLS: &str = "ferry:tls:127.0.0.1:0";
 
+/// Runs `ferry tls init DIR EXTRA...` and checks that it worked.
+fn tls_init(dir: &std::path::Path, extra: &[&str]) {
+    let out = Command::new(ferry_bin())
+        .args(["tls", "init"])
+        .args(extra)
+        .arg(dir)
+        .output()
+        .expect("tls init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `ferry` command for `address` that trusts `ca` and presents `cert`/`key` (no token).
+fn with_cert(
+    address: String,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Command {
+    let mut command = Command::new(ferry_bin());
+    command
+        .env_remove("FERRY_SOCKET")
+        .arg("--host")
+        .arg(address)
+        .arg("--ca")
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key);
+    command
+}
+
 #[test]
 fn tls_init_makes_private_files_and_prints_the_command_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -194,11 +230,7 @@ fn a_plaintext_listener_beyond_loopback_is_refused_at_start() {
 fn a_network_listener_needs_a_way_to_authenticate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = dir.path().join("tls");
-    Command::new(ferry_bin())
-        .args(["tls", "init"])
-        .arg(&tls)
-        .output()
-        .expect("init");
+    tls_init(&tls, &[]);
     let out = Command::new(ferry_bin())
         .args(["daemon", "--listen", TLS, "--tls-cert"])
         .arg(tls.join("server.pem"))
@@ -258,11 +290,7 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
     // The daemon's --client-ca is a CA of its own, apart from its server CA.
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca = ca_dir.path().join("tls");
-    Command::new(ferry_bin())
-        .args(["tls", "init"])
-        .arg(&ca)
-        .output()
-        .expect("init");
+    tls_init(&ca, &[]);
     let client_ca = ca.join("ca.pem");
     let client_ca_arg = client_ca.to_str().expect("utf8");
     let daemon = Daemon::start_networked(
@@ -270,15 +298,9 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
         &[TLS],
     );
     let (cert, key) = issue_client(&ca, "alice");
-    let out = Command::new(ferry_bin())
-        .arg("--host")
-        .arg(format!("127.0.0.1:{}", daemon.port("tls")))
-        .arg("--ca")
-        .arg(daemon.tls_dir().join("ca.pem"))
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
+    let address = format!("127.0.0.1:{}", daemon.port("tls"));
+    let server_ca = daemon.tls_dir().join("ca.pem");
+    let out = with_cert(address.clone(), &server_ca, &cert, &key)
         .args(["run", "--", "echo", "by certificate"])
         .output()
         .expect("run");
@@ -291,21 +313,9 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
     // A certificate from an unknown CA is refused during the TLS handshake.
     let stranger = tempfile::tempdir().expect("tempdir");
     let other = stranger.path().join("tls");
-    Command::new(ferry_bin())
-        .args(["tls", "init"])
-        .arg(&other)
-        .output()
-        .expect("init");
+    tls_init(&other, &[]);
     let (cert, key) = issue_client(&other, "mallory");
-    let out = Command::new(ferry_bin())
-        .arg("--host")
-        .arg(format!("127.0.0.1:{}", daemon.port("tls")))
-        .arg("--ca")
-        .arg(daemon.tls_dir().join("ca.pem"))
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
+    let out = with_cert(address, &server_ca, &cert, &key)
         .args(["run", "--", "echo", "should not run"])
         .output()
         .expect("run");
@@ -324,11 +334,7 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
 fn the_config_file_sets_listeners_and_the_catalog() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = dir.path().join("tls");
-    Command::new(ferry_bin())
-        .args(["tls", "init"])
-        .arg(&tls)
-        .output()
-        .expect("init");
+    tls_init(&tls, &[]);
     let socket = dir.path().join("ferry.sock");
     let config = dir.path().join("daemon.toml");
     std::fs::write(
@@ -483,11 +489,7 @@ fn client_certificates_are_configured_per_listener() {
     let clients = dir.path().join("clients");
     for d in [&tls, &clients] {
         // The server certificate must also name the second listener's address.
-        Command::new(ferry_bin())
-            .args(["tls", "init", "--name", "127.0.0.2"])
-            .arg(d)
-            .output()
-            .expect("init");
+        tls_init(d, &["--name", "127.0.0.2"]);
     }
     let (cert, key) = issue_client(&clients, "carol");
     let config = dir.path().join("daemon.toml");
@@ -527,22 +529,14 @@ fn client_certificates_are_configured_per_listener() {
             std::thread::sleep(Duration::from_millis(10));
         }
     };
-    let with_cert = |address: String| {
-        Command::new(ferry_bin())
-            .arg("--host")
-            .arg(address)
-            .arg("--ca")
-            .arg(tls.join("ca.pem"))
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
+    let run = |address: String| {
+        with_cert(address, &tls.join("ca.pem"), &cert, &key)
             .args(["run", "--", "echo", "cert"])
             .output()
             .expect("run")
     };
-    let mutual = with_cert(format!("127.0.0.1:{}", port_of("127.0.0.1")));
-    let plain = with_cert(format!("127.0.0.2:{}", port_of("127.0.0.2")));
+    let mutual = run(format!("127.0.0.1:{}", port_of("127.0.0.1")));
+    let plain = run(format!("127.0.0.2:{}", port_of("127.0.0.2")));
     crate::helper::send_signal(daemon.id(), libc::SIGTERM);
     let _ = crate::helper::wait_with_timeout(&mut daemon, Duration::from_secs(10));
     assert_eq!(String::from_utf8_lossy(&mutual.stdout), "cert\n");
@@ -566,11 +560,7 @@ fn a_remote_client_cannot_shut_the_daemon_down() {
 fn each_certificate_client_has_a_file_area_of_its_own() {
     let ca_dir = tempfile::tempdir().expect("tempdir");
     let ca = ca_dir.path().join("tls");
-    Command::new(ferry_bin())
-        .args(["tls", "init"])
-        .arg(&ca)
-        .output()
-        .expect("init");
+    tls_init(&ca, &[]);
     let client_ca = ca.join("ca.pem");
     let daemon =
         Daemon::start_networked(&["--client-ca", client_ca.to_str().expect("utf8")], &[TLS]);
@@ -578,15 +568,8 @@ fn each_certificate_client_has_a_file_area_of_its_own() {
     let as_client = |name: &str| {
         let (cert, key) = issue_client(&ca, name);
         move |args: &[&str]| {
-            Command::new(ferry_bin())
-                .arg("--host")
-                .arg(format!("127.0.0.1:{}", daemon.port("tls")))
-                .arg("--ca")
-                .arg(daemon.tls_dir().join("ca.pem"))
-                .arg("--cert")
-                .arg(&cert)
-                .arg("--key")
-                .arg(&key)
+            let address = format!("127.0.0.1:{}", daemon.port("tls"));
+            with_cert(address, &daemon.tls_dir().join("ca.pem"), &cert, &key)
                 .args(args)
                 .current_dir(daemon.dir.path())
                 .output()
