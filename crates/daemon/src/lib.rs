@@ -6,6 +6,7 @@
 //! sockets and returns. Tests start it in-process or through the `ferry daemon` binary.
 
 pub mod catalog;
+mod fanos;
 pub mod fdpass;
 pub mod listen;
 mod native;
@@ -217,6 +218,15 @@ pub async fn run(
                 ));
                 guards.push(guard);
             }
+            Bound::Fanos(listener, guard) => {
+                let serving = Arc::clone(&hub);
+                tasks.spawn(native::accept_loop(
+                    listener,
+                    Arc::clone(&hub),
+                    move |stream| fanos::serve(stream, Arc::clone(&serving)),
+                ));
+                guards.push(guard);
+            }
             Bound::Tcp(listener, tls, access) => {
                 let serving = Arc::clone(&hub);
                 tasks.spawn(native::accept_loop(
@@ -273,6 +283,7 @@ pub async fn run(
 /// A bound listener, ready to accept.
 enum Bound {
     Unix(tokio::net::UnixListener, unix::UnixSocketGuard, Access),
+    Fanos(tokio::net::UnixListener, unix::UnixSocketGuard),
     Tcp(
         tokio::net::TcpListener,
         Option<tokio_rustls::TlsAcceptor>,
@@ -284,6 +295,14 @@ enum Bound {
 /// with a certificate, and every network listener with a way to authenticate.
 async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<Bound, DaemonError> {
     let spec = &listener.spec;
+    if spec.dialect == Dialect::Fanos {
+        let Transport::Unix(path) = &spec.transport else {
+            return Err(ListenSpecError::NotServed(spec.to_string()).into());
+        };
+        let (socket, guard) = unix::bind(path)?;
+        tracing::info!("listening on {spec}");
+        return Ok(Bound::Fanos(socket, guard));
+    }
     let (host, port, tls) = match &spec.transport {
         Transport::Unix(path) => {
             let (socket, guard) = unix::bind(path)?;

@@ -120,7 +120,7 @@ pub enum ListenSpecError {
         problem: String,
     },
     /// A valid form this build does not serve yet.
-    #[error("listener '{0}' is a valid form, but this build of ferry does not serve it yet (served: ferry:unix:PATH, ferry:tls:HOST:PORT, ferry:tcp:HOST:PORT on loopback)")]
+    #[error("listener '{0}' is a valid form, but this build of ferry does not serve it yet (served: ferry:unix:PATH, ferry:tls:HOST:PORT, ferry:tcp:HOST:PORT on loopback, fanos:unix:PATH)")]
     NotServed(String),
 }
 
@@ -177,7 +177,8 @@ impl ListenSpec {
             (
                 Dialect::Ferry,
                 Transport::Unix(_) | Transport::Tcp { .. } | Transport::Tls { .. },
-            ) => Ok(()),
+            )
+            | (Dialect::Fanos, Transport::Unix(_)) => Ok(()),
             _ => Err(ListenSpecError::NotServed(self.to_string())),
         }
     }
@@ -254,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_native_dialect_is_served() {
+    fn only_the_served_forms_pass() {
         assert!(ListenSpec::parse("ferry:unix:/x")
             .unwrap()
             .check_served()

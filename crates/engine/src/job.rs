@@ -46,6 +46,8 @@ struct Status {
     pid: Option<u32>,
     stdin_tx: Option<StdinSender>,
     stdin_rx: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Passed fds, until the spawn takes them.
+    stdio: Option<crate::PassedStdio>,
     timed_out: bool,
 }
 
@@ -53,8 +55,9 @@ struct Status {
 pub(crate) type OnEnd = Box<dyn FnOnce(JobId) + Send>;
 
 impl Job {
-    pub fn new(id: JobId, spec: JobSpec, log_path: &Path, limits: LogLimits) -> Job {
+    pub fn new(id: JobId, mut spec: JobSpec, log_path: &Path, limits: LogLimits) -> Job {
         let log = JobLog::new(log_path, limits);
+        let stdio = spec.stdio.take();
         let (stdin_tx, stdin_rx) = if spec.stdin {
             let (tx, rx) = mpsc::channel(STDIN_QUEUE);
             (Some(tx), Some(rx))
@@ -72,6 +75,7 @@ impl Job {
                 pid: None,
                 stdin_tx,
                 stdin_rx,
+                stdio,
                 timed_out: false,
             }),
         }
@@ -157,6 +161,8 @@ impl Job {
             status.phase = JobPhase::Finished(report.clone());
             status.stdin_tx = None;
             status.stdin_rx = None;
+            // Passed fds belong to a client: give them back (close our copies) at once.
+            status.stdio = None;
         }
         self.log.finish(report);
     }
@@ -231,6 +237,14 @@ pub(crate) fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    let passed = job.status().stdio.take();
+    if let Some(passed) = passed {
+        // The job writes straight to the client's fds; the pump only waits for its exit.
+        command
+            .stdin(Stdio::from(passed.stdin))
+            .stdout(Stdio::from(passed.stdout))
+            .stderr(Stdio::from(passed.stderr));
+    }
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }

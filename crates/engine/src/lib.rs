@@ -48,8 +48,20 @@ pub struct ExitReport {
     pub error: Option<String>,
 }
 
+/// File descriptors a job uses directly as its stdin, stdout and stderr: a client's own,
+/// passed over its socket. The job's output then never goes through the daemon.
+#[derive(Debug)]
+pub struct PassedStdio {
+    /// The job's stdin.
+    pub stdin: std::os::fd::OwnedFd,
+    /// The job's stdout.
+    pub stdout: std::os::fd::OwnedFd,
+    /// The job's stderr.
+    pub stderr: std::os::fd::OwnedFd,
+}
+
 /// What to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct JobSpec {
     /// Program and arguments; `argv[0]` is looked up in `PATH`.
     pub argv: Vec<OsString>,
@@ -61,6 +73,8 @@ pub struct JobSpec {
     pub stdin: bool,
     /// Terminate the job (TERM, then KILL after the grace period) after this long.
     pub timeout: Option<Duration>,
+    /// Run on these fds instead of pipes (then `stdin` must be false).
+    pub stdio: Option<PassedStdio>,
 }
 
 /// Where a job is in its life.
@@ -215,6 +229,11 @@ impl Engine {
     pub fn submit(&self, spec: JobSpec) -> Result<(JobId, bool), EngineError> {
         if spec.argv.is_empty() {
             return Err(EngineError::Invalid("empty command".into()));
+        }
+        if spec.stdin && spec.stdio.is_some() {
+            return Err(EngineError::Invalid(
+                "a job on passed file descriptors takes no forwarded stdin".into(),
+            ));
         }
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);

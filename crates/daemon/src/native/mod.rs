@@ -594,6 +594,7 @@ impl Connection {
                     },
                 };
                 let spec = ferry_engine::JobSpec {
+                    stdio: None,
                     argv,
                     cwd,
                     env,

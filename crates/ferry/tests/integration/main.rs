@@ -2,6 +2,7 @@
 //! socket, real Unix sockets. One test binary; each module covers one area.
 
 mod bad_input;
+mod fanos;
 mod files;
 mod helper;
 mod jobs;
