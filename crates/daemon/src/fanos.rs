@@ -118,7 +118,7 @@ async fn handle(payload: &[u8], fds: Vec<OwnedFd>, hub: &Hub) -> FanosReply {
         FanosRequest::Eval(_) | FanosRequest::State => FanosReply::Error(
             "stateful sessions (EVAL, STATE) are not served by this build yet".into(),
         ),
-        _ if !fds.is_empty() => FanosReply::Error("this request takes no file descriptors".into()),
+        // Only here with fds attached: GETPID takes none (they are closed when dropped).
         FanosRequest::GetPid => FanosReply::Error("GETPID takes no file descriptors".into()),
         FanosRequest::Unknown(text) => FanosReply::Error(format!(
             "unknown request '{}' (known: GETPID, ARGV, EVAL, STATE)",
@@ -145,13 +145,10 @@ async fn run(argv: Vec<Vec<u8>>, stdio: PassedStdio, hub: &Hub) -> FanosReply {
     loop {
         match reader.next().await {
             Ok(Some(OutputEvent::Exit(exit))) => {
-                let status = match (exit.code, exit.signal, &exit.error) {
-                    (_, _, Some(error)) => return FanosReply::Error(error.clone()),
-                    (Some(code), _, _) => code,
-                    (None, Some(signal), _) => 128 + signal,
-                    (None, None, None) => 1,
+                return match &exit.error {
+                    Some(error) => FanosReply::Error(error.clone()),
+                    None => FanosReply::Status(exit.shell_status()),
                 };
-                return FanosReply::Status(status);
             }
             Ok(Some(_)) => {}
             Ok(None) => return FanosReply::Error("the job ended without a status".into()),

@@ -403,7 +403,7 @@ async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<Bound, Daemo
     let access = Access {
         token: config.token.as_deref().map(Arc::from),
         any_command,
-        client_env: false,
+        owner: false,
         files_dir: config.files_dir.clone(),
     };
     Ok(Bound::Tcp(listener, acceptor, access))

@@ -60,6 +60,19 @@ pub struct PassedStdio {
     pub stderr: std::os::fd::OwnedFd,
 }
 
+impl ExitReport {
+    /// The status a shell would report: the exit code, 128+N for signal N, 127 when the
+    /// job never ran.
+    pub fn shell_status(&self) -> i32 {
+        match (self.code, self.signal, &self.error) {
+            (Some(code), _, _) => code,
+            (None, Some(signal), _) => 128 + signal,
+            (None, None, Some(_)) => 127,
+            (None, None, None) => 1,
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Default)]
 pub struct JobSpec {

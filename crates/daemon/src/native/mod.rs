@@ -58,9 +58,10 @@ pub(crate) struct Access {
     pub token: Option<Arc<str>>,
     /// Whether any command may run; otherwise only the daemon's catalog.
     pub any_command: bool,
-    /// Whether the client's working directory and environment are used (the owner's socket);
-    /// otherwise jobs run in `files_dir` with the daemon's environment.
-    pub client_env: bool,
+    /// The owner's own socket: the client's working directory and environment are used, and
+    /// it may shut the daemon down. Otherwise jobs run in `files_dir` with the daemon's
+    /// environment.
+    pub owner: bool,
     /// Where remote clients' jobs run.
     pub files_dir: PathBuf,
 }
@@ -71,7 +72,7 @@ impl Access {
         Access {
             token: None,
             any_command: true,
-            client_env: true,
+            owner: true,
             files_dir,
         }
     }
@@ -570,7 +571,7 @@ impl Connection {
                         return Ok(());
                     }
                 };
-                let (cwd, env) = if self.access.client_env {
+                let (cwd, env) = if self.access.owner {
                     let cwd = cwd.map(|c| PathBuf::from(os_string(c)));
                     let env = env.map(|env| {
                         env.into_iter()
@@ -659,7 +660,7 @@ impl Connection {
                 Ok(()) => self.send(&DaemonMessage::Done { request }).await,
                 Err(e) => self.send_error(Some(request), e).await,
             },
-            ClientMessage::Shutdown { request } if !self.access.client_env => {
+            ClientMessage::Shutdown { request } if !self.access.owner => {
                 // Only the owner (on the Unix socket) may stop the daemon.
                 tracing::warn!(from = self.from, "refused a remote shutdown request");
                 let message = "only the daemon's owner, on its Unix socket, may shut it down";
