@@ -51,16 +51,11 @@ impl Daemon {
             .arg(&state_dir);
         if !listeners.is_empty() {
             let tls_dir = dir.path().join("tls");
-            let init = Command::new(ferry_bin())
-                .args(["tls", "init"])
-                .arg(&tls_dir)
-                .output()
-                .expect("tls init");
-            assert!(
-                init.status.success(),
-                "{}",
-                String::from_utf8_lossy(&init.stderr)
-            );
+            ferry_ok([
+                std::ffi::OsStr::new("tls"),
+                "init".as_ref(),
+                tls_dir.as_os_str(),
+            ]);
             command
                 .arg("--listen")
                 .arg(format!("ferry:unix:{}", socket.display()))
@@ -97,26 +92,10 @@ impl Daemon {
 
     /// The port a network listener of this kind (`tls` or `tcp`) was bound to, from the log.
     pub fn port(&self, kind: &str) -> u16 {
-        let needle = format!("listening on ferry:{kind}:");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let log = loop {
-            let log = self.log();
-            if log.contains(&needle) || Instant::now() > deadline {
-                break log;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let line = log
-            .lines()
-            .find(|l| l.contains(&needle))
-            .unwrap_or_else(|| panic!("no {kind} listener in the log:\n{log}"));
-        let rest = &line[line.find(&needle).expect("found") + needle.len()..];
-        let address = rest.split_whitespace().next().expect("address");
-        address
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("port in {line}"))
+        port_in_log(
+            &self.dir.path().join("daemon.log"),
+            &format!("ferry:{kind}:"),
+        )
     }
 
     /// A `ferry` command pointed at this daemon's TLS listener with its CA and token.
@@ -227,6 +206,47 @@ impl Drop for Daemon {
             }
         }
     }
+}
+
+/// The port of the listener a daemon log announces as `listening on PREFIX...:PORT`
+/// (`PREFIX` e.g. `ferry:tls:` or `ferry:tls:127.0.0.2:`), waiting up to ten seconds for it.
+pub fn port_in_log(log: &Path, prefix: &str) -> u16 {
+    let needle = format!("listening on {prefix}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(&needle)) {
+            let rest = &line[line.find(&needle).expect("found") + needle.len()..];
+            let address = rest.split_whitespace().next().expect("address");
+            return address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("port in {line}"));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {prefix} listener in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `ferry ARGS` and checks that it succeeded.
+pub fn ferry_ok<I, S>(args: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(ferry_bin())
+        .args(args)
+        .output()
+        .expect("ferry");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Sends `signal` to `pid`.

@@ -6,23 +6,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helper::{ferry_bin, Daemon};
+use crate::helper::{ferry_bin, ferry_ok, port_in_log, Daemon};
 
 const TLS: &str = "ferry:tls:127.0.0.1:0";
 
 /// Runs `ferry tls init DIR EXTRA...` and checks that it worked.
 fn tls_init(dir: &std::path::Path, extra: &[&str]) {
-    let out = Command::new(ferry_bin())
-        .args(["tls", "init"])
-        .args(extra)
-        .arg(dir)
-        .output()
-        .expect("tls init");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut args: Vec<std::ffi::OsString> = vec!["tls".into(), "init".into()];
+    args.extend(extra.iter().map(Into::into));
+    args.push(dir.into());
+    ferry_ok(args);
 }
 
 /// A `ferry` command for `address` that trusts `ca` and presents `cert`/`key` (no token).
@@ -267,17 +260,12 @@ fn network_listeners_run_catalog_commands_only_by_default() {
 
 /// Issues a client certificate from `dir`'s CA; returns (cert, key).
 fn issue_client(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let out = Command::new(ferry_bin())
-        .args(["tls", "client"])
-        .arg(dir)
-        .arg(name)
-        .output()
-        .expect("tls client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferry_ok([
+        std::ffi::OsStr::new("tls"),
+        "client".as_ref(),
+        dir.as_os_str(),
+        name.as_ref(),
+    ]);
     let clients = dir.join("clients");
     (
         clients.join(format!("{name}.pem")),
@@ -373,20 +361,7 @@ args = ["hello"]
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("daemon");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let port = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(at) = text.find("listening on ferry:tls:127.0.0.1:") {
-            let rest = &text[at + "listening on ferry:tls:127.0.0.1:".len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            break digits.parse::<u16>().expect("port");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no TLS listener:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let port = port_in_log(&log, "ferry:tls:127.0.0.1:");
     let remote = |args: &[&str]| {
         Command::new(ferry_bin())
             .arg("--host")
@@ -513,22 +488,7 @@ fn client_certificates_are_configured_per_listener() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("daemon");
-    let port_of = |host: &str| {
-        let needle = format!("listening on ferry:tls:{host}:");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(at) = text.find(&needle) {
-                let digits: String = text[at + needle.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return digits.parse::<u16>().expect("port");
-            }
-            assert!(std::time::Instant::now() < deadline, "{text}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let port_of = |host: &str| port_in_log(&log, &format!("ferry:tls:{host}:"));
     let run = |address: String| {
         with_cert(address, &tls.join("ca.pem"), &cert, &key)
             .args(["run", "--", "echo", "cert"])
