@@ -5,6 +5,7 @@
 //! (further jobs wait in a queue), and reports exit status and run time. It knows nothing of any
 //! wire format: the daemon's dialect adapters translate their frames into calls on [`Engine`].
 
+pub mod checksum;
 pub mod files;
 mod job;
 pub mod log;

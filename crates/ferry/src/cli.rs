@@ -70,12 +70,12 @@ pub enum Command {
     Kill(KillArgs),
     /// Ask the daemon to shut down: running jobs are terminated (TERM, then KILL).
     Shutdown,
-    /// Send a local file into the daemon's file area (checked with BLAKE3 on arrival).
+    /// Send a local file into the daemon's file area (size and checksum checked on arrival).
     ///
     /// REMOTE is relative to the file area (default: LOCAL's file name); directories are
     /// created as needed. The file appears under its name only once whole and verified.
     Put(PutArgs),
-    /// Fetch a file from the daemon's file area (checked with BLAKE3 on arrival).
+    /// Fetch a file from the daemon's file area (size and checksum checked on arrival).
     ///
     /// LOCAL defaults to REMOTE's file name in the current directory; an existing directory
     /// receives the file under REMOTE's file name.

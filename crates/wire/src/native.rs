@@ -139,7 +139,7 @@ pub enum ClientMessage {
     PutEnd {
         /// The `PutStart` request id.
         request: u64,
-        /// BLAKE3 hash (32 bytes) of the whole file.
+        /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_engine::checksum`).
         checksum: ByteBuf,
     },
     /// Create a fresh, empty sandbox directory in the file area: answered with `SandboxReady`.
@@ -280,7 +280,7 @@ pub enum DaemonMessage {
     FileEnd {
         /// The `Get` request id.
         request: u64,
-        /// BLAKE3 hash (32 bytes) of the whole file.
+        /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_engine::checksum`).
         checksum: ByteBuf,
     },
     /// A notice not tied to any job.

@@ -1,5 +1,5 @@
 //! `ferry put` and `ferry get`: files into and out of the daemon's file area, streamed in
-//! chunks (bounded memory for any size), verified with BLAKE3, with a progress bar on a
+//! chunks (bounded memory for any size), verified with a checksum (XXH3-128), with a progress bar on a
 //! terminal. A file fetched appears under its name only once whole and verified.
 
 use std::fs::{File, OpenOptions};
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferry_client::{Client, Endpoint, Receiver, Sender};
+use ferry_engine::checksum::FileChecksum;
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_bytes::ByteBuf;
@@ -129,7 +130,7 @@ pub(crate) async fn upload(
     .await?;
     done(conn, request).await?;
     let bar = progress(size, quiet, remote);
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = FileChecksum::new();
     let mut left = size;
     // One buffer for every chunk: the message is encoded from it and it comes back.
     let mut message = ClientMessage::PutData {
@@ -148,7 +149,7 @@ pub(crate) async fn upload(
         conn.send(&message).await?;
         bar.inc(want as u64);
     }
-    let checksum = ByteBuf::from(hasher.finalize().as_bytes().to_vec());
+    let checksum = ByteBuf::from(hasher.digest().to_vec());
     conn.send(&ClientMessage::PutEnd { request, checksum })
         .await?;
     // A failure mid-way was answered already; the first answer tells.
@@ -233,7 +234,7 @@ pub(crate) async fn download(
         .open(&temp)
         .with_context(|| format!("cannot create {}", temp.display()))?;
     let bar = progress(size, quiet, remote);
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = FileChecksum::new();
     let mut received = 0u64;
     loop {
         match conn.recv().await? {
@@ -254,9 +255,9 @@ pub(crate) async fn download(
                 if received != size {
                     bail!("{received} bytes arrived, {size} announced");
                 }
-                if hasher.finalize().as_bytes().as_slice() != checksum.as_slice() {
+                if !hasher.matches(&checksum) {
                     bail!(
-                        "the checksum (BLAKE3) does not match: the file was corrupted on the way"
+                        "the checksum (XXH3-128) does not match: the file was corrupted on the way"
                     );
                 }
                 break;

@@ -275,12 +275,12 @@ fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
     });
     raw.send(&ClientMessage::PutEnd {
         request: 2,
-        checksum: ByteBuf::from(vec![0; 32]),
+        checksum: ByteBuf::from(vec![0; 16]),
     });
     match raw.recv() {
         Some(DaemonMessage::Error { message, .. }) => {
             assert!(
-                message.contains("checksum (BLAKE3) does not match"),
+                message.contains("checksum (XXH3-128) does not match"),
                 "{message}"
             )
         }
