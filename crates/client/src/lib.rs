@@ -8,6 +8,7 @@
 
 pub mod tls;
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -104,6 +105,9 @@ pub enum ClientError {
     /// The daemon closed the connection.
     #[error("the daemon closed the connection")]
     Closed,
+    /// File descriptors can only be passed over the daemon's Unix socket.
+    #[error("file descriptors can be passed to a daemon on its Unix socket only")]
+    NoFdPassing,
 }
 
 /// The socket a client uses when none is given: `$XDG_RUNTIME_DIR/ferry/ferry.sock`, or
@@ -135,6 +139,8 @@ pub struct Welcome {
 pub struct Client {
     reader: FrameReader<ReadHalf>,
     writer: WriteHalf,
+    /// A second handle on the Unix socket, for `sendmsg` with fds.
+    unix_socket: Option<Arc<OwnedFd>>,
     welcome: Welcome,
     next_request: u64,
 }
@@ -168,12 +174,18 @@ impl Client {
                 }
             }
         };
+        let mut unix_socket = None;
         let (read_half, write_half, token): (ReadHalf, WriteHalf, Option<String>) = match endpoint {
             Endpoint::Unix(path) => {
-                let (read, write) = UnixStream::connect(path)
-                    .await
-                    .map_err(refused)?
-                    .into_split();
+                let stream = UnixStream::connect(path).await.map_err(refused)?;
+                let dup = rustix::io::fcntl_dupfd_cloexec(&stream, 3).map_err(|e| {
+                    ClientError::Connect {
+                        path: where_.clone(),
+                        source: e.into(),
+                    }
+                })?;
+                unix_socket = Some(Arc::new(dup));
+                let (read, write) = stream.into_split();
                 (Box::new(read), Box::new(write), None)
             }
             Endpoint::Tcp {
@@ -207,6 +219,7 @@ impl Client {
         let mut client = Client {
             reader: FrameReader::new(read_half),
             writer: write_half,
+            unix_socket,
             welcome: Welcome {
                 peer: 0,
                 daemon: String::new(),
@@ -279,6 +292,19 @@ impl Client {
         Ok(())
     }
 
+    /// Sends one message with `fds` riding on its first byte (SCM_RIGHTS; Unix sockets only),
+    /// as `Run { pass_stdio: true }` needs.
+    pub async fn send_with_fds(
+        &mut self,
+        message: &ClientMessage,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), ClientError> {
+        let socket = self.unix_socket.as_ref().ok_or(ClientError::NoFdPassing)?;
+        let bytes = ferry_io::frame(message).map_err(FrameError::from)?;
+        // Everything written before is out already: `send` completes its writes.
+        write_with_fds(socket, &bytes, fds).map_err(|e| FrameError::from(e).into())
+    }
+
     /// Receives one message; `Ok(None)` when the daemon closed the connection.
     pub async fn recv(&mut self) -> Result<Option<DaemonMessage>, ClientError> {
         Ok(self.reader.next(CLIENT_MAX_FRAME).await?)
@@ -286,11 +312,27 @@ impl Client {
 
     /// Splits into a receiving half and a cloneable sending handle served by a writer task.
     pub fn split(self) -> (Receiver, Sender) {
-        let (tx, mut rx) = mpsc::channel::<ClientMessage>(SEND_QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Queued>(SEND_QUEUE);
         let mut writer = self.writer;
+        let unix_socket = self.unix_socket.clone();
         tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                if ferry_io::write_frame(&mut writer, &message).await.is_err() {
+            while let Some(queued) = rx.recv().await {
+                let sent = match queued {
+                    Queued::Plain(message) => {
+                        ferry_io::write_frame(&mut writer, &message).await.is_ok()
+                    }
+                    Queued::WithFds(message, fds) => {
+                        match (&unix_socket, ferry_io::frame(&message)) {
+                            (Some(socket), Ok(bytes)) => {
+                                let borrowed: Vec<BorrowedFd<'_>> =
+                                    fds.iter().map(|fd| fd.as_fd()).collect();
+                                write_with_fds(socket, &bytes, &borrowed).is_ok()
+                            }
+                            _ => false,
+                        }
+                    }
+                };
+                if !sent {
                     break;
                 }
             }
@@ -300,9 +342,45 @@ impl Client {
             Receiver {
                 reader: self.reader,
             },
-            Sender { tx },
+            Sender {
+                tx,
+                fd_passing: self.unix_socket.is_some(),
+            },
         )
     }
+}
+
+/// A message waiting for a split client's writer task.
+enum Queued {
+    Plain(ClientMessage),
+    WithFds(ClientMessage, Vec<OwnedFd>),
+}
+
+/// Writes all of `bytes` to the (non-blocking) Unix socket with `fds` on the first byte,
+/// waiting in `poll` when the socket is full. Frames that carry fds are small: the wait, if
+/// any, is short.
+fn write_with_fds(socket: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let attach = if sent == 0 { fds } else { &[] };
+        match ferry_io::fdpass::send_with_fds(socket.as_fd(), &bytes[sent..], attach) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut wait = [rustix::event::PollFd::new(
+                    socket,
+                    rustix::event::PollFlags::OUT,
+                )];
+                match rustix::event::poll(&mut wait, None) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The receiving half of a split [`Client`].
@@ -320,19 +398,38 @@ impl Receiver {
 /// The sending half of a split [`Client`]; clone it freely.
 #[derive(Clone)]
 pub struct Sender {
-    tx: mpsc::Sender<ClientMessage>,
+    tx: mpsc::Sender<Queued>,
+    fd_passing: bool,
 }
 
 impl Sender {
     /// Queues a message; fails once the connection is gone.
     pub async fn send(&self, message: ClientMessage) -> Result<(), ClientError> {
-        self.tx.send(message).await.map_err(|_| ClientError::Closed)
+        self.tx
+            .send(Queued::Plain(message))
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Queues a message that carries `fds` (see [`Client::send_with_fds`]).
+    pub async fn send_with_fds(
+        &self,
+        message: ClientMessage,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), ClientError> {
+        if !self.fd_passing {
+            return Err(ClientError::NoFdPassing);
+        }
+        self.tx
+            .send(Queued::WithFds(message, fds))
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     /// Queues a message from a thread outside the runtime.
     pub fn blocking_send(&self, message: ClientMessage) -> Result<(), ClientError> {
         self.tx
-            .blocking_send(message)
+            .blocking_send(Queued::Plain(message))
             .map_err(|_| ClientError::Closed)
     }
 }

@@ -1,26 +1,29 @@
 //! The FANOS dialect adapter (seed 003): netstrings over a Unix socket, with the client's file
 //! descriptors passed alongside (SCM_RIGHTS).
 //!
-//! Served: `GETPID` (`OK <pid>`), `ARGV` with 3 fds (the command runs statelessly on the
-//! client's stdin, stdout and stderr; `STATUS <code>`), and `ERROR <message>` for anything else.
-//! Stateful `EVAL` and `STATE` need sessions, which are not built yet: they are answered with
-//! an error that says so. A malformed netstring gets `ERROR` with Oils' own text, and the
-//! connection is closed; other connections go on.
+//! Served: `GETPID` (`OK <pid>`); `ARGV` with 3 fds (the command runs statelessly on the
+//! client's stdin, stdout and stderr; `STATUS <code>`); `EVAL <code>` with 3 fds (the code runs
+//! on those fds in the connection's session, whose shell state persists from one `EVAL` to the
+//! next; `OK <status>`); `STATE` (`OK` and the session's cwd, last status and changed
+//! variables, one per line); and `ERROR <message>` for anything else. The session is made at
+//! the connection's first `EVAL` or `STATE` and ends with the connection. A malformed
+//! netstring gets `ERROR` with Oils' own text, and the connection is closed; other
+//! connections go on.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
-use ferry_engine::{JobSpec, OutputEvent, PassedStdio};
+use ferry_engine::{JobId, JobSpec, OutputEvent, PassedStdio};
 use ferry_wire::fanos::{
     decode_netstring, encode_netstring, parse_request, FanosReply, FanosRequest,
 };
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 
-use crate::fdpass::{recv_with_fds, FdPassError};
 use crate::{unix, Hub};
+use ferry_io::fdpass::{recv_with_fds, FdPassError};
 
 /// Largest request accepted, in bytes.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -38,13 +41,17 @@ pub(crate) async fn serve(mut stream: UnixStream, hub: Arc<Hub>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut eof = false;
+    let mut session = ConnectionSession {
+        hub: Arc::clone(&hub),
+        id: None,
+    };
     loop {
         match decode_netstring(&buf, MAX_REQUEST, eof) {
             Ok(Some((range, used))) => {
                 let payload = buf[range].to_vec();
                 buf.drain(..used);
                 let passed = std::mem::take(&mut fds);
-                let answer = handle(&payload, passed, &hub).await;
+                let answer = handle(&payload, passed, &hub, &mut session).await;
                 if reply(&mut stream, answer).await.is_err() {
                     return;
                 }
@@ -92,34 +99,127 @@ async fn reply(stream: &mut UnixStream, answer: FanosReply) -> std::io::Result<(
     stream.write_all(&bytes).await
 }
 
-async fn handle(payload: &[u8], fds: Vec<OwnedFd>, hub: &Hub) -> FanosReply {
+/// A FANOS connection's session, made on first use and closed with the connection.
+struct ConnectionSession {
+    hub: Arc<Hub>,
+    id: Option<String>,
+}
+
+impl ConnectionSession {
+    async fn id(&mut self) -> Result<String, String> {
+        if let Some(id) = &self.id {
+            return Ok(id.clone());
+        }
+        let hub = Arc::clone(&self.hub);
+        let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        let id = tokio::task::spawn_blocking(move || hub.sessions.create(&cwd))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        self.id = Some(id.clone());
+        Ok(id)
+    }
+
+    async fn eval(&mut self, code: Vec<u8>, stdio: PassedStdio) -> FanosReply {
+        let id = match self.id().await {
+            Ok(id) => id,
+            Err(e) => return FanosReply::Error(e),
+        };
+        let hub = Arc::clone(&self.hub);
+        let submitted = tokio::task::spawn_blocking(move || {
+            hub.sessions
+                .submit(&hub.engine, &id, &code, Some(stdio), false, None)
+        })
+        .await;
+        match submitted {
+            Ok(Ok((job, _))) => match wait(job, &self.hub).await {
+                Ok(status) => FanosReply::Ok(status.to_string().into_bytes()),
+                Err(error) => FanosReply::Error(error),
+            },
+            Ok(Err(e)) => FanosReply::Error(e.to_string()),
+            Err(e) => FanosReply::Error(e.to_string()),
+        }
+    }
+
+    async fn state(&mut self) -> FanosReply {
+        let id = match self.id().await {
+            Ok(id) => id,
+            Err(e) => return FanosReply::Error(e),
+        };
+        let hub = Arc::clone(&self.hub);
+        let state = tokio::task::spawn_blocking(move || hub.sessions.state(&hub.engine, &id)).await;
+        match state {
+            Ok(Ok(state)) => {
+                let mut text = b"cwd: ".to_vec();
+                text.extend_from_slice(&state.cwd);
+                text.extend_from_slice(format!("\nstatus: {}", state.status).as_bytes());
+                for line in &state.changed {
+                    text.push(b'\n');
+                    text.extend_from_slice(line);
+                }
+                for name in &state.unset {
+                    text.extend_from_slice(b"\nunset ");
+                    text.extend_from_slice(name);
+                }
+                FanosReply::Ok(text)
+            }
+            Ok(Err(e)) => FanosReply::Error(e.to_string()),
+            Err(e) => FanosReply::Error(e.to_string()),
+        }
+    }
+}
+
+impl Drop for ConnectionSession {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let hub = Arc::clone(&self.hub);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = hub.sessions.remove(&id) {
+                    tracing::warn!("cannot remove FANOS session {id}: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// The client's 3 fds, or why they are not usable.
+fn three_fds(fds: Vec<OwnedFd>, verb: &str) -> Result<PassedStdio, FanosReply> {
+    match <[OwnedFd; 3]>::try_from(fds) {
+        Ok([stdin, stdout, stderr]) => Ok(PassedStdio {
+            stdin,
+            stdout,
+            stderr,
+        }),
+        Err(fds) => Err(FanosReply::Error(format!(
+            "{verb} needs 3 file descriptors (stdin, stdout, stderr), got {}",
+            fds.len()
+        ))),
+    }
+}
+
+async fn handle(
+    payload: &[u8],
+    fds: Vec<OwnedFd>,
+    hub: &Hub,
+    session: &mut ConnectionSession,
+) -> FanosReply {
     match parse_request(payload) {
         FanosRequest::GetPid if fds.is_empty() => {
             FanosReply::Ok(std::process::id().to_string().into_bytes())
         }
-        FanosRequest::Argv(argv) => match <[OwnedFd; 3]>::try_from(fds) {
-            Ok([stdin, stdout, stderr]) => {
-                run(
-                    argv,
-                    PassedStdio {
-                        stdin,
-                        stdout,
-                        stderr,
-                    },
-                    hub,
-                )
-                .await
-            }
-            Err(fds) => FanosReply::Error(format!(
-                "ARGV needs 3 file descriptors (stdin, stdout, stderr), got {}",
-                fds.len()
-            )),
+        FanosRequest::Argv(argv) => match three_fds(fds, "ARGV") {
+            Ok(stdio) => run(argv, stdio, hub).await,
+            Err(refused) => refused,
         },
-        FanosRequest::Eval(_) | FanosRequest::State => FanosReply::Error(
-            "stateful sessions (EVAL, STATE) are not served by this build yet".into(),
-        ),
-        // Only here with fds attached: GETPID takes none (they are closed when dropped).
+        FanosRequest::Eval(code) => match three_fds(fds, "EVAL") {
+            Ok(stdio) => session.eval(code, stdio).await,
+            Err(refused) => refused,
+        },
+        FanosRequest::State if fds.is_empty() => session.state().await,
+        // Only here with fds attached: GETPID and STATE take none (they are closed when
+        // dropped).
         FanosRequest::GetPid => FanosReply::Error("GETPID takes no file descriptors".into()),
+        FanosRequest::State => FanosReply::Error("STATE takes no file descriptors".into()),
         FanosRequest::Unknown(text) => FanosReply::Error(format!(
             "unknown request '{}' (known: GETPID, ARGV, EVAL, STATE)",
             String::from_utf8_lossy(text.split(|&b| b == b' ').next().unwrap_or_default())
@@ -134,25 +234,32 @@ async fn run(argv: Vec<Vec<u8>>, stdio: PassedStdio, hub: &Hub) -> FanosReply {
         stdio: Some(stdio),
         ..JobSpec::default()
     };
-    let job = match hub.engine.submit(spec) {
-        Ok((job, _)) => job,
-        Err(e) => return FanosReply::Error(e.to_string()),
-    };
-    let mut reader = match hub.engine.output(job, false, true, false) {
-        Ok(reader) => reader,
-        Err(e) => return FanosReply::Error(e.to_string()),
-    };
+    match hub.engine.submit(spec) {
+        Ok((job, _)) => match wait(job, hub).await {
+            Ok(status) => FanosReply::Status(status),
+            Err(error) => FanosReply::Error(error),
+        },
+        Err(e) => FanosReply::Error(e.to_string()),
+    }
+}
+
+/// Waits for a job's end; its shell status, or why it never ran.
+async fn wait(job: JobId, hub: &Hub) -> Result<i32, String> {
+    let mut reader = hub
+        .engine
+        .output(job, false, true, false)
+        .map_err(|e| e.to_string())?;
     loop {
         match reader.next().await {
             Ok(Some(OutputEvent::Exit(exit))) => {
                 return match &exit.error {
-                    Some(error) => FanosReply::Error(error.clone()),
-                    None => FanosReply::Status(exit.shell_status()),
+                    Some(error) => Err(error.clone()),
+                    None => Ok(exit.shell_status()),
                 };
             }
             Ok(Some(_)) => {}
-            Ok(None) => return FanosReply::Error("the job ended without a status".into()),
-            Err(e) => return FanosReply::Error(e.to_string()),
+            Ok(None) => return Err("the job ended without a status".into()),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

@@ -7,7 +7,6 @@
 
 pub mod catalog;
 mod fanos;
-pub mod fdpass;
 pub mod listen;
 mod native;
 pub mod tls;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_engine::files::FileArea;
+use ferry_engine::sessions::SessionStore;
 use ferry_engine::{Engine, EngineConfig, EngineError};
 
 /// Default largest file a client may put (64 GiB).
@@ -61,6 +61,8 @@ pub struct DaemonConfig {
     pub files_dir: PathBuf,
     /// Largest file a client may put.
     pub max_file_size: u64,
+    /// Where stateful shell sessions keep their state.
+    pub sessions_dir: PathBuf,
 }
 
 impl DaemonConfig {
@@ -81,6 +83,7 @@ impl DaemonConfig {
             catalog: Catalog::default(),
             files_dir: log_dir.with_file_name("files"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            sessions_dir: log_dir.with_file_name("sessions"),
         }
     }
 }
@@ -148,6 +151,7 @@ pub(crate) struct Hub {
     pub engine: Engine,
     pub catalog: Catalog,
     pub files: Arc<FileArea>,
+    pub sessions: Arc<SessionStore>,
     pub config: DaemonConfig,
     next_peer: AtomicU64,
     pub connections: Arc<Semaphore>,
@@ -186,6 +190,13 @@ pub async fn run(
         context: format!("cannot open the file area {}", config.files_dir.display()),
         source,
     })?;
+    let sessions = SessionStore::open(&config.sessions_dir).map_err(|e| DaemonError::Io {
+        context: format!(
+            "cannot open the sessions directory {}",
+            config.sessions_dir.display()
+        ),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     let mut bound = Vec::new();
     for listener in &config.listeners {
         bound.push(bind(listener, &config).await?);
@@ -195,6 +206,7 @@ pub async fn run(
         engine,
         catalog: config.catalog.clone(),
         files: Arc::new(files),
+        sessions: Arc::new(sessions),
         connections: Arc::new(Semaphore::new(config.max_connections)),
         config,
         next_peer: AtomicU64::new(1),

@@ -494,7 +494,7 @@ impl Download {
 }
 
 /// 16 random hex digits (for temporary names).
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut bytes = [0u8; 8];
     // Without randomness the name still is unique enough with the pid and time.
     if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).is_err() {

@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod files;
 mod job;
 pub mod log;
+pub mod sessions;
 pub mod signals;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -84,6 +84,70 @@ pub enum Command {
     Daemon(Box<DaemonArgs>),
     /// Set up TLS: certificates and a token for remote daemons.
     Tls(TlsArgs),
+    /// Stateful shell sessions: commands that share cwd, variables, functions, aliases,
+    /// options and the last status, as in one long-lived shell.
+    ///
+    /// `ferry session new` prints an id; `ferry run --session ID -- CMD...` runs a command line
+    /// in it; `ferry session state ID` shows it; `ferry sh` is an interactive loop over one.
+    Session(SessionArgs),
+    /// A small interactive shell over one session: each line runs through the daemon in the
+    /// session's state, on this terminal (prompt: the session's cwd). Reads from a pipe too.
+    ///
+    /// Exits with the last command's status at end of input or `exit`.
+    Sh(ShArgs),
+    /// Send one FANOS request (seed 003) to a `fanos:unix:PATH` listener given by --socket,
+    /// with ferry's stdin, stdout and stderr attached for EVAL and ARGV; prints the reply.
+    ///
+    /// Examples: `ferry fanos --socket PATH GETPID`, `ferry fanos --socket PATH 'EVAL ls'`,
+    /// `ferry fanos --socket PATH ARGV ls -l` (ARGV's words are sent NUL-separated).
+    /// Exits 0 on `OK`, the status on `STATUS n`, 1 on `ERROR`.
+    Fanos(FanosArgs),
+}
+
+/// `ferry session`.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    #[command(subcommand)]
+    pub command: SessionCommand,
+}
+
+/// `ferry session` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Make a session (starting in the current directory) and print its id.
+    New,
+    /// Print a session's cwd, last exit status, and the variables that differ from a fresh
+    /// shell's in the daemon's environment (as `declare` lines; `unset NAME` for removed ones).
+    State {
+        /// The session id.
+        id: String,
+    },
+    /// End a session and forget its state.
+    Close {
+        /// The session id.
+        id: String,
+    },
+}
+
+/// `ferry sh`.
+#[derive(Debug, Args)]
+pub struct ShArgs {
+    /// Use this session (default: a new one, closed at the end).
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+}
+
+/// `ferry fanos`.
+#[derive(Debug, Args)]
+pub struct FanosArgs {
+    /// The request: its words are joined by spaces (NUL-separated after `ARGV`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "REQUEST"
+    )]
+    pub request: Vec<std::ffi::OsString>,
 }
 
 /// `ferry tls`.
@@ -170,6 +234,21 @@ pub struct RunArgs {
     /// Keep the sandbox after the job (its path in the file area is printed on stderr).
     #[arg(long)]
     pub keep: bool,
+
+    /// Hand ferry's own stdin, stdout and stderr to the job (SCM_RIGHTS): it runs directly on
+    /// this terminal or these pipes, and its output costs no copy through the daemon. The
+    /// default when stdout is a terminal and the daemon is on its Unix socket.
+    #[arg(long, conflicts_with_all = ["no_fds", "detach"])]
+    pub fds: bool,
+
+    /// Never hand ferry's stdio to the job: output travels through the daemon (and is logged).
+    #[arg(long)]
+    pub no_fds: bool,
+
+    /// Run the command line (the words of CMD joined by spaces) in this session's shell
+    /// state; see `ferry session`.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
 
     /// The command and its arguments.
     #[arg(

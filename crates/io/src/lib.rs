@@ -3,8 +3,10 @@
 //! [`FrameReader`] turns an `AsyncRead` into a sequence of decoded messages, with the frame-size
 //! limit chosen per call (small before the handshake, larger after). [`write_frame`] encodes and
 //! writes one message. The codec itself is `ferry_wire::native`; this crate only does the I/O.
-//! [`pem`] reads TLS credentials for both sides.
+//! [`pem`] reads TLS credentials for both sides; [`fdpass`] passes file descriptors over Unix
+//! sockets.
 
+pub mod fdpass;
 pub mod pem;
 
 use bytes::{Buf, BytesMut};
@@ -34,6 +36,10 @@ pub enum FrameError {
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    /// Stream offset of `buf`'s first byte.
+    offset: u64,
+    /// Stream offsets of the last frame returned.
+    last_frame: (u64, u64),
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -42,7 +48,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(READ_RESERVE),
+            offset: 0,
+            last_frame: (0, 0),
         }
+    }
+
+    /// Where the last frame returned by [`FrameReader::next`] lay in the stream: the offsets
+    /// of its first byte and just past its last (for matching fds received with it).
+    pub fn last_frame_span(&self) -> (u64, u64) {
+        self.last_frame
     }
 
     /// The next message: `Ok(None)` on a clean end of stream between frames.
@@ -53,6 +67,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some((message, used)) = decode_frame::<T>(&self.buf, max_frame)? {
                 self.buf.advance(used);
+                self.last_frame = (self.offset, self.offset + used as u64);
+                self.offset += used as u64;
                 return Ok(Some(message));
             }
             self.buf.reserve(READ_RESERVE);

@@ -69,6 +69,15 @@ pub enum ClientMessage {
         /// Run in this sandbox (a path from `SandboxReady`) instead of `cwd`.
         #[serde(default)]
         sandbox: Option<ByteBuf>,
+        /// The job runs on the client's own stdin, stdout and stderr: three fds sent with this
+        /// frame (SCM_RIGHTS on its first byte; Unix sockets only). No output frames follow,
+        /// only `Exit`; `stdin` must be false.
+        #[serde(default)]
+        pass_stdio: bool,
+        /// Run `argv`, joined by spaces, as a command line of this session's shell (see
+        /// `SessionNew`), in the state the session's earlier commands left.
+        #[serde(default)]
+        session: Option<String>,
     },
     /// Bytes for a job's stdin.
     Stdin {
@@ -163,6 +172,27 @@ pub enum ClientMessage {
         request: u64,
         /// Path relative to the file area.
         path: ByteBuf,
+    },
+    /// Make a stateful shell session: answered with `SessionReady`.
+    SessionNew {
+        /// Client-chosen request id.
+        request: u64,
+        /// The session's first working directory (the daemon's when absent).
+        cwd: Option<ByteBuf>,
+    },
+    /// Ask for a session's state: answered with `SessionInfo`.
+    SessionState {
+        /// Client-chosen request id.
+        request: u64,
+        /// The session.
+        session: String,
+    },
+    /// End a session and forget its state: answered with `Done`.
+    SessionClose {
+        /// Client-chosen request id.
+        request: u64,
+        /// The session.
+        session: String,
     },
 }
 
@@ -282,6 +312,27 @@ pub enum DaemonMessage {
         request: u64,
         /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_engine::checksum`).
         checksum: ByteBuf,
+    },
+    /// A session was made (answering `SessionNew`).
+    SessionReady {
+        /// The `SessionNew` request id.
+        request: u64,
+        /// Its id, for `Run.session`.
+        session: String,
+    },
+    /// A session's state (answering `SessionState`).
+    SessionInfo {
+        /// The `SessionState` request id.
+        request: u64,
+        /// The session's working directory.
+        cwd: ByteBuf,
+        /// The exit status of its last command.
+        status: i32,
+        /// Its variables that differ from a fresh shell's in the daemon's environment, as the
+        /// shell's own `declare -p` lines.
+        changed: Vec<ByteBuf>,
+        /// Names of the fresh shell's variables the session has unset.
+        unset: Vec<ByteBuf>,
     },
     /// A notice not tied to any job.
     Notice {

@@ -83,9 +83,19 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 0..3
             )),
             any::<(bool, Option<u64>, bool, bool)>(),
+            any::<bool>(),
+            proptest::option::of("[a-z0-9]{0,8}"),
         )
             .prop_map(
-                |(request, argv, cwd, env, (stdin, timeout_ms, hangup, follow))| {
+                |(
+                    request,
+                    argv,
+                    cwd,
+                    env,
+                    (stdin, timeout_ms, hangup, follow),
+                    pass_stdio,
+                    session,
+                )| {
                     ClientMessage::Run {
                         request,
                         argv,
@@ -96,6 +106,8 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                         hangup_on_disconnect: hangup,
                         follow,
                         sandbox: None,
+                        pass_stdio,
+                        session,
                     }
                 }
             ),
@@ -136,6 +148,16 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             request,
             path: ByteBuf::from(path)
         }),
+        (any::<u64>(), proptest::option::of(bytes(16))).prop_map(|(request, cwd)| {
+            ClientMessage::SessionNew {
+                request,
+                cwd: cwd.map(ByteBuf::from),
+            }
+        }),
+        (any::<u64>(), ".{0,8}")
+            .prop_map(|(request, session)| ClientMessage::SessionState { request, session }),
+        (any::<u64>(), ".{0,8}")
+            .prop_map(|(request, session)| ClientMessage::SessionClose { request, session }),
     ]
 }
 
@@ -190,6 +212,24 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
             request,
             checksum: ByteBuf::from(sha)
         }),
+        (any::<u64>(), ".{0,8}")
+            .prop_map(|(request, session)| DaemonMessage::SessionReady { request, session }),
+        (
+            any::<u64>(),
+            bytes(16),
+            any::<i32>(),
+            byte_bufs(),
+            byte_bufs()
+        )
+            .prop_map(|(request, cwd, status, changed, unset)| {
+                DaemonMessage::SessionInfo {
+                    request,
+                    cwd: ByteBuf::from(cwd),
+                    status,
+                    changed,
+                    unset,
+                }
+            }),
     ]
 }
 

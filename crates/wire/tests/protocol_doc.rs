@@ -35,6 +35,8 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
                 hangup_on_disconnect: false,
                 follow: true,
                 sandbox: None,
+                pass_stdio: false,
+                session: None,
             },
         ),
         (

@@ -5,6 +5,7 @@
 //! frames, and one task per followed job that reads the job log at the client's pace.
 
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -12,8 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use ferry_engine::files::FileArea;
-use ferry_engine::{EngineError, ExitReport, JobPhase, JobSnapshot, OutputEvent, OutputStream};
+use ferry_engine::files::{FileArea, FileError};
+use ferry_engine::sessions::SessionError;
+use ferry_engine::{
+    EngineError, ExitReport, JobPhase, JobSnapshot, OutputEvent, OutputStream, PassedStdio,
+};
+use ferry_io::fdpass::{FdInbox, FdReadHalf};
 use ferry_io::{frame, FrameError, FrameReader};
 use ferry_wire::native::{
     encode_output_head, ClientMessage, DaemonMessage, ErrorCode, JobExit, JobId, JobInfo, JobState,
@@ -47,7 +52,16 @@ const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// Capabilities announced in `Welcome`.
 const CAPABILITIES: &[&str] = &[
-    "jobs", "attach", "stdin", "signal", "timeout", "queue", "files", "sandbox",
+    "jobs",
+    "attach",
+    "stdin",
+    "signal",
+    "timeout",
+    "queue",
+    "files",
+    "sandbox",
+    "sessions",
+    "pass-stdio",
 ];
 
 /// What a listener lets its connections do, and how they must authenticate.
@@ -141,7 +155,7 @@ pub(crate) async fn handle_tcp(
 ) {
     let Some(tls) = tls else {
         let (read, write) = stream.into_split();
-        return serve_with_permit(read, write, hub, access, addr.to_string()).await;
+        return serve_with_permit(read, write, hub, access, addr.to_string(), None).await;
     };
     let handshake = tokio::time::timeout(hub.config.handshake_timeout, tls.accept(stream)).await;
     let stream = match handshake {
@@ -165,7 +179,7 @@ pub(crate) async fn handle_tcp(
         access.files_dir = access.files_dir.join("clients").join(area);
     }
     let (read, write) = tokio::io::split(stream);
-    serve_with_permit(read, write, hub, access, addr.to_string()).await;
+    serve_with_permit(read, write, hub, access, addr.to_string(), None).await;
 }
 
 pub(crate) async fn handle_unix(mut stream: UnixStream, hub: Arc<Hub>, access: Access) {
@@ -188,7 +202,10 @@ pub(crate) async fn handle_unix(mut stream: UnixStream, hub: Arc<Hub>, access: A
         }
     }
     let (read, write) = stream.into_split();
-    serve_with_permit(read, write, hub, access, "unix".into()).await;
+    // Every read goes through recvmsg, so that fds passed with a frame are never lost.
+    let inbox = FdInbox::default();
+    let read = FdReadHalf::new(read, inbox.clone());
+    serve_with_permit(read, write, hub, access, "unix".into(), Some(inbox)).await;
 }
 
 /// The common name of a certificate, if it is usable as a directory name.
@@ -211,8 +228,14 @@ fn common_name(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
 }
 
 /// Serves a connection if a connection slot is free; refuses it otherwise.
-async fn serve_with_permit<R, W>(read: R, mut write: W, hub: Arc<Hub>, access: Access, from: String)
-where
+async fn serve_with_permit<R, W>(
+    read: R,
+    mut write: W,
+    hub: Arc<Hub>,
+    access: Access,
+    from: String,
+    fd_inbox: Option<FdInbox>,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
@@ -227,7 +250,7 @@ where
     };
     let peer = hub.next_peer_id();
     tracing::debug!(peer, from, "connected");
-    Connection::serve(read, write, hub, peer, access, from).await;
+    Connection::serve(read, write, hub, peer, access, from, fd_inbox).await;
     tracing::debug!(peer, "disconnected");
 }
 
@@ -312,6 +335,10 @@ struct Connection {
     failed_uploads: HashSet<u64>,
     /// Sandboxes made on this connection that go when it closes.
     sandboxes: Vec<PathBuf>,
+    /// Fds received with this connection's frames (Unix sockets only).
+    fd_inbox: Option<FdInbox>,
+    /// Stream offsets of the frame being dispatched.
+    frame_span: (u64, u64),
 }
 
 impl Connection {
@@ -322,6 +349,7 @@ impl Connection {
         peer: u64,
         access: Access,
         from: String,
+        fd_inbox: Option<FdInbox>,
     ) where
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -371,6 +399,8 @@ impl Connection {
             uploads: HashMap::new(),
             failed_uploads: HashSet::new(),
             sandboxes: Vec::new(),
+            fd_inbox,
+            frame_span: (0, 0),
         };
         let mut reader = FrameReader::new(read_half);
         let outcome = match connection.handshake(&mut reader).await {
@@ -468,7 +498,12 @@ impl Connection {
             tokio::select! {
                 message = reader.next::<ClientMessage>(max_frame) => {
                     match message.map_err(|e| frame_fatal(e, "after the handshake"))? {
-                        Some(message) => self.dispatch(message).await?,
+                        Some(message) => {
+                            self.frame_span = reader.last_frame_span();
+                            let name = message_name(&message);
+                            self.dispatch(message).await?;
+                            self.refuse_stray_fds(name).await;
+                        }
                         None => return Ok(()),
                     }
                 }
@@ -518,6 +553,48 @@ impl Connection {
         }
     }
 
+    /// Closes fds that came with frames that take none, and tells the client.
+    async fn refuse_stray_fds(&self, frame_name: &str) {
+        let Some(inbox) = &self.fd_inbox else { return };
+        let stray = inbox.drop_unclaimable(self.frame_span.1);
+        if stray > 0 {
+            tracing::info!(
+                peer = self.peer,
+                stray,
+                "closed fds sent with a frame that takes none"
+            );
+            self.send(&DaemonMessage::Error {
+                request: None,
+                code: ErrorCode::InvalidRequest,
+                message: format!(
+                    "{stray} file descriptor(s) came with a {frame_name} frame, which takes none; they were closed (only Run with pass_stdio takes fds)"
+                ),
+            })
+            .await;
+        }
+    }
+
+    /// The client's stdin, stdout and stderr, passed with the `Run` being dispatched.
+    fn take_passed_stdio(&self) -> Result<PassedStdio, String> {
+        let Some(inbox) = &self.fd_inbox else {
+            return Err("file descriptors can be passed on a Unix socket only".into());
+        };
+        let Some(fds) = inbox.claim(self.frame_span.0) else {
+            return Err("Run asked to pass stdio, but no file descriptors came with it".into());
+        };
+        match <[OwnedFd; 3]>::try_from(fds) {
+            Ok([stdin, stdout, stderr]) => Ok(PassedStdio {
+                stdin,
+                stdout,
+                stderr,
+            }),
+            Err(fds) => Err(format!(
+                "passing stdio takes exactly 3 file descriptors (stdin, stdout, stderr), {} came; they were closed",
+                fds.len()
+            )),
+        }
+    }
+
     async fn send(&self, message: &DaemonMessage) {
         match frame(message) {
             Ok(bytes) => {
@@ -556,53 +633,34 @@ impl Connection {
                 hangup_on_disconnect,
                 follow,
                 sandbox,
+                pass_stdio,
+                session,
             } => {
-                let argv: Vec<OsString> = argv.into_iter().map(os_string).collect();
-                let argv = match self.allowed_command(argv) {
-                    Ok(argv) => argv,
-                    Err(message) => {
-                        tracing::warn!(from = self.from, "refused a command: {message}");
-                        self.send(&DaemonMessage::Error {
-                            request: Some(request),
-                            code: ErrorCode::PermissionDenied,
-                            message,
-                        })
-                        .await;
-                        return Ok(());
-                    }
-                };
-                let (cwd, env) = if self.access.owner {
-                    let cwd = cwd.map(|c| PathBuf::from(os_string(c)));
-                    let env = env.map(|env| {
-                        env.into_iter()
-                            .map(|(k, v)| (os_string(k), os_string(v)))
-                            .collect()
-                    });
-                    (cwd, env)
-                } else {
-                    // A remote client's directory and environment mean nothing here, and an
-                    // environment could inject code (LD_PRELOAD): use the daemon's.
-                    (Some(self.access.files_dir.clone()), None)
-                };
-                let cwd = match sandbox {
-                    None => cwd,
-                    Some(sandbox) => match self.sandbox_dir(sandbox.into_vec()).await {
-                        Ok(dir) => Some(dir),
-                        Err(error) => {
-                            self.file_error(request, error).await;
+                // Fds are claimed first, so that a refused Run does not leave them behind.
+                let stdio = if pass_stdio {
+                    match self.take_passed_stdio() {
+                        Ok(stdio) => Some(stdio),
+                        Err(message) => {
+                            self.send_code(request, ErrorCode::InvalidRequest, message)
+                                .await;
                             return Ok(());
                         }
-                    },
+                    }
+                } else {
+                    None
                 };
-                let spec = ferry_engine::JobSpec {
-                    stdio: None,
-                    argv,
-                    cwd,
-                    env,
-                    stdin,
-                    timeout: timeout_ms.map(Duration::from_millis),
+                let timeout = timeout_ms.map(Duration::from_millis);
+                let submitted = match session {
+                    Some(session) => {
+                        self.session_job(&session, &argv, stdio, stdin, timeout)
+                            .await
+                    }
+                    None => {
+                        self.plain_job(argv, cwd, env, sandbox, stdio, stdin, timeout)
+                            .await
+                    }
                 };
-                match engine.submit(spec) {
+                match submitted {
                     Ok((job, queued)) => {
                         tracing::debug!(peer = self.peer, job, queued, "job accepted");
                         self.send(&DaemonMessage::Accepted {
@@ -619,7 +677,7 @@ impl Connection {
                             self.follow(job, true, true, true, request).await;
                         }
                     }
-                    Err(e) => self.send_error(Some(request), e).await,
+                    Err((code, message)) => self.send_code(request, code, message).await,
                 }
             }
             ClientMessage::Stdin { job, data } => {
@@ -683,8 +741,154 @@ impl Connection {
             ClientMessage::Get { request, path } => self.get(request, path.into_vec()),
             ClientMessage::Sandbox { request, keep } => self.sandbox(request, keep).await,
             ClientMessage::List { request, path } => self.list(request, path.into_vec()).await,
+            request @ (ClientMessage::SessionNew { .. }
+            | ClientMessage::SessionState { .. }
+            | ClientMessage::SessionClose { .. }) => self.session_request(request).await,
         }
         Ok(())
+    }
+
+    /// Submits a plain command (not in a session), as this listener allows it.
+    #[allow(clippy::too_many_arguments)]
+    async fn plain_job(
+        &self,
+        argv: Vec<ByteBuf>,
+        cwd: Option<ByteBuf>,
+        env: Option<Vec<(ByteBuf, ByteBuf)>>,
+        sandbox: Option<ByteBuf>,
+        stdio: Option<PassedStdio>,
+        stdin: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(JobId, bool), (ErrorCode, String)> {
+        let argv: Vec<OsString> = argv.into_iter().map(os_string).collect();
+        let argv = self.allowed_command(argv).map_err(|message| {
+            tracing::warn!(from = self.from, "refused a command: {message}");
+            (ErrorCode::PermissionDenied, message)
+        })?;
+        let (cwd, env) = if self.access.owner {
+            let cwd = cwd.map(|c| PathBuf::from(os_string(c)));
+            let env = env.map(|env| {
+                env.into_iter()
+                    .map(|(k, v)| (os_string(k), os_string(v)))
+                    .collect()
+            });
+            (cwd, env)
+        } else {
+            // A remote client's directory and environment mean nothing here, and an
+            // environment could inject code (LD_PRELOAD): use the daemon's.
+            (Some(self.access.files_dir.clone()), None)
+        };
+        let cwd = match sandbox {
+            None => cwd,
+            Some(sandbox) => Some(
+                self.sandbox_dir(sandbox.into_vec())
+                    .await
+                    .map_err(|error| (file_error_code(&error), error.to_string()))?,
+            ),
+        };
+        let spec = ferry_engine::JobSpec {
+            stdio,
+            argv,
+            cwd,
+            env,
+            stdin,
+            timeout,
+        };
+        self.hub
+            .engine
+            .submit(spec)
+            .map_err(|e| (engine_error_code(&e), e.to_string()))
+    }
+
+    /// Submits a command line to run in a session.
+    async fn session_job(
+        &self,
+        session: &str,
+        argv: &[ByteBuf],
+        stdio: Option<PassedStdio>,
+        stdin: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(JobId, bool), (ErrorCode, String)> {
+        self.sessions_allowed()?;
+        let code = argv
+            .iter()
+            .map(|a| a.as_slice())
+            .collect::<Vec<_>>()
+            .join(&b' ');
+        let hub = Arc::clone(&self.hub);
+        let session = session.to_owned();
+        tokio::task::spawn_blocking(move || {
+            hub.sessions
+                .submit(&hub.engine, &session, &code, stdio, stdin, timeout)
+        })
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| (session_error_code(&e), e.to_string()))
+    }
+
+    /// Sessions run any shell code: only where any command may run.
+    fn sessions_allowed(&self) -> Result<(), (ErrorCode, String)> {
+        if self.access.any_command {
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::PermissionDenied,
+                "sessions run any shell code, and this listener runs catalog commands only (rule: commands = catalog)".into(),
+            ))
+        }
+    }
+
+    async fn session_request(&self, request: ClientMessage) {
+        let hub = Arc::clone(&self.hub);
+        let (id, answer) = match request {
+            ClientMessage::SessionNew { request, cwd } => {
+                let cwd = match (self.access.owner, cwd) {
+                    (true, Some(cwd)) => PathBuf::from(os_string(cwd)),
+                    (true, None) => std::env::current_dir().unwrap_or_else(|_| "/".into()),
+                    (false, _) => self.access.files_dir.clone(),
+                };
+                let made = match self.sessions_allowed() {
+                    Ok(()) => tokio::task::spawn_blocking(move || hub.sessions.create(&cwd))
+                        .await
+                        .map_err(|e| (ErrorCode::Internal, e.to_string()))
+                        .and_then(|r| r.map_err(|e| (session_error_code(&e), e.to_string()))),
+                    Err(refused) => Err(refused),
+                };
+                (
+                    request,
+                    made.map(|session| DaemonMessage::SessionReady { request, session }),
+                )
+            }
+            ClientMessage::SessionState { request, session } => {
+                let state =
+                    tokio::task::spawn_blocking(move || hub.sessions.state(&hub.engine, &session))
+                        .await
+                        .map_err(|e| (ErrorCode::Internal, e.to_string()))
+                        .and_then(|r| r.map_err(|e| (session_error_code(&e), e.to_string())));
+                (
+                    request,
+                    state.map(|state| DaemonMessage::SessionInfo {
+                        request,
+                        cwd: ByteBuf::from(state.cwd),
+                        status: state.status,
+                        changed: state.changed.into_iter().map(ByteBuf::from).collect(),
+                        unset: state.unset.into_iter().map(ByteBuf::from).collect(),
+                    }),
+                )
+            }
+            ClientMessage::SessionClose { request, session } => {
+                let removed = tokio::task::spawn_blocking(move || hub.sessions.remove(&session))
+                    .await
+                    .map_err(|e| (ErrorCode::Internal, e.to_string()))
+                    .and_then(|r| r.map_err(|e| (session_error_code(&e), e.to_string())));
+                (request, removed.map(|()| DaemonMessage::Done { request }))
+            }
+            _ => return,
+        };
+        match answer {
+            Ok(message) => self.send(&message).await,
+            Err((code, message)) => self.send_code(id, code, message).await,
+        }
     }
 
     async fn send_code(&self, request: u64, code: ErrorCode, message: String) {
@@ -829,6 +1033,10 @@ fn frame_fatal(error: FrameError, when: &str) -> Fatal {
             ErrorCode::BadFrame,
             format!("connection closed in the middle of a frame ({n} bytes)"),
         ),
+        // Fds lost to a truncated control message: the stream is not to be trusted.
+        FrameError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Fatal::new(ErrorCode::BadFrame, format!("{e} ({when})"))
+        }
         FrameError::Io(e) => Fatal::new(ErrorCode::Internal, format!("read failed: {e}")),
     }
 }
@@ -849,6 +1057,9 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::Get { .. } => "Get",
         ClientMessage::Sandbox { .. } => "Sandbox",
         ClientMessage::List { .. } => "List",
+        ClientMessage::SessionNew { .. } => "SessionNew",
+        ClientMessage::SessionState { .. } => "SessionState",
+        ClientMessage::SessionClose { .. } => "SessionClose",
     }
 }
 
@@ -859,6 +1070,22 @@ fn engine_error_code(error: &EngineError) -> ErrorCode {
         EngineError::Limit(_) => ErrorCode::LimitReached,
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
         EngineError::Io { .. } => ErrorCode::Internal,
+    }
+}
+
+fn session_error_code(error: &SessionError) -> ErrorCode {
+    match error {
+        SessionError::NotFound(_) | SessionError::Invalid(_) => ErrorCode::InvalidRequest,
+        SessionError::Busy { .. } => ErrorCode::LimitReached,
+        SessionError::Io { .. } => ErrorCode::Internal,
+        SessionError::Engine(e) => engine_error_code(e),
+    }
+}
+
+fn file_error_code(error: &FileError) -> ErrorCode {
+    match error {
+        FileError::Io { .. } => ErrorCode::Internal,
+        _ => ErrorCode::InvalidRequest,
     }
 }
 

@@ -154,6 +154,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
             .max_file_size
             .or(limits.max_file_size)
             .unwrap_or(ferry_daemon::DEFAULT_MAX_FILE_SIZE),
+        sessions_dir: state_dir.join("sessions"),
     })
 }
 

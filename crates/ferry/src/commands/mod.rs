@@ -2,9 +2,11 @@
 
 pub mod attach;
 pub mod daemon;
+pub mod fanos;
 pub mod kill;
 pub mod ps;
 pub mod run;
+pub mod session;
 pub mod shutdown;
 pub mod tls;
 pub mod transfer;

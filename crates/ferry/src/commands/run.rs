@@ -1,7 +1,8 @@
 //! `ferry run`: runs a command through the daemon (starting it if needed), forwards stdin and
 //! signals, prints the output live, and exits with the command's status.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
@@ -34,10 +35,18 @@ pub fn run(target: &Endpoint, args: RunArgs) -> Result<i32> {
 }
 
 async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
-    let forward_stdin = !args.detach && !args.no_stdin;
     // A local daemon runs the job where this shell would, with its environment; a remote
     // daemon ignores both, so they are not sent (the environment may hold secrets).
     let local = matches!(target, Endpoint::Unix(_));
+    let pass_stdio = if args.fds {
+        if !local {
+            bail!("--fds needs the daemon's Unix socket: a remote daemon cannot use this terminal");
+        }
+        true
+    } else {
+        local && !args.no_fds && !args.detach && std::io::stdout().is_terminal()
+    };
+    let forward_stdin = !args.detach && !args.no_stdin && !pass_stdio;
     let cwd = if local {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         Some(ByteBuf::from(cwd.into_os_string().into_vec()))
@@ -67,12 +76,21 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         hangup_on_disconnect: !args.detach && !args.no_hangup,
         follow: !args.detach,
         sandbox: None,
+        pass_stdio,
+        session: args.session.clone(),
     };
-    let first = (!sandboxed).then_some(&run);
+    // The fds ride on the Run frame itself, so it cannot share the handshake's write.
+    let first = (!sandboxed && !pass_stdio).then_some(&run);
     let mut client = match target {
         Endpoint::Unix(socket) => connect_local(socket, first).await?,
         Endpoint::Tcp { .. } => Client::connect_with(target, crate::CLIENT_NAME, first).await?,
     };
+    if pass_stdio && !sandboxed {
+        if let ClientMessage::Run { request, .. } = &mut run {
+            *request = client.request_id();
+        }
+        client.send_with_fds(&run, &own_stdio()).await?;
+    }
     let mut sandbox = None;
     if sandboxed {
         let (path, before) = fill_sandbox(&mut client, &args).await?;
@@ -85,7 +103,11 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
             *request = client.request_id();
             *run_sandbox = Some(ByteBuf::from(path.as_bytes().to_vec()));
         }
-        client.send(&run).await?;
+        if pass_stdio {
+            client.send_with_fds(&run, &own_stdio()).await?;
+        } else {
+            client.send(&run).await?;
+        }
         sandbox = Some((path, before));
     }
     let job = loop {
@@ -105,7 +127,7 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
     if forward_stdin {
         forward_stdin_thread(sender.clone(), job);
     }
-    forward_signals(sender.clone(), job)?;
+    forward_signals(sender.clone(), job, pass_stdio)?;
     let status = match print_job_output(&mut receiver, job, Some(&sender)).await? {
         Followed::Exit(exit) => exit_status(job, &exit),
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
@@ -182,7 +204,7 @@ async fn fetch_results(
 }
 
 /// Connects to the local daemon, starting one when none answers.
-async fn connect_local(socket: &Path, first: Option<&ClientMessage>) -> Result<Client> {
+pub(crate) async fn connect_local(socket: &Path, first: Option<&ClientMessage>) -> Result<Client> {
     let program = std::env::current_exe().context("cannot find the ferry executable")?;
     let log_file = crate::state_dir_from_env().join("daemon.log");
     let started = connect_or_start(socket, crate::CLIENT_NAME, first, || {
@@ -234,9 +256,35 @@ fn forward_stdin_thread(sender: Sender, job: u64) {
     });
 }
 
-/// Forwards Ctrl-C, SIGTERM, SIGHUP and SIGQUIT to the job's process group. The third of the
-/// same signal makes ferry give up waiting and exit with 128+N.
-fn forward_signals(sender: Sender, job: u64) -> Result<()> {
+/// ferry's own stdin, stdout and stderr, to hand to a job.
+pub(crate) fn own_stdio() -> [BorrowedFd<'static>; 3] {
+    [
+        rustix::stdio::stdin(),
+        rustix::stdio::stdout(),
+        rustix::stdio::stderr(),
+    ]
+}
+
+/// Forwards Ctrl-C, SIGTERM, SIGHUP and SIGQUIT to the job's process group (and, when the job
+/// runs on ferry's terminal, SIGWINCH: the terminal tells ferry, not the job, of a resize).
+/// The third of the same signal makes ferry give up waiting and exit with 128+N.
+pub(crate) fn forward_signals(sender: Sender, job: u64, on_terminal: bool) -> Result<()> {
+    if on_terminal {
+        let mut resized = signal(SignalKind::window_change()).context("cannot handle signals")?;
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while resized.recv().await.is_some() {
+                let message = ClientMessage::Signal {
+                    request: 0,
+                    job,
+                    signal: libc::SIGWINCH,
+                };
+                if sender.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     for (kind, number) in FORWARDED {
         let mut stream = signal(kind).context("cannot handle signals")?;
         let sender = sender.clone();

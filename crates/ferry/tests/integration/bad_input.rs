@@ -155,6 +155,8 @@ fn requests_about_unknown_jobs_get_errors_and_the_connection_goes_on() {
         hangup_on_disconnect: false,
         follow: false,
         sandbox: None,
+        pass_stdio: false,
+        session: None,
     });
     match raw.recv() {
         Some(DaemonMessage::Error {
@@ -189,6 +191,8 @@ fn a_client_that_vanishes_mid_job_leaves_the_daemon_serving() {
             hangup_on_disconnect: false,
             follow: true,
             sandbox: None,
+            pass_stdio: false,
+            session: None,
         });
         // Read a little, send half a frame, then vanish.
         assert!(raw.recv().is_some());

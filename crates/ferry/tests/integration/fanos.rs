@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_daemon::fdpass::send_with_fds;
+use ferry_io::fdpass::send_with_fds;
 use ferry_wire::fanos::{decode_netstring, encode_netstring};
 
 use crate::helper::Daemon;

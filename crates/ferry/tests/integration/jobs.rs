@@ -215,6 +215,8 @@ fn one_connection_runs_many_jobs_with_output_multiplexed_by_job_id() {
             hangup_on_disconnect: false,
             follow: true,
             sandbox: None,
+            pass_stdio: false,
+            session: None,
         });
     }
     let mut jobs = HashMap::new();

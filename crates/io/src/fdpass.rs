@@ -1,5 +1,5 @@
 //! Passing file descriptors over Unix stream sockets (SCM_RIGHTS): the one module that does it,
-//! for the native protocol's `run --fds` and the FANOS dialect alike (issue 4).
+//! for the native protocol's `run --fds` (daemon and client) and the FANOS dialect alike.
 //!
 //! On a stream socket, fds ride on particular bytes: a plain `read` that consumes those bytes
 //! drops the fds silently. So every read of a connection that may carry fds goes through
@@ -8,14 +8,21 @@
 //! truncated control message (`MSG_CTRUNC`: more fds than room) is an error, since fds were
 //! lost.
 
+use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
+use tokio::io::{AsyncRead, Interest, ReadBuf};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
 
 /// Most fds accepted with one read (FANOS sends 3: stdin, stdout, stderr).
 pub const MAX_FDS_PER_READ: usize = 4;
@@ -83,6 +90,151 @@ pub fn send_with_fds(
         &mut control,
         SendFlags::NOSIGNAL,
     )?)
+}
+
+/// File descriptors that arrived with one read, and which bytes of the stream that read held
+/// (`start..end`, counted from the connection's first byte).
+#[derive(Debug)]
+pub struct FdBatch {
+    /// Stream offset of the read's first byte.
+    pub start: u64,
+    /// Stream offset just past the read's last byte.
+    pub end: u64,
+    /// The descriptors, in the order sent.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// The fds received on a connection, waiting for the frame they came with.
+///
+/// The kernel hands fds over with the read that takes the first bytes of the `sendmsg` that
+/// carried them; that read may also hold earlier bytes, never later sends. So a frame that takes
+/// fds claims the batch whose read range holds the frame's first byte, and once frames up to a
+/// batch's end are decoded, no frame can claim it any more: fds sent with a frame that takes
+/// none are found out (and closed) then.
+#[derive(Debug, Default, Clone)]
+pub struct FdInbox {
+    batches: Arc<Mutex<VecDeque<FdBatch>>>,
+}
+
+impl FdInbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<FdBatch>> {
+        // A panic elsewhere cannot leave a queue of fds half-changed: keep going.
+        self.batches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, batch: FdBatch) {
+        self.lock().push_back(batch);
+    }
+
+    /// The fds that came with the frame starting at stream offset `frame_start`, if any.
+    pub fn claim(&self, frame_start: u64) -> Option<Vec<OwnedFd>> {
+        let mut batches = self.lock();
+        let index = batches
+            .iter()
+            .position(|b| b.start <= frame_start && frame_start < b.end)?;
+        batches.remove(index).map(|b| b.fds)
+    }
+
+    /// Closes the fds no frame can claim once every frame ending at or before `frames_end`
+    /// is decoded; returns how many there were.
+    pub fn drop_unclaimable(&self, frames_end: u64) -> usize {
+        let mut batches = self.lock();
+        let mut dropped = 0;
+        batches.retain(|b| {
+            let keep = b.end > frames_end;
+            if !keep {
+                dropped += b.fds.len();
+            }
+            keep
+        });
+        dropped
+    }
+}
+
+/// The reading half of a Unix stream connection that may carry fds: an `AsyncRead` whose
+/// every read goes through [`recv_with_fds`], leaving the fds in an [`FdInbox`].
+#[derive(Debug)]
+pub struct FdReadHalf {
+    half: OwnedReadHalf,
+    inbox: FdInbox,
+    offset: u64,
+}
+
+/// Bytes taken by one read (the buffer handed to `recvmsg` must be initialized).
+const FD_READ_CHUNK: usize = 64 * 1024;
+
+impl FdReadHalf {
+    /// Wraps a connection's reading half; fds it receives go to `inbox`.
+    pub fn new(half: OwnedReadHalf, inbox: FdInbox) -> FdReadHalf {
+        FdReadHalf {
+            half,
+            inbox,
+            offset: 0,
+        }
+    }
+}
+
+impl AsyncRead for FdReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            std::task::ready!(this.half.as_ref().poll_read_ready(cx))?;
+            let room = buf.remaining().min(FD_READ_CHUNK);
+            let target = buf.initialize_unfilled_to(room);
+            let mut fds = Vec::new();
+            let stream: &UnixStream = this.half.as_ref();
+            let read = stream.try_io(Interest::READABLE, || {
+                // Keep the error's kind: WouldBlock tells tokio to wait again.
+                recv_with_fds(stream.as_fd(), target, &mut fds).map_err(|e| match e {
+                    FdPassError::Io(e) => e,
+                    truncated => std::io::Error::new(std::io::ErrorKind::InvalidData, truncated),
+                })
+            });
+            match read {
+                Ok(n) => {
+                    let start = this.offset;
+                    this.offset += n as u64;
+                    if !fds.is_empty() {
+                        this.inbox.push(FdBatch {
+                            start,
+                            end: this.offset,
+                            fds,
+                        });
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Writes all of `bytes` to a Unix stream with `fds` riding on the first byte.
+pub async fn write_all_with_fds(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        stream.writable().await?;
+        let attach = if sent == 0 { fds } else { &[] };
+        match stream.try_io(Interest::WRITABLE, || {
+            send_with_fds(stream.as_fd(), &bytes[sent..], attach)
+        }) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Whether an fd is close-on-exec.

@@ -1,0 +1,406 @@
+//! Stateful shell sessions: each command of a session runs in the whole shell state its earlier
+//! commands left (working directory, plain and exported variables, functions, aliases, shell
+//! options, last exit status), as if one long-lived shell ran them all.
+//!
+//! Mechanism: every command is one `bash` job (so it runs on whatever stdio the job gets,
+//! passed fds included, and its exit status is the job's, exactly). Bash runs a small driver
+//! ([`DRIVER`]) that restores the state saved by the previous command, evaluates the command
+//! line, and on exit (an `EXIT` trap, so `exit N` saves too) dumps the state again with bash's
+//! own `declare -p`, `declare -f`, `alias -p`, `shopt -p` and `shopt -op`, which print
+//! re-readable shell. The dump goes to `state.new` and `summary.new` beside the session; the
+//! engine adopts them ([`SessionStore::settle`]) only when both are complete, so a command
+//! killed mid-dump leaves the previous state. A command that replaces the shell (`exec prog`)
+//! or sets its own `EXIT` trap leaves the state as it was before it.
+//!
+//! One command runs in a session at a time: a second one is refused while the first runs.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::{Engine, EngineError, JobId, JobPhase, JobSpec, PassedStdio};
+
+/// The bash program that runs one command of a session: `$1` is the session's directory,
+/// `$2` the command line. Aliases expand, as in an interactive shell.
+pub const DRIVER: &str = r#"__ferry_dir=$1
+__ferry_code=$2
+set --
+shopt -s expand_aliases
+__ferry_last=0
+__ferry_restore_options() { :; }
+if [[ -f $__ferry_dir/state.sh ]]; then
+  compgen -e >|"$__ferry_dir/names" && mapfile -t __ferry_names <"$__ferry_dir/names"
+  for __ferry_n in "${__ferry_names[@]}"; do unset -v "$__ferry_n"; done 2>/dev/null
+  . "$__ferry_dir/state.sh" 2>/dev/null
+fi
+__ferry_skip() {
+  case $1 in
+    __ferry_*|BASH|BASHOPTS|BASHPID|BASH_*|COLUMNS|COMP_WORDBREAKS|DIRSTACK|EPOCHREALTIME|\
+EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTNAME|HOSTTYPE|LINENO|LINES|MACHTYPE|OPTERR|OPTIND|\
+OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SECONDS|SHELLOPTS|SHLVL|SRANDOM|UID|_) return 0 ;;
+  esac
+  return 1
+}
+__ferry_save() {
+  __ferry_status=$1
+  { printf '__ferry_restore_options() {\n'; shopt -op; shopt -p; printf '}\n'; } >|"$__ferry_dir/state.new"
+  set +euo pipefail
+  compgen -v >|"$__ferry_dir/names" && mapfile -t __ferry_names <"$__ferry_dir/names"
+  compgen -A function >|"$__ferry_dir/names" && mapfile -t __ferry_functions <"$__ferry_dir/names"
+  {
+    printf 'builtin cd -- %q\n' "$PWD"
+    for __ferry_n in "${__ferry_names[@]}"; do
+      __ferry_skip "$__ferry_n" || declare -p -- "$__ferry_n"
+    done
+    for __ferry_n in "${__ferry_functions[@]}"; do
+      [[ $__ferry_n == __ferry_* ]] || declare -f -- "$__ferry_n"
+    done
+    alias -p
+    printf '__ferry_last=%d\n# ferry-state-end\n' "$__ferry_status"
+  } >>"$__ferry_dir/state.new"
+  {
+    printf '%s\0%d\0' "$PWD" "$__ferry_status"
+    for __ferry_n in "${__ferry_names[@]}"; do
+      __ferry_skip "$__ferry_n" || { declare -p -- "$__ferry_n"; printf '\0'; }
+    done
+    printf 'ferry-end\0'
+  } >|"$__ferry_dir/summary.new"
+}
+trap '__ferry_save "$?" 2>/dev/null' EXIT
+__ferry_restore_options 2>/dev/null
+__ferry_status_is() { return "$1"; }
+if [[ $__ferry_last == 0 ]]; then
+  eval "$__ferry_code"
+else
+  __ferry_status_is "$__ferry_last" || eval "$__ferry_code"
+fi
+"#;
+
+/// What ends a complete `state.new`.
+const STATE_END: &[u8] = b"\n# ferry-state-end\n";
+
+/// What ends a complete `summary.new`.
+const SUMMARY_END: &[u8] = b"\0ferry-end\0";
+
+/// Why a session request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No session has that id.
+    #[error("no session '{0}' (see `ferry session new`)")]
+    NotFound(String),
+    /// A command is running in the session.
+    #[error(
+        "session '{session}' is busy: job {job} is still running in it (one command at a time)"
+    )]
+    Busy {
+        /// The session.
+        session: String,
+        /// Its running job.
+        job: JobId,
+    },
+    /// The request is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The file system failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The engine refused the job.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A session's state as its last command left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// Working directory.
+    pub cwd: Vec<u8>,
+    /// Exit status of the last command.
+    pub status: i32,
+    /// `declare -p` lines of the variables that differ from a fresh shell's.
+    pub changed: Vec<Vec<u8>>,
+    /// Names of a fresh shell's variables that the session has unset.
+    pub unset: Vec<Vec<u8>>,
+}
+
+/// The sessions of one daemon, each a directory under one parent.
+#[derive(Debug)]
+pub struct SessionStore {
+    dir: PathBuf,
+    /// The job each session runs now (stale entries are cleared when seen finished).
+    busy: Mutex<HashMap<String, JobId>>,
+    /// `declare -p` lines of a fresh shell in the daemon's environment.
+    baseline: OnceLock<Vec<Vec<u8>>>,
+}
+
+impl SessionStore {
+    /// Opens (creating, mode 0700) the directory that holds the sessions.
+    pub fn open(dir: &Path) -> Result<SessionStore, SessionError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| SessionError::Io {
+                context: format!("cannot create the sessions directory {}", dir.display()),
+                source,
+            })?;
+        Ok(SessionStore {
+            dir: dir.to_owned(),
+            busy: Mutex::new(HashMap::new()),
+            baseline: OnceLock::new(),
+        })
+    }
+
+    /// Makes a session whose first command runs in `cwd`; returns its id.
+    pub fn create(&self, cwd: &Path) -> Result<String, SessionError> {
+        let id = format!("s{}", crate::files::random_hex());
+        let dir = self.dir.join(&id);
+        std::fs::create_dir(&dir).map_err(|source| SessionError::Io {
+            context: format!("cannot create session directory {}", dir.display()),
+            source,
+        })?;
+        std::fs::write(dir.join("origin"), cwd.as_os_str().as_bytes()).map_err(|source| {
+            SessionError::Io {
+                context: "cannot write the session's origin".into(),
+                source,
+            }
+        })?;
+        Ok(id)
+    }
+
+    /// Forgets a session and its state.
+    pub fn remove(&self, id: &str) -> Result<(), SessionError> {
+        let dir = self.session_dir(id)?;
+        self.lock_busy().remove(id);
+        std::fs::remove_dir_all(&dir).map_err(|source| SessionError::Io {
+            context: format!("cannot remove session {id}"),
+            source,
+        })
+    }
+
+    /// Submits `code` (a shell command line) to run in the session; the job's id and whether
+    /// it was queued.
+    pub fn submit(
+        &self,
+        engine: &Engine,
+        id: &str,
+        code: &[u8],
+        stdio: Option<PassedStdio>,
+        stdin: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(JobId, bool), SessionError> {
+        let dir = self.session_dir(id)?;
+        let mut busy = self.lock_busy();
+        if let Some(&job) = busy.get(id) {
+            let finished = match engine.snapshot(job) {
+                Ok(snapshot) => matches!(snapshot.phase, JobPhase::Finished(_)),
+                Err(_) => true,
+            };
+            if !finished {
+                return Err(SessionError::Busy {
+                    session: id.to_owned(),
+                    job,
+                });
+            }
+            busy.remove(id);
+        }
+        settle(&dir);
+        let origin = std::fs::read(dir.join("origin")).unwrap_or_else(|_| b"/".to_vec());
+        let spec = JobSpec {
+            argv: driver_argv(&dir, code),
+            cwd: Some(PathBuf::from(OsString::from_vec(origin))),
+            env: None,
+            stdin,
+            timeout,
+            stdio,
+        };
+        let (job, queued) = engine.submit(spec)?;
+        busy.insert(id.to_owned(), job);
+        Ok((job, queued))
+    }
+
+    /// The session's state as its last finished command left it. Blocks (it may run a fresh
+    /// shell once, to learn what a fresh shell's variables are).
+    pub fn state(&self, engine: &Engine, id: &str) -> Result<SessionState, SessionError> {
+        let dir = self.session_dir(id)?;
+        let running = self.lock_busy().get(id).is_some_and(|&job| {
+            engine
+                .snapshot(job)
+                .is_ok_and(|s| !matches!(s.phase, JobPhase::Finished(_)))
+        });
+        if !running {
+            settle(&dir);
+        }
+        let (cwd, status, declarations) = match std::fs::read(dir.join("summary")) {
+            Ok(summary) => parse_summary(&summary).ok_or_else(|| {
+                SessionError::Invalid(format!("session {id}'s saved state is damaged"))
+            })?,
+            // No command has run yet: the state of a fresh shell in the origin.
+            Err(_) => (
+                std::fs::read(dir.join("origin")).unwrap_or_default(),
+                0,
+                self.baseline()?.clone(),
+            ),
+        };
+        let baseline = self.baseline()?;
+        let fresh: HashSet<&[u8]> = baseline.iter().map(Vec::as_slice).collect();
+        let names: HashSet<&[u8]> = declarations.iter().map(|d| declared_name(d)).collect();
+        Ok(SessionState {
+            cwd,
+            status,
+            changed: declarations
+                .iter()
+                .filter(|d| !fresh.contains(d.as_slice()))
+                .cloned()
+                .collect(),
+            unset: baseline
+                .iter()
+                .map(|d| declared_name(d))
+                .filter(|name| !names.contains(name))
+                .map(<[u8]>::to_vec)
+                .collect(),
+        })
+    }
+
+    /// The state dump of a fresh shell in the daemon's environment (computed once).
+    fn baseline(&self) -> Result<&Vec<Vec<u8>>, SessionError> {
+        if let Some(baseline) = self.baseline.get() {
+            return Ok(baseline);
+        }
+        let dir = self
+            .dir
+            .join(format!(".baseline-{}", crate::files::random_hex()));
+        let io = |context: &str| {
+            let context = context.to_owned();
+            move |source| SessionError::Io { context, source }
+        };
+        std::fs::create_dir(&dir).map_err(io("cannot make a scratch session"))?;
+        let ran = std::process::Command::new("bash")
+            .args(driver_argv(&dir, b"").iter().skip(1))
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let summary = std::fs::read(dir.join("summary.new"));
+        let _ = std::fs::remove_dir_all(&dir);
+        ran.map_err(io("cannot run bash for sessions"))?;
+        let summary = summary.map_err(io("a fresh bash left no state"))?;
+        let (_, _, declarations) = parse_summary(&summary).ok_or_else(|| {
+            SessionError::Invalid("a fresh bash left a damaged state dump".into())
+        })?;
+        Ok(self.baseline.get_or_init(|| declarations))
+    }
+
+    fn session_dir(&self, id: &str) -> Result<PathBuf, SessionError> {
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid {
+            return Err(SessionError::NotFound(id.to_owned()));
+        }
+        let dir = self.dir.join(id);
+        if dir.join("origin").is_file() {
+            Ok(dir)
+        } else {
+            Err(SessionError::NotFound(id.to_owned()))
+        }
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobId>> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `bash --noprofile --norc -c DRIVER ferry-session DIR CODE`.
+fn driver_argv(dir: &Path, code: &[u8]) -> Vec<OsString> {
+    vec![
+        "bash".into(),
+        "--noprofile".into(),
+        "--norc".into(),
+        "-c".into(),
+        DRIVER.into(),
+        "ferry-session".into(),
+        dir.as_os_str().to_owned(),
+        OsString::from_vec(code.to_vec()),
+    ]
+}
+
+/// Adopts the state the last command dumped, if the dump is complete; discards it otherwise.
+fn settle(dir: &Path) {
+    let state = std::fs::read(dir.join("state.new"));
+    let summary = std::fs::read(dir.join("summary.new"));
+    if let (Ok(state), Ok(summary)) = (&state, &summary) {
+        if state.ends_with(STATE_END) && summary.ends_with(SUMMARY_END) {
+            let adopted = std::fs::rename(dir.join("state.new"), dir.join("state.sh"))
+                .and_then(|()| std::fs::rename(dir.join("summary.new"), dir.join("summary")));
+            if adopted.is_ok() {
+                return;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(dir.join("state.new"));
+    let _ = std::fs::remove_file(dir.join("summary.new"));
+}
+
+/// Splits a summary (`cwd NUL status NUL declaration NUL ... ferry-end NUL`).
+pub fn parse_summary(summary: &[u8]) -> Option<(Vec<u8>, i32, Vec<Vec<u8>>)> {
+    let body = summary.strip_suffix(SUMMARY_END)?;
+    let mut fields = body.split(|&b| b == 0);
+    let cwd = fields.next()?.to_vec();
+    let status = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    let declarations = fields
+        .filter(|d| !d.is_empty())
+        .map(|d| d.strip_suffix(b"\n").unwrap_or(d).to_vec())
+        .collect();
+    Some((cwd, status, declarations))
+}
+
+/// The variable name in a `declare -FLAGS NAME[=VALUE]` line.
+fn declared_name(declaration: &[u8]) -> &[u8] {
+    let rest = declaration.strip_prefix(b"declare ").unwrap_or(declaration);
+    let rest = match rest.iter().position(|&b| b == b' ') {
+        Some(space) if rest.starts_with(b"-") => &rest[space + 1..],
+        _ => rest,
+    };
+    let end = rest.iter().position(|&b| b == b'=').unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_split_into_their_fields() {
+        let summary =
+            b"/tmp\x003\x00declare -- x=\"42\"\n\x00declare -x E=\"a\nb\"\n\x00ferry-end\x00";
+        let (cwd, status, declarations) = parse_summary(summary).expect("complete");
+        assert_eq!(cwd, b"/tmp");
+        assert_eq!(status, 3);
+        assert_eq!(
+            declarations,
+            vec![
+                b"declare -- x=\"42\"".to_vec(),
+                b"declare -x E=\"a\nb\"".to_vec()
+            ]
+        );
+        assert!(parse_summary(&summary[..summary.len() - 1]).is_none());
+        assert!(parse_summary(b"/tmp\x00x\x00ferry-end\x00").is_none());
+    }
+
+    #[test]
+    fn declared_names() {
+        assert_eq!(declared_name(b"declare -- x=\"42\""), b"x");
+        assert_eq!(declared_name(b"declare -ax arr=([0]=\"a\")"), b"arr");
+        assert_eq!(declared_name(b"declare -x E"), b"E");
+    }
+}
