@@ -175,6 +175,20 @@ impl Hub {
     }
 }
 
+/// Marks every fd above stderr close-on-exec: fds the daemon inherited from whoever started it
+/// must not reach its jobs (its own fds are close-on-exec already).
+fn keep_inherited_fds_from_jobs() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing and touches no memory; it
+    // only sets a flag on fds this process owns.
+    let result = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if result != 0 {
+        tracing::warn!(
+            "cannot mark inherited fds close-on-exec: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves or a client asks it to stop.
 pub async fn run(
     config: DaemonConfig,
@@ -183,6 +197,7 @@ pub async fn run(
     if config.listeners.is_empty() {
         return Err(DaemonError::Config("no listener configured".into()));
     }
+    keep_inherited_fds_from_jobs();
     for listener in &config.listeners {
         listener.spec.check_served()?;
     }

@@ -12,7 +12,7 @@ use ferry_client::{
 };
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use serde_bytes::ByteBuf;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::RunArgs;
 use crate::commands::transfer::{self, SplitConn};
@@ -47,6 +47,7 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         local && !args.no_fds && !args.detach && std::io::stdout().is_terminal()
     };
     let forward_stdin = !args.detach && !args.no_stdin && !pass_stdio;
+    let signals = SignalForwarder::install(pass_stdio)?;
     let cwd = if local {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
         Some(ByteBuf::from(cwd.into_os_string().into_vec()))
@@ -127,7 +128,7 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
     if forward_stdin {
         forward_stdin_thread(sender.clone(), job);
     }
-    forward_signals(sender.clone(), job, pass_stdio)?;
+    signals.forward(&sender, job);
     let status = match print_job_output(&mut receiver, job, Some(&sender)).await? {
         Followed::Exit(exit) => exit_status(job, &exit),
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
@@ -267,45 +268,49 @@ pub(crate) fn own_stdio() -> [BorrowedFd<'static>; 3] {
 
 /// Forwards Ctrl-C, SIGTERM, SIGHUP and SIGQUIT to the job's process group (and, when the job
 /// runs on ferry's terminal, SIGWINCH: the terminal tells ferry, not the job, of a resize).
-/// The third of the same signal makes ferry give up waiting and exit with 128+N.
-pub(crate) fn forward_signals(sender: Sender, job: u64, on_terminal: bool) -> Result<()> {
-    if on_terminal {
-        let mut resized = signal(SignalKind::window_change()).context("cannot handle signals")?;
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            while resized.recv().await.is_some() {
-                let message = ClientMessage::Signal {
-                    request: 0,
-                    job,
-                    signal: libc::SIGWINCH,
-                };
-                if sender.send(message).await.is_err() {
-                    return;
-                }
-            }
-        });
+/// The third of the same signal (WINCH aside) makes ferry give up waiting and exit with 128+N.
+///
+/// The handlers are installed before the job is submitted: a job on ferry's own fds can be
+/// seen running before its id comes back, and a signal sent to ferry then waits in the
+/// handler instead of killing ferry.
+struct SignalForwarder {
+    streams: Vec<(Signal, i32)>,
+}
+
+impl SignalForwarder {
+    fn install(on_terminal: bool) -> Result<SignalForwarder> {
+        let mut streams = Vec::new();
+        for (kind, number) in FORWARDED {
+            streams.push((signal(kind).context("cannot handle signals")?, number));
+        }
+        if on_terminal {
+            let resized = signal(SignalKind::window_change()).context("cannot handle signals")?;
+            streams.push((resized, libc::SIGWINCH));
+        }
+        Ok(SignalForwarder { streams })
     }
-    for (kind, number) in FORWARDED {
-        let mut stream = signal(kind).context("cannot handle signals")?;
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            let mut count = 0;
-            while stream.recv().await.is_some() {
-                count += 1;
-                if count >= 3 {
-                    eprintln!("ferry: giving up waiting for job {job}");
-                    std::process::exit(128 + number);
+
+    fn forward(self, sender: &Sender, job: u64) {
+        for (mut stream, number) in self.streams {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut count = 0;
+                while stream.recv().await.is_some() {
+                    count += 1;
+                    if count >= 3 && number != libc::SIGWINCH {
+                        eprintln!("ferry: giving up waiting for job {job}");
+                        std::process::exit(128 + number);
+                    }
+                    let message = ClientMessage::Signal {
+                        request: 0,
+                        job,
+                        signal: number,
+                    };
+                    if sender.send(message).await.is_err() {
+                        return;
+                    }
                 }
-                let message = ClientMessage::Signal {
-                    request: 0,
-                    job,
-                    signal: number,
-                };
-                if sender.send(message).await.is_err() {
-                    return;
-                }
-            }
-        });
+            });
+        }
     }
-    Ok(())
 }

@@ -3,7 +3,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStringExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -129,7 +128,7 @@ pub fn sh(target: &Endpoint, args: ShArgs) -> Result<i32> {
         let interactive = std::io::stdin().is_terminal();
         let pass_stdio = matches!(target, Endpoint::Unix(_));
         let (mut receiver, sender) = client.split();
-        let current = Arc::new(AtomicU64::new(0));
+        let current = Arc::new(CurrentJob::default());
         forward_signals_to_current(&sender, Arc::clone(&current))?;
         let mut shell = Shell {
             receiver: &mut receiver,
@@ -178,8 +177,8 @@ struct Shell<'a> {
     sender: &'a Sender,
     id: &'a str,
     next_request: u64,
-    /// The job running now (0: none), for signal forwarding.
-    current: Arc<AtomicU64>,
+    /// The job running now, for signal forwarding.
+    current: Arc<CurrentJob>,
 }
 
 impl Shell<'_> {
@@ -204,6 +203,7 @@ impl Shell<'_> {
             pass_stdio,
             session: Some(self.id.to_owned()),
         };
+        self.current.submitting();
         if pass_stdio {
             let fds = own_stdio()
                 .iter()
@@ -218,6 +218,7 @@ impl Shell<'_> {
             match self.receiver.recv().await? {
                 Some(DaemonMessage::Accepted { job, .. }) => break job,
                 Some(DaemonMessage::Error { message, .. }) => {
+                    self.current.ended();
                     eprintln!("ferry: {message}");
                     return Ok(125);
                 }
@@ -226,9 +227,18 @@ impl Shell<'_> {
                 None => bail!("the daemon closed the connection"),
             }
         };
-        self.current.store(job, Ordering::SeqCst);
+        for signal in self.current.started(job) {
+            let _ = self
+                .sender
+                .send(ClientMessage::Signal {
+                    request: 0,
+                    job,
+                    signal,
+                })
+                .await;
+        }
         let followed = print_job_output(self.receiver, job, Some(self.sender)).await;
-        self.current.store(0, Ordering::SeqCst);
+        self.current.ended();
         match followed? {
             Followed::Exit(exit) => Ok(exit_status(job, &exit)),
             Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
@@ -259,7 +269,62 @@ impl Shell<'_> {
 
 /// Forwards INT, QUIT, TERM, HUP and WINCH to the command running now, if any. Between
 /// commands, INT and QUIT are ignored (as at a shell's prompt) and TERM and HUP end ferry.
-fn forward_signals_to_current(sender: &Sender, current: Arc<AtomicU64>) -> Result<()> {
+/// Which command `ferry sh` runs now: none (at the prompt), one being submitted (signals wait
+/// for its id), or a job.
+#[derive(Default)]
+struct CurrentJob {
+    state: std::sync::Mutex<(Phase, Vec<i32>)>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq)]
+enum Phase {
+    #[default]
+    Idle,
+    Submitting,
+    Running(u64),
+}
+
+impl CurrentJob {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Phase, Vec<i32>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn submitting(&self) {
+        *self.lock() = (Phase::Submitting, Vec::new());
+    }
+
+    /// The job started: the signals that came while it was being submitted.
+    fn started(&self, job: u64) -> Vec<i32> {
+        let mut state = self.lock();
+        state.0 = Phase::Running(job);
+        std::mem::take(&mut state.1)
+    }
+
+    fn ended(&self) {
+        *self.lock() = (Phase::Idle, Vec::new());
+    }
+
+    /// Where a signal goes now: a job, or nowhere (at the prompt). Signals during submission
+    /// are kept for the job.
+    fn route(&self, signal: i32) -> Option<u64> {
+        let mut state = self.lock();
+        match state.0 {
+            Phase::Running(job) => Some(job),
+            Phase::Submitting => {
+                state.1.push(signal);
+                None
+            }
+            Phase::Idle => {
+                if signal == libc::SIGTERM || signal == libc::SIGHUP {
+                    std::process::exit(128 + signal);
+                }
+                None
+            }
+        }
+    }
+}
+
+fn forward_signals_to_current(sender: &Sender, current: Arc<CurrentJob>) -> Result<()> {
     let kinds = [
         (SignalKind::interrupt(), libc::SIGINT),
         (SignalKind::quit(), libc::SIGQUIT),
@@ -273,13 +338,9 @@ fn forward_signals_to_current(sender: &Sender, current: Arc<AtomicU64>) -> Resul
         let current = Arc::clone(&current);
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
-                let job = current.load(Ordering::SeqCst);
-                if job == 0 {
-                    if number == libc::SIGTERM || number == libc::SIGHUP {
-                        std::process::exit(128 + number);
-                    }
+                let Some(job) = current.route(number) else {
                     continue;
-                }
+                };
                 let message = ClientMessage::Signal {
                     request: 0,
                     job,

@@ -101,8 +101,8 @@ fn argv_runs_on_the_passed_fds_and_answers_its_status() {
     );
     let reply = request(&mut stream, b"FROB x", &[]).expect("reply");
     assert!(reply.starts_with("ERROR unknown request 'FROB'"), "{reply}");
-    let reply = request(&mut stream, b"EVAL echo hi", &[]).expect("reply");
-    assert!(reply.contains("not served by this build yet"), "{reply}");
+    let reply = request(&mut stream, b"STATE", &[stdin.as_fd()]).expect("reply");
+    assert_eq!(reply, "ERROR STATE takes no file descriptors");
 }
 
 #[test]

@@ -298,6 +298,16 @@ impl Raw {
         self.send_bytes(&bytes);
     }
 
+    /// Sends a frame with `fds` on its first byte (SCM_RIGHTS).
+    pub fn send_with_fds(&mut self, message: &ClientMessage, fds: &[std::os::fd::BorrowedFd<'_>]) {
+        use std::os::fd::AsFd;
+        let mut bytes = Vec::new();
+        encode_frame(message, &mut bytes).expect("encode");
+        let sent =
+            ferry_io::fdpass::send_with_fds(self.stream.as_fd(), &bytes, fds).expect("sendmsg");
+        self.send_bytes(&bytes[sent..]);
+    }
+
     /// The next frame, or None when the daemon closed the connection.
     pub fn recv(&mut self) -> Option<DaemonMessage> {
         loop {
@@ -333,6 +343,50 @@ impl Raw {
     pub fn expect_closed(&mut self) {
         while self.recv().is_some() {}
     }
+}
+
+/// A `Run` of `argv` with the given flags and nothing else set.
+pub fn run_message(
+    request: u64,
+    argv: &[&str],
+    pass_stdio: bool,
+    session: Option<&str>,
+) -> ClientMessage {
+    ClientMessage::Run {
+        request,
+        argv: argv
+            .iter()
+            .map(|a| serde_bytes::ByteBuf::from(a.as_bytes().to_vec()))
+            .collect(),
+        cwd: None,
+        env: None,
+        stdin: false,
+        timeout_ms: None,
+        hangup_on_disconnect: false,
+        follow: true,
+        sandbox: None,
+        pass_stdio,
+        session: session.map(str::to_owned),
+    }
+}
+
+/// Reads frames until job `job`'s `Exit`; returns it.
+pub fn wait_exit(raw: &mut Raw) -> ferry_wire::JobExit {
+    loop {
+        match raw.recv() {
+            Some(DaemonMessage::Exit { exit, .. }) => return exit,
+            Some(DaemonMessage::Error { message, .. }) => panic!("error: {message}"),
+            Some(_) => {}
+            None => panic!("connection closed before the job's exit"),
+        }
+    }
+}
+
+/// Open fds of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .count()
 }
 
 /// Runs a shell pipeline with FERRY_SOCKET pointing at `daemon`; returns its output.

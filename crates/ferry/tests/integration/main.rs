@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod fanos;
+mod fds;
 mod files;
 mod helper;
 mod jobs;
@@ -10,4 +11,5 @@ mod lifecycle;
 mod limits;
 mod remote;
 mod run;
+mod sessions;
 mod sockets;

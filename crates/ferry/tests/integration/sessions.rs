@@ -1,0 +1,305 @@
+//! Stateful sessions: every kind of shell state carried from one command to the next, across
+//! connections (each `ferry` invocation is a connection of its own), `ferry session state`,
+//! `ferry sh`, and the FANOS dialect's `EVAL` and `STATE`.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::process::Stdio;
+use std::time::Duration;
+
+use ferry_io::fdpass::send_with_fds;
+use ferry_wire::fanos::{decode_netstring, encode_netstring};
+
+use crate::helper::{ferry_bin, Daemon};
+
+/// Runs `ferry run --session ID -- LINE` (output through the daemon); stdout and status.
+fn in_session(daemon: &Daemon, id: &str, line: &str) -> (String, Option<i32>) {
+    let out = daemon.run(&["run", "--no-fds", "--session", id, "--", line]);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code(),
+    )
+}
+
+fn new_session(daemon: &Daemon) -> String {
+    let out = daemon.run(&["session", "new"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_issue_example_keeps_cwd_variables_and_functions() {
+    let daemon = Daemon::start(&[]);
+    let id = new_session(&daemon);
+    // The command line is the words of CMD joined by spaces.
+    let out = daemon.run(&["run", "--no-fds", "--session", &id, "--", "cd", "/tmp"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    in_session(&daemon, &id, "x=42; f() { echo in-f; }");
+    assert_eq!(
+        in_session(&daemon, &id, "echo $x; f; pwd"),
+        ("42\nin-f\n/tmp\n".into(), Some(0))
+    );
+}
+
+#[test]
+fn every_kind_of_state_persists_and_statuses_are_exact() {
+    let daemon = Daemon::start(&[]);
+    let id = new_session(&daemon);
+    let setup = [
+        "export EXPORTED=exp; plain=pl; declare -a list=(a 'b c')",
+        "unset HOME",
+        "alias hello='echo aliased'",
+        "set -o noglob; shopt -s extglob",
+        "greet() { echo \"hi $1\"; }",
+    ];
+    for line in setup {
+        assert_eq!(in_session(&daemon, &id, line).1, Some(0), "{line}");
+    }
+    let checks = [
+        // Exported variables reach child processes; plain ones do not.
+        ("sh -c 'echo \"$EXPORTED/${plain-none}\"'", "exp/none\n"),
+        ("echo \"$plain ${list[1]}\"", "pl b c\n"),
+        ("echo \"${HOME-unset}\"", "unset\n"),
+        ("hello", "aliased\n"),
+        ("echo /*", "/*\n"),
+        ("shopt -q extglob && echo extglob-on", "extglob-on\n"),
+        ("greet there", "hi there\n"),
+    ];
+    for (line, expected) in checks {
+        assert_eq!(
+            in_session(&daemon, &id, line),
+            (expected.into(), Some(0)),
+            "{line}"
+        );
+    }
+    // The last status carries over, and each command's status is exact.
+    assert_eq!(in_session(&daemon, &id, "false").1, Some(1));
+    assert_eq!(in_session(&daemon, &id, "echo $?"), ("1\n".into(), Some(0)));
+    assert_eq!(in_session(&daemon, &id, "exit 7").1, Some(7));
+    assert_eq!(in_session(&daemon, &id, "echo $?"), ("7\n".into(), Some(0)));
+    // State survives `exit`.
+    assert_eq!(
+        in_session(&daemon, &id, "greet again"),
+        ("hi again\n".into(), Some(0))
+    );
+
+    let state = daemon.run(&["session", "state", &id]);
+    let text = String::from_utf8_lossy(&state.stdout);
+    assert!(text.starts_with("cwd: "), "{text}");
+    assert!(text.contains("\nstatus: 0\n"), "{text}");
+    assert!(text.contains("declare -x EXPORTED=\"exp\""), "{text}");
+    assert!(text.contains("declare -- plain=\"pl\""), "{text}");
+    assert!(text.contains("unset HOME"), "{text}");
+    assert!(
+        !text.contains("PATH="),
+        "unchanged variables are not listed: {text}"
+    );
+
+    let closed = daemon.run(&["session", "close", &id]);
+    assert_eq!(closed.status.code(), Some(0));
+    let gone = daemon.run(&["run", "--session", &id, "--", "true"]);
+    assert_eq!(gone.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no session"));
+}
+
+#[test]
+fn session_commands_run_on_passed_fds_one_at_a_time() {
+    let daemon = Daemon::start(&[]);
+    let id = new_session(&daemon);
+    let mut child = daemon
+        .ferry()
+        .args([
+            "run",
+            "--fds",
+            "--session",
+            &id,
+            "--",
+            "read line; echo \"got $line\"",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"typed\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got typed\n");
+    assert_eq!(
+        in_session(&daemon, &id, "echo $line"),
+        ("typed\n".into(), Some(0))
+    );
+
+    // A second command while one runs is refused, by name.
+    let mut long = daemon
+        .ferry()
+        .args([
+            "run",
+            "--no-fds",
+            "--session",
+            &id,
+            "--",
+            "echo started; sleep 3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut started = [0u8; 8];
+    long.stdout
+        .as_mut()
+        .expect("stdout")
+        .read_exact(&mut started)
+        .expect("started");
+    let busy = daemon.run(&["run", "--session", &id, "--", "true"]);
+    assert_eq!(busy.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("is busy"),
+        "{busy:?}"
+    );
+    assert_eq!(long.wait().expect("wait").code(), Some(0));
+}
+
+#[test]
+fn ferry_sh_reads_a_script_from_a_pipe() {
+    let daemon = Daemon::start(&[]);
+    let mut child = daemon
+        .ferry()
+        .arg("sh")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // `read` takes the line after it from the same stdin, as in any shell.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"cd /tmp\nn=5\nread word\nfrom-the-pipe\necho \"$n $word $PWD\"\n\nfalse\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "5 from-the-pipe /tmp\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+fn fanos_request(
+    stream: &mut UnixStream,
+    payload: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> String {
+    let mut message = Vec::new();
+    encode_netstring(payload, &mut message);
+    let sent = send_with_fds(stream.as_fd(), &message, fds).expect("send");
+    stream.write_all(&message[sent..]).expect("rest");
+    let mut buf = Vec::new();
+    loop {
+        if let Ok(Some((range, _))) = decode_netstring(&buf, 1 << 20, false) {
+            return String::from_utf8_lossy(&buf[range]).into_owned();
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => panic!("no reply to {payload:?}"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn fanos_eval_keeps_state_per_connection_on_the_passed_fds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("fanos.sock");
+    let daemon = Daemon::start_networked(&[], &[&format!("fanos:unix:{}", socket.display())]);
+    assert!(
+        daemon.log_shows("listening on fanos:unix:"),
+        "{}",
+        daemon.log()
+    );
+    let mut stream = UnixStream::connect(&socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let null = std::fs::File::open("/dev/null").expect("null");
+    let (out_r, out_w) = rustix::pipe::pipe().expect("pipe");
+    let (in_r, in_w) = rustix::pipe::pipe().expect("pipe");
+    rustix::io::write(&in_w, b"the line\n").expect("write");
+    drop(in_w);
+    let stdio = |stdin| [stdin, out_w.as_fd(), null.as_fd()];
+    assert_eq!(
+        fanos_request(&mut stream, b"EVAL cd /tmp", &stdio(null.as_fd())),
+        "OK 0"
+    );
+    assert_eq!(
+        fanos_request(&mut stream, b"EVAL read x", &stdio(in_r.as_fd())),
+        "OK 0"
+    );
+    assert_eq!(
+        fanos_request(&mut stream, b"EVAL echo \"$x $PWD\"", &stdio(null.as_fd())),
+        "OK 0"
+    );
+    assert_eq!(
+        fanos_request(&mut stream, b"EVAL (exit 3)", &stdio(null.as_fd())),
+        "OK 3"
+    );
+    let state = fanos_request(&mut stream, b"STATE", &[]);
+    assert!(state.starts_with("OK cwd: /tmp\nstatus: 3\n"), "{state}");
+    assert!(state.contains("\ndeclare -- x=\"the line\""), "{state}");
+    let refused = fanos_request(&mut stream, b"EVAL true", &[]);
+    assert!(
+        refused.starts_with("ERROR EVAL needs 3 file descriptors"),
+        "{refused}"
+    );
+    drop(out_w);
+    let mut out = String::new();
+    std::fs::File::from(out_r)
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "the line /tmp\n");
+
+    // Another connection has a session of its own.
+    let mut other = UnixStream::connect(&socket).expect("connect");
+    other
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let (out_r, out_w) = rustix::pipe::pipe().expect("pipe");
+    let reply = fanos_request(
+        &mut other,
+        b"EVAL echo \"${x-unset}\"",
+        &[null.as_fd(), out_w.as_fd(), null.as_fd()],
+    );
+    assert_eq!(reply, "OK 0");
+    drop(out_w);
+    let mut out = String::new();
+    std::fs::File::from(out_r)
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "unset\n");
+
+    // `ferry fanos` passes its own fds.
+    let out = std::process::Command::new(ferry_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["fanos", "EVAL echo from-ferry; exit 4"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ferry fanos");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-ferry\nOK 4\n");
+    assert_eq!(out.status.code(), Some(0));
+    let out = std::process::Command::new(ferry_bin())
+        .arg("--socket")
+        .arg(&socket)
+        .args(["fanos", "ARGV", "sh", "-c", "exit 5"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ferry fanos");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "STATUS 5\n");
+    assert_eq!(out.status.code(), Some(5));
+}
