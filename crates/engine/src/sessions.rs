@@ -364,6 +364,20 @@ pub fn parse_summary(summary: &[u8]) -> Option<(Vec<u8>, i32, Vec<Vec<u8>>)> {
     Some((cwd, status, declarations))
 }
 
+/// Writes a summary as the driver does (for tests and fuzzing: the driver writes them in bash).
+pub fn encode_summary(cwd: &[u8], status: i32, declarations: &[Vec<u8>]) -> Vec<u8> {
+    let mut summary = cwd.to_vec();
+    summary.push(0);
+    summary.extend_from_slice(status.to_string().as_bytes());
+    summary.push(0);
+    for declaration in declarations {
+        summary.extend_from_slice(declaration);
+        summary.extend_from_slice(b"\n\0");
+    }
+    summary.extend_from_slice(b"ferry-end\0");
+    summary
+}
+
 /// The variable name in a `declare -FLAGS NAME[=VALUE]` line.
 fn declared_name(declaration: &[u8]) -> &[u8] {
     let rest = declaration.strip_prefix(b"declare ").unwrap_or(declaration);
@@ -378,6 +392,7 @@ fn declared_name(declaration: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn summaries_split_into_their_fields() {
@@ -395,6 +410,31 @@ mod tests {
         );
         assert!(parse_summary(&summary[..summary.len() - 1]).is_none());
         assert!(parse_summary(b"/tmp\x00x\x00ferry-end\x00").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn summaries_roundtrip(
+            cwd in proptest::collection::vec(1u8..=255, 0..32),
+            status in proptest::prelude::any::<i32>(),
+            declarations in proptest::collection::vec(
+                proptest::collection::vec(1u8..=255, 1..24)
+                    .prop_filter("no trailing newline", |d| !d.ends_with(b"\n")),
+                0..6,
+            ),
+        ) {
+            let summary = encode_summary(&cwd, status, &declarations);
+            let parsed = parse_summary(&summary);
+            proptest::prop_assert_eq!(parsed, Some((cwd, status, declarations)));
+        }
+
+        #[test]
+        fn any_bytes_parse_or_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Some((cwd, status, declarations)) = parse_summary(&bytes) {
+                let again = encode_summary(&cwd, status, &declarations);
+                proptest::prop_assert_eq!(parse_summary(&again), Some((cwd, status, declarations)));
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Benchmark for fd passing (issue 4): `ferry run --fds -- head -c 2G /dev/zero >/dev/null`
+# against running `head -c 2G /dev/zero >/dev/null` directly, side by side in one hyperfine
+# run; also a stateful session command (`ferry run --session`) against `bash -c true`, for
+# what a session costs. Prints a table with the ratio and the target. Not a test.
+#
+#   bash bench/fds.sh                    # 2G, 10 runs
+#   SIZE=512M RUNS=3 bash bench/fds.sh   # quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-10}
+SIZE=${SIZE:-2G}
+
+if ! command -v hyperfine >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine >/dev/null
+fi
+
+cargo build --release --quiet -p ferry
+FERRY=$PWD/target/release/ferry
+
+work=$(mktemp -d)
+daemon_pid=
+cleanup() {
+  if [ -n "$daemon_pid" ]; then kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+export FERRY_SOCKET=$work/ferry.sock
+export FERRY_STATE_DIR=$work/state
+"$FERRY" daemon 2>"$work/daemon.log" &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S "$FERRY_SOCKET" ] && break; sleep 0.05; done
+"$FERRY" run --fds -- true # warm: the daemon answers
+session=$("$FERRY" session new)
+
+hyperfine --warmup 1 --runs "$RUNS" --export-csv "$work/throughput.csv" \
+  "$FERRY run --fds -- head -c $SIZE /dev/zero >/dev/null" \
+  "head -c $SIZE /dev/zero >/dev/null" >"$work/throughput.txt"
+hyperfine -N --warmup 10 --runs 100 --export-csv "$work/session.csv" \
+  "$FERRY run --fds --session $session -- true" "$FERRY run --fds -- true" "bash -c true" \
+  >"$work/session.txt"
+
+bytes=$(numfmt --from=iec "$SIZE")
+awk -F, -v bytes="$bytes" '
+  FNR == 1 { next }
+  FILENAME ~ /throughput/ { tp[++n] = $2 }
+  FILENAME ~ /session/ { lat[++m] = $2 * 1000 }
+  END {
+    printf "%-48s %10s %10s\n", "command", "mean", "MiB/s"
+    printf "%-48s %8.3f s %10.0f\n", "ferry run --fds -- head -c SIZE /dev/zero", tp[1], bytes / tp[1] / 1048576
+    printf "%-48s %8.3f s %10.0f\n", "head -c SIZE /dev/zero (direct)", tp[2], bytes / tp[2] / 1048576
+    printf "%-48s %7.2f ms\n", "ferry run --fds --session ID -- true", lat[1]
+    printf "%-48s %7.2f ms\n", "ferry run --fds -- true", lat[2]
+    printf "%-48s %7.2f ms\n", "bash -c true", lat[3]
+    r = tp[2] / tp[1]
+    printf "\n%-40s %7.2fx %10s %6s\n", "ferry --fds speed / direct", r, ">= 0.95x", (r >= 0.95 ? "yes" : "NO")
+  }' "$work/throughput.csv" "$work/session.csv"
