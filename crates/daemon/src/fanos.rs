@@ -127,8 +127,16 @@ impl ConnectionSession {
         };
         let hub = Arc::clone(&self.hub);
         let submitted = tokio::task::spawn_blocking(move || {
-            hub.sessions
-                .submit(&hub.engine, &id, &code, Some(stdio), false, None)
+            hub.sessions.submit(
+                &hub.engine,
+                &id,
+                &code,
+                JobSpec {
+                    stdio: Some(stdio),
+                    origin: fanos_origin(),
+                    ..JobSpec::default()
+                },
+            )
         })
         .await;
         match submitted {
@@ -232,6 +240,7 @@ async fn run(argv: Vec<Vec<u8>>, stdio: PassedStdio, hub: &Hub) -> FanosReply {
     let spec = JobSpec {
         argv: argv.into_iter().map(OsString::from_vec).collect(),
         stdio: Some(stdio),
+        origin: fanos_origin(),
         ..JobSpec::default()
     };
     match hub.engine.submit(spec) {
@@ -240,6 +249,14 @@ async fn run(argv: Vec<Vec<u8>>, stdio: PassedStdio, hub: &Hub) -> FanosReply {
             Err(error) => FanosReply::Error(error),
         },
         Err(e) => FanosReply::Error(e.to_string()),
+    }
+}
+
+/// Jobs of this dialect are recorded as the owner's, through FANOS.
+fn fanos_origin() -> ferry_engine::JobOrigin {
+    ferry_engine::JobOrigin {
+        owner: "unix".into(),
+        dialect: "fanos".into(),
     }
 }
 

@@ -189,6 +189,16 @@ fn keep_inherited_fds_from_jobs() {
     }
 }
 
+/// A log write past a file-size limit (RLIMIT_FSIZE) must fail with EFBIG, not kill the
+/// daemon with SIGXFSZ. Jobs get the default disposition back before they exec.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and touches
+    // no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves or a client asks it to stop.
 pub async fn run(
     config: DaemonConfig,
@@ -198,6 +208,7 @@ pub async fn run(
         return Err(DaemonError::Config("no listener configured".into()));
     }
     keep_inherited_fds_from_jobs();
+    ignore_file_size_signal();
     for listener in &config.listeners {
         listener.spec.check_served()?;
     }

@@ -20,8 +20,11 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::log::{JobLog, LogLimits, MAX_RECORD_DATA};
+use crate::log::{JobLog, LogHeader, LogLimits, MAX_RECORD_DATA};
+use crate::store::{millis, ExitRecord, JobRecord, RecordState};
 use crate::{EngineError, ExitReport, JobPhase, JobSnapshot, JobSpec, OutputStream, StdinSender};
+use serde_bytes::ByteBuf;
+use std::os::unix::ffi::OsStrExt;
 
 /// A job id: unique and increasing, also across daemon restarts on the same log directory.
 pub type JobId = u64;
@@ -49,14 +52,43 @@ struct Status {
     /// Passed fds, until the spawn takes them.
     stdio: Option<crate::PassedStdio>,
     timed_out: bool,
+    /// Signals sent to the job by a client or the daemon.
+    signalled: Vec<i32>,
+    /// When it ended.
+    finished: Option<SystemTime>,
+    /// Output bytes its log did not keep.
+    dropped: u64,
 }
 
 /// Called once a job has ended, with its id.
 pub(crate) type OnEnd = Box<dyn FnOnce(JobId) + Send>;
 
 impl Job {
-    pub fn new(id: JobId, mut spec: JobSpec, log_path: &Path, limits: LogLimits) -> Job {
-        let log = JobLog::new(log_path, limits);
+    /// A job; its log file is created now when `durable`.
+    pub fn new(
+        id: JobId,
+        mut spec: JobSpec,
+        log_path: &Path,
+        limits: LogLimits,
+        durable: bool,
+    ) -> std::io::Result<Job> {
+        let submitted = SystemTime::now();
+        let header = LogHeader {
+            id,
+            argv: spec
+                .argv
+                .iter()
+                .map(|a| ByteBuf::from(a.as_bytes().to_vec()))
+                .collect(),
+            cwd: spec
+                .cwd
+                .as_ref()
+                .map(|c| ByteBuf::from(c.as_os_str().as_bytes().to_vec())),
+            owner: spec.origin.owner.clone(),
+            dialect: spec.origin.dialect.clone(),
+            submitted_ms: millis(submitted),
+        };
+        let log = JobLog::new(log_path, &header, limits, durable)?;
         let stdio = spec.stdio.take();
         let (stdin_tx, stdin_rx) = if spec.stdin {
             let (tx, rx) = mpsc::channel(STDIN_QUEUE);
@@ -64,10 +96,10 @@ impl Job {
         } else {
             (None, None)
         };
-        Job {
+        Ok(Job {
             id,
             spec,
-            submitted: SystemTime::now(),
+            submitted,
             log,
             status: Mutex::new(Status {
                 phase: JobPhase::Queued,
@@ -77,7 +109,46 @@ impl Job {
                 stdin_rx,
                 stdio,
                 timed_out: false,
+                signalled: Vec::new(),
+                finished: None,
+                dropped: 0,
             }),
+        })
+    }
+
+    /// The job's record for the history store.
+    pub fn record(&self) -> JobRecord {
+        let status = self.status();
+        let (state, exit) = match &status.phase {
+            JobPhase::Queued => (RecordState::Queued, None),
+            JobPhase::Running { .. } => (RecordState::Running, None),
+            JobPhase::Finished(report) => (RecordState::Finished, Some(ExitRecord::from(report))),
+        };
+        let (stdout_bytes, stderr_bytes) = self.log.lengths();
+        JobRecord {
+            id: self.id,
+            argv: self
+                .spec
+                .argv
+                .iter()
+                .map(|a| ByteBuf::from(a.as_bytes().to_vec()))
+                .collect(),
+            cwd: self
+                .spec
+                .cwd
+                .as_ref()
+                .map(|c| ByteBuf::from(c.as_os_str().as_bytes().to_vec())),
+            owner: self.spec.origin.owner.clone(),
+            dialect: self.spec.origin.dialect.clone(),
+            submitted_ms: millis(self.submitted),
+            started_ms: status.started.map(|(wall, _)| millis(wall)),
+            finished_ms: status.finished.map(millis),
+            state,
+            exit,
+            stdout_bytes,
+            stderr_bytes,
+            log_bytes: std::fs::metadata(self.log.path()).map_or(0, |m| m.len()),
+            dropped_bytes: status.dropped,
         }
     }
 
@@ -140,6 +211,8 @@ impl Job {
                 )))
             }
         };
+        drop(status);
+        self.status().signalled.push(signal);
         send_to_group(pid, signal).map_err(|e| match e {
             SignalError::Unknown => EngineError::Invalid(format!("unknown signal {signal}")),
             SignalError::Os(source) => EngineError::Io {
@@ -154,6 +227,7 @@ impl Job {
         let report = ExitReport {
             signal,
             error: Some(error),
+            killed: signal.is_some(),
             ..ExitReport::default()
         };
         {
@@ -163,8 +237,10 @@ impl Job {
             status.stdin_rx = None;
             // Passed fds belong to a client: give them back (close our copies) at once.
             status.stdio = None;
+            status.finished = Some(SystemTime::now());
         }
-        self.log.finish(report);
+        let dropped = self.log.finish(report);
+        self.status().dropped = dropped;
     }
 
     fn finish(&self, exit: std::process::ExitStatus) {
@@ -180,12 +256,18 @@ impl Job {
                 wall,
                 timed_out: status.timed_out,
                 error: None,
+                killed: exit
+                    .signal()
+                    .is_some_and(|signal| status.signalled.contains(&signal)),
+                lost: false,
             };
             status.phase = JobPhase::Finished(report.clone());
             status.stdin_tx = None;
+            status.finished = Some(SystemTime::now());
             report
         };
-        self.log.finish(report);
+        let dropped = self.log.finish(report);
+        self.status().dropped = dropped;
     }
 }
 
@@ -465,6 +547,15 @@ async fn enforce_timeout(job: Arc<Job>, pid: u32, timeout: Duration, grace: Dura
     if job.is_running() {
         let _ = job.signal_group(libc::SIGKILL);
     }
+}
+
+/// The next id an earlier daemon without the history wrote down (1 if none).
+pub(crate) fn next_id_from_file(log_dir: &Path) -> JobId {
+    std::fs::read_to_string(log_dir.join(NEXT_ID_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<JobId>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Finds the first job id to use in `log_dir`: after every id used by an earlier daemon there.

@@ -11,18 +11,23 @@ mod job;
 pub mod log;
 pub mod sessions;
 pub mod signals;
+pub mod store;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
 pub use job::JobId;
-pub use log::{encode_record, parse_records, LogError, LogLimits, LogReader, OutputEvent};
+pub use log::{
+    encode_record, parse_records, LogError, LogLimits, LogReader, OutputEvent, RecordKind,
+};
+pub use store::{Pruned, Retention, StoreError};
 
 use job::Job;
 
@@ -46,8 +51,13 @@ pub struct ExitReport {
     pub wall: Duration,
     /// True when the timeout expired and the engine terminated the job.
     pub timed_out: bool,
-    /// Set when the job never ran: spawn failure, or cancelled while queued.
+    /// Set when the job never ran: spawn failure, or cancelled while queued; or, for a lost
+    /// job, what happened.
     pub error: Option<String>,
+    /// The signal that ended it was sent by a client (`kill`) or by a shutdown.
+    pub killed: bool,
+    /// The daemon stopped while the job was queued or running: how it ended is unknown.
+    pub lost: bool,
 }
 
 /// File descriptors a job uses directly as its stdin, stdout and stderr: a client's own,
@@ -90,6 +100,17 @@ pub struct JobSpec {
     pub timeout: Option<Duration>,
     /// Run on these fds instead of pipes (then `stdin` must be false).
     pub stdio: Option<PassedStdio>,
+    /// Who asked, through which dialect (recorded in the history).
+    pub origin: JobOrigin,
+}
+
+/// Who submitted a job, for its record.
+#[derive(Debug, Default, Clone)]
+pub struct JobOrigin {
+    /// The connection (e.g. `unix`, `127.0.0.1:50000`, a client certificate's name).
+    pub owner: String,
+    /// The dialect (`ferry`, `fanos`).
+    pub dialect: String,
 }
 
 /// Where a job is in its life.
@@ -143,6 +164,11 @@ pub struct EngineConfig {
     pub kill_grace: Duration,
     /// Stored output per job, and the in-memory window of recent output.
     pub log_limits: LogLimits,
+    /// Keep the job history (records in a store beside the log directory, logs kept across
+    /// restarts); off, jobs live in memory only and earlier logs are removed at start.
+    pub history: bool,
+    /// What the history keeps.
+    pub retention: Retention,
 }
 
 impl EngineConfig {
@@ -155,6 +181,8 @@ impl EngineConfig {
             max_finished: 1_000,
             kill_grace: Duration::from_secs(5),
             log_limits: LogLimits::default(),
+            history: true,
+            retention: Retention::default(),
         }
     }
 }
@@ -174,6 +202,9 @@ pub enum EngineError {
     /// The engine is shutting down.
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    /// The history store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {
@@ -195,6 +226,8 @@ struct Inner {
     state: Mutex<State>,
     shutting_down: AtomicBool,
     runtime: tokio::runtime::Handle,
+    /// The job history, unless it is off.
+    store: Option<store::Store>,
 }
 
 #[derive(Default)]
@@ -215,23 +248,47 @@ impl Engine {
             move |source| EngineError::Io { context, source }
         };
         std::fs::create_dir_all(&config.log_dir).map_err(io("cannot create log directory"))?;
-        let next_id = job::next_id_after_previous_runs(&config.log_dir)
-            .map_err(io("cannot read log directory"))?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| EngineError::Io {
             context: "the engine needs a tokio runtime".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        Ok(Engine {
-            inner: Arc::new(Inner {
-                config,
-                state: Mutex::new(State {
-                    next_id,
-                    ..State::default()
+        // The store tells the engine which jobs retention removed, once the engine exists.
+        let engine_slot: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        let (store, next_id) = if config.history {
+            let slot = Arc::clone(&engine_slot);
+            let state_dir = config.log_dir.parent().unwrap_or(&config.log_dir);
+            let store = store::Store::open(
+                state_dir,
+                &config.log_dir,
+                config.retention,
+                Box::new(move |ids| {
+                    if let Some(inner) = slot.get().and_then(std::sync::Weak::upgrade) {
+                        inner.forget(ids);
+                    }
                 }),
-                shutting_down: AtomicBool::new(false),
-                runtime,
+            )?;
+            let next_id = store
+                .recover(&config.log_dir)?
+                .max(job::next_id_from_file(&config.log_dir));
+            store.apply_retention();
+            (Some(store), next_id)
+        } else {
+            let next_id = job::next_id_after_previous_runs(&config.log_dir)
+                .map_err(io("cannot read log directory"))?;
+            (None, next_id)
+        };
+        let inner = Arc::new(Inner {
+            config,
+            state: Mutex::new(State {
+                next_id,
+                ..State::default()
             }),
-        })
+            shutting_down: AtomicBool::new(false),
+            runtime,
+            store,
+        });
+        let _ = engine_slot.set(Arc::downgrade(&inner));
+        Ok(Engine { inner })
     }
 
     /// The settings in force.
@@ -263,17 +320,31 @@ impl Engine {
             )));
         }
         let id = state.next_id;
-        let log_path = self.inner.config.log_dir.join(format!("{id}.log"));
-        let job = Arc::new(Job::new(id, spec, &log_path, self.inner.config.log_limits));
         state.next_id += 1;
+        drop(state);
+        // The log file (with the job's header) is made outside the lock: it is a file create.
+        let log_path = self.inner.config.log_dir.join(format!("{id}.log"));
+        let durable = self.inner.store.is_some();
+        let job = Job::new(id, spec, &log_path, self.inner.config.log_limits, durable).map_err(
+            |source| EngineError::Io {
+                context: format!("cannot create the log of job {id}"),
+                source,
+            },
+        )?;
+        let job = Arc::new(job);
+        let mut state = self.inner.lock();
+        let start_now = state.running < self.inner.config.max_running;
         state.jobs.insert(id, Arc::clone(&job));
         if start_now {
             state.running += 1;
-            drop(state);
-            self.inner.start(job);
         } else {
             state.queue.push_back(id);
         }
+        drop(state);
+        if start_now {
+            self.inner.start(Arc::clone(&job));
+        }
+        self.inner.record(&job, false);
         Ok((id, !start_now))
     }
 
@@ -305,12 +376,80 @@ impl Engine {
         follow: bool,
         holding: bool,
     ) -> Result<LogReader, EngineError> {
-        Ok(self.job(id)?.log.reader(replay, follow, holding))
+        match self.job(id) {
+            // A finished job's log is read whole from its file: head, gap, tail.
+            Ok(job) if replay && job.log.is_finished() => {
+                let exit = match job.snapshot().phase {
+                    JobPhase::Finished(report) => report,
+                    _ => ExitReport::default(),
+                };
+                Ok(LogReader::stored(
+                    job.log.path(),
+                    exit,
+                    self.inner.store.is_none(),
+                ))
+            }
+            Ok(job) => Ok(job.log.reader(replay, follow, holding)),
+            Err(unknown) => {
+                let record = self.record(id)?.ok_or(unknown)?;
+                let path = self.inner.config.log_dir.join(format!("{id}.log"));
+                if replay {
+                    Ok(LogReader::stored(&path, record.report(), false))
+                } else {
+                    Ok(LogReader::stored(
+                        Path::new("/nonexistent"),
+                        record.report(),
+                        true,
+                    ))
+                }
+            }
+        }
     }
 
-    /// A snapshot of one job.
+    /// A snapshot of one job (from the history when it is not in memory).
     pub fn snapshot(&self, id: JobId) -> Result<JobSnapshot, EngineError> {
-        Ok(self.job(id)?.snapshot())
+        match self.job(id) {
+            Ok(job) => Ok(job.snapshot()),
+            Err(unknown) => Ok(snapshot_of(&self.record(id)?.ok_or(unknown)?)),
+        }
+    }
+
+    /// The history's record of a job, if the history is on and has it.
+    fn record(&self, id: JobId) -> Result<Option<store::JobRecord>, EngineError> {
+        match &self.inner.store {
+            Some(store) => Ok(store.get(id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Every job the history holds (with the jobs in memory, which are newer), oldest first.
+    /// Reads the store: call it off the async threads.
+    pub fn history(&self) -> Result<Vec<JobSnapshot>, EngineError> {
+        let mut jobs: BTreeMap<JobId, JobSnapshot> = BTreeMap::new();
+        if let Some(store) = &self.inner.store {
+            for (id, record) in store.all()? {
+                jobs.insert(id, snapshot_of(&record));
+            }
+        }
+        for snapshot in self.list() {
+            jobs.insert(snapshot.id, snapshot);
+        }
+        Ok(jobs.into_values().collect())
+    }
+
+    /// Removes ended jobs (records and logs) submitted longer than `older_than` ago, and all
+    /// but the newest `keep`. Blocks: call it off the async threads.
+    pub fn prune(
+        &self,
+        older_than: Option<Duration>,
+        keep: Option<usize>,
+    ) -> Result<Pruned, EngineError> {
+        match &self.inner.store {
+            Some(store) => Ok(store.prune(older_than, keep)?),
+            None => Err(EngineError::Invalid(
+                "the job history is off in this daemon (--no-history): nothing to prune".into(),
+            )),
+        }
     }
 
     /// Snapshots of every known job, oldest first.
@@ -331,6 +470,7 @@ impl Engine {
                     format!("cancelled by signal {signal} while queued"),
                     Some(signal),
                 );
+                self.inner.record(&job, true);
                 self.inner.forget_old(id);
                 return Ok(());
             }
@@ -354,6 +494,7 @@ impl Engine {
         for id in queued {
             if let Ok(job) = self.job(id) {
                 job.finish_without_running("cancelled: the daemon shut down".into(), None);
+                self.inner.record(&job, true);
             }
         }
         let running = |engine: &Engine| -> Vec<Arc<Job>> {
@@ -386,7 +527,48 @@ impl Engine {
     }
 }
 
+/// A snapshot of a job known only from its record.
+fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
+    let report = record.report();
+    let submitted = UNIX_EPOCH + Duration::from_millis(record.submitted_ms);
+    JobSnapshot {
+        id: record.id,
+        argv: record
+            .argv
+            .iter()
+            .map(|a| OsString::from_vec(a.to_vec()))
+            .collect(),
+        run_time: report.wall,
+        phase: JobPhase::Finished(report),
+        submitted,
+        started: record
+            .started_ms
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        pid: None,
+        unstored_bytes: record.dropped_bytes,
+    }
+}
+
 impl Inner {
+    /// Queues `job`'s record for the history; `ended` syncs its log first.
+    fn record(&self, job: &Job, ended: bool) {
+        if let Some(store) = &self.store {
+            let log = ended.then(|| job.log.path().to_owned());
+            store.put(job.record(), log);
+        }
+    }
+
+    /// Forgets jobs the history removed.
+    fn forget(&self, ids: &[JobId]) {
+        let mut state = self.lock();
+        for id in ids {
+            if state.jobs.get(id).is_some_and(|job| job.log.is_finished()) {
+                state.jobs.remove(id);
+                state.finished.retain(|f| f != id);
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent state (no multi-step invariants
         // are broken mid-way), so a poisoned lock is taken over.
@@ -409,6 +591,9 @@ impl Inner {
     /// Called by a job's pump thread once the job has ended: frees its slot and starts the
     /// next queued job.
     fn job_ended(self: &Arc<Self>, id: JobId) {
+        if let Some(job) = self.lock().jobs.get(&id).cloned() {
+            self.record(&job, true);
+        }
         let next = {
             let mut state = self.lock();
             state.running = state.running.saturating_sub(1);
@@ -427,7 +612,8 @@ impl Inner {
         };
         self.forget_old(id);
         if let Some(job) = next {
-            self.start(job);
+            self.start(Arc::clone(&job));
+            self.record(&job, false);
         }
     }
 
@@ -444,8 +630,11 @@ impl Inner {
             }
             forgotten
         };
-        for job in forgotten {
-            job.log.remove();
+        // With the history on, logs stay (retention removes them); off, they go with the job.
+        if self.store.is_none() {
+            for job in forgotten {
+                job.log.remove();
+            }
         }
     }
 }

@@ -1,11 +1,19 @@
 //! The job log: every chunk a job writes, in order, with its stream; stored on disk up to a
 //! cap, and kept in memory for a short while so that live readers need not touch the disk.
 //!
-//! Records live in one append-only file per job: a 5-byte header (stream byte, then the data
-//! length as a little-endian u32) followed by the data. Positions are counted over the whole
-//! record sequence ("log positions"); the file holds the records from position 0 up to the
-//! stored length, at most [`LogLimits::max_stored`] bytes. Records past the cap are not stored
-//! (issue-5 retention will keep a tail too); the progress says how many data bytes were not.
+//! One append-only file per job: a header naming the job (`FERRYLOG`, a little-endian u32
+//! length, a CBOR [`LogHeader`]), then records: a 5-byte record header (a kind byte, then the
+//! data length as a little-endian u32) followed by the data. Kinds: 1 stdout, 2 stderr, 3 the
+//! bytes dropped between head and tail (16 bytes: stdout then stderr, u64 LE), 4 the job's end
+//! (CBOR [`crate::store::ExitRecord`]).
+//!
+//! Output positions ("log positions") are counted over the output records from the header's
+//! end. While the job runs, the file holds the records from position 0 up to the stored length,
+//! at most the head part of [`LogLimits::max_stored`]; later records go to two tail segment
+//! files used in turn, so the last quarter of the cap or so is kept too. When the job ends, the
+//! file gets a dropped-bytes record, the tail's records and the end record. A finished job's log
+//! is read whole by [`LogReader::stored`]: head, the gap (shown as a jump in the stream
+//! offsets), tail.
 //!
 //! The most recent records also stay in memory, in a window of about
 //! [`LogLimits::window_bytes`], shared by reference. A reader takes records from the file while
@@ -23,7 +31,7 @@ use std::io::{IoSlice, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -42,10 +50,23 @@ const READ_BATCH: usize = 4 * MAX_RECORD_DATA;
 /// Size limits of a job log.
 #[derive(Debug, Clone, Copy)]
 pub struct LogLimits {
-    /// Bytes of records stored in the file; later records are delivered live only.
+    /// Bytes of output records stored for a job: the first three quarters as its head, the
+    /// last quarter (or so) of its output as its tail; what lies between is delivered live only.
     pub max_stored: u64,
     /// Bytes of recent record data kept in memory.
     pub window_bytes: usize,
+}
+
+impl LogLimits {
+    /// Bytes of records kept from the start of the output.
+    pub fn head_cap(&self) -> u64 {
+        self.max_stored - self.tail_cap()
+    }
+
+    /// Bytes of records kept from the end of the output (in two segments of half this).
+    pub fn tail_cap(&self) -> u64 {
+        self.max_stored / 4
+    }
 }
 
 impl Default for LogLimits {
@@ -68,8 +89,12 @@ pub(crate) struct LogProgress {
     pub stdout_len: u64,
     /// Bytes of stderr data written so far.
     pub stderr_len: u64,
-    /// Data bytes that were not stored (past the cap, or lost to a failing disk).
+    /// Data bytes that were not stored in the head (past its cap, or lost to a failing disk).
     pub unstored: u64,
+    /// The same, per stream (stdout, stderr).
+    pub unstored_per_stream: [u64; 2],
+    /// Why storing output failed, if it did (the first error).
+    pub store_error: Option<String>,
     /// Set once the job has ended: no more records will come.
     pub exit: Option<ExitReport>,
 }
@@ -129,26 +154,208 @@ impl Shared {
     }
 }
 
-/// The log file, created on the first record stored (a job without output never touches the
-/// disk).
+/// The log file: created at once for a durable log, else on the first record stored (a job
+/// without output then never touches the disk). Starts with the header.
 #[derive(Debug)]
 struct LogFile {
     path: PathBuf,
-    file: OnceLock<File>,
+    header: Vec<u8>,
+    file: Mutex<FileSlot>,
+    /// The tail segments, once output went past the head.
+    tail: Mutex<Option<Tail>>,
+}
+
+/// The log file's state: not made yet, open while the job runs, closed once it ended (a
+/// finished job holds no fd; its log is read by path).
+#[derive(Debug)]
+enum FileSlot {
+    NotCreated,
+    Open(Arc<File>),
+    Closed { created: bool },
 }
 
 impl LogFile {
-    fn get_or_create(&self) -> std::io::Result<&File> {
-        if let Some(file) = self.file.get() {
-            return Ok(file);
+    fn slot(&self) -> MutexGuard<'_, FileSlot> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get_or_create(&self) -> std::io::Result<Arc<File>> {
+        let mut slot = self.slot();
+        match &*slot {
+            FileSlot::Open(file) => return Ok(Arc::clone(file)),
+            FileSlot::Closed { .. } => {
+                return Err(std::io::Error::other("the job's log is already complete"))
+            }
+            FileSlot::NotCreated => {}
         }
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
             .read(true)
             .write(true)
             .open(&self.path)?;
-        Ok(self.file.get_or_init(|| file))
+        file.write_all(&self.header)?;
+        let file = Arc::new(file);
+        *slot = FileSlot::Open(Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// The open file, if it is open.
+    fn current(&self) -> Option<Arc<File>> {
+        match &*self.slot() {
+            FileSlot::Open(file) => Some(Arc::clone(file)),
+            _ => None,
+        }
+    }
+
+    /// Whether the file was ever made.
+    fn created(&self) -> bool {
+        match &*self.slot() {
+            FileSlot::NotCreated => false,
+            FileSlot::Open(_) => true,
+            FileSlot::Closed { created } => *created,
+        }
+    }
+
+    /// Closes the file for good (readers then open it by path).
+    fn close(&self) {
+        let mut slot = self.slot();
+        let created = !matches!(&*slot, FileSlot::NotCreated);
+        *slot = FileSlot::Closed { created };
+    }
+
+    /// The file to read the stored part from: the open one, or the file by its path.
+    fn for_reading(&self) -> std::io::Result<Arc<File>> {
+        match self.current() {
+            Some(file) => Ok(file),
+            None => File::open(&self.path).map(Arc::new),
+        }
+    }
+
+    /// Where output position 0 lies in the file.
+    fn base(&self) -> u64 {
+        self.header.len() as u64
+    }
+}
+
+/// What a job's log file says of the job, first thing in the file.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogHeader {
+    /// The job id.
+    pub id: u64,
+    /// Program and arguments.
+    pub argv: Vec<serde_bytes::ByteBuf>,
+    /// Working directory, if given.
+    #[serde(default)]
+    pub cwd: Option<serde_bytes::ByteBuf>,
+    /// Who asked for it.
+    #[serde(default)]
+    pub owner: String,
+    /// Through which dialect.
+    #[serde(default)]
+    pub dialect: String,
+    /// When it was submitted (ms since the Unix epoch).
+    pub submitted_ms: u64,
+}
+
+/// The magic bytes that open a log file.
+pub const LOG_MAGIC: &[u8; 8] = b"FERRYLOG";
+
+/// Encodes a log file's header.
+pub fn encode_header(header: &LogHeader) -> Vec<u8> {
+    let mut body = Vec::new();
+    // Plain data into a Vec cannot fail.
+    let _ = ciborium::ser::into_writer(header, &mut body);
+    let mut bytes = LOG_MAGIC.to_vec();
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// Decodes a log file's header from its first bytes: the header and where records start.
+pub fn decode_header(buf: &[u8]) -> Result<(LogHeader, usize), LogError> {
+    let damaged = |what: &str| LogError::Damaged(format!("its header {what}"));
+    let magic = buf.get(..8).ok_or_else(|| damaged("is cut short"))?;
+    if magic != LOG_MAGIC {
+        return Err(damaged("is not a ferry log's"));
+    }
+    let len = buf.get(8..12).ok_or_else(|| damaged("is cut short"))?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > MAX_HEADER {
+        return Err(damaged("is too long"));
+    }
+    let body = buf
+        .get(12..12 + len)
+        .ok_or_else(|| damaged("is cut short"))?;
+    let header =
+        ciborium::de::from_reader(body).map_err(|e| damaged(&format!("is unreadable ({e})")))?;
+    Ok((header, 12 + len))
+}
+
+/// Largest log header accepted.
+const MAX_HEADER: usize = 1024 * 1024;
+
+/// Output past the head: records go to one segment file until it holds half the tail cap,
+/// then to the other (emptied first); the two hold the latest output.
+#[derive(Debug)]
+struct Tail {
+    segments: [PathBuf; 2],
+    /// The segment being written, and its size.
+    current: usize,
+    sizes: [u64; 2],
+    /// Output data bytes per stream in each segment.
+    data: [[u64; 2]; 2],
+    file: File,
+}
+
+impl Tail {
+    /// The tail's records, oldest first, cut to the last `cap` data-and-header bytes (the
+    /// first kept record may lose its front, so that the gap before the tail is contiguous),
+    /// encoded; and the output bytes per stream they hold.
+    fn kept_records(&self, cap: u64) -> std::io::Result<(Vec<u8>, [u64; 2])> {
+        let mut all: Vec<(OutputStream, Bytes)> = Vec::new();
+        for index in [1 - self.current, self.current] {
+            let bytes = match std::fs::read(&self.segments[index]) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let (records, _) = parse_records(&bytes)
+                .map_err(|at| std::io::Error::other(format!("tail segment damaged at {at}")))?;
+            for (kind, range) in records {
+                if let RecordKind::Output(stream) = kind {
+                    all.push((stream, bytes.slice(range)));
+                }
+            }
+        }
+        // Walk back from the newest until the cap is reached.
+        let mut budget = cap;
+        let mut first = all.len();
+        let mut trim_to = None;
+        while first > 0 && budget > RECORD_HEADER_LEN as u64 {
+            let len = all[first - 1].1.len() as u64 + RECORD_HEADER_LEN as u64;
+            first -= 1;
+            if len <= budget {
+                budget -= len;
+            } else {
+                trim_to = Some((budget - RECORD_HEADER_LEN as u64) as usize);
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        let mut kept = [0u64; 2];
+        for (i, (stream, data)) in all.iter().enumerate().skip(first) {
+            let data = match trim_to {
+                Some(keep) if i == first => data.slice(data.len() - keep..),
+                _ => data.clone(),
+            };
+            if data.is_empty() {
+                continue;
+            }
+            kept[stream_slot(*stream)] += data.len() as u64;
+            encode_record(*stream, &data, &mut out);
+        }
+        Ok((out, kept))
     }
 }
 
@@ -160,22 +367,52 @@ pub(crate) struct JobLog {
     shared: Arc<Shared>,
     progress: watch::Sender<LogProgress>,
     limits: LogLimits,
+    durable: bool,
 }
 
 impl JobLog {
-    /// A log whose file will be `path` (created, or truncated, when the first record is
-    /// stored).
-    pub fn new(path: &Path, limits: LogLimits) -> JobLog {
-        JobLog {
+    /// A log whose file will be `path`, starting with `header`: created now when `durable`
+    /// (the file then witnesses the job even if the daemon dies), else when the first record
+    /// is stored. A durable log also gets the end record when the job ends.
+    pub fn new(
+        path: &Path,
+        header: &LogHeader,
+        limits: LogLimits,
+        durable: bool,
+    ) -> std::io::Result<JobLog> {
+        let log = JobLog {
             path: path.to_owned(),
             file: Arc::new(LogFile {
                 path: path.to_owned(),
-                file: OnceLock::new(),
+                header: encode_header(header),
+                file: Mutex::new(FileSlot::NotCreated),
+                tail: Mutex::new(None),
             }),
             shared: Arc::default(),
             progress: watch::Sender::new(LogProgress::default()),
             limits,
+            durable,
+        };
+        if durable {
+            log.file.get_or_create()?;
         }
+        Ok(log)
+    }
+
+    /// The log file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Output bytes written so far: stdout, stderr.
+    pub fn lengths(&self) -> (u64, u64) {
+        let p = self.progress.borrow();
+        (p.stdout_len, p.stderr_len)
+    }
+
+    /// Whether the job's end is published (the file is complete by then).
+    pub fn is_finished(&self) -> bool {
+        self.progress.borrow().exit.is_some()
     }
 
     /// A writer for the pump thread.
@@ -189,8 +426,10 @@ impl JobLog {
         }
     }
 
-    /// Publishes the job's end; readers see it after the last record.
-    pub fn finish(&self, exit: ExitReport) {
+    /// Completes the file (the tail, the dropped-bytes count, the end record), then publishes
+    /// the job's end; readers see it after the last record. Returns the dropped output bytes.
+    pub fn finish(&self, exit: ExitReport) -> u64 {
+        let dropped = self.complete_file(&exit);
         {
             let mut window = self.shared.lock();
             window.closed = true;
@@ -198,6 +437,70 @@ impl JobLog {
         }
         self.shared.advanced.notify_all();
         self.progress.send_modify(|p| p.exit = Some(exit));
+        dropped
+    }
+
+    /// Appends the tail and the end record to the file, then closes it; the output bytes
+    /// not kept.
+    fn complete_file(&self, exit: &ExitReport) -> u64 {
+        let (unstored, unstored_per_stream) = {
+            let p = self.progress.borrow();
+            (p.unstored, p.unstored_per_stream)
+        };
+        let tail = self
+            .file
+            .tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(file) = self.file.current() else {
+            self.file.close();
+            return unstored; // nothing was stored, and the log is not durable
+        };
+        let mut dropped_total = unstored;
+        let mut failed = None;
+        if let Some(tail) = tail {
+            match tail.kept_records(self.limits.tail_cap()) {
+                Ok((records, kept)) => {
+                    // Past the head, output went to the tail; what it does not hold is dropped.
+                    let dropped = [
+                        unstored_per_stream[0].saturating_sub(kept[0]),
+                        unstored_per_stream[1].saturating_sub(kept[1]),
+                    ];
+                    dropped_total = dropped[0] + dropped[1];
+                    let mut bytes = Vec::with_capacity(records.len() + 32);
+                    let mut counts = Vec::with_capacity(16);
+                    counts.extend_from_slice(&dropped[0].to_le_bytes());
+                    counts.extend_from_slice(&dropped[1].to_le_bytes());
+                    encode_record_of(RecordKind::Dropped, &counts, &mut bytes);
+                    bytes.extend_from_slice(&records);
+                    if let Err(e) = (&*file).write_all(&bytes) {
+                        failed = Some(e);
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+            for segment in &tail.segments {
+                let _ = std::fs::remove_file(segment);
+            }
+        }
+        if self.durable && failed.is_none() {
+            let mut record = Vec::new();
+            let mut body = Vec::new();
+            let _ = ciborium::ser::into_writer(&crate::store::ExitRecord::from(exit), &mut body);
+            encode_record_of(RecordKind::End, &body, &mut record);
+            if let Err(e) = (&*file).write_all(&record) {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            tracing::warn!(path = %self.path.display(), "cannot complete job log: {e}");
+            self.progress.send_modify(|p| {
+                p.store_error.get_or_insert_with(|| e.to_string());
+            });
+        }
+        self.file.close();
+        dropped_total
     }
 
     /// Data bytes not stored so far.
@@ -222,7 +525,7 @@ impl JobLog {
             window.holders.push((id, pos));
             id
         });
-        LogReader {
+        LogReader(ReaderKind::Live(LiveReader {
             file: Arc::clone(&self.file),
             shared: Arc::clone(&self.shared),
             rx,
@@ -232,12 +535,13 @@ impl JobLog {
             holder,
             pending: VecDeque::new(),
             done: false,
-        }
+            warned: false,
+        }))
     }
 
     /// Removes the log file (when the job is forgotten).
     pub fn remove(&self) {
-        if self.file.file.get().is_none() {
+        if !self.file.created() {
             return; // never created
         }
         if let Err(e) = std::fs::remove_file(&self.path) {
@@ -273,18 +577,26 @@ impl LogWriter {
             (p.end, p.stored, offset)
         };
         let mut result = Ok(());
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        header[0] = stream_tag(stream);
+        // `data.len()` is at most MAX_RECORD_DATA, which fits a u32.
+        header[1..].copy_from_slice(&(data.len() as u32).to_le_bytes());
         let store =
-            !self.store_failed && stored == pos && pos + record_len <= self.limits.max_stored;
+            !self.store_failed && stored == pos && pos + record_len <= self.limits.head_cap();
         if store {
-            let mut header = [0u8; RECORD_HEADER_LEN];
-            header[0] = stream_tag(stream);
-            // `data.len()` is at most MAX_RECORD_DATA, which fits a u32.
-            header[1..].copy_from_slice(&(data.len() as u32).to_le_bytes());
             result = self
                 .file
                 .get_or_create()
-                .and_then(|file| write_record(file, &header, &data));
-            self.store_failed = result.is_err();
+                .and_then(|file| write_record(&file, &header, &data));
+        } else if !self.store_failed && self.limits.tail_cap() > 0 {
+            result = self.append_to_tail(stream, &header, &data);
+        }
+        if let Err(e) = &result {
+            self.store_failed = true;
+            let message = e.to_string();
+            self.progress.send_modify(|p| {
+                p.store_error.get_or_insert(message);
+            });
         }
         let stored_now = store && result.is_ok();
         let len = data.len();
@@ -300,6 +612,7 @@ impl LogWriter {
                 p.stored += record_len;
             } else {
                 p.unstored += len as u64;
+                p.unstored_per_stream[stream_slot(stream)] += len as u64;
             }
             match stream {
                 OutputStream::Stdout => p.stdout_len += len as u64,
@@ -307,6 +620,49 @@ impl LogWriter {
             }
         });
         result
+    }
+
+    /// Writes a record past the head into the tail segments (see [`Tail`]).
+    fn append_to_tail(
+        &self,
+        stream: OutputStream,
+        header: &[u8],
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let mut guard = self.file.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let record_len = (header.len() + data.len()) as u64;
+        let segment_cap = (self.limits.tail_cap() / 2).max(1);
+        let tail = match &mut *guard {
+            Some(tail) => tail,
+            empty => {
+                // The main file must exist for the tail to be appended to it at the end.
+                self.file.get_or_create()?;
+                let segments = [0, 1].map(|n| {
+                    let mut name = self.file.path.as_os_str().to_owned();
+                    name.push(format!(".tail{n}"));
+                    PathBuf::from(name)
+                });
+                let file = File::create(&segments[0])?;
+                empty.insert(Tail {
+                    segments,
+                    current: 0,
+                    sizes: [0, 0],
+                    data: [[0, 0], [0, 0]],
+                    file,
+                })
+            }
+        };
+        if tail.sizes[tail.current] > 0 && tail.sizes[tail.current] + record_len > segment_cap {
+            let next = 1 - tail.current;
+            tail.file = File::create(&tail.segments[next])?;
+            tail.current = next;
+            tail.sizes[next] = 0;
+            tail.data[next] = [0, 0];
+        }
+        write_record(&tail.file, header, data)?;
+        tail.sizes[tail.current] += record_len;
+        tail.data[tail.current][stream_slot(stream)] += data.len() as u64;
+        Ok(())
     }
 
     fn push_to_window(&self, record: WindowRecord) {
@@ -335,11 +691,22 @@ impl LogWriter {
     }
 }
 
-/// A parsed record: its stream and where its data lies in the parsed buffer.
-pub type RecordSpan = (OutputStream, Range<usize>);
+/// What a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Output data of a stream.
+    Output(OutputStream),
+    /// Output bytes dropped between head and tail: 16 bytes, stdout then stderr, u64 LE.
+    Dropped,
+    /// The job's end: a CBOR `ExitRecord`.
+    End,
+}
+
+/// A parsed record: its kind and where its data lies in the parsed buffer.
+pub type RecordSpan = (RecordKind, Range<usize>);
 
 /// Parses the whole records at the start of `buf` (bytes of a log file from a record
-/// boundary): each record's stream and the range of its data in `buf`, and how many bytes the
+/// boundary): each record's kind and the range of its data in `buf`, and how many bytes the
 /// whole records span. A record cut off by the end of `buf` is left out (read it with more
 /// bytes). A header that cannot be a record is an error carrying its offset in `buf`.
 pub fn parse_records(buf: &[u8]) -> Result<(Vec<RecordSpan>, usize), usize> {
@@ -347,27 +714,43 @@ pub fn parse_records(buf: &[u8]) -> Result<(Vec<RecordSpan>, usize), usize> {
     let mut at = 0;
     while let Some(header) = buf.get(at..at + RECORD_HEADER_LEN) {
         let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let stream = match header[0] {
-            1 => OutputStream::Stdout,
-            2 => OutputStream::Stderr,
+        let kind = match header[0] {
+            1 => RecordKind::Output(OutputStream::Stdout),
+            2 => RecordKind::Output(OutputStream::Stderr),
+            3 => RecordKind::Dropped,
+            4 => RecordKind::End,
             _ => return Err(at),
         };
-        if len == 0 || len > MAX_RECORD_DATA {
+        let valid = match kind {
+            RecordKind::Output(_) | RecordKind::End => len > 0 && len <= MAX_RECORD_DATA,
+            RecordKind::Dropped => len == 16,
+        };
+        if !valid {
             return Err(at);
         }
         let data_start = at + RECORD_HEADER_LEN;
         if data_start + len > buf.len() {
             break;
         }
-        records.push((stream, data_start..data_start + len));
+        records.push((kind, data_start..data_start + len));
         at = data_start + len;
     }
     Ok((records, at))
 }
 
-/// Encodes one record as it is stored (for tests and tools; the writer uses a vectored write).
+/// Encodes one output record as it is stored (for tests and tools; the writer uses a
+/// vectored write).
 pub fn encode_record(stream: OutputStream, data: &[u8], out: &mut Vec<u8>) {
-    out.push(stream_tag(stream));
+    encode_record_of(RecordKind::Output(stream), data, out);
+}
+
+/// Encodes one record of any kind.
+pub fn encode_record_of(kind: RecordKind, data: &[u8], out: &mut Vec<u8>) {
+    out.push(match kind {
+        RecordKind::Output(stream) => stream_tag(stream),
+        RecordKind::Dropped => 3,
+        RecordKind::End => 4,
+    });
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(data);
 }
@@ -415,11 +798,145 @@ pub enum OutputEvent {
     Exit(ExitReport),
     /// A non-following reader reached the end of what it can read now; nothing follows.
     End,
+    /// Storing the output failed (a full disk, a file-size limit): it still arrives live,
+    /// but the log will not hold it. Yielded once, to live readers.
+    StoreFailed(String),
+}
+
+/// Reads a job's output: live from a running job's log, or a finished job's whole log file.
+#[derive(Debug)]
+pub struct LogReader(ReaderKind);
+
+#[derive(Debug)]
+enum ReaderKind {
+    Live(LiveReader),
+    Stored(StoredReader),
+}
+
+impl LogReader {
+    /// Reads a finished job's log file `path` whole, then yields `exit`. With `missing_ok`, a
+    /// file that does not exist means the job stored no output.
+    pub fn stored(path: &Path, exit: ExitReport, missing_ok: bool) -> LogReader {
+        LogReader(ReaderKind::Stored(StoredReader {
+            path: path.to_owned(),
+            missing_ok,
+            pos: None,
+            offsets: [0, 0],
+            exit: Some(exit),
+            pending: VecDeque::new(),
+        }))
+    }
+
+    /// The next event, or `None` once the exit (or end) has been yielded.
+    pub async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
+        match &mut self.0 {
+            ReaderKind::Live(reader) => reader.next().await,
+            ReaderKind::Stored(reader) => reader.next().await,
+        }
+    }
+}
+
+/// Reads a finished job's log file, header to end.
+#[derive(Debug)]
+struct StoredReader {
+    path: PathBuf,
+    missing_ok: bool,
+    /// File offset of the next record; `None` before the header is read.
+    pos: Option<u64>,
+    offsets: [u64; 2],
+    /// Yielded last (taken then).
+    exit: Option<ExitReport>,
+    pending: VecDeque<OutputEvent>,
+}
+
+impl StoredReader {
+    async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            let Some(exit) = self.exit.as_ref() else {
+                return Ok(None);
+            };
+            let start = self.pos.unwrap_or(0);
+            let path = self.path.clone();
+            let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                let file = File::open(&path)?;
+                let mut buf = vec![0; READ_BATCH];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read_at(&mut buf[filled..], start + filled as u64)? {
+                        0 => break,
+                        n => filled += n,
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let buf = match buf {
+                Ok(buf) => Bytes::from(buf),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if self.missing_ok && self.pos.is_none() {
+                        let exit = exit.clone();
+                        self.exit = None;
+                        return Ok(Some(OutputEvent::Exit(exit)));
+                    }
+                    return Err(LogError::Missing(self.path.display().to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(pos) = self.pos else {
+                let (_, len) = decode_header(&buf)?;
+                self.pos = Some(len as u64);
+                continue;
+            };
+            if buf.is_empty() {
+                let exit = exit.clone();
+                self.exit = None;
+                return Ok(Some(OutputEvent::Exit(exit)));
+            }
+            let (records, at) = parse_records(&buf).map_err(|bad| {
+                LogError::Damaged(format!("bad record at byte {}", pos + bad as u64))
+            })?;
+            if at == 0 {
+                return Err(LogError::Damaged(format!(
+                    "it is cut short at byte {} (a record is incomplete)",
+                    pos + buf.len() as u64
+                )));
+            }
+            for (kind, range) in records {
+                match kind {
+                    RecordKind::Output(stream) => {
+                        let slot = stream_slot(stream);
+                        let len = range.len() as u64;
+                        self.pending.push_back(OutputEvent::Chunk {
+                            stream,
+                            offset: self.offsets[slot],
+                            data: buf.slice(range),
+                        });
+                        self.offsets[slot] += len;
+                    }
+                    RecordKind::Dropped => {
+                        let counts = &buf[range];
+                        for (slot, bytes) in counts.chunks_exact(8).enumerate().take(2) {
+                            let mut word = [0u8; 8];
+                            word.copy_from_slice(bytes);
+                            self.offsets[slot] += u64::from_le_bytes(word);
+                        }
+                    }
+                    RecordKind::End => {}
+                }
+            }
+            self.pos = Some(pos + at as u64);
+        }
+    }
 }
 
 /// Reads a job log from some position, following it live when asked.
 #[derive(Debug)]
-pub struct LogReader {
+struct LiveReader {
     file: Arc<LogFile>,
     shared: Arc<Shared>,
     rx: watch::Receiver<LogProgress>,
@@ -429,6 +946,8 @@ pub struct LogReader {
     holder: Option<u64>,
     pending: VecDeque<OutputEvent>,
     done: bool,
+    /// Whether the store failure was reported.
+    warned: bool,
 }
 
 /// Errors while reading a job log.
@@ -438,11 +957,14 @@ pub enum LogError {
     #[error("cannot read job log: {0}")]
     Io(#[from] std::io::Error),
     /// The file does not hold what the writer published.
-    #[error("job log is damaged at byte {0}")]
-    Damaged(u64),
+    #[error("job log is damaged: {0}")]
+    Damaged(String),
+    /// The file is gone.
+    #[error("job log {0} is missing")]
+    Missing(String),
 }
 
-impl Drop for LogReader {
+impl Drop for LiveReader {
     fn drop(&mut self) {
         if let Some(id) = self.holder {
             let mut window = self.shared.lock();
@@ -454,9 +976,9 @@ impl Drop for LogReader {
     }
 }
 
-impl LogReader {
+impl LiveReader {
     /// The next event, or `None` once the exit (or end) has been yielded.
-    pub async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
+    async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
@@ -465,6 +987,11 @@ impl LogReader {
                 return Ok(None);
             }
             let progress = self.rx.borrow_and_update().clone();
+            if let (false, Some(error)) = (self.warned, &progress.store_error) {
+                self.warned = true;
+                self.pending
+                    .push_back(OutputEvent::StoreFailed(error.clone()));
+            }
             if self.pos < progress.end {
                 if self.pos < progress.stored {
                     self.read_batch(progress.stored).await?;
@@ -532,19 +1059,22 @@ impl LogReader {
         let file = Arc::clone(&self.file);
         let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
             let mut buf = vec![0; want];
-            let file = file.file.get().ok_or(std::io::ErrorKind::NotFound)?;
-            file.read_exact_at(&mut buf, start)?;
+            let base = file.base();
+            file.for_reading()?.read_exact_at(&mut buf, base + start)?;
             Ok(buf)
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         let buf = Bytes::from(buf);
-        let (records, at) =
-            parse_records(&buf).map_err(|damaged| LogError::Damaged(start + damaged as u64))?;
+        let damaged = |at: u64| LogError::Damaged(format!("bad record at output byte {at}"));
+        let (records, at) = parse_records(&buf).map_err(|bad| damaged(start + bad as u64))?;
         if at == 0 {
-            return Err(LogError::Damaged(start));
+            return Err(damaged(start));
         }
-        for (stream, data) in records {
+        for (kind, data) in records {
+            let RecordKind::Output(stream) = kind else {
+                return Err(damaged(start + data.start as u64));
+            };
             let slot = stream_slot(stream);
             let len = data.len() as u64;
             self.pending.push_back(OutputEvent::Chunk {
@@ -576,6 +1106,11 @@ impl LogReader {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A durable log with an empty header.
+    fn test_log(path: &Path, limits: LogLimits) -> JobLog {
+        JobLog::new(path, &LogHeader::default(), limits, true).expect("log")
+    }
 
     /// Deterministic data for chunk `index`.
     fn chunk(index: usize, len: usize) -> Bytes {
@@ -627,6 +1162,7 @@ mod tests {
                             got[slot].extend_from_slice(&data);
                         }
                         Some(OutputEvent::Exit(exit)) => return (got, exit),
+                        Some(OutputEvent::StoreFailed(e)) => panic!("store failed: {e}"),
                         Some(OutputEvent::End) | None => panic!("a follower ends with Exit"),
                     }
                 }
@@ -653,7 +1189,7 @@ mod tests {
             window_bytes in 1usize..8000,
         ) {
             let dir = tempfile::tempdir().expect("tempdir");
-            let log = JobLog::new(&dir.path().join("1.log"), LogLimits { max_stored, window_bytes });
+            let log = test_log(&dir.path().join("1.log"), LogLimits { max_stored, window_bytes });
             let reader = log.reader(true, true, true);
             let (got, exit) = write_and_read(&log, &chunks, reader);
             prop_assert_eq!(exit.code, Some(0));
@@ -669,7 +1205,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().expect("tempdir");
             let limits = LogLimits { max_stored, window_bytes: 1024 };
-            let log = JobLog::new(&dir.path().join("1.log"), limits);
+            let log = test_log(&dir.path().join("1.log"), limits);
             let holder = log.reader(true, true, true);
             write_and_read(&log, &chunks, holder);
             let late = log.reader(true, true, false);
@@ -681,7 +1217,7 @@ mod tests {
             for &(err, len) in &chunks {
                 let record = (RECORD_HEADER_LEN + len) as u64;
                 // Storing stops at the first record that does not fit: the file is a prefix.
-                if unstored == 0 && stored + record <= max_stored {
+                if unstored == 0 && stored + record <= limits.head_cap() {
                     stored += record;
                     stored_chunks.push((err, len));
                 } else {
@@ -708,8 +1244,8 @@ mod tests {
             let (parsed, used) = parse_records(&buf).expect("valid records");
             prop_assert_eq!(used, buf.len());
             prop_assert_eq!(parsed.len(), records.len());
-            for ((stream, range), (err, data)) in parsed.iter().zip(&records) {
-                prop_assert_eq!(*stream == OutputStream::Stderr, *err);
+            for ((kind, range), (err, data)) in parsed.iter().zip(&records) {
+                prop_assert_eq!(*kind == RecordKind::Output(OutputStream::Stderr), *err);
                 prop_assert_eq!(&buf[range.clone()], &data[..]);
             }
             // Any prefix parses to whole records only.
@@ -732,12 +1268,13 @@ mod tests {
     fn a_damaged_file_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("1.log");
-        let log = JobLog::new(&path, LogLimits::default());
+        let log = test_log(&path, LogLimits::default());
         let holder = log.reader(true, true, true);
         write_and_read(&log, &[(false, 100), (true, 50)], holder);
-        // Corrupt the stream byte of the first record.
+        // Corrupt the kind byte of the first record (after the file's header).
         let mut bytes = std::fs::read(&path).expect("log");
-        bytes[0] = 9;
+        let base = encode_header(&LogHeader::default()).len();
+        bytes[base] = 9;
         std::fs::write(&path, &bytes).expect("write");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -745,6 +1282,9 @@ mod tests {
             .expect("runtime");
         let mut reader = log.reader(true, false, false);
         let result = runtime.block_on(reader.next());
-        assert!(matches!(result, Err(LogError::Damaged(0))), "{result:?}");
+        assert!(
+            matches!(&result, Err(LogError::Damaged(m)) if m.contains("byte 0")),
+            "{result:?}"
+        );
     }
 }

@@ -19,9 +19,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
-use crate::{Engine, EngineError, JobId, JobPhase, JobSpec, PassedStdio};
+use crate::{Engine, EngineError, JobId, JobPhase, JobSpec};
 
 /// The bash program that runs one command of a session: `$1` is the session's directory,
 /// `$2` the command line. Aliases expand, as in an interactive shell.
@@ -187,15 +186,14 @@ impl SessionStore {
     }
 
     /// Submits `code` (a shell command line) to run in the session; the job's id and whether
-    /// it was queued.
+    /// it was queued. `job` gives the rest (stdio, stdin, timeout, origin); its argv, cwd and
+    /// environment are the session's.
     pub fn submit(
         &self,
         engine: &Engine,
         id: &str,
         code: &[u8],
-        stdio: Option<PassedStdio>,
-        stdin: bool,
-        timeout: Option<Duration>,
+        job: JobSpec,
     ) -> Result<(JobId, bool), SessionError> {
         let dir = self.session_dir(id)?;
         let mut busy = self.lock_busy();
@@ -213,14 +211,12 @@ impl SessionStore {
             busy.remove(id);
         }
         settle(&dir);
-        let origin = std::fs::read(dir.join("origin")).unwrap_or_else(|_| b"/".to_vec());
+        let first_cwd = std::fs::read(dir.join("origin")).unwrap_or_else(|_| b"/".to_vec());
         let spec = JobSpec {
             argv: driver_argv(&dir, code),
-            cwd: Some(PathBuf::from(OsString::from_vec(origin))),
+            cwd: Some(PathBuf::from(OsString::from_vec(first_cwd))),
             env: None,
-            stdin,
-            timeout,
-            stdio,
+            ..job
         };
         let (job, queued) = engine.submit(spec)?;
         busy.insert(id.to_owned(), job);

@@ -84,6 +84,11 @@ pub enum Command {
     Daemon(Box<DaemonArgs>),
     /// Set up TLS: certificates and a token for remote daemons.
     Tls(TlsArgs),
+    /// Remove ended jobs from the daemon's history: their records and logs.
+    ///
+    /// Running and queued jobs are never removed. Without options, nothing is removed (say
+    /// --older-than, --keep, or both). The daemon also applies its retention limits by itself.
+    Prune(PruneArgs),
     /// Stateful shell sessions: commands that share cwd, variables, functions, aliases,
     /// options and the last status, as in one long-lived shell.
     ///
@@ -312,6 +317,23 @@ pub struct PsArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Every job in the daemon's history (earlier daemon runs too, lost jobs included), not
+    /// only this daemon run's.
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+/// `ferry prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove ended jobs submitted longer ago than this (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<humantime::Duration>,
+
+    /// Keep only the newest N ended jobs.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<u64>,
 }
 
 /// `ferry kill`.
@@ -364,10 +386,31 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N")]
     pub max_finished: Option<usize>,
 
-    /// Output stored per job, in bytes (what `ferry log` and a late `ferry attach` can show);
-    /// past it, output still reaches the clients following the job live [default: 67108864].
+    /// Output stored per job, in bytes (what `ferry log` and a late `ferry attach` can show):
+    /// past it, the log keeps the output's head (three quarters) and its tail (the last
+    /// quarter) and says how much was dropped between; clients following the job live still
+    /// get everything [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_log_size: Option<u64>,
+
+    /// Keep no history: jobs live in memory only, earlier runs' logs are removed at start
+    /// (the in-memory mode, for comparison).
+    #[arg(long)]
+    pub no_history: bool,
+
+    /// Ended jobs the history keeps at most; the oldest go first [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub history_max_jobs: Option<usize>,
+
+    /// Bytes of job logs the history keeps at most; the oldest jobs go first
+    /// [default: 10737418240 (10 GiB)].
+    #[arg(long, value_name = "BYTES")]
+    pub history_max_output: Option<u64>,
+
+    /// Ended jobs older than this leave the history, e.g. 30d, 12h; 0 keeps them forever
+    /// [default: 30d].
+    #[arg(long, value_name = "DURATION")]
+    pub history_max_age: Option<humantime::Duration>,
 
     /// The file area: where `put` writes, `get` reads, sandboxes live and remote jobs run
     /// [default: STATE_DIR/files]. Client names never reach outside it.

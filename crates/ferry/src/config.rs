@@ -33,6 +33,23 @@ pub struct FileConfig {
     /// The command catalog (`[catalog.NAME]` tables).
     #[serde(default)]
     pub catalog: BTreeMap<String, CatalogSection>,
+    /// The job history.
+    #[serde(default)]
+    pub history: HistorySection,
+}
+
+/// `[history]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    /// Keep the history at all (default true).
+    pub enabled: Option<bool>,
+    /// Ended jobs kept at most.
+    pub max_jobs: Option<usize>,
+    /// Bytes of logs kept at most.
+    pub max_output: Option<u64>,
+    /// Ended jobs older than this are removed (e.g. "30d"; "0" keeps them forever).
+    pub max_age: Option<Spanned<String>>,
 }
 
 /// `[limits]`.

@@ -55,7 +55,7 @@ pub async fn print_job_output(
                 let slot = usize::from(stream == Stream::Stderr);
                 if offset > expected[slot] {
                     eprintln!(
-                        "ferry: {} bytes of job {job}'s {} were skipped (this client fell behind and they were not stored)",
+                        "ferry: {} bytes of job {job}'s {} were not stored: past the daemon's --max-log-size the log keeps the head and the tail of the output (or this client fell behind)",
                         offset - expected[slot],
                         if slot == 0 { "stdout" } else { "stderr" }
                     );

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             Command::Shutdown => commands::shutdown::run(&target),
             Command::Put(args) => commands::transfer::put(&target, args),
             Command::Get(args) => commands::transfer::get(&target, args),
+            Command::Prune(args) => commands::prune::run(&target, args),
             Command::Session(args) => commands::session::run(&target, args),
             Command::Sh(args) => commands::session::sh(&target, args),
             Command::Fanos(args) => commands::fanos::run(cli.socket.as_deref(), args),

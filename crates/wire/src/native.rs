@@ -108,6 +108,18 @@ pub enum ClientMessage {
     ListJobs {
         /// Client-chosen request id.
         request: u64,
+        /// Every job in the history, not only this daemon run's (absent: false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all: bool,
+    },
+    /// Remove ended jobs from the history (records and logs): answered with `Pruned`.
+    Prune {
+        /// Client-chosen request id.
+        request: u64,
+        /// Remove jobs submitted longer ago than this many milliseconds.
+        older_than_ms: Option<u64>,
+        /// Keep only the newest this many ended jobs.
+        keep: Option<u64>,
     },
     /// Send a signal to a job's whole process group (or cancel it while queued).
     Signal {
@@ -313,6 +325,15 @@ pub enum DaemonMessage {
         /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_engine::checksum`).
         checksum: ByteBuf,
     },
+    /// What a `Prune` removed.
+    Pruned {
+        /// The `Prune` request id.
+        request: u64,
+        /// Jobs removed.
+        jobs: u64,
+        /// Log bytes freed.
+        bytes: u64,
+    },
     /// A session was made (answering `SessionNew`).
     SessionReady {
         /// The `SessionNew` request id.
@@ -405,8 +426,15 @@ pub struct JobExit {
     pub wall_us: u64,
     /// True when the job was terminated because its timeout expired.
     pub timed_out: bool,
-    /// Set when the job never ran (spawn failed, or cancelled while queued).
+    /// Set when the job never ran (spawn failed, or cancelled while queued), or what became
+    /// of a lost job.
     pub error: Option<String>,
+    /// The signal that ended it was sent by a client or by a shutdown (absent: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub killed: bool,
+    /// The daemon stopped while the job ran: how it ended is unknown (absent: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lost: bool,
 }
 
 impl JobExit {
@@ -432,6 +460,8 @@ pub enum JobState {
     Running,
     /// Ended: see the job's exit.
     Finished,
+    /// The daemon stopped while the job was queued or running (a record from the history).
+    Lost,
 }
 
 /// A job's description, as listed by `ferry ps`.
@@ -623,7 +653,14 @@ mod tests {
     #[test]
     fn partial_frames_ask_for_more() {
         let mut buf = Vec::new();
-        encode_frame(&ClientMessage::ListJobs { request: 7 }, &mut buf).expect("encode");
+        encode_frame(
+            &ClientMessage::ListJobs {
+                request: 7,
+                all: false,
+            },
+            &mut buf,
+        )
+        .expect("encode");
         for cut in 0..buf.len() {
             assert_eq!(
                 decode_frame::<ClientMessage>(&buf[..cut], DEFAULT_MAX_FRAME),
@@ -662,7 +699,14 @@ mod tests {
     #[test]
     fn trailing_bytes_are_refused() {
         let mut buf = Vec::new();
-        encode_frame(&ClientMessage::ListJobs { request: 1 }, &mut buf).expect("encode");
+        encode_frame(
+            &ClientMessage::ListJobs {
+                request: 1,
+                all: false,
+            },
+            &mut buf,
+        )
+        .expect("encode");
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) + 1;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         buf.push(0);

@@ -20,14 +20,19 @@ fn job_exit() -> impl Strategy<Value = JobExit> {
         any::<u64>(),
         any::<bool>(),
         any::<Option<String>>(),
+        any::<(bool, bool)>(),
     )
-        .prop_map(|(code, signal, wall_us, timed_out, error)| JobExit {
-            code,
-            signal,
-            wall_us,
-            timed_out,
-            error,
-        })
+        .prop_map(
+            |(code, signal, wall_us, timed_out, error, (killed, lost))| JobExit {
+                code,
+                signal,
+                wall_us,
+                timed_out,
+                error,
+                killed,
+                lost,
+            },
+        )
 }
 
 fn job_info() -> impl Strategy<Value = JobInfo> {
@@ -121,7 +126,14 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 follow,
             }
         }),
-        any::<u64>().prop_map(|request| ClientMessage::ListJobs { request }),
+        any::<(u64, bool)>().prop_map(|(request, all)| ClientMessage::ListJobs { request, all }),
+        (any::<u64>(), any::<Option<u64>>(), any::<Option<u64>>()).prop_map(
+            |(request, older_than_ms, keep)| ClientMessage::Prune {
+                request,
+                older_than_ms,
+                keep
+            }
+        ),
         any::<(u64, u64, i32)>().prop_map(|(request, job, signal)| ClientMessage::Signal {
             request,
             job,
@@ -214,6 +226,11 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
         }),
         (any::<u64>(), ".{0,8}")
             .prop_map(|(request, session)| DaemonMessage::SessionReady { request, session }),
+        any::<(u64, u64, u64)>().prop_map(|(request, jobs, bytes)| DaemonMessage::Pruned {
+            request,
+            jobs,
+            bytes
+        }),
         (
             any::<u64>(),
             bytes(16),

@@ -87,6 +87,8 @@ fn daemon_examples() -> Vec<(&'static str, DaemonMessage)> {
                     wall_us: 1500,
                     timed_out: false,
                     error: None,
+                    killed: false,
+                    lost: false,
                 },
             },
         ),

@@ -706,9 +706,57 @@ impl Connection {
                 }
                 Err(e) => self.send_error(Some(request), e).await,
             },
-            ClientMessage::ListJobs { request } => {
+            ClientMessage::ListJobs {
+                request,
+                all: false,
+            } => {
                 let jobs = engine.list().iter().map(job_info).collect();
                 self.send(&DaemonMessage::Jobs { request, jobs }).await;
+            }
+            ClientMessage::ListJobs { request, all: true } => {
+                let history = tokio::task::spawn_blocking(move || engine.history()).await;
+                match history {
+                    Ok(Ok(jobs)) => {
+                        let jobs = jobs.iter().map(job_info).collect();
+                        self.send(&DaemonMessage::Jobs { request, jobs }).await;
+                    }
+                    Ok(Err(e)) => self.send_error(Some(request), e).await,
+                    Err(e) => {
+                        self.send_code(request, ErrorCode::Internal, e.to_string())
+                            .await
+                    }
+                }
+            }
+            ClientMessage::Prune { request, .. } if !self.access.owner => {
+                let message = "only the daemon's owner, on its Unix socket, may prune its history";
+                self.send_code(request, ErrorCode::PermissionDenied, message.into())
+                    .await;
+            }
+            ClientMessage::Prune {
+                request,
+                older_than_ms,
+                keep,
+            } => {
+                let older_than = older_than_ms.map(Duration::from_millis);
+                let keep = keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+                let pruned =
+                    tokio::task::spawn_blocking(move || engine.prune(older_than, keep)).await;
+                match pruned {
+                    Ok(Ok(pruned)) => {
+                        tracing::info!(jobs = pruned.jobs, bytes = pruned.bytes, "history pruned");
+                        self.send(&DaemonMessage::Pruned {
+                            request,
+                            jobs: pruned.jobs,
+                            bytes: pruned.bytes,
+                        })
+                        .await;
+                    }
+                    Ok(Err(e)) => self.send_error(Some(request), e).await,
+                    Err(e) => {
+                        self.send_code(request, ErrorCode::Internal, e.to_string())
+                            .await
+                    }
+                }
             }
             ClientMessage::Signal {
                 request,
@@ -793,6 +841,7 @@ impl Connection {
             env,
             stdin,
             timeout,
+            origin: self.origin(),
         };
         self.hub
             .engine
@@ -817,13 +866,25 @@ impl Connection {
             .join(&b' ');
         let hub = Arc::clone(&self.hub);
         let session = session.to_owned();
-        tokio::task::spawn_blocking(move || {
-            hub.sessions
-                .submit(&hub.engine, &session, &code, stdio, stdin, timeout)
-        })
-        .await
-        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
-        .map_err(|e| (session_error_code(&e), e.to_string()))
+        let job = ferry_engine::JobSpec {
+            stdio,
+            stdin,
+            timeout,
+            origin: self.origin(),
+            ..ferry_engine::JobSpec::default()
+        };
+        tokio::task::spawn_blocking(move || hub.sessions.submit(&hub.engine, &session, &code, job))
+            .await
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| (session_error_code(&e), e.to_string()))
+    }
+
+    /// Who submits jobs on this connection, for their records.
+    fn origin(&self) -> ferry_engine::JobOrigin {
+        ferry_engine::JobOrigin {
+            owner: self.from.clone(),
+            dialect: "ferry".into(),
+        }
     }
 
     /// Sessions run any shell code: only where any command may run.
@@ -960,6 +1021,21 @@ impl Connection {
                         exit: job_exit(&report),
                     },
                     Ok(Some(OutputEvent::End)) => DaemonMessage::LogEnd { request, job },
+                    Ok(Some(OutputEvent::StoreFailed(error))) => {
+                        let warning = DaemonMessage::Error {
+                            request: None,
+                            code: ErrorCode::Internal,
+                            message: format!(
+                                "job {job}: its output can no longer be stored ({error}); it still arrives here, but its log will lack it"
+                            ),
+                        };
+                        if let Ok(bytes) = frame(&warning) {
+                            if out.send(Outgoing::Frame(bytes)).await.is_err() {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
                     Ok(None) => break,
                     Err(e) => DaemonMessage::Error {
                         request: Some(request),
@@ -1057,6 +1133,7 @@ fn message_name(message: &ClientMessage) -> &'static str {
         ClientMessage::Get { .. } => "Get",
         ClientMessage::Sandbox { .. } => "Sandbox",
         ClientMessage::List { .. } => "List",
+        ClientMessage::Prune { .. } => "Prune",
         ClientMessage::SessionNew { .. } => "SessionNew",
         ClientMessage::SessionState { .. } => "SessionState",
         ClientMessage::SessionClose { .. } => "SessionClose",
@@ -1069,7 +1146,7 @@ fn engine_error_code(error: &EngineError) -> ErrorCode {
         EngineError::Invalid(_) => ErrorCode::InvalidRequest,
         EngineError::Limit(_) => ErrorCode::LimitReached,
         EngineError::ShuttingDown => ErrorCode::ShuttingDown,
-        EngineError::Io { .. } => ErrorCode::Internal,
+        EngineError::Io { .. } | EngineError::Store(_) => ErrorCode::Internal,
     }
 }
 
@@ -1102,6 +1179,8 @@ fn job_exit(report: &ExitReport) -> JobExit {
         wall_us: report.wall.as_micros() as u64,
         timed_out: report.timed_out,
         error: report.error.clone(),
+        killed: report.killed,
+        lost: report.lost,
     }
 }
 
@@ -1109,6 +1188,7 @@ fn job_info(snapshot: &JobSnapshot) -> JobInfo {
     let (state, exit) = match &snapshot.phase {
         JobPhase::Queued => (JobState::Queued, None),
         JobPhase::Running { .. } => (JobState::Running, None),
+        JobPhase::Finished(report) if report.lost => (JobState::Lost, Some(job_exit(report))),
         JobPhase::Finished(report) => (JobState::Finished, Some(job_exit(report))),
     };
     JobInfo {

@@ -125,6 +125,17 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
     if let Some(size) = args.max_log_size.or(limits.max_log_size) {
         engine.log_limits.max_stored = size;
     }
+    let history = &values.history;
+    engine.history = !args.no_history && history.enabled.unwrap_or(true);
+    if let Some(max) = args.history_max_jobs.or(history.max_jobs) {
+        engine.retention.max_jobs = max;
+    }
+    if let Some(max) = args.history_max_output.or(history.max_output) {
+        engine.retention.max_output = max;
+    }
+    if let Some(age) = duration(args.history_max_age, "history.max_age", &history.max_age)? {
+        engine.retention.max_age = (!age.is_zero()).then_some(age);
+    }
     let mut catalog = Catalog::default();
     for (name, entry) in &values.catalog {
         catalog.insert(

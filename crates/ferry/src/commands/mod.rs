@@ -4,6 +4,7 @@ pub mod attach;
 pub mod daemon;
 pub mod fanos;
 pub mod kill;
+pub mod prune;
 pub mod ps;
 pub mod run;
 pub mod session;

@@ -14,7 +14,12 @@ pub fn run(target: &Endpoint, args: PsArgs) -> Result<i32> {
     let jobs = crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
         let request = client.request_id();
-        client.send(&ClientMessage::ListJobs { request }).await?;
+        client
+            .send(&ClientMessage::ListJobs {
+                request,
+                all: args.all,
+            })
+            .await?;
         loop {
             match client.recv().await? {
                 Some(DaemonMessage::Jobs { request: r, jobs }) if r == request => return Ok(jobs),
@@ -45,6 +50,7 @@ struct JsonJob {
     exit_code: Option<i32>,
     signal: Option<i32>,
     timed_out: bool,
+    killed: bool,
     error: Option<String>,
     pid: Option<u32>,
     submitted: String,
@@ -62,6 +68,7 @@ impl From<&JobInfo> for JsonJob {
             exit_code: exit.and_then(|e| e.code),
             signal: exit.and_then(|e| e.signal),
             timed_out: exit.is_some_and(|e| e.timed_out),
+            killed: exit.is_some_and(|e| e.killed),
             error: exit.and_then(|e| e.error.clone()),
             pid: job.pid,
             submitted: timestamp(job.submitted_ms),
@@ -75,6 +82,7 @@ impl From<&JobInfo> for JsonJob {
 /// The state shown to people: finished jobs say how they ended.
 fn state_name(job: &JobInfo) -> &'static str {
     match (job.state, &job.exit) {
+        (JobState::Lost, _) => "lost",
         (JobState::Queued, _) => "queued",
         (JobState::Running, _) => "running",
         (JobState::Finished, Some(exit)) if exit.timed_out => "timeout",

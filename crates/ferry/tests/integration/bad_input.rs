@@ -78,7 +78,10 @@ fn an_unknown_message_is_a_clear_error() {
 fn anything_before_the_handshake_is_refused() {
     let daemon = Daemon::start(&[]);
     let mut raw = Raw::connect(&daemon.socket);
-    raw.send(&ClientMessage::ListJobs { request: 1 });
+    raw.send(&ClientMessage::ListJobs {
+        request: 1,
+        all: false,
+    });
     let (code, message) = raw.expect_error();
     assert_eq!(code, ErrorCode::BadHandshake);
     assert!(message.contains("must be Hello, not ListJobs"), "{message}");
@@ -166,7 +169,10 @@ fn requests_about_unknown_jobs_get_errors_and_the_connection_goes_on() {
         }) => assert!(message.contains("empty command")),
         other => panic!("expected InvalidRequest, got {other:?}"),
     }
-    raw.send(&ClientMessage::ListJobs { request: 9 });
+    raw.send(&ClientMessage::ListJobs {
+        request: 9,
+        all: false,
+    });
     assert!(matches!(
         raw.recv(),
         Some(DaemonMessage::Jobs { request: 9, .. })

@@ -293,7 +293,13 @@ fn fds_passed_the_wrong_way_are_refused_and_the_daemon_goes_on() {
 
     // Fds on a frame that takes none: closed, an error says so, the request is still served.
     let mut raw = daemon.raw();
-    raw.send_with_fds(&ClientMessage::ListJobs { request: 5 }, &[null.as_fd()]);
+    raw.send_with_fds(
+        &ClientMessage::ListJobs {
+            request: 5,
+            all: false,
+        },
+        &[null.as_fd()],
+    );
     let mut error = None;
     let mut listed = false;
     while !(listed && error.is_some()) {

@@ -105,7 +105,10 @@ fn a_timeout_terminates_the_job_and_the_exit_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("timed out"), "{stderr}");
     let mut raw = daemon.raw();
-    raw.send(&ClientMessage::ListJobs { request: 1 });
+    raw.send(&ClientMessage::ListJobs {
+        request: 1,
+        all: false,
+    });
     match raw.recv() {
         Some(DaemonMessage::Jobs { jobs, .. }) => {
             let exit = jobs[0].exit.as_ref().expect("finished");
@@ -129,7 +132,6 @@ fn output_past_the_stored_cap_still_reaches_the_jobs_own_client_whole() {
     let sums: Vec<&str> = text.lines().collect();
     assert_eq!(sums.len(), 2, "{text}");
     assert_eq!(sums[0], sums[1], "every byte arrived, in order");
-    // The stored log holds the head only, and says so.
     let listed = daemon.run(&["ps", "--json"]);
     let job: serde_json::Value = serde_json::from_str(
         String::from_utf8_lossy(&listed.stdout)
@@ -139,12 +141,15 @@ fn output_past_the_stored_cap_still_reaches_the_jobs_own_client_whole() {
     )
     .expect("json");
     let id = job["id"].as_u64().expect("id").to_string();
+    // The stored log holds the head and the tail within the cap, and says what is missing.
     let log = daemon.run(&["log", &id]);
     assert!(
         !log.stdout.is_empty() && log.stdout.len() <= 100_000,
         "{}",
         log.stdout.len()
     );
+    assert!(log.stdout.starts_with(b"1\n2\n3\n"), "the head");
+    assert!(log.stdout.ends_with(b"3999999\n4000000\n"), "the tail");
     let stderr = String::from_utf8_lossy(&log.stderr);
     assert!(stderr.contains("were not stored"), "{stderr}");
 }

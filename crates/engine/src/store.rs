@@ -1,0 +1,784 @@
+//! The job history: one record per job in an embedded store (redb, `STATE/history.redb`), the
+//! job's output in its log file beside it (`STATE/jobs/ID.log`, see [`crate::log`]).
+//!
+//! Durability, in order of events:
+//! - At submit, the job's log file is created with a header naming the job (plain writes: a
+//!   `kill -9` of the daemon loses nothing written, as the kernel holds it), and its record is
+//!   queued for the store.
+//! - At exit, the log gets an end record (the exit status) before any client hears of the
+//!   exit; then the store thread fsyncs the log and commits the finished record.
+//! - The store thread commits every queued record in one transaction with
+//!   `Durability::Immediate` (group commit): a power cut leaves the previous committed state,
+//!   never a torn one, and a record the store says is finished has its whole log on disk.
+//! - At start, [`Store::recover`] reconciles the store with the log files: a log whose job the
+//!   store does not know as ended is read; with an end record the job is recorded finished,
+//!   without one it is recorded lost (the daemon died while it ran), with what output it had.
+//!
+//! The store has a schema version (`meta.schema`); records are CBOR maps whose later fields
+//! default when absent, so a store written by an older version reads as is.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::JobId;
+
+/// The schema this build writes. Version 1 is the first.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+
+/// The store's file name in the state directory.
+pub const STORE_FILE: &str = "history.redb";
+
+/// How a recorded job stands.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordState {
+    /// Waiting for a running slot.
+    Queued,
+    /// Running.
+    Running,
+    /// Ended (see `exit`).
+    Finished,
+    /// The daemon stopped (crashed) while the job was queued or running.
+    Lost,
+}
+
+/// How a job ended, as recorded.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal number, if a signal killed it.
+    pub signal: Option<i32>,
+    /// Run time in microseconds.
+    pub wall_us: u64,
+    /// Terminated by its timeout.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Sent a signal by a client (`ferry kill`) or terminated by a shutdown.
+    #[serde(default)]
+    pub killed: bool,
+    /// Why it never ran, if it did not.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl From<&crate::ExitReport> for ExitRecord {
+    fn from(report: &crate::ExitReport) -> ExitRecord {
+        ExitRecord {
+            code: report.code,
+            signal: report.signal,
+            wall_us: u64::try_from(report.wall.as_micros()).unwrap_or(u64::MAX),
+            timed_out: report.timed_out,
+            killed: report.killed,
+            error: report.error.clone(),
+        }
+    }
+}
+
+impl ExitRecord {
+    /// The report it records.
+    pub fn report(&self) -> crate::ExitReport {
+        crate::ExitReport {
+            code: self.code,
+            signal: self.signal,
+            wall: Duration::from_micros(self.wall_us),
+            timed_out: self.timed_out,
+            error: self.error.clone(),
+            killed: self.killed,
+            lost: false,
+        }
+    }
+}
+
+/// What a lost job's report says.
+pub const LOST: &str = "lost: the daemon stopped while the job was queued or running";
+
+/// One job, as the store keeps it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// The job id.
+    pub id: JobId,
+    /// Program and arguments.
+    pub argv: Vec<ByteBuf>,
+    /// Working directory, if one was given.
+    #[serde(default)]
+    pub cwd: Option<ByteBuf>,
+    /// Who asked for it (the connection, e.g. `unix` or a client certificate's name).
+    #[serde(default)]
+    pub owner: String,
+    /// The dialect it came through (`ferry`, `fanos`).
+    #[serde(default)]
+    pub dialect: String,
+    /// When it was submitted (ms since the Unix epoch).
+    pub submitted_ms: u64,
+    /// When it started, if it did.
+    #[serde(default)]
+    pub started_ms: Option<u64>,
+    /// When it ended, if it did.
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    /// How it stands.
+    pub state: RecordState,
+    /// How it ended, once finished.
+    #[serde(default)]
+    pub exit: Option<ExitRecord>,
+    /// Bytes of stdout and stderr it wrote.
+    #[serde(default)]
+    pub stdout_bytes: u64,
+    /// See `stdout_bytes`.
+    #[serde(default)]
+    pub stderr_bytes: u64,
+    /// Bytes its log file takes.
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// Output bytes not kept in the log (between its head and tail, past the cap).
+    #[serde(default)]
+    pub dropped_bytes: u64,
+}
+
+impl JobRecord {
+    /// Whether the job is over (finished or lost).
+    pub fn ended(&self) -> bool {
+        matches!(self.state, RecordState::Finished | RecordState::Lost)
+    }
+
+    /// How it ended, as a report (a lost job's says so).
+    pub fn report(&self) -> crate::ExitReport {
+        match (&self.state, &self.exit) {
+            (RecordState::Finished, Some(exit)) => exit.report(),
+            _ => crate::ExitReport {
+                error: Some(LOST.into()),
+                lost: true,
+                ..crate::ExitReport::default()
+            },
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        // Serializing plain data into a Vec cannot fail.
+        let _ = ciborium::ser::into_writer(self, &mut bytes);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
+        ciborium::de::from_reader(bytes).map_err(|e| StoreError::Damaged(e.to_string()))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("job history store: {0}")]
+    Db(#[from] redb::Error),
+    /// The store was written by a newer ferry.
+    #[error("the job history store has schema version {found}; this ferry reads up to {SCHEMA_VERSION} (use a newer ferry, or move the store away)")]
+    TooNew {
+        /// The version found.
+        found: u64,
+    },
+    /// A record cannot be decoded.
+    #[error("a job record is damaged: {0}")]
+    Damaged(String),
+    /// The store thread is gone.
+    #[error("the job history store is closed")]
+    Closed,
+}
+
+fn db_error(e: impl Into<redb::Error>) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// Limits on what the history keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Ended jobs kept at most.
+    pub max_jobs: usize,
+    /// Bytes of logs kept at most.
+    pub max_output: u64,
+    /// Ended jobs older than this are removed.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            max_jobs: 10_000,
+            max_output: 10 * 1024 * 1024 * 1024,
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Jobs removed.
+    pub jobs: u64,
+    /// Log bytes freed.
+    pub bytes: u64,
+}
+
+/// What a prune removed, and which jobs.
+type PruneResult = Result<(Pruned, Vec<JobId>), StoreError>;
+
+/// What the store thread is asked to do.
+enum Op {
+    /// Insert or replace a record; with a log to fsync first.
+    Put(Box<JobRecord>, Option<PathBuf>),
+    /// Remove ended jobs by these rules; answers what went.
+    Prune {
+        older_than: Option<Duration>,
+        keep: Option<usize>,
+        retention: bool,
+        answer: Option<mpsc::Sender<PruneResult>>,
+    },
+}
+
+/// The job history store: read from any thread, written by its own thread.
+pub struct Store {
+    db: std::sync::Arc<Database>,
+    ops: mpsc::Sender<Op>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// Called by the store thread with the ids of jobs it removed (by retention or prune).
+pub type OnRemoved = Box<dyn Fn(&[JobId]) + Send>;
+
+impl Store {
+    /// Opens (or creates) the store in `state_dir`, checks its schema, and starts its thread.
+    /// `log_dir` holds the jobs' log files (removed with their records).
+    pub fn open(
+        state_dir: &Path,
+        log_dir: &Path,
+        retention: Retention,
+        on_removed: OnRemoved,
+    ) -> Result<Store, StoreError> {
+        let db = Database::create(state_dir.join(STORE_FILE)).map_err(db_error)?;
+        let txn = db.begin_write().map_err(db_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let found = meta.get("schema").map_err(db_error)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION).map_err(db_error)?;
+                }
+                Some(found) if found > SCHEMA_VERSION => return Err(StoreError::TooNew { found }),
+                // Older versions would be migrated here; version 1 is the first.
+                Some(_) => {}
+            }
+            txn.open_table(JOBS).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)?;
+        let db = std::sync::Arc::new(db);
+        let (ops, queue) = mpsc::channel();
+        let writer = std::sync::Arc::clone(&db);
+        let log_dir = log_dir.to_owned();
+        std::thread::Builder::new()
+            .name("ferry-store".into())
+            .spawn(move || store_thread(&writer, &log_dir, queue, retention, on_removed))
+            .map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+        Ok(Store { db, ops })
+    }
+
+    /// Queues a record for the next commit; `fsync_log` is synced before it.
+    pub fn put(&self, record: JobRecord, fsync_log: Option<PathBuf>) {
+        // A closed store thread means the daemon is going away: nothing left to record.
+        let _ = self.ops.send(Op::Put(Box::new(record), fsync_log));
+    }
+
+    /// Every record, by id.
+    pub fn all(&self) -> Result<BTreeMap<JobId, JobRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(JOBS).map_err(db_error)?;
+        let mut records = BTreeMap::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (id, bytes) = entry.map_err(db_error)?;
+            match JobRecord::decode(bytes.value()) {
+                Ok(record) => {
+                    records.insert(id.value(), record);
+                }
+                Err(e) => tracing::warn!(job = id.value(), "skipping a damaged job record: {e}"),
+            }
+        }
+        Ok(records)
+    }
+
+    /// One record.
+    pub fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(JOBS).map_err(db_error)?;
+        let bytes = table.get(id).map_err(db_error)?;
+        bytes.map(|b| JobRecord::decode(b.value())).transpose()
+    }
+
+    /// Removes ended jobs older than `older_than`, and all but the newest `keep` ended jobs;
+    /// waits for the removal.
+    pub fn prune(
+        &self,
+        older_than: Option<Duration>,
+        keep: Option<usize>,
+    ) -> Result<Pruned, StoreError> {
+        let (answer, result) = mpsc::channel();
+        self.ops
+            .send(Op::Prune {
+                older_than,
+                keep,
+                retention: false,
+                answer: Some(answer),
+            })
+            .map_err(|_| StoreError::Closed)?;
+        result
+            .recv()
+            .map_err(|_| StoreError::Closed)?
+            .map(|(pruned, _)| pruned)
+    }
+
+    /// Writes records at once (recovery, before the daemon serves).
+    pub fn put_now(&self, records: &[JobRecord]) -> Result<(), StoreError> {
+        commit(&self.db, records.iter())
+    }
+
+    /// Applies the retention limits now (at start).
+    pub fn apply_retention(&self) {
+        let _ = self.ops.send(Op::Prune {
+            older_than: None,
+            keep: None,
+            retention: true,
+            answer: None,
+        });
+    }
+}
+
+fn commit<'a>(
+    db: &Database,
+    records: impl Iterator<Item = &'a JobRecord>,
+) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().map_err(db_error)?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+    {
+        let mut table = txn.open_table(JOBS).map_err(db_error)?;
+        let mut highest = 0;
+        for record in records {
+            highest = highest.max(record.id);
+            table
+                .insert(record.id, record.encode().as_slice())
+                .map_err(db_error)?;
+        }
+        // Ids are never reused, even after every record is pruned.
+        let mut meta = txn.open_table(META).map_err(db_error)?;
+        let next = meta
+            .get("next_id")
+            .map_err(db_error)?
+            .map_or(1, |v| v.value());
+        if highest + 1 > next {
+            meta.insert("next_id", highest + 1).map_err(db_error)?;
+        }
+    }
+    txn.commit().map_err(db_error)
+}
+
+fn store_thread(
+    db: &Database,
+    log_dir: &Path,
+    queue: mpsc::Receiver<Op>,
+    retention: Retention,
+    on_removed: OnRemoved,
+) {
+    let mut since_retention = 0usize;
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = queue.try_recv() {
+            batch.push(more);
+        }
+        let mut records: BTreeMap<JobId, JobRecord> = BTreeMap::new();
+        let mut prunes = Vec::new();
+        for op in batch {
+            match op {
+                Op::Put(record, log) => {
+                    if let Some(log) = log {
+                        // The log first: a record the store calls finished has its log on disk.
+                        if let Err(e) = std::fs::File::open(&log).and_then(|f| f.sync_all()) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                tracing::warn!(job = record.id, "cannot sync job log: {e}");
+                            }
+                        }
+                        since_retention += 1;
+                    }
+                    records.insert(record.id, *record);
+                }
+                prune => prunes.push(prune),
+            }
+        }
+        if !records.is_empty() {
+            if let Err(e) = commit(db, records.values()) {
+                tracing::error!("cannot record {} job(s) in the history: {e}", records.len());
+            }
+        }
+        // Retention now and then (each pass reads every record).
+        if since_retention >= 64 {
+            since_retention = 0;
+            prunes.push(Op::Prune {
+                older_than: None,
+                keep: None,
+                retention: true,
+                answer: None,
+            });
+        }
+        for op in prunes {
+            if let Op::Prune {
+                older_than,
+                keep,
+                retention: by_retention,
+                answer,
+            } = op
+            {
+                let rules = if by_retention {
+                    Rules {
+                        older_than: retention.max_age,
+                        keep: Some(retention.max_jobs),
+                        max_output: Some(retention.max_output),
+                    }
+                } else {
+                    Rules {
+                        older_than,
+                        keep,
+                        max_output: None,
+                    }
+                };
+                let result = remove(db, log_dir, rules);
+                if let Ok((_, removed)) = &result {
+                    if !removed.is_empty() {
+                        on_removed(removed);
+                    }
+                }
+                if let Some(answer) = answer {
+                    let _ = answer.send(result);
+                }
+            }
+        }
+    }
+}
+
+struct Rules {
+    older_than: Option<Duration>,
+    keep: Option<usize>,
+    max_output: Option<u64>,
+}
+
+/// Removes the ended jobs the rules select (oldest first), records and logs.
+fn remove(db: &Database, log_dir: &Path, rules: Rules) -> PruneResult {
+    let txn = db.begin_read().map_err(db_error)?;
+    let table = txn.open_table(JOBS).map_err(db_error)?;
+    let mut ended = Vec::new();
+    for entry in table.iter().map_err(db_error)? {
+        let (id, bytes) = entry.map_err(db_error)?;
+        if let Ok(record) = JobRecord::decode(bytes.value()) {
+            if record.ended() {
+                ended.push((id.value(), record.submitted_ms, record.log_bytes));
+            }
+        }
+    }
+    drop(table);
+    drop(txn);
+    // Oldest first (ids grow with time).
+    let now = millis(SystemTime::now());
+    let mut victims = Vec::new();
+    let mut kept_bytes: u64 = ended.iter().map(|(_, _, bytes)| bytes).sum();
+    let mut left = ended.len();
+    for &(id, submitted_ms, bytes) in &ended {
+        let too_old = rules.older_than.is_some_and(|age| {
+            now.saturating_sub(submitted_ms) > u64::try_from(age.as_millis()).unwrap_or(u64::MAX)
+        });
+        let too_many = rules.keep.is_some_and(|keep| left > keep);
+        let too_big = rules.max_output.is_some_and(|max| kept_bytes > max);
+        if too_old || too_many || too_big {
+            victims.push((id, bytes));
+            left -= 1;
+            kept_bytes -= bytes;
+        }
+    }
+    if victims.is_empty() {
+        return Ok((Pruned::default(), Vec::new()));
+    }
+    let mut txn = db.begin_write().map_err(db_error)?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+    {
+        let mut table = txn.open_table(JOBS).map_err(db_error)?;
+        for &(id, _) in &victims {
+            table.remove(id).map_err(db_error)?;
+        }
+    }
+    txn.commit().map_err(db_error)?;
+    // Records first, then logs: a crash in between leaves logs that recovery ignores.
+    let mut pruned = Pruned::default();
+    let mut removed = Vec::with_capacity(victims.len());
+    for (id, bytes) in victims {
+        let _ = std::fs::remove_file(log_dir.join(format!("{id}.log")));
+        pruned.jobs += 1;
+        pruned.bytes += bytes;
+        removed.push(id);
+    }
+    Ok((pruned, removed))
+}
+
+/// What a log file says of its job: its header, output sizes, and its end if it has one.
+struct LogSummary {
+    header: crate::log::LogHeader,
+    stdout: u64,
+    stderr: u64,
+    end: Option<ExitRecord>,
+    bytes: u64,
+}
+
+fn summarize_log(path: &Path) -> Result<LogSummary, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let (header, at) = crate::log::decode_header(&bytes).map_err(|e| e.to_string())?;
+    let mut summary = LogSummary {
+        header,
+        stdout: 0,
+        stderr: 0,
+        end: None,
+        bytes: bytes.len() as u64,
+    };
+    // A crash may leave a record half-written at the end: whole records count.
+    let (records, _) = crate::log::parse_records(&bytes[at..]).unwrap_or_default();
+    for (kind, range) in records {
+        let data = &bytes[at + range.start..at + range.end];
+        match kind {
+            crate::log::RecordKind::Output(crate::OutputStream::Stdout) => {
+                summary.stdout += data.len() as u64
+            }
+            crate::log::RecordKind::Output(crate::OutputStream::Stderr) => {
+                summary.stderr += data.len() as u64
+            }
+            crate::log::RecordKind::Dropped => {}
+            crate::log::RecordKind::End => summary.end = ciborium::de::from_reader(data).ok(),
+        }
+    }
+    Ok(summary)
+}
+
+impl Store {
+    /// Reconciles the store with the log files after a start (see the module documentation):
+    /// jobs whose log has an end are recorded finished, jobs without one lost. Returns the
+    /// first id to use.
+    pub fn recover(&self, log_dir: &Path) -> Result<JobId, StoreError> {
+        let mut records = self.all()?;
+        let mut next = self.next_id()?;
+        let mut changed: BTreeMap<JobId, JobRecord> = BTreeMap::new();
+        let entries = std::fs::read_dir(log_dir).map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.contains(".log.tail") {
+                // A tail the crashed daemon never appended: the lost job keeps its head.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let Some(id) = name
+                .strip_suffix(".log")
+                .and_then(|n| n.parse::<JobId>().ok())
+            else {
+                continue;
+            };
+            next = next.max(id + 1);
+            if records.get(&id).is_some_and(JobRecord::ended) {
+                continue;
+            }
+            let summary = match summarize_log(&entry.path()) {
+                Ok(summary) => summary,
+                Err(e) => {
+                    tracing::warn!(job = id, "cannot read the log of an unfinished job: {e}");
+                    continue;
+                }
+            };
+            let mut record = records.remove(&id).unwrap_or_else(|| JobRecord {
+                id,
+                argv: summary.header.argv.clone(),
+                cwd: summary.header.cwd.clone(),
+                owner: summary.header.owner.clone(),
+                dialect: summary.header.dialect.clone(),
+                submitted_ms: summary.header.submitted_ms,
+                started_ms: None,
+                finished_ms: None,
+                state: RecordState::Lost,
+                exit: None,
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+                log_bytes: 0,
+                dropped_bytes: 0,
+            });
+            record.stdout_bytes = summary.stdout;
+            record.stderr_bytes = summary.stderr;
+            record.log_bytes = summary.bytes;
+            match summary.end {
+                Some(end) => {
+                    record.state = RecordState::Finished;
+                    record.exit = Some(end);
+                    record.finished_ms = entry
+                        .metadata()
+                        .ok()
+                        .and_then(|m| m.modified().ok())
+                        .map(millis);
+                }
+                None => {
+                    record.state = RecordState::Lost;
+                    record.exit = None;
+                }
+            }
+            changed.insert(id, record);
+        }
+        // Jobs the store saw start whose log is gone: lost, without output.
+        for (id, mut record) in records {
+            next = next.max(id + 1);
+            if !record.ended() {
+                record.state = RecordState::Lost;
+                changed.insert(id, record);
+            }
+        }
+        if !changed.is_empty() {
+            let lost = changed
+                .values()
+                .filter(|r| r.state == RecordState::Lost)
+                .count();
+            tracing::info!(
+                recovered = changed.len(),
+                lost,
+                "recorded the jobs of an earlier daemon that had not been recorded as ended"
+            );
+        }
+        let records: Vec<JobRecord> = changed.into_values().collect();
+        commit(&self.db, records.iter())?;
+        Ok(next.max(1))
+    }
+
+    /// The first id never used, as the store remembers it.
+    fn next_id(&self) -> Result<JobId, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let meta = txn.open_table(META).map_err(db_error)?;
+        let next = meta
+            .get("next_id")
+            .map_err(db_error)?
+            .map_or(1, |v| v.value());
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: JobId, state: RecordState, submitted_ms: u64, log_bytes: u64) -> JobRecord {
+        JobRecord {
+            id,
+            argv: vec![ByteBuf::from(b"true".to_vec())],
+            cwd: None,
+            owner: "test".into(),
+            dialect: "ferry".into(),
+            submitted_ms,
+            started_ms: None,
+            finished_ms: None,
+            state,
+            exit: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            log_bytes,
+            dropped_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn records_roundtrip_and_older_fields_default() {
+        let r = record(7, RecordState::Finished, 5, 9);
+        assert_eq!(JobRecord::decode(&r.encode()).expect("decode"), r);
+        // A map with only the first fields (as an older writer would leave) still reads.
+        #[derive(Serialize)]
+        struct Minimal {
+            id: u64,
+            argv: Vec<ByteBuf>,
+            submitted_ms: u64,
+            state: RecordState,
+        }
+        let mut bytes = Vec::new();
+        ciborium::ser::into_writer(
+            &Minimal {
+                id: 3,
+                argv: vec![],
+                submitted_ms: 1,
+                state: RecordState::Lost,
+            },
+            &mut bytes,
+        )
+        .expect("encode");
+        let read = JobRecord::decode(&bytes).expect("decode");
+        assert_eq!(read.id, 3);
+        assert_eq!(read.state, RecordState::Lost);
+        assert_eq!(read.exit, None);
+    }
+
+    #[test]
+    fn retention_removes_the_oldest_ended_jobs_by_count_size_and_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&removed);
+        let store = Store::open(
+            dir.path(),
+            dir.path(),
+            Retention {
+                max_jobs: 100,
+                max_output: u64::MAX,
+                max_age: None,
+            },
+            Box::new(move |ids| seen.lock().expect("lock").extend_from_slice(ids)),
+        )
+        .expect("open");
+        let now = millis(SystemTime::now());
+        let records: Vec<JobRecord> = (1..=6)
+            .map(|id| record(id, RecordState::Finished, now - (10 - id) * 3_600_000, 100))
+            .chain([record(7, RecordState::Running, now, 0)])
+            .collect();
+        store.put_now(&records).expect("put");
+        // By age: jobs 1..=3 were submitted 7 hours ago or more.
+        let pruned = store
+            .prune(Some(Duration::from_secs(6 * 3600 + 1800)), None)
+            .expect("prune");
+        assert_eq!(
+            pruned,
+            Pruned {
+                jobs: 3,
+                bytes: 300
+            }
+        );
+        // By count: keep the newest 2 ended jobs; the running one is never touched.
+        let pruned = store.prune(None, Some(2)).expect("prune");
+        assert_eq!(pruned.jobs, 1);
+        let left: Vec<JobId> = store.all().expect("all").into_keys().collect();
+        assert_eq!(left, vec![5, 6, 7]);
+        assert_eq!(*removed.lock().expect("lock"), vec![1, 2, 3, 4]);
+    }
+}
