@@ -142,6 +142,7 @@ impl Job {
             dialect: self.spec.origin.dialect.clone(),
             submitted_ms: millis(self.submitted),
             started_ms: status.started.map(|(wall, _)| millis(wall)),
+            pid: status.pid,
             finished_ms: status.finished.map(millis),
             state,
             exit,

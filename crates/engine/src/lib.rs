@@ -270,7 +270,14 @@ impl Engine {
             let next_id = store
                 .recover(&config.log_dir)?
                 .max(job::next_id_from_file(&config.log_dir));
-            store.apply_retention();
+            let pruned = store.apply_retention()?;
+            if pruned.jobs > 0 {
+                tracing::info!(
+                    jobs = pruned.jobs,
+                    bytes = pruned.bytes,
+                    "retention removed old jobs from the history"
+                );
+            }
             (Some(store), next_id)
         } else {
             let next_id = job::next_id_after_previous_runs(&config.log_dir)
@@ -515,6 +522,14 @@ impl Engine {
         while tokio::time::Instant::now() < deadline && !running(self).is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // The ended jobs' records are committed before the daemon goes.
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(store) = &inner.store {
+                store.flush();
+            }
+        })
+        .await;
     }
 
     fn job(&self, id: JobId) -> Result<Arc<Job>, EngineError> {
@@ -544,7 +559,7 @@ fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
         started: record
             .started_ms
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
-        pid: None,
+        pid: record.pid,
         unstored_bytes: record.dropped_bytes,
     }
 }

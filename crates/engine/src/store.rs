@@ -123,6 +123,9 @@ pub struct JobRecord {
     /// When it started, if it did.
     #[serde(default)]
     pub started_ms: Option<u64>,
+    /// Its process (and process group) id, if it started.
+    #[serde(default)]
+    pub pid: Option<u32>,
     /// When it ended, if it did.
     #[serde(default)]
     pub finished_ms: Option<u64>,
@@ -250,6 +253,8 @@ enum Op {
         retention: bool,
         answer: Option<mpsc::Sender<PruneResult>>,
     },
+    /// Answer once everything queued before is committed.
+    Flush(mpsc::Sender<()>),
 }
 
 /// The job history store: read from any thread, written by its own thread.
@@ -309,6 +314,14 @@ impl Store {
         let _ = self.ops.send(Op::Put(Box::new(record), fsync_log));
     }
 
+    /// Waits until every record queued so far is committed (at shutdown).
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.ops.send(Op::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
     /// Every record, by id.
     pub fn all(&self) -> Result<BTreeMap<JobId, JobRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
@@ -361,14 +374,21 @@ impl Store {
         commit(&self.db, records.iter())
     }
 
-    /// Applies the retention limits now (at start).
-    pub fn apply_retention(&self) {
-        let _ = self.ops.send(Op::Prune {
-            older_than: None,
-            keep: None,
-            retention: true,
-            answer: None,
-        });
+    /// Applies the retention limits now and waits for it (at start, before serving).
+    pub fn apply_retention(&self) -> Result<Pruned, StoreError> {
+        let (answer, result) = mpsc::channel();
+        self.ops
+            .send(Op::Prune {
+                older_than: None,
+                keep: None,
+                retention: true,
+                answer: Some(answer),
+            })
+            .map_err(|_| StoreError::Closed)?;
+        result
+            .recv()
+            .map_err(|_| StoreError::Closed)?
+            .map(|(pruned, _)| pruned)
     }
 }
 
@@ -416,6 +436,7 @@ fn store_thread(
         }
         let mut records: BTreeMap<JobId, JobRecord> = BTreeMap::new();
         let mut prunes = Vec::new();
+        let mut flushes = Vec::new();
         for op in batch {
             match op {
                 Op::Put(record, log) => {
@@ -430,6 +451,7 @@ fn store_thread(
                     }
                     records.insert(record.id, *record);
                 }
+                Op::Flush(done) => flushes.push(done),
                 prune => prunes.push(prune),
             }
         }
@@ -437,6 +459,9 @@ fn store_thread(
             if let Err(e) = commit(db, records.values()) {
                 tracing::error!("cannot record {} job(s) in the history: {e}", records.len());
             }
+        }
+        for done in flushes {
+            let _ = done.send(());
         }
         // Retention now and then (each pass reads every record).
         if since_retention >= 64 {
@@ -625,6 +650,7 @@ impl Store {
                 dialect: summary.header.dialect.clone(),
                 submitted_ms: summary.header.submitted_ms,
                 started_ms: None,
+                pid: None,
                 finished_ms: None,
                 state: RecordState::Lost,
                 exit: None,
@@ -702,6 +728,7 @@ mod tests {
             dialect: "ferry".into(),
             submitted_ms,
             started_ms: None,
+            pid: None,
             finished_ms: None,
             state,
             exit: None,

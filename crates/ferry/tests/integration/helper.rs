@@ -75,6 +75,55 @@ impl Daemon {
             ))
             .spawn()
             .expect("spawn daemon");
+        Daemon::serving(dir, socket, state_dir, child)
+    }
+
+    /// Stops this daemon (SIGTERM) if it runs, and starts a new one on the same socket and
+    /// state directory with `extra` arguments, its log appended to the same file. A `limit`
+    /// shell command (such as `ulimit -f 64`) runs first, in the shell that becomes the daemon.
+    pub fn restart(&mut self, extra: &[&str], limit: Option<&str>) {
+        if self.child.is_some() {
+            assert_eq!(self.stop_with(libc::SIGTERM), Some(0), "{}", self.log());
+        }
+        let mut command = match limit {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("{limit} && exec \"$0\" \"$@\""))
+                    .arg(ferry_bin());
+                shell
+            }
+            None => Command::new(ferry_bin()),
+        };
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let child = command
+            .arg("daemon")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(extra)
+            .env("FERRY_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        self.wait_until_serving();
+    }
+
+    fn serving(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        state_dir: PathBuf,
+        child: Child,
+    ) -> Daemon {
         let daemon = Daemon {
             dir,
             socket,

@@ -6,6 +6,7 @@ mod fanos;
 mod fds;
 mod files;
 mod helper;
+mod history;
 mod jobs;
 mod lifecycle;
 mod limits;

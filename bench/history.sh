@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmark for durable history (issue 5): `ferry run -- true` latency against a daemon that
+# keeps the history (records in redb, a log file per job) and against one with history off
+# (`--no-history`, the in-memory mode), side by side in one hyperfine run. Prints a table with
+# the store's cost and the target (at most 10%). Not a test.
+#
+#   bash bench/history.sh            # 1000 runs each
+#   RUNS=300 bash bench/history.sh   # quicker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-1000}
+
+if ! command -v hyperfine >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine >/dev/null
+fi
+
+cargo build --release --quiet -p ferry
+FERRY=$PWD/target/release/ferry
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$FERRY" daemon --socket "$work/store.sock" --state-dir "$work/store" 2>"$work/store.log" &
+pids+=($!)
+"$FERRY" daemon --socket "$work/memory.sock" --state-dir "$work/memory" --no-history 2>"$work/memory.log" &
+pids+=($!)
+for sock in store memory; do
+  for _ in $(seq 100); do [ -S "$work/$sock.sock" ] && break; sleep 0.05; done
+  "$FERRY" --socket "$work/$sock.sock" run --no-fds -- true # warm
+done
+
+hyperfine -N --warmup 50 --runs "$RUNS" --export-csv "$work/latency.csv" \
+  "$FERRY --socket $work/store.sock run --no-fds -- true" \
+  "$FERRY --socket $work/memory.sock run --no-fds -- true" >"$work/latency.txt"
+
+jobs=$("$FERRY" --socket "$work/store.sock" ps --all --json | wc -l)
+awk -F, -v jobs="$jobs" '
+  FNR == 1 { next }
+  { mean[++n] = $2 * 1000; sd[n] = $3 * 1000 }
+  END {
+    printf "%-44s %10s %10s\n", "ferry run -- true", "mean", "stddev"
+    printf "%-44s %7.3f ms %7.3f ms\n", "with the history (redb + log file)", mean[1], sd[1]
+    printf "%-44s %7.3f ms %7.3f ms\n", "history off (--no-history)", mean[2], sd[2]
+    cost = (mean[1] - mean[2]) / mean[2] * 100
+    printf "\n%-44s %+7.1f %% %10s %6s\n", "store cost", cost, "<= 10%", (cost <= 10 ? "yes" : "NO")
+    printf "(%d jobs recorded in the store during the run)\n", jobs
+  }' "$work/latency.csv"

@@ -1,0 +1,367 @@
+//! Durable history: job records and logs survive restarts and `kill -9`, ids are never
+//! reused, retention and prune, the head-and-tail cap, damaged logs, the first schema's store
+//! as a fixture, and a full disk.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferry_wire::native::DaemonMessage;
+
+use crate::helper::{send_signal, Daemon};
+
+/// `ferry ps --all --json`, one value per job.
+fn history(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let out = daemon.run(&["ps", "--all", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json"))
+        .collect()
+}
+
+/// What `ferry log ID` and `ferry attach ID` show: stdout, stderr, status.
+fn shown(daemon: &Daemon, verb: &str, id: u64) -> (String, String, Option<i32>) {
+    let out = daemon.run(&[verb, &id.to_string()]);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+#[test]
+fn records_and_logs_survive_a_restart_exactly_and_ids_are_never_reused() {
+    let mut daemon = Daemon::start(&[]);
+    for script in [
+        "echo out; echo err >&2; exit 3",
+        "printf 'no newline'",
+        "kill -TERM $$",
+    ] {
+        daemon.run(&["run", "--no-fds", "--", "sh", "-c", script]);
+    }
+    let before = history(&daemon);
+    assert_eq!(before.len(), 3);
+    let shown_before: Vec<_> = (1..=3)
+        .map(|id| (shown(&daemon, "log", id), shown(&daemon, "attach", id)))
+        .collect();
+    assert_eq!(shown_before[0].1, ("out\n".into(), "err\n".into(), Some(3)));
+
+    daemon.restart(&[], None);
+    assert_eq!(
+        history(&daemon),
+        before,
+        "ps --all shows the same after a restart"
+    );
+    for (id, was) in (1..=3).zip(&shown_before) {
+        assert_eq!(
+            &(shown(&daemon, "log", id), shown(&daemon, "attach", id)),
+            was,
+            "job {id}"
+        );
+    }
+    // `ps` without --all shows this run's jobs only.
+    let out = daemon.run(&["ps", "--json"]);
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // New ids continue after the old ones, also once every old record is pruned.
+    daemon.run(&["run", "--", "true"]);
+    assert_eq!(history(&daemon).last().expect("a job")["id"], 4);
+    let pruned = daemon.run(&["prune", "--keep", "0"]);
+    assert_eq!(
+        String::from_utf8_lossy(&pruned.stdout)
+            .lines()
+            .next()
+            .map(|l| l.starts_with("removed 4 job(s)")),
+        Some(true),
+        "{pruned:?}"
+    );
+    assert!(history(&daemon).is_empty());
+    daemon.restart(&[], None);
+    daemon.run(&["run", "--", "true"]);
+    assert_eq!(history(&daemon).last().expect("a job")["id"], 5);
+}
+
+#[test]
+fn kill_dash_nine_with_a_hundred_running_jobs_records_them_as_lost() {
+    let mut daemon = Daemon::start(&["--max-jobs", "128"]);
+    // Three jobs finish before the crash.
+    for n in 1..=3 {
+        let out = daemon.run(&[
+            "run",
+            "--no-fds",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo done-{n}; exit {n}"),
+        ]);
+        assert_eq!(out.status.code(), Some(n));
+    }
+    // A hundred start and print, then wait.
+    let mut raw = daemon.raw();
+    for n in 0..100u64 {
+        let script = format!("echo started-{n}; exec sleep 120");
+        raw.send(&crate::helper::run_message(
+            n + 10,
+            &["sh", "-c", &script],
+            false,
+            None,
+        ));
+    }
+    let mut accepted = 0;
+    while accepted < 100 {
+        match raw.recv() {
+            Some(DaemonMessage::Accepted { .. }) => accepted += 1,
+            Some(DaemonMessage::Error { message, .. }) => panic!("{message}"),
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+    // Wait until each has written its line (the log holds it) and learn their pids.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pids: Vec<u64> = loop {
+        let jobs = history(&daemon);
+        let running: Vec<u64> = jobs
+            .iter()
+            .filter(|j| j["state"] == "running")
+            .filter_map(|j| j["pid"].as_u64())
+            .collect();
+        let logged = (4..=103)
+            .filter(|id| shown(&daemon, "log", *id).0.starts_with("started-"))
+            .count();
+        if running.len() == 100 && logged == 100 {
+            break running;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not all start: {jobs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(daemon.stop_with(libc::SIGKILL), None);
+    // The orphaned jobs are not the next daemon's: end them here.
+    for pid in &pids {
+        send_signal(u32::try_from(*pid).expect("pid"), libc::SIGKILL);
+    }
+
+    daemon.restart(&["--max-jobs", "128"], None);
+    let jobs = history(&daemon);
+    assert_eq!(jobs.len(), 103, "{jobs:?}");
+    for job in &jobs[..3] {
+        let n = job["id"].as_i64().expect("id");
+        assert_eq!(job["state"], "exited", "{job}");
+        assert_eq!(job["exit_code"], n, "{job}");
+        assert_eq!(shown(&daemon, "log", n as u64).0, format!("done-{n}\n"));
+    }
+    for job in &jobs[3..] {
+        assert_eq!(job["state"], "lost", "{job}");
+        let id = job["id"].as_u64().expect("id");
+        let (out, err, status) = shown(&daemon, "attach", id);
+        assert_eq!(out, format!("started-{}\n", id - 4), "job {id}");
+        assert!(err.contains("lost"), "{err}");
+        assert_ne!(status, Some(0));
+    }
+    daemon.assert_serving();
+}
+
+#[test]
+fn retention_by_count_size_and_age_and_prune() {
+    let mut daemon = Daemon::start(&[]);
+    for n in 1..=6 {
+        daemon.run(&[
+            "run",
+            "--no-fds",
+            "--",
+            "sh",
+            "-c",
+            &format!("head -c {} /dev/zero", n * 1000),
+        ]);
+    }
+    // By count, at the next start.
+    daemon.restart(&["--history-max-jobs", "4"], None);
+    let ids: Vec<u64> = history(&daemon)
+        .iter()
+        .map(|j| j["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(ids, [3, 4, 5, 6]);
+    assert!(!daemon.state_dir.join("jobs/1.log").exists());
+    assert!(daemon.state_dir.join("jobs/3.log").exists());
+    // By size: logs of jobs 5 and 6 (5000 and 6000 bytes of output) fit in 12000, 4's does not.
+    daemon.restart(&["--history-max-output", "12000"], None);
+    let ids: Vec<u64> = history(&daemon)
+        .iter()
+        .map(|j| j["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(ids, [5, 6]);
+    // By age, from the configuration file.
+    std::thread::sleep(Duration::from_millis(1200));
+    let config = daemon.dir.path().join("daemon.toml");
+    std::fs::write(&config, "[history]\nmax_age = \"1s\"\n").expect("config");
+    daemon.restart(&["--config", config.to_str().expect("utf-8")], None);
+    assert!(history(&daemon).is_empty());
+    // `ferry prune` by age and by count.
+    for _ in 0..3 {
+        daemon.run(&["run", "--", "true"]);
+    }
+    let out = daemon.run(&["prune", "--older-than", "1h"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "removed 0 job(s), 0 bytes of logs\n"
+    );
+    let out = daemon.run(&["prune", "--keep", "1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("removed 2 job(s)"),
+        "{out:?}"
+    );
+    assert_eq!(history(&daemon).len(), 1);
+    let out = daemon.run(&["prune"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--older-than"));
+}
+
+#[test]
+fn past_the_cap_yes_keeps_head_and_tail_and_its_client_gets_everything() {
+    let daemon = Daemon::start(&["--max-log-size", "1000000"]);
+    let out = crate::helper::shell(
+        &daemon,
+        r#""$FERRY" run --no-fds -- sh -c 'yes | head -c 30000000; echo END' | wc -c"#,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "30000004");
+    let job = history(&daemon).pop().expect("a job");
+    let id = job["id"].as_u64().expect("id");
+    let (log, err, status) = shown(&daemon, "log", id);
+    assert_eq!(status, Some(0));
+    assert!(
+        log.len() <= 1_000_000 && log.len() > 800_000,
+        "{}",
+        log.len()
+    );
+    assert!(log.starts_with("y\ny\n"));
+    assert!(log.ends_with("y\ny\nEND\n"));
+    assert!(err.contains("were not stored"), "{err}");
+    let size = std::fs::metadata(daemon.state_dir.join(format!("jobs/{id}.log")))
+        .expect("log")
+        .len();
+    assert!(size < 1_100_000, "the file stays near the cap: {size}");
+}
+
+#[test]
+fn a_damaged_log_is_an_error_for_its_job_alone() {
+    let mut daemon = Daemon::start(&[]);
+    for n in 1..=3 {
+        daemon.run(&[
+            "run",
+            "--no-fds",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo job-{n}-out; echo job-{n}-err >&2"),
+        ]);
+    }
+    let log = |id: u64| daemon.state_dir.join(format!("jobs/{id}.log"));
+    let bytes = std::fs::read(log(1)).expect("log");
+    std::fs::write(log(1), &bytes[..bytes.len() - 30]).expect("truncate");
+    std::fs::remove_file(log(2)).expect("remove");
+    for _ in 0..2 {
+        let (_, err, status) = shown(&daemon, "log", 1);
+        assert_eq!(status, Some(125));
+        assert!(err.contains("job log is damaged"), "{err}");
+        let (_, err, status) = shown(&daemon, "log", 2);
+        assert_eq!(status, Some(125));
+        assert!(err.contains("is missing"), "{err}");
+        assert_eq!(
+            shown(&daemon, "log", 3),
+            ("job-3-out\n".into(), "job-3-err\n".into(), Some(0))
+        );
+        let ids: Vec<u64> = history(&daemon)
+            .iter()
+            .map(|j| j["id"].as_u64().expect("id"))
+            .collect();
+        assert_eq!(&ids[..3], [1, 2, 3]);
+        daemon.assert_serving();
+        // And the same after a restart.
+        daemon.restart(&[], None);
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("fixture") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_store_written_by_the_first_schema_is_read() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/history-v1");
+    let mut daemon = Daemon::start(&[]);
+    assert_eq!(daemon.stop_with(libc::SIGTERM), Some(0));
+    std::fs::remove_dir_all(&daemon.state_dir).expect("clear");
+    copy_dir(&fixture, &daemon.state_dir);
+    daemon.restart(&[], None);
+    let jobs = history(&daemon);
+    let summary: Vec<(u64, String, Option<i64>)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j["id"].as_u64().expect("id"),
+                j["command"]
+                    .as_array()
+                    .expect("argv")
+                    .iter()
+                    .map(|a| a.as_str().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                j["exit_code"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                1,
+                "sh -c echo fixture-out; echo fixture-err >&2; exit 3".to_string(),
+                Some(3)
+            ),
+            (2, "true".to_string(), Some(0)),
+        ]
+    );
+    assert_eq!(
+        shown(&daemon, "log", 1),
+        ("fixture-out\n".into(), "fixture-err\n".into(), Some(0))
+    );
+    daemon.run(&["run", "--", "true"]);
+    assert_eq!(history(&daemon).last().expect("a job")["id"], 3);
+}
+
+#[test]
+fn a_full_disk_gives_the_job_a_clear_error_and_the_daemon_survives() {
+    let mut daemon = Daemon::start(&[]);
+    // Files the daemon writes may not grow past 1 MiB (ulimit -f counts 1 KiB blocks in
+    // bash, 512-byte blocks in dash: 2048 or 4096 blocks is 1 or 2 MiB either way).
+    daemon.restart(&[], Some("ulimit -f 2048"));
+    let out = crate::helper::shell(
+        &daemon,
+        r#""$FERRY" run --no-fds -- sh -c 'head -c 3000000 /dev/zero; echo END' | tail -c 4"#,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "END\n",
+        "every byte still arrives"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("can no longer be stored"), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    daemon.assert_serving();
+    let out = daemon.run(&["run", "--no-fds", "--", "echo", "small"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "small\n");
+    let jobs = history(&daemon);
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+}
