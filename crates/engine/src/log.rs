@@ -1264,6 +1264,37 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn headers_roundtrip_and_never_panic(
+            id in any::<u64>(),
+            argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..4),
+            owner in ".{0,12}",
+            submitted_ms in any::<u64>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let header = LogHeader {
+                id,
+                argv: argv.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+                cwd: None,
+                owner,
+                dialect: "ferry".into(),
+                submitted_ms,
+            };
+            let mut bytes = encode_header(&header);
+            let len = bytes.len();
+            bytes.extend_from_slice(&noise);
+            let (decoded, used) = decode_header(&bytes).expect("header");
+            prop_assert_eq!(decoded, header);
+            prop_assert_eq!(used, len);
+            // Any cut of it is an error, never a panic.
+            for cut in 0..len {
+                prop_assert!(decode_header(&bytes[..cut]).is_err());
+            }
+            let _ = decode_header(&noise);
+        }
+    }
+
     #[test]
     fn a_damaged_file_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");

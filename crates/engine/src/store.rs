@@ -166,14 +166,16 @@ impl JobRecord {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The record as the store keeps it (CBOR).
+    pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
         // Serializing plain data into a Vec cannot fail.
         let _ = ciborium::ser::into_writer(self, &mut bytes);
         bytes
     }
 
-    fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    /// A record from the store's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<JobRecord, StoreError> {
         ciborium::de::from_reader(bytes).map_err(|e| StoreError::Damaged(e.to_string()))
     }
 }
