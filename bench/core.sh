@@ -7,17 +7,12 @@
 #   RUNS=3 SIZE=512M bash bench/core.sh   # quicker
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 RUNS=${RUNS:-10}
 SIZE=${SIZE:-2G}
 
-if ! command -v hyperfine >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq hyperfine >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq hyperfine >/dev/null
-  fi
-fi
+need_hyperfine
 
 cargo build --release --quiet -p ferry
 FERRY=$PWD/target/release/ferry
@@ -35,7 +30,7 @@ export FERRY_STATE_DIR=$work/state
 # --max-finished 1: the throughput runs would otherwise keep every 2G log on disk.
 "$FERRY" daemon --max-finished 1 2>"$work/daemon.log" &
 daemon_pid=$!
-for _ in $(seq 100); do [ -S "$FERRY_SOCKET" ] && break; sleep 0.05; done
+wait_for_socket "$FERRY_SOCKET"
 "$FERRY" run -- true # warm: the daemon answers
 
 # `ferry --version` (the client process alone) is shown for context: starting any client

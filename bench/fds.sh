@@ -8,14 +8,12 @@
 #   SIZE=512M RUNS=3 bash bench/fds.sh   # quicker
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 RUNS=${RUNS:-10}
 SIZE=${SIZE:-2G}
 
-if ! command -v hyperfine >/dev/null; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine >/dev/null
-fi
+need_hyperfine
 
 cargo build --release --quiet -p ferry
 FERRY=$PWD/target/release/ferry
@@ -32,7 +30,7 @@ export FERRY_SOCKET=$work/ferry.sock
 export FERRY_STATE_DIR=$work/state
 "$FERRY" daemon 2>"$work/daemon.log" &
 daemon_pid=$!
-for _ in $(seq 100); do [ -S "$FERRY_SOCKET" ] && break; sleep 0.05; done
+wait_for_socket "$FERRY_SOCKET"
 "$FERRY" run --fds -- true # warm: the daemon answers
 session=$("$FERRY" session new)
 

@@ -8,13 +8,11 @@
 #   RUNS=300 bash bench/history.sh   # quicker
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 RUNS=${RUNS:-1000}
 
-if ! command -v hyperfine >/dev/null; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq hyperfine >/dev/null
-fi
+need_hyperfine
 
 cargo build --release --quiet -p ferry
 FERRY=$PWD/target/release/ferry
@@ -32,7 +30,7 @@ pids+=($!)
 "$FERRY" daemon --socket "$work/memory.sock" --state-dir "$work/memory" --no-history 2>"$work/memory.log" &
 pids+=($!)
 for sock in store memory; do
-  for _ in $(seq 100); do [ -S "$work/$sock.sock" ] && break; sleep 0.05; done
+  wait_for_socket "$work/$sock.sock"
   "$FERRY" --socket "$work/$sock.sock" run --no-fds -- true # warm
 done
 

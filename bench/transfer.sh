@@ -7,6 +7,7 @@
 #   SIZE=256M RUNS=2 bash bench/transfer.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SIZE=${SIZE:-1G}
 RUNS=${RUNS:-3}
@@ -16,10 +17,7 @@ command -v hyperfine >/dev/null || need+=(hyperfine)
 command -v socat >/dev/null || need+=(socat)
 command -v scp >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-if [ ${#need[@]} -gt 0 ]; then
-  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_packages "${need[@]}"
 
 cargo build --release --quiet -p ferry
 FERRY=$PWD/target/release/ferry

@@ -356,12 +356,23 @@ impl Store {
         older_than: Option<Duration>,
         keep: Option<usize>,
     ) -> Result<Pruned, StoreError> {
+        self.remove_and_wait(older_than, keep, false)
+    }
+
+    /// Has the store thread remove jobs (by the given rules, or by the retention limits) and
+    /// waits for it.
+    fn remove_and_wait(
+        &self,
+        older_than: Option<Duration>,
+        keep: Option<usize>,
+        retention: bool,
+    ) -> Result<Pruned, StoreError> {
         let (answer, result) = mpsc::channel();
         self.ops
             .send(Op::Prune {
                 older_than,
                 keep,
-                retention: false,
+                retention,
                 answer: Some(answer),
             })
             .map_err(|_| StoreError::Closed)?;
@@ -378,19 +389,7 @@ impl Store {
 
     /// Applies the retention limits now and waits for it (at start, before serving).
     pub fn apply_retention(&self) -> Result<Pruned, StoreError> {
-        let (answer, result) = mpsc::channel();
-        self.ops
-            .send(Op::Prune {
-                older_than: None,
-                keep: None,
-                retention: true,
-                answer: Some(answer),
-            })
-            .map_err(|_| StoreError::Closed)?;
-        result
-            .recv()
-            .map_err(|_| StoreError::Closed)?
-            .map(|(pruned, _)| pruned)
+        self.remove_and_wait(None, None, true)
     }
 }
 

@@ -3,7 +3,7 @@
 //! the daemon, and every malformed way of passing fds.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
@@ -18,28 +18,17 @@ use crate::helper::{
 #[test]
 fn pipes_are_used_directly_and_nothing_goes_through_the_daemon() {
     let daemon = Daemon::start(&[]);
-    let mut child = daemon
-        .ferry()
-        .args([
+    let out = daemon.run_with_input(
+        &[
             "run",
             "--fds",
             "--",
             "sh",
             "-c",
             "read line; echo \"out:$line\"; echo err >&2; exit 3",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"hello\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+        ],
+        b"hello\n",
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out:hello\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     assert_eq!(out.status.code(), Some(3));

@@ -206,6 +206,25 @@ impl Daemon {
         command
     }
 
+    /// Runs `ferry ARGS` with `input` on its stdin (a pipe) and returns its output.
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .ferry()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferry");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for ferry")
+    }
+
     /// Runs `ferry ARGS` and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
         self.ferry().args(args).output().expect("run ferry")

@@ -19,6 +19,14 @@ fn history(daemon: &Daemon) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The ids in the history, oldest first.
+fn job_ids(daemon: &Daemon) -> Vec<u64> {
+    history(daemon)
+        .iter()
+        .map(|j| j["id"].as_u64().expect("id"))
+        .collect()
+}
+
 /// What `ferry log ID` and `ferry attach ID` show: stdout, stderr, status.
 fn shown(daemon: &Daemon, verb: &str, id: u64) -> (String, String, Option<i32>) {
     let out = daemon.run(&[verb, &id.to_string()]);
@@ -178,19 +186,13 @@ fn retention_by_count_size_and_age_and_prune() {
     }
     // By count, at the next start.
     daemon.restart(&["--history-max-jobs", "4"], None);
-    let ids: Vec<u64> = history(&daemon)
-        .iter()
-        .map(|j| j["id"].as_u64().expect("id"))
-        .collect();
+    let ids = job_ids(&daemon);
     assert_eq!(ids, [3, 4, 5, 6]);
     assert!(!daemon.state_dir.join("jobs/1.log").exists());
     assert!(daemon.state_dir.join("jobs/3.log").exists());
     // By size: logs of jobs 5 and 6 (5000 and 6000 bytes of output) fit in 12000, 4's does not.
     daemon.restart(&["--history-max-output", "12000"], None);
-    let ids: Vec<u64> = history(&daemon)
-        .iter()
-        .map(|j| j["id"].as_u64().expect("id"))
-        .collect();
+    let ids = job_ids(&daemon);
     assert_eq!(ids, [5, 6]);
     // By age, from the configuration file.
     std::thread::sleep(Duration::from_millis(1200));
@@ -272,10 +274,7 @@ fn a_damaged_log_is_an_error_for_its_job_alone() {
             shown(&daemon, "log", 3),
             ("job-3-out\n".into(), "job-3-err\n".into(), Some(0))
         );
-        let ids: Vec<u64> = history(&daemon)
-            .iter()
-            .map(|j| j["id"].as_u64().expect("id"))
-            .collect();
+        let ids = job_ids(&daemon);
         assert_eq!(&ids[..3], [1, 2, 3]);
         daemon.assert_serving();
         // And the same after a restart.

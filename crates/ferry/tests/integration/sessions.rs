@@ -107,27 +107,17 @@ fn every_kind_of_state_persists_and_statuses_are_exact() {
 fn session_commands_run_on_passed_fds_one_at_a_time() {
     let daemon = Daemon::start(&[]);
     let id = new_session(&daemon);
-    let mut child = daemon
-        .ferry()
-        .args([
+    let out = daemon.run_with_input(
+        &[
             "run",
             "--fds",
             "--session",
             &id,
             "--",
             "read line; echo \"got $line\"",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"typed\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("wait");
+        ],
+        b"typed\n",
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got typed\n");
     assert_eq!(
         in_session(&daemon, &id, "echo $line"),
