@@ -9,9 +9,9 @@
 //!
 //! Output positions ("log positions") are counted over the output records from the header's
 //! end. While the job runs, the file holds the records from position 0 up to the stored length,
-//! at most the head part of [`LogLimits::max_stored`]; later records go to two tail segment
-//! files used in turn, so the last quarter of the cap or so is kept too. When the job ends, the
-//! file gets a dropped-bytes record, the tail's records and the end record. A finished job's log
+//! at most the head part of [`LogLimits::max_stored`]; the latest records past it are kept in
+//! memory as the tail (a quarter of the cap, at most [`MAX_TAIL`]). When the job ends, the file
+//! gets a dropped-bytes record, the tail's records and the end record. A finished job's log
 //! is read whole by [`LogReader::stored`]: head, the gap (shown as a jump in the stream
 //! offsets), tail.
 //!
@@ -44,14 +44,17 @@ const RECORD_HEADER_LEN: usize = 5;
 /// Largest data length of one record (one pump read).
 pub const MAX_RECORD_DATA: usize = 64 * 1024;
 
+/// Largest tail kept per job (in memory while it runs).
+pub const MAX_TAIL: u64 = 8 * 1024 * 1024;
+
 /// How many bytes a reader takes from the file at a time.
 const READ_BATCH: usize = 4 * MAX_RECORD_DATA;
 
 /// Size limits of a job log.
 #[derive(Debug, Clone, Copy)]
 pub struct LogLimits {
-    /// Bytes of output records stored for a job: the first three quarters as its head, the
-    /// last quarter (or so) of its output as its tail; what lies between is delivered live only.
+    /// Bytes of output records stored for a job: its output's head, and the tail (see
+    /// [`LogLimits::tail_cap`]); what lies between is delivered live only.
     pub max_stored: u64,
     /// Bytes of recent record data kept in memory.
     pub window_bytes: usize,
@@ -63,9 +66,10 @@ impl LogLimits {
         self.max_stored - self.tail_cap()
     }
 
-    /// Bytes of records kept from the end of the output (in two segments of half this).
+    /// Bytes of records kept from the end of the output: a quarter of the cap, at most
+    /// [`MAX_TAIL`] (the tail is held in memory while the job runs).
     pub fn tail_cap(&self) -> u64 {
-        self.max_stored / 4
+        (self.max_stored / 4).min(MAX_TAIL)
     }
 }
 
@@ -161,7 +165,7 @@ struct LogFile {
     path: PathBuf,
     header: Vec<u8>,
     file: Mutex<FileSlot>,
-    /// The tail segments, once output went past the head.
+    /// The tail, once output went past the head.
     tail: Mutex<Option<Tail>>,
 }
 
@@ -295,39 +299,36 @@ pub fn decode_header(buf: &[u8]) -> Result<(LogHeader, usize), LogError> {
 /// Largest log header accepted.
 const MAX_HEADER: usize = 1024 * 1024;
 
-/// Output past the head: records go to one segment file until it holds half the tail cap,
-/// then to the other (emptied first); the two hold the latest output.
-#[derive(Debug)]
+/// Output past the head: the latest records, kept in memory by reference (the same `Bytes`
+/// the window and the readers share: no copy, no disk write while the job runs) until they
+/// exceed the tail cap by more than one record. Written to the file when the job ends.
+#[derive(Debug, Default)]
 struct Tail {
-    segments: [PathBuf; 2],
-    /// The segment being written, and its size.
-    current: usize,
-    sizes: [u64; 2],
-    /// Output data bytes per stream in each segment.
-    data: [[u64; 2]; 2],
-    file: File,
+    records: VecDeque<(OutputStream, Bytes)>,
+    /// Record bytes (headers included) held.
+    bytes: u64,
 }
 
 impl Tail {
+    /// Keeps a record, forgetting the oldest ones no longer needed to make up `cap` bytes.
+    fn push(&mut self, stream: OutputStream, data: Bytes, cap: u64) {
+        self.bytes += (RECORD_HEADER_LEN + data.len()) as u64;
+        self.records.push_back((stream, data));
+        while let Some((_, oldest)) = self.records.front() {
+            let oldest_len = (RECORD_HEADER_LEN + oldest.len()) as u64;
+            if self.bytes - oldest_len < cap {
+                break;
+            }
+            self.bytes -= oldest_len;
+            self.records.pop_front();
+        }
+    }
+
     /// The tail's records, oldest first, cut to the last `cap` data-and-header bytes (the
     /// first kept record may lose its front, so that the gap before the tail is contiguous),
     /// encoded; and the output bytes per stream they hold.
-    fn kept_records(&self, cap: u64) -> std::io::Result<(Vec<u8>, [u64; 2])> {
-        let mut all: Vec<(OutputStream, Bytes)> = Vec::new();
-        for index in [1 - self.current, self.current] {
-            let bytes = match std::fs::read(&self.segments[index]) {
-                Ok(bytes) => Bytes::from(bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let (records, _) = parse_records(&bytes)
-                .map_err(|at| std::io::Error::other(format!("tail segment damaged at {at}")))?;
-            for (kind, range) in records {
-                if let RecordKind::Output(stream) = kind {
-                    all.push((stream, bytes.slice(range)));
-                }
-            }
-        }
+    fn kept_records(&self, cap: u64) -> (Vec<u8>, [u64; 2]) {
+        let all: Vec<&(OutputStream, Bytes)> = self.records.iter().collect();
         // Walk back from the newest until the cap is reached.
         let mut budget = cap;
         let mut first = all.len();
@@ -344,7 +345,7 @@ impl Tail {
         }
         let mut out = Vec::new();
         let mut kept = [0u64; 2];
-        for (i, (stream, data)) in all.iter().enumerate().skip(first) {
+        for (i, &(stream, data)) in all.iter().enumerate().skip(first) {
             let data = match trim_to {
                 Some(keep) if i == first => data.slice(data.len() - keep..),
                 _ => data.clone(),
@@ -355,7 +356,7 @@ impl Tail {
             kept[stream_slot(*stream)] += data.len() as u64;
             encode_record(*stream, &data, &mut out);
         }
-        Ok((out, kept))
+        (out, kept)
     }
 }
 
@@ -460,28 +461,21 @@ impl JobLog {
         let mut dropped_total = unstored;
         let mut failed = None;
         if let Some(tail) = tail {
-            match tail.kept_records(self.limits.tail_cap()) {
-                Ok((records, kept)) => {
-                    // Past the head, output went to the tail; what it does not hold is dropped.
-                    let dropped = [
-                        unstored_per_stream[0].saturating_sub(kept[0]),
-                        unstored_per_stream[1].saturating_sub(kept[1]),
-                    ];
-                    dropped_total = dropped[0] + dropped[1];
-                    let mut bytes = Vec::with_capacity(records.len() + 32);
-                    let mut counts = Vec::with_capacity(16);
-                    counts.extend_from_slice(&dropped[0].to_le_bytes());
-                    counts.extend_from_slice(&dropped[1].to_le_bytes());
-                    encode_record_of(RecordKind::Dropped, &counts, &mut bytes);
-                    bytes.extend_from_slice(&records);
-                    if let Err(e) = (&*file).write_all(&bytes) {
-                        failed = Some(e);
-                    }
-                }
-                Err(e) => failed = Some(e),
-            }
-            for segment in &tail.segments {
-                let _ = std::fs::remove_file(segment);
+            let (records, kept) = tail.kept_records(self.limits.tail_cap());
+            // Past the head, output went to the tail; what it does not hold is dropped.
+            let dropped = [
+                unstored_per_stream[0].saturating_sub(kept[0]),
+                unstored_per_stream[1].saturating_sub(kept[1]),
+            ];
+            dropped_total = dropped[0] + dropped[1];
+            let mut bytes = Vec::with_capacity(records.len() + 32);
+            let mut counts = Vec::with_capacity(16);
+            counts.extend_from_slice(&dropped[0].to_le_bytes());
+            counts.extend_from_slice(&dropped[1].to_le_bytes());
+            encode_record_of(RecordKind::Dropped, &counts, &mut bytes);
+            bytes.extend_from_slice(&records);
+            if let Err(e) = (&*file).write_all(&bytes) {
+                failed = Some(e);
             }
         }
         if self.durable && failed.is_none() {
@@ -589,7 +583,7 @@ impl LogWriter {
                 .get_or_create()
                 .and_then(|file| write_record(&file, &header, &data));
         } else if !self.store_failed && self.limits.tail_cap() > 0 {
-            result = self.append_to_tail(stream, &header, &data);
+            result = self.append_to_tail(stream, data.clone());
         }
         if let Err(e) = &result {
             self.store_failed = true;
@@ -622,46 +616,13 @@ impl LogWriter {
         result
     }
 
-    /// Writes a record past the head into the tail segments (see [`Tail`]).
-    fn append_to_tail(
-        &self,
-        stream: OutputStream,
-        header: &[u8],
-        data: &[u8],
-    ) -> std::io::Result<()> {
-        let mut guard = self.file.tail.lock().unwrap_or_else(|e| e.into_inner());
-        let record_len = (header.len() + data.len()) as u64;
-        let segment_cap = (self.limits.tail_cap() / 2).max(1);
-        let tail = match &mut *guard {
-            Some(tail) => tail,
-            empty => {
-                // The main file must exist for the tail to be appended to it at the end.
-                self.file.get_or_create()?;
-                let segments = [0, 1].map(|n| {
-                    let mut name = self.file.path.as_os_str().to_owned();
-                    name.push(format!(".tail{n}"));
-                    PathBuf::from(name)
-                });
-                let file = File::create(&segments[0])?;
-                empty.insert(Tail {
-                    segments,
-                    current: 0,
-                    sizes: [0, 0],
-                    data: [[0, 0], [0, 0]],
-                    file,
-                })
-            }
-        };
-        if tail.sizes[tail.current] > 0 && tail.sizes[tail.current] + record_len > segment_cap {
-            let next = 1 - tail.current;
-            tail.file = File::create(&tail.segments[next])?;
-            tail.current = next;
-            tail.sizes[next] = 0;
-            tail.data[next] = [0, 0];
-        }
-        write_record(&tail.file, header, data)?;
-        tail.sizes[tail.current] += record_len;
-        tail.data[tail.current][stream_slot(stream)] += data.len() as u64;
+    /// Keeps a record past the head in the tail (see [`Tail`]).
+    fn append_to_tail(&self, stream: OutputStream, data: Bytes) -> std::io::Result<()> {
+        // The main file must exist for the tail to be appended to it at the end.
+        self.file.get_or_create()?;
+        let mut tail = self.file.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.get_or_insert_with(Tail::default)
+            .push(stream, data, self.limits.tail_cap());
         Ok(())
     }
 

@@ -621,11 +621,6 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.contains(".log.tail") {
-                // A tail the crashed daemon never appended: the lost job keeps its head.
-                let _ = std::fs::remove_file(entry.path());
-                continue;
-            }
             let Some(id) = name
                 .strip_suffix(".log")
                 .and_then(|n| n.parse::<JobId>().ok())

@@ -387,8 +387,8 @@ pub struct DaemonArgs {
     pub max_finished: Option<usize>,
 
     /// Output stored per job, in bytes (what `ferry log` and a late `ferry attach` can show):
-    /// past it, the log keeps the output's head (three quarters) and its tail (the last
-    /// quarter) and says how much was dropped between; clients following the job live still
+    /// past it, the log keeps the output's head and its tail (the last quarter of the cap, at
+    /// most 8 MiB) and says how much was dropped between; clients following the job live still
     /// get everything [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub max_log_size: Option<u64>,
