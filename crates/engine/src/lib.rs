@@ -248,6 +248,18 @@ impl Engine {
             move |source| EngineError::Io { context, source }
         };
         std::fs::create_dir_all(&config.log_dir).map_err(io("cannot create log directory"))?;
+        // Job output and commands are the owner's business: the log directory and the state
+        // directory holding the history are private.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let state_dir = config.log_dir.parent().unwrap_or(&config.log_dir);
+            for dir in [config.log_dir.as_path(), state_dir] {
+                let private = std::fs::Permissions::from_mode(0o700);
+                if let Err(e) = std::fs::set_permissions(dir, private) {
+                    tracing::warn!(dir = %dir.display(), "cannot make the directory private: {e}");
+                }
+            }
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| EngineError::Io {
             context: "the engine needs a tokio runtime".into(),
             source: std::io::Error::other(e.to_string()),

@@ -49,6 +49,12 @@ fn records_and_logs_survive_a_restart_exactly_and_ids_are_never_reused() {
     }
     let before = history(&daemon);
     assert_eq!(before.len(), 3);
+    // The history and the logs are private to the daemon's user.
+    for dir in [daemon.state_dir.clone(), daemon.state_dir.join("jobs")] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).expect("dir").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    }
     let shown_before: Vec<_> = (1..=3)
         .map(|id| (shown(&daemon, "log", id), shown(&daemon, "attach", id)))
         .collect();
