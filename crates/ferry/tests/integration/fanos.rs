@@ -11,7 +11,7 @@ use ferry_wire::fanos::{decode_netstring, encode_netstring};
 
 use crate::helper::Daemon;
 
-fn fanos_daemon() -> (Daemon, tempfile::TempDir, PathBuf) {
+pub(crate) fn fanos_daemon() -> (Daemon, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("fanos.sock");
     let daemon = Daemon::start_networked(&[], &[&format!("fanos:unix:{}", socket.display())]);
@@ -23,7 +23,7 @@ fn fanos_daemon() -> (Daemon, tempfile::TempDir, PathBuf) {
     (daemon, dir, socket)
 }
 
-fn connect(path: &Path) -> UnixStream {
+pub(crate) fn connect(path: &Path) -> UnixStream {
     let stream = UnixStream::connect(path).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -46,7 +46,11 @@ fn read_reply(stream: &mut UnixStream) -> Option<String> {
     }
 }
 
-fn request(stream: &mut UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Option<String> {
+pub(crate) fn request(
+    stream: &mut UnixStream,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Option<String> {
     let mut message = Vec::new();
     encode_netstring(payload, &mut message);
     let sent = send_with_fds(stream.as_fd(), &message, fds).expect("send");

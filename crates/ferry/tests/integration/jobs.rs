@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ferry_wire::native::{ClientMessage, DaemonMessage, Stream};
-use serde_bytes::ByteBuf;
+use ferry_wire::native::{DaemonMessage, Stream};
 
 use crate::helper::{live_processes_in_group, wait_with_timeout, Daemon};
 
@@ -202,22 +201,12 @@ fn one_connection_runs_many_jobs_with_output_multiplexed_by_job_id() {
         "head -c 300000 /dev/zero | tr '\\0' c",
     ];
     for (request, script) in scripts.iter().enumerate() {
-        raw.send(&ClientMessage::Run {
-            request: request as u64,
-            argv: ["sh", "-c", script]
-                .iter()
-                .map(|a| ByteBuf::from(a.as_bytes().to_vec()))
-                .collect(),
-            cwd: None,
-            env: None,
-            stdin: false,
-            timeout_ms: None,
-            hangup_on_disconnect: false,
-            follow: true,
-            sandbox: None,
-            pass_stdio: false,
-            session: None,
-        });
+        raw.send(&crate::helper::run_message(
+            request as u64,
+            &["sh", "-c", script],
+            false,
+            None,
+        ));
     }
     let mut jobs = HashMap::new();
     let mut output: HashMap<(u64, Stream), Vec<u8>> = HashMap::new();

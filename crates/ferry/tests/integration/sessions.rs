@@ -3,13 +3,9 @@
 //! `ferry sh`, and the FANOS dialect's `EVAL` and `STATE`.
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
-use std::time::Duration;
-
-use ferry_io::fdpass::send_with_fds;
-use ferry_wire::fanos::{decode_netstring, encode_netstring};
 
 use crate::helper::{ferry_bin, Daemon};
 
@@ -181,42 +177,15 @@ fn ferry_sh_reads_a_script_from_a_pipe() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-fn fanos_request(
-    stream: &mut UnixStream,
-    payload: &[u8],
-    fds: &[std::os::fd::BorrowedFd<'_>],
-) -> String {
-    let mut message = Vec::new();
-    encode_netstring(payload, &mut message);
-    let sent = send_with_fds(stream.as_fd(), &message, fds).expect("send");
-    stream.write_all(&message[sent..]).expect("rest");
-    let mut buf = Vec::new();
-    loop {
-        if let Ok(Some((range, _))) = decode_netstring(&buf, 1 << 20, false) {
-            return String::from_utf8_lossy(&buf[range]).into_owned();
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => panic!("no reply to {payload:?}"),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+/// One FANOS request and its reply.
+fn fanos_request(stream: &mut UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) -> String {
+    crate::fanos::request(stream, payload, fds).unwrap_or_else(|| panic!("no reply to {payload:?}"))
 }
 
 #[test]
 fn fanos_eval_keeps_state_per_connection_on_the_passed_fds() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("fanos.sock");
-    let daemon = Daemon::start_networked(&[], &[&format!("fanos:unix:{}", socket.display())]);
-    assert!(
-        daemon.log_shows("listening on fanos:unix:"),
-        "{}",
-        daemon.log()
-    );
-    let mut stream = UnixStream::connect(&socket).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let (_daemon, _dir, socket) = crate::fanos::fanos_daemon();
+    let mut stream = crate::fanos::connect(&socket);
     let null = std::fs::File::open("/dev/null").expect("null");
     let (out_r, out_w) = rustix::pipe::pipe().expect("pipe");
     let (in_r, in_w) = rustix::pipe::pipe().expect("pipe");
@@ -255,10 +224,7 @@ fn fanos_eval_keeps_state_per_connection_on_the_passed_fds() {
     assert_eq!(out, "the line /tmp\n");
 
     // Another connection has a session of its own.
-    let mut other = UnixStream::connect(&socket).expect("connect");
-    other
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let mut other = crate::fanos::connect(&socket);
     let (out_r, out_w) = rustix::pipe::pipe().expect("pipe");
     let reply = fanos_request(
         &mut other,
