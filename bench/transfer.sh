@@ -76,9 +76,17 @@ scp $ssh_opts "$work/authorized_keys" "$(id -un)@127.0.0.1:$work/dest/probe" # s
 
 # Each run starts with its destination removed, so that no method is charged for keeping the
 # previous copy's pages while it writes the next one (ferry writes a temporary file and renames
-# it; scp and socat truncate in place).
+# it; scp and socat truncate in place). As root, each run also starts from the same page cache:
+# the earlier runs' gigabytes written back and dropped, the payload read back in (on this VM a
+# page cache full of earlier copies made any writer up to 2x slower, whichever ran later).
+settle=":"
+if [ "$(id -u)" = 0 ]; then
+  settle="sync; echo 3 >/proc/sys/vm/drop_caches; cat $work/payload >/dev/null"
+fi
 hyperfine --runs "$RUNS" --export-csv "$work/transfer.csv" \
-  --prepare "rm -f $work/dest/scp" --prepare "rm -f $work/state/files/bench" --prepare "rm -f $work/dest/raw" \
+  --prepare "rm -f $work/dest/scp; $settle" \
+  --prepare "rm -f $work/state/files/bench; $settle" \
+  --prepare "rm -f $work/dest/raw; $settle" \
   "scp $ssh_opts $work/payload $(id -un)@127.0.0.1:$work/dest/scp" \
   "$FERRY --host 127.0.0.1:$tls_port --tls-dir $work/tls put --quiet $work/payload bench" \
   "socat -b 262144 -u FILE:$work/payload TCP:127.0.0.1:$raw_port" >"$work/transfer.txt"
