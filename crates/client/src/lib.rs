@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_io::fdpass::send_all_with_fds;
 use ferry_io::{FrameError, FrameReader};
 use ferry_wire::native::{ClientMessage, DaemonMessage, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -302,7 +303,7 @@ impl Client {
         let socket = self.unix_socket.as_ref().ok_or(ClientError::NoFdPassing)?;
         let bytes = ferry_io::frame(message).map_err(FrameError::from)?;
         // Everything written before is out already: `send` completes its writes.
-        write_with_fds(socket, &bytes, fds).map_err(|e| FrameError::from(e).into())
+        send_all_with_fds(socket.as_fd(), &bytes, fds).map_err(|e| FrameError::from(e).into())
     }
 
     /// Receives one message; `Ok(None)` when the daemon closed the connection.
@@ -326,7 +327,7 @@ impl Client {
                             (Some(socket), Ok(bytes)) => {
                                 let borrowed: Vec<BorrowedFd<'_>> =
                                     fds.iter().map(|fd| fd.as_fd()).collect();
-                                write_with_fds(socket, &bytes, &borrowed).is_ok()
+                                send_all_with_fds(socket.as_fd(), &bytes, &borrowed).is_ok()
                             }
                             _ => false,
                         }
@@ -354,33 +355,6 @@ impl Client {
 enum Queued {
     Plain(ClientMessage),
     WithFds(ClientMessage, Vec<OwnedFd>),
-}
-
-/// Writes all of `bytes` to the (non-blocking) Unix socket with `fds` on the first byte,
-/// waiting in `poll` when the socket is full. Frames that carry fds are small: the wait, if
-/// any, is short.
-fn write_with_fds(socket: &OwnedFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        let attach = if sent == 0 { fds } else { &[] };
-        match ferry_io::fdpass::send_with_fds(socket.as_fd(), &bytes[sent..], attach) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let mut wait = [rustix::event::PollFd::new(
-                    socket,
-                    rustix::event::PollFlags::OUT,
-                )];
-                match rustix::event::poll(&mut wait, None) {
-                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The receiving half of a split [`Client`].

@@ -11,7 +11,7 @@
 //! connections go on.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
@@ -19,11 +19,12 @@ use ferry_engine::{JobId, JobSpec, OutputEvent, PassedStdio};
 use ferry_wire::fanos::{
     decode_netstring, encode_netstring, parse_request, FanosReply, FanosRequest,
 };
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::{unix, Hub};
-use ferry_io::fdpass::{recv_with_fds, FdPassError};
+use bytes::{Buf, BytesMut};
+use ferry_io::fdpass::{FdInbox, FdReadHalf};
 
 /// Largest request accepted, in bytes.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -38,8 +39,13 @@ pub(crate) async fn serve(mut stream: UnixStream, hub: Arc<Hub>) {
         .await;
         return;
     }
-    let mut buf: Vec<u8> = Vec::new();
-    let mut fds: Vec<OwnedFd> = Vec::new();
+    // Every read goes through recvmsg; fds are matched to the request they came with.
+    let (read_half, mut write_half) = stream.into_split();
+    let inbox = FdInbox::default();
+    let mut reader = FdReadHalf::new(read_half, inbox.clone());
+    let mut buf = BytesMut::new();
+    // Stream offset of `buf`'s first byte.
+    let mut consumed: u64 = 0;
     let mut eof = false;
     let mut session = ConnectionSession {
         hub: Arc::clone(&hub),
@@ -49,51 +55,35 @@ pub(crate) async fn serve(mut stream: UnixStream, hub: Arc<Hub>) {
         match decode_netstring(&buf, MAX_REQUEST, eof) {
             Ok(Some((range, used))) => {
                 let payload = buf[range].to_vec();
-                buf.drain(..used);
-                let passed = std::mem::take(&mut fds);
+                buf.advance(used);
+                let passed = inbox.claim(consumed).unwrap_or_default();
+                consumed += used as u64;
+                // Fds that rode on the middle of a request belong to none: closed.
+                inbox.drop_unclaimable(consumed);
                 let answer = handle(&payload, passed, &hub, &mut session).await;
-                if reply(&mut stream, answer).await.is_err() {
+                if reply(&mut write_half, answer).await.is_err() {
                     return;
                 }
             }
             Ok(None) if eof => return,
-            Ok(None) => {
-                let mut chunk = [0u8; 16 * 1024];
-                let read = loop {
-                    if stream.readable().await.is_err() {
-                        return;
-                    }
-                    let fd = stream.as_fd();
-                    match stream.try_io(Interest::READABLE, || {
-                        // Keep the error's kind: WouldBlock tells tokio to wait again.
-                        recv_with_fds(fd, &mut chunk, &mut fds).map_err(|e| match e {
-                            FdPassError::Io(e) => e,
-                            truncated => std::io::Error::other(truncated),
-                        })
-                    }) {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                        other => break other,
-                    }
-                };
-                match read {
-                    Ok(0) => eof = true,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    Err(e) => {
-                        let _ = reply(&mut stream, FanosReply::Error(e.to_string())).await;
-                        return;
-                    }
+            Ok(None) => match reader.read_buf(&mut buf).await {
+                Ok(0) => eof = true,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = reply(&mut write_half, FanosReply::Error(e.to_string())).await;
+                    return;
                 }
-            }
+            },
             Err(e) => {
                 tracing::info!("fanos: closing a connection: {e}");
-                let _ = reply(&mut stream, FanosReply::Error(e.to_string())).await;
+                let _ = reply(&mut write_half, FanosReply::Error(e.to_string())).await;
                 return;
             }
         }
     }
 }
 
-async fn reply(stream: &mut UnixStream, answer: FanosReply) -> std::io::Result<()> {
+async fn reply(stream: &mut (impl AsyncWrite + Unpin), answer: FanosReply) -> std::io::Result<()> {
     let mut bytes = Vec::new();
     encode_netstring(&answer.payload(), &mut bytes);
     stream.write_all(&bytes).await

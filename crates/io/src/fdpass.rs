@@ -215,22 +215,31 @@ impl AsyncRead for FdReadHalf {
     }
 }
 
-/// Writes all of `bytes` to a Unix stream with `fds` riding on the first byte.
-pub async fn write_all_with_fds(
-    stream: &UnixStream,
+/// Sends all of `bytes` with `fds` riding on the first byte, on a blocking or non-blocking
+/// socket (a full non-blocking socket is waited for with `poll`). Frames that carry fds are
+/// small, so the wait, if any, is short.
+pub fn send_all_with_fds(
+    socket: BorrowedFd<'_>,
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> std::io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
-        stream.writable().await?;
         let attach = if sent == 0 { fds } else { &[] };
-        match stream.try_io(Interest::WRITABLE, || {
-            send_with_fds(stream.as_fd(), &bytes[sent..], attach)
-        }) {
+        match send_with_fds(socket, &bytes[sent..], attach) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut wait = [rustix::event::PollFd::new(
+                    &socket,
+                    rustix::event::PollFlags::OUT,
+                )];
+                match rustix::event::poll(&mut wait, None) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Err(e) => return Err(e),
         }
     }

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ferry_io::fdpass::{recv_with_fds, send_with_fds};
+use ferry_io::fdpass::{recv_with_fds, send_all_with_fds};
 use ferry_wire::fanos::{decode_netstring, encode_netstring};
 
 use crate::cli::FanosArgs;
@@ -34,12 +34,7 @@ pub fn run(socket: Option<&Path>, args: FanosArgs) -> Result<i32> {
     } else {
         Vec::new()
     };
-    let mut sent = 0;
-    while sent < message.len() {
-        let attach = if sent == 0 { &fds[..] } else { &[] };
-        sent += send_with_fds(stream.as_fd(), &message[sent..], attach)
-            .context("cannot send the request")?;
-    }
+    send_all_with_fds(stream.as_fd(), &message, &fds).context("cannot send the request")?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let mut ignored = Vec::new();

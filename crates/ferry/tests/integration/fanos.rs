@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_io::fdpass::send_with_fds;
+use ferry_io::fdpass::send_all_with_fds;
 use ferry_wire::fanos::{decode_netstring, encode_netstring};
 
 use crate::helper::Daemon;
@@ -53,8 +53,7 @@ pub(crate) fn request(
 ) -> Option<String> {
     let mut message = Vec::new();
     encode_netstring(payload, &mut message);
-    let sent = send_with_fds(stream.as_fd(), &message, fds).expect("send");
-    stream.write_all(&message[sent..]).expect("rest");
+    send_all_with_fds(stream.as_fd(), &message, fds).expect("send");
     read_reply(stream)
 }
 

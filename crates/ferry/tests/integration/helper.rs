@@ -371,9 +371,7 @@ impl Raw {
         use std::os::fd::AsFd;
         let mut bytes = Vec::new();
         encode_frame(message, &mut bytes).expect("encode");
-        let sent =
-            ferry_io::fdpass::send_with_fds(self.stream.as_fd(), &bytes, fds).expect("sendmsg");
-        self.send_bytes(&bytes[sent..]);
+        ferry_io::fdpass::send_all_with_fds(self.stream.as_fd(), &bytes, fds).expect("sendmsg");
     }
 
     /// The next frame, or None when the daemon closed the connection.
