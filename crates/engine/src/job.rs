@@ -39,6 +39,8 @@ pub(crate) struct Job {
     pub id: JobId,
     pub spec: JobSpec,
     pub submitted: SystemTime,
+    /// What its log file and its record say of it.
+    identity: LogHeader,
     pub log: JobLog,
     status: Mutex<Status>,
 }
@@ -73,7 +75,7 @@ impl Job {
         durable: bool,
     ) -> std::io::Result<Job> {
         let submitted = SystemTime::now();
-        let header = LogHeader {
+        let identity = LogHeader {
             id,
             argv: spec
                 .argv
@@ -88,7 +90,7 @@ impl Job {
             dialect: spec.origin.dialect.clone(),
             submitted_ms: millis(submitted),
         };
-        let log = JobLog::new(log_path, &header, limits, durable)?;
+        let log = JobLog::new(log_path, &identity, limits, durable)?;
         let stdio = spec.stdio.take();
         let (stdin_tx, stdin_rx) = if spec.stdin {
             let (tx, rx) = mpsc::channel(STDIN_QUEUE);
@@ -100,6 +102,7 @@ impl Job {
             id,
             spec,
             submitted,
+            identity,
             log,
             status: Mutex::new(Status {
                 phase: JobPhase::Queued,
@@ -125,31 +128,22 @@ impl Job {
             JobPhase::Finished(report) => (RecordState::Finished, Some(ExitRecord::from(report))),
         };
         let (stdout_bytes, stderr_bytes) = self.log.lengths();
+        // The log's size matters once it is complete (retention); no disk access before.
+        let log_bytes = if exit.is_some() {
+            std::fs::metadata(self.log.path()).map_or(0, |m| m.len())
+        } else {
+            0
+        };
         JobRecord {
-            id: self.id,
-            argv: self
-                .spec
-                .argv
-                .iter()
-                .map(|a| ByteBuf::from(a.as_bytes().to_vec()))
-                .collect(),
-            cwd: self
-                .spec
-                .cwd
-                .as_ref()
-                .map(|c| ByteBuf::from(c.as_os_str().as_bytes().to_vec())),
-            owner: self.spec.origin.owner.clone(),
-            dialect: self.spec.origin.dialect.clone(),
-            submitted_ms: millis(self.submitted),
             started_ms: status.started.map(|(wall, _)| millis(wall)),
             pid: status.pid,
             finished_ms: status.finished.map(millis),
-            state,
             exit,
             stdout_bytes,
             stderr_bytes,
-            log_bytes: std::fs::metadata(self.log.path()).map_or(0, |m| m.len()),
+            log_bytes,
             dropped_bytes: status.dropped,
+            ..JobRecord::from_header(&self.identity, state)
         }
     }
 

@@ -16,7 +16,7 @@ pub mod store;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -415,11 +415,7 @@ impl Engine {
                 if replay {
                     Ok(LogReader::stored(&path, record.report(), false))
                 } else {
-                    Ok(LogReader::stored(
-                        Path::new("/nonexistent"),
-                        record.report(),
-                        true,
-                    ))
+                    Ok(LogReader::exit_only(record.report()))
                 }
             }
         }

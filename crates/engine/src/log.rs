@@ -328,33 +328,24 @@ impl Tail {
     /// first kept record may lose its front, so that the gap before the tail is contiguous),
     /// encoded; and the output bytes per stream they hold.
     fn kept_records(&self, cap: u64) -> (Vec<u8>, [u64; 2]) {
-        let all: Vec<&(OutputStream, Bytes)> = self.records.iter().collect();
-        // Walk back from the newest until the cap is reached.
+        // Newest first, until the cap is spent; the last one taken may keep only its end.
+        let header = RECORD_HEADER_LEN as u64;
         let mut budget = cap;
-        let mut first = all.len();
-        let mut trim_to = None;
-        while first > 0 && budget > RECORD_HEADER_LEN as u64 {
-            let len = all[first - 1].1.len() as u64 + RECORD_HEADER_LEN as u64;
-            first -= 1;
-            if len <= budget {
-                budget -= len;
-            } else {
-                trim_to = Some((budget - RECORD_HEADER_LEN as u64) as usize);
+        let mut newest_first = Vec::new();
+        for (stream, data) in self.records.iter().rev() {
+            if budget <= header {
                 break;
             }
+            let room = usize::try_from(budget - header).unwrap_or(usize::MAX);
+            let data = data.slice(data.len().saturating_sub(room)..);
+            budget -= header + data.len() as u64;
+            newest_first.push((*stream, data));
         }
         let mut out = Vec::new();
         let mut kept = [0u64; 2];
-        for (i, &(stream, data)) in all.iter().enumerate().skip(first) {
-            let data = match trim_to {
-                Some(keep) if i == first => data.slice(data.len() - keep..),
-                _ => data.clone(),
-            };
-            if data.is_empty() {
-                continue;
-            }
+        for (stream, data) in newest_first.iter().rev() {
             kept[stream_slot(*stream)] += data.len() as u64;
-            encode_record(*stream, &data, &mut out);
+            encode_record(*stream, data, &mut out);
         }
         (out, kept)
     }
@@ -779,8 +770,20 @@ impl LogReader {
     /// file that does not exist means the job stored no output.
     pub fn stored(path: &Path, exit: ExitReport, missing_ok: bool) -> LogReader {
         LogReader(ReaderKind::Stored(StoredReader {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
             missing_ok,
+            pos: None,
+            offsets: [0, 0],
+            exit: Some(exit),
+            pending: VecDeque::new(),
+        }))
+    }
+
+    /// Yields only `exit` (for a finished job read without replay).
+    pub fn exit_only(exit: ExitReport) -> LogReader {
+        LogReader(ReaderKind::Stored(StoredReader {
+            path: None,
+            missing_ok: true,
             pos: None,
             offsets: [0, 0],
             exit: Some(exit),
@@ -797,10 +800,28 @@ impl LogReader {
     }
 }
 
+/// Queues an output chunk at its stream's offset and moves that offset past it.
+fn push_chunk(
+    pending: &mut VecDeque<OutputEvent>,
+    offsets: &mut [u64; 2],
+    stream: OutputStream,
+    data: Bytes,
+) {
+    let slot = stream_slot(stream);
+    let len = data.len() as u64;
+    pending.push_back(OutputEvent::Chunk {
+        stream,
+        offset: offsets[slot],
+        data,
+    });
+    offsets[slot] += len;
+}
+
 /// Reads a finished job's log file, header to end.
 #[derive(Debug)]
 struct StoredReader {
-    path: PathBuf,
+    /// The log file; none: only the exit is read.
+    path: Option<PathBuf>,
     missing_ok: bool,
     /// File offset of the next record; `None` before the header is read.
     pos: Option<u64>,
@@ -819,8 +840,13 @@ impl StoredReader {
             let Some(exit) = self.exit.as_ref() else {
                 return Ok(None);
             };
+            let Some(path) = self.path.clone() else {
+                let exit = exit.clone();
+                self.exit = None;
+                return Ok(Some(OutputEvent::Exit(exit)));
+            };
             let start = self.pos.unwrap_or(0);
-            let path = self.path.clone();
+            let shown = path.display().to_string();
             let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
                 let file = File::open(&path)?;
                 let mut buf = vec![0; READ_BATCH];
@@ -844,7 +870,7 @@ impl StoredReader {
                         self.exit = None;
                         return Ok(Some(OutputEvent::Exit(exit)));
                     }
-                    return Err(LogError::Missing(self.path.display().to_string()));
+                    return Err(LogError::Missing(shown));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -869,16 +895,12 @@ impl StoredReader {
             }
             for (kind, range) in records {
                 match kind {
-                    RecordKind::Output(stream) => {
-                        let slot = stream_slot(stream);
-                        let len = range.len() as u64;
-                        self.pending.push_back(OutputEvent::Chunk {
-                            stream,
-                            offset: self.offsets[slot],
-                            data: buf.slice(range),
-                        });
-                        self.offsets[slot] += len;
-                    }
+                    RecordKind::Output(stream) => push_chunk(
+                        &mut self.pending,
+                        &mut self.offsets,
+                        stream,
+                        buf.slice(range),
+                    ),
                     RecordKind::Dropped => {
                         let counts = &buf[range];
                         for (slot, bytes) in counts.chunks_exact(8).enumerate().take(2) {
@@ -1036,14 +1058,12 @@ impl LiveReader {
             let RecordKind::Output(stream) = kind else {
                 return Err(damaged(start + data.start as u64));
             };
-            let slot = stream_slot(stream);
-            let len = data.len() as u64;
-            self.pending.push_back(OutputEvent::Chunk {
+            push_chunk(
+                &mut self.pending,
+                &mut self.offsets,
                 stream,
-                offset: self.offsets[slot],
-                data: buf.slice(data),
-            });
-            self.offsets[slot] += len;
+                buf.slice(data),
+            );
         }
         self.pos = start + at as u64;
         if let Some(id) = self.holder {

@@ -149,6 +149,27 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// A record of the job its log header names, in `state`, with nothing else known yet.
+    pub fn from_header(header: &crate::log::LogHeader, state: RecordState) -> JobRecord {
+        JobRecord {
+            id: header.id,
+            argv: header.argv.clone(),
+            cwd: header.cwd.clone(),
+            owner: header.owner.clone(),
+            dialect: header.dialect.clone(),
+            submitted_ms: header.submitted_ms,
+            started_ms: None,
+            pid: None,
+            finished_ms: None,
+            state,
+            exit: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            log_bytes: 0,
+            dropped_bytes: 0,
+        }
+    }
+
     /// Whether the job is over (finished or lost).
     pub fn ended(&self) -> bool {
         matches!(self.state, RecordState::Finished | RecordState::Lost)
@@ -205,6 +226,14 @@ pub enum StoreError {
     /// The store thread is gone.
     #[error("the job history store is closed")]
     Closed,
+    /// The file system failed around the store.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 fn db_error(e: impl Into<redb::Error>) -> StoreError {
@@ -306,7 +335,10 @@ impl Store {
         std::thread::Builder::new()
             .name("ferry-store".into())
             .spawn(move || store_thread(&writer, &log_dir, queue, retention, on_removed))
-            .map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+            .map_err(|source| StoreError::Io {
+                context: "cannot start the history store's thread".into(),
+                source,
+            })?;
         Ok(Store { db, ops })
     }
 
@@ -399,7 +431,7 @@ fn commit<'a>(
 ) -> Result<(), StoreError> {
     let mut txn = db.begin_write().map_err(db_error)?;
     txn.set_durability(redb::Durability::Immediate)
-        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+        .map_err(db_error)?;
     {
         let mut table = txn.open_table(JOBS).map_err(db_error)?;
         let mut highest = 0;
@@ -552,7 +584,7 @@ fn remove(db: &Database, log_dir: &Path, rules: Rules) -> PruneResult {
     }
     let mut txn = db.begin_write().map_err(db_error)?;
     txn.set_durability(redb::Durability::Immediate)
-        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+        .map_err(db_error)?;
     {
         let mut table = txn.open_table(JOBS).map_err(db_error)?;
         for &(id, _) in &victims {
@@ -617,7 +649,10 @@ impl Store {
         let mut records = self.all()?;
         let mut next = self.next_id()?;
         let mut changed: BTreeMap<JobId, JobRecord> = BTreeMap::new();
-        let entries = std::fs::read_dir(log_dir).map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+        let entries = std::fs::read_dir(log_dir).map_err(|source| StoreError::Io {
+            context: format!("cannot read the log directory {}", log_dir.display()),
+            source,
+        })?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -638,23 +673,9 @@ impl Store {
                     continue;
                 }
             };
-            let mut record = records.remove(&id).unwrap_or_else(|| JobRecord {
-                id,
-                argv: summary.header.argv.clone(),
-                cwd: summary.header.cwd.clone(),
-                owner: summary.header.owner.clone(),
-                dialect: summary.header.dialect.clone(),
-                submitted_ms: summary.header.submitted_ms,
-                started_ms: None,
-                pid: None,
-                finished_ms: None,
-                state: RecordState::Lost,
-                exit: None,
-                stdout_bytes: 0,
-                stderr_bytes: 0,
-                log_bytes: 0,
-                dropped_bytes: 0,
-            });
+            let mut record = records
+                .remove(&id)
+                .unwrap_or_else(|| JobRecord::from_header(&summary.header, RecordState::Lost));
             record.stdout_bytes = summary.stdout;
             record.stderr_bytes = summary.stderr;
             record.log_bytes = summary.bytes;
