@@ -147,20 +147,7 @@ impl ConnectionSession {
         let hub = Arc::clone(&self.hub);
         let state = tokio::task::spawn_blocking(move || hub.sessions.state(&hub.engine, &id)).await;
         match state {
-            Ok(Ok(state)) => {
-                let mut text = b"cwd: ".to_vec();
-                text.extend_from_slice(&state.cwd);
-                text.extend_from_slice(format!("\nstatus: {}", state.status).as_bytes());
-                for line in &state.changed {
-                    text.push(b'\n');
-                    text.extend_from_slice(line);
-                }
-                for name in &state.unset {
-                    text.extend_from_slice(b"\nunset ");
-                    text.extend_from_slice(name);
-                }
-                FanosReply::Ok(text)
-            }
+            Ok(Ok(state)) => FanosReply::Ok(state.render()),
             Ok(Err(e)) => FanosReply::Error(e.to_string()),
             Err(e) => FanosReply::Error(e.to_string()),
         }

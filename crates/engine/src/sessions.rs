@@ -129,6 +129,25 @@ pub struct SessionState {
     pub unset: Vec<Vec<u8>>,
 }
 
+impl SessionState {
+    /// The state as lines of text, as `ferry session state` and FANOS `STATE` show it:
+    /// `cwd: DIR`, `status: N`, the changed variables' `declare` lines, `unset NAME` lines.
+    pub fn render(&self) -> Vec<u8> {
+        let mut text = b"cwd: ".to_vec();
+        text.extend_from_slice(&self.cwd);
+        text.extend_from_slice(format!("\nstatus: {}", self.status).as_bytes());
+        for line in &self.changed {
+            text.push(b'\n');
+            text.extend_from_slice(line);
+        }
+        for name in &self.unset {
+            text.extend_from_slice(b"\nunset ");
+            text.extend_from_slice(name);
+        }
+        text
+    }
+}
+
 /// The sessions of one daemon, each a directory under one parent.
 #[derive(Debug)]
 pub struct SessionStore {

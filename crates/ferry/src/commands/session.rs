@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ferry_client::{Client, Endpoint, Receiver, Sender};
+use ferry_engine::sessions::SessionState;
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use serde_bytes::ByteBuf;
 use tokio::signal::unix::{signal, SignalKind};
@@ -40,19 +41,15 @@ pub fn run(target: &Endpoint, args: SessionArgs) -> Result<i32> {
                         unset,
                         ..
                     } => {
+                        let state = SessionState {
+                            cwd: cwd.into_vec(),
+                            status,
+                            changed: changed.into_iter().map(ByteBuf::into_vec).collect(),
+                            unset: unset.into_iter().map(ByteBuf::into_vec).collect(),
+                        };
                         let mut out = std::io::stdout().lock();
-                        out.write_all(b"cwd: ")?;
-                        out.write_all(&cwd)?;
-                        writeln!(out, "\nstatus: {status}")?;
-                        for line in changed {
-                            out.write_all(&line)?;
-                            out.write_all(b"\n")?;
-                        }
-                        for name in unset {
-                            out.write_all(b"unset ")?;
-                            out.write_all(&name)?;
-                            out.write_all(b"\n")?;
-                        }
+                        out.write_all(&state.render())?;
+                        out.write_all(b"\n")?;
                     }
                     other => bail!("unexpected answer {other:?}"),
                 }
