@@ -400,6 +400,17 @@ impl Sender {
             .map_err(|_| ClientError::Closed)
     }
 
+    /// Forwards `signal` to job `job`'s process group, without waiting for the answer (a
+    /// `Signal` with request id 0, whose answer, if an error, is printed as a notice).
+    pub async fn signal(&self, job: u64, signal: i32) -> Result<(), ClientError> {
+        self.send(ClientMessage::Signal {
+            request: 0,
+            job,
+            signal,
+        })
+        .await
+    }
+
     /// Queues a message from a thread outside the runtime.
     pub fn blocking_send(&self, message: ClientMessage) -> Result<(), ClientError> {
         self.tx

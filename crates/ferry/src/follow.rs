@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::{bail, Result};
 use ferry_client::{Receiver, Sender};
-use ferry_wire::native::{ClientMessage, DaemonMessage, JobExit, Stream};
+use ferry_wire::native::{DaemonMessage, JobExit, Stream};
 
 /// How following a job ended.
 pub enum Followed {
@@ -67,12 +67,7 @@ pub async fn print_job_output(
                             stdout_broken = true;
                             if e.kind() == std::io::ErrorKind::BrokenPipe {
                                 if let Some(sender) = sender {
-                                    let signal = ClientMessage::Signal {
-                                        request: 0,
-                                        job,
-                                        signal: libc::SIGPIPE,
-                                    };
-                                    let _ = sender.send(signal).await;
+                                    let _ = sender.signal(job, libc::SIGPIPE).await;
                                 }
                             } else {
                                 eprintln!("ferry: cannot write to stdout: {e}");

@@ -301,12 +301,7 @@ impl SignalForwarder {
                         eprintln!("ferry: giving up waiting for job {job}");
                         std::process::exit(128 + number);
                     }
-                    let message = ClientMessage::Signal {
-                        request: 0,
-                        job,
-                        signal: number,
-                    };
-                    if sender.send(message).await.is_err() {
+                    if sender.signal(job, number).await.is_err() {
                         return;
                     }
                 }

@@ -225,14 +225,7 @@ impl Shell<'_> {
             }
         };
         for signal in self.current.started(job) {
-            let _ = self
-                .sender
-                .send(ClientMessage::Signal {
-                    request: 0,
-                    job,
-                    signal,
-                })
-                .await;
+            let _ = self.sender.signal(job, signal).await;
         }
         let followed = print_job_output(self.receiver, job, Some(self.sender)).await;
         self.current.ended();
@@ -338,12 +331,7 @@ fn forward_signals_to_current(sender: &Sender, current: Arc<CurrentJob>) -> Resu
                 let Some(job) = current.route(number) else {
                     continue;
                 };
-                let message = ClientMessage::Signal {
-                    request: 0,
-                    job,
-                    signal: number,
-                };
-                if sender.send(message).await.is_err() {
+                if sender.signal(job, number).await.is_err() {
                     return;
                 }
             }
