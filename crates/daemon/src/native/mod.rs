@@ -608,7 +608,7 @@ impl Connection {
     async fn send_error(&self, request: Option<u64>, error: EngineError) {
         self.send(&DaemonMessage::Error {
             request,
-            code: engine_error_code(&error),
+            code: error.code(),
             message: error.to_string(),
         })
         .await;
@@ -714,18 +714,11 @@ impl Connection {
                 self.send(&DaemonMessage::Jobs { request, jobs }).await;
             }
             ClientMessage::ListJobs { request, all: true } => {
-                let history = tokio::task::spawn_blocking(move || engine.history()).await;
-                match history {
-                    Ok(Ok(jobs)) => {
-                        let jobs = jobs.iter().map(job_info).collect();
-                        self.send(&DaemonMessage::Jobs { request, jobs }).await;
-                    }
-                    Ok(Err(e)) => self.send_error(Some(request), e).await,
-                    Err(e) => {
-                        self.send_code(request, ErrorCode::Internal, e.to_string())
-                            .await
-                    }
-                }
+                let listed = blocking(move || engine.history()).await.map(|jobs| {
+                    let jobs = jobs.iter().map(job_info).collect();
+                    DaemonMessage::Jobs { request, jobs }
+                });
+                self.answer(request, listed).await;
             }
             ClientMessage::Prune { request, .. } if !self.access.owner => {
                 let message = "only the daemon's owner, on its Unix socket, may prune its history";
@@ -739,24 +732,17 @@ impl Connection {
             } => {
                 let older_than = older_than_ms.map(Duration::from_millis);
                 let keep = keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
-                let pruned =
-                    tokio::task::spawn_blocking(move || engine.prune(older_than, keep)).await;
-                match pruned {
-                    Ok(Ok(pruned)) => {
+                let pruned = blocking(move || engine.prune(older_than, keep))
+                    .await
+                    .map(|pruned| {
                         tracing::info!(jobs = pruned.jobs, bytes = pruned.bytes, "history pruned");
-                        self.send(&DaemonMessage::Pruned {
+                        DaemonMessage::Pruned {
                             request,
                             jobs: pruned.jobs,
                             bytes: pruned.bytes,
-                        })
-                        .await;
-                    }
-                    Ok(Err(e)) => self.send_error(Some(request), e).await,
-                    Err(e) => {
-                        self.send_code(request, ErrorCode::Internal, e.to_string())
-                            .await
-                    }
-                }
+                        }
+                    });
+                self.answer(request, pruned).await;
             }
             ClientMessage::Signal {
                 request,
@@ -807,7 +793,7 @@ impl Connection {
         stdio: Option<PassedStdio>,
         stdin: bool,
         timeout: Option<Duration>,
-    ) -> Result<(JobId, bool), (ErrorCode, String)> {
+    ) -> Result<(JobId, bool), Refusal> {
         let argv: Vec<OsString> = argv.into_iter().map(os_string).collect();
         let argv = self.allowed_command(argv).map_err(|message| {
             tracing::warn!(from = self.from, "refused a command: {message}");
@@ -831,7 +817,7 @@ impl Connection {
             Some(sandbox) => Some(
                 self.sandbox_dir(sandbox.into_vec())
                     .await
-                    .map_err(|error| (file_error_code(&error), error.to_string()))?,
+                    .map_err(|error| error.refusal())?,
             ),
         };
         let spec = ferry_engine::JobSpec {
@@ -843,10 +829,7 @@ impl Connection {
             timeout,
             origin: self.origin(),
         };
-        self.hub
-            .engine
-            .submit(spec)
-            .map_err(|e| (engine_error_code(&e), e.to_string()))
+        self.hub.engine.submit(spec).map_err(|e| e.refusal())
     }
 
     /// Submits a command line to run in a session.
@@ -857,7 +840,7 @@ impl Connection {
         stdio: Option<PassedStdio>,
         stdin: bool,
         timeout: Option<Duration>,
-    ) -> Result<(JobId, bool), (ErrorCode, String)> {
+    ) -> Result<(JobId, bool), Refusal> {
         self.sessions_allowed()?;
         let code = argv
             .iter()
@@ -873,10 +856,7 @@ impl Connection {
             origin: self.origin(),
             ..ferry_engine::JobSpec::default()
         };
-        tokio::task::spawn_blocking(move || hub.sessions.submit(&hub.engine, &session, &code, job))
-            .await
-            .map_err(|e| (ErrorCode::Internal, e.to_string()))?
-            .map_err(|e| (session_error_code(&e), e.to_string()))
+        blocking(move || hub.sessions.submit(&hub.engine, &session, &code, job)).await
     }
 
     /// Who submits jobs on this connection, for their records.
@@ -888,7 +868,7 @@ impl Connection {
     }
 
     /// Sessions run any shell code: only where any command may run.
-    fn sessions_allowed(&self) -> Result<(), (ErrorCode, String)> {
+    fn sessions_allowed(&self) -> Result<(), Refusal> {
         if self.access.any_command {
             Ok(())
         } else {
@@ -909,46 +889,37 @@ impl Connection {
                     (false, _) => self.access.files_dir.clone(),
                 };
                 let made = match self.sessions_allowed() {
-                    Ok(()) => tokio::task::spawn_blocking(move || hub.sessions.create(&cwd))
-                        .await
-                        .map_err(|e| (ErrorCode::Internal, e.to_string()))
-                        .and_then(|r| r.map_err(|e| (session_error_code(&e), e.to_string()))),
+                    Ok(()) => blocking(move || hub.sessions.create(&cwd)).await,
                     Err(refused) => Err(refused),
                 };
-                (
-                    request,
-                    made.map(|session| DaemonMessage::SessionReady { request, session }),
-                )
+                let ready = made.map(|session| DaemonMessage::SessionReady { request, session });
+                (request, ready)
             }
             ClientMessage::SessionState { request, session } => {
-                let state =
-                    tokio::task::spawn_blocking(move || hub.sessions.state(&hub.engine, &session))
-                        .await
-                        .map_err(|e| (ErrorCode::Internal, e.to_string()))
-                        .and_then(|r| r.map_err(|e| (session_error_code(&e), e.to_string())));
-                (
+                let state = blocking(move || hub.sessions.state(&hub.engine, &session)).await;
+                let info = state.map(|state| DaemonMessage::SessionInfo {
                     request,
-                    state.map(|state| DaemonMessage::SessionInfo {
-                        request,
-                        cwd: ByteBuf::from(state.cwd),
-                        status: state.status,
-                        changed: state.changed.into_iter().map(ByteBuf::from).collect(),
-                        unset: state.unset.into_iter().map(ByteBuf::from).collect(),
-                    }),
-                )
+                    cwd: ByteBuf::from(state.cwd),
+                    status: state.status,
+                    changed: state.changed.into_iter().map(ByteBuf::from).collect(),
+                    unset: state.unset.into_iter().map(ByteBuf::from).collect(),
+                });
+                (request, info)
             }
             ClientMessage::SessionClose { request, session } => {
-                let removed = tokio::task::spawn_blocking(move || hub.sessions.remove(&session))
-                    .await
-                    .map_err(|e| (ErrorCode::Internal, e.to_string()))
-                    .and_then(|r| r.map_err(|e| (session_error_code(&e), e.to_string())));
+                let removed = blocking(move || hub.sessions.remove(&session)).await;
                 (request, removed.map(|()| DaemonMessage::Done { request }))
             }
             _ => return,
         };
+        self.answer(id, answer).await;
+    }
+
+    /// Sends a request's answer, or its error.
+    async fn answer(&self, request: u64, answer: Result<DaemonMessage, Refusal>) {
         match answer {
             Ok(message) => self.send(&message).await,
-            Err((code, message)) => self.send_code(id, code, message).await,
+            Err((code, message)) => self.send_code(request, code, message).await,
         }
     }
 
@@ -1140,30 +1111,63 @@ fn message_name(message: &ClientMessage) -> &'static str {
     }
 }
 
-fn engine_error_code(error: &EngineError) -> ErrorCode {
-    match error {
-        EngineError::UnknownJob(_) => ErrorCode::UnknownJob,
-        EngineError::Invalid(_) => ErrorCode::InvalidRequest,
-        EngineError::Limit(_) => ErrorCode::LimitReached,
-        EngineError::ShuttingDown => ErrorCode::ShuttingDown,
-        EngineError::Io { .. } | EngineError::Store(_) => ErrorCode::Internal,
+/// A request's error answer: its code and its message.
+type Refusal = (ErrorCode, String);
+
+/// An error of the layers below that answers a request.
+trait Answer: std::fmt::Display {
+    /// Its machine-readable kind on the wire.
+    fn code(&self) -> ErrorCode;
+
+    /// Its answer.
+    fn refusal(&self) -> Refusal {
+        (self.code(), self.to_string())
     }
 }
 
-fn session_error_code(error: &SessionError) -> ErrorCode {
-    match error {
-        SessionError::NotFound(_) | SessionError::Invalid(_) => ErrorCode::InvalidRequest,
-        SessionError::Busy { .. } => ErrorCode::LimitReached,
-        SessionError::Io { .. } => ErrorCode::Internal,
-        SessionError::Engine(e) => engine_error_code(e),
+impl Answer for EngineError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::UnknownJob(_) => ErrorCode::UnknownJob,
+            EngineError::Invalid(_) => ErrorCode::InvalidRequest,
+            EngineError::Limit(_) => ErrorCode::LimitReached,
+            EngineError::ShuttingDown => ErrorCode::ShuttingDown,
+            EngineError::Io { .. } | EngineError::Store(_) => ErrorCode::Internal,
+        }
     }
 }
 
-fn file_error_code(error: &FileError) -> ErrorCode {
-    match error {
-        FileError::Io { .. } => ErrorCode::Internal,
-        _ => ErrorCode::InvalidRequest,
+impl Answer for SessionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            SessionError::NotFound(_) | SessionError::Invalid(_) => ErrorCode::InvalidRequest,
+            SessionError::Busy { .. } => ErrorCode::LimitReached,
+            SessionError::Io { .. } => ErrorCode::Internal,
+            SessionError::Engine(e) => e.code(),
+        }
     }
+}
+
+impl Answer for FileError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            FileError::Io { .. } => ErrorCode::Internal,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+}
+
+/// Runs blocking work of the layers below (the history store, sessions' files) off the
+/// async threads; its error as an answer.
+async fn blocking<T, E>(work: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, Refusal>
+where
+    T: Send + 'static,
+    E: Answer + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| e.refusal())
 }
 
 fn millis_since_epoch(time: SystemTime) -> u64 {

@@ -11,7 +11,7 @@ use ferry_wire::native::{DaemonMessage, ErrorCode, FileEntry};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
-use super::{Connection, Outgoing};
+use super::{Answer, Connection, Outgoing};
 
 /// Files being put at once on one connection.
 const MAX_UPLOADS: usize = 32;
@@ -56,10 +56,7 @@ impl UploadPipe {
 
 impl Connection {
     pub(super) async fn file_error(&self, request: u64, error: FileError) {
-        let code = match error {
-            FileError::Io { .. } => ErrorCode::Internal,
-            _ => ErrorCode::InvalidRequest,
-        };
+        let code = error.code();
         tracing::info!(
             peer = self.peer,
             request,
