@@ -14,23 +14,13 @@ SIZE=${SIZE:-2G}
 
 need_hyperfine
 
-cargo build --release --quiet -p ferry
-FERRY=$PWD/target/release/ferry
-
-work=$(mktemp -d)
-daemon_pid=
-cleanup() {
-  if [ -n "$daemon_pid" ]; then kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+build_ferry
+setup_work
 
 export FERRY_SOCKET=$work/ferry.sock
 export FERRY_STATE_DIR=$work/state
 # --max-finished 1: the throughput runs would otherwise keep every 2G log on disk.
-"$FERRY" daemon --max-finished 1 2>"$work/daemon.log" &
-daemon_pid=$!
-wait_for_socket "$FERRY_SOCKET"
+start_daemon "$FERRY_SOCKET" --max-finished 1
 "$FERRY" run -- true # warm: the daemon answers
 
 # `ferry --version` (the client process alone) is shown for context: starting any client

@@ -14,23 +14,12 @@ RUNS=${RUNS:-1000}
 
 need_hyperfine
 
-cargo build --release --quiet -p ferry
-FERRY=$PWD/target/release/ferry
+build_ferry
+setup_work
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$FERRY" daemon --socket "$work/store.sock" --state-dir "$work/store" 2>"$work/store.log" &
-pids+=($!)
-"$FERRY" daemon --socket "$work/memory.sock" --state-dir "$work/memory" --no-history 2>"$work/memory.log" &
-pids+=($!)
+start_daemon "$work/store.sock" --state-dir "$work/store"
+start_daemon "$work/memory.sock" --state-dir "$work/memory" --no-history
 for sock in store memory; do
-  wait_for_socket "$work/$sock.sock"
   "$FERRY" --socket "$work/$sock.sock" run --no-fds -- true # warm
 done
 

@@ -19,3 +19,32 @@ wait_for_socket() {
   echo "no socket at $1" >&2
   return 1
 }
+
+# Builds the release binary; sets FERRY to it.
+build_ferry() {
+  cargo build --release --quiet -p ferry
+  FERRY=$PWD/target/release/ferry
+}
+
+# Makes a scratch directory ($work) and a list of processes ($pids); at exit the processes
+# are stopped (TERM) and the directory removed.
+setup_work() {
+  work=$(mktemp -d)
+  pids=()
+  trap cleanup_work EXIT
+}
+
+cleanup_work() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+
+# start_daemon SOCKET [ARGS...]: a ferry daemon in the background on SOCKET (its log in
+# $work/daemon-NAME.log), stopped at exit; returns once it listens.
+start_daemon() {
+  local socket=$1
+  shift
+  "$FERRY" daemon --socket "$socket" "$@" 2>"$work/daemon-$(basename "$socket" .sock).log" &
+  pids+=($!)
+  wait_for_socket "$socket"
+}

@@ -19,16 +19,8 @@ command -v scp >/dev/null || need+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 need_packages "${need[@]}"
 
-cargo build --release --quiet -p ferry
-FERRY=$PWD/target/release/ferry
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+build_ferry
+setup_work
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -61,9 +53,8 @@ pids+=($!)
 # The ferry daemon on TLS.
 tls_port=$(free_port)
 "$FERRY" tls init "$work/tls" >/dev/null
-FERRY_STATE_DIR="$work/state" "$FERRY" daemon --socket "$work/ferry.sock" \
-  --listen "ferry:tls:127.0.0.1:$tls_port" --tls-dir "$work/tls" 2>"$work/ferry.log" &
-pids+=($!)
+start_daemon "$work/ferry.sock" --state-dir "$work/state" \
+  --listen "ferry:unix:$work/ferry.sock" --listen "ferry:tls:127.0.0.1:$tls_port" --tls-dir "$work/tls"
 
 # Raw TCP: socat writes every connection's bytes into a file.
 raw_port=$(free_port)
