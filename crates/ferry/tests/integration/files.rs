@@ -237,21 +237,26 @@ fn hostile_names_are_refused_and_nothing_is_written() {
     daemon.assert_serving();
 }
 
+/// Starts a put on a raw connection and expects the daemon's go-ahead.
+fn start_put(raw: &mut crate::helper::Raw, request: u64, name: &[u8], size: u64) {
+    raw.send(&ClientMessage::PutStart {
+        request,
+        path: ByteBuf::from(name.to_vec()),
+        size,
+        mode: 0o644,
+    });
+    match raw.recv() {
+        Some(DaemonMessage::Done { request: r }) if r == request => {}
+        other => panic!("expected Done for the put, got {other:?}"),
+    }
+}
+
 #[test]
 fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
     let daemon = Daemon::start(&[]);
     {
         let mut raw = daemon.raw();
-        raw.send(&ClientMessage::PutStart {
-            request: 1,
-            path: ByteBuf::from(b"half.bin".to_vec()),
-            size: 1000,
-            mode: 0o644,
-        });
-        assert!(matches!(
-            raw.recv(),
-            Some(DaemonMessage::Done { request: 1 })
-        ));
+        start_put(&mut raw, 1, b"half.bin", 1000);
         raw.send(&ClientMessage::PutData {
             request: 1,
             data: vec![7; 400],
@@ -259,16 +264,7 @@ fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
         // The client vanishes here.
     }
     let mut raw = daemon.raw();
-    raw.send(&ClientMessage::PutStart {
-        request: 2,
-        path: ByteBuf::from(b"bad-sum.bin".to_vec()),
-        size: 3,
-        mode: 0o644,
-    });
-    assert!(matches!(
-        raw.recv(),
-        Some(DaemonMessage::Done { request: 2 })
-    ));
+    start_put(&mut raw, 2, b"bad-sum.bin", 3);
     raw.send(&ClientMessage::PutData {
         request: 2,
         data: b"abc".to_vec(),

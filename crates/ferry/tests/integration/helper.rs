@@ -206,6 +206,12 @@ impl Daemon {
         command
     }
 
+    /// Runs `ferry run --no-fds -- sh -c SCRIPT` (output through the daemon, so it is
+    /// logged) and returns its output.
+    pub fn run_script(&self, script: &str) -> Output {
+        self.run(&["run", "--no-fds", "--", "sh", "-c", script])
+    }
+
     /// Runs `ferry ARGS` with `input` on its stdin (a pipe) and returns its output.
     pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
         let mut child = self

@@ -45,7 +45,7 @@ fn records_and_logs_survive_a_restart_exactly_and_ids_are_never_reused() {
         "printf 'no newline'",
         "kill -TERM $$",
     ] {
-        daemon.run(&["run", "--no-fds", "--", "sh", "-c", script]);
+        daemon.run_script(script);
     }
     let before = history(&daemon);
     assert_eq!(before.len(), 3);
@@ -100,14 +100,7 @@ fn kill_dash_nine_with_a_hundred_running_jobs_records_them_as_lost() {
     let mut daemon = Daemon::start(&["--max-jobs", "128"]);
     // Three jobs finish before the crash.
     for n in 1..=3 {
-        let out = daemon.run(&[
-            "run",
-            "--no-fds",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo done-{n}; exit {n}"),
-        ]);
+        let out = daemon.run_script(&format!("echo done-{n}; exit {n}"));
         assert_eq!(out.status.code(), Some(n));
     }
     // A hundred start and print, then wait.
@@ -181,14 +174,7 @@ fn kill_dash_nine_with_a_hundred_running_jobs_records_them_as_lost() {
 fn retention_by_count_size_and_age_and_prune() {
     let mut daemon = Daemon::start(&[]);
     for n in 1..=6 {
-        daemon.run(&[
-            "run",
-            "--no-fds",
-            "--",
-            "sh",
-            "-c",
-            &format!("head -c {} /dev/zero", n * 1000),
-        ]);
+        daemon.run_script(&format!("head -c {} /dev/zero", n * 1000));
     }
     // By count, at the next start.
     daemon.restart(&["--history-max-jobs", "4"], None);
@@ -256,14 +242,7 @@ fn past_the_cap_yes_keeps_head_and_tail_and_its_client_gets_everything() {
 fn a_damaged_log_is_an_error_for_its_job_alone() {
     let mut daemon = Daemon::start(&[]);
     for n in 1..=3 {
-        daemon.run(&[
-            "run",
-            "--no-fds",
-            "--",
-            "sh",
-            "-c",
-            &format!("echo job-{n}-out; echo job-{n}-err >&2"),
-        ]);
+        daemon.run_script(&format!("echo job-{n}-out; echo job-{n}-err >&2"));
     }
     let log = |id: u64| daemon.state_dir.join(format!("jobs/{id}.log"));
     let bytes = std::fs::read(log(1)).expect("log");

@@ -11,6 +11,16 @@ use crate::helper::{ferry_bin, ferry_ok, port_in_log, Daemon};
 const TLS: &str = "ferry:tls:127.0.0.1:0";
 
 /// Runs `ferry tls init DIR EXTRA...` and checks that it worked.
+/// Asserts that the daemon still runs a job for a client on its TLS listener.
+fn assert_remote_serves(daemon: &Daemon) {
+    let ok = daemon
+        .remote()
+        .args(["run", "--", "echo", "fine"])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
+}
+
 fn tls_init(dir: &std::path::Path, extra: &[&str]) {
     let mut args: Vec<std::ffi::OsString> = vec!["tls".into(), "init".into()];
     args.extend(extra.iter().map(Into::into));
@@ -149,12 +159,7 @@ fn a_wrong_or_missing_token_is_refused_and_the_daemon_serves_others() {
     let token = std::fs::read_to_string(daemon.tls_dir().join("token")).expect("token");
     assert!(!daemon.log().contains(token.trim()));
     assert!(daemon.log_shows("authentication failed"));
-    let ok = daemon
-        .remote()
-        .args(["run", "--", "echo", "fine"])
-        .output()
-        .expect("run");
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
+    assert_remote_serves(&daemon);
 }
 
 #[test]
@@ -177,12 +182,7 @@ fn plaintext_spoken_to_the_tls_port_is_dropped_and_others_are_served() {
         !answer.windows(7).any(|w| w == b"Welcome"),
         "no Welcome in the clear"
     );
-    let ok = daemon
-        .remote()
-        .args(["run", "--", "echo", "fine"])
-        .output()
-        .expect("run");
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
+    assert_remote_serves(&daemon);
     assert!(daemon.log_shows("TLS handshake failed"));
 }
 
@@ -310,12 +310,7 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
     assert_eq!(out.status.code(), Some(125));
     assert!(out.stdout.is_empty());
     assert!(daemon.log_shows("TLS handshake failed"), "{}", daemon.log());
-    let ok = daemon
-        .remote()
-        .args(["run", "--", "echo", "fine"])
-        .output()
-        .expect("run");
-    assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
+    assert_remote_serves(&daemon);
 }
 
 #[test]
