@@ -278,12 +278,7 @@ enum Op {
     /// Insert or replace a record; with a log to fsync first.
     Put(Box<JobRecord>, Option<PathBuf>),
     /// Remove ended jobs by these rules; answers what went.
-    Prune {
-        older_than: Option<Duration>,
-        keep: Option<usize>,
-        retention: bool,
-        answer: Option<mpsc::Sender<PruneResult>>,
-    },
+    Prune(Rules, mpsc::Sender<PruneResult>),
     /// Answer once everything queued before is committed.
     Flush(mpsc::Sender<()>),
 }
@@ -292,6 +287,7 @@ enum Op {
 pub struct Store {
     db: std::sync::Arc<Database>,
     ops: mpsc::Sender<Op>,
+    retention: Retention,
 }
 
 impl std::fmt::Debug for Store {
@@ -339,7 +335,7 @@ impl Store {
                 context: "cannot start the history store's thread".into(),
                 source,
             })?;
-        Ok(Store { db, ops })
+        Ok(Store { db, ops, retention })
     }
 
     /// Queues a record for the next commit; `fsync_log` is synced before it.
@@ -388,25 +384,18 @@ impl Store {
         older_than: Option<Duration>,
         keep: Option<usize>,
     ) -> Result<Pruned, StoreError> {
-        self.remove_and_wait(older_than, keep, false)
+        self.remove_and_wait(Rules {
+            older_than,
+            keep,
+            max_output: None,
+        })
     }
 
-    /// Has the store thread remove jobs (by the given rules, or by the retention limits) and
-    /// waits for it.
-    fn remove_and_wait(
-        &self,
-        older_than: Option<Duration>,
-        keep: Option<usize>,
-        retention: bool,
-    ) -> Result<Pruned, StoreError> {
+    /// Has the store thread remove the ended jobs `rules` select, and waits for it.
+    fn remove_and_wait(&self, rules: Rules) -> Result<Pruned, StoreError> {
         let (answer, result) = mpsc::channel();
         self.ops
-            .send(Op::Prune {
-                older_than,
-                keep,
-                retention,
-                answer: Some(answer),
-            })
+            .send(Op::Prune(rules, answer))
             .map_err(|_| StoreError::Closed)?;
         result
             .recv()
@@ -421,7 +410,7 @@ impl Store {
 
     /// Applies the retention limits now and waits for it (at start, before serving).
     pub fn apply_retention(&self) -> Result<Pruned, StoreError> {
-        self.remove_and_wait(None, None, true)
+        self.remove_and_wait(Rules::from(self.retention))
     }
 }
 
@@ -485,7 +474,7 @@ fn store_thread(
                     records.insert(record.id, *record);
                 }
                 Op::Flush(done) => flushes.push(done),
-                prune => prunes.push(prune),
+                Op::Prune(rules, answer) => prunes.push((rules, Some(answer))),
             }
         }
         if !records.is_empty() {
@@ -499,52 +488,40 @@ fn store_thread(
         // Retention now and then (each pass reads every record).
         if since_retention >= 64 {
             since_retention = 0;
-            prunes.push(Op::Prune {
-                older_than: None,
-                keep: None,
-                retention: true,
-                answer: None,
-            });
+            prunes.push((Rules::from(retention), None));
         }
-        for op in prunes {
-            if let Op::Prune {
-                older_than,
-                keep,
-                retention: by_retention,
-                answer,
-            } = op
-            {
-                let rules = if by_retention {
-                    Rules {
-                        older_than: retention.max_age,
-                        keep: Some(retention.max_jobs),
-                        max_output: Some(retention.max_output),
-                    }
-                } else {
-                    Rules {
-                        older_than,
-                        keep,
-                        max_output: None,
-                    }
-                };
-                let result = remove(db, log_dir, rules);
-                if let Ok((_, removed)) = &result {
-                    if !removed.is_empty() {
-                        on_removed(removed);
-                    }
+        for (rules, answer) in prunes {
+            let result = remove(db, log_dir, rules);
+            if let Ok((_, removed)) = &result {
+                if !removed.is_empty() {
+                    on_removed(removed);
                 }
-                if let Some(answer) = answer {
-                    let _ = answer.send(result);
-                }
+            }
+            if let Some(answer) = answer {
+                let _ = answer.send(result);
             }
         }
     }
 }
 
+/// Which ended jobs a removal selects (any rule suffices).
 struct Rules {
+    /// Submitted longer ago than this.
     older_than: Option<Duration>,
+    /// All but the newest this many.
     keep: Option<usize>,
+    /// The oldest, while the logs kept take more than this many bytes.
     max_output: Option<u64>,
+}
+
+impl From<Retention> for Rules {
+    fn from(retention: Retention) -> Rules {
+        Rules {
+            older_than: retention.max_age,
+            keep: Some(retention.max_jobs),
+            max_output: Some(retention.max_output),
+        }
+    }
 }
 
 /// Removes the ended jobs the rules select (oldest first), records and logs.
