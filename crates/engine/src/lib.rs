@@ -172,6 +172,11 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// The state directory: the log directory's parent, where the history store lives.
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.log_dir.parent().unwrap_or(&self.log_dir)
+    }
+
     /// Defaults, with logs in `log_dir`.
     pub fn new(log_dir: PathBuf) -> EngineConfig {
         EngineConfig {
@@ -252,8 +257,7 @@ impl Engine {
         // directory holding the history are private.
         {
             use std::os::unix::fs::PermissionsExt;
-            let state_dir = config.log_dir.parent().unwrap_or(&config.log_dir);
-            for dir in [config.log_dir.as_path(), state_dir] {
+            for dir in [config.log_dir.as_path(), config.state_dir()] {
                 let private = std::fs::Permissions::from_mode(0o700);
                 if let Err(e) = std::fs::set_permissions(dir, private) {
                     tracing::warn!(dir = %dir.display(), "cannot make the directory private: {e}");
@@ -268,28 +272,12 @@ impl Engine {
         let engine_slot: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
         let (store, next_id) = if config.history {
             let slot = Arc::clone(&engine_slot);
-            let state_dir = config.log_dir.parent().unwrap_or(&config.log_dir);
-            let store = store::Store::open(
-                state_dir,
-                &config.log_dir,
-                config.retention,
-                Box::new(move |ids| {
-                    if let Some(inner) = slot.get().and_then(std::sync::Weak::upgrade) {
-                        inner.forget(ids);
-                    }
-                }),
-            )?;
-            let next_id = store
-                .recover(&config.log_dir)?
-                .max(job::next_id_from_file(&config.log_dir));
-            let pruned = store.apply_retention()?;
-            if pruned.jobs > 0 {
-                tracing::info!(
-                    jobs = pruned.jobs,
-                    bytes = pruned.bytes,
-                    "retention removed old jobs from the history"
-                );
-            }
+            let forget = Box::new(move |ids: &[JobId]| {
+                if let Some(inner) = slot.get().and_then(std::sync::Weak::upgrade) {
+                    inner.forget(ids);
+                }
+            });
+            let (store, next_id) = open_history(&config, forget)?;
             (Some(store), next_id)
         } else {
             let next_id = job::next_id_after_previous_runs(&config.log_dir)
@@ -548,6 +536,32 @@ impl Engine {
             .cloned()
             .ok_or(EngineError::UnknownJob(id))
     }
+}
+
+/// Opens the history, records what an earlier daemon left unrecorded, and applies retention;
+/// the store and the first job id to use.
+fn open_history(
+    config: &EngineConfig,
+    on_removed: store::OnRemoved,
+) -> Result<(store::Store, JobId), EngineError> {
+    let store = store::Store::open(
+        config.state_dir(),
+        &config.log_dir,
+        config.retention,
+        on_removed,
+    )?;
+    let next_id = store
+        .recover(&config.log_dir)?
+        .max(job::next_id_from_file(&config.log_dir));
+    let pruned = store.apply_retention()?;
+    if pruned.jobs > 0 {
+        tracing::info!(
+            jobs = pruned.jobs,
+            bytes = pruned.bytes,
+            "retention removed old jobs from the history"
+        );
+    }
+    Ok((store, next_id))
 }
 
 /// A snapshot of a job known only from its record.
