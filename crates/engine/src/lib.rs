@@ -330,7 +330,7 @@ impl Engine {
         state.next_id += 1;
         drop(state);
         // The log file (with the job's header) is made outside the lock: it is a file create.
-        let log_path = self.inner.config.log_dir.join(format!("{id}.log"));
+        let log_path = log::log_path(&self.inner.config.log_dir, id);
         let durable = self.inner.store.is_some();
         let job = Job::new(id, spec, &log_path, self.inner.config.log_limits, durable).map_err(
             |source| EngineError::Io {
@@ -339,6 +339,7 @@ impl Engine {
             },
         )?;
         let job = Arc::new(job);
+        // Decided again: slots may have freed or filled while the file was made.
         let mut state = self.inner.lock();
         let start_now = state.running < self.inner.config.max_running;
         state.jobs.insert(id, Arc::clone(&job));
@@ -399,7 +400,7 @@ impl Engine {
             Ok(job) => Ok(job.log.reader(replay, follow, holding)),
             Err(unknown) => {
                 let record = self.record(id)?.ok_or(unknown)?;
-                let path = self.inner.config.log_dir.join(format!("{id}.log"));
+                let path = log::log_path(&self.inner.config.log_dir, id);
                 if replay {
                     Ok(LogReader::stored(&path, record.report(), false))
                 } else {

@@ -44,6 +44,11 @@ const RECORD_HEADER_LEN: usize = 5;
 /// Largest data length of one record (one pump read).
 pub const MAX_RECORD_DATA: usize = 64 * 1024;
 
+/// The log file of job `id` in `log_dir`.
+pub fn log_path(log_dir: &Path, id: u64) -> PathBuf {
+    log_dir.join(format!("{id}.log"))
+}
+
 /// Largest tail kept per job (in memory while it runs).
 pub const MAX_TAIL: u64 = 8 * 1024 * 1024;
 

@@ -573,7 +573,7 @@ fn remove(db: &Database, log_dir: &Path, rules: Rules) -> PruneResult {
     let mut pruned = Pruned::default();
     let mut removed = Vec::with_capacity(victims.len());
     for (id, bytes) in victims {
-        let _ = std::fs::remove_file(log_dir.join(format!("{id}.log")));
+        let _ = std::fs::remove_file(crate::log::log_path(log_dir, id));
         pruned.jobs += 1;
         pruned.bytes += bytes;
         removed.push(id);
