@@ -1,9 +1,10 @@
 //! Fuzzes the FANOS netstring decoder and request parser: no input may panic, a decoded
-//! payload lies within its netstring, and re-encoding it gives back the bytes consumed.
+//! payload lies within its netstring, re-encoding it gives back the bytes consumed, and the
+//! least length a bounded reader goes by never passes the netstring's end.
 
 #![no_main]
 
-use ferry_wire::fanos::{decode_netstring, encode_netstring, parse_request};
+use ferry_wire::fanos::{decode_netstring, encode_netstring, netstring_len_at_least, parse_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +18,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(&again[..], &data[..used]);
             }
             let _ = parse_request(&data[range]);
+            // A reader bounded by the least length never reads past this netstring.
+            for have in 0..used {
+                let least = netstring_len_at_least(&data[..have]);
+                assert!(least > have && least <= used);
+            }
         }
     }
 });

@@ -1,9 +1,11 @@
 //! Fuzzes the native frame decoder with both message directions: no input may panic, and any
-//! frame that decodes must re-encode to bytes that decode to the same message.
+//! frame that decodes must re-encode to bytes that decode to the same message, and the least
+//! length a bounded reader goes by never passes the frame's end.
 
 #![no_main]
 
-use ferry_wire::native::{decode_frame, encode_frame, ClientMessage, DaemonMessage};
+use ferry_wire::native::{decode_frame, encode_frame, ClientMessage, DaemonMessage, NativeDecoder};
+use ferry_wire::Decoder;
 use libfuzzer_sys::fuzz_target;
 
 fn check<T>(data: &[u8])
@@ -19,6 +21,12 @@ where
                 .expect("re-encoded frame decodes")
                 .expect("whole frame");
             assert_eq!(back, message);
+            // A reader bounded by the least length never reads past this frame.
+            let decoder = NativeDecoder::<T>::new(limit);
+            for have in 0..used {
+                let least = decoder.message_len_at_least(&data[..have]);
+                assert!(least > have && least <= used);
+            }
         }
     }
 }

@@ -16,14 +16,14 @@ use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
 use ferry_engine::{JobId, JobSpec, OutputEvent, PassedStdio};
+use ferry_io::{FrameReader, ReadError};
 use ferry_wire::fanos::{
-    decode_netstring, encode_netstring, parse_request, FanosReply, FanosRequest,
+    encode_netstring, parse_request, FanosReply, FanosRequest, NetstringDecoder, NetstringError,
 };
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::{unix, Hub};
-use bytes::{Buf, BytesMut};
 use ferry_io::fdpass::{FdInbox, FdReadHalf};
 
 /// Largest request accepted, in bytes.
@@ -39,46 +39,37 @@ pub(crate) async fn serve(mut stream: UnixStream, hub: Arc<Hub>) {
         .await;
         return;
     }
-    // Every read goes through recvmsg; fds are matched to the request they came with.
+    // Every read goes through recvmsg, one message at a time: fds belong to the request whose
+    // bytes they rode on.
     let (read_half, mut write_half) = stream.into_split();
     let inbox = FdInbox::default();
-    let mut reader = FdReadHalf::new(read_half, inbox.clone());
-    let mut buf = BytesMut::new();
-    // Stream offset of `buf`'s first byte.
-    let mut consumed: u64 = 0;
-    let mut eof = false;
+    let mut reader = FrameReader::bounded(FdReadHalf::new(read_half, inbox.clone()));
+    let mut decoder = NetstringDecoder { max: MAX_REQUEST };
     let mut session = ConnectionSession {
         hub: Arc::clone(&hub),
         id: None,
     };
     loop {
-        match decode_netstring(&buf, MAX_REQUEST, eof) {
-            Ok(Some((range, used))) => {
-                let payload = buf[range].to_vec();
-                buf.advance(used);
-                let passed = inbox.claim(consumed).unwrap_or_default();
-                consumed += used as u64;
-                // Fds that rode on the middle of a request belong to none: closed.
-                inbox.drop_unclaimable(consumed);
-                let answer = handle(&payload, passed, &hub, &mut session).await;
-                if reply(&mut write_half, answer).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) if eof => return,
-            Ok(None) => match reader.read_buf(&mut buf).await {
-                Ok(0) => eof = true,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = reply(&mut write_half, FanosReply::Error(e.to_string())).await;
-                    return;
-                }
-            },
+        let payload = match reader.next_with(&mut decoder).await {
+            Ok(Some(payload)) => payload,
+            Ok(None) => return,
             Err(e) => {
-                tracing::info!("fanos: closing a connection: {e}");
-                let _ = reply(&mut write_half, FanosReply::Error(e.to_string())).await;
+                let message = match e {
+                    ReadError::Decode(e) => e.to_string(),
+                    ReadError::Truncated(_) => NetstringError::UnexpectedEof.to_string(),
+                    ReadError::Io(e) => e.to_string(),
+                };
+                tracing::info!("fanos: closing a connection: {message}");
+                let _ = reply(&mut write_half, FanosReply::Error(message)).await;
                 return;
             }
+        };
+        let span = reader.last_frame_span();
+        let passed = inbox.claim(span);
+        inbox.drop_unclaimable(span.1);
+        let answer = handle(&payload, passed, &hub, &mut session).await;
+        if reply(&mut write_half, answer).await.is_err() {
+            return;
         }
     }
 }
@@ -189,7 +180,9 @@ async fn handle(
     session: &mut ConnectionSession,
 ) -> FanosReply {
     match parse_request(payload) {
-        FanosRequest::GetPid if fds.is_empty() => {
+        // Oils' own demo client sends its stdin, stdout and stderr with every request, GETPID
+        // and STATE included: those three are taken (and closed) as none.
+        FanosRequest::GetPid if fds.is_empty() || fds.len() == 3 => {
             FanosReply::Ok(std::process::id().to_string().into_bytes())
         }
         FanosRequest::Argv(argv) => match three_fds(fds, "ARGV") {
@@ -200,9 +193,9 @@ async fn handle(
             Ok(stdio) => session.eval(code, stdio).await,
             Err(refused) => refused,
         },
-        FanosRequest::State if fds.is_empty() => session.state().await,
-        // Only here with fds attached: GETPID and STATE take none (they are closed when
-        // dropped).
+        FanosRequest::State if fds.is_empty() || fds.len() == 3 => session.state().await,
+        // Only here with some other number of fds: GETPID and STATE take none (they are
+        // closed when dropped).
         FanosRequest::GetPid => FanosReply::Error("GETPID takes no file descriptors".into()),
         FanosRequest::State => FanosReply::Error("STATE takes no file descriptors".into()),
         FanosRequest::Unknown(text) => FanosReply::Error(format!(

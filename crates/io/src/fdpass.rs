@@ -104,13 +104,15 @@ pub struct FdBatch {
     pub fds: Vec<OwnedFd>,
 }
 
-/// The fds received on a connection, waiting for the frame they came with.
+/// The fds received on a connection, waiting for the message they came with.
 ///
-/// The kernel hands fds over with the read that takes the first bytes of the `sendmsg` that
-/// carried them; that read may also hold earlier bytes, never later sends. So a frame that takes
-/// fds claims the batch whose read range holds the frame's first byte, and once frames up to a
-/// batch's end are decoded, no frame can claim it any more: fds sent with a frame that takes
-/// none are found out (and closed) then.
+/// On a stream socket, fds ride on the byte their `sendmsg` carried first, and the kernel hands
+/// them over with the read that takes that byte. A reader that never reads past the end of the
+/// message it is reading ([`crate::FrameReader::bounded`]) therefore gets every batch within
+/// one message: the message whose bytes (length, separators, payload) include the byte the
+/// sender attached them to, however the sender split or joined its writes. That message
+/// claims them by its span; once messages up to a batch's end are decoded, no message can claim
+/// it any more: fds sent with a message that takes none are found out (and closed) then.
 #[derive(Debug, Default, Clone)]
 pub struct FdInbox {
     batches: Arc<Mutex<VecDeque<FdBatch>>>,
@@ -126,13 +128,19 @@ impl FdInbox {
         self.lock().push_back(batch);
     }
 
-    /// The fds that came with the frame starting at stream offset `frame_start`, if any.
-    pub fn claim(&self, frame_start: u64) -> Option<Vec<OwnedFd>> {
+    /// Every fd that came with the message spanning stream offsets `span.0..span.1`, in the
+    /// order sent (empty if none did).
+    pub fn claim(&self, span: (u64, u64)) -> Vec<OwnedFd> {
         let mut batches = self.lock();
-        let index = batches
-            .iter()
-            .position(|b| b.start <= frame_start && frame_start < b.end)?;
-        batches.remove(index).map(|b| b.fds)
+        let mut fds = Vec::new();
+        batches.retain_mut(|batch| {
+            let within = span.0 <= batch.start && batch.start < span.1;
+            if within {
+                fds.append(&mut batch.fds);
+            }
+            !within
+        });
+        fds
     }
 
     /// Closes the fds no frame can claim once every frame ending at or before `frames_end`

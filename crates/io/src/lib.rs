@@ -1,29 +1,31 @@
-//! Async framing of the native protocol over any byte stream, shared by daemon and clients.
+//! Async framing over any byte stream, shared by daemon and clients.
 //!
-//! [`FrameReader`] turns an `AsyncRead` into a sequence of decoded messages, with the frame-size
-//! limit chosen per call (small before the handshake, larger after). [`write_frame`] encodes and
-//! writes one message. The codec itself is `ferry_wire::native`; this crate only does the I/O.
-//! [`pem`] reads TLS credentials for both sides; [`fdpass`] passes file descriptors over Unix
-//! sockets.
+//! [`FrameReader`] turns an `AsyncRead` into a sequence of messages of any format that
+//! implements [`ferry_wire::Decoder`] (native frames with [`FrameReader::next`], FANOS
+//! netstrings, ...), knowing where each message lay in the stream. [`write_frame`] encodes and
+//! writes one native message. The codecs themselves live in `ferry_wire`; this crate only does
+//! the I/O. [`pem`] reads TLS credentials for both sides; [`fdpass`] passes file descriptors
+//! over Unix sockets.
 
 pub mod fdpass;
 pub mod pem;
 
 use bytes::{Buf, BytesMut};
-use ferry_wire::native::{decode_frame, encode_frame, WireError};
+use ferry_wire::native::{encode_frame, NativeDecoder, WireError};
+use ferry_wire::Decoder;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How much room to make in the read buffer before each read.
 const READ_RESERVE: usize = 128 * 1024;
 
-/// Errors while reading or writing frames.
+/// Errors while reading messages: `E` is the format's own decoding error.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    /// The peer sent bytes that are not a valid frame.
+pub enum ReadError<E> {
+    /// The peer sent bytes that are not a valid message.
     #[error(transparent)]
-    Wire(#[from] WireError),
-    /// The stream ended in the middle of a frame.
+    Decode(E),
+    /// The stream ended in the middle of a message.
     #[error("connection closed in the middle of a frame ({0} bytes unread)")]
     Truncated(usize),
     /// The stream failed.
@@ -31,59 +33,115 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads native frames from a byte stream.
+/// Errors while reading or writing native frames.
+pub type FrameError = ReadError<WireError>;
+
+impl From<WireError> for FrameError {
+    fn from(error: WireError) -> FrameError {
+        ReadError::Decode(error)
+    }
+}
+
+/// Reads messages from a byte stream.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     /// Stream offset of `buf`'s first byte.
     offset: u64,
-    /// Stream offsets of the last frame returned.
+    /// Stream offsets of the last message returned.
     last_frame: (u64, u64),
+    /// Never read past the end of the message being read (see [`FrameReader::bounded`]).
+    bounded: bool,
+    /// The stream has ended.
+    eof: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Wraps a stream.
+    /// Wraps a stream; reads take whatever is there.
     pub fn new(inner: R) -> FrameReader<R> {
         FrameReader {
             inner,
             buf: BytesMut::with_capacity(READ_RESERVE),
             offset: 0,
             last_frame: (0, 0),
+            bounded: true,
+            eof: false,
         }
     }
 
-    /// Where the last frame returned by [`FrameReader::next`] lay in the stream: the offsets
-    /// of its first byte and just past its last (for matching fds received with it).
+    /// Wraps a stream that may carry fds (a Unix socket read through
+    /// [`fdpass::FdReadHalf`]): no read goes past the end of the message being read, so the
+    /// fds a read brings belong to that one message, however the sender split or joined its
+    /// writes (the kernel hands fds over with the read that takes the first byte their
+    /// `sendmsg` carried). Costs a read or two per message, as Oils' own FANOS reader does.
+    pub fn bounded(inner: R) -> FrameReader<R> {
+        FrameReader {
+            bounded: true,
+            ..FrameReader::new(inner)
+        }
+    }
+
+    /// Where the last message returned lay in the stream: the offsets of its first byte and
+    /// just past its last (for matching fds received with it).
     pub fn last_frame_span(&self) -> (u64, u64) {
         self.last_frame
     }
 
-    /// The next message: `Ok(None)` on a clean end of stream between frames.
+    /// The next native message: `Ok(None)` on a clean end of stream between frames.
     pub async fn next<T: DeserializeOwned>(
         &mut self,
         max_frame: usize,
     ) -> Result<Option<T>, FrameError> {
+        self.next_with(&mut NativeDecoder::new(max_frame)).await
+    }
+
+    /// The next message of `decoder`'s format: `Ok(None)` on a clean end of stream between
+    /// messages.
+    pub async fn next_with<D: Decoder>(
+        &mut self,
+        decoder: &mut D,
+    ) -> Result<Option<D::Message>, ReadError<D::Error>> {
         loop {
-            if let Some((message, used)) = decode_frame::<T>(&self.buf, max_frame)? {
+            if let Some((message, used)) = decoder
+                .decode(&self.buf, self.eof)
+                .map_err(ReadError::Decode)?
+            {
                 self.buf.advance(used);
                 self.last_frame = (self.offset, self.offset + used as u64);
                 self.offset += used as u64;
                 return Ok(Some(message));
             }
-            self.buf.reserve(READ_RESERVE);
-            let read = match self.inner.read_buf(&mut self.buf).await {
+            if self.eof {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated(self.buf.len()))
+                };
+            }
+            let read = if self.bounded {
+                let want = decoder
+                    .message_len_at_least(&self.buf)
+                    .saturating_sub(self.buf.len())
+                    .clamp(1, READ_RESERVE);
+                self.buf.reserve(want);
+                (&mut self.inner)
+                    .take(want as u64)
+                    .read_buf(&mut self.buf)
+                    .await
+            } else {
+                self.buf.reserve(READ_RESERVE);
+                self.inner.read_buf(&mut self.buf).await
+            };
+            let read = match read {
                 // A TLS peer that leaves without close_notify: between frames, that is
                 // simply the end of the conversation (the frames say when a message ends).
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
                 other => other?,
             };
             if read == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(FrameError::Truncated(self.buf.len()))
-                };
+                // One more decode with `eof` set lets the format name what is missing.
+                self.eof = true;
             }
         }
     }
@@ -104,4 +162,66 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     writer.write_all(&frame(message)?).await?;
     writer.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_wire::fanos::{encode_netstring, NetstringDecoder, NetstringError};
+
+    #[tokio::test]
+    async fn bounded_reads_stop_at_every_message_end() {
+        // A reader that records how much each read took.
+        struct Counting<'a>(&'a [u8], Vec<usize>);
+        impl AsyncRead for Counting<'_> {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                let n = buf.remaining().min(self.0.len());
+                buf.put_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                self.1.push(n);
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for payload in [&b"GETPID"[..], b"", b"EVAL echo hi", &[b'x'; 1000]] {
+            encode_netstring(payload, &mut stream);
+            ends.push(stream.len());
+        }
+        let mut reader = FrameReader::bounded(Counting(&stream, Vec::new()));
+        let mut decoder = NetstringDecoder { max: 4096 };
+        let mut got = Vec::new();
+        while let Some(payload) = reader.next_with(&mut decoder).await.expect("decode") {
+            got.push(payload);
+            assert_eq!(reader.last_frame_span().1 as usize, ends[got.len() - 1]);
+        }
+        assert_eq!(got.len(), 4);
+        // No read crossed a message end.
+        let mut at = 0;
+        for n in reader.inner.1 {
+            let next_end = ends.iter().find(|&&e| e > at).copied().unwrap_or(at);
+            assert!(
+                at + n <= next_end,
+                "a read of {n} at {at} crossed {next_end}"
+            );
+            at += n;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_message_at_the_end_is_the_formats_error() {
+        let mut reader = FrameReader::new(&b"5:abc"[..]);
+        let result = reader.next_with(&mut NetstringDecoder { max: 10 }).await;
+        assert!(matches!(
+            result,
+            Err(ReadError::Decode(NetstringError::UnexpectedEof))
+        ));
+        let mut reader = FrameReader::new(&[0u8, 0, 0, 9, 1][..]);
+        let result = reader.next::<ferry_wire::ClientMessage>(100).await;
+        assert!(matches!(result, Err(ReadError::Truncated(5))), "{result:?}");
+    }
 }

@@ -98,6 +98,48 @@ pub fn decode_netstring(
     }
 }
 
+/// The fewest bytes the netstring starting `buf` can take in all, as far as `buf` tells: its
+/// whole length once the `:` is in, else what the digits so far allow (`0:,` is the shortest).
+pub fn netstring_len_at_least(buf: &[u8]) -> usize {
+    let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
+    let value = buf[..digits.min(MAX_LENGTH_DIGITS)]
+        .iter()
+        .fold(0usize, |n, d| {
+            n.saturating_mul(10).saturating_add(usize::from(d - b'0'))
+        });
+    // Length digits, separator, payload, comma; more digits only make it longer.
+    let least = digits.saturating_add(2).saturating_add(value);
+    if buf.get(digits) == Some(&b':') {
+        least
+    } else {
+        least.max(3)
+    }
+}
+
+/// Netstrings as a [`crate::Decoder`]: each message is a payload of at most `max` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct NetstringDecoder {
+    /// Largest payload accepted.
+    pub max: usize,
+}
+
+impl crate::Decoder for NetstringDecoder {
+    type Message = Vec<u8>;
+    type Error = NetstringError;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        eof: bool,
+    ) -> Result<Option<(Vec<u8>, usize)>, NetstringError> {
+        Ok(decode_netstring(buf, self.max, eof)?.map(|(range, used)| (buf[range].to_vec(), used)))
+    }
+
+    fn message_len_at_least(&self, buf: &[u8]) -> usize {
+        netstring_len_at_least(buf)
+    }
+}
+
 /// A FANOS request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FanosRequest {
@@ -113,17 +155,23 @@ pub enum FanosRequest {
     Unknown(Vec<u8>),
 }
 
-/// Parses a request payload.
+/// Parses a request payload. The verb ends at the first space or NUL: `ARGV` takes both the
+/// form `ARGV arg\0arg...` and the seed's `ARGV\0arg\0arg...` (a trailing NUL allowed).
 pub fn parse_request(payload: &[u8]) -> FanosRequest {
-    let (verb, rest) = match payload.iter().position(|&b| b == b' ') {
-        Some(space) => (&payload[..space], Some(&payload[space + 1..])),
+    let (verb, rest) = match payload.iter().position(|&b| b == b' ' || b == 0) {
+        Some(at) => (&payload[..at], Some(&payload[at + 1..])),
         None => (payload, None),
     };
+    let spaced = payload.get(verb.len()) == Some(&b' ');
     match (verb, rest) {
         (b"GETPID", None) => FanosRequest::GetPid,
         (b"STATE", None) => FanosRequest::State,
-        (b"EVAL", Some(code)) => FanosRequest::Eval(code.to_vec()),
-        (b"ARGV", Some(args)) if !args.is_empty() => {
+        (b"EVAL", Some(code)) if spaced => FanosRequest::Eval(code.to_vec()),
+        (b"ARGV", Some(args)) => {
+            let args = args.strip_suffix(b"\0").unwrap_or(args);
+            if args.is_empty() {
+                return FanosRequest::Unknown(payload.to_vec());
+            }
             FanosRequest::Argv(args.split(|&b| b == 0).map(<[u8]>::to_vec).collect())
         }
         _ => FanosRequest::Unknown(payload.to_vec()),
@@ -191,6 +239,23 @@ mod tests {
     }
 
     #[test]
+    fn the_least_length_never_passes_the_message_end() {
+        for payload in [&b""[..], b"x", b"GETPID", &[b'a'; 12], &[b'b'; 1234]] {
+            let mut message = Vec::new();
+            encode_netstring(payload, &mut message);
+            for have in 0..message.len() {
+                let least = netstring_len_at_least(&message[..have]);
+                assert!(
+                    least > have && least <= message.len(),
+                    "{have} of {message:?}"
+                );
+            }
+            let colon = message.iter().position(|&b| b == b':').expect(":");
+            assert_eq!(netstring_len_at_least(&message[..=colon]), message.len());
+        }
+    }
+
+    #[test]
     fn requests_parse_and_replies_encode() {
         assert_eq!(parse_request(b"GETPID"), FanosRequest::GetPid);
         assert_eq!(parse_request(b"STATE"), FanosRequest::State);
@@ -202,6 +267,24 @@ mod tests {
             parse_request(b"ARGV ls\0-l"),
             FanosRequest::Argv(vec![b"ls".to_vec(), b"-l".to_vec()])
         );
+        for seed_form in [&b"ARGV\0ls\0-l"[..], b"ARGV\0ls\0-l\0", b"ARGV ls\0-l\0"] {
+            assert_eq!(
+                parse_request(seed_form),
+                FanosRequest::Argv(vec![b"ls".to_vec(), b"-l".to_vec()]),
+                "{seed_form:?}"
+            );
+        }
+        // An empty argument in the middle stays; nothing after ARGV is no command.
+        assert_eq!(
+            parse_request(b"ARGV\0echo\0\0x"),
+            FanosRequest::Argv(vec![b"echo".to_vec(), Vec::new(), b"x".to_vec()])
+        );
+        assert!(matches!(parse_request(b"ARGV\0"), FanosRequest::Unknown(_)));
+        assert!(matches!(parse_request(b"ARGV"), FanosRequest::Unknown(_)));
+        assert!(matches!(
+            parse_request(b"EVAL\0ls"),
+            FanosRequest::Unknown(_)
+        ));
         assert_eq!(
             parse_request(b"ECHO hi"),
             FanosRequest::Unknown(b"ECHO hi".to_vec())

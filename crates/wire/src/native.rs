@@ -622,6 +622,44 @@ pub fn decode_frame<T: DeserializeOwned>(
     Ok(Some((message, FRAME_HEADER_LEN + len)))
 }
 
+/// The native frame format as a [`crate::Decoder`]: messages of type `T` in frames of at most
+/// `max` body bytes.
+#[derive(Debug)]
+pub struct NativeDecoder<T> {
+    /// Largest body accepted.
+    pub max: usize,
+    message: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> NativeDecoder<T> {
+    /// A decoder of frames up to `max` body bytes.
+    pub fn new(max: usize) -> NativeDecoder<T> {
+        NativeDecoder {
+            max,
+            message: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> crate::Decoder for NativeDecoder<T> {
+    type Message = T;
+    type Error = WireError;
+
+    fn decode(&mut self, buf: &[u8], _eof: bool) -> Result<Option<(T, usize)>, WireError> {
+        decode_frame(buf, self.max)
+    }
+
+    fn message_len_at_least(&self, buf: &[u8]) -> usize {
+        match buf.get(..FRAME_HEADER_LEN) {
+            Some(header) => {
+                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+                FRAME_HEADER_LEN.saturating_add(len as usize)
+            }
+            None => FRAME_HEADER_LEN,
+        }
+    }
+}
+
 /// Lossy display of a byte string (for argv in listings and logs).
 pub fn display_bytes(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -14,6 +14,19 @@ proptest! {
         prop_assert_eq!(&buf[range], &payload[..]);
     }
 
+    /// A reader bounded by `netstring_len_at_least` never reads past a netstring's end.
+    #[test]
+    fn the_least_length_never_passes_the_message_end(
+        payload in proptest::collection::vec(any::<u8>(), 0..2000),
+    ) {
+        let mut buf = Vec::new();
+        encode_netstring(&payload, &mut buf);
+        for have in 0..buf.len() {
+            let least = netstring_len_at_least(&buf[..have]);
+            prop_assert!(least > have && least <= buf.len(), "{} of {}", have, buf.len());
+        }
+    }
+
     #[test]
     fn split_streams_decode_once_whole(
         payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 1..5),

@@ -251,6 +251,23 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
 }
 
 proptest! {
+    /// A reader bounded by `message_len_at_least` never reads past a frame's end, and knows
+    /// the whole length once the header is in.
+    #[test]
+    fn the_least_length_never_passes_the_frame_end(message in client_message()) {
+        use ferry_wire::Decoder;
+        let mut buf = Vec::new();
+        encode_frame(&message, &mut buf).expect("encode");
+        let decoder = NativeDecoder::<ClientMessage>::new(usize::MAX);
+        for have in 0..buf.len() {
+            let least = decoder.message_len_at_least(&buf[..have]);
+            prop_assert!(least > have && least <= buf.len(), "{} of {}", have, buf.len());
+            if have >= FRAME_HEADER_LEN {
+                prop_assert_eq!(least, buf.len());
+            }
+        }
+    }
+
     #[test]
     fn client_messages_roundtrip(message in client_message()) {
         let mut buf = Vec::new();

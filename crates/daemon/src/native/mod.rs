@@ -402,7 +402,12 @@ impl Connection {
             fd_inbox,
             frame_span: (0, 0),
         };
-        let mut reader = FrameReader::new(read_half);
+        // A connection that may carry fds is read one message at a time (see FdInbox).
+        let mut reader = if connection.fd_inbox.is_some() {
+            FrameReader::bounded(read_half)
+        } else {
+            FrameReader::new(read_half)
+        };
         let outcome = match connection.handshake(&mut reader).await {
             Ok(true) => connection.serve_requests(&mut reader).await,
             Ok(false) => Ok(()),
@@ -579,9 +584,10 @@ impl Connection {
         let Some(inbox) = &self.fd_inbox else {
             return Err("file descriptors can be passed on a Unix socket only".into());
         };
-        let Some(fds) = inbox.claim(self.frame_span.0) else {
+        let fds = inbox.claim(self.frame_span);
+        if fds.is_empty() {
             return Err("Run asked to pass stdio, but no file descriptors came with it".into());
-        };
+        }
         match <[OwnedFd; 3]>::try_from(fds) {
             Ok([stdin, stdout, stderr]) => Ok(PassedStdio {
                 stdin,
@@ -1071,11 +1077,11 @@ fn os_string(bytes: ByteBuf) -> OsString {
 
 fn frame_fatal(error: FrameError, when: &str) -> Fatal {
     match error {
-        FrameError::Wire(WireError::FrameTooLarge { len, max }) => Fatal::new(
+        FrameError::Decode(WireError::FrameTooLarge { len, max }) => Fatal::new(
             ErrorCode::FrameTooLarge,
             format!("frame of {len} bytes {when} is over the limit of {max} bytes"),
         ),
-        FrameError::Wire(e) => Fatal::new(ErrorCode::BadFrame, format!("{e} ({when})")),
+        FrameError::Decode(e) => Fatal::new(ErrorCode::BadFrame, format!("{e} ({when})")),
         FrameError::Truncated(n) => Fatal::new(
             ErrorCode::BadFrame,
             format!("connection closed in the middle of a frame ({n} bytes)"),

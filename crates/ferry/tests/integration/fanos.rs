@@ -1,7 +1,8 @@
 //! The FANOS dialect: netstrings with passed file descriptors, as Oils' clients speak it.
 
+use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use ferry_io::fdpass::send_all_with_fds;
 use ferry_wire::fanos::{decode_netstring, encode_netstring};
 
-use crate::helper::Daemon;
+use crate::helper::{wait_until_read, Daemon};
 
 pub(crate) fn fanos_daemon() -> (Daemon, tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -133,4 +134,257 @@ fn bad_netstrings_get_oils_errors_and_a_close() {
     let mut stream = connect(&socket);
     assert!(request(&mut stream, b"GETPID", &[]).is_some_and(|r| r.starts_with("OK ")));
     daemon.assert_serving();
+}
+
+/// Sends one message as Oils' `py_fanos.send` does: the length and colon, then the payload
+/// with the fds in one `sendmsg`, then the comma: three writes, back to back.
+fn oils_send(stream: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) {
+    send_all_with_fds(
+        stream.as_fd(),
+        format!("{}:", payload.len()).as_bytes(),
+        &[],
+    )
+    .expect("send length");
+    send_all_with_fds(stream.as_fd(), payload, fds).expect("send payload");
+    send_all_with_fds(stream.as_fd(), b",", &[]).expect("send comma");
+}
+
+/// Reads one reply as Oils' `py_fanos.recv` does: the length a byte at a time, then exactly
+/// the payload, then the comma.
+fn oils_recv(stream: &mut UnixStream) -> Option<String> {
+    let mut length = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        if byte[0] == b':' {
+            break;
+        }
+        assert!(byte[0].is_ascii_digit(), "bad reply length byte {byte:?}");
+        length.push(byte[0]);
+    }
+    let len: usize = String::from_utf8(length).ok()?.parse().ok()?;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).ok()?;
+    stream.read_exact(&mut byte).ok()?;
+    assert_eq!(&byte, b",", "reply not ended by a comma");
+    Some(String::from_utf8_lossy(&payload).into_owned())
+}
+
+/// A job's stdio for FANOS tests: /dev/null in, pipes out; `finish` returns what came out.
+struct Stdio3 {
+    stdin: File,
+    out: (OwnedFd, OwnedFd),
+    err: (OwnedFd, OwnedFd),
+}
+
+impl Stdio3 {
+    fn new() -> Stdio3 {
+        Stdio3 {
+            stdin: File::open("/dev/null").expect("null"),
+            out: rustix::pipe::pipe().expect("pipe"),
+            err: rustix::pipe::pipe().expect("pipe"),
+        }
+    }
+
+    fn fds(&self) -> [BorrowedFd<'_>; 3] {
+        [self.stdin.as_fd(), self.out.1.as_fd(), self.err.1.as_fd()]
+    }
+
+    /// Closes the write ends and reads stdout and stderr to their end.
+    fn finish(self) -> (String, String) {
+        drop((self.out.1, self.err.1));
+        let read = |fd: OwnedFd| {
+            let mut text = String::new();
+            File::from(fd).read_to_string(&mut text).expect("read");
+            text
+        };
+        (read(self.out.0), read(self.err.0))
+    }
+}
+
+#[test]
+fn oils_client_getpid_then_eight_evals_in_three_writes_each() {
+    let (daemon, _dir, socket) = fanos_daemon();
+    let mut stream = connect(&socket);
+    let stdio = Stdio3::new();
+    // Oils' demo client sends its three fds with every request, GETPID too.
+    oils_send(&stream, b"GETPID", &stdio.fds());
+    assert_eq!(oils_recv(&mut stream), Some(format!("OK {}", daemon.pid())));
+    for i in 1..=8 {
+        let eval = format!("EVAL n=$((n+{i})); echo \"eval {i}: $n\"; echo \"err {i}\" >&2");
+        oils_send(&stream, eval.as_bytes(), &stdio.fds());
+        assert_eq!(oils_recv(&mut stream).as_deref(), Some("OK 0"), "EVAL {i}");
+    }
+    drop(stream);
+    let (out, err) = stdio.finish();
+    let sums: Vec<String> = (1..=8)
+        .map(|i| format!("eval {i}: {}\n", i * (i + 1) / 2))
+        .collect();
+    assert_eq!(
+        out,
+        sums.concat(),
+        "the session's state persisted across the EVALs"
+    );
+    let errs: Vec<String> = (1..=8).map(|i| format!("err {i}\n")).collect();
+    assert_eq!(err, errs.concat());
+}
+
+/// Sends `pieces` one write each (fds with the piece flagged), waiting after each until the
+/// daemon has read it, so that its reads see every split.
+fn send_split(stream: &UnixStream, pieces: &[(&[u8], bool)], fds: &[BorrowedFd<'_>]) {
+    for (piece, with_fds) in pieces {
+        let attached = if *with_fds { fds } else { &[] };
+        send_all_with_fds(stream.as_fd(), piece, attached).expect("send");
+        wait_until_read(stream);
+    }
+}
+
+#[test]
+fn fds_belong_to_the_message_they_rode_on_however_it_is_split() {
+    let (_daemon, _dir, socket) = fanos_daemon();
+    let mut stream = connect(&socket);
+    let stdio = Stdio3::new();
+    let mut message = Vec::new();
+    encode_netstring(b"ARGV\0echo\0piece", &mut message);
+    let mut runs = 0;
+    // Two writes, split at every byte, the fds on either half.
+    for cut in 1..message.len() {
+        for fds_on_first in [true, false] {
+            let pieces = [
+                (&message[..cut], fds_on_first),
+                (&message[cut..], !fds_on_first),
+            ];
+            send_split(&stream, &pieces, &stdio.fds());
+            let reply = oils_recv(&mut stream);
+            assert_eq!(reply.as_deref(), Some("STATUS 0"), "cut {cut}, {pieces:?}");
+            runs += 1;
+        }
+    }
+    // Oils' three pieces (length and colon, payload, comma), the fds on each in turn.
+    let colon = message.iter().position(|&b| b == b':').expect(":") + 1;
+    let end = message.len() - 1;
+    let (head, payload, comma) = (&message[..colon], &message[colon..end], &message[end..]);
+    for carrier in 0..3 {
+        let pieces = [
+            (head, carrier == 0),
+            (payload, carrier == 1),
+            (comma, carrier == 2),
+        ];
+        send_split(&stream, &pieces, &stdio.fds());
+        assert_eq!(oils_recv(&mut stream).as_deref(), Some("STATUS 0"));
+        runs += 1;
+    }
+    // The whole message in one write, with and without its fds.
+    send_split(&stream, &[(&message, true)], &stdio.fds());
+    assert_eq!(oils_recv(&mut stream).as_deref(), Some("STATUS 0"));
+    runs += 1;
+    for pieces in [
+        vec![(&message[..], false)],
+        vec![(head, false), (payload, false), (comma, false)],
+    ] {
+        send_split(&stream, &pieces, &stdio.fds());
+        let reply = oils_recv(&mut stream).expect("reply");
+        assert_eq!(
+            reply,
+            "ERROR ARGV needs 3 file descriptors (stdin, stdout, stderr), got 0"
+        );
+    }
+    drop(stream);
+    let (out, _) = stdio.finish();
+    assert_eq!(out, "piece\n".repeat(runs));
+}
+
+#[test]
+fn several_messages_in_one_write_each_get_their_own_fds() {
+    let (daemon, _dir, socket) = fanos_daemon();
+    let mut stream = connect(&socket);
+    let stdio = Stdio3::new();
+    let netstrings = |payloads: &[&[u8]]| {
+        let mut bytes = Vec::new();
+        for payload in payloads {
+            encode_netstring(payload, &mut bytes);
+        }
+        bytes
+    };
+    let getpid = format!("OK {}", daemon.pid());
+    let missing = "ERROR ARGV needs 3 file descriptors (stdin, stdout, stderr), got 0";
+    // (the messages in one write, whether fds come with it, the replies in order)
+    type Case<'a> = (&'a [&'a [u8]], bool, Vec<&'a str>);
+    let cases: [Case<'_>; 4] = [
+        // No fds at all.
+        (
+            &[b"GETPID", b"ARGV\0echo\0one"],
+            false,
+            vec![&getpid, missing],
+        ),
+        // Fds on the write's first byte: they belong to the first message.
+        (
+            &[b"ARGV\0echo\0two", b"GETPID"],
+            true,
+            vec!["STATUS 0", &getpid],
+        ),
+        (
+            &[b"ARGV\0echo\0three", b"ARGV\0echo\0lost"],
+            true,
+            vec!["STATUS 0", missing],
+        ),
+        (
+            &[b"GETPID", b"ARGV\0echo\0lost"],
+            true,
+            vec![&getpid, missing],
+        ),
+    ];
+    for (payloads, with_fds, replies) in cases {
+        send_split(&stream, &[(&netstrings(payloads), with_fds)], &stdio.fds());
+        for want in replies {
+            assert_eq!(
+                oils_recv(&mut stream).as_deref(),
+                Some(want),
+                "{payloads:?}"
+            );
+        }
+    }
+    // The second message begins in the first write and takes its fds in the second.
+    let bytes = netstrings(&[b"GETPID", b"ARGV\0echo\0four"]);
+    let cut = bytes.len() - 4;
+    send_split(
+        &stream,
+        &[(&bytes[..cut], false), (&bytes[cut..], true)],
+        &stdio.fds(),
+    );
+    assert_eq!(oils_recv(&mut stream), Some(getpid));
+    assert_eq!(oils_recv(&mut stream).as_deref(), Some("STATUS 0"));
+    drop(stream);
+    assert_eq!(stdio.finish().0, "two\nthree\nfour\n");
+}
+
+#[test]
+fn messages_queued_while_the_daemon_is_busy_keep_their_own_fds() {
+    let (_daemon, _dir, socket) = fanos_daemon();
+    let mut stream = connect(&socket);
+    let stdio = Stdio3::new();
+    // A job that waits for a line on a pipe this test holds: until then the daemon reads
+    // nothing more from this connection.
+    let (gate_r, gate_w) = rustix::pipe::pipe().expect("pipe");
+    let mut busy = Vec::new();
+    encode_netstring(b"ARGV\0sh\0-c\0read line; echo \"busy $line\"", &mut busy);
+    let fds = stdio.fds();
+    send_all_with_fds(stream.as_fd(), &busy, &[gate_r.as_fd(), fds[1], fds[2]]).expect("send");
+    // Two messages queue meanwhile, in two writes: the first without fds, the second with.
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    encode_netstring(b"ARGV\0echo\0unwanted", &mut first);
+    encode_netstring(b"ARGV\0echo\0wanted", &mut second);
+    send_all_with_fds(stream.as_fd(), &first, &[]).expect("send");
+    send_all_with_fds(stream.as_fd(), &second, &fds).expect("send");
+    rustix::io::write(&gate_w, b"done\n").expect("open the gate");
+    assert_eq!(oils_recv(&mut stream).as_deref(), Some("STATUS 0"));
+    assert_eq!(
+        oils_recv(&mut stream).as_deref(),
+        Some("ERROR ARGV needs 3 file descriptors (stdin, stdout, stderr), got 0")
+    );
+    assert_eq!(oils_recv(&mut stream).as_deref(), Some("STATUS 0"));
+    drop(stream);
+    assert_eq!(stdio.finish().0, "busy done\nwanted\n");
 }

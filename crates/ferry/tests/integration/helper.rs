@@ -323,6 +323,46 @@ where
     );
 }
 
+/// Waits until `condition` yields a value (checked every 10 ms), and returns it; after
+/// `timeout`, fails the test saying what was awaited and what `seen` shows then.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Option<T>,
+    seen: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("waited {timeout:?} for {what}; seen:\n{}", seen());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Bytes written on a Unix socket that its peer has not read yet (SIOCOUTQ; 0 once read).
+pub fn unread_by_peer(socket: &impl std::os::fd::AsRawFd) -> i32 {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer, which points at a live
+    // c_int of this frame; the fd is borrowed from a live socket.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    assert_eq!(result, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    queued
+}
+
+/// Waits until the peer of `socket` has read everything written to it.
+pub fn wait_until_read(socket: &impl std::os::fd::AsRawFd) {
+    wait_until(
+        "the daemon to read what was sent",
+        Duration::from_secs(10),
+        || (unread_by_peer(socket) == 0).then_some(()),
+        || format!("{} bytes unread", unread_by_peer(socket)),
+    );
+}
+
 /// Sends `signal` to `pid`.
 pub fn send_signal(pid: u32, signal: i32) {
     // SAFETY: kill() has no memory-safety requirements; a wrong pid only yields an error.
