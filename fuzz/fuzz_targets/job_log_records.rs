@@ -5,7 +5,7 @@
 
 #![no_main]
 
-use ferry_engine::log::{decode_header, encode_header, encode_record_of};
+use ferry_engine::logfile::{decode_header, encode_header, encode_record_of};
 use ferry_engine::parse_records;
 use libfuzzer_sys::fuzz_target;
 

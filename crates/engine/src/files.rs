@@ -1,7 +1,7 @@
 //! The file area: where clients put files and get them from, with names from the wire that
 //! can never reach outside it.
 //!
-//! A name is checked twice. Lexically ([`check_name`]): not empty, relative, no NUL, no `.` or
+//! A name is checked twice. Lexically ([`check_name`], the rules both sides of the wire share): not empty, relative, no NUL, no `.` or
 //! `..` component. Then by the kernel: every lookup goes through `openat2` with
 //! `RESOLVE_BENEATH` from the area's directory, so a symbolic link that leads outside is refused
 //! (`EXDEV`) however it is built. Only regular files are read or replaced; a device, FIFO or
@@ -15,31 +15,23 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::checksum::FileChecksum;
+use ferry_common::checksum::FileChecksum;
+pub use ferry_common::names::{check_name, BadName};
 
 /// The directory, in the area, that holds sandboxes.
 const SANDBOXES: &str = ".sandboxes";
 
-/// Longest name accepted, in bytes.
-const MAX_NAME: usize = 4096;
-
 /// Why a file operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// The name is not acceptable.
-    #[error("file name {name:?}: {problem}")]
-    BadName {
-        /// The name, as received (lossy).
-        name: String,
-        /// Why it is refused.
-        problem: &'static str,
-    },
+    /// The name is not acceptable (see [`ferry_common::names`]).
+    #[error(transparent)]
+    BadName(#[from] BadName),
     /// The file is not one that may be transferred.
     #[error("{name}: {problem}")]
     Refused {
@@ -64,41 +56,6 @@ pub enum FileError {
         /// The error.
         source: std::io::Error,
     },
-}
-
-/// Checks a name from the wire and returns it as a relative path.
-pub fn check_name(name: &[u8]) -> Result<&Path, FileError> {
-    let refuse = |problem| FileError::BadName {
-        name: String::from_utf8_lossy(name).into_owned(),
-        problem,
-    };
-    if name.is_empty() {
-        return Err(refuse("empty"));
-    }
-    if name.len() > MAX_NAME {
-        return Err(refuse("too long"));
-    }
-    if name.contains(&0) {
-        return Err(refuse("contains a NUL byte"));
-    }
-    let path = Path::new(OsStr::from_bytes(name));
-    if name.starts_with(b"/") {
-        return Err(refuse(
-            "absolute paths are refused; names are relative to the file area",
-        ));
-    }
-    if name.ends_with(b"/") {
-        return Err(refuse("names a directory"));
-    }
-    for part in name.split(|&b| b == b'/') {
-        match part {
-            b".." => return Err(refuse("'..' is refused")),
-            b"." => return Err(refuse("'.' is refused")),
-            _ if part.len() > 255 => return Err(refuse("a component is longer than 255 bytes")),
-            _ => {}
-        }
-    }
-    Ok(path)
 }
 
 /// A directory that clients' names are resolved beneath.
@@ -181,13 +138,13 @@ impl FileArea {
     /// Starts an upload of `size` bytes to `name`, created with permission bits `mode`.
     pub fn upload(&self, name: &Path, size: u64, mode: u32) -> Result<Upload, FileError> {
         let dir = self.parent_dir(name)?;
-        let final_name =
-            name.file_name()
-                .map(OsStr::to_owned)
-                .ok_or_else(|| FileError::BadName {
-                    name: name.display().to_string(),
-                    problem: "has no file name",
-                })?;
+        let final_name = name
+            .file_name()
+            .map(OsStr::to_owned)
+            .ok_or_else(|| BadName {
+                name: name.display().to_string(),
+                problem: "has no file name",
+            })?;
         // What is there now must be a regular file (or nothing): never replace a directory or
         // a device by accident.
         match rustix::fs::statat(&dir, final_name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -513,23 +470,7 @@ mod tests {
     use super::*;
 
     fn sha(data: &[u8]) -> Vec<u8> {
-        crate::checksum::checksum(data).to_vec()
-    }
-
-    #[test]
-    fn hostile_names_are_refused_lexically() {
-        for name in [
-            &b""[..],
-            b"/etc/passwd",
-            b"../x",
-            b"a/../../x",
-            b"a/./b",
-            b"a\0b",
-            b"dir/",
-        ] {
-            assert!(check_name(name).is_err(), "{name:?}");
-        }
-        assert!(check_name(b"a/b/c.txt").is_ok());
+        ferry_common::checksum::checksum(data).to_vec()
     }
 
     #[test]

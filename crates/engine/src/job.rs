@@ -20,8 +20,10 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
-use crate::log::{JobLog, LogHeader, LogLimits, MAX_RECORD_DATA};
-use crate::store::{millis, ExitRecord, JobRecord, RecordState};
+use crate::log::{JobLog, LogLimits};
+use crate::logfile::{LogHeader, MAX_RECORD_DATA};
+use crate::memory::OutputFlow;
+use crate::store::{millis, JobRecord, RecordState};
 use crate::{EngineError, ExitReport, JobPhase, JobSnapshot, JobSpec, OutputStream, StdinSender};
 use serde_bytes::ByteBuf;
 use std::os::unix::ffi::OsStrExt;
@@ -125,7 +127,7 @@ impl Job {
         let (state, exit) = match &status.phase {
             JobPhase::Queued => (RecordState::Queued, None),
             JobPhase::Running { .. } => (RecordState::Running, None),
-            JobPhase::Finished(report) => (RecordState::Finished, Some(ExitRecord::from(report))),
+            JobPhase::Finished(report) => (RecordState::Finished, Some(report.clone())),
         };
         let (stdout_bytes, stderr_bytes) = self.log.lengths();
         // The log's size matters once it is complete (retention); no disk access before.
@@ -290,6 +292,7 @@ pub(crate) fn spawn(
     job: Arc<Job>,
     runtime: &tokio::runtime::Handle,
     kill_grace: Duration,
+    flow: Arc<OutputFlow>,
     on_end: OnEnd,
 ) {
     let spec = &job.spec;
@@ -354,7 +357,7 @@ pub(crate) fn spawn(
     // The pump blocks (poll, then wait): it runs on the runtime's blocking pool, whose
     // threads are reused from job to job. The daemon sizes the pool above the running-jobs
     // limit.
-    runtime.spawn_blocking(move || pump(job, child, on_end));
+    runtime.spawn_blocking(move || pump(job, child, &flow, on_end));
 }
 
 /// Finds the program to execute the way a shell would, but with the job's own `PATH` and
@@ -420,8 +423,9 @@ struct OutputPipe {
     stream: OutputStream,
 }
 
-/// The pump thread: copies stdout and stderr into the log until both end, then reaps.
-fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
+/// The pump thread: copies stdout and stderr into the log until both end (counting the bytes
+/// in `flow`), then reaps.
+fn pump(job: Arc<Job>, mut child: Child, flow: &OutputFlow, on_end: OnEnd) {
     let mut writer = job.log.writer();
     let mut pipes = Vec::with_capacity(2);
     let outputs = [
@@ -466,6 +470,7 @@ fn pump(job: Arc<Job>, mut child: Child, on_end: OnEnd) {
                 }
             };
             if !data.is_empty() {
+                flow.add(data.len());
                 if let Err(e) = writer.append(pipe.stream, data) {
                     if !log_failed {
                         tracing::error!(job = job.id, "cannot write job log: {e}");

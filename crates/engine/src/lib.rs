@@ -5,10 +5,11 @@
 //! (further jobs wait in a queue), and reports exit status and run time. It knows nothing of any
 //! wire format: the daemon's dialect adapters translate their frames into calls on [`Engine`].
 
-pub mod checksum;
 pub mod files;
 mod job;
 pub mod log;
+pub mod logfile;
+mod memory;
 pub mod sessions;
 pub mod signals;
 pub mod store;
@@ -24,9 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 pub use job::JobId;
-pub use log::{
-    encode_record, parse_records, LogError, LogLimits, LogReader, OutputEvent, RecordKind,
-};
+pub use log::{LogError, LogLimits, LogReader, OutputEvent};
+pub use logfile::{encode_record, parse_records, RecordKind};
 pub use store::{Pruned, Retention, StoreError};
 
 use job::Job;
@@ -40,24 +40,61 @@ pub enum OutputStream {
     Stderr,
 }
 
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// How a job ended: the one description the engine, the job log's end record and the
+/// history's records share. Stored as CBOR with the run time as `wall_us` (microseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExitReport {
     /// Exit code, when the job exited normally.
     pub code: Option<i32>,
     /// Signal number, when it was killed by a signal.
     pub signal: Option<i32>,
     /// Wall-clock time from spawn to exit.
+    #[serde(rename = "wall_us", with = "micros")]
     pub wall: Duration,
     /// True when the timeout expired and the engine terminated the job.
+    #[serde(default)]
     pub timed_out: bool,
     /// Set when the job never ran: spawn failure, or cancelled while queued; or, for a lost
     /// job, what happened.
+    #[serde(default)]
     pub error: Option<String>,
     /// The signal that ended it was sent by a client (`kill`) or by a shutdown.
+    #[serde(default)]
     pub killed: bool,
-    /// The daemon stopped while the job was queued or running: how it ended is unknown.
+    /// The daemon stopped while the job was queued or running: how it ended is unknown
+    /// (never stored: a record says so by its state).
+    #[serde(skip)]
     pub lost: bool,
+}
+
+impl ExitReport {
+    /// The status a shell would report (see [`ferry_common::shell_status`]).
+    pub fn shell_status(&self) -> i32 {
+        ferry_common::shell_status(self.code, self.signal, self.error.is_some())
+    }
+
+    /// The run time in microseconds, as records and the wire carry it.
+    pub fn wall_us(&self) -> u64 {
+        micros::of(self.wall)
+    }
+}
+
+/// A duration as whole microseconds (u64), for serde.
+mod micros {
+    use std::time::Duration;
+
+    /// Microseconds of `duration`, saturating.
+    pub fn of(duration: Duration) -> u64 {
+        u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    pub fn serialize<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(of(*duration))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Duration::from_micros)
+    }
 }
 
 /// File descriptors a job uses directly as its stdin, stdout and stderr: a client's own,
@@ -70,19 +107,6 @@ pub struct PassedStdio {
     pub stdout: std::os::fd::OwnedFd,
     /// The job's stderr.
     pub stderr: std::os::fd::OwnedFd,
-}
-
-impl ExitReport {
-    /// The status a shell would report: the exit code, 128+N for signal N, 127 when the
-    /// job never ran.
-    pub fn shell_status(&self) -> i32 {
-        match (self.code, self.signal, &self.error) {
-            (Some(code), _, _) => code,
-            (None, Some(signal), _) => 128 + signal,
-            (None, None, Some(_)) => 127,
-            (None, None, None) => 1,
-        }
-    }
 }
 
 /// What to run.
@@ -233,6 +257,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// The job history, unless it is off.
     store: Option<store::Store>,
+    /// Output bytes flowing through the daemon (see [`memory`]).
+    flow: Arc<memory::OutputFlow>,
 }
 
 #[derive(Default)]
@@ -291,9 +317,11 @@ impl Engine {
                 ..State::default()
             }),
             shutting_down: AtomicBool::new(false),
+            flow: Arc::default(),
             runtime,
             store,
         });
+        memory::spawn_trimmer(&inner.runtime, &inner.flow);
         let _ = engine_slot.set(Arc::downgrade(&inner));
         Ok(Engine { inner })
     }
@@ -330,7 +358,7 @@ impl Engine {
         state.next_id += 1;
         drop(state);
         // The log file (with the job's header) is made outside the lock: it is a file create.
-        let log_path = log::log_path(&self.inner.config.log_dir, id);
+        let log_path = logfile::log_path(&self.inner.config.log_dir, id);
         let durable = self.inner.store.is_some();
         let job = Job::new(id, spec, &log_path, self.inner.config.log_limits, durable).map_err(
             |source| EngineError::Io {
@@ -400,7 +428,7 @@ impl Engine {
             Ok(job) => Ok(job.log.reader(replay, follow, holding)),
             Err(unknown) => {
                 let record = self.record(id)?.ok_or(unknown)?;
-                let path = log::log_path(&self.inner.config.log_dir, id);
+                let path = logfile::log_path(&self.inner.config.log_dir, id);
                 if replay {
                     Ok(LogReader::stored(&path, record.report(), false))
                 } else {
@@ -622,6 +650,7 @@ impl Inner {
             job,
             &self.runtime,
             self.config.kill_grace,
+            Arc::clone(&self.flow),
             Box::new(move |id| inner.job_ended(id)),
         );
     }

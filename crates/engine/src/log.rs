@@ -1,11 +1,8 @@
 //! The job log: every chunk a job writes, in order, with its stream; stored on disk up to a
 //! cap, and kept in memory for a short while so that live readers need not touch the disk.
 //!
-//! One append-only file per job: a header naming the job (`FERRYLOG`, a little-endian u32
-//! length, a CBOR [`LogHeader`]), then records: a 5-byte record header (a kind byte, then the
-//! data length as a little-endian u32) followed by the data. Kinds: 1 stdout, 2 stderr, 3 the
-//! bytes dropped between head and tail (16 bytes: stdout then stderr, u64 LE), 4 the job's end
-//! (CBOR [`crate::store::ExitRecord`]).
+//! One append-only file per job, in the format of [`crate::logfile`]: a header naming the
+//! job, then records (stdout, stderr, dropped bytes, the job's end).
 //!
 //! Output positions ("log positions") are counted over the output records from the header's
 //! end. While the job runs, the file holds the records from position 0 up to the stored length,
@@ -27,8 +24,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{IoSlice, Write};
-use std::ops::Range;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -36,18 +32,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::logfile::{
+    decode_dropped, decode_header, encode_dropped, encode_end, encode_header, parse_records,
+    record_header, stream_slot, write_record, RecordKind, RECORD_HEADER_LEN,
+};
+pub use crate::logfile::{LogError, LogHeader, MAX_RECORD_DATA};
 use crate::{ExitReport, OutputStream};
-
-/// Length of a record header in the log file.
-const RECORD_HEADER_LEN: usize = 5;
-
-/// Largest data length of one record (one pump read).
-pub const MAX_RECORD_DATA: usize = 64 * 1024;
-
-/// The log file of job `id` in `log_dir`.
-pub fn log_path(log_dir: &Path, id: u64) -> PathBuf {
-    log_dir.join(format!("{id}.log"))
-}
 
 /// Largest tail kept per job (in memory while it runs).
 pub const MAX_TAIL: u64 = 8 * 1024 * 1024;
@@ -247,63 +237,6 @@ impl LogFile {
     }
 }
 
-/// What a job's log file says of the job, first thing in the file.
-#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogHeader {
-    /// The job id.
-    pub id: u64,
-    /// Program and arguments.
-    pub argv: Vec<serde_bytes::ByteBuf>,
-    /// Working directory, if given.
-    #[serde(default)]
-    pub cwd: Option<serde_bytes::ByteBuf>,
-    /// Who asked for it.
-    #[serde(default)]
-    pub owner: String,
-    /// Through which dialect.
-    #[serde(default)]
-    pub dialect: String,
-    /// When it was submitted (ms since the Unix epoch).
-    pub submitted_ms: u64,
-}
-
-/// The magic bytes that open a log file.
-pub const LOG_MAGIC: &[u8; 8] = b"FERRYLOG";
-
-/// Encodes a log file's header.
-pub fn encode_header(header: &LogHeader) -> Vec<u8> {
-    let mut body = Vec::new();
-    // Plain data into a Vec cannot fail.
-    let _ = ciborium::ser::into_writer(header, &mut body);
-    let mut bytes = LOG_MAGIC.to_vec();
-    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&body);
-    bytes
-}
-
-/// Decodes a log file's header from its first bytes: the header and where records start.
-pub fn decode_header(buf: &[u8]) -> Result<(LogHeader, usize), LogError> {
-    let damaged = |what: &str| LogError::Damaged(format!("its header {what}"));
-    let magic = buf.get(..8).ok_or_else(|| damaged("is cut short"))?;
-    if magic != LOG_MAGIC {
-        return Err(damaged("is not a ferry log's"));
-    }
-    let len = buf.get(8..12).ok_or_else(|| damaged("is cut short"))?;
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    if len > MAX_HEADER {
-        return Err(damaged("is too long"));
-    }
-    let body = buf
-        .get(12..12 + len)
-        .ok_or_else(|| damaged("is cut short"))?;
-    let header =
-        ciborium::de::from_reader(body).map_err(|e| damaged(&format!("is unreadable ({e})")))?;
-    Ok((header, 12 + len))
-}
-
-/// Largest log header accepted.
-const MAX_HEADER: usize = 1024 * 1024;
-
 /// Output past the head: the latest records, kept in memory by reference (the same `Bytes`
 /// the window and the readers share: no copy, no disk write while the job runs) until they
 /// exceed the tail cap by more than one record. Written to the file when the job ends.
@@ -331,12 +264,12 @@ impl Tail {
 
     /// The tail's records, oldest first, cut to the last `cap` data-and-header bytes (the
     /// first kept record may lose its front, so that the gap before the tail is contiguous),
-    /// encoded; and the output bytes per stream they hold.
-    fn kept_records(&self, cap: u64) -> (Vec<u8>, [u64; 2]) {
+    /// as slices of the records held (no copy); and the output bytes per stream they hold.
+    fn kept_records(&self, cap: u64) -> (Vec<(OutputStream, Bytes)>, [u64; 2]) {
         // Newest first, until the cap is spent; the last one taken may keep only its end.
         let header = RECORD_HEADER_LEN as u64;
         let mut budget = cap;
-        let mut newest_first = Vec::new();
+        let mut kept_records = Vec::new();
         for (stream, data) in self.records.iter().rev() {
             if budget <= header {
                 break;
@@ -344,15 +277,14 @@ impl Tail {
             let room = usize::try_from(budget - header).unwrap_or(usize::MAX);
             let data = data.slice(data.len().saturating_sub(room)..);
             budget -= header + data.len() as u64;
-            newest_first.push((*stream, data));
+            kept_records.push((*stream, data));
         }
-        let mut out = Vec::new();
+        kept_records.reverse();
         let mut kept = [0u64; 2];
-        for (stream, data) in newest_first.iter().rev() {
+        for (stream, data) in &kept_records {
             kept[stream_slot(*stream)] += data.len() as u64;
-            encode_record(*stream, data, &mut out);
         }
-        (out, kept)
+        (kept_records, kept)
     }
 }
 
@@ -464,22 +396,23 @@ impl JobLog {
                 unstored_per_stream[1].saturating_sub(kept[1]),
             ];
             dropped_total = dropped[0] + dropped[1];
-            let mut bytes = Vec::with_capacity(records.len() + 32);
-            let mut counts = Vec::with_capacity(16);
-            counts.extend_from_slice(&dropped[0].to_le_bytes());
-            counts.extend_from_slice(&dropped[1].to_le_bytes());
-            encode_record_of(RecordKind::Dropped, &counts, &mut bytes);
-            bytes.extend_from_slice(&records);
-            if let Err(e) = (&*file).write_all(&bytes) {
-                failed = Some(e);
-            }
+            // Record by record from where the data lies: a tail of megabytes copied into one
+            // buffer would be freed as a large mmap, and glibc would then keep that much free
+            // memory in every arena for good (its dynamic mmap and trim thresholds rise).
+            let counts = encode_dropped(dropped);
+            let written = write_record(&file, &record_header(RecordKind::Dropped, 16), &counts)
+                .and_then(|()| {
+                    records.iter().try_for_each(|(stream, data)| {
+                        let header = record_header(RecordKind::Output(*stream), data.len());
+                        write_record(&file, &header, data)
+                    })
+                });
+            failed = written.err();
         }
         if self.durable && failed.is_none() {
-            let mut record = Vec::new();
-            let mut body = Vec::new();
-            let _ = ciborium::ser::into_writer(&crate::store::ExitRecord::from(exit), &mut body);
-            encode_record_of(RecordKind::End, &body, &mut record);
-            if let Err(e) = (&*file).write_all(&record) {
+            let body = encode_end(exit);
+            if let Err(e) = write_record(&file, &record_header(RecordKind::End, body.len()), &body)
+            {
                 failed = Some(e);
             }
         }
@@ -567,10 +500,7 @@ impl LogWriter {
             (p.end, p.stored, offset)
         };
         let mut result = Ok(());
-        let mut header = [0u8; RECORD_HEADER_LEN];
-        header[0] = stream_tag(stream);
-        // `data.len()` is at most MAX_RECORD_DATA, which fits a u32.
-        header[1..].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        let header = record_header(RecordKind::Output(stream), data.len());
         let store =
             !self.store_failed && stored == pos && pos + record_len <= self.limits.head_cap();
         if store {
@@ -645,97 +575,6 @@ impl LogWriter {
                 window.bytes -= old.data.len();
             }
         }
-    }
-}
-
-/// What a record holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
-    /// Output data of a stream.
-    Output(OutputStream),
-    /// Output bytes dropped between head and tail: 16 bytes, stdout then stderr, u64 LE.
-    Dropped,
-    /// The job's end: a CBOR `ExitRecord`.
-    End,
-}
-
-/// A parsed record: its kind and where its data lies in the parsed buffer.
-pub type RecordSpan = (RecordKind, Range<usize>);
-
-/// Parses the whole records at the start of `buf` (bytes of a log file from a record
-/// boundary): each record's kind and the range of its data in `buf`, and how many bytes the
-/// whole records span. A record cut off by the end of `buf` is left out (read it with more
-/// bytes). A header that cannot be a record is an error carrying its offset in `buf`.
-pub fn parse_records(buf: &[u8]) -> Result<(Vec<RecordSpan>, usize), usize> {
-    let mut records = Vec::new();
-    let mut at = 0;
-    while let Some(header) = buf.get(at..at + RECORD_HEADER_LEN) {
-        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let kind = match header[0] {
-            1 => RecordKind::Output(OutputStream::Stdout),
-            2 => RecordKind::Output(OutputStream::Stderr),
-            3 => RecordKind::Dropped,
-            4 => RecordKind::End,
-            _ => return Err(at),
-        };
-        let valid = match kind {
-            RecordKind::Output(_) | RecordKind::End => len > 0 && len <= MAX_RECORD_DATA,
-            RecordKind::Dropped => len == 16,
-        };
-        if !valid {
-            return Err(at);
-        }
-        let data_start = at + RECORD_HEADER_LEN;
-        if data_start + len > buf.len() {
-            break;
-        }
-        records.push((kind, data_start..data_start + len));
-        at = data_start + len;
-    }
-    Ok((records, at))
-}
-
-/// Encodes one output record as it is stored (for tests and tools; the writer uses a
-/// vectored write).
-pub fn encode_record(stream: OutputStream, data: &[u8], out: &mut Vec<u8>) {
-    encode_record_of(RecordKind::Output(stream), data, out);
-}
-
-/// Encodes one record of any kind.
-pub fn encode_record_of(kind: RecordKind, data: &[u8], out: &mut Vec<u8>) {
-    out.push(match kind {
-        RecordKind::Output(stream) => stream_tag(stream),
-        RecordKind::Dropped => 3,
-        RecordKind::End => 4,
-    });
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(data);
-}
-
-fn write_record(mut file: &File, header: &[u8], data: &[u8]) -> std::io::Result<()> {
-    let total = header.len() + data.len();
-    let written = file.write_vectored(&[IoSlice::new(header), IoSlice::new(data)])?;
-    if written < header.len() {
-        file.write_all(&header[written..])?;
-        file.write_all(data)
-    } else if written < total {
-        file.write_all(&data[written - header.len()..])
-    } else {
-        Ok(())
-    }
-}
-
-fn stream_tag(stream: OutputStream) -> u8 {
-    match stream {
-        OutputStream::Stdout => 1,
-        OutputStream::Stderr => 2,
-    }
-}
-
-fn stream_slot(stream: OutputStream) -> usize {
-    match stream {
-        OutputStream::Stdout => 0,
-        OutputStream::Stderr => 1,
     }
 }
 
@@ -907,12 +746,9 @@ impl StoredReader {
                         buf.slice(range),
                     ),
                     RecordKind::Dropped => {
-                        let counts = &buf[range];
-                        for (slot, bytes) in counts.chunks_exact(8).enumerate().take(2) {
-                            let mut word = [0u8; 8];
-                            word.copy_from_slice(bytes);
-                            self.offsets[slot] += u64::from_le_bytes(word);
-                        }
+                        let dropped = decode_dropped(&buf[range]);
+                        self.offsets[0] += dropped[0];
+                        self.offsets[1] += dropped[1];
                     }
                     RecordKind::End => {}
                 }
@@ -936,20 +772,6 @@ struct LiveReader {
     done: bool,
     /// Whether the store failure was reported.
     warned: bool,
-}
-
-/// Errors while reading a job log.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// The file could not be read.
-    #[error("cannot read job log: {0}")]
-    Io(#[from] std::io::Error),
-    /// The file does not hold what the writer published.
-    #[error("job log is damaged: {0}")]
-    Damaged(String),
-    /// The file is gone.
-    #[error("job log {0} is missing")]
-    Missing(String),
 }
 
 impl Drop for LiveReader {
@@ -1091,6 +913,7 @@ impl LiveReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logfile::encode_record;
     use proptest::prelude::*;
 
     /// A durable log with an empty header.

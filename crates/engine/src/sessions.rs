@@ -116,37 +116,7 @@ pub enum SessionError {
     Engine(#[from] EngineError),
 }
 
-/// A session's state as its last command left it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionState {
-    /// Working directory.
-    pub cwd: Vec<u8>,
-    /// Exit status of the last command.
-    pub status: i32,
-    /// `declare -p` lines of the variables that differ from a fresh shell's.
-    pub changed: Vec<Vec<u8>>,
-    /// Names of a fresh shell's variables that the session has unset.
-    pub unset: Vec<Vec<u8>>,
-}
-
-impl SessionState {
-    /// The state as lines of text, as `ferry session state` and FANOS `STATE` show it:
-    /// `cwd: DIR`, `status: N`, the changed variables' `declare` lines, `unset NAME` lines.
-    pub fn render(&self) -> Vec<u8> {
-        let mut text = b"cwd: ".to_vec();
-        text.extend_from_slice(&self.cwd);
-        text.extend_from_slice(format!("\nstatus: {}", self.status).as_bytes());
-        for line in &self.changed {
-            text.push(b'\n');
-            text.extend_from_slice(line);
-        }
-        for name in &self.unset {
-            text.extend_from_slice(b"\nunset ");
-            text.extend_from_slice(name);
-        }
-        text
-    }
-}
+pub use ferry_common::SessionState;
 
 /// The sessions of one daemon, each a directory under one parent.
 #[derive(Debug)]

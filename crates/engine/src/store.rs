@@ -1,5 +1,5 @@
 //! The job history: one record per job in an embedded store (redb, `STATE/history.redb`), the
-//! job's output in its log file beside it (`STATE/jobs/ID.log`, see [`crate::log`]).
+//! job's output in its log file beside it (`STATE/jobs/ID.log`, see [`crate::logfile`]).
 //!
 //! Durability, in order of events:
 //! - At submit, the job's log file is created with a header naming the job (plain writes: a
@@ -26,7 +26,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::JobId;
+use crate::logfile::{log_path, summarize, LogHeader};
+use crate::{ExitReport, JobId};
 
 /// The schema this build writes. Version 1 is the first.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -49,54 +50,6 @@ pub enum RecordState {
     Finished,
     /// The daemon stopped (crashed) while the job was queued or running.
     Lost,
-}
-
-/// How a job ended, as recorded.
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExitRecord {
-    /// Exit code, if it exited.
-    pub code: Option<i32>,
-    /// Signal number, if a signal killed it.
-    pub signal: Option<i32>,
-    /// Run time in microseconds.
-    pub wall_us: u64,
-    /// Terminated by its timeout.
-    #[serde(default)]
-    pub timed_out: bool,
-    /// Sent a signal by a client (`ferry kill`) or terminated by a shutdown.
-    #[serde(default)]
-    pub killed: bool,
-    /// Why it never ran, if it did not.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-impl From<&crate::ExitReport> for ExitRecord {
-    fn from(report: &crate::ExitReport) -> ExitRecord {
-        ExitRecord {
-            code: report.code,
-            signal: report.signal,
-            wall_us: u64::try_from(report.wall.as_micros()).unwrap_or(u64::MAX),
-            timed_out: report.timed_out,
-            killed: report.killed,
-            error: report.error.clone(),
-        }
-    }
-}
-
-impl ExitRecord {
-    /// The report it records.
-    pub fn report(&self) -> crate::ExitReport {
-        crate::ExitReport {
-            code: self.code,
-            signal: self.signal,
-            wall: Duration::from_micros(self.wall_us),
-            timed_out: self.timed_out,
-            error: self.error.clone(),
-            killed: self.killed,
-            lost: false,
-        }
-    }
 }
 
 /// What a lost job's report says.
@@ -133,7 +86,7 @@ pub struct JobRecord {
     pub state: RecordState,
     /// How it ended, once finished.
     #[serde(default)]
-    pub exit: Option<ExitRecord>,
+    pub exit: Option<ExitReport>,
     /// Bytes of stdout and stderr it wrote.
     #[serde(default)]
     pub stdout_bytes: u64,
@@ -150,7 +103,7 @@ pub struct JobRecord {
 
 impl JobRecord {
     /// A record of the job its log header names, in `state`, with nothing else known yet.
-    pub fn from_header(header: &crate::log::LogHeader, state: RecordState) -> JobRecord {
+    pub fn from_header(header: &LogHeader, state: RecordState) -> JobRecord {
         JobRecord {
             id: header.id,
             argv: header.argv.clone(),
@@ -176,13 +129,13 @@ impl JobRecord {
     }
 
     /// How it ended, as a report (a lost job's says so).
-    pub fn report(&self) -> crate::ExitReport {
+    pub fn report(&self) -> ExitReport {
         match (&self.state, &self.exit) {
-            (RecordState::Finished, Some(exit)) => exit.report(),
-            _ => crate::ExitReport {
+            (RecordState::Finished, Some(exit)) => exit.clone(),
+            _ => ExitReport {
                 error: Some(LOST.into()),
                 lost: true,
-                ..crate::ExitReport::default()
+                ..ExitReport::default()
             },
         }
     }
@@ -573,49 +526,12 @@ fn remove(db: &Database, log_dir: &Path, rules: Rules) -> PruneResult {
     let mut pruned = Pruned::default();
     let mut removed = Vec::with_capacity(victims.len());
     for (id, bytes) in victims {
-        let _ = std::fs::remove_file(crate::log::log_path(log_dir, id));
+        let _ = std::fs::remove_file(log_path(log_dir, id));
         pruned.jobs += 1;
         pruned.bytes += bytes;
         removed.push(id);
     }
     Ok((pruned, removed))
-}
-
-/// What a log file says of its job: its header, output sizes, and its end if it has one.
-struct LogSummary {
-    header: crate::log::LogHeader,
-    stdout: u64,
-    stderr: u64,
-    end: Option<ExitRecord>,
-    bytes: u64,
-}
-
-fn summarize_log(path: &Path) -> Result<LogSummary, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let (header, at) = crate::log::decode_header(&bytes).map_err(|e| e.to_string())?;
-    let mut summary = LogSummary {
-        header,
-        stdout: 0,
-        stderr: 0,
-        end: None,
-        bytes: bytes.len() as u64,
-    };
-    // A crash may leave a record half-written at the end: whole records count.
-    let (records, _) = crate::log::parse_records(&bytes[at..]).unwrap_or_default();
-    for (kind, range) in records {
-        let data = &bytes[at + range.start..at + range.end];
-        match kind {
-            crate::log::RecordKind::Output(crate::OutputStream::Stdout) => {
-                summary.stdout += data.len() as u64
-            }
-            crate::log::RecordKind::Output(crate::OutputStream::Stderr) => {
-                summary.stderr += data.len() as u64
-            }
-            crate::log::RecordKind::Dropped => {}
-            crate::log::RecordKind::End => summary.end = ciborium::de::from_reader(data).ok(),
-        }
-    }
-    Ok(summary)
 }
 
 impl Store {
@@ -643,7 +559,7 @@ impl Store {
             if records.get(&id).is_some_and(JobRecord::ended) {
                 continue;
             }
-            let summary = match summarize_log(&entry.path()) {
+            let summary = match summarize(&entry.path()) {
                 Ok(summary) => summary,
                 Err(e) => {
                     tracing::warn!(job = id, "cannot read the log of an unfinished job: {e}");

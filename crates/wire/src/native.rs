@@ -160,7 +160,7 @@ pub enum ClientMessage {
     PutEnd {
         /// The `PutStart` request id.
         request: u64,
-        /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_engine::checksum`).
+        /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_common::checksum`).
         checksum: ByteBuf,
     },
     /// Create a fresh, empty sandbox directory in the file area: answered with `SandboxReady`.
@@ -322,7 +322,7 @@ pub enum DaemonMessage {
     FileEnd {
         /// The `Get` request id.
         request: u64,
-        /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_engine::checksum`).
+        /// XXH3-128 of the whole file (16 bytes, big-endian; see `ferry_common::checksum`).
         checksum: ByteBuf,
     },
     /// What a `Prune` removed.
@@ -438,15 +438,9 @@ pub struct JobExit {
 }
 
 impl JobExit {
-    /// The status a shell would report: the exit code, 128+N for signal N, 127 when the
-    /// program could not be started.
+    /// The status a shell would report (see [`ferry_common::shell_status`]).
     pub fn shell_status(&self) -> i32 {
-        match (self.code, self.signal, &self.error) {
-            (Some(code), _, _) => code,
-            (None, Some(signal), _) => 128 + signal,
-            (None, None, Some(_)) => 127,
-            (None, None, None) => 1,
-        }
+        ferry_common::shell_status(self.code, self.signal, self.error.is_some())
     }
 }
 

@@ -1186,7 +1186,7 @@ fn job_exit(report: &ExitReport) -> JobExit {
     JobExit {
         code: report.code,
         signal: report.signal,
-        wall_us: report.wall.as_micros() as u64,
+        wall_us: report.wall_us(),
         timed_out: report.timed_out,
         error: report.error.clone(),
         killed: report.killed,

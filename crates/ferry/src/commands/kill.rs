@@ -9,7 +9,7 @@ use crate::cli::KillArgs;
 
 /// Sends the signal; exits 0 once the daemon has delivered it.
 pub fn run(target: &Endpoint, args: KillArgs) -> Result<i32> {
-    let signal = ferry_engine::signals::parse_signal(&args.signal).ok_or_else(|| {
+    let signal = ferry_common::signals::parse_signal(&args.signal).ok_or_else(|| {
         anyhow!(
             "unknown signal '{}' (try TERM, KILL, INT, HUP or a number)",
             args.signal

@@ -99,7 +99,7 @@ fn exit_column(job: &JobInfo) -> String {
     match &job.exit {
         Some(exit) => match (exit.code, exit.signal) {
             (Some(code), _) => code.to_string(),
-            (None, Some(signal)) => ferry_engine::signals::signal_name(signal)
+            (None, Some(signal)) => ferry_common::signals::signal_name(signal)
                 .map(|name| format!("SIG{name}"))
                 .unwrap_or_else(|| format!("signal {signal}")),
             (None, None) => "-".into(),

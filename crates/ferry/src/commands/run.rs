@@ -194,7 +194,7 @@ async fn fetch_results(
             continue;
         }
         // Names from the daemon are checked like names to the daemon.
-        let relative = ferry_engine::files::check_name(path.as_bytes())
+        let relative = ferry_common::names::check_name(path.as_bytes())
             .with_context(|| format!("the daemon listed a bad name {path:?}"))?;
         if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;

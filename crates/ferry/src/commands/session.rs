@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ferry_client::{Client, Endpoint, Receiver, Sender};
-use ferry_engine::sessions::SessionState;
+use ferry_common::SessionState;
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use serde_bytes::ByteBuf;
 use tokio::signal::unix::{signal, SignalKind};

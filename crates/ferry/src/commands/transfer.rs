@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferry_client::{Client, Endpoint, Receiver, Sender};
-use ferry_engine::checksum::FileChecksum;
+use ferry_common::checksum::FileChecksum;
 use ferry_wire::native::{ClientMessage, DaemonMessage};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_bytes::ByteBuf;

@@ -132,3 +132,59 @@ fn a_closed_stdout_gives_the_job_sigpipe() {
     let text = String::from_utf8_lossy(&ps.stdout);
     assert!(text.contains(r#""signal":13"#), "{text}");
 }
+
+/// The daemon's resident memory now, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn memory_of_finished_jobs_goes_back_to_the_system() {
+    // A small log cap, so that each 32 MiB job fills the head, the tail and the window.
+    let daemon = Daemon::start(&["--max-log-size", "16777216"]);
+    let big_job = || {
+        let out = daemon.run(&["run", "--no-fds", "--", "head", "-c", "32M", "/dev/zero"]);
+        assert_eq!(out.stdout.len(), 32 << 20);
+        assert!(out.status.success());
+    };
+    // Settled: within half a MiB for 2.5 s (the daemon trims within 2 s of output pausing).
+    let settled = || {
+        let since = std::cell::Cell::new((rss_kib(daemon.pid()), std::time::Instant::now()));
+        crate::helper::wait_until(
+            "the daemon's memory to settle",
+            Duration::from_secs(20),
+            || {
+                let now = rss_kib(daemon.pid());
+                let (then, at) = since.get();
+                if now.abs_diff(then) >= 512 {
+                    since.set((now, std::time::Instant::now()));
+                    return None;
+                }
+                (at.elapsed() > Duration::from_millis(2500)).then_some(now)
+            },
+            || format!("RSS {} KiB", since.get().0),
+        )
+    };
+    big_job();
+    let after_one = settled();
+    for _ in 0..20 {
+        big_job();
+    }
+    // Each job's memory is given back: the daemon comes back to within a few MiB.
+    crate::helper::wait_until(
+        "the daemon's memory to come back to its level after one job",
+        Duration::from_secs(10),
+        || (rss_kib(daemon.pid()) < after_one + 4 * 1024).then_some(()),
+        || {
+            format!(
+                "RSS {} KiB after twenty jobs, {after_one} KiB after one",
+                rss_kib(daemon.pid())
+            )
+        },
+    );
+}
