@@ -127,7 +127,7 @@ pub fn default_socket_path() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Welcome {
     /// The peer id the daemon gave this connection.
-    pub peer: u64,
+    pub peer: String,
     /// Daemon name and version.
     pub daemon: String,
     /// Capabilities announced.
@@ -222,7 +222,7 @@ impl Client {
             writer: write_half,
             unix_socket,
             welcome: Welcome {
-                peer: 0,
+                peer: String::new(),
                 daemon: String::new(),
                 capabilities: Vec::new(),
                 max_frame: 0,

@@ -10,6 +10,7 @@ mod job;
 pub mod log;
 pub mod logfile;
 mod memory;
+pub mod peers;
 pub mod sessions;
 pub mod signals;
 pub mod store;
@@ -135,6 +136,8 @@ pub struct JobOrigin {
     pub owner: String,
     /// The dialect (`ferry`, `fanos`).
     pub dialect: String,
+    /// The peer that asked (see [`peers`]), whose entry lists the job.
+    pub peer: Option<String>,
 }
 
 /// Where a job is in its life.
@@ -259,6 +262,8 @@ struct Inner {
     store: Option<store::Store>,
     /// Output bytes flowing through the daemon (see [`memory`]).
     flow: Arc<memory::OutputFlow>,
+    /// Every connected peer.
+    peers: peers::PeerRegistry,
 }
 
 #[derive(Default)]
@@ -318,6 +323,7 @@ impl Engine {
             }),
             shutting_down: AtomicBool::new(false),
             flow: Arc::default(),
+            peers: peers::PeerRegistry::new(),
             runtime,
             store,
         });
@@ -329,6 +335,11 @@ impl Engine {
     /// The settings in force.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The registry of connected peers.
+    pub fn peers(&self) -> &peers::PeerRegistry {
+        &self.inner.peers
     }
 
     /// Submits a job: it starts now if a running slot is free, or waits in the queue.
@@ -367,6 +378,9 @@ impl Engine {
             },
         )?;
         let job = Arc::new(job);
+        if let Some(peer) = &job.spec.origin.peer {
+            self.inner.peers.started(peer, id);
+        }
         // Decided again: slots may have freed or filled while the file was made.
         let mut state = self.inner.lock();
         let start_now = state.running < self.inner.config.max_running;

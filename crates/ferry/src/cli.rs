@@ -357,7 +357,7 @@ pub struct DaemonArgs {
 
     /// Listen on DIALECT:TRANSPORT:ADDRESS (repeatable); e.g. ferry:unix:/path/to.sock.
     /// Replaces the configuration file's listeners. Default: ferry:unix:<the client socket>.
-    #[arg(long = "listen", value_name = "SPEC")]
+    #[arg(long = "listen", value_name = "SPEC", long_help = ferry_daemon::listeners::help())]
     pub listen: Vec<String>,
 
     /// Directory for job logs and the daemon's state

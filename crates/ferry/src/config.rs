@@ -88,6 +88,10 @@ pub struct ListenerSection {
     pub commands: Option<Spanned<String>>,
     /// For TLS: client certificates from this CA authenticate on this listener.
     pub client_ca: Option<PathBuf>,
+    /// For plaintext TCP: serve addresses beyond loopback too (anyone who can reach them can
+    /// then use the listener, unencrypted).
+    #[serde(default)]
+    pub allow_non_loopback: bool,
 }
 
 /// One `[catalog.NAME]`.

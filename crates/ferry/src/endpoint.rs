@@ -67,7 +67,7 @@ pub fn from_cli(cli: &Cli, socket: &Path) -> Result<Endpoint> {
     } else {
         entry.address.as_str()
     };
-    let (host, port) = ferry_daemon::listen::split_host_port(address).map_err(|problem| {
+    let (host, port) = ferry_daemon::listeners::split_host_port(address).map_err(|problem| {
         anyhow!(
             "--host {problem} (give HOST:PORT, or a host named in the client configuration file)"
         )

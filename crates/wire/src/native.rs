@@ -9,7 +9,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 /// The protocol version this crate speaks. A daemon refuses a client whose version differs.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: `Welcome.peer` is the peer's id text; `ListPeers` and `KickPeers`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body accepted before the handshake has succeeded.
 pub const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
@@ -206,6 +207,20 @@ pub enum ClientMessage {
         /// The session.
         session: String,
     },
+    /// List the daemon's peers (every connection, whatever its dialect): answered with
+    /// `Peers`. The daemon's owner only.
+    ListPeers {
+        /// Client-chosen request id.
+        request: u64,
+    },
+    /// Disconnect a peer, or every peer but this one: answered with `Kicked`. Each is told in
+    /// its own dialect; its jobs go on. The daemon's owner only.
+    KickPeers {
+        /// Client-chosen request id.
+        request: u64,
+        /// The peer's id; absent: every peer but this connection.
+        peer: Option<String>,
+    },
 }
 
 /// A message from the daemon to a client.
@@ -215,8 +230,8 @@ pub enum DaemonMessage {
     Welcome {
         /// The daemon's [`PROTOCOL_VERSION`].
         version: u32,
-        /// The peer id the daemon gave this connection.
-        peer: u64,
+        /// The peer id the daemon gave this connection (see `ListPeers`).
+        peer: String,
         /// Daemon name and version, for display.
         daemon: String,
         /// Optional features this daemon serves.
@@ -355,6 +370,20 @@ pub enum DaemonMessage {
         /// Names of the fresh shell's variables the session has unset.
         unset: Vec<ByteBuf>,
     },
+    /// The daemon's peers (answering `ListPeers`), in the order they connected.
+    Peers {
+        /// The `ListPeers` request id.
+        request: u64,
+        /// The peers.
+        peers: Vec<PeerInfo>,
+    },
+    /// The peers a `KickPeers` disconnected.
+    Kicked {
+        /// The `KickPeers` request id.
+        request: u64,
+        /// Their ids.
+        peers: Vec<String>,
+    },
     /// A notice not tied to any job.
     Notice {
         /// What kind of notice.
@@ -399,6 +428,8 @@ pub enum ErrorCode {
 pub enum NoticeKind {
     /// The daemon is going down: running jobs are being terminated.
     ShuttingDown,
+    /// The daemon's owner disconnected this client; its jobs go on.
+    Kicked,
     /// A kind this version does not know.
     #[serde(other)]
     Unknown,
@@ -479,6 +510,32 @@ pub struct JobInfo {
     pub exit: Option<JobExit>,
     /// Output bytes that were delivered live but not stored (past the daemon's cap).
     pub unstored_bytes: u64,
+}
+
+/// A connected peer, as `ferry peers` lists it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub id: String,
+    /// Who it is: the Unix user, a client certificate's name, the token's label, or what its
+    /// dialect says.
+    pub name: String,
+    /// Where it connects from.
+    pub address: String,
+    /// The dialect it speaks (`ferry`, `fanos`...).
+    pub dialect: String,
+    /// When it connected, in milliseconds since the Unix epoch.
+    pub connected_ms: u64,
+    /// Jobs it started, in all.
+    pub jobs_started: u64,
+    /// The newest of them (at most 100).
+    pub jobs: Vec<JobId>,
+    /// Events waiting in its outbox, and the outbox's room.
+    pub outbox: (u64, u64),
+    /// Events dropped because its outbox was full.
+    pub dropped_events: u64,
+    /// This is the connection that asked.
+    pub you: bool,
 }
 
 /// Errors from the frame codec.

@@ -170,12 +170,45 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(request, session)| ClientMessage::SessionState { request, session }),
         (any::<u64>(), ".{0,8}")
             .prop_map(|(request, session)| ClientMessage::SessionClose { request, session }),
+        any::<u64>().prop_map(|request| ClientMessage::ListPeers { request }),
+        (any::<u64>(), proptest::option::of(".{0,12}"))
+            .prop_map(|(request, peer)| ClientMessage::KickPeers { request, peer }),
     ]
+}
+
+fn peer_info() -> impl Strategy<Value = PeerInfo> {
+    (
+        (".{0,12}", ".{0,8}", ".{0,16}", "[a-z0-9]{0,6}"),
+        any::<(u64, u64, u64, u64, u64)>(),
+        proptest::collection::vec(any::<u64>(), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                (id, name, address, dialect),
+                (connected_ms, jobs_started, used, room, dropped),
+                jobs,
+                you,
+            )| {
+                PeerInfo {
+                    id,
+                    name,
+                    address,
+                    dialect,
+                    connected_ms,
+                    jobs_started,
+                    jobs,
+                    outbox: (used, room),
+                    dropped_events: dropped,
+                    you,
+                }
+            },
+        )
 }
 
 fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
     prop_oneof![
-        (any::<u32>(), any::<u64>(), ".{0,8}", any::<u64>()).prop_map(
+        (any::<u32>(), "[a-zA-Z0-9]{10,16}", ".{0,8}", any::<u64>()).prop_map(
             |(version, peer, daemon, max_frame)| DaemonMessage::Welcome {
                 version,
                 peer,
@@ -209,10 +242,18 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
             code: ErrorCode::BadFrame,
             message,
         }),
-        ".{0,16}".prop_map(|message| DaemonMessage::Notice {
-            kind: NoticeKind::ShuttingDown,
+        (any::<bool>(), ".{0,16}").prop_map(|(kicked, message)| DaemonMessage::Notice {
+            kind: if kicked {
+                NoticeKind::Kicked
+            } else {
+                NoticeKind::ShuttingDown
+            },
             message
         }),
+        (any::<u64>(), proptest::collection::vec(peer_info(), 0..3))
+            .prop_map(|(request, peers)| DaemonMessage::Peers { request, peers }),
+        (any::<u64>(), proptest::collection::vec(".{0,12}", 0..3))
+            .prop_map(|(request, peers)| DaemonMessage::Kicked { request, peers }),
         any::<(u64, u64, u32)>().prop_map(|(request, size, mode)| DaemonMessage::FileStart {
             request,
             size,

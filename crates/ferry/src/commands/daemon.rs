@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig};
 use ferry_daemon::{
-    Catalog, CatalogEntry, CommandPolicy, DaemonConfig, Dialect, ListenSpec, Listener, TlsFiles,
-    Transport,
+    Catalog, CatalogEntry, CommandPolicy, DaemonConfig, ListenSpec, Listener, TlsFiles,
 };
-use ferry_engine::EngineConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -24,7 +23,7 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
         // Failing means we already lead a session or group: nothing to leave.
         let _ = rustix::process::setsid();
     }
-    ferry_engine::signals::reset_inherited_signal_state();
+    reset_inherited_signal_state();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -183,10 +182,7 @@ fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<
             .collect();
     }
     let Some(file) = file.filter(|f| !f.config.listeners.is_empty()) else {
-        return Ok(vec![Listener::new(ListenSpec {
-            dialect: Dialect::Ferry,
-            transport: Transport::Unix(socket.to_owned()),
-        })]);
+        return Ok(vec![Listener::new(ListenSpec::native_unix(socket))]);
     };
     file.config
         .listeners
@@ -213,6 +209,7 @@ fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<
                 spec,
                 commands,
                 client_ca: section.client_ca.clone(),
+                allow_non_loopback: section.allow_non_loopback,
             })
         })
         .collect()

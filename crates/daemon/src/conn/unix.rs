@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt,
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 use crate::DaemonError;
 
@@ -139,8 +139,28 @@ fn prepare_private_dir(dir: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Whether the peer on `stream` runs as the same user as the daemon.
-pub fn peer_is_owner(stream: &UnixStream) -> Result<bool, std::io::Error> {
-    let cred = stream.peer_cred()?;
-    Ok(cred.uid() == rustix::process::getuid().as_raw())
+/// The name of the user with `uid` (from `/etc/passwd`), or `uid N`.
+pub fn user_name(uid: u32) -> String {
+    let found = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let listed: u32 = fields.nth(1)?.parse().ok()?;
+                (listed == uid && !name.is_empty()).then(|| name.to_owned())
+            })
+        });
+    found.unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_has_a_name_and_strangers_a_number() {
+        assert_eq!(user_name(0), "root");
+        assert_eq!(user_name(4_000_000_000), "uid 4000000000");
+    }
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use ferry_engine::files::{check_name, FileError, Upload};
 use ferry_io::frame;
-use ferry_wire::native::{DaemonMessage, ErrorCode, FileEntry};
+use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
-use super::{Answer, Connection, Outgoing};
+use super::{error_code, Connection, Outgoing};
+use crate::policy::{Answer, Refusal, RefusalKind};
 
 /// Files being put at once on one connection.
 const MAX_UPLOADS: usize = 32;
@@ -55,36 +56,53 @@ impl UploadPipe {
 }
 
 impl Connection {
-    pub(super) async fn file_error(&self, request: u64, error: FileError) {
-        let code = error.code();
+    pub(super) async fn file_request(&mut self, request: ClientMessage) {
+        match request {
+            ClientMessage::PutStart {
+                request,
+                path,
+                size,
+                mode,
+            } => self.put_start(request, path.into_vec(), size, mode).await,
+            ClientMessage::PutData { request, data } => self.put_data(request, data).await,
+            ClientMessage::PutEnd { request, checksum } => self.put_end(request, checksum).await,
+            ClientMessage::Get { request, path } => self.get(request, path.into_vec()),
+            ClientMessage::Sandbox { request, keep } => self.sandbox(request, keep).await,
+            ClientMessage::List { request, path } => self.list(request, path.into_vec()).await,
+            _ => {}
+        }
+    }
+
+    async fn file_error(&self, request: u64, error: FileError) {
         tracing::info!(
-            peer = self.peer,
+            peer = self.peer.id(),
             request,
             "file transfer refused or failed: {error}"
         );
-        self.send(&DaemonMessage::Error {
-            request: Some(request),
-            code,
-            message: error.to_string(),
-        })
-        .await;
+        self.refuse(Some(request), error.refusal()).await;
     }
 
-    pub(super) async fn put_start(&mut self, request: u64, path: Vec<u8>, size: u64, mode: u32) {
+    /// Refuses a request for a reason of this module's own.
+    async fn refuse_file(&self, request: u64, kind: RefusalKind, message: String) {
+        self.refuse(Some(request), Refusal::new(kind, message))
+            .await;
+    }
+
+    async fn put_start(&mut self, request: u64, path: Vec<u8>, size: u64, mode: u32) {
         if self.uploads.len() >= MAX_UPLOADS {
             let message = format!("at most {MAX_UPLOADS} files may be put at once on a connection");
             self.failed_uploads.insert(request);
             return self
-                .send_code(request, ErrorCode::LimitReached, message)
+                .refuse_file(request, RefusalKind::LimitReached, message)
                 .await;
         }
-        let limit = self.hub.config.max_file_size;
+        let limit = self.server.config.max_file_size;
         if size > limit {
             let message =
                 format!("a file of {size} bytes is over the daemon's limit of {limit} bytes");
             self.failed_uploads.insert(request);
             return self
-                .send_code(request, ErrorCode::LimitReached, message)
+                .refuse_file(request, RefusalKind::LimitReached, message)
                 .await;
         }
         let area = Arc::clone(&self.files);
@@ -104,18 +122,18 @@ impl Connection {
             }
             Err(e) => {
                 self.failed_uploads.insert(request);
-                self.send_code(request, ErrorCode::Internal, e.to_string())
+                self.refuse_file(request, RefusalKind::Internal, e.to_string())
                     .await;
             }
         }
     }
 
-    pub(super) async fn put_data(&mut self, request: u64, data: Vec<u8>) {
+    async fn put_data(&mut self, request: u64, data: Vec<u8>) {
         let Some(pipe) = self.uploads.get(&request) else {
             if !self.failed_uploads.contains(&request) {
                 let message = format!("no file transfer {request} is in progress");
                 self.failed_uploads.insert(request);
-                self.send_code(request, ErrorCode::InvalidRequest, message)
+                self.refuse_file(request, RefusalKind::InvalidRequest, message)
                     .await;
             }
             return;
@@ -128,18 +146,19 @@ impl Connection {
                     Err(error) => self.file_error(request, error).await,
                     Ok(_) => {
                         let message = "the file writer stopped".to_owned();
-                        self.send_code(request, ErrorCode::Internal, message).await;
+                        self.refuse_file(request, RefusalKind::Internal, message)
+                            .await;
                     }
                 }
             }
         }
     }
 
-    pub(super) async fn put_end(&mut self, request: u64, checksum: ByteBuf) {
+    async fn put_end(&mut self, request: u64, checksum: ByteBuf) {
         let Some(pipe) = self.uploads.remove(&request) else {
             if !self.failed_uploads.remove(&request) {
                 let message = format!("no file transfer {request} is in progress");
-                self.send_code(request, ErrorCode::InvalidRequest, message)
+                self.refuse_file(request, RefusalKind::InvalidRequest, message)
                     .await;
             }
             return;
@@ -152,17 +171,17 @@ impl Connection {
             Ok(Ok(())) => self.send(&DaemonMessage::Done { request }).await,
             Ok(Err(error)) => self.file_error(request, error).await,
             Err(e) => {
-                self.send_code(request, ErrorCode::Internal, e.to_string())
+                self.refuse_file(request, RefusalKind::Internal, e.to_string())
                     .await
             }
         }
     }
 
     /// Streams a file to the client from a task of its own (at the client's pace).
-    pub(super) fn get(&mut self, request: u64, path: Vec<u8>) {
+    fn get(&mut self, request: u64, path: Vec<u8>) {
         let area = Arc::clone(&self.files);
         let out = self.out.clone();
-        let peer = self.peer;
+        let peer = self.peer.id().to_owned();
         self.followers.spawn(async move {
             let send = |message: DaemonMessage| {
                 let out = out.clone();
@@ -184,7 +203,7 @@ impl Connection {
                     tracing::info!(peer, request, "file transfer refused: {error}");
                     send(DaemonMessage::Error {
                         request: Some(request),
-                        code: ErrorCode::InvalidRequest,
+                        code: error_code(error.kind()),
                         message: error.to_string(),
                     })
                     .await;
@@ -212,7 +231,7 @@ impl Connection {
                     Ok(Err(error)) => {
                         send(DaemonMessage::Error {
                             request: Some(request),
-                            code: ErrorCode::Internal,
+                            code: error_code(error.kind()),
                             message: error.to_string(),
                         })
                         .await;
@@ -244,7 +263,7 @@ impl Connection {
             })?
     }
 
-    pub(super) async fn sandbox(&mut self, request: u64, keep: bool) {
+    async fn sandbox(&mut self, request: u64, keep: bool) {
         let area = Arc::clone(&self.files);
         match tokio::task::spawn_blocking(move || area.create_sandbox()).await {
             Ok(Ok(path)) => {
@@ -257,13 +276,13 @@ impl Connection {
             }
             Ok(Err(error)) => self.file_error(request, error).await,
             Err(e) => {
-                self.send_code(request, ErrorCode::Internal, e.to_string())
+                self.refuse_file(request, RefusalKind::Internal, e.to_string())
                     .await
             }
         }
     }
 
-    pub(super) async fn list(&mut self, request: u64, path: Vec<u8>) {
+    async fn list(&mut self, request: u64, path: Vec<u8>) {
         let area = Arc::clone(&self.files);
         let listed =
             tokio::task::spawn_blocking(move || area.list(check_name(&path)?, MAX_LISTING)).await;
@@ -282,9 +301,26 @@ impl Connection {
             }
             Ok(Err(error)) => self.file_error(request, error).await,
             Err(e) => {
-                self.send_code(request, ErrorCode::Internal, e.to_string())
+                self.refuse_file(request, RefusalKind::Internal, e.to_string())
                     .await
             }
         }
+    }
+
+    /// Removes the sandboxes made on this connection that were not to be kept.
+    pub(super) async fn remove_sandboxes(&mut self) {
+        let sandboxes = std::mem::take(&mut self.sandboxes);
+        if sandboxes.is_empty() {
+            return;
+        }
+        let area = Arc::clone(&self.files);
+        let _ = tokio::task::spawn_blocking(move || {
+            for sandbox in sandboxes {
+                if let Err(e) = area.remove_sandbox(&sandbox) {
+                    tracing::warn!("cannot remove sandbox: {e}");
+                }
+            }
+        })
+        .await;
     }
 }

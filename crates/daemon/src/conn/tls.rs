@@ -55,3 +55,22 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, DaemonError> {
         .map_err(|e| config_error(&e))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
+
+/// The common name of a client certificate, if it is usable as a name and a directory name.
+pub fn common_name(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let name = parsed
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    let usable = !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    usable.then_some(name)
+}

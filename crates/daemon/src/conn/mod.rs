@@ -1,0 +1,441 @@
+//! The connection layer every dialect shares.
+//!
+//! [`bind`] opens a listener by the rules: a private directory and one daemon per Unix socket;
+//! TLS with a certificate; every listener of an authenticating dialect beyond the owner's
+//! socket with a token or client certificates; plaintext TCP on loopback addresses only,
+//! unless the configuration file opts that listener out (a warning is logged). [`accept_loop`]
+//! then admits each connection: the peer's uid on a Unix socket (the owner only), the TLS
+//! handshake under the handshake time limit (a verified client certificate names the peer and
+//! gives it a file area of its own), a connection slot (`--max-connections` counts the
+//! connections of every dialect), and a place in the engine's peer registry. A connection that
+//! is not admitted gets one refusal in its dialect's own words and is closed. An admitted one
+//! is handed to its dialect's adapter as a [`Conn`]; the adapter watches its peer's events
+//! (the shutdown notice), its kick flag and the daemon's closing flag, and says each in its
+//! own way.
+
+pub mod tls;
+pub mod unix;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::peers::{NewPeer, PeerHandle};
+use ferry_io::fdpass::{FdInbox, FdReadHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::listeners::{ListenSpec, Row, Transport};
+use crate::policy::{Access, CommandPolicy, RefusalKind};
+use crate::server::Server;
+use crate::{DaemonConfig, DaemonError, Listener, TlsFiles};
+
+/// The reading half of a connection, whatever its transport.
+pub(crate) type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
+/// The writing half of a connection, whatever its transport.
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// How long a refusal may take to write before the connection is dropped.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
+/// A connection the layer admitted, handed to its dialect's adapter.
+pub(crate) struct Conn {
+    /// Its reading half. On a Unix socket every read goes through `recvmsg`, and fds that
+    /// come land in `fds` (read it with `FrameReader::bounded`).
+    pub read: BoxRead,
+    /// Its writing half.
+    pub write: BoxWrite,
+    /// Fds received on it (Unix sockets only).
+    pub fds: Option<FdInbox>,
+    /// Its place in the daemon.
+    pub peer: Peer,
+    /// What it may do.
+    pub access: Access,
+    /// The daemon.
+    pub server: Arc<Server>,
+}
+
+/// An admitted connection's place in the daemon: its entry in the peer registry and its
+/// connection slot, both held as long as this lives.
+pub(crate) struct Peer {
+    /// Its registry entry: id, events, kick flag.
+    pub handle: PeerHandle,
+    /// Where it connects from (for logs).
+    pub address: String,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Peer {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        self.handle.id()
+    }
+}
+
+/// A listener, bound and ready to accept.
+pub(crate) struct Bound {
+    socket: Socket,
+    row: &'static Row,
+    access: Access,
+    /// The Unix socket's lock and file, released and removed when dropped.
+    _guard: Option<unix::UnixSocketGuard>,
+}
+
+enum Socket {
+    Unix(UnixListener),
+    Tcp(TcpListener, Option<TlsAcceptor>),
+}
+
+/// Binds one listener, enforcing the rules (see the module documentation).
+pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<Bound, DaemonError> {
+    let spec = &listener.spec;
+    let row = spec.dialect.row();
+    let (host, port, tls) = match &spec.transport {
+        Transport::Unix(path) => {
+            let (socket, guard) = unix::bind(path)?;
+            let access = Access {
+                token: None,
+                commands: listener.commands.unwrap_or(CommandPolicy::Any),
+                owner: true,
+                files_dir: config.files_dir.clone(),
+            };
+            tracing::info!("listening on {spec} ({})", commands_text(access.commands));
+            return Ok(Bound {
+                socket: Socket::Unix(socket),
+                row,
+                access,
+                _guard: Some(guard),
+            });
+        }
+        Transport::Tcp { host, port } => (host, *port, false),
+        Transport::Tls { host, port } => (host, *port, true),
+        Transport::Fifo { .. } => {
+            return Err(DaemonError::Config(format!(
+                "listener {spec}: FIFO listeners are not served by this build"
+            )))
+        }
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|source| DaemonError::Io {
+            context: format!("listener {spec}: cannot resolve {host}"),
+            source,
+        })?
+        .collect();
+    let Some(&addr) = addrs.first() else {
+        return Err(DaemonError::Config(format!(
+            "listener {spec}: {host} has no address"
+        )));
+    };
+    let loopback = addrs.iter().all(|a| a.ip().is_loopback());
+    if !tls && !loopback {
+        if !listener.allow_non_loopback {
+            return Err(DaemonError::Config(format!(
+                "listener {spec}: plaintext TCP is served on loopback addresses only (127.0.0.0/8, ::1); use TLS (ferry:tls:{host}:{port} with certificates from `ferry tls init`), or, knowing that anyone who can reach {host} can then use it, set allow_non_loopback = true for this listener in the configuration file"
+            )));
+        }
+        tracing::warn!(
+            "listener {spec}: plaintext TCP beyond loopback (allow_non_loopback = true): anyone who can reach {host}:{port} can talk to this daemon unencrypted"
+        );
+    }
+    let acceptor = if tls {
+        Some(tls_acceptor(listener, config)?)
+    } else {
+        None
+    };
+    let client_certs =
+        tls && listener_tls_files(listener, config).is_some_and(|t| t.client_ca.is_some());
+    if row.authenticates && config.token.is_none() && !client_certs {
+        return Err(DaemonError::Config(format!(
+            "listener {spec}: a network listener needs a way to authenticate clients: a token (--token-file, or DIR/token with --tls-dir) or client certificates (--client-ca)"
+        )));
+    }
+    let commands = match listener.commands {
+        Some(policy) => policy,
+        None if config.allow_any_command => CommandPolicy::Any,
+        None => CommandPolicy::Catalog,
+    };
+    let socket = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Io {
+            context: format!("listener {spec}: cannot listen on {addr}"),
+            source,
+        })?;
+    let local = socket.local_addr().map_err(|source| DaemonError::Io {
+        context: format!("listener {spec}"),
+        source,
+    })?;
+    let (host, port) = (local.ip().to_string(), local.port());
+    let bound_spec = ListenSpec {
+        dialect: spec.dialect,
+        transport: if tls {
+            Transport::Tls { host, port }
+        } else {
+            Transport::Tcp { host, port }
+        },
+    };
+    tracing::info!("listening on {bound_spec} ({})", commands_text(commands));
+    let access = Access {
+        token: config.token.as_deref().map(Arc::from),
+        commands,
+        owner: false,
+        files_dir: config.files_dir.clone(),
+    };
+    Ok(Bound {
+        socket: Socket::Tcp(socket, acceptor),
+        row,
+        access,
+        _guard: None,
+    })
+}
+
+fn commands_text(commands: CommandPolicy) -> &'static str {
+    match commands {
+        CommandPolicy::Any => "any command",
+        CommandPolicy::Catalog => "catalog commands only",
+    }
+}
+
+/// The TLS files of a listener: the daemon's, with the listener's own client CA if it has one.
+fn listener_tls_files(listener: &Listener, config: &DaemonConfig) -> Option<TlsFiles> {
+    config.tls.as_ref().map(|files| TlsFiles {
+        client_ca: listener
+            .client_ca
+            .clone()
+            .or_else(|| files.client_ca.clone()),
+        ..files.clone()
+    })
+}
+
+fn tls_acceptor(listener: &Listener, config: &DaemonConfig) -> Result<TlsAcceptor, DaemonError> {
+    match listener_tls_files(listener, config) {
+        Some(files) => tls::acceptor(&files),
+        None => Err(DaemonError::Config(format!(
+            "listener {}: TLS needs a certificate and key (--tls-dir DIR from `ferry tls init`, or --tls-cert and --tls-key)",
+            listener.spec
+        ))),
+    }
+}
+
+/// Accepts connections until the daemon closes, each admitted and served by a task of its
+/// own, then waits for those tasks to end.
+pub(crate) async fn accept_loop(bound: Bound, server: Arc<Server>) {
+    let mut connections = JoinSet::new();
+    let mut closing = server.closing.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            accepted = accept(&bound.socket) => accepted,
+            () = became_true(&mut closing) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        match accepted {
+            Ok(incoming) => {
+                connections.spawn(admit(
+                    incoming,
+                    bound.row,
+                    bound.access.clone(),
+                    Arc::clone(&server),
+                ));
+            }
+            Err(e) => {
+                // Out of fds or similar: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(bound);
+    while connections.join_next().await.is_some() {}
+}
+
+/// A connection just accepted.
+enum Incoming {
+    Unix(UnixStream),
+    Tcp(TcpStream, SocketAddr, Option<TlsAcceptor>),
+}
+
+async fn accept(socket: &Socket) -> std::io::Result<Incoming> {
+    match socket {
+        Socket::Unix(listener) => Ok(Incoming::Unix(listener.accept().await?.0)),
+        Socket::Tcp(listener, tls) => {
+            let (stream, addr) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Incoming::Tcp(stream, addr, tls.clone()))
+        }
+    }
+}
+
+/// A connection that passed its transport's checks, not yet holding a slot.
+struct Admitted {
+    read: BoxRead,
+    write: BoxWrite,
+    fds: Option<FdInbox>,
+    name: String,
+    address: String,
+    access: Access,
+}
+
+/// Admits a connection (see the module documentation) and serves it.
+async fn admit(incoming: Incoming, row: &'static Row, access: Access, server: Arc<Server>) {
+    let admitted = match incoming {
+        Incoming::Unix(stream) => admit_unix(stream, row, access).await,
+        Incoming::Tcp(stream, addr, tls) => admit_tcp(stream, addr, tls, access, &server).await,
+    };
+    let Some(mut admitted) = admitted else { return };
+    let Ok(slot) = Arc::clone(&server.slots).try_acquire_owned() else {
+        tracing::warn!(
+            from = admitted.address,
+            dialect = row.name,
+            "refused a connection: connection limit reached"
+        );
+        let message = format!(
+            "too many connections (the limit is {})",
+            server.config.max_connections
+        );
+        refuse(
+            &mut admitted.write,
+            row,
+            RefusalKind::LimitReached,
+            &message,
+        )
+        .await;
+        return;
+    };
+    let handle = server.engine.peers().register(NewPeer {
+        name: admitted.name,
+        address: admitted.address.clone(),
+        dialect: row.name.into(),
+    });
+    tracing::debug!(
+        peer = handle.id(),
+        from = admitted.address,
+        dialect = row.name,
+        "connected"
+    );
+    let peer = Peer {
+        handle,
+        address: admitted.address,
+        _slot: slot,
+    };
+    let Some(serve) = row.serve else { return };
+    serve(Conn {
+        read: admitted.read,
+        write: admitted.write,
+        fds: admitted.fds,
+        peer,
+        access: admitted.access,
+        server,
+    })
+    .await;
+}
+
+/// A Unix socket serves its owner only (the peer's uid, `SO_PEERCRED`).
+async fn admit_unix(mut stream: UnixStream, row: &'static Row, access: Access) -> Option<Admitted> {
+    let cred = match stream.peer_cred() {
+        Ok(cred) => cred,
+        Err(e) => {
+            tracing::warn!("cannot read peer credentials: {e}");
+            return None;
+        }
+    };
+    if cred.uid() != rustix::process::getuid().as_raw() {
+        tracing::warn!(uid = cred.uid(), "refused a connection from another user");
+        let message = "this daemon serves only its owner";
+        refuse(&mut stream, row, RefusalKind::PermissionDenied, message).await;
+        return None;
+    }
+    let address = match cred.pid() {
+        Some(pid) => format!("unix, pid {pid}"),
+        None => "unix".into(),
+    };
+    let (read, write) = stream.into_split();
+    let fds = FdInbox::default();
+    Some(Admitted {
+        read: Box::new(FdReadHalf::new(read, fds.clone())),
+        write: Box::new(write),
+        fds: Some(fds),
+        name: unix::user_name(cred.uid()),
+        address,
+        access,
+    })
+}
+
+/// TCP: the TLS handshake under the handshake time limit, if the listener has TLS. A verified
+/// client certificate authenticates the peer (no token needed) and names it; its files live
+/// in an area of its own.
+async fn admit_tcp(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    mut access: Access,
+    server: &Server,
+) -> Option<Admitted> {
+    let address = addr.to_string();
+    let Some(tls) = tls else {
+        let (read, write) = stream.into_split();
+        return Some(Admitted {
+            read: Box::new(read),
+            write: Box::new(write),
+            fds: None,
+            name: "token".into(),
+            address,
+            access,
+        });
+    };
+    let handshake = tokio::time::timeout(server.config.handshake_timeout, tls.accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(%addr, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(%addr, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let mut name = "token".to_owned();
+    if let Some(certs) = stream.get_ref().1.peer_certificates() {
+        // rustls verified it against the client CA: the peer is authenticated.
+        let common = certs.first().and_then(|cert| tls::common_name(cert));
+        tracing::info!(%addr, client = ?common, "client certificate accepted");
+        access.token = None;
+        let area = common.unwrap_or_else(|| "unnamed".into());
+        access.files_dir = access.files_dir.join("clients").join(&area);
+        name = area;
+    }
+    let (read, write) = tokio::io::split(stream);
+    Some(Admitted {
+        read: Box::new(read),
+        write: Box::new(write),
+        fds: None,
+        name,
+        address,
+        access,
+    })
+}
+
+/// Writes one refusal in the dialect's words on a connection that will not be served, then
+/// closes it (a peer that does not read cannot hold this up).
+async fn refuse(
+    stream: &mut (impl AsyncWrite + Unpin),
+    row: &Row,
+    kind: RefusalKind,
+    message: &str,
+) {
+    let bytes = (row.refusal)(kind, message);
+    let _ = tokio::time::timeout(REFUSAL_WRITE, async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await
+    })
+    .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Resolves once the watched flag is true (or its sender is gone).
+pub(crate) async fn became_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|value| *value).await;
+}

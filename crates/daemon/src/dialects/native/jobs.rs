@@ -1,0 +1,364 @@
+//! Jobs on a native connection: `Run` (plain, sandboxed, in a session, on passed fds),
+//! `Stdin`, `CloseStdin`, `Attach`, `ListJobs` and `Signal`, and the tasks that stream a
+//! followed job's output to the client.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::store::millis;
+use ferry_engine::{
+    ExitReport, JobOrigin, JobPhase, JobSnapshot, JobSpec, OutputEvent, OutputStream, PassedStdio,
+};
+use ferry_io::frame;
+use ferry_wire::native::{
+    encode_output_head, ClientMessage, DaemonMessage, ErrorCode, JobExit, JobId, JobInfo, JobState,
+    Stream,
+};
+use serde_bytes::ByteBuf;
+
+use super::{Connection, Outgoing};
+use crate::policy::{blocking, Answer, Refusal, RefusalKind};
+
+impl Connection {
+    pub(super) async fn job_request(&mut self, request: ClientMessage) {
+        let engine = self.server.engine.clone();
+        match request {
+            ClientMessage::Run {
+                request,
+                argv,
+                cwd,
+                env,
+                stdin,
+                timeout_ms,
+                hangup_on_disconnect,
+                follow,
+                sandbox,
+                pass_stdio,
+                session,
+            } => {
+                // Fds are claimed first, so that a refused Run does not leave them behind.
+                let stdio = if pass_stdio {
+                    match self.take_passed_stdio() {
+                        Ok(stdio) => Some(stdio),
+                        Err(refusal) => return self.refuse(Some(request), refusal).await,
+                    }
+                } else {
+                    None
+                };
+                let timeout = timeout_ms.map(Duration::from_millis);
+                let submitted = match session {
+                    Some(session) => {
+                        self.session_job(&session, &argv, stdio, stdin, timeout)
+                            .await
+                    }
+                    None => {
+                        let spec = JobSpec {
+                            stdio,
+                            stdin,
+                            timeout,
+                            ..JobSpec::default()
+                        };
+                        self.plain_job(spec, argv, cwd, env, sandbox).await
+                    }
+                };
+                match submitted {
+                    Ok((job, queued)) => {
+                        tracing::debug!(peer = self.peer.id(), job, queued, "job accepted");
+                        self.send(&DaemonMessage::Accepted {
+                            request,
+                            job,
+                            queued,
+                        })
+                        .await;
+                        if hangup_on_disconnect {
+                            self.hangup_jobs.push(job);
+                        }
+                        if follow {
+                            // The job's own client: it never misses output.
+                            self.follow(job, true, true, true, request).await;
+                        }
+                    }
+                    Err(refusal) => self.refuse(Some(request), refusal).await,
+                }
+            }
+            ClientMessage::Stdin { job, data } => {
+                if let Err(e) = engine.write_stdin(job, data).await {
+                    self.refuse(None, e.refusal()).await;
+                }
+            }
+            ClientMessage::CloseStdin { job } => {
+                if let Err(e) = engine.close_stdin(job) {
+                    self.refuse(None, e.refusal()).await;
+                }
+            }
+            ClientMessage::Attach {
+                request,
+                job,
+                replay,
+                follow,
+            } => match engine.snapshot(job) {
+                Ok(snapshot) => {
+                    self.send(&DaemonMessage::Attached {
+                        request,
+                        info: job_info(&snapshot),
+                    })
+                    .await;
+                    self.follow(job, replay, follow, false, request).await;
+                }
+                Err(e) => self.refuse(Some(request), e.refusal()).await,
+            },
+            ClientMessage::ListJobs {
+                request,
+                all: false,
+            } => {
+                let jobs = engine.list().iter().map(job_info).collect();
+                self.send(&DaemonMessage::Jobs { request, jobs }).await;
+            }
+            ClientMessage::ListJobs { request, all: true } => {
+                let listed = blocking(move || engine.history()).await.map(|jobs| {
+                    let jobs = jobs.iter().map(job_info).collect();
+                    DaemonMessage::Jobs { request, jobs }
+                });
+                self.answer(request, listed).await;
+            }
+            ClientMessage::Signal {
+                request,
+                job,
+                signal,
+            } => {
+                let answer = engine
+                    .signal(job, signal)
+                    .map(|()| DaemonMessage::Done { request })
+                    .map_err(|e| e.refusal());
+                self.answer(request, answer).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Submits a plain command (not in a session), as this connection may.
+    async fn plain_job(
+        &self,
+        mut spec: JobSpec,
+        argv: Vec<ByteBuf>,
+        cwd: Option<ByteBuf>,
+        env: Option<Vec<(ByteBuf, ByteBuf)>>,
+        sandbox: Option<ByteBuf>,
+    ) -> Result<(JobId, bool), Refusal> {
+        let argv: Vec<OsString> = argv.into_iter().map(os_string).collect();
+        spec.argv = self
+            .access
+            .allowed_command(&self.server.catalog, argv)
+            .inspect_err(|refusal| {
+                tracing::warn!(
+                    from = self.peer.address,
+                    "refused a command: {}",
+                    refusal.message
+                );
+            })?;
+        if self.access.owner {
+            spec.cwd = cwd.map(|c| PathBuf::from(os_string(c)));
+            spec.env = env.map(|env| {
+                env.into_iter()
+                    .map(|(k, v)| (os_string(k), os_string(v)))
+                    .collect()
+            });
+        } else {
+            // A remote client's directory and environment mean nothing here, and an
+            // environment could inject code (LD_PRELOAD): use the daemon's.
+            spec.cwd = Some(self.access.files_dir.clone());
+        }
+        if let Some(sandbox) = sandbox {
+            let dir = self
+                .sandbox_dir(sandbox.into_vec())
+                .await
+                .map_err(|error| error.refusal())?;
+            spec.cwd = Some(dir);
+        }
+        spec.origin = self.origin();
+        self.server.engine.submit(spec).map_err(|e| e.refusal())
+    }
+
+    /// Submits a command line to run in a session.
+    async fn session_job(
+        &self,
+        session: &str,
+        argv: &[ByteBuf],
+        stdio: Option<PassedStdio>,
+        stdin: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(JobId, bool), Refusal> {
+        self.access.sessions_allowed()?;
+        let code = argv
+            .iter()
+            .map(|a| a.as_slice())
+            .collect::<Vec<_>>()
+            .join(&b' ');
+        let server = Arc::clone(&self.server);
+        let session = session.to_owned();
+        let job = JobSpec {
+            stdio,
+            stdin,
+            timeout,
+            origin: self.origin(),
+            ..JobSpec::default()
+        };
+        blocking(move || server.sessions.submit(&server.engine, &session, &code, job)).await
+    }
+
+    /// Who submits jobs on this connection, for their records and the peer registry.
+    pub(super) fn origin(&self) -> JobOrigin {
+        JobOrigin {
+            owner: self.peer.address.clone(),
+            dialect: "ferry".into(),
+            peer: Some(self.peer.id().to_owned()),
+        }
+    }
+
+    /// The client's stdin, stdout and stderr, passed with the `Run` being dispatched.
+    fn take_passed_stdio(&self) -> Result<PassedStdio, Refusal> {
+        let invalid = |message: String| Refusal::new(RefusalKind::InvalidRequest, message);
+        let Some(inbox) = &self.fd_inbox else {
+            return Err(invalid(
+                "file descriptors can be passed on a Unix socket only".into(),
+            ));
+        };
+        let fds = inbox.claim(self.frame_span);
+        if fds.is_empty() {
+            return Err(invalid(
+                "Run asked to pass stdio, but no file descriptors came with it".into(),
+            ));
+        }
+        match <[OwnedFd; 3]>::try_from(fds) {
+            Ok([stdin, stdout, stderr]) => Ok(PassedStdio {
+                stdin,
+                stdout,
+                stderr,
+            }),
+            Err(fds) => Err(invalid(format!(
+                "passing stdio takes exactly 3 file descriptors (stdin, stdout, stderr), {} came; they were closed",
+                fds.len()
+            ))),
+        }
+    }
+
+    /// Starts a task that streams a job's output to this connection.
+    async fn follow(
+        &mut self,
+        job: JobId,
+        replay: bool,
+        follow: bool,
+        holding: bool,
+        request: u64,
+    ) {
+        let mut reader = match self.server.engine.output(job, replay, follow, holding) {
+            Ok(reader) => reader,
+            Err(e) => return self.refuse(Some(request), e.refusal()).await,
+        };
+        let out = self.out.clone();
+        self.followers.spawn(async move {
+            loop {
+                let message = match reader.next().await {
+                    Ok(Some(OutputEvent::Chunk {
+                        stream,
+                        offset,
+                        data,
+                    })) => {
+                        let stream = match stream {
+                            OutputStream::Stdout => Stream::Stdout,
+                            OutputStream::Stderr => Stream::Stderr,
+                        };
+                        let mut head = Vec::with_capacity(64);
+                        if let Err(e) =
+                            encode_output_head(job, stream, offset, data.len(), &mut head)
+                        {
+                            tracing::error!(job, "cannot encode output: {e}");
+                            break;
+                        }
+                        if out.send(Outgoing::Output { head, data }).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(Some(OutputEvent::Exit(report))) => DaemonMessage::Exit {
+                        job,
+                        exit: job_exit(&report),
+                    },
+                    Ok(Some(OutputEvent::End)) => DaemonMessage::LogEnd { request, job },
+                    Ok(Some(OutputEvent::StoreFailed(error))) => {
+                        let warning = DaemonMessage::Error {
+                            request: None,
+                            code: ErrorCode::Internal,
+                            message: format!(
+                                "job {job}: its output can no longer be stored ({error}); it still arrives here, but its log will lack it"
+                            ),
+                        };
+                        if let Ok(bytes) = frame(&warning) {
+                            if out.send(Outgoing::Frame(bytes)).await.is_err() {
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(e) => DaemonMessage::Error {
+                        request: Some(request),
+                        code: ErrorCode::Internal,
+                        message: format!("job {job}: {e}"),
+                    },
+                };
+                // Exit, end of log and errors are the last frame of this stream.
+                if let Ok(bytes) = frame(&message) {
+                    let _ = out.send(Outgoing::Frame(bytes)).await;
+                }
+                break;
+            }
+        });
+    }
+}
+
+pub(super) fn os_string(bytes: ByteBuf) -> OsString {
+    OsString::from_vec(bytes.into_vec())
+}
+
+/// A job's end, as the wire carries it.
+fn job_exit(report: &ExitReport) -> JobExit {
+    JobExit {
+        code: report.code,
+        signal: report.signal,
+        wall_us: report.wall_us(),
+        timed_out: report.timed_out,
+        error: report.error.clone(),
+        killed: report.killed,
+        lost: report.lost,
+    }
+}
+
+/// A job, as the wire lists it.
+fn job_info(snapshot: &JobSnapshot) -> JobInfo {
+    let (state, exit) = match &snapshot.phase {
+        JobPhase::Queued => (JobState::Queued, None),
+        JobPhase::Running { .. } => (JobState::Running, None),
+        JobPhase::Finished(report) if report.lost => (JobState::Lost, Some(job_exit(report))),
+        JobPhase::Finished(report) => (JobState::Finished, Some(job_exit(report))),
+    };
+    JobInfo {
+        id: snapshot.id,
+        state,
+        argv: snapshot
+            .argv
+            .iter()
+            .map(|a| ByteBuf::from(a.as_bytes().to_vec()))
+            .collect(),
+        pid: snapshot.pid,
+        submitted_ms: millis(snapshot.submitted),
+        started_ms: snapshot.started.map(millis),
+        run_us: u64::try_from(snapshot.run_time.as_micros()).unwrap_or(u64::MAX),
+        exit,
+        unstored_bytes: snapshot.unstored_bytes,
+    }
+}

@@ -1,0 +1,504 @@
+//! The native `ferry` dialect adapter: the handshake, then each [`ClientMessage`] mapped to
+//! engine calls, job output and events streamed back as [`DaemonMessage`]s.
+//!
+//! Each connection has a reader (this task), a writer task fed by a bounded channel of encoded
+//! frames, and one task per followed job (or file being sent) that works at the client's pace.
+//! The requests are served by family: [`jobs`] (run, stdin, attach, list, signal), [`files`]
+//! (put, get, sandboxes), [`sessions`], [`peers`] (list, kick) and [`admin`] (shutdown, prune).
+
+mod admin;
+mod files;
+mod jobs;
+mod peers;
+mod sessions;
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_engine::files::FileArea;
+use ferry_engine::peers::PeerEvent;
+use ferry_io::fdpass::FdInbox;
+use ferry_io::{frame, FrameError, FrameReader};
+use ferry_wire::native::{
+    ClientMessage, DaemonMessage, ErrorCode, JobId, NoticeKind, WireError, HANDSHAKE_MAX_FRAME,
+    PROTOCOL_VERSION,
+};
+use std::collections::{HashMap, HashSet};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::conn::{became_true, BoxRead, BoxWrite, Conn, Peer};
+use crate::policy::{Access, Refusal, RefusalKind};
+use crate::server::Server;
+use files::UploadPipe;
+
+/// Encoded frames queued per connection before job readers wait for the client.
+const OUTBOX_FRAMES: usize = 64;
+
+/// How long a closing connection waits for its job readers to deliver their last frames.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a failed authentication costs the peer before it gets its answer.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+
+/// Capabilities announced in `Welcome`.
+const CAPABILITIES: &[&str] = &[
+    "jobs",
+    "attach",
+    "stdin",
+    "signal",
+    "timeout",
+    "queue",
+    "files",
+    "sandbox",
+    "sessions",
+    "pass-stdio",
+    "peers",
+];
+
+/// Serves one admitted connection (the listener table's entry point).
+pub(crate) fn serve(conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(Connection::serve(conn))
+}
+
+/// A refusal of a connection that will not be served: one `Error` frame.
+pub(crate) fn refusal(kind: RefusalKind, message: &str) -> Vec<u8> {
+    frame(&DaemonMessage::Error {
+        request: None,
+        code: error_code(kind),
+        message: message.into(),
+    })
+    .unwrap_or_default()
+}
+
+/// The wire code of a refusal.
+fn error_code(kind: RefusalKind) -> ErrorCode {
+    match kind {
+        RefusalKind::PermissionDenied => ErrorCode::PermissionDenied,
+        RefusalKind::InvalidRequest => ErrorCode::InvalidRequest,
+        RefusalKind::UnknownJob => ErrorCode::UnknownJob,
+        RefusalKind::LimitReached => ErrorCode::LimitReached,
+        RefusalKind::ShuttingDown => ErrorCode::ShuttingDown,
+        RefusalKind::Internal => ErrorCode::Internal,
+    }
+}
+
+/// Why a connection must be closed.
+struct Fatal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Fatal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Fatal {
+        Fatal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// One item of a connection's outbox.
+enum Outgoing {
+    /// A whole encoded frame.
+    Frame(Vec<u8>),
+    /// An output frame: its encoded head, then the data from where it already lies.
+    Output { head: Vec<u8>, data: Bytes },
+}
+
+/// Writes `head` then `data` with as few system calls as the socket allows.
+async fn write_head_and_data(
+    writer: &mut (impl AsyncWrite + Unpin),
+    mut head: &[u8],
+    mut data: &[u8],
+) -> std::io::Result<()> {
+    while !head.is_empty() {
+        let n = writer
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(data)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n >= head.len() {
+            data = &data[n - head.len()..];
+            head = &[];
+        } else {
+            head = &head[n..];
+        }
+    }
+    writer.write_all(data).await
+}
+
+/// Drains the outbox into the socket until every sender is gone.
+async fn write_outbox(mut write_half: BoxWrite, mut outbox: mpsc::Receiver<Outgoing>) {
+    while let Some(item) = outbox.recv().await {
+        let written = match item {
+            Outgoing::Frame(bytes) => write_half.write_all(&bytes).await,
+            Outgoing::Output { head, data } => {
+                write_head_and_data(&mut write_half, &head, &data).await
+            }
+        };
+        if written.is_err() {
+            break;
+        }
+        // A TLS stream holds written bytes until flushed: flush whenever nothing else is
+        // waiting to be written.
+        if outbox.is_empty() && write_half.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = write_half.shutdown().await;
+}
+
+struct Connection {
+    server: Arc<Server>,
+    peer: Peer,
+    access: Access,
+    /// This client's file area.
+    files: Arc<FileArea>,
+    out: mpsc::Sender<Outgoing>,
+    /// Tasks that stream to this client at its pace: followed jobs, files being sent.
+    followers: JoinSet<()>,
+    hangup_jobs: Vec<JobId>,
+    /// Files being put on this connection, by request id (dropped unfinished on disconnect,
+    /// which removes their temporary files).
+    uploads: HashMap<u64, UploadPipe>,
+    /// Puts that failed: their remaining `PutData` frames are dropped quietly.
+    failed_uploads: HashSet<u64>,
+    /// Sandboxes made on this connection that go when it closes.
+    sandboxes: Vec<PathBuf>,
+    /// Fds received with this connection's frames (Unix sockets only).
+    fd_inbox: Option<FdInbox>,
+    /// Stream offsets of the frame being dispatched.
+    frame_span: (u64, u64),
+}
+
+impl Connection {
+    async fn serve(conn: Conn) {
+        let (out, outbox) = mpsc::channel::<Outgoing>(OUTBOX_FRAMES);
+        let writer = tokio::spawn(write_outbox(conn.write, outbox));
+        let server = conn.server;
+        let files = if conn.access.files_dir == server.config.files_dir {
+            Arc::clone(&server.files)
+        } else {
+            let dir = conn.access.files_dir.clone();
+            match tokio::task::spawn_blocking(move || FileArea::open(&dir)).await {
+                Ok(Ok(area)) => Arc::new(area),
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        peer = conn.peer.id(),
+                        "cannot open the client's file area: {e}"
+                    );
+                    return;
+                }
+                Err(_) => return,
+            }
+        };
+        let mut connection = Connection {
+            server,
+            peer: conn.peer,
+            access: conn.access,
+            files,
+            out,
+            followers: JoinSet::new(),
+            hangup_jobs: Vec::new(),
+            uploads: HashMap::new(),
+            failed_uploads: HashSet::new(),
+            sandboxes: Vec::new(),
+            fd_inbox: conn.fds,
+            frame_span: (0, 0),
+        };
+        // A connection that may carry fds is read one message at a time (see FdInbox).
+        let mut reader: FrameReader<BoxRead> = if connection.fd_inbox.is_some() {
+            FrameReader::bounded(conn.read)
+        } else {
+            FrameReader::new(conn.read)
+        };
+        let outcome = match connection.handshake(&mut reader).await {
+            Ok(true) => connection.serve_requests(&mut reader).await,
+            Ok(false) => Ok(()),
+            Err(fatal) => Err(fatal),
+        };
+        if let Err(fatal) = outcome {
+            tracing::info!(
+                peer = connection.peer.id(),
+                "closing connection: {}",
+                fatal.message
+            );
+            connection
+                .send(&DaemonMessage::Error {
+                    request: None,
+                    code: fatal.code,
+                    message: fatal.message,
+                })
+                .await;
+        }
+        connection.close().await;
+        let peer = connection.peer.id().to_owned();
+        drop(connection);
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
+        tracing::debug!(peer, "disconnected");
+    }
+
+    /// Reads the `Hello`; `Ok(false)` when the client left before sending one.
+    async fn handshake<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+    ) -> Result<bool, Fatal> {
+        let timeout = self.server.config.handshake_timeout;
+        let first = tokio::time::timeout(timeout, reader.next(HANDSHAKE_MAX_FRAME))
+            .await
+            .map_err(|_| {
+                Fatal::new(
+                    ErrorCode::BadHandshake,
+                    format!("no Hello within {} ms", timeout.as_millis()),
+                )
+            })?
+            .map_err(|e| frame_fatal(e, "before the handshake"))?;
+        match first {
+            None => Ok(false),
+            Some(ClientMessage::Hello { version, token, .. }) if version == PROTOCOL_VERSION => {
+                if let Some(expected) = &self.access.token {
+                    let given = token.as_deref().unwrap_or("");
+                    let matches: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
+                    if token.is_none() || !matches {
+                        // Logged without the token; the delay makes guessing slow.
+                        tracing::warn!(
+                            from = self.peer.address,
+                            token_given = token.is_some(),
+                            "authentication failed"
+                        );
+                        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+                        let why = if token.is_none() { "no token given" } else { "wrong token" };
+                        return Err(Fatal::new(
+                            ErrorCode::PermissionDenied,
+                            format!("authentication failed: {why}"),
+                        ));
+                    }
+                }
+                self.send(&DaemonMessage::Welcome {
+                    version: PROTOCOL_VERSION,
+                    peer: self.peer.id().to_owned(),
+                    daemon: format!("ferry {}", env!("CARGO_PKG_VERSION")),
+                    capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+                    max_frame: self.server.config.max_frame as u64,
+                })
+                .await;
+                Ok(true)
+            }
+            Some(ClientMessage::Hello { version, .. }) => Err(Fatal::new(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "client speaks protocol version {version}, this daemon speaks {PROTOCOL_VERSION}"
+                ),
+            )),
+            Some(other) => Err(Fatal::new(
+                ErrorCode::BadHandshake,
+                format!(
+                    "the first message must be Hello, not {}",
+                    message_name(&other)
+                ),
+            )),
+        }
+    }
+
+    async fn serve_requests<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+    ) -> Result<(), Fatal> {
+        let mut closing = self.server.closing.subscribe();
+        let max_frame = self.server.config.max_frame;
+        let kick = self.peer.handle.kick();
+        loop {
+            tokio::select! {
+                message = reader.next::<ClientMessage>(max_frame) => {
+                    match message.map_err(|e| frame_fatal(e, "after the handshake"))? {
+                        Some(message) => {
+                            self.frame_span = reader.last_frame_span();
+                            let name = message_name(&message);
+                            self.dispatch(message).await?;
+                            self.refuse_stray_fds(name).await;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                Some(event) = self.peer.handle.next_event() => match event {
+                    PeerEvent::ShuttingDown => {
+                        self.send(&DaemonMessage::Notice {
+                            kind: NoticeKind::ShuttingDown,
+                            message: "the ferry daemon is going down; running jobs are being terminated".into(),
+                        }).await;
+                        self.peer.handle.shutdown_told();
+                    }
+                },
+                reason = kick.kicked() => {
+                    self.send(&DaemonMessage::Notice {
+                        kind: NoticeKind::Kicked,
+                        message: format!("disconnected by the daemon's owner ({reason}); your jobs go on"),
+                    }).await;
+                    return Ok(());
+                }
+                () = became_true(&mut closing) => return Ok(()),
+                Some(_) = self.followers.join_next(), if !self.followers.is_empty() => {}
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, message: ClientMessage) -> Result<(), Fatal> {
+        match message {
+            ClientMessage::Hello { .. } => {
+                return Err(Fatal::new(
+                    ErrorCode::BadHandshake,
+                    "Hello sent twice on one connection",
+                ))
+            }
+            request @ (ClientMessage::Run { .. }
+            | ClientMessage::Stdin { .. }
+            | ClientMessage::CloseStdin { .. }
+            | ClientMessage::Attach { .. }
+            | ClientMessage::ListJobs { .. }
+            | ClientMessage::Signal { .. }) => self.job_request(request).await,
+            request @ (ClientMessage::PutStart { .. }
+            | ClientMessage::PutData { .. }
+            | ClientMessage::PutEnd { .. }
+            | ClientMessage::Get { .. }
+            | ClientMessage::Sandbox { .. }
+            | ClientMessage::List { .. }) => self.file_request(request).await,
+            request @ (ClientMessage::SessionNew { .. }
+            | ClientMessage::SessionState { .. }
+            | ClientMessage::SessionClose { .. }) => self.session_request(request).await,
+            request @ (ClientMessage::ListPeers { .. } | ClientMessage::KickPeers { .. }) => {
+                self.peer_request(request).await
+            }
+            request @ (ClientMessage::Shutdown { .. } | ClientMessage::Prune { .. }) => {
+                self.admin_request(request).await
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the connection: on a daemon shutdown, lets job readers deliver their last frames;
+    /// on a client's departure (or a kick), stops them and hangs up the jobs that asked for it.
+    async fn close(&mut self) {
+        let daemon_closing = *self.server.closing.borrow();
+        if daemon_closing {
+            let followers = &mut self.followers;
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+                while followers.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        self.followers.abort_all();
+        self.remove_sandboxes().await;
+        for job in self.hangup_jobs.drain(..) {
+            // Jobs that already ended answer an error: nothing to hang up.
+            if self.server.engine.signal(job, libc::SIGHUP).is_ok() {
+                tracing::info!(
+                    peer = self.peer.id(),
+                    job,
+                    "client left: sent SIGHUP to job"
+                );
+            }
+        }
+    }
+
+    /// Closes fds that came with frames that take none, and tells the client.
+    async fn refuse_stray_fds(&self, frame_name: &str) {
+        let Some(inbox) = &self.fd_inbox else { return };
+        let stray = inbox.drop_unclaimable(self.frame_span.1);
+        if stray > 0 {
+            tracing::info!(
+                peer = self.peer.id(),
+                stray,
+                "closed fds sent with a frame that takes none"
+            );
+            self.send(&DaemonMessage::Error {
+                request: None,
+                code: ErrorCode::InvalidRequest,
+                message: format!(
+                    "{stray} file descriptor(s) came with a {frame_name} frame, which takes none; they were closed (only Run with pass_stdio takes fds)"
+                ),
+            })
+            .await;
+        }
+    }
+
+    async fn send(&self, message: &DaemonMessage) {
+        match frame(message) {
+            Ok(bytes) => {
+                // A closed outbox means the client is gone; the reader notices on its own.
+                let _ = self.out.send(Outgoing::Frame(bytes)).await;
+            }
+            Err(e) => tracing::error!("cannot encode a message: {e}"),
+        }
+    }
+
+    /// Sends a request's refusal.
+    async fn refuse(&self, request: Option<u64>, refusal: Refusal) {
+        self.send(&DaemonMessage::Error {
+            request,
+            code: error_code(refusal.kind),
+            message: refusal.message,
+        })
+        .await;
+    }
+
+    /// Sends a request's answer, or its refusal.
+    async fn answer(&self, request: u64, answer: Result<DaemonMessage, Refusal>) {
+        match answer {
+            Ok(message) => self.send(&message).await,
+            Err(refusal) => self.refuse(Some(request), refusal).await,
+        }
+    }
+}
+
+fn frame_fatal(error: FrameError, when: &str) -> Fatal {
+    match error {
+        FrameError::Decode(WireError::FrameTooLarge { len, max }) => Fatal::new(
+            ErrorCode::FrameTooLarge,
+            format!("frame of {len} bytes {when} is over the limit of {max} bytes"),
+        ),
+        FrameError::Decode(e) => Fatal::new(ErrorCode::BadFrame, format!("{e} ({when})")),
+        FrameError::Truncated(n) => Fatal::new(
+            ErrorCode::BadFrame,
+            format!("connection closed in the middle of a frame ({n} bytes)"),
+        ),
+        // Fds lost to a truncated control message: the stream is not to be trusted.
+        FrameError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            Fatal::new(ErrorCode::BadFrame, format!("{e} ({when})"))
+        }
+        FrameError::Io(e) => Fatal::new(ErrorCode::Internal, format!("read failed: {e}")),
+    }
+}
+
+fn message_name(message: &ClientMessage) -> &'static str {
+    match message {
+        ClientMessage::Hello { .. } => "Hello",
+        ClientMessage::Run { .. } => "Run",
+        ClientMessage::Stdin { .. } => "Stdin",
+        ClientMessage::CloseStdin { .. } => "CloseStdin",
+        ClientMessage::Attach { .. } => "Attach",
+        ClientMessage::ListJobs { .. } => "ListJobs",
+        ClientMessage::Signal { .. } => "Signal",
+        ClientMessage::Shutdown { .. } => "Shutdown",
+        ClientMessage::PutStart { .. } => "PutStart",
+        ClientMessage::PutData { .. } => "PutData",
+        ClientMessage::PutEnd { .. } => "PutEnd",
+        ClientMessage::Get { .. } => "Get",
+        ClientMessage::Sandbox { .. } => "Sandbox",
+        ClientMessage::List { .. } => "List",
+        ClientMessage::Prune { .. } => "Prune",
+        ClientMessage::SessionNew { .. } => "SessionNew",
+        ClientMessage::SessionState { .. } => "SessionState",
+        ClientMessage::SessionClose { .. } => "SessionClose",
+        ClientMessage::ListPeers { .. } => "ListPeers",
+        ClientMessage::KickPeers { .. } => "KickPeers",
+    }
+}

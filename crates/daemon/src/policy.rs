@@ -1,0 +1,185 @@
+//! What a connection may do, and how the layers' errors answer a request, for every dialect.
+//!
+//! [`Access`] is decided by the connection layer from the listener and how the peer
+//! authenticated: whether any command may run or only the catalog's, whether it is the owner's
+//! own socket, where its jobs and files live. Refusals come as a [`Refusal`] with a
+//! dialect-neutral [`RefusalKind`]; each adapter words it in its own frames.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_engine::files::FileError;
+use ferry_engine::sessions::SessionError;
+use ferry_engine::EngineError;
+
+use crate::catalog::Catalog;
+
+/// Which commands a listener's clients may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandPolicy {
+    /// Any command, as in the owner's shell.
+    Any,
+    /// Only the names in the daemon's catalog.
+    Catalog,
+}
+
+/// What a connection may do, and how it must authenticate.
+#[derive(Clone, Debug)]
+pub(crate) struct Access {
+    /// The token the dialect's handshake must carry; `None` when the transport already proved
+    /// who the peer is (the owner's uid on a Unix socket, or a verified client certificate).
+    pub token: Option<Arc<str>>,
+    /// Which commands may run.
+    pub commands: CommandPolicy,
+    /// The owner's own socket: the client's working directory and environment are used, and
+    /// it may shut the daemon down, prune its history and manage its peers. Otherwise jobs run
+    /// in `files_dir` with the daemon's environment.
+    pub owner: bool,
+    /// Where this connection's files live and its remote jobs run.
+    pub files_dir: PathBuf,
+}
+
+/// The kind of a refusal, which each dialect words in its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalKind {
+    /// Not allowed for this peer.
+    PermissionDenied,
+    /// The request makes no sense.
+    InvalidRequest,
+    /// No such job.
+    UnknownJob,
+    /// A limit was reached.
+    LimitReached,
+    /// The daemon is going down.
+    ShuttingDown,
+    /// The daemon failed.
+    Internal,
+}
+
+/// A request's refusal: its kind and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    /// What kind of refusal.
+    pub kind: RefusalKind,
+    /// What to tell the peer.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal of `kind` saying `message`.
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl Access {
+    /// The argv to run for a client's argv, as this connection allows it: unchanged where any
+    /// command may run, otherwise resolved through the daemon's catalog.
+    pub fn allowed_command(
+        &self,
+        catalog: &Catalog,
+        argv: Vec<OsString>,
+    ) -> Result<Vec<OsString>, Refusal> {
+        if self.commands == CommandPolicy::Any {
+            return Ok(argv);
+        }
+        let Some(name) = argv.first() else {
+            return Ok(argv); // the engine answers an empty command
+        };
+        catalog.resolve(name, &argv[1..]).ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::PermissionDenied,
+                format!(
+                    "'{}' is not in this daemon's command catalog, and this listener runs catalog commands only (rule: commands = catalog; the daemon's --allow-any-command lifts it)",
+                    name.to_string_lossy()
+                ),
+            )
+        })
+    }
+
+    /// Sessions run any shell code: only where any command may run.
+    pub fn sessions_allowed(&self) -> Result<(), Refusal> {
+        if self.commands == CommandPolicy::Any {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                RefusalKind::PermissionDenied,
+                "sessions run any shell code, and this listener runs catalog commands only (rule: commands = catalog)",
+            ))
+        }
+    }
+
+    /// Only the daemon's owner, on its Unix socket, may `what`.
+    pub fn owner_only(&self, what: &str) -> Result<(), Refusal> {
+        if self.owner {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                RefusalKind::PermissionDenied,
+                format!("only the daemon's owner, on its Unix socket, may {what}"),
+            ))
+        }
+    }
+}
+
+/// An error of the layers below that answers a request.
+pub(crate) trait Answer: std::fmt::Display {
+    /// Its kind.
+    fn kind(&self) -> RefusalKind;
+
+    /// Its refusal.
+    fn refusal(&self) -> Refusal {
+        Refusal::new(self.kind(), self.to_string())
+    }
+}
+
+impl Answer for EngineError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            EngineError::UnknownJob(_) => RefusalKind::UnknownJob,
+            EngineError::Invalid(_) => RefusalKind::InvalidRequest,
+            EngineError::Limit(_) => RefusalKind::LimitReached,
+            EngineError::ShuttingDown => RefusalKind::ShuttingDown,
+            EngineError::Io { .. } | EngineError::Store(_) => RefusalKind::Internal,
+        }
+    }
+}
+
+impl Answer for SessionError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            SessionError::NotFound(_) | SessionError::Invalid(_) => RefusalKind::InvalidRequest,
+            SessionError::Busy { .. } => RefusalKind::LimitReached,
+            SessionError::Io { .. } => RefusalKind::Internal,
+            SessionError::Engine(e) => e.kind(),
+        }
+    }
+}
+
+impl Answer for FileError {
+    fn kind(&self) -> RefusalKind {
+        match self {
+            FileError::Io { .. } => RefusalKind::Internal,
+            _ => RefusalKind::InvalidRequest,
+        }
+    }
+}
+
+/// Runs blocking work of the layers below (the history store, sessions' and files' I/O) off
+/// the async threads; its error as a refusal.
+pub(crate) async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Refusal>
+where
+    T: Send + 'static,
+    E: Answer + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Refusal::new(RefusalKind::Internal, e.to_string()))?
+        .map_err(|e| e.refusal())
+}

@@ -1,0 +1,203 @@
+//! The daemon's life: start (in an order that fails before listening), serve, shut down.
+//!
+//! Start: lock the state directory (one daemon per state directory: a second one fails here,
+//! naming the daemon that holds it), open the engine (the job history), the file area and the
+//! sessions, bind every listener, then accept. Shutdown (a signal, or the owner's `Shutdown`):
+//! every peer is told in its own dialect (bounded: a peer that does not read cannot hold it
+//! up), the engine ends the jobs, connections close, sockets are removed.
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::files::FileArea;
+use ferry_engine::sessions::SessionStore;
+use ferry_engine::Engine;
+use rustix::fs::{flock, FlockOperation};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::catalog::Catalog;
+use crate::{conn, DaemonConfig, DaemonError};
+
+/// Longest wait for every peer to be told the daemon is going down.
+const NOTICE_WAIT: Duration = Duration::from_secs(1);
+
+/// Longest wait for connections to close at the end.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// The lock file in the state directory.
+const STATE_LOCK: &str = "daemon.lock";
+
+/// What every connection shares: the engine, the daemon's settings and its shutdown signals.
+pub(crate) struct Server {
+    /// The engine (jobs, history, peers).
+    pub engine: Engine,
+    /// The commands catalog-only listeners run.
+    pub catalog: Catalog,
+    /// The daemon's file area.
+    pub files: Arc<FileArea>,
+    /// Stateful shell sessions.
+    pub sessions: Arc<SessionStore>,
+    /// The settings.
+    pub config: DaemonConfig,
+    /// Connection slots (`--max-connections`), for every dialect.
+    pub slots: Arc<Semaphore>,
+    /// Becomes true when connections must close (jobs are all ended by then).
+    pub closing: watch::Sender<bool>,
+    /// Woken when the owner asks for shutdown.
+    pub shutdown_requested: Notify,
+}
+
+/// Runs the daemon until `shutdown` resolves or the owner asks it to stop.
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    if config.listeners.is_empty() {
+        return Err(DaemonError::Config("no listener configured".into()));
+    }
+    keep_inherited_fds_from_jobs();
+    ignore_file_size_signal();
+    for listener in &config.listeners {
+        listener.spec.check_served()?;
+    }
+    let _state_lock = lock_state_dir(&config)?;
+    let engine = Engine::new(config.engine.clone())?;
+    let files = FileArea::open(&config.files_dir).map_err(|source| DaemonError::Io {
+        context: format!("cannot open the file area {}", config.files_dir.display()),
+        source,
+    })?;
+    let sessions = SessionStore::open(&config.sessions_dir).map_err(|e| DaemonError::Io {
+        context: format!(
+            "cannot open the sessions directory {}",
+            config.sessions_dir.display()
+        ),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut bound = Vec::new();
+    for listener in &config.listeners {
+        bound.push(conn::bind(listener, &config).await?);
+    }
+    let server = Arc::new(Server {
+        engine,
+        catalog: config.catalog.clone(),
+        files: Arc::new(files),
+        sessions: Arc::new(sessions),
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        config,
+        closing: watch::Sender::new(false),
+        shutdown_requested: Notify::new(),
+    });
+    let mut listeners = JoinSet::new();
+    for bound in bound {
+        listeners.spawn(conn::accept_loop(bound, Arc::clone(&server)));
+    }
+    tokio::select! {
+        () = shutdown => tracing::info!("shutdown signal received"),
+        () = server.shutdown_requested.notified() => tracing::info!("shutdown requested by the owner"),
+    }
+    // Every peer hears it before its jobs' exits, each in its own dialect.
+    let peers = server.engine.peers();
+    let told = peers.tell_all_going_down();
+    if !peers.wait_until_told(NOTICE_WAIT).await {
+        tracing::warn!("some of {told} peers were not told in time that the daemon is going down");
+    }
+    server.engine.shutdown().await;
+    server.closing.send_replace(true);
+    // Accept loops wait for their connections to flush (bounded) and then end.
+    let closed = tokio::time::timeout(CLOSE_WAIT, async {
+        while listeners.join_next().await.is_some() {}
+    })
+    .await;
+    if closed.is_err() {
+        tracing::warn!("some connections did not close in time");
+    }
+    drop(listeners);
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Takes the state directory for this daemon: an exclusive lock on `STATE/daemon.lock`, held
+/// for the daemon's life, with its pid and listeners written inside for whoever finds it taken.
+fn lock_state_dir(config: &DaemonConfig) -> Result<File, DaemonError> {
+    let dir = config.engine.state_dir();
+    std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+        context: format!("cannot create the state directory {}", dir.display()),
+        source,
+    })?;
+    let path = dir.join(STATE_LOCK);
+    let mut lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| DaemonError::Io {
+            context: format!("cannot open {}", path.display()),
+            source,
+        })?;
+    match flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut holder = String::new();
+            let _ = lock.read_to_string(&mut holder);
+            return Err(DaemonError::StateDirInUse {
+                dir: dir.to_owned(),
+                holder: holder.trim().replace('\n', ", "),
+            });
+        }
+        Err(e) => {
+            return Err(DaemonError::Io {
+                context: format!("cannot lock {}", path.display()),
+                source: e.into(),
+            })
+        }
+    }
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.spec.to_string())
+        .collect();
+    let about = format!(
+        "pid {}\nlistening on {}\n",
+        std::process::id(),
+        listeners.join(" ")
+    );
+    let written = lock
+        .set_len(0)
+        .and_then(|()| lock.rewind())
+        .and_then(|()| lock.write_all(about.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+    Ok(lock)
+}
+
+/// Marks every fd above stderr close-on-exec: fds the daemon inherited from whoever started it
+/// must not reach its jobs (its own fds are close-on-exec already).
+fn keep_inherited_fds_from_jobs() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing and touches no memory; it
+    // only sets a flag on fds this process owns.
+    let result = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if result != 0 {
+        tracing::warn!(
+            "cannot mark inherited fds close-on-exec: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// A log write past a file-size limit (RLIMIT_FSIZE) must fail with EFBIG, not kill the
+/// daemon with SIGXFSZ. Jobs get the default disposition back before they exec.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and touches
+    // no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
