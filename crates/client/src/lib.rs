@@ -1,25 +1,39 @@
 //! Async client library for ferry's native protocol.
 //!
-//! [`Client::connect`] opens a connection to an [`Endpoint`] (a Unix socket, or TCP with TLS)
-//! and performs the handshake; [`connect_or_start`] also starts a local daemon when none is
-//! listening. A connected client sends
-//! [`ClientMessage`]s and receives [`DaemonMessage`]s; [`Client::split`] hands the sending side
-//! to other tasks (stdin forwarding, signal forwarding) while one task reads.
+//! [`Client::open`] connects to an [`Endpoint`] (a Unix socket, or TCP with or without TLS),
+//! performs the handshake and, if asked, submits a job in the same write; [`open_or_start`]
+//! also starts a local daemon when none is listening. A client then makes typed calls (see
+//! `calls` and `transfer`: run, attach, jobs, signal, put, get, sessions, peers, prune,
+//! shutdown) that own their request ids and wait for their answers; whatever else arrives
+//! meanwhile (job output, exits, notices) waits in the client's queue of [`Event`]s, read with
+//! [`Client::next_event`]. A [`Sender`] (cloneable, usable from other tasks and threads)
+//! forwards stdin and signals while the client reads.
 
+mod calls;
 pub mod tls;
+mod transfer;
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_io::fdpass::send_all_with_fds;
 use ferry_io::{FrameError, FrameReader};
-use ferry_wire::native::{ClientMessage, DaemonMessage, PROTOCOL_VERSION};
+use ferry_wire::native::{ClientMessage, DaemonMessage, JobId, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
+
+pub use calls::{Pruned, RunRequest, Started};
+pub use ferry_common::SessionState;
+pub use ferry_wire::native::{
+    ErrorCode, FileEntry, JobExit, JobInfo, JobState, NoticeKind, PeerInfo, Stream,
+};
+pub use transfer::FileMeta;
 
 /// The reading half of a connection, whatever its transport.
 type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
@@ -66,13 +80,13 @@ impl std::fmt::Display for Endpoint {
 /// easily; job listings can be large).
 const CLIENT_MAX_FRAME: usize = 64 * 1024 * 1024;
 
-/// How long [`connect_or_start`] waits for a daemon it started.
+/// How long [`open_or_start`] waits for a daemon it started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long to keep trying after the daemon we started failed (a racing one may answer).
 const RACE_GRACE: Duration = Duration::from_secs(1);
 
-/// Messages queued toward the daemon by a [`Sender`] before senders wait.
+/// Messages queued toward the daemon before senders wait.
 const SEND_QUEUE: usize = 32;
 
 /// Errors of the client library.
@@ -103,12 +117,26 @@ pub enum ClientError {
     /// A frame could not be read or written.
     #[error("connection to the daemon failed: {0}")]
     Frame(#[from] FrameError),
-    /// The daemon closed the connection.
-    #[error("the daemon closed the connection")]
-    Closed,
+    /// The daemon closed the connection (saying why, if it did).
+    #[error("the daemon closed the connection{}", .0.as_ref().map(|why| format!(": {why}")).unwrap_or_default())]
+    Closed(Option<String>),
     /// File descriptors can only be passed over the daemon's Unix socket.
     #[error("file descriptors can be passed to a daemon on its Unix socket only")]
     NoFdPassing,
+    /// The daemon refused a request.
+    #[error("{message}")]
+    Refused {
+        /// Its kind.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The daemon answered something this client cannot make sense of.
+    #[error("unexpected answer from the daemon: {0}")]
+    Unexpected(String),
+    /// A file transfer failed on this side, or did not arrive whole.
+    #[error("{0}")]
+    Transfer(String),
 }
 
 /// The socket a client uses when none is given: `$XDG_RUNTIME_DIR/ferry/ferry.sock`, or
@@ -136,98 +164,211 @@ pub struct Welcome {
     pub max_frame: u64,
 }
 
+/// Something the daemon sent that answers no call: job output and exits, notices, warnings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A chunk of a followed job's output.
+    Output {
+        /// The job.
+        job: JobId,
+        /// Its stream.
+        stream: Stream,
+        /// Where the chunk lies in that stream (a jump means bytes were not stored).
+        offset: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A followed job ended.
+    Exit {
+        /// The job.
+        job: JobId,
+        /// How.
+        exit: JobExit,
+    },
+    /// The stored output of a job attached without following has all been sent.
+    LogEnd {
+        /// The job.
+        job: JobId,
+    },
+    /// A notice not tied to a job: the daemon is going down, this client was kicked.
+    Notice {
+        /// Which.
+        kind: NoticeKind,
+        /// Its text.
+        message: String,
+    },
+    /// An error not tied to a request: a job's output can no longer be stored, a forwarded
+    /// signal failed, fds came with the wrong frame. The connection goes on.
+    Warning {
+        /// Its text.
+        message: String,
+    },
+    /// An error ending what an earlier request started (a followed job's output could not be
+    /// read: its log is damaged, say).
+    Failed {
+        /// The request.
+        request: u64,
+        /// Its text.
+        message: String,
+    },
+}
+
+/// A message from the daemon: an event, or an answer to a request.
+enum Incoming {
+    Event(Event),
+    Answer(Box<DaemonMessage>),
+}
+
+/// A message waiting for the connection's writer task.
+enum Queued {
+    /// Bytes already framed.
+    Bytes(Vec<u8>),
+    /// A message.
+    Plain(ClientMessage),
+    /// A message with fds riding on its first byte.
+    WithFds(ClientMessage, Vec<OwnedFd>),
+}
+
 /// A connected, handshaken client.
 pub struct Client {
     reader: FrameReader<ReadHalf>,
-    writer: WriteHalf,
-    /// A second handle on the Unix socket, for `sendmsg` with fds.
-    unix_socket: Option<Arc<OwnedFd>>,
+    sender: Sender,
+    /// What arrived while a call waited for its answer.
+    events: VecDeque<Event>,
+    /// The last connection-level error, in case the daemon closes next.
+    last_warning: Option<String>,
     welcome: Welcome,
-    next_request: u64,
+}
+
+/// The sending side of a [`Client`]: a handle on its writer task, for stdin and signals from
+/// other tasks or threads. Clone it freely.
+#[derive(Clone)]
+pub struct Sender {
+    tx: mpsc::Sender<Queued>,
+    /// The connection's request ids, shared with the client's calls.
+    requests: Arc<AtomicU64>,
+    fd_passing: bool,
+}
+
+impl Sender {
+    fn next_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn queue(&self, queued: Queued) -> Result<(), ClientError> {
+        self.tx
+            .send(queued)
+            .await
+            .map_err(|_| ClientError::Closed(None))
+    }
+
+    /// Queues a message carrying `fds` (duplicated here; the caller keeps its own).
+    async fn queue_with_fds(
+        &self,
+        message: ClientMessage,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), ClientError> {
+        if !self.fd_passing {
+            return Err(ClientError::NoFdPassing);
+        }
+        let owned = fds
+            .iter()
+            .map(|fd| fd.try_clone_to_owned())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| ClientError::Frame(e.into()))?;
+        self.queue(Queued::WithFds(message, owned)).await
+    }
+
+    /// Sends bytes to job `job`'s stdin (from a thread outside the runtime; waits while the
+    /// connection's queue is full).
+    pub fn blocking_stdin(&self, job: JobId, data: Vec<u8>) -> Result<(), ClientError> {
+        self.tx
+            .blocking_send(Queued::Plain(ClientMessage::Stdin { job, data }))
+            .map_err(|_| ClientError::Closed(None))
+    }
+
+    /// Closes job `job`'s stdin (from a thread outside the runtime).
+    pub fn blocking_close_stdin(&self, job: JobId) -> Result<(), ClientError> {
+        self.tx
+            .blocking_send(Queued::Plain(ClientMessage::CloseStdin { job }))
+            .map_err(|_| ClientError::Closed(None))
+    }
+
+    /// Forwards `signal` to job `job`'s process group without waiting for the answer (an
+    /// error comes back as an [`Event::Warning`]).
+    pub async fn signal(&self, job: JobId, signal: i32) -> Result<(), ClientError> {
+        let message = ClientMessage::Signal {
+            request: 0,
+            job,
+            signal,
+        };
+        self.queue(Queued::Plain(message)).await
+    }
+}
+
+/// Writes queued messages in order until every sender is gone or the connection fails.
+async fn write_queue(
+    mut writer: WriteHalf,
+    unix_socket: Option<Arc<OwnedFd>>,
+    mut queue: mpsc::Receiver<Queued>,
+) {
+    while let Some(queued) = queue.recv().await {
+        let sent = match queued {
+            Queued::Bytes(bytes) => write_flushed(&mut writer, &bytes).await,
+            Queued::Plain(message) => ferry_io::write_frame(&mut writer, &message).await.is_ok(),
+            Queued::WithFds(message, fds) => match (&unix_socket, ferry_io::frame(&message)) {
+                (Some(socket), Ok(bytes)) => {
+                    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|fd| fd.as_fd()).collect();
+                    // Everything queued before went out already: the writes above complete.
+                    send_all_with_fds(socket.as_fd(), &bytes, &borrowed).is_ok()
+                }
+                _ => false,
+            },
+        };
+        if !sent {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn write_flushed(writer: &mut WriteHalf, bytes: &[u8]) -> bool {
+    writer.write_all(bytes).await.is_ok() && writer.flush().await.is_ok()
 }
 
 impl Client {
     /// Connects to the daemon at `endpoint` and performs the handshake.
     pub async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Client, ClientError> {
-        Client::connect_with(endpoint, client_name, None).await
+        Ok(Client::open(endpoint, client_name, None).await?.0)
     }
 
-    /// Connects and performs the handshake, sending `first` right behind the `Hello` (in the
-    /// same write, saving a round trip). `first` should use request id 1; the client's own
-    /// request ids then start at 2.
-    pub async fn connect_with(
+    /// Connects, performs the handshake and, with `run`, submits that job in the same breath:
+    /// the `Run` goes with the `Hello`, in the same write when it passes no fds, right behind
+    /// it otherwise; no round trip is waited for in between. Returns the client and, with
+    /// `run`, the job it started.
+    pub async fn open(
         endpoint: &Endpoint,
         client_name: &str,
-        first: Option<&ClientMessage>,
-    ) -> Result<Client, ClientError> {
-        let where_ = endpoint.to_string();
-        let refused = |source: std::io::Error| {
-            use std::io::ErrorKind::{ConnectionRefused, NotFound};
-            if matches!(source.kind(), NotFound | ConnectionRefused) {
-                ClientError::NoDaemon {
-                    path: where_.clone(),
-                    source,
-                }
-            } else {
-                ClientError::Connect {
-                    path: where_.clone(),
-                    source,
-                }
-            }
-        };
-        let mut unix_socket = None;
-        let (read_half, write_half, token): (ReadHalf, WriteHalf, Option<String>) = match endpoint {
-            Endpoint::Unix(path) => {
-                let stream = UnixStream::connect(path).await.map_err(refused)?;
-                let dup = rustix::io::fcntl_dupfd_cloexec(&stream, 3).map_err(|e| {
-                    ClientError::Connect {
-                        path: where_.clone(),
-                        source: e.into(),
-                    }
-                })?;
-                unix_socket = Some(Arc::new(dup));
-                let (read, write) = stream.into_split();
-                (Box::new(read), Box::new(write), None)
-            }
-            Endpoint::Tcp {
-                host,
-                port,
-                tls,
-                token,
-            } => {
-                let stream = TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(refused)?;
-                let _ = stream.set_nodelay(true);
-                match tls {
-                    None => {
-                        let (read, write) = stream.into_split();
-                        (Box::new(read), Box::new(write), token.clone())
-                    }
-                    Some(config) => {
-                        let stream = tls::connect(Arc::clone(config), host, stream)
-                            .await
-                            .map_err(|source| ClientError::Connect {
-                                path: where_.clone(),
-                                source,
-                            })?;
-                        let (read, write) = tokio::io::split(stream);
-                        (Box::new(read), Box::new(write), token.clone())
-                    }
-                }
-            }
-        };
+        run: Option<&RunRequest<'_>>,
+    ) -> Result<(Client, Option<Started>), ClientError> {
+        let (read_half, write_half, unix_socket, token) = dial(endpoint).await?;
+        let (tx, queue) = mpsc::channel(SEND_QUEUE);
+        tokio::spawn(write_queue(write_half, unix_socket.clone(), queue));
         let mut client = Client {
             reader: FrameReader::new(read_half),
-            writer: write_half,
-            unix_socket,
+            sender: Sender {
+                tx,
+                requests: Arc::new(AtomicU64::new(1)),
+                fd_passing: unix_socket.is_some(),
+            },
+            events: VecDeque::new(),
+            last_warning: None,
             welcome: Welcome {
                 peer: String::new(),
                 daemon: String::new(),
                 capabilities: Vec::new(),
                 max_frame: 0,
             },
-            next_request: if first.is_some() { 2 } else { 1 },
         };
         let mut opening = ferry_io::frame(&ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -235,43 +376,54 @@ impl Client {
             token,
         })
         .map_err(FrameError::from)?;
-        if let Some(first) = first {
-            opening.extend(ferry_io::frame(first).map_err(FrameError::from)?);
-        }
-        let written = async {
-            client.writer.write_all(&opening).await?;
-            client.writer.flush().await
+        let submitted = match run {
+            Some(run) if run.pass_stdio.is_none() => {
+                let (request, message) = run.message(&client.sender);
+                opening.extend(ferry_io::frame(&message).map_err(FrameError::from)?);
+                client.sender.queue(Queued::Bytes(opening)).await?;
+                Some(request)
+            }
+            Some(run) => {
+                client.sender.queue(Queued::Bytes(opening)).await?;
+                Some(client.send_run(run).await?)
+            }
+            None => {
+                client.sender.queue(Queued::Bytes(opening)).await?;
+                None
+            }
         };
-        if let Err(e) = written.await {
-            // A daemon that refuses us says why, then closes: read the reason if it came.
-            return match client.recv().await {
-                Ok(Some(DaemonMessage::Error { message, .. })) => {
-                    Err(ClientError::Handshake(message))
-                }
-                _ => Err(FrameError::from(e).into()),
-            };
-        }
-        match client.recv().await? {
-            Some(DaemonMessage::Welcome {
+        client.read_welcome().await?;
+        let started = match submitted {
+            Some(request) => Some(client.started(request).await?),
+            None => None,
+        };
+        Ok((client, started))
+    }
+
+    async fn read_welcome(&mut self) -> Result<(), ClientError> {
+        match self.recv().await {
+            Ok(Some(DaemonMessage::Welcome {
                 peer,
                 daemon,
                 capabilities,
                 max_frame,
                 ..
-            }) => {
-                client.welcome = Welcome {
+            })) => {
+                self.welcome = Welcome {
                     peer,
                     daemon,
                     capabilities,
                     max_frame,
                 };
-                Ok(client)
+                Ok(())
             }
-            Some(DaemonMessage::Error { message, .. }) => Err(ClientError::Handshake(message)),
-            Some(other) => Err(ClientError::Handshake(format!(
+            Ok(Some(DaemonMessage::Error { message, .. })) => Err(ClientError::Handshake(message)),
+            Ok(Some(other)) => Err(ClientError::Handshake(format!(
                 "expected Welcome, got {other:?}"
             ))),
-            None => Err(ClientError::Closed),
+            Ok(None) => Err(ClientError::Closed(None)),
+            // A daemon that refuses us may reset the connection before we read: say so.
+            Err(e) => Err(ClientError::Handshake(e.to_string())),
         }
     }
 
@@ -280,159 +432,247 @@ impl Client {
         &self.welcome
     }
 
-    /// A fresh request id.
-    pub fn request_id(&mut self) -> u64 {
-        let id = self.next_request;
-        self.next_request += 1;
-        id
-    }
-
-    /// Sends one message.
-    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ClientError> {
-        ferry_io::write_frame(&mut self.writer, message).await?;
-        Ok(())
-    }
-
-    /// Sends one message with `fds` riding on its first byte (SCM_RIGHTS; Unix sockets only),
-    /// as `Run { pass_stdio: true }` needs.
-    pub async fn send_with_fds(
-        &mut self,
-        message: &ClientMessage,
-        fds: &[BorrowedFd<'_>],
-    ) -> Result<(), ClientError> {
-        let socket = self.unix_socket.as_ref().ok_or(ClientError::NoFdPassing)?;
-        let bytes = ferry_io::frame(message).map_err(FrameError::from)?;
-        // Everything written before is out already: `send` completes its writes.
-        send_all_with_fds(socket.as_fd(), &bytes, fds).map_err(|e| FrameError::from(e).into())
+    /// A handle for sending stdin and signals from elsewhere.
+    pub fn sender(&self) -> Sender {
+        self.sender.clone()
     }
 
     /// Receives one message; `Ok(None)` when the daemon closed the connection.
-    pub async fn recv(&mut self) -> Result<Option<DaemonMessage>, ClientError> {
+    async fn recv(&mut self) -> Result<Option<DaemonMessage>, ClientError> {
         Ok(self.reader.next(CLIENT_MAX_FRAME).await?)
     }
 
-    /// Splits into a receiving half and a cloneable sending handle served by a writer task.
-    pub fn split(self) -> (Receiver, Sender) {
-        let (tx, mut rx) = mpsc::channel::<Queued>(SEND_QUEUE);
-        let mut writer = self.writer;
-        let unix_socket = self.unix_socket.clone();
-        tokio::spawn(async move {
-            while let Some(queued) = rx.recv().await {
-                let sent = match queued {
-                    Queued::Plain(message) => {
-                        ferry_io::write_frame(&mut writer, &message).await.is_ok()
-                    }
-                    Queued::WithFds(message, fds) => {
-                        match (&unix_socket, ferry_io::frame(&message)) {
-                            (Some(socket), Ok(bytes)) => {
-                                let borrowed: Vec<BorrowedFd<'_>> =
-                                    fds.iter().map(|fd| fd.as_fd()).collect();
-                                send_all_with_fds(socket.as_fd(), &bytes, &borrowed).is_ok()
-                            }
-                            _ => false,
+    /// The next event: queued ones first, then what the daemon sends (answers to requests
+    /// nobody waits for are dropped). `Ok(None)` once the daemon closed the connection.
+    pub async fn next_event(&mut self) -> Result<Option<Event>, ClientError> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(Some(event));
+            }
+            match self.recv().await? {
+                Some(message) => match self.classify(message) {
+                    Incoming::Event(event) => return Ok(Some(event)),
+                    Incoming::Answer(answer) => {
+                        if let DaemonMessage::Error {
+                            request: Some(request),
+                            message,
+                            ..
+                        } = *answer
+                        {
+                            return Ok(Some(Event::Failed { request, message }));
                         }
                     }
-                };
-                if !sent {
-                    break;
-                }
+                },
+                None => return Ok(None),
             }
-            let _ = writer.shutdown().await;
-        });
-        (
-            Receiver {
-                reader: self.reader,
-            },
-            Sender {
-                tx,
-                fd_passing: self.unix_socket.is_some(),
-            },
-        )
-    }
-}
-
-/// A message waiting for a split client's writer task.
-enum Queued {
-    Plain(ClientMessage),
-    WithFds(ClientMessage, Vec<OwnedFd>),
-}
-
-/// The receiving half of a split [`Client`].
-pub struct Receiver {
-    reader: FrameReader<ReadHalf>,
-}
-
-impl Receiver {
-    /// Receives one message; `Ok(None)` when the daemon closed the connection.
-    pub async fn recv(&mut self) -> Result<Option<DaemonMessage>, ClientError> {
-        Ok(self.reader.next(CLIENT_MAX_FRAME).await?)
-    }
-}
-
-/// The sending half of a split [`Client`]; clone it freely.
-#[derive(Clone)]
-pub struct Sender {
-    tx: mpsc::Sender<Queued>,
-    fd_passing: bool,
-}
-
-impl Sender {
-    /// Queues a message; fails once the connection is gone.
-    pub async fn send(&self, message: ClientMessage) -> Result<(), ClientError> {
-        self.tx
-            .send(Queued::Plain(message))
-            .await
-            .map_err(|_| ClientError::Closed)
-    }
-
-    /// Queues a message that carries `fds` (see [`Client::send_with_fds`]).
-    pub async fn send_with_fds(
-        &self,
-        message: ClientMessage,
-        fds: Vec<OwnedFd>,
-    ) -> Result<(), ClientError> {
-        if !self.fd_passing {
-            return Err(ClientError::NoFdPassing);
         }
-        self.tx
-            .send(Queued::WithFds(message, fds))
-            .await
-            .map_err(|_| ClientError::Closed)
     }
 
-    /// Forwards `signal` to job `job`'s process group, without waiting for the answer (a
-    /// `Signal` with request id 0, whose answer, if an error, is printed as a notice).
-    pub async fn signal(&self, job: u64, signal: i32) -> Result<(), ClientError> {
-        self.send(ClientMessage::Signal {
-            request: 0,
-            job,
-            signal,
+    /// Whether a message is an event or an answer.
+    fn classify(&mut self, message: DaemonMessage) -> Incoming {
+        let event = match message {
+            DaemonMessage::Output {
+                job,
+                stream,
+                offset,
+                data,
+            } => Event::Output {
+                job,
+                stream,
+                offset,
+                data,
+            },
+            DaemonMessage::Exit { job, exit } => Event::Exit { job, exit },
+            DaemonMessage::LogEnd { job, .. } => Event::LogEnd { job },
+            DaemonMessage::Notice { kind, message } => Event::Notice { kind, message },
+            DaemonMessage::Error {
+                request: None | Some(0),
+                message,
+                ..
+            } => {
+                self.last_warning = Some(message.clone());
+                Event::Warning { message }
+            }
+            answer => return Incoming::Answer(Box::new(answer)),
+        };
+        Incoming::Event(event)
+    }
+
+    /// Receives until the answer to `request`: `pick` takes the answers to it until it
+    /// recognizes the one it waits for (and turns it into the result); an `Error` for the
+    /// request fails. Events that come meanwhile are queued; answers to other requests are
+    /// dropped.
+    async fn answer<T>(
+        &mut self,
+        request: u64,
+        mut pick: impl FnMut(DaemonMessage) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        loop {
+            let Some(message) = self.recv().await? else {
+                return Err(ClientError::Closed(self.last_warning.take()));
+            };
+            let answer = match self.classify(message) {
+                Incoming::Event(event) => {
+                    self.events.push_back(event);
+                    continue;
+                }
+                Incoming::Answer(answer) => *answer,
+            };
+            match answer {
+                DaemonMessage::Error {
+                    request: Some(r),
+                    code,
+                    message,
+                } => {
+                    if r == request {
+                        return Err(ClientError::Refused { code, message });
+                    }
+                    self.events.push_back(Event::Failed {
+                        request: r,
+                        message,
+                    });
+                }
+                answer if answers(&answer) == Some(request) => {
+                    if let Some(answer) = pick(answer) {
+                        return Ok(answer);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends `message` (made with a fresh request id) and waits for the answer `pick` takes.
+    async fn call<T>(
+        &mut self,
+        message: impl FnOnce(u64) -> ClientMessage,
+        pick: impl FnMut(DaemonMessage) -> Option<T>,
+    ) -> Result<T, ClientError> {
+        let request = self.sender.next_request();
+        self.sender.queue(Queued::Plain(message(request))).await?;
+        self.answer(request, pick).await
+    }
+
+    /// Waits for a `Done` answering `request`.
+    async fn done(&mut self, request: u64) -> Result<(), ClientError> {
+        self.answer(request, |message| {
+            matches!(message, DaemonMessage::Done { request: r } if r == request).then_some(())
         })
         .await
     }
 
-    /// Queues a message from a thread outside the runtime.
-    pub fn blocking_send(&self, message: ClientMessage) -> Result<(), ClientError> {
-        self.tx
-            .blocking_send(Queued::Plain(message))
-            .map_err(|_| ClientError::Closed)
+    /// Waits until the daemon closes the connection (after `shutdown`), at most `limit`;
+    /// whether it did.
+    pub async fn wait_closed(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            // A reset or a read error also means the daemon is gone.
+            while let Ok(Some(_)) = self.recv().await {}
+        })
+        .await
+        .is_ok()
     }
 }
 
-/// Connects to the daemon at `path`, starting one with `start` when none is listening, and
-/// sends `first` right behind the handshake (see [`Client::connect_with`]).
+/// The request an answer answers.
+fn answers(message: &DaemonMessage) -> Option<u64> {
+    match message {
+        DaemonMessage::Accepted { request, .. }
+        | DaemonMessage::Attached { request, .. }
+        | DaemonMessage::LogEnd { request, .. }
+        | DaemonMessage::Jobs { request, .. }
+        | DaemonMessage::Done { request }
+        | DaemonMessage::SandboxReady { request, .. }
+        | DaemonMessage::Listing { request, .. }
+        | DaemonMessage::FileStart { request, .. }
+        | DaemonMessage::FileData { request, .. }
+        | DaemonMessage::FileEnd { request, .. }
+        | DaemonMessage::Pruned { request, .. }
+        | DaemonMessage::SessionReady { request, .. }
+        | DaemonMessage::SessionInfo { request, .. }
+        | DaemonMessage::Peers { request, .. }
+        | DaemonMessage::Kicked { request, .. } => Some(*request),
+        DaemonMessage::Error { request, .. } => *request,
+        DaemonMessage::Welcome { .. }
+        | DaemonMessage::Output { .. }
+        | DaemonMessage::Exit { .. }
+        | DaemonMessage::Notice { .. } => None,
+    }
+}
+
+/// Opens a connection to `endpoint`: its halves, a duplicate of a Unix socket for `sendmsg`,
+/// and the token to send.
+async fn dial(
+    endpoint: &Endpoint,
+) -> Result<(ReadHalf, WriteHalf, Option<Arc<OwnedFd>>, Option<String>), ClientError> {
+    let where_ = endpoint.to_string();
+    let refused = |source: std::io::Error| {
+        use std::io::ErrorKind::{ConnectionRefused, NotFound};
+        if matches!(source.kind(), NotFound | ConnectionRefused) {
+            ClientError::NoDaemon {
+                path: where_.clone(),
+                source,
+            }
+        } else {
+            ClientError::Connect {
+                path: where_.clone(),
+                source,
+            }
+        }
+    };
+    match endpoint {
+        Endpoint::Unix(path) => {
+            let stream = UnixStream::connect(path).await.map_err(refused)?;
+            let dup =
+                rustix::io::fcntl_dupfd_cloexec(&stream, 3).map_err(|e| ClientError::Connect {
+                    path: where_.clone(),
+                    source: e.into(),
+                })?;
+            let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write), Some(Arc::new(dup)), None))
+        }
+        Endpoint::Tcp {
+            host,
+            port,
+            tls,
+            token,
+        } => {
+            let stream = TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(refused)?;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => {
+                    let (read, write) = stream.into_split();
+                    Ok((Box::new(read), Box::new(write), None, token.clone()))
+                }
+                Some(config) => {
+                    let stream = tls::connect(Arc::clone(config), host, stream)
+                        .await
+                        .map_err(|source| ClientError::Connect {
+                            path: where_.clone(),
+                            source,
+                        })?;
+                    let (read, write) = tokio::io::split(stream);
+                    Ok((Box::new(read), Box::new(write), None, token.clone()))
+                }
+            }
+        }
+    }
+}
+
+/// Connects to the daemon at `path` (as [`Client::open`]), starting one with `start` when
+/// none is listening.
 ///
 /// `start` must launch a daemon on `path` in the background. Two clients racing here may both
-/// launch one; the daemon's lock on the socket lets exactly one of them serve, and both clients
-/// connect to it.
-pub async fn connect_or_start(
+/// launch one; the daemon's locks let exactly one of them serve, and both clients connect to it.
+pub async fn open_or_start(
     path: &Path,
     client_name: &str,
-    first: Option<&ClientMessage>,
+    run: Option<&RunRequest<'_>>,
     start: impl FnOnce() -> std::io::Result<Child>,
-) -> Result<Client, ClientError> {
+) -> Result<(Client, Option<Started>), ClientError> {
     let endpoint = Endpoint::Unix(path.to_owned());
-    match Client::connect_with(&endpoint, client_name, first).await {
+    match Client::open(&endpoint, client_name, run).await {
         Err(ClientError::NoDaemon { .. }) => {}
         other => return other,
     }
@@ -443,8 +683,7 @@ pub async fn connect_or_start(
     // way: wait a little longer before giving up.
     let mut failed: Option<(tokio::time::Instant, std::process::ExitStatus)> = None;
     loop {
-        let endpoint = Endpoint::Unix(path.to_owned());
-        match Client::connect_with(&endpoint, client_name, first).await {
+        match Client::open(&endpoint, client_name, run).await {
             Err(ClientError::NoDaemon { source, .. }) => {
                 let now = tokio::time::Instant::now();
                 if failed.is_none() {
@@ -483,7 +722,7 @@ pub async fn connect_or_start(
 }
 
 /// Launches `program daemon --socket PATH --background` detached, with its log appended to
-/// `log_file`. Suitable as the `start` argument of [`connect_or_start`].
+/// `log_file`. Suitable as the `start` argument of [`open_or_start`].
 pub fn spawn_background_daemon(
     program: &Path,
     socket: &Path,

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 /// ferry: run commands through a daemon that streams their output, keeps their logs, and
 /// reports their exit status and run time.
 ///
-/// The daemon starts by itself when `ferry run` needs it. Clients find it through --socket,
+/// The daemon starts by itself when a command needs it. Clients find it through --socket,
 /// then $FERRY_SOCKET, then $XDG_RUNTIME_DIR/ferry/ferry.sock (or /tmp/ferry-$UID/ferry.sock).
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, propagate_version = true)]
@@ -107,6 +107,53 @@ pub enum Command {
     /// `ferry fanos --socket PATH ARGV ls -l` (ARGV's words are sent NUL-separated).
     /// Exits 0 on `OK`, the status on `STATUS n`, 1 on `ERROR`.
     Fanos(FanosArgs),
+    /// List the daemon's peers: every connection, whatever its dialect (id, name, dialect,
+    /// connected since, jobs started, outbox use, address). `ferry peers kick ID|all`
+    /// disconnects peers (each is told in its own dialect; their jobs go on). For the daemon's
+    /// owner.
+    Peers(PeersArgs),
+    /// Print shell completions: `ferry completions bash > ~/.local/share/bash-completion/completions/ferry`.
+    Completions(CompletionsArgs),
+    /// Print the man page ferry(1), or write it and one page per subcommand into --dir.
+    Man(ManArgs),
+}
+
+/// `ferry peers`.
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Option<PeersCommand>,
+}
+
+/// `ferry peers` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// Disconnect a peer (by its id), or every peer but this client (`all`); each is told in
+    /// its own dialect, and its jobs go on.
+    Kick {
+        /// A peer id from `ferry peers`, or `all`.
+        peer: String,
+    },
+}
+
+/// `ferry completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
+}
+
+/// `ferry man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write ferry.1 and ferry-SUBCOMMAND.1 here (e.g. ~/.local/share/man/man1) instead of
+    /// printing ferry(1).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `ferry session`.

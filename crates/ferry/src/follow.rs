@@ -4,8 +4,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::{bail, Result};
-use ferry_client::{Receiver, Sender};
-use ferry_wire::native::{DaemonMessage, JobExit, Stream};
+use ferry_client::{Client, Event, JobExit, Sender, Stream};
 
 /// How following a job ended.
 pub enum Followed {
@@ -28,12 +27,12 @@ fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Prints job `job`'s frames until it exits (or, with `until_log_end`, its log ends).
+/// Prints job `job`'s output until it exits (or its stored log ends).
 ///
 /// When ferry's stdout is a closed pipe, the job gets SIGPIPE through `sender` (as it would
 /// writing to that pipe itself) and further stdout output is dropped.
 pub async fn print_job_output(
-    receiver: &mut Receiver,
+    client: &mut Client,
     job: u64,
     sender: Option<&Sender>,
 ) -> Result<Followed> {
@@ -42,11 +41,11 @@ pub async fn print_job_output(
     let mut stdout_broken = false;
     let mut expected = [0u64; 2];
     loop {
-        let Some(message) = receiver.recv().await? else {
+        let Some(event) = client.next_event().await? else {
             bail!("the daemon closed the connection before job {job} ended");
         };
-        match message {
-            DaemonMessage::Output {
+        match event {
+            Event::Output {
                 job: of,
                 data,
                 stream,
@@ -81,15 +80,13 @@ pub async fn print_job_output(
                     }
                 }
             }
-            DaemonMessage::Exit { job: of, exit } if of == job => return Ok(Followed::Exit(exit)),
-            DaemonMessage::LogEnd { job: of, .. } if of == job => return Ok(Followed::LogEnd),
-            DaemonMessage::Notice { message, .. } => eprintln!("ferry: {message}"),
-            DaemonMessage::Error {
-                request: None | Some(0),
-                message,
-                ..
-            } => eprintln!("ferry: {message}"),
-            DaemonMessage::Error { message, .. } => bail!("{message}"),
+            Event::Exit { job: of, exit } if of == job => return Ok(Followed::Exit(exit)),
+            Event::LogEnd { job: of } if of == job => return Ok(Followed::LogEnd),
+            Event::Notice { message, .. } | Event::Warning { message } => {
+                eprintln!("ferry: {message}")
+            }
+            // The daemon ended this job's stream with an error (only this client follows it).
+            Event::Failed { message, .. } => bail!("{message}"),
             _ => {}
         }
     }

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod endpoint;
 mod follow;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ fn main() -> ExitCode {
             Command::Session(args) => commands::session::run(&target, args),
             Command::Sh(args) => commands::session::sh(&target, args),
             Command::Fanos(args) => commands::fanos::run(cli.socket.as_deref(), args),
+            Command::Peers(args) => commands::peers::run(&target, args),
+            Command::Completions(args) => commands::completions::completions(args),
+            Command::Man(args) => commands::completions::man(args),
         },
     };
     match result {

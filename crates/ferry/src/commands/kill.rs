@@ -1,9 +1,7 @@
 //! `ferry kill`: signals a job's whole process group.
 
+use anyhow::{anyhow, Result};
 use ferry_client::Endpoint;
-
-use anyhow::{anyhow, bail, Result};
-use ferry_wire::native::{ClientMessage, DaemonMessage};
 
 use crate::cli::KillArgs;
 
@@ -17,21 +15,7 @@ pub fn run(target: &Endpoint, args: KillArgs) -> Result<i32> {
     })?;
     crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
-        let request = client.request_id();
-        client
-            .send(&ClientMessage::Signal {
-                request,
-                job: args.job,
-                signal,
-            })
-            .await?;
-        loop {
-            match client.recv().await? {
-                Some(DaemonMessage::Done { request: r }) if r == request => return Ok(0),
-                Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
-                Some(_) => {}
-                None => bail!("the daemon closed the connection"),
-            }
-        }
+        client.signal(args.job, signal).await?;
+        Ok(0)
     })
 }

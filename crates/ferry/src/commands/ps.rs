@@ -1,10 +1,9 @@
 //! `ferry ps`: lists jobs as a table or as JSON lines.
 
-use ferry_client::Endpoint;
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::{bail, Result};
-use ferry_wire::native::{display_bytes, ClientMessage, DaemonMessage, JobInfo, JobState};
+use anyhow::Result;
+use ferry_client::{Endpoint, JobInfo, JobState};
 use serde::Serialize;
 
 use crate::cli::PsArgs;
@@ -13,21 +12,7 @@ use crate::cli::PsArgs;
 pub fn run(target: &Endpoint, args: PsArgs) -> Result<i32> {
     let jobs = crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
-        let request = client.request_id();
-        client
-            .send(&ClientMessage::ListJobs {
-                request,
-                all: args.all,
-            })
-            .await?;
-        loop {
-            match client.recv().await? {
-                Some(DaemonMessage::Jobs { request: r, jobs }) if r == request => return Ok(jobs),
-                Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
-                Some(_) => {}
-                None => bail!("the daemon closed the connection"),
-            }
-        }
+        anyhow::Ok(client.jobs(args.all).await?)
     })?;
     let mut out = String::new();
     if args.json {
@@ -74,7 +59,11 @@ impl From<&JobInfo> for JsonJob {
             submitted: timestamp(job.submitted_ms),
             started: job.started_ms.map(timestamp),
             run_time_us: job.run_us,
-            command: job.argv.iter().map(|a| display_bytes(a)).collect(),
+            command: job
+                .argv
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect(),
         }
     }
 }
@@ -108,7 +97,8 @@ fn exit_column(job: &JobInfo) -> String {
     }
 }
 
-fn timestamp(ms: u64) -> String {
+/// A time for people, to the second (UTC).
+pub(crate) fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
@@ -137,6 +127,7 @@ fn shell_word(arg: &str) -> String {
 }
 
 fn table(jobs: &[JobInfo]) -> String {
+    let header = ["ID", "STATE", "EXIT", "STARTED", "TIME", "COMMAND"];
     let rows: Vec<[String; 6]> = jobs
         .iter()
         .map(|job| {
@@ -148,28 +139,13 @@ fn table(jobs: &[JobInfo]) -> String {
                 run_time(job.run_us),
                 job.argv
                     .iter()
-                    .map(|a| shell_word(&display_bytes(a)))
+                    .map(|a| shell_word(&String::from_utf8_lossy(a)))
                     .collect::<Vec<_>>()
                     .join(" "),
             ]
         })
         .collect();
-    let header = ["ID", "STATE", "EXIT", "STARTED", "TIME", "COMMAND"].map(String::from);
-    let mut widths = [0usize; 5];
-    for row in std::iter::once(&header).chain(&rows) {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        for (cell, width) in row.iter().zip(widths) {
-            out.push_str(&format!("{cell:<width$}  "));
-        }
-        out.push_str(&row[5]);
-        out.push('\n');
-    }
-    out
+    crate::table::render(header, &rows)
 }
 
 #[cfg(test)]

@@ -3,19 +3,14 @@
 
 use std::io::{IsTerminal, Read};
 use std::os::fd::BorrowedFd;
-use std::os::unix::ffi::OsStringExt;
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ferry_client::{
-    connect_or_start, spawn_background_daemon, Client, ClientError, Endpoint, Sender,
-};
-use ferry_wire::native::{ClientMessage, DaemonMessage};
-use serde_bytes::ByteBuf;
+use ferry_client::{Client, Endpoint, FileEntry, RunRequest, Sender};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::RunArgs;
-use crate::commands::transfer::{self, SplitConn};
+use crate::commands::transfer;
 use crate::follow::{exit_status, print_job_output, Followed};
 
 /// Size of one stdin chunk sent to the daemon.
@@ -48,98 +43,51 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
     };
     let forward_stdin = !args.detach && !args.no_stdin && !pass_stdio;
     let signals = SignalForwarder::install(pass_stdio)?;
-    let cwd = if local {
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        Some(ByteBuf::from(cwd.into_os_string().into_vec()))
-    } else {
-        None
-    };
-    let env = local.then(|| {
-        std::env::vars_os()
-            .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
-            .collect()
-    });
-    let sandboxed = !args.put.is_empty() || !args.get.is_empty() || args.get_new || args.keep;
-    let mut run = ClientMessage::Run {
-        // Request id 1: sent right behind the handshake (when there is no sandbox to fill).
-        request: 1,
-        argv: args
-            .command
-            .iter()
-            .map(|a| ByteBuf::from(a.clone().into_vec()))
-            .collect(),
-        cwd,
-        env,
+    let mut run = RunRequest {
+        argv: args.command.clone(),
+        cwd: if local {
+            Some(std::env::current_dir().context("cannot read the current directory")?)
+        } else {
+            None
+        },
+        env: local.then(|| std::env::vars_os().collect()),
         stdin: forward_stdin,
-        timeout_ms: args
-            .timeout
-            .map(|t| u64::try_from(std::time::Duration::from(t).as_millis()).unwrap_or(u64::MAX)),
+        timeout: args.timeout.map(Into::into),
         hangup_on_disconnect: !args.detach && !args.no_hangup,
         follow: !args.detach,
-        sandbox: None,
-        pass_stdio,
+        pass_stdio: pass_stdio.then(own_stdio),
         session: args.session.clone(),
+        ..RunRequest::default()
     };
-    // The fds ride on the Run frame itself, so it cannot share the handshake's write.
-    let first = (!sandboxed && !pass_stdio).then_some(&run);
-    let mut client = match target {
-        Endpoint::Unix(socket) => connect_local(socket, first).await?,
-        Endpoint::Tcp { .. } => Client::connect_with(target, crate::CLIENT_NAME, first).await?,
-    };
-    if pass_stdio && !sandboxed {
-        if let ClientMessage::Run { request, .. } = &mut run {
-            *request = client.request_id();
-        }
-        client.send_with_fds(&run, &own_stdio()).await?;
-    }
+    let sandboxed = !args.put.is_empty() || !args.get.is_empty() || args.get_new || args.keep;
+    // Without a sandbox to fill first, the job goes with the handshake.
+    let (mut client, started) = super::open(target, (!sandboxed).then_some(&run)).await?;
     let mut sandbox = None;
-    if sandboxed {
-        let (path, before) = fill_sandbox(&mut client, &args).await?;
-        if let ClientMessage::Run {
-            request,
-            sandbox: run_sandbox,
-            ..
-        } = &mut run
-        {
-            *request = client.request_id();
-            *run_sandbox = Some(ByteBuf::from(path.as_bytes().to_vec()));
-        }
-        if pass_stdio {
-            client.send_with_fds(&run, &own_stdio()).await?;
-        } else {
-            client.send(&run).await?;
-        }
-        sandbox = Some((path, before));
-    }
-    let job = loop {
-        match client.recv().await? {
-            Some(DaemonMessage::Accepted { job, .. }) => break job,
-            Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
-            Some(DaemonMessage::Notice { message, .. }) => eprintln!("ferry: {message}"),
-            Some(_) => {}
-            None => bail!("the daemon closed the connection"),
+    let started = match started {
+        Some(started) => started,
+        None => {
+            let (path, before) = fill_sandbox(&mut client, &args).await?;
+            run.sandbox = Some(path.clone());
+            sandbox = Some((path, before));
+            client.run(&run).await?
         }
     };
+    let job = started.job;
     if args.detach {
         println!("{job}");
         return Ok(0);
     }
-    let (mut receiver, sender) = client.split();
+    let sender = client.sender();
     if forward_stdin {
         forward_stdin_thread(sender.clone(), job);
     }
     signals.forward(&sender, job);
-    let status = match print_job_output(&mut receiver, job, Some(&sender)).await? {
+    let status = match print_job_output(&mut client, job, Some(&sender)).await? {
         Followed::Exit(exit) => exit_status(job, &exit),
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
     };
     if let Some((path, before)) = sandbox {
-        let mut conn = SplitConn {
-            sender: &sender,
-            receiver: &mut receiver,
-            next_request: 1 << 32,
-        };
-        fetch_results(&mut conn, &args, &path, before.as_deref()).await?;
+        fetch_results(&mut client, &args, &path, before.as_deref()).await?;
         if args.keep {
             eprintln!("ferry: the sandbox is kept in the daemon's file area at {path}");
         }
@@ -149,12 +97,11 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
 
 /// Makes a sandbox and puts the `--put` files in it; returns its path and, for `--get-new`,
 /// what it held before the job.
-#[allow(clippy::type_complexity)]
 async fn fill_sandbox(
     client: &mut Client,
     args: &RunArgs,
-) -> Result<(String, Option<Vec<(String, u64, u64)>>)> {
-    let path = transfer::sandbox(client, args.keep).await?;
+) -> Result<(String, Option<Vec<FileEntry>>)> {
+    let path = client.sandbox(args.keep).await?;
     for local in &args.put {
         let name = local
             .file_name()
@@ -163,7 +110,7 @@ async fn fill_sandbox(
         transfer::upload(client, local, &remote, false).await?;
     }
     let before = if args.get_new {
-        Some(transfer::list(client, &path).await?)
+        Some(client.list(&path).await?)
     } else {
         None
     };
@@ -172,10 +119,10 @@ async fn fill_sandbox(
 
 /// Fetches the sandbox files `--get` and `--get-new` ask for into the current directory.
 async fn fetch_results(
-    conn: &mut SplitConn<'_>,
+    client: &mut Client,
     args: &RunArgs,
     sandbox: &str,
-    before: Option<&[(String, u64, u64)]>,
+    before: Option<&[FileEntry]>,
 ) -> Result<()> {
     if args.get.is_empty() && before.is_none() {
         return Ok(());
@@ -185,50 +132,24 @@ async fn fetch_results(
         .iter()
         .map(|p| glob::Pattern::new(p).with_context(|| format!("--get {p}: not a pattern")))
         .collect::<Result<Vec<_>>>()?;
-    let after = transfer::list(conn, sandbox).await?;
+    let after = client.list(sandbox).await?;
     for entry in &after {
-        let (path, ..) = entry;
-        let matched = patterns.iter().any(|p| p.matches(path));
+        let path = String::from_utf8_lossy(&entry.path).into_owned();
+        let matched = patterns.iter().any(|p| p.matches(&path));
         let new = before.is_some_and(|before| !before.contains(entry));
         if !matched && !new {
             continue;
         }
         // Names from the daemon are checked like names to the daemon.
-        let relative = ferry_common::names::check_name(path.as_bytes())
-            .with_context(|| format!("the daemon listed a bad name {path:?}"))?;
+        let relative: PathBuf = ferry_common::names::check_name(&entry.path)
+            .with_context(|| format!("the daemon listed a bad name {path:?}"))?
+            .to_owned();
         if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        transfer::download(conn, &format!("{sandbox}/{path}"), relative, false).await?;
+        transfer::download(client, &format!("{sandbox}/{path}"), &relative, false).await?;
     }
     Ok(())
-}
-
-/// Connects to the local daemon, starting one when none answers.
-pub(crate) async fn connect_local(socket: &Path, first: Option<&ClientMessage>) -> Result<Client> {
-    let program = std::env::current_exe().context("cannot find the ferry executable")?;
-    let log_file = crate::state_dir_from_env().join("daemon.log");
-    let started = connect_or_start(socket, crate::CLIENT_NAME, first, || {
-        spawn_background_daemon(&program, socket, &log_file)
-    })
-    .await;
-    match started {
-        Ok(client) => Ok(client),
-        Err(e @ ClientError::Start(_)) => match last_line(&log_file) {
-            Some(reason) => bail!("{e}: {reason} (log: {})", log_file.display()),
-            None => bail!("{e} (log: {})", log_file.display()),
-        },
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The last non-empty line of a file, without the log's timestamp and level.
-fn last_line(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-    // "2026-11-22T19:00:00.000000Z ERROR target: message" -> "message"
-    let message = line.split_once(": ").map_or(line, |(_, m)| m);
-    Some(message.trim().to_owned())
 }
 
 /// Copies ferry's stdin to the job on a thread of its own (stdin reads block), then closes
@@ -241,11 +162,7 @@ fn forward_stdin_thread(sender: Sender, job: u64) {
             match stdin.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let data = buf[..n].to_vec();
-                    if sender
-                        .blocking_send(ClientMessage::Stdin { job, data })
-                        .is_err()
-                    {
+                    if sender.blocking_stdin(job, buf[..n].to_vec()).is_err() {
                         return;
                     }
                 }
@@ -253,7 +170,7 @@ fn forward_stdin_thread(sender: Sender, job: u64) {
                 Err(_) => break,
             }
         }
-        let _ = sender.blocking_send(ClientMessage::CloseStdin { job });
+        let _ = sender.blocking_close_stdin(job);
     });
 }
 

@@ -2,136 +2,63 @@
 //! session.
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use ferry_client::{Client, Endpoint, Receiver, Sender};
-use ferry_common::SessionState;
-use ferry_wire::native::{ClientMessage, DaemonMessage};
-use serde_bytes::ByteBuf;
+use anyhow::{Context, Result};
+use ferry_client::{Client, ClientError, Endpoint, RunRequest, Sender};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{SessionArgs, SessionCommand, ShArgs};
-use crate::commands::run::{connect_local, own_stdio};
+use crate::commands::run::own_stdio;
 use crate::follow::{exit_status, print_job_output, Followed};
 
 /// Runs `ferry session ...`.
 pub fn run(target: &Endpoint, args: SessionArgs) -> Result<i32> {
     crate::client_runtime()?.block_on(async {
-        let mut client = connect(target).await?;
+        let mut client = super::connect(target).await?;
         match args.command {
             SessionCommand::New => {
                 let id = new_session(&mut client, target).await?;
                 println!("{id}");
             }
             SessionCommand::State { id } => {
-                let request = client.request_id();
-                client
-                    .send(&ClientMessage::SessionState {
-                        request,
-                        session: id,
-                    })
-                    .await?;
-                match answer(&mut client).await? {
-                    DaemonMessage::SessionInfo {
-                        cwd,
-                        status,
-                        changed,
-                        unset,
-                        ..
-                    } => {
-                        let state = SessionState {
-                            cwd: cwd.into_vec(),
-                            status,
-                            changed: changed.into_iter().map(ByteBuf::into_vec).collect(),
-                            unset: unset.into_iter().map(ByteBuf::into_vec).collect(),
-                        };
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(&state.render())?;
-                        out.write_all(b"\n")?;
-                    }
-                    other => bail!("unexpected answer {other:?}"),
-                }
+                let state = client.session_state(&id).await?;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&state.render())?;
+                out.write_all(b"\n")?;
             }
-            SessionCommand::Close { id } => close_session(&mut client, id).await?,
+            SessionCommand::Close { id } => client.session_close(&id).await?,
         }
         Ok(0)
     })
 }
 
-/// Connects (starting the local daemon when needed).
-async fn connect(target: &Endpoint) -> Result<Client> {
-    match target {
-        Endpoint::Unix(socket) => connect_local(socket, None).await,
-        Endpoint::Tcp { .. } => Ok(Client::connect(target, crate::CLIENT_NAME).await?),
-    }
-}
-
-/// The next answer that is not a notice; an error answer becomes an error.
-async fn answer(client: &mut Client) -> Result<DaemonMessage> {
-    loop {
-        match client.recv().await? {
-            Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
-            Some(DaemonMessage::Notice { message, .. }) => eprintln!("ferry: {message}"),
-            Some(message) => return Ok(message),
-            None => bail!("the daemon closed the connection"),
-        }
-    }
-}
-
+/// Makes a session in the current directory (a remote daemon picks its own).
 async fn new_session(client: &mut Client, target: &Endpoint) -> Result<String> {
     let cwd = match target {
-        Endpoint::Unix(_) => Some(ByteBuf::from(
-            std::env::current_dir()
-                .context("cannot read the current directory")?
-                .into_os_string()
-                .into_vec(),
-        )),
+        Endpoint::Unix(_) => {
+            Some(std::env::current_dir().context("cannot read the current directory")?)
+        }
         Endpoint::Tcp { .. } => None,
     };
-    let request = client.request_id();
-    client
-        .send(&ClientMessage::SessionNew { request, cwd })
-        .await?;
-    match answer(client).await? {
-        DaemonMessage::SessionReady { session, .. } => Ok(session),
-        other => bail!("unexpected answer {other:?}"),
-    }
-}
-
-async fn close_session(client: &mut Client, id: String) -> Result<()> {
-    let request = client.request_id();
-    client
-        .send(&ClientMessage::SessionClose {
-            request,
-            session: id,
-        })
-        .await?;
-    match answer(client).await? {
-        DaemonMessage::Done { .. } => Ok(()),
-        other => bail!("unexpected answer {other:?}"),
-    }
+    Ok(client.session_new(cwd.as_deref()).await?)
 }
 
 /// Runs `ferry sh`.
 pub fn sh(target: &Endpoint, args: ShArgs) -> Result<i32> {
     crate::client_runtime()?.block_on(async {
-        let mut client = connect(target).await?;
+        let mut client = super::connect(target).await?;
         let (id, owned) = match args.session {
             Some(id) => (id, false),
             None => (new_session(&mut client, target).await?, true),
         };
         let interactive = std::io::stdin().is_terminal();
         let pass_stdio = matches!(target, Endpoint::Unix(_));
-        let (mut receiver, sender) = client.split();
         let current = Arc::new(CurrentJob::default());
-        forward_signals_to_current(&sender, Arc::clone(&current))?;
+        forward_signals_to_current(&client.sender(), Arc::clone(&current))?;
         let mut shell = Shell {
-            receiver: &mut receiver,
-            sender: &sender,
+            client: &mut client,
             id: &id,
-            next_request: 1 << 32,
             current,
         };
         let mut status = 0;
@@ -154,15 +81,8 @@ pub fn sh(target: &Endpoint, args: ShArgs) -> Result<i32> {
             eprintln!();
         }
         if owned {
-            let request = shell.request_id();
-            let _ = sender
-                .send(ClientMessage::SessionClose {
-                    request,
-                    session: id.clone(),
-                })
-                .await;
-            // Wait for the answer, so that the close is done before ferry leaves.
-            let _ = receiver.recv().await;
+            // Closed before ferry leaves.
+            let _ = client.session_close(&id).await;
         }
         Ok(status)
     })
@@ -170,90 +90,52 @@ pub fn sh(target: &Endpoint, args: ShArgs) -> Result<i32> {
 
 /// One session driven line by line.
 struct Shell<'a> {
-    receiver: &'a mut Receiver,
-    sender: &'a Sender,
+    client: &'a mut Client,
     id: &'a str,
-    next_request: u64,
     /// The job running now, for signal forwarding.
     current: Arc<CurrentJob>,
 }
 
 impl Shell<'_> {
-    fn request_id(&mut self) -> u64 {
-        self.next_request += 1;
-        self.next_request
-    }
-
     /// Runs one command line in the session; its status.
     async fn run(&mut self, line: Vec<u8>, pass_stdio: bool) -> Result<i32> {
-        let request = self.request_id();
-        let run = ClientMessage::Run {
-            request,
-            argv: vec![ByteBuf::from(line)],
-            cwd: None,
-            env: None,
-            stdin: false,
-            timeout_ms: None,
+        use std::os::unix::ffi::OsStringExt;
+        let run = RunRequest {
+            argv: vec![std::ffi::OsString::from_vec(line)],
             hangup_on_disconnect: true,
             follow: true,
-            sandbox: None,
-            pass_stdio,
             session: Some(self.id.to_owned()),
+            pass_stdio: pass_stdio.then(own_stdio),
+            ..RunRequest::default()
         };
         self.current.submitting();
-        if pass_stdio {
-            let fds = own_stdio()
-                .iter()
-                .map(|fd| fd.try_clone_to_owned())
-                .collect::<std::io::Result<Vec<_>>>()
-                .context("cannot duplicate stdio")?;
-            self.sender.send_with_fds(run, fds).await?;
-        } else {
-            self.sender.send(run).await?;
-        }
-        let job = loop {
-            match self.receiver.recv().await? {
-                Some(DaemonMessage::Accepted { job, .. }) => break job,
-                Some(DaemonMessage::Error { message, .. }) => {
-                    self.current.ended();
-                    eprintln!("ferry: {message}");
-                    return Ok(125);
-                }
-                Some(DaemonMessage::Notice { message, .. }) => eprintln!("ferry: {message}"),
-                Some(_) => {}
-                None => bail!("the daemon closed the connection"),
+        let job = match self.client.run(&run).await {
+            Ok(started) => started.job,
+            Err(ClientError::Refused { message, .. }) => {
+                self.current.ended();
+                eprintln!("ferry: {message}");
+                return Ok(125);
             }
+            Err(e) => return Err(e.into()),
         };
+        let sender = self.client.sender();
         for signal in self.current.started(job) {
-            let _ = self.sender.signal(job, signal).await;
+            let _ = sender.signal(job, signal).await;
         }
-        let followed = print_job_output(self.receiver, job, Some(self.sender)).await;
+        let followed = print_job_output(self.client, job, Some(&sender)).await;
         self.current.ended();
         match followed? {
             Followed::Exit(exit) => Ok(exit_status(job, &exit)),
-            Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
+            Followed::LogEnd => {
+                anyhow::bail!("the daemon ended job {job}'s output without an exit")
+            }
         }
     }
 
     /// The session's working directory, for the prompt.
     async fn cwd(&mut self) -> Result<String> {
-        let request = self.request_id();
-        self.sender
-            .send(ClientMessage::SessionState {
-                request,
-                session: self.id.to_owned(),
-            })
-            .await?;
-        loop {
-            match self.receiver.recv().await? {
-                Some(DaemonMessage::SessionInfo { cwd, .. }) => {
-                    return Ok(String::from_utf8_lossy(&cwd).into_owned())
-                }
-                Some(DaemonMessage::Error { message, .. }) => bail!("{message}"),
-                Some(_) => {}
-                None => bail!("the daemon closed the connection"),
-            }
-        }
+        let state = self.client.session_state(self.id).await?;
+        Ok(String::from_utf8_lossy(&state.cwd).into_owned())
     }
 }
 

@@ -1,0 +1,300 @@
+//! The typed calls of a [`Client`]: each builds its request, owns its request id, and waits for
+//! its answer (events arriving meanwhile wait in the client's queue).
+
+use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_common::SessionState;
+use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry, JobId, JobInfo, PeerInfo};
+use serde_bytes::ByteBuf;
+
+use crate::{Client, ClientError, Sender};
+
+/// A job to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest<'a> {
+    /// Program and arguments (in a session: the words of one command line).
+    pub argv: Vec<OsString>,
+    /// Its working directory (a local daemon's own when `None`; remote daemons ignore it).
+    pub cwd: Option<PathBuf>,
+    /// Its whole environment (the daemon's when `None`; remote daemons ignore it).
+    pub env: Option<Vec<(OsString, OsString)>>,
+    /// Stdin will be sent with [`Sender::blocking_stdin`] (otherwise `/dev/null`).
+    pub stdin: bool,
+    /// Terminate it (TERM, then KILL) after this long.
+    pub timeout: Option<Duration>,
+    /// It gets SIGHUP if this client goes away before it ends.
+    pub hangup_on_disconnect: bool,
+    /// Its output and exit come to this client as events.
+    pub follow: bool,
+    /// Run in this sandbox (from [`Client::sandbox`]).
+    pub sandbox: Option<String>,
+    /// Run as a command line of this session.
+    pub session: Option<String>,
+    /// Run on these fds (stdin, stdout, stderr), passed over the Unix socket.
+    pub pass_stdio: Option<[BorrowedFd<'a>; 3]>,
+}
+
+impl RunRequest<'_> {
+    /// Its `Run` message, with a fresh request id.
+    pub(crate) fn message(&self, sender: &Sender) -> (u64, ClientMessage) {
+        let request = sender.next_request();
+        let bytes = |s: &OsString| ByteBuf::from(s.as_bytes().to_vec());
+        let message = ClientMessage::Run {
+            request,
+            argv: self.argv.iter().map(bytes).collect(),
+            cwd: self
+                .cwd
+                .as_ref()
+                .map(|c| ByteBuf::from(c.as_os_str().as_bytes().to_vec())),
+            env: self
+                .env
+                .as_ref()
+                .map(|env| env.iter().map(|(k, v)| (bytes(k), bytes(v))).collect()),
+            stdin: self.stdin,
+            timeout_ms: self
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            hangup_on_disconnect: self.hangup_on_disconnect,
+            follow: self.follow,
+            sandbox: self
+                .sandbox
+                .as_ref()
+                .map(|s| ByteBuf::from(s.as_bytes().to_vec())),
+            pass_stdio: self.pass_stdio.is_some(),
+            session: self.session.clone(),
+        };
+        (request, message)
+    }
+}
+
+/// A job the daemon accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    /// Its id.
+    pub job: JobId,
+    /// It waits in the queue for a free slot.
+    pub queued: bool,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// Jobs removed.
+    pub jobs: u64,
+    /// Log bytes freed.
+    pub bytes: u64,
+}
+
+impl Client {
+    /// Queues `run`'s message (with its fds, if it passes any); its request id.
+    pub(crate) async fn send_run(&mut self, run: &RunRequest<'_>) -> Result<u64, ClientError> {
+        let (request, message) = run.message(&self.sender);
+        match &run.pass_stdio {
+            Some(fds) => self.sender.queue_with_fds(message, fds).await?,
+            None => self.sender.queue(crate::Queued::Plain(message)).await?,
+        }
+        Ok(request)
+    }
+
+    /// Waits for the answer to the `Run` with id `request`.
+    pub(crate) async fn started(&mut self, request: u64) -> Result<Started, ClientError> {
+        self.answer(request, |message| match message {
+            DaemonMessage::Accepted {
+                request: r,
+                job,
+                queued,
+            } if r == request => Some(Started { job, queued }),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Runs a job; with `follow`, its output and exit come as events.
+    pub async fn run(&mut self, run: &RunRequest<'_>) -> Result<Started, ClientError> {
+        let request = self.send_run(run).await?;
+        self.started(request).await
+    }
+
+    /// Attaches to job `job`: its output from the start (`replay`) or from now, until it ends
+    /// (`follow`) or to the end of what is stored. The output comes as events; returns the
+    /// job as it stands.
+    pub async fn attach(
+        &mut self,
+        job: JobId,
+        replay: bool,
+        follow: bool,
+    ) -> Result<JobInfo, ClientError> {
+        self.call(
+            |request| ClientMessage::Attach {
+                request,
+                job,
+                replay,
+                follow,
+            },
+            |message| match message {
+                DaemonMessage::Attached { info, .. } => Some(info),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The jobs of this daemon run, or (`all`) every job in its history.
+    pub async fn jobs(&mut self, all: bool) -> Result<Vec<JobInfo>, ClientError> {
+        self.call(
+            |request| ClientMessage::ListJobs { request, all },
+            |message| match message {
+                DaemonMessage::Jobs { jobs, .. } => Some(jobs),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Sends `signal` to job `job`'s process group (or cancels it if it is queued).
+    pub async fn signal(&mut self, job: JobId, signal: i32) -> Result<(), ClientError> {
+        let request = self.sender.next_request();
+        let message = ClientMessage::Signal {
+            request,
+            job,
+            signal,
+        };
+        self.sender.queue(crate::Queued::Plain(message)).await?;
+        self.done(request).await
+    }
+
+    /// Removes ended jobs older than `older_than`, and all but the newest `keep`.
+    pub async fn prune(
+        &mut self,
+        older_than: Option<Duration>,
+        keep: Option<u64>,
+    ) -> Result<Pruned, ClientError> {
+        let older_than_ms = older_than.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.call(
+            |request| ClientMessage::Prune {
+                request,
+                older_than_ms,
+                keep,
+            },
+            |message| match message {
+                DaemonMessage::Pruned { jobs, bytes, .. } => Some(Pruned { jobs, bytes }),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Asks the daemon to shut down (see [`Client::wait_closed`] to wait until it has).
+    pub async fn shutdown(&mut self) -> Result<(), ClientError> {
+        let request = self.sender.next_request();
+        let message = ClientMessage::Shutdown { request };
+        self.sender.queue(crate::Queued::Plain(message)).await?;
+        self.done(request).await
+    }
+
+    /// Makes a fresh sandbox in the file area (kept after this connection with `keep`); its
+    /// path there.
+    pub async fn sandbox(&mut self, keep: bool) -> Result<String, ClientError> {
+        self.call(
+            |request| ClientMessage::Sandbox { request, keep },
+            |message| match message {
+                DaemonMessage::SandboxReady { path, .. } => {
+                    Some(String::from_utf8_lossy(&path).into_owned())
+                }
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The regular files under `path` in the file area.
+    pub async fn list(&mut self, path: &str) -> Result<Vec<FileEntry>, ClientError> {
+        let path = ByteBuf::from(path.as_bytes().to_vec());
+        self.call(
+            |request| ClientMessage::List { request, path },
+            |message| match message {
+                DaemonMessage::Listing { entries, .. } => Some(entries),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Makes a session starting in `cwd` (the daemon's choice when `None`); its id.
+    pub async fn session_new(&mut self, cwd: Option<&Path>) -> Result<String, ClientError> {
+        let cwd = cwd.map(|c| ByteBuf::from(c.as_os_str().as_bytes().to_vec()));
+        self.call(
+            |request| ClientMessage::SessionNew { request, cwd },
+            |message| match message {
+                DaemonMessage::SessionReady { session, .. } => Some(session),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// A session's state.
+    pub async fn session_state(&mut self, session: &str) -> Result<SessionState, ClientError> {
+        let session = session.to_owned();
+        self.call(
+            |request| ClientMessage::SessionState { request, session },
+            |message| match message {
+                DaemonMessage::SessionInfo {
+                    cwd,
+                    status,
+                    changed,
+                    unset,
+                    ..
+                } => Some(SessionState {
+                    cwd: cwd.into_vec(),
+                    status,
+                    changed: changed.into_iter().map(ByteBuf::into_vec).collect(),
+                    unset: unset.into_iter().map(ByteBuf::into_vec).collect(),
+                }),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Ends a session.
+    pub async fn session_close(&mut self, session: &str) -> Result<(), ClientError> {
+        let request = self.sender.next_request();
+        let message = ClientMessage::SessionClose {
+            request,
+            session: session.to_owned(),
+        };
+        self.sender.queue(crate::Queued::Plain(message)).await?;
+        self.done(request).await
+    }
+
+    /// The daemon's peers (its owner only).
+    pub async fn peers(&mut self) -> Result<Vec<PeerInfo>, ClientError> {
+        self.call(
+            |request| ClientMessage::ListPeers { request },
+            |message| match message {
+                DaemonMessage::Peers { peers, .. } => Some(peers),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Disconnects peer `peer`, or every peer but this client (`None`); the ids kicked (its
+    /// owner only).
+    pub async fn kick(&mut self, peer: Option<&str>) -> Result<Vec<String>, ClientError> {
+        let peer = peer.map(str::to_owned);
+        self.call(
+            |request| ClientMessage::KickPeers { request, peer },
+            |message| match message {
+                DaemonMessage::Kicked { peers, .. } => Some(peers),
+                _ => None,
+            },
+        )
+        .await
+    }
+}

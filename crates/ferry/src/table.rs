@@ -1,0 +1,42 @@
+//! Plain-text tables for listings (`ferry ps`, `ferry peers`): columns padded to their widest
+//! cell, two spaces apart; the last column is not padded (it may be long).
+
+/// The table of `header` and `rows`, one line each.
+pub fn render<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let header = header.map(String::from);
+    let mut widths = [0usize; N];
+    for row in std::iter::once(&header).chain(rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows) {
+        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if column + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up_and_the_last_is_not_padded() {
+        let rows = [
+            ["1".to_string(), "running".into(), "sleep 300".into()],
+            ["12".to_string(), "exited".into(), "true".into()],
+        ];
+        assert_eq!(
+            render(["ID", "STATE", "COMMAND"], &rows),
+            "ID  STATE    COMMAND\n1   running  sleep 300\n12  exited   true\n"
+        );
+    }
+}
