@@ -151,7 +151,7 @@ fn oils_send(stream: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) {
 
 /// Reads one reply as Oils' `py_fanos.recv` does: the length a byte at a time, then exactly
 /// the payload, then the comma.
-fn oils_recv(stream: &mut UnixStream) -> Option<String> {
+pub(crate) fn oils_recv(stream: &mut UnixStream) -> Option<String> {
     let mut length = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -387,4 +387,75 @@ fn messages_queued_while_the_daemon_is_busy_keep_their_own_fds() {
     assert_eq!(oils_recv(&mut stream).as_deref(), Some("STATUS 0"));
     drop(stream);
     assert_eq!(stdio.finish().0, "busy done\nwanted\n");
+}
+
+#[test]
+fn fanos_connections_take_connection_slots_like_any_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("fanos.sock");
+    let daemon = Daemon::start_networked(
+        &["--max-connections", "2"],
+        &[&format!("fanos:unix:{}", socket.display())],
+    );
+    assert!(
+        daemon.log_shows("listening on fanos:unix:"),
+        "{}",
+        daemon.log()
+    );
+    let getpid = format!("OK {}", daemon.pid());
+    let mut held: Vec<UnixStream> = (0..2).map(|_| connect(&socket)).collect();
+    for stream in &mut held {
+        oils_send(stream, b"GETPID", &[]);
+        assert_eq!(oils_recv(stream).as_deref(), Some(getpid.as_str()));
+    }
+    // A third FANOS client is refused in its own dialect, and so is a native one.
+    let mut third = connect(&socket);
+    assert_eq!(
+        oils_recv(&mut third).as_deref(),
+        Some("ERROR too many connections (the limit is 2)")
+    );
+    assert_eq!(oils_recv(&mut third), None, "then closed");
+    let out = daemon.run(&["ps"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too many connections (the limit is 2)"),
+        "{out:?}"
+    );
+    // A slot freed is a slot for anyone.
+    held.pop();
+    crate::helper::wait_until(
+        "a freed FANOS slot to serve a native client",
+        Duration::from_secs(10),
+        || daemon.run(&["ps"]).status.success().then_some(()),
+        || daemon.log(),
+    );
+}
+
+#[test]
+fn fanos_clients_are_told_in_their_own_dialect_and_closed_at_shutdown() {
+    let (mut daemon, _dir, socket) = fanos_daemon();
+    let mut idle = connect(&socket);
+    oils_send(&idle, b"GETPID", &[]);
+    assert!(oils_recv(&mut idle).is_some_and(|r| r.starts_with("OK ")));
+    // Another is in the middle of an EVAL when the daemon goes down.
+    let mut busy = connect(&socket);
+    let stdio = Stdio3::new();
+    oils_send(&busy, b"EVAL echo started; exec sleep 300", &stdio.fds());
+    let mut started = [0u8; 8];
+    let mut stdout = File::from(stdio.out.0.try_clone().expect("dup"));
+    stdout.read_exact(&mut started).expect("the EVAL started");
+    assert_eq!(&started, b"started\n");
+    let out = daemon.run(&["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    let going_down = "ERROR the ferry daemon is going down; running jobs are being terminated";
+    assert_eq!(oils_recv(&mut idle).as_deref(), Some(going_down));
+    assert_eq!(oils_recv(&mut idle), None, "then closed");
+    // The EVAL's job was terminated (SIGTERM: 143); its reply comes, then the notice.
+    assert_eq!(oils_recv(&mut busy).as_deref(), Some("OK 143"));
+    assert_eq!(oils_recv(&mut busy).as_deref(), Some(going_down));
+    assert_eq!(oils_recv(&mut busy), None, "then closed");
+    let mut child = daemon.child.take().expect("running");
+    assert_eq!(
+        crate::helper::wait_with_timeout(&mut child, Duration::from_secs(20)),
+        Some(0)
+    );
 }

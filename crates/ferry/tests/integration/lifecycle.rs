@@ -98,3 +98,71 @@ fn a_job_that_ignores_term_is_killed_after_the_grace_period() {
         Some(128 + 9)
     );
 }
+
+#[test]
+fn a_second_daemon_on_a_held_state_directory_fails_before_it_listens() {
+    let daemon = Daemon::start(&[]);
+    let other_socket = daemon.dir.path().join("other").join("ferry.sock");
+    let out = std::process::Command::new(crate::helper::ferry_bin())
+        .arg("daemon")
+        .arg("--socket")
+        .arg(&other_socket)
+        .arg("--state-dir")
+        .arg(&daemon.state_dir)
+        .env("FERRY_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("second daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    let its_own = format!("listening on ferry:unix:{}", other_socket.display());
+    assert!(!stderr.contains(&its_own), "it never listened: {stderr}");
+    assert!(!other_socket.exists(), "{stderr}");
+    for needle in [
+        "is in use by another ferry daemon".to_string(),
+        format!("pid {}", daemon.pid()),
+        format!("ferry:unix:{}", daemon.socket.display()),
+        "--state-dir".to_string(),
+    ] {
+        assert!(stderr.contains(&needle), "{needle} in: {stderr}");
+    }
+    daemon.assert_serving();
+}
+
+#[test]
+fn commands_start_the_daemon_after_a_crash_and_shutdown_without_one_is_fine() {
+    let mut daemon = Daemon::start(&[]);
+    let out = daemon.run(&["run", "--detach", "--", "sleep", "300"]);
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let ps = daemon.run(&["ps", "--json"]);
+    let listed: serde_json::Value =
+        serde_json::from_slice(ps.stdout.split(|&b| b == b'\n').next().expect("a job"))
+            .expect("json");
+    let pid = listed["pid"].as_u64().expect("pid") as u32;
+    assert_eq!(daemon.stop_with(libc::SIGKILL), None, "killed");
+    // No `ferry run` first: `ps --all` starts the daemon, which finds the job lost.
+    let out = daemon.run(&["ps", "--all", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(r#""id":{job}"#)) && text.contains(r#""state":"lost""#),
+        "{text}"
+    );
+    // `log` and `attach` of the lost job work on the new daemon too.
+    let out = daemon.run(&["attach", &job]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lost"),
+        "{out:?}"
+    );
+    assert!(daemon.run(&["log", &job]).status.success());
+    // Stop the daemon `ps` started, and the job the dead one left behind.
+    assert!(daemon.run(&["shutdown"]).status.success());
+    crate::helper::send_signal(pid, libc::SIGKILL);
+    // With no daemon running, `shutdown` says so and succeeds.
+    let out = daemon.run(&["shutdown"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no daemon is running"),
+        "{out:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! socket, real Unix sockets. One test binary; each module covers one area.
 
 mod bad_input;
+mod cli;
 mod fanos;
 mod fds;
 mod files;
@@ -10,6 +11,7 @@ mod history;
 mod jobs;
 mod lifecycle;
 mod limits;
+mod peers;
 mod remote;
 mod run;
 mod sessions;
