@@ -49,6 +49,9 @@ pub struct DaemonConfig {
     /// Time a new connection has for its handshake (or, in a dialect without one, for its
     /// first message).
     pub handshake_timeout: Duration,
+    /// Time a connection of a dialect without a handshake of its own may stay silent between
+    /// requests before it is closed; `None`: as long as it likes.
+    pub idle_timeout: Option<Duration>,
     /// Certificate and key for TLS listeners.
     pub tls: Option<TlsFiles>,
     /// The token TCP and TLS clients must present (unless a client certificate vouches).
@@ -74,6 +77,7 @@ impl DaemonConfig {
             max_frame: ferry_wire::DEFAULT_MAX_FRAME,
             max_connections: 256,
             handshake_timeout: Duration::from_secs(5),
+            idle_timeout: None,
             tls: None,
             token: None,
             allow_any_command: false,

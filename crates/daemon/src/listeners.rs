@@ -68,7 +68,9 @@ pub(crate) struct Row {
     pub transports: &'static [TransportKind],
     /// The port a TCP or TLS address without one gets.
     pub default_port: Option<u16>,
-    /// Its handshake carries credentials (a token): it may be served with TLS beyond loopback.
+    /// It opens every connection with a handshake (which may carry credentials, a token): it
+    /// may then be served with TLS beyond loopback. A dialect without one gets its first
+    /// request within the handshake time limit, and the idle limit between requests.
     pub authenticates: bool,
     /// Its adapter; `None` for a dialect this build does not serve yet.
     pub serve: Option<Serve>,

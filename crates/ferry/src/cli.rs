@@ -476,6 +476,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "DURATION")]
     pub handshake_timeout: Option<humantime::Duration>,
 
+    /// Time a connection of a dialect without a handshake of its own (FANOS) may stay silent
+    /// between requests before it is closed; 0: no limit [default: 0].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<humantime::Duration>,
+
     /// TLS files from `ferry tls init`: DIR/server.pem, DIR/server-key.pem, DIR/token.
     #[arg(long, value_name = "DIR")]
     pub tls_dir: Option<PathBuf>,

@@ -65,6 +65,8 @@ pub struct Limits {
     pub max_file_size: Option<u64>,
     pub kill_grace: Option<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
+    /// `"10m"`: the idle limit of dialects without a handshake (`"0"`: none).
+    pub idle_timeout: Option<Spanned<String>>,
 }
 
 /// `[tls]`.

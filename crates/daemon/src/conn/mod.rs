@@ -41,6 +41,26 @@ pub(crate) type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 /// How long a refusal may take to write before the connection is dropped.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 
+/// The time limits of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// For its handshake, or (in a dialect without one) for its first request.
+    pub first_message: Duration,
+    /// Between requests, in a dialect without a handshake: silent longer, it is closed.
+    pub idle: Option<Duration>,
+}
+
+impl Limits {
+    /// How long the connection may wait for its next request now.
+    pub fn next_request(&self, first: bool) -> Option<Duration> {
+        if first {
+            Some(self.first_message)
+        } else {
+            self.idle
+        }
+    }
+}
+
 /// A connection the layer admitted, handed to its dialect's adapter.
 pub(crate) struct Conn {
     /// Its reading half. On a Unix socket every read goes through `recvmsg`, and fds that
@@ -54,6 +74,8 @@ pub(crate) struct Conn {
     pub peer: Peer,
     /// What it may do.
     pub access: Access,
+    /// Its time limits.
+    pub limits: Limits,
     /// The daemon.
     pub server: Arc<Server>,
 }
@@ -320,6 +342,10 @@ async fn admit(incoming: Incoming, row: &'static Row, access: Access, server: Ar
         address: admitted.address,
         _slot: slot,
     };
+    let limits = Limits {
+        first_message: server.config.handshake_timeout,
+        idle: server.config.idle_timeout.filter(|_| !row.authenticates),
+    };
     let Some(serve) = row.serve else { return };
     serve(Conn {
         read: admitted.read,
@@ -327,6 +353,7 @@ async fn admit(incoming: Incoming, row: &'static Row, access: Access, server: Ar
         fds: admitted.fds,
         peer,
         access: admitted.access,
+        limits,
         server,
     })
     .await;

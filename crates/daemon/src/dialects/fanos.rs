@@ -11,8 +11,8 @@
 //! connections go on.
 //!
 //! The first request must come within the handshake time limit (the dialect has no handshake
-//! of its own); between requests a connection may wait as long as it likes, as a shell waits
-//! for its user. The daemon going down, or the owner kicking the peer, is said with an
+//! of its own); between requests, within the daemon's idle limit (`--idle-timeout`; by
+//! default none: a shell waits for its user as long as it likes). The daemon going down, or the owner kicking the peer, is said with an
 //! `ERROR` reply (after the request in progress, if any), and the connection is closed.
 
 use std::ffi::OsString;
@@ -84,7 +84,6 @@ async fn serve_connection(mut conn: Conn) {
         id: None,
     };
     let mut closing = conn.server.closing.subscribe();
-    let handshake = conn.server.config.handshake_timeout;
     let kick = conn.peer.handle.kick();
     let mut first = true;
     let mut ending = None;
@@ -101,8 +100,8 @@ async fn serve_connection(mut conn: Conn) {
                 continue;
             }
             () = became_true(&mut closing) => return,
-            () = tokio::time::sleep(handshake), if first => {
-                let message = format!("no request within {} ms", handshake.as_millis());
+            limit = time_limit(conn.limits.next_request(first)) => {
+                let message = format!("no request within {} ms", limit.as_millis());
                 tracing::info!(peer = peer_id, "fanos: closing a connection: {message}");
                 let _ = reply(&mut conn.write, FanosReply::Error(message)).await;
                 return;
@@ -151,6 +150,17 @@ async fn serve_connection(mut conn: Conn) {
     }
     if let Some(ending) = ending {
         let _ = reply(&mut conn.write, ending.reply()).await;
+    }
+}
+
+/// Resolves with `limit` once it has passed; never without one.
+async fn time_limit(limit: Option<std::time::Duration>) -> std::time::Duration {
+    match limit {
+        Some(limit) => {
+            tokio::time::sleep(limit).await;
+            limit
+        }
+        None => std::future::pending().await,
     }
 }
 

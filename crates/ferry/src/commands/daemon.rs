@@ -110,6 +110,12 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         &limits.handshake_timeout,
     )?
     .unwrap_or(Duration::from_secs(5));
+    let idle_timeout = duration(
+        args.idle_timeout,
+        "limits.idle_timeout",
+        &limits.idle_timeout,
+    )?
+    .filter(|d| !d.is_zero());
     let state_dir = args
         .state_dir
         .clone()
@@ -151,6 +157,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         max_frame,
         max_connections,
         handshake_timeout,
+        idle_timeout,
         tls,
         token,
         allow_any_command: args.allow_any_command || values.allow_any_command.unwrap_or(false),

@@ -459,3 +459,35 @@ fn fanos_clients_are_told_in_their_own_dialect_and_closed_at_shutdown() {
         Some(0)
     );
 }
+
+#[test]
+fn a_silent_fanos_client_is_closed_after_the_first_request_and_idle_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("fanos.sock");
+    let daemon = Daemon::start_networked(
+        &["--handshake-timeout", "300ms", "--idle-timeout", "500ms"],
+        &[&format!("fanos:unix:{}", socket.display())],
+    );
+    assert!(
+        daemon.log_shows("listening on fanos:unix:"),
+        "{}",
+        daemon.log()
+    );
+    // Nothing at all: the first request's limit is the handshake limit.
+    let mut silent = connect(&socket);
+    assert_eq!(
+        oils_recv(&mut silent).as_deref(),
+        Some("ERROR no request within 300 ms")
+    );
+    assert_eq!(oils_recv(&mut silent), None, "then closed");
+    // One request, then silence: the idle limit.
+    let mut idle = connect(&socket);
+    oils_send(&idle, b"GETPID", &[]);
+    assert!(oils_recv(&mut idle).is_some_and(|r| r.starts_with("OK ")));
+    assert_eq!(
+        oils_recv(&mut idle).as_deref(),
+        Some("ERROR no request within 500 ms")
+    );
+    assert_eq!(oils_recv(&mut idle), None, "then closed");
+    daemon.assert_serving();
+}
