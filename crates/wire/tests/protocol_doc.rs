@@ -18,7 +18,7 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
         (
             "hello",
             ClientMessage::Hello {
-                version: 1,
+                version: 2,
                 client: "cli".into(),
                 token: None,
             },
@@ -55,11 +55,28 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
                 signal: 15,
             },
         ),
+        (
+            "kick-peers",
+            ClientMessage::KickPeers {
+                request: 3,
+                peer: Some("bM3u6dF2ne".into()),
+            },
+        ),
     ]
 }
 
 fn daemon_examples() -> Vec<(&'static str, DaemonMessage)> {
     vec![
+        (
+            "welcome",
+            DaemonMessage::Welcome {
+                version: 2,
+                peer: "R8gTnNYsUl".into(),
+                daemon: "ferry".into(),
+                capabilities: vec!["jobs".into()],
+                max_frame: 16_777_216,
+            },
+        ),
         (
             "accepted",
             DaemonMessage::Accepted {
@@ -183,3 +200,4 @@ fn the_document_shows_no_example_the_code_does_not_check() {
     checked.sort();
     assert_eq!(names, checked);
 }
+
