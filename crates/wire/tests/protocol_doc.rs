@@ -200,4 +200,3 @@ fn the_document_shows_no_example_the_code_does_not_check() {
     checked.sort();
     assert_eq!(names, checked);
 }
-

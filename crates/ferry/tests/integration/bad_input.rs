@@ -2,7 +2,6 @@
 //! the connection is closed, and the daemon goes on serving others.
 
 use std::io::Write;
-use std::time::Duration;
 
 use ferry_wire::native::{ClientMessage, DaemonMessage, ErrorCode, PROTOCOL_VERSION};
 
@@ -203,7 +202,7 @@ fn a_client_that_vanishes_mid_job_leaves_the_daemon_serving() {
         // Read a little, send half a frame, then vanish.
         assert!(raw.recv().is_some());
         raw.stream.write_all(&[0, 0, 1]).expect("partial");
-        std::thread::sleep(Duration::from_millis(50));
+        crate::helper::wait_until_read(&raw.stream);
     }
     daemon.assert_serving();
     let ps = daemon.run(&["ps", "--json"]);

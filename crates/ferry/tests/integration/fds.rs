@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ferry_wire::native::{ClientMessage, DaemonMessage, ErrorCode};
 
 use crate::helper::{
-    open_fds, run_message, send_signal, wait_exit, wait_with_timeout, Daemon, Raw,
+    open_fds, run_message, send_signal, wait_exit, wait_until, wait_with_timeout, Daemon, Raw,
 };
 
 #[test]
@@ -207,11 +207,10 @@ fn a_thousand_runs_leave_no_fd_behind_and_passed_fds_stay_out_of_other_jobs() {
         let exit = wait_exit(raw);
         assert_eq!(exit.code, Some(0), "{exit:?}");
     };
-    // Warm up (the daemon's lazily made files and threads), then count.
-    let mut raw = daemon.raw();
-    run_once(&mut raw);
-    drop(raw);
-    std::thread::sleep(Duration::from_millis(300));
+    // Warm up (the daemon's lazily made files and threads) on a connection that stays open,
+    // then count: no other connection is open then.
+    let mut probe = daemon.raw();
+    run_once(&mut probe);
     let before = open_fds(daemon.pid());
     for _ in 0..10 {
         let mut raw = daemon.raw();
@@ -219,17 +218,14 @@ fn a_thousand_runs_leave_no_fd_behind_and_passed_fds_stay_out_of_other_jobs() {
             run_once(&mut raw);
         }
     }
-    // Connections close asynchronously: give the daemon a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut after = open_fds(daemon.pid());
-    while after != before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        after = open_fds(daemon.pid());
-    }
-    assert_eq!(
-        after, before,
-        "fds open in the daemon before and after 1000 runs"
+    // Connections close asynchronously.
+    wait_until(
+        "the daemon's fds to be as before the 1000 runs",
+        Duration::from_secs(10),
+        || (open_fds(daemon.pid()) == before).then_some(()),
+        || format!("{} fds open, {before} before", open_fds(daemon.pid())),
     );
+    drop(probe);
 
     // While a job holds a passed pipe, another job sees only its own 0, 1 and 2.
     let (read_end, write_end) = rustix::pipe::pipe().expect("pipe");

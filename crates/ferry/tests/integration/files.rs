@@ -4,12 +4,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_wire::native::{ClientMessage, DaemonMessage, ErrorCode};
 use serde_bytes::ByteBuf;
 
-use crate::helper::Daemon;
+use crate::helper::{wait_until, Daemon};
 
 fn write_random(path: &Path, len: usize, seed: u64) {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
@@ -282,20 +282,20 @@ fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
         }
         other => panic!("expected an error, got {other:?}"),
     }
-    // Give the daemon a moment to notice the vanished client and clean up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let leftovers = loop {
-        let names: Vec<String> = std::fs::read_dir(files_dir(&daemon))
+    // The daemon notices the vanished client and cleans up.
+    let names = || -> Vec<String> {
+        std::fs::read_dir(files_dir(&daemon))
             .expect("files")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        if names.is_empty() || Instant::now() > deadline {
-            break names;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+            .collect()
     };
-    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+    wait_until(
+        "the vanished client's partial upload to be removed",
+        Duration::from_secs(10),
+        || names().is_empty().then_some(()),
+        || format!("left behind: {:?}", names()),
+    );
     daemon.assert_serving();
 }
 
@@ -344,11 +344,12 @@ fn a_sandboxed_job_gets_its_files_and_sends_back_what_matches() {
     );
     assert!(!work.join("skip.txt").exists());
     // The sandbox went with the job's client.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sandboxes(&daemon) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(sandboxes(&daemon), 0);
+    wait_until(
+        "the sandbox to go with its client",
+        Duration::from_secs(10),
+        || (sandboxes(&daemon) == 0).then_some(()),
+        || format!("{} sandboxes", sandboxes(&daemon)),
+    );
 }
 
 #[test]

@@ -161,15 +161,13 @@ impl Daemon {
     }
 
     fn wait_until_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            // The network listeners are bound before the Unix socket accepts.
-            if UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("daemon did not start; log:\n{}", self.log());
+        // The network listeners are bound before the Unix socket accepts.
+        wait_until(
+            "the daemon to start",
+            Duration::from_secs(10),
+            || UnixStream::connect(&self.socket).ok(),
+            || self.log(),
+        );
     }
 
     /// The daemon's log so far.
@@ -179,16 +177,10 @@ impl Daemon {
 
     /// Whether the daemon's log comes to hold `needle` within ten seconds.
     pub fn log_shows(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if self.log().contains(needle) {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        poll_until(Duration::from_secs(10), || {
+            self.log().contains(needle).then_some(())
+        })
+        .is_some()
     }
 
     /// The daemon's pid.
@@ -286,24 +278,25 @@ impl Drop for Daemon {
 /// (`PREFIX` e.g. `ferry:tls:` or `ferry:tls:127.0.0.2:`), waiting up to ten seconds for it.
 pub fn port_in_log(log: &Path, prefix: &str) -> u16 {
     let needle = format!("listening on {prefix}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(&needle)) {
-            let rest = &line[line.find(&needle).expect("found") + needle.len()..];
-            let address = rest.split_whitespace().next().expect("address");
-            return address
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("port in {line}"));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {prefix} listener in the log:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let text = || std::fs::read_to_string(log).unwrap_or_default();
+    let line = wait_until(
+        &format!("a {prefix} listener in the log"),
+        Duration::from_secs(10),
+        || {
+            text()
+                .lines()
+                .find(|l| l.contains(&needle))
+                .map(str::to_owned)
+        },
+        text,
+    );
+    let rest = &line[line.find(&needle).expect("found") + needle.len()..];
+    let address = rest.split_whitespace().next().expect("address");
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("port in {line}"))
 }
 
 /// Runs `ferry ARGS` and checks that it succeeded.
@@ -323,24 +316,31 @@ where
     );
 }
 
-/// Waits until `condition` yields a value (checked every 10 ms), and returns it; after
-/// `timeout`, fails the test saying what was awaited and what `seen` shows then.
-pub fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    mut condition: impl FnMut() -> Option<T>,
-    seen: impl FnOnce() -> String,
-) -> T {
+/// Checks `condition` every 10 ms until it yields a value, for at most `timeout`: the one
+/// place tests wait for something to happen.
+pub fn poll_until<T>(timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = condition() {
-            return value;
+            return Some(value);
         }
         if Instant::now() > deadline {
-            panic!("waited {timeout:?} for {what}; seen:\n{}", seen());
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Waits until `condition` yields a value, and returns it; after `timeout`, fails the test
+/// saying what was awaited and what `seen` shows then.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    condition: impl FnMut() -> Option<T>,
+    seen: impl FnOnce() -> String,
+) -> T {
+    poll_until(timeout, condition)
+        .unwrap_or_else(|| panic!("waited {timeout:?} for {what}; seen:\n{}", seen()))
 }
 
 /// Bytes written on a Unix socket that its peer has not read yet (SIOCOUTQ; 0 once read).
@@ -374,14 +374,7 @@ pub fn send_signal(pid: u32, signal: i32) {
 /// Waits for a child up to `timeout`; returns its exit code (None if it did not exit, or
 /// was killed by a signal).
 pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
+    poll_until(timeout, || child.try_wait().ok().flatten())?.code()
 }
 
 /// A raw protocol connection: write any bytes, read decoded frames.

@@ -3,11 +3,11 @@
 //! as a fixture, and a full disk.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_wire::native::DaemonMessage;
 
-use crate::helper::{send_signal, Daemon};
+use crate::helper::{send_signal, wait_until, Daemon};
 
 /// `ferry ps --all --json`, one value per job.
 fn history(daemon: &Daemon) -> Vec<serde_json::Value> {
@@ -124,26 +124,22 @@ fn kill_dash_nine_with_a_hundred_running_jobs_records_them_as_lost() {
         }
     }
     // Wait until each has written its line (the log holds it) and learn their pids.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pids: Vec<u64> = loop {
-        let jobs = history(&daemon);
-        let running: Vec<u64> = jobs
-            .iter()
-            .filter(|j| j["state"] == "running")
-            .filter_map(|j| j["pid"].as_u64())
-            .collect();
-        let logged = (4..=103)
-            .filter(|id| shown(&daemon, "log", *id).0.starts_with("started-"))
-            .count();
-        if running.len() == 100 && logged == 100 {
-            break running;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobs did not all start: {jobs:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let pids: Vec<u64> = wait_until(
+        "a hundred jobs running, each with its line in its log",
+        Duration::from_secs(30),
+        || {
+            let running: Vec<u64> = history(&daemon)
+                .iter()
+                .filter(|j| j["state"] == "running")
+                .filter_map(|j| j["pid"].as_u64())
+                .collect();
+            let logged = (4..=103)
+                .filter(|id| shown(&daemon, "log", *id).0.starts_with("started-"))
+                .count();
+            (running.len() == 100 && logged == 100).then_some(running)
+        },
+        || format!("{:?}", history(&daemon)),
+    );
     assert_eq!(daemon.stop_with(libc::SIGKILL), None);
     // The orphaned jobs are not the next daemon's: end them here.
     for pid in &pids {
@@ -186,8 +182,30 @@ fn retention_by_count_size_and_age_and_prune() {
     daemon.restart(&["--history-max-output", "12000"], None);
     let ids = job_ids(&daemon);
     assert_eq!(ids, [5, 6]);
-    // By age, from the configuration file.
-    std::thread::sleep(Duration::from_millis(1200));
+    // By age, from the configuration file: once the jobs are over a second old.
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+    };
+    let newest = history(&daemon)
+        .iter()
+        .filter_map(|j| j["submitted"].as_str().map(str::to_owned))
+        .max()
+        .expect("jobs");
+    let newest_ms = humantime::parse_rfc3339(&newest)
+        .expect("time")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as u64;
+    wait_until(
+        "the jobs to be over a second old",
+        Duration::from_secs(10),
+        // Submission times are shown to the second: count from the end of that second.
+        || (now_ms() > newest_ms + 2100).then_some(()),
+        || format!("newest submitted at {newest}"),
+    );
     let config = daemon.dir.path().join("daemon.toml");
     std::fs::write(&config, "[history]\nmax_age = \"1s\"\n").expect("config");
     daemon.restart(&["--config", config.to_str().expect("utf-8")], None);

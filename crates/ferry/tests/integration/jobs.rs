@@ -1,12 +1,13 @@
 //! Jobs: detach, attach, log, ps, kill, and many jobs on one connection.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_wire::native::{DaemonMessage, Stream};
 
-use crate::helper::{live_processes_in_group, wait_with_timeout, Daemon};
+use crate::helper::{live_processes_in_group, wait_until, wait_with_timeout, Daemon};
 
 fn detach(daemon: &Daemon, command: &[&str]) -> u64 {
     let mut args = vec!["run", "--detach", "--"];
@@ -41,14 +42,22 @@ fn job_json(daemon: &Daemon, id: u64) -> serde_json::Value {
 }
 
 fn wait_for_state(daemon: &Daemon, id: u64, state: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let job = job_json(daemon, id);
-        if job["state"] == state || Instant::now() > deadline {
-            return job;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &format!("job {id} to be {state}"),
+        Duration::from_secs(20),
+        || Some(job_json(daemon, id)).filter(|job| job["state"] == state),
+        || format!("{}", job_json(daemon, id)),
+    )
+}
+
+/// Waits until the processes of process group `pgid` number `count`.
+fn wait_for_group(pgid: u32, count: usize) {
+    wait_until(
+        &format!("{count} live processes in group {pgid}"),
+        Duration::from_secs(10),
+        || (live_processes_in_group(pgid).len() == count).then_some(()),
+        || format!("{:?}", live_processes_in_group(pgid)),
+    )
 }
 
 #[test]
@@ -92,14 +101,12 @@ fn log_prints_stored_output_of_running_and_finished_jobs() {
         &daemon,
         &["sh", "-c", "echo early; echo oops >&2; exec sleep 300"],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let out = loop {
-        let out = daemon.run(&["log", &id.to_string()]);
-        if !out.stdout.is_empty() || Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let out = wait_until(
+        "the running job's first output in its log",
+        Duration::from_secs(20),
+        || Some(daemon.run(&["log", &id.to_string()])).filter(|out| !out.stdout.is_empty()),
+        || daemon.log(),
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "early\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
     assert_eq!(out.status.code(), Some(0));
@@ -153,18 +160,14 @@ fn ps_lists_jobs_as_a_table_and_as_json() {
 fn kill_signals_the_whole_process_group() {
     let daemon = Daemon::start(&[]);
     let id = detach(&daemon, &["sh", "-c", "sleep 300 & sleep 300"]);
-    let pid = loop {
-        let job = job_json(&daemon, id);
-        if let Some(pid) = job["pid"].as_u64() {
-            break pid as u32;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while live_processes_in_group(pid).len() < 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(live_processes_in_group(pid).len(), 3, "sh and two sleeps");
+    let pid = wait_until(
+        "the job's pid",
+        Duration::from_secs(10),
+        || job_json(&daemon, id)["pid"].as_u64().map(|pid| pid as u32),
+        || format!("{}", job_json(&daemon, id)),
+    );
+    // sh and two sleeps.
+    wait_for_group(pid, 3);
     let out = daemon.run(&["kill", &id.to_string()]);
     assert_eq!(
         out.status.code(),
@@ -174,15 +177,8 @@ fn kill_signals_the_whole_process_group() {
     );
     let job = wait_for_state(&daemon, id, "killed");
     assert_eq!(job["signal"], 15);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !live_processes_in_group(pid).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(
-        live_processes_in_group(pid),
-        Vec::<u32>::new(),
-        "no sleep is left"
-    );
+    // No sleep is left.
+    wait_for_group(pid, 0);
     // Killing a finished job is a clear error.
     let again = daemon.run(&["kill", &id.to_string()]);
     assert_ne!(again.status.code(), Some(0));
@@ -262,7 +258,11 @@ fn a_running_job_outlives_a_vanished_client_that_asked_to_keep_it() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut started = String::new();
+    BufReader::new(client.stdout.as_mut().expect("stdout"))
+        .read_line(&mut started)
+        .expect("started");
+    assert_eq!(started, "started\n");
     client.kill().expect("kill client");
     let _ = client.wait();
     let jobs = ps_json(&daemon);
@@ -281,10 +281,12 @@ fn a_vanished_client_hangs_up_its_job_by_default() {
         .args(["run", "--", "sleep", "300"])
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ps_json(&daemon).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "the client's job to be listed",
+        Duration::from_secs(10),
+        || (!ps_json(&daemon).is_empty()).then_some(()),
+        || daemon.log(),
+    );
     client.kill().expect("kill client");
     let _ = client.wait();
     let id = ps_json(&daemon)[0]["id"].as_u64().expect("id");

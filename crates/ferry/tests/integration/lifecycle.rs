@@ -3,9 +3,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helper::{live_processes_in_group, wait_with_timeout, Daemon};
+use crate::helper::{live_processes_in_group, wait_until, wait_with_timeout, Daemon};
 
 /// Starts a job that ignores nothing, with a grandchild, and a client attached to it.
 fn job_with_attached_client(daemon: &Daemon) -> (std::process::Child, u32) {
@@ -37,13 +37,11 @@ fn assert_goes_down(mut daemon: Daemon, stop: impl FnOnce(&mut Daemon) -> Option
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("daemon is going down"), "{stderr}");
     assert_eq!(out.status.code(), Some(128 + 15), "the job was terminated");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !live_processes_in_group(pgid).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(
-        live_processes_in_group(pgid).is_empty(),
-        "no process of the job is left"
+    wait_until(
+        "no process of the job to be left",
+        Duration::from_secs(5),
+        || live_processes_in_group(pgid).is_empty().then_some(()),
+        || format!("{:?}", live_processes_in_group(pgid)),
     );
     assert!(!socket.exists(), "socket removed");
 }

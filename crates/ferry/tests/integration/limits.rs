@@ -1,10 +1,10 @@
 //! Limits: frame size, connections, running jobs (with a queue), and per-job timeouts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_wire::native::{ClientMessage, DaemonMessage, ErrorCode};
 
-use crate::helper::{Daemon, Raw};
+use crate::helper::{wait_until, Daemon, Raw};
 
 #[test]
 fn a_frame_over_the_configured_limit_is_refused_and_others_are_served() {
@@ -28,21 +28,24 @@ fn a_frame_over_the_configured_limit_is_refused_and_others_are_served() {
 fn connections_over_the_limit_are_refused() {
     let daemon = Daemon::start(&["--max-connections", "2"]);
     // The start-up probe's connection may hold a slot for a moment: wait until both are ours.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (first, second) = loop {
-        let first = daemon.raw();
-        let mut second = Raw::connect(&daemon.socket);
-        second.send(&ClientMessage::Hello {
-            version: ferry_wire::PROTOCOL_VERSION,
-            client: "test".into(),
-            token: None,
-        });
-        match second.recv() {
-            Some(DaemonMessage::Welcome { .. }) => break (first, second),
-            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            other => panic!("second connection refused for good: {other:?}"),
-        }
-    };
+    let (first, second) = wait_until(
+        "two connections of ours to be served",
+        Duration::from_secs(10),
+        || {
+            let first = daemon.raw();
+            let mut second = Raw::connect(&daemon.socket);
+            second.send(&ClientMessage::Hello {
+                version: ferry_wire::PROTOCOL_VERSION,
+                client: "test".into(),
+                token: None,
+            });
+            match second.recv() {
+                Some(DaemonMessage::Welcome { .. }) => Some((first, second)),
+                _ => None,
+            }
+        },
+        || daemon.log(),
+    );
     let mut third = Raw::connect(&daemon.socket);
     let (code, message) = third.expect_error();
     assert_eq!(code, ErrorCode::LimitReached);
@@ -52,15 +55,18 @@ fn connections_over_the_limit_are_refused() {
     );
     drop((first, second));
     // Slots free up once connections close.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = daemon.run(&["run", "--", "echo", "ok"]);
-        if out.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "slots never freed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the slots to free up",
+        Duration::from_secs(10),
+        || {
+            daemon
+                .run(&["run", "--", "echo", "ok"])
+                .status
+                .success()
+                .then_some(())
+        },
+        || daemon.log(),
+    );
 }
 
 #[test]

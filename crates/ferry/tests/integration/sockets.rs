@@ -3,9 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helper::{ferry_bin, send_signal, wait_with_timeout, Daemon};
+use crate::helper::{ferry_bin, poll_until, send_signal, wait_until, wait_with_timeout, Daemon};
 
 #[test]
 fn socket_option_goes_before_or_after_the_subcommand() {
@@ -77,13 +77,13 @@ fn run_starts_a_daemon_on_the_default_socket_and_racing_clients_start_only_one()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700);
-    // Losers of the start race exit; give them a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemons_on(&socket).len() > 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let daemons = daemons_on(&socket);
-    assert_eq!(daemons.len(), 1, "exactly one daemon: {daemons:?}");
+    // Losers of the start race exit.
+    let daemons = wait_until(
+        "exactly one daemon on the socket",
+        Duration::from_secs(10),
+        || Some(daemons_on(&socket)).filter(|d| d.len() == 1),
+        || format!("{:?}", daemons_on(&socket)),
+    );
     let out = Command::new(ferry_bin())
         .arg("shutdown")
         .env_remove("FERRY_SOCKET")
@@ -98,14 +98,12 @@ fn run_starts_a_daemon_on_the_default_socket_and_racing_clients_start_only_one()
     );
     for pid in daemons {
         // The daemon is not our child: it is gone once its /proc entry is.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
-            && !daemons_on(&socket).is_empty()
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !daemons_on(&socket).is_empty() {
+        let gone = poll_until(Duration::from_secs(10), || {
+            let gone = !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+                || daemons_on(&socket).is_empty();
+            gone.then_some(())
+        });
+        if gone.is_none() {
             send_signal(pid, libc::SIGKILL);
             panic!("daemon {pid} did not stop");
         }
@@ -129,10 +127,12 @@ fn a_stale_socket_is_replaced() {
         .expect("daemon");
     // Wait until it answers (`ferry run` now would start a daemon of its own while the stale
     // file refuses connections).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "the daemon to answer",
+        Duration::from_secs(10),
+        || std::os::unix::net::UnixStream::connect(&socket).ok(),
+        String::new,
+    );
     let out = Command::new(ferry_bin())
         .arg("--socket")
         .arg(&socket)
@@ -229,10 +229,12 @@ fn listener_specs_are_checked_with_clear_messages() {
         .stderr(Stdio::null())
         .spawn()
         .expect("daemon");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "the socket to appear",
+        Duration::from_secs(10),
+        || socket.exists().then_some(()),
+        String::new,
+    );
     let out = Command::new(ferry_bin())
         .arg("--socket")
         .arg(&socket)
