@@ -529,12 +529,43 @@ pub fn live_processes_in_group(pgid: u32) -> Vec<u32> {
     found
 }
 
-/// Peak resident memory of a process, in KiB.
-pub fn peak_rss_kib(pid: u32) -> u64 {
+/// A memory figure of a process from `/proc/PID/status` (`VmRSS`, `VmHWM`...), in KiB.
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
+        .unwrap_or_else(|| panic!("{field} of {pid}"))
+}
+
+/// Peak resident memory of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    memory_kib(pid, "VmHWM")
+}
+
+/// Spawns `command` with its stdout and stderr piped, and returns it once the first line of its
+/// stdout (a job's sign that it runs) has come; that line too. The rest of its output is left
+/// unread in the pipes.
+pub fn spawn_until_first_line(command: &mut Command) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.as_mut().expect("stdout");
+    // A byte at a time, so that nothing past the line is taken from the pipe.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match stdout.read(&mut byte) {
+            Ok(0) => panic!(
+                "the output ended before a first line: {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!("cannot read the output: {e}"),
+        }
+    }
+    (child, String::from_utf8_lossy(&line).into_owned())
 }

@@ -1,13 +1,14 @@
 //! Jobs: detach, attach, log, ps, kill, and many jobs on one connection.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
 use ferry_wire::native::{DaemonMessage, Stream};
 
-use crate::helper::{live_processes_in_group, wait_until, wait_with_timeout, Daemon};
+use crate::helper::{
+    live_processes_in_group, spawn_until_first_line, wait_until, wait_with_timeout, Daemon,
+};
 
 fn detach(daemon: &Daemon, command: &[&str]) -> u64 {
     let mut args = vec!["run", "--detach", "--"];
@@ -245,23 +246,14 @@ fn one_connection_runs_many_jobs_with_output_multiplexed_by_job_id() {
 #[test]
 fn a_running_job_outlives_a_vanished_client_that_asked_to_keep_it() {
     let daemon = Daemon::start(&[]);
-    let mut client = daemon
-        .ferry()
-        .args([
-            "run",
-            "--no-hangup",
-            "--",
-            "sh",
-            "-c",
-            "echo started; sleep 1; echo finished",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut started = String::new();
-    BufReader::new(client.stdout.as_mut().expect("stdout"))
-        .read_line(&mut started)
-        .expect("started");
+    let (mut client, started) = spawn_until_first_line(daemon.ferry().args([
+        "run",
+        "--no-hangup",
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 1; echo finished",
+    ]));
     assert_eq!(started, "started\n");
     client.kill().expect("kill client");
     let _ = client.wait();

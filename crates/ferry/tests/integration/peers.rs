@@ -2,9 +2,7 @@
 //! them, `ferry peers kick` disconnects them with a notice in their own dialect, their jobs go
 //! on; only the owner may do either.
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
-use std::process::Stdio;
 use std::time::Duration;
 
 use ferry_io::fdpass::send_all_with_fds;
@@ -12,7 +10,7 @@ use ferry_wire::fanos::encode_netstring;
 use ferry_wire::native::{DaemonMessage, NoticeKind};
 
 use crate::fanos::{connect, oils_recv};
-use crate::helper::{run_message, wait_until, Daemon};
+use crate::helper::{run_message, spawn_until_first_line, wait_until, Daemon};
 
 /// `ferry peers --json`, parsed.
 fn peers(daemon: &Daemon) -> Vec<serde_json::Value> {
@@ -72,25 +70,15 @@ fn peers_of_two_dialects_are_listed_kicked_and_their_jobs_go_on() {
     )
     .expect("send");
     // A `ferry run` client that keeps its job if it goes away.
-    let mut client = daemon
-        .ferry()
-        .args([
-            "run",
-            "--no-fds",
-            "--no-hangup",
-            "--",
-            "sh",
-            "-c",
-            "echo ready; exec sleep 300",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut ready = String::new();
-    BufReader::new(client.stdout.as_mut().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("ready");
+    let (client, ready) = spawn_until_first_line(daemon.ferry().args([
+        "run",
+        "--no-fds",
+        "--no-hangup",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 300",
+    ]));
     assert_eq!(ready, "ready\n");
 
     let listed = wait_until(
@@ -230,16 +218,13 @@ fn only_the_owner_may_list_or_kick_peers() {
         );
     }
     // The owner sees a TLS client as a peer named after how it authenticated.
-    let mut remote = daemon
-        .remote()
-        .args(["run", "--", "sh", "-c", "echo ready; exec sleep 300"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut ready = String::new();
-    BufReader::new(remote.stdout.as_mut().expect("stdout"))
-        .read_line(&mut ready)
-        .expect("ready");
+    let (mut remote, _) = spawn_until_first_line(daemon.remote().args([
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo ready; exec sleep 300",
+    ]));
     let listed = peers(&daemon);
     let tls = listed
         .iter()

@@ -135,12 +135,7 @@ fn a_closed_stdout_gives_the_job_sigpipe() {
 
 /// The daemon's resident memory now, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    crate::helper::memory_kib(pid, "VmRSS")
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_engine::files::{check_name, FileError, Upload};
+use ferry_engine::files::{check_name, FileArea, FileError, Upload};
 use ferry_io::frame;
 use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry};
 use serde_bytes::ByteBuf;
@@ -48,10 +48,7 @@ impl UploadPipe {
     /// Waits for every queued chunk to be written; the upload back, or why it failed.
     pub(super) async fn finish_writing(self) -> Result<Upload, FileError> {
         drop(self.chunks);
-        self.writer.await.map_err(|e| FileError::Io {
-            name: "upload".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        self.writer.await.map_err(task_failed)?
     }
 }
 
@@ -183,71 +180,14 @@ impl Connection {
         let out = self.out.clone();
         let peer = self.peer.id().to_owned();
         self.followers.spawn(async move {
-            let send = |message: DaemonMessage| {
-                let out = out.clone();
-                async move {
-                    match frame(&message) {
-                        Ok(bytes) => out.send(Outgoing::Frame(bytes)).await.is_ok(),
-                        Err(_) => false,
-                    }
-                }
-            };
-            let opened = tokio::task::spawn_blocking(move || {
-                let name = check_name(&path)?;
-                area.download(name)
-            })
-            .await;
-            let mut download = match opened {
-                Ok(Ok(download)) => download,
-                Ok(Err(error)) => {
-                    tracing::info!(peer, request, "file transfer refused: {error}");
-                    send(DaemonMessage::Error {
-                        request: Some(request),
-                        code: error_code(error.kind()),
-                        message: error.to_string(),
-                    })
-                    .await;
-                    return;
-                }
-                Err(_) => return,
-            };
-            let (size, mode) = (download.size, download.mode);
-            if !send(DaemonMessage::FileStart {
-                request,
-                size,
-                mode,
-            })
-            .await
-            {
-                return;
-            }
-            loop {
-                let read = tokio::task::spawn_blocking(move || {
-                    download.read_chunk(FILE_CHUNK).map(|data| (data, download))
-                })
-                .await;
-                let (data, next) = match read {
-                    Ok(Ok(read)) => read,
-                    Ok(Err(error)) => {
-                        send(DaemonMessage::Error {
-                            request: Some(request),
-                            code: error_code(error.kind()),
-                            message: error.to_string(),
-                        })
-                        .await;
-                        return;
-                    }
-                    Err(_) => return,
+            if let Err(error) = send_file(&area, request, path, &out).await {
+                tracing::info!(peer, request, "file transfer refused or failed: {error}");
+                let refusal = DaemonMessage::Error {
+                    request: Some(request),
+                    code: error_code(error.kind()),
+                    message: error.to_string(),
                 };
-                download = next;
-                if data.is_empty() {
-                    let checksum = ByteBuf::from(download.checksum());
-                    send(DaemonMessage::FileEnd { request, checksum }).await;
-                    return;
-                }
-                if !send(DaemonMessage::FileData { request, data }).await {
-                    return;
-                }
+                queue(&out, refusal).await;
             }
         });
     }
@@ -257,10 +197,7 @@ impl Connection {
         let area = Arc::clone(&self.files);
         tokio::task::spawn_blocking(move || area.directory(check_name(&name)?))
             .await
-            .map_err(|e| FileError::Io {
-                name: "sandbox".into(),
-                source: std::io::Error::other(e.to_string()),
-            })?
+            .map_err(task_failed)?
     }
 
     async fn sandbox(&mut self, request: u64, keep: bool) {
@@ -322,5 +259,64 @@ impl Connection {
             }
         })
         .await;
+    }
+}
+
+/// Queues a message in a connection's outbox; whether the client is still there.
+async fn queue(out: &mpsc::Sender<Outgoing>, message: DaemonMessage) -> bool {
+    match frame(&message) {
+        Ok(bytes) => out.send(Outgoing::Frame(bytes)).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A blocking task's failure, as a file error.
+fn task_failed(error: tokio::task::JoinError) -> FileError {
+    FileError::Io {
+        name: "file transfer".into(),
+        source: std::io::Error::other(error.to_string()),
+    }
+}
+
+/// Sends file `path` of `area` as `FileStart`, `FileData`... and `FileEnd` answering
+/// `request`; stops quietly if the client goes away.
+async fn send_file(
+    area: &Arc<FileArea>,
+    request: u64,
+    path: Vec<u8>,
+    out: &mpsc::Sender<Outgoing>,
+) -> Result<(), FileError> {
+    let area = Arc::clone(area);
+    let mut download = tokio::task::spawn_blocking(move || area.download(check_name(&path)?))
+        .await
+        .map_err(task_failed)??;
+    let (size, mode) = (download.size, download.mode);
+    if !queue(
+        out,
+        DaemonMessage::FileStart {
+            request,
+            size,
+            mode,
+        },
+    )
+    .await
+    {
+        return Ok(());
+    }
+    loop {
+        let (data, next) = tokio::task::spawn_blocking(move || {
+            download.read_chunk(FILE_CHUNK).map(|data| (data, download))
+        })
+        .await
+        .map_err(task_failed)??;
+        download = next;
+        if data.is_empty() {
+            let checksum = ByteBuf::from(download.checksum());
+            queue(out, DaemonMessage::FileEnd { request, checksum }).await;
+            return Ok(());
+        }
+        if !queue(out, DaemonMessage::FileData { request, data }).await {
+            return Ok(());
+        }
     }
 }
