@@ -168,8 +168,11 @@ pub struct FdReadHalf {
     offset: u64,
 }
 
-/// Bytes taken by one read (the buffer handed to `recvmsg` must be initialized).
-const FD_READ_CHUNK: usize = 64 * 1024;
+/// Most bytes taken by one read (the buffer handed to `recvmsg` must be initialized, so only
+/// what the caller offers is). Large enough for a whole frame of job data (a 64 KiB `Stdin`,
+/// a 256 KiB `PutData`) in one read, since a reader of such a connection reads a frame's body
+/// in reads of its own (see `FrameReader::bounded`).
+const FD_READ_CHUNK: usize = 1024 * 1024;
 
 impl FdReadHalf {
     /// Wraps a connection's reading half; fds it receives go to `inbox`.

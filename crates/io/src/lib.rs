@@ -19,6 +19,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// How much room to make in the read buffer before each read.
 const READ_RESERVE: usize = 128 * 1024;
 
+/// Most bytes a bounded read takes: a whole frame of job data, so that a frame costs two
+/// reads (its length, then the rest).
+const BOUNDED_READ_MAX: usize = 1024 * 1024;
+
 /// Errors while reading messages: `E` is the format's own decoding error.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError<E> {
@@ -74,7 +78,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// [`fdpass::FdReadHalf`]): no read goes past the end of the message being read, so the
     /// fds a read brings belong to that one message, however the sender split or joined its
     /// writes (the kernel hands fds over with the read that takes the first byte their
-    /// `sendmsg` carried). Costs a read or two per message, as Oils' own FANOS reader does.
+    /// `sendmsg` carried). Costs two reads per message (its length, then the rest), as Oils'
+    /// own FANOS reader does.
     pub fn bounded(inner: R) -> FrameReader<R> {
         FrameReader {
             bounded: true,
@@ -123,7 +128,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let want = decoder
                     .message_len_at_least(&self.buf)
                     .saturating_sub(self.buf.len())
-                    .clamp(1, READ_RESERVE);
+                    .clamp(1, BOUNDED_READ_MAX);
                 self.buf.reserve(want);
                 (&mut self.inner)
                     .take(want as u64)
