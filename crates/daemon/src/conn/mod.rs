@@ -304,7 +304,9 @@ struct Admitted {
 async fn admit(incoming: Incoming, row: &'static Row, access: Access, server: Arc<Server>) {
     let admitted = match incoming {
         Incoming::Unix(stream) => admit_unix(stream, row, access).await,
-        Incoming::Tcp(stream, addr, tls) => admit_tcp(stream, addr, tls, access, &server).await,
+        Incoming::Tcp(stream, addr, tls) => {
+            admit_tcp(stream, addr, tls, row, access, &server).await
+        }
     };
     let Some(mut admitted) = admitted else { return };
     let Ok(slot) = Arc::clone(&server.slots).try_acquire_owned() else {
@@ -392,11 +394,13 @@ async fn admit_unix(mut stream: UnixStream, row: &'static Row, access: Access) -
 
 /// TCP: the TLS handshake under the handshake time limit, if the listener has TLS. A verified
 /// client certificate authenticates the peer (no token needed) and names it; its files live
-/// in an area of its own.
+/// in an area of its own. Without one, the peer must show the token in its dialect's
+/// handshake; a daemon with no token (client certificates only) refuses it here.
 async fn admit_tcp(
     stream: TcpStream,
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
+    row: &Row,
     mut access: Access,
     server: &Server,
 ) -> Option<Admitted> {
@@ -425,6 +429,7 @@ async fn admit_tcp(
         }
     };
     let mut name = "token".to_owned();
+    let mut stream = stream;
     if let Some(certs) = stream.get_ref().1.peer_certificates() {
         // rustls verified it against the client CA: the peer is authenticated.
         let common = certs.first().and_then(|cert| tls::common_name(cert));
@@ -433,6 +438,12 @@ async fn admit_tcp(
         let area = common.unwrap_or_else(|| "unnamed".into());
         access.files_dir = access.files_dir.join("clients").join(&area);
         name = area;
+    } else if row.authenticates && access.token.is_none() {
+        // No token to check in the handshake: a certificate is the only way in.
+        tracing::warn!(%addr, "refused a TLS client without a client certificate");
+        let message = "this listener authenticates clients by certificate only: present a client certificate signed by its client CA (--cert and --key)";
+        refuse(&mut stream, row, RefusalKind::PermissionDenied, message).await;
+        return None;
     }
     let (read, write) = tokio::io::split(stream);
     Some(Admitted {

@@ -29,16 +29,22 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `ferry daemon` with extra arguments and waits until it answers.
     pub fn start(extra: &[&str]) -> Daemon {
-        Daemon::spawn(extra, &[])
+        Daemon::spawn(extra, &[], true)
     }
 
     /// Starts `ferry daemon` on its Unix socket and on the given network listeners (each
     /// `DIALECT:TRANSPORT:ADDRESS`), with TLS files from `ferry tls init` in `self.tls_dir()`.
     pub fn start_networked(extra: &[&str], listeners: &[&str]) -> Daemon {
-        Daemon::spawn(extra, listeners)
+        Daemon::spawn(extra, listeners, true)
     }
 
-    fn spawn(extra: &[&str], listeners: &[&str]) -> Daemon {
+    /// As [`Daemon::start_networked`], but the daemon has no token (its TLS directory holds
+    /// none): only client certificates can authenticate network clients.
+    pub fn start_networked_without_token(extra: &[&str], listeners: &[&str]) -> Daemon {
+        Daemon::spawn(extra, listeners, false)
+    }
+
+    fn spawn(extra: &[&str], listeners: &[&str], token: bool) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("ferry.sock");
         let state_dir = dir.path().join("state");
@@ -56,6 +62,9 @@ impl Daemon {
                 "init".as_ref(),
                 tls_dir.as_os_str(),
             ]);
+            if !token {
+                std::fs::remove_file(tls_dir.join("token")).expect("remove the token");
+            }
             command
                 .arg("--listen")
                 .arg(format!("ferry:unix:{}", socket.display()))

@@ -314,6 +314,51 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
 }
 
 #[test]
+fn without_a_token_a_client_certificate_is_required() {
+    let ca_dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca_dir.path().join("tls");
+    tls_init(&ca, &[]);
+    let client_ca = ca.join("ca.pem");
+    let daemon = Daemon::start_networked_without_token(
+        &[
+            "--allow-any-command",
+            "--client-ca",
+            client_ca.to_str().expect("utf8"),
+        ],
+        &[TLS],
+    );
+    let address = format!("127.0.0.1:{}", daemon.port("tls"));
+    let server_ca = daemon.tls_dir().join("ca.pem");
+    // Neither a certificate nor a token: refused before anything runs.
+    let out = Command::new(ferry_bin())
+        .env_remove("FERRY_SOCKET")
+        .arg("--host")
+        .arg(&address)
+        .arg("--ca")
+        .arg(&server_ca)
+        .args(["run", "--", "echo", "should not run"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("present a client certificate"),
+        "{out:?}"
+    );
+    // A certificate from the client CA still works.
+    let (cert, key) = issue_client(&ca, "alice");
+    let out = with_cert(address, &server_ca, &cert, &key)
+        .args(["run", "--", "echo", "by certificate"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "by certificate\n",
+        "{out:?}"
+    );
+}
+
+#[test]
 fn the_config_file_sets_listeners_and_the_catalog() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = dir.path().join("tls");
