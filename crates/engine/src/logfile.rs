@@ -263,3 +263,75 @@ pub fn summarize(path: &Path) -> Result<LogSummary, String> {
     }
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn records_roundtrip_and_partial_records_wait(
+            records in proptest::collection::vec(
+                (any::<bool>(), proptest::collection::vec(any::<u8>(), 1..300)), 0..20),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut buf = Vec::new();
+            for (err, data) in &records {
+                let stream = if *err { OutputStream::Stderr } else { OutputStream::Stdout };
+                encode_record(stream, data, &mut buf);
+            }
+            let (parsed, used) = parse_records(&buf).expect("valid records");
+            prop_assert_eq!(used, buf.len());
+            prop_assert_eq!(parsed.len(), records.len());
+            for ((kind, range), (err, data)) in parsed.iter().zip(&records) {
+                prop_assert_eq!(*kind == RecordKind::Output(OutputStream::Stderr), *err);
+                prop_assert_eq!(&buf[range.clone()], &data[..]);
+            }
+            // Any prefix parses to whole records only.
+            let cut = cut.index(buf.len() + 1);
+            let (prefix, used) = parse_records(&buf[..cut]).expect("valid prefix");
+            prop_assert!(used <= cut);
+            prop_assert_eq!(&parsed[..prefix.len()], &prefix[..]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok((records, used)) = parse_records(&buf) {
+                prop_assert!(used <= buf.len());
+                prop_assert!(records.iter().all(|(_, r)| r.end <= used));
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn headers_roundtrip_and_never_panic(
+            id in any::<u64>(),
+            argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..4),
+            owner in ".{0,12}",
+            submitted_ms in any::<u64>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let header = LogHeader {
+                id,
+                argv: argv.into_iter().map(serde_bytes::ByteBuf::from).collect(),
+                cwd: None,
+                owner,
+                dialect: "ferry".into(),
+                submitted_ms,
+            };
+            let mut bytes = encode_header(&header);
+            let len = bytes.len();
+            bytes.extend_from_slice(&noise);
+            let (decoded, used) = decode_header(&bytes).expect("header");
+            prop_assert_eq!(decoded, header);
+            prop_assert_eq!(used, len);
+            // Any cut of it is an error, never a panic.
+            for cut in 0..len {
+                prop_assert!(decode_header(&bytes[..cut]).is_err());
+            }
+            let _ = decode_header(&noise);
+        }
+    }
+}

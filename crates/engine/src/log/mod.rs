@@ -25,7 +25,6 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -33,10 +32,13 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::logfile::{
-    decode_dropped, decode_header, encode_dropped, encode_end, encode_header, parse_records,
-    record_header, stream_slot, write_record, RecordKind, RECORD_HEADER_LEN,
+    encode_dropped, encode_end, encode_header, record_header, stream_slot, write_record,
+    RecordKind, RECORD_HEADER_LEN,
 };
 pub use crate::logfile::{LogError, LogHeader, MAX_RECORD_DATA};
+pub use read::{LogReader, OutputEvent};
+
+mod read;
 use crate::{ExitReport, OutputStream};
 
 /// Largest tail kept per job (in memory while it runs).
@@ -448,18 +450,14 @@ impl JobLog {
             window.holders.push((id, pos));
             id
         });
-        LogReader(ReaderKind::Live(LiveReader {
-            file: Arc::clone(&self.file),
-            shared: Arc::clone(&self.shared),
+        LogReader::live(
+            Arc::clone(&self.file),
+            Arc::clone(&self.shared),
             rx,
-            pos,
-            offsets,
+            (pos, offsets),
             follow,
             holder,
-            pending: VecDeque::new(),
-            done: false,
-            warned: false,
-        }))
+        )
     }
 
     /// Removes the log file (when the job is forgotten).
@@ -578,342 +576,10 @@ impl LogWriter {
     }
 }
 
-/// One thing a reader yields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OutputEvent {
-    /// A chunk of output.
-    Chunk {
-        /// Which stream.
-        stream: OutputStream,
-        /// Byte offset of `data` in that stream (a jump means bytes were skipped).
-        offset: u64,
-        /// The bytes (at most [`MAX_RECORD_DATA`]).
-        data: Bytes,
-    },
-    /// The job ended; nothing follows.
-    Exit(ExitReport),
-    /// A non-following reader reached the end of what it can read now; nothing follows.
-    End,
-    /// Storing the output failed (a full disk, a file-size limit): it still arrives live,
-    /// but the log will not hold it. Yielded once, to live readers.
-    StoreFailed(String),
-}
-
-/// Reads a job's output: live from a running job's log, or a finished job's whole log file.
-#[derive(Debug)]
-pub struct LogReader(ReaderKind);
-
-#[derive(Debug)]
-enum ReaderKind {
-    Live(LiveReader),
-    Stored(StoredReader),
-}
-
-impl LogReader {
-    /// Reads a finished job's log file `path` whole, then yields `exit`. With `missing_ok`, a
-    /// file that does not exist means the job stored no output.
-    pub fn stored(path: &Path, exit: ExitReport, missing_ok: bool) -> LogReader {
-        LogReader(ReaderKind::Stored(StoredReader {
-            path: Some(path.to_owned()),
-            missing_ok,
-            pos: None,
-            offsets: [0, 0],
-            exit: Some(exit),
-            pending: VecDeque::new(),
-        }))
-    }
-
-    /// Yields only `exit` (for a finished job read without replay).
-    pub fn exit_only(exit: ExitReport) -> LogReader {
-        LogReader(ReaderKind::Stored(StoredReader {
-            path: None,
-            missing_ok: true,
-            pos: None,
-            offsets: [0, 0],
-            exit: Some(exit),
-            pending: VecDeque::new(),
-        }))
-    }
-
-    /// The next event, or `None` once the exit (or end) has been yielded.
-    pub async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
-        match &mut self.0 {
-            ReaderKind::Live(reader) => reader.next().await,
-            ReaderKind::Stored(reader) => reader.next().await,
-        }
-    }
-}
-
-/// Queues an output chunk at its stream's offset and moves that offset past it.
-fn push_chunk(
-    pending: &mut VecDeque<OutputEvent>,
-    offsets: &mut [u64; 2],
-    stream: OutputStream,
-    data: Bytes,
-) {
-    let slot = stream_slot(stream);
-    let len = data.len() as u64;
-    pending.push_back(OutputEvent::Chunk {
-        stream,
-        offset: offsets[slot],
-        data,
-    });
-    offsets[slot] += len;
-}
-
-/// Reads a finished job's log file, header to end.
-#[derive(Debug)]
-struct StoredReader {
-    /// The log file; none: only the exit is read.
-    path: Option<PathBuf>,
-    missing_ok: bool,
-    /// File offset of the next record; `None` before the header is read.
-    pos: Option<u64>,
-    offsets: [u64; 2],
-    /// Yielded last (taken then).
-    exit: Option<ExitReport>,
-    pending: VecDeque<OutputEvent>,
-}
-
-impl StoredReader {
-    async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(Some(event));
-            }
-            let Some(exit) = self.exit.as_ref() else {
-                return Ok(None);
-            };
-            let Some(path) = self.path.clone() else {
-                let exit = exit.clone();
-                self.exit = None;
-                return Ok(Some(OutputEvent::Exit(exit)));
-            };
-            let start = self.pos.unwrap_or(0);
-            let shown = path.display().to_string();
-            let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                let file = File::open(&path)?;
-                let mut buf = vec![0; READ_BATCH];
-                let mut filled = 0;
-                while filled < buf.len() {
-                    match file.read_at(&mut buf[filled..], start + filled as u64)? {
-                        0 => break,
-                        n => filled += n,
-                    }
-                }
-                buf.truncate(filled);
-                Ok(buf)
-            })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let buf = match buf {
-                Ok(buf) => Bytes::from(buf),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if self.missing_ok && self.pos.is_none() {
-                        let exit = exit.clone();
-                        self.exit = None;
-                        return Ok(Some(OutputEvent::Exit(exit)));
-                    }
-                    return Err(LogError::Missing(shown));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let Some(pos) = self.pos else {
-                let (_, len) = decode_header(&buf)?;
-                self.pos = Some(len as u64);
-                continue;
-            };
-            if buf.is_empty() {
-                let exit = exit.clone();
-                self.exit = None;
-                return Ok(Some(OutputEvent::Exit(exit)));
-            }
-            let (records, at) = parse_records(&buf).map_err(|bad| {
-                LogError::Damaged(format!("bad record at byte {}", pos + bad as u64))
-            })?;
-            if at == 0 {
-                return Err(LogError::Damaged(format!(
-                    "it is cut short at byte {} (a record is incomplete)",
-                    pos + buf.len() as u64
-                )));
-            }
-            for (kind, range) in records {
-                match kind {
-                    RecordKind::Output(stream) => push_chunk(
-                        &mut self.pending,
-                        &mut self.offsets,
-                        stream,
-                        buf.slice(range),
-                    ),
-                    RecordKind::Dropped => {
-                        let dropped = decode_dropped(&buf[range]);
-                        self.offsets[0] += dropped[0];
-                        self.offsets[1] += dropped[1];
-                    }
-                    RecordKind::End => {}
-                }
-            }
-            self.pos = Some(pos + at as u64);
-        }
-    }
-}
-
-/// Reads a job log from some position, following it live when asked.
-#[derive(Debug)]
-struct LiveReader {
-    file: Arc<LogFile>,
-    shared: Arc<Shared>,
-    rx: watch::Receiver<LogProgress>,
-    pos: u64,
-    offsets: [u64; 2],
-    follow: bool,
-    holder: Option<u64>,
-    pending: VecDeque<OutputEvent>,
-    done: bool,
-    /// Whether the store failure was reported.
-    warned: bool,
-}
-
-impl Drop for LiveReader {
-    fn drop(&mut self) {
-        if let Some(id) = self.holder {
-            let mut window = self.shared.lock();
-            window.holders.retain(|&(holder, _)| holder != id);
-            window.release_if_unneeded();
-            drop(window);
-            self.shared.advanced.notify_all();
-        }
-    }
-}
-
-impl LiveReader {
-    /// The next event, or `None` once the exit (or end) has been yielded.
-    async fn next(&mut self) -> Result<Option<OutputEvent>, LogError> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(Some(event));
-            }
-            if self.done {
-                return Ok(None);
-            }
-            let progress = self.rx.borrow_and_update().clone();
-            if let (false, Some(error)) = (self.warned, &progress.store_error) {
-                self.warned = true;
-                self.pending
-                    .push_back(OutputEvent::StoreFailed(error.clone()));
-            }
-            if self.pos < progress.end {
-                if self.pos < progress.stored {
-                    self.read_batch(progress.stored).await?;
-                } else {
-                    self.take_from_window(progress.end);
-                }
-                if !self.pending.is_empty() {
-                    continue;
-                }
-            }
-            if let Some(exit) = progress.exit {
-                self.done = true;
-                return Ok(Some(OutputEvent::Exit(exit)));
-            }
-            if !self.follow && self.pending.is_empty() {
-                self.done = true;
-                return Ok(Some(OutputEvent::End));
-            }
-            if self.rx.changed().await.is_err() {
-                // The job was dropped without an exit (engine gone): end the stream.
-                self.done = true;
-                return Ok(Some(OutputEvent::End));
-            }
-        }
-    }
-
-    /// Queues the window's records from the reader's position on (skipping ahead to the
-    /// window's start if the reader fell behind it) and records the new position.
-    fn take_from_window(&mut self, end: u64) {
-        let mut window = self.shared.lock();
-        let start = window
-            .records
-            .iter()
-            .position(|record| record.end() > self.pos);
-        if let Some(start) = start {
-            for record in window.records.range(start..) {
-                if record.pos < self.pos {
-                    continue; // cannot happen: records are whole; kept for safety
-                }
-                self.pending.push_back(OutputEvent::Chunk {
-                    stream: record.stream,
-                    offset: record.offset,
-                    data: record.data.clone(),
-                });
-                self.pos = record.end();
-                self.offsets[stream_slot(record.stream)] = record.offset + record.data.len() as u64;
-            }
-        } else if window.records.is_empty() && self.pos < end {
-            // Only after the job ended (the window was emptied) with unstored records left.
-            self.pos = end;
-        }
-        if let Some(id) = self.holder {
-            let pos = self.pos;
-            if let Some(entry) = window.holders.iter_mut().find(|(h, _)| *h == id) {
-                entry.1 = pos;
-            }
-            drop(window);
-            self.shared.advanced.notify_all();
-        }
-    }
-
-    async fn read_batch(&mut self, stored: u64) -> Result<(), LogError> {
-        let start = self.pos;
-        let want = (stored - start).min(READ_BATCH as u64) as usize;
-        let file = Arc::clone(&self.file);
-        let buf = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut buf = vec![0; want];
-            let base = file.base();
-            file.for_reading()?.read_exact_at(&mut buf, base + start)?;
-            Ok(buf)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-        let buf = Bytes::from(buf);
-        let damaged = |at: u64| LogError::Damaged(format!("bad record at output byte {at}"));
-        let (records, at) = parse_records(&buf).map_err(|bad| damaged(start + bad as u64))?;
-        if at == 0 {
-            return Err(damaged(start));
-        }
-        for (kind, data) in records {
-            let RecordKind::Output(stream) = kind else {
-                return Err(damaged(start + data.start as u64));
-            };
-            push_chunk(
-                &mut self.pending,
-                &mut self.offsets,
-                stream,
-                buf.slice(data),
-            );
-        }
-        self.pos = start + at as u64;
-        if let Some(id) = self.holder {
-            let pos = self.pos;
-            if let Some(entry) = self
-                .shared
-                .lock()
-                .holders
-                .iter_mut()
-                .find(|(h, _)| *h == id)
-            {
-                entry.1 = pos;
-            }
-            self.shared.advanced.notify_all();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logfile::encode_record;
+    use crate::logfile::encode_header;
     use proptest::prelude::*;
 
     /// A durable log with an empty header.
@@ -1035,72 +701,6 @@ mod tests {
             }
             prop_assert_eq!(got, expected(&stored_chunks));
             prop_assert_eq!(log.unstored(), unstored);
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn records_roundtrip_and_partial_records_wait(
-            records in proptest::collection::vec(
-                (any::<bool>(), proptest::collection::vec(any::<u8>(), 1..300)), 0..20),
-            cut in any::<prop::sample::Index>(),
-        ) {
-            let mut buf = Vec::new();
-            for (err, data) in &records {
-                let stream = if *err { OutputStream::Stderr } else { OutputStream::Stdout };
-                encode_record(stream, data, &mut buf);
-            }
-            let (parsed, used) = parse_records(&buf).expect("valid records");
-            prop_assert_eq!(used, buf.len());
-            prop_assert_eq!(parsed.len(), records.len());
-            for ((kind, range), (err, data)) in parsed.iter().zip(&records) {
-                prop_assert_eq!(*kind == RecordKind::Output(OutputStream::Stderr), *err);
-                prop_assert_eq!(&buf[range.clone()], &data[..]);
-            }
-            // Any prefix parses to whole records only.
-            let cut = cut.index(buf.len() + 1);
-            let (prefix, used) = parse_records(&buf[..cut]).expect("valid prefix");
-            prop_assert!(used <= cut);
-            prop_assert_eq!(&parsed[..prefix.len()], &prefix[..]);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..600)) {
-            if let Ok((records, used)) = parse_records(&buf) {
-                prop_assert!(used <= buf.len());
-                prop_assert!(records.iter().all(|(_, r)| r.end <= used));
-            }
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn headers_roundtrip_and_never_panic(
-            id in any::<u64>(),
-            argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..4),
-            owner in ".{0,12}",
-            submitted_ms in any::<u64>(),
-            noise in proptest::collection::vec(any::<u8>(), 0..64),
-        ) {
-            let header = LogHeader {
-                id,
-                argv: argv.into_iter().map(serde_bytes::ByteBuf::from).collect(),
-                cwd: None,
-                owner,
-                dialect: "ferry".into(),
-                submitted_ms,
-            };
-            let mut bytes = encode_header(&header);
-            let len = bytes.len();
-            bytes.extend_from_slice(&noise);
-            let (decoded, used) = decode_header(&bytes).expect("header");
-            prop_assert_eq!(decoded, header);
-            prop_assert_eq!(used, len);
-            // Any cut of it is an error, never a panic.
-            for cut in 0..len {
-                prop_assert!(decode_header(&bytes[..cut]).is_err());
-            }
-            let _ = decode_header(&noise);
         }
     }
 
