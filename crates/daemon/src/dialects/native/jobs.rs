@@ -27,64 +27,7 @@ impl Connection {
     pub(super) async fn job_request(&mut self, request: ClientMessage) {
         let engine = self.server.engine.clone();
         match request {
-            ClientMessage::Run {
-                request,
-                argv,
-                cwd,
-                env,
-                stdin,
-                timeout_ms,
-                hangup_on_disconnect,
-                follow,
-                sandbox,
-                pass_stdio,
-                session,
-            } => {
-                // Fds are claimed first, so that a refused Run does not leave them behind.
-                let stdio = if pass_stdio {
-                    match self.take_passed_stdio() {
-                        Ok(stdio) => Some(stdio),
-                        Err(refusal) => return self.refuse(Some(request), refusal).await,
-                    }
-                } else {
-                    None
-                };
-                let timeout = timeout_ms.map(Duration::from_millis);
-                let submitted = match session {
-                    Some(session) => {
-                        self.session_job(&session, &argv, stdio, stdin, timeout)
-                            .await
-                    }
-                    None => {
-                        let spec = JobSpec {
-                            stdio,
-                            stdin,
-                            timeout,
-                            ..JobSpec::default()
-                        };
-                        self.plain_job(spec, argv, cwd, env, sandbox).await
-                    }
-                };
-                match submitted {
-                    Ok((job, queued)) => {
-                        tracing::debug!(peer = self.peer.id(), job, queued, "job accepted");
-                        self.send(&DaemonMessage::Accepted {
-                            request,
-                            job,
-                            queued,
-                        })
-                        .await;
-                        if hangup_on_disconnect {
-                            self.hangup_jobs.push(job);
-                        }
-                        if follow {
-                            // The job's own client: it never misses output.
-                            self.follow(job, true, true, true, request).await;
-                        }
-                    }
-                    Err(refusal) => self.refuse(Some(request), refusal).await,
-                }
-            }
+            run @ ClientMessage::Run { .. } => self.run(run).await,
             ClientMessage::Stdin { job, data } => {
                 if let Err(e) = engine.write_stdin(job, data).await {
                     self.refuse(None, e.refusal()).await;
@@ -137,6 +80,71 @@ impl Connection {
                 self.answer(request, answer).await;
             }
             _ => {}
+        }
+    }
+
+    /// A `Run`: the job is submitted (plain, sandboxed, in a session, on passed fds) and, with
+    /// `follow`, streamed to this connection.
+    async fn run(&mut self, run: ClientMessage) {
+        let ClientMessage::Run {
+            request,
+            argv,
+            cwd,
+            env,
+            stdin,
+            timeout_ms,
+            hangup_on_disconnect,
+            follow,
+            sandbox,
+            pass_stdio,
+            session,
+        } = run
+        else {
+            return;
+        };
+        // Fds are claimed first, so that a refused Run does not leave them behind.
+        let stdio = if pass_stdio {
+            match self.take_passed_stdio() {
+                Ok(stdio) => Some(stdio),
+                Err(refusal) => return self.refuse(Some(request), refusal).await,
+            }
+        } else {
+            None
+        };
+        let timeout = timeout_ms.map(Duration::from_millis);
+        let submitted = match session {
+            Some(session) => {
+                self.session_job(&session, &argv, stdio, stdin, timeout)
+                    .await
+            }
+            None => {
+                let spec = JobSpec {
+                    stdio,
+                    stdin,
+                    timeout,
+                    ..JobSpec::default()
+                };
+                self.plain_job(spec, argv, cwd, env, sandbox).await
+            }
+        };
+        match submitted {
+            Ok((job, queued)) => {
+                tracing::debug!(peer = self.peer.id(), job, queued, "job accepted");
+                self.send(&DaemonMessage::Accepted {
+                    request,
+                    job,
+                    queued,
+                })
+                .await;
+                if hangup_on_disconnect {
+                    self.hangup_jobs.push(job);
+                }
+                if follow {
+                    // The job's own client: it never misses output.
+                    self.follow(job, true, true, true, request).await;
+                }
+            }
+            Err(refusal) => self.refuse(Some(request), refusal).await,
         }
     }
 
