@@ -8,7 +8,7 @@ use super::Connection;
 use crate::policy::{Refusal, RefusalKind};
 
 /// What a kicked peer is told of why.
-const KICK_REASON: &str = "kicked by the daemon's owner";
+const KICK_REASON: &str = "ferry peers kick";
 
 impl Connection {
     pub(super) async fn peer_request(&self, request: ClientMessage) {
