@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_common::SessionState;
-use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry, JobId, JobInfo, PeerInfo};
+use ferry_wire::native::{
+    ClientMessage, DaemonMessage, FileEntry, JobId, JobInfo, OtherEntry, PeerInfo,
+};
 use serde_bytes::ByteBuf;
 
 use crate::{Client, ClientError, Sender};
@@ -78,6 +80,15 @@ pub struct Started {
     pub job: JobId,
     /// It waits in the queue for a free slot.
     pub queued: bool,
+}
+
+/// What lies under a directory of the file area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Its regular files, sorted by path.
+    pub files: Vec<FileEntry>,
+    /// The entries that are neither regular files nor directories (symbolic links...).
+    pub others: Vec<OtherEntry>,
 }
 
 /// What a prune removed.
@@ -211,13 +222,19 @@ impl Client {
         .await
     }
 
-    /// The regular files under `path` in the file area.
-    pub async fn list(&mut self, path: &str) -> Result<Vec<FileEntry>, ClientError> {
+    /// What lies under `path` in the file area: its regular files, and the other entries
+    /// that are not directories (which are never transferred).
+    pub async fn list(&mut self, path: &str) -> Result<Listing, ClientError> {
         let path = ByteBuf::from(path.as_bytes().to_vec());
         self.call(
             |request| ClientMessage::List { request, path },
             |message| match message {
-                DaemonMessage::Listing { entries, .. } => Some(entries),
+                DaemonMessage::Listing {
+                    entries, others, ..
+                } => Some(Listing {
+                    files: entries,
+                    others,
+                }),
                 _ => None,
             },
         )

@@ -28,10 +28,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 
-pub use calls::{Pruned, RunRequest, Started};
+pub use calls::{Listing, Pruned, RunRequest, Started};
 pub use ferry_common::SessionState;
 pub use ferry_wire::native::{
-    ErrorCode, FileEntry, JobExit, JobInfo, JobState, NoticeKind, PeerInfo, Stream,
+    ErrorCode, FileEntry, JobExit, JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream,
 };
 pub use transfer::FileMeta;
 

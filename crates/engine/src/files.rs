@@ -58,6 +58,26 @@ pub enum FileError {
     },
 }
 
+/// A regular file found by [`FileArea::list`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedFile {
+    /// Its path, relative to the listed directory.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time, in nanoseconds since the Unix epoch.
+    pub mtime_ns: u64,
+}
+
+/// What [`FileArea::list`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The regular files.
+    pub files: Vec<ListedFile>,
+    /// The other entries (not directories) and what each is ("a symbolic link"...).
+    pub others: Vec<(PathBuf, &'static str)>,
+}
+
 /// A directory that clients' names are resolved beneath.
 #[derive(Debug)]
 pub struct FileArea {
@@ -220,13 +240,13 @@ impl FileArea {
         Ok(self.path.join(name))
     }
 
-    /// The regular files under the directory `name` (recursively, not following symbolic
-    /// links), as (path relative to `name`, size, modification time in ns), sorted by path.
-    /// At most `limit` entries.
-    pub fn list(&self, name: &Path, limit: usize) -> Result<Vec<(PathBuf, u64, u64)>, FileError> {
-        use std::os::unix::fs::MetadataExt;
+    /// What lies under the directory `name` (recursively, not following symbolic links): its
+    /// regular files, and the other entries that are not directories (symbolic links, FIFOs,
+    /// sockets, devices: never transferred), sorted by path. At most `limit` entries.
+    pub fn list(&self, name: &Path, limit: usize) -> Result<Listing, FileError> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let top = self.directory(name)?;
-        let mut found = Vec::new();
+        let mut listing = Listing::default();
         let mut pending = vec![PathBuf::new()];
         while let Some(relative) = pending.pop() {
             let entries =
@@ -237,23 +257,42 @@ impl FileArea {
             for entry in entries.flatten() {
                 let Ok(meta) = entry.metadata() else { continue };
                 let path = relative.join(entry.file_name());
-                if meta.is_dir() {
+                let kind = meta.file_type();
+                if kind.is_dir() {
                     pending.push(path);
-                } else if meta.is_file() {
-                    if found.len() >= limit {
-                        return Err(FileError::Refused {
-                            name: name.display().to_string(),
-                            problem: format!("holds more than {limit} files"),
-                        });
-                    }
+                    continue;
+                }
+                if listing.files.len() + listing.others.len() >= limit {
+                    return Err(FileError::Refused {
+                        name: name.display().to_string(),
+                        problem: format!("holds more than {limit} files"),
+                    });
+                }
+                if kind.is_file() {
                     let mtime = (meta.mtime().max(0) as u64) * 1_000_000_000
                         + meta.mtime_nsec().max(0) as u64;
-                    found.push((path, meta.len(), mtime));
+                    listing.files.push(ListedFile {
+                        path,
+                        size: meta.len(),
+                        mtime_ns: mtime,
+                    });
+                } else {
+                    let what = if kind.is_symlink() {
+                        "a symbolic link"
+                    } else if kind.is_fifo() {
+                        "a FIFO"
+                    } else if kind.is_socket() {
+                        "a socket"
+                    } else {
+                        "a device"
+                    };
+                    listing.others.push((path, what));
                 }
             }
         }
-        found.sort();
-        Ok(found)
+        listing.files.sort();
+        listing.others.sort();
+        Ok(listing)
     }
 
     /// Removes a sandbox made by [`FileArea::create_sandbox`] and everything in it.

@@ -15,9 +15,9 @@ pub mod native;
 
 pub use native::{
     decode_frame, display_bytes, encode_frame, encode_output_head, ClientMessage, DaemonMessage,
-    ErrorCode, FileEntry, JobExit, JobId, JobInfo, JobState, NativeDecoder, NoticeKind, PeerInfo,
-    Stream, WireError, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, HANDSHAKE_MAX_FRAME, MAX_OUTPUT_CHUNK,
-    PROTOCOL_VERSION,
+    ErrorCode, FileEntry, JobExit, JobId, JobInfo, JobState, NativeDecoder, NoticeKind, OtherEntry,
+    PeerInfo, Stream, WireError, DEFAULT_MAX_FRAME, FRAME_HEADER_LEN, HANDSHAKE_MAX_FRAME,
+    MAX_OUTPUT_CHUNK, PROTOCOL_VERSION,
 };
 
 /// A message format on a byte stream, as a reader drives it.

@@ -315,6 +315,10 @@ pub enum DaemonMessage {
         request: u64,
         /// The files.
         entries: Vec<FileEntry>,
+        /// The other entries that are not directories (symbolic links, FIFOs, sockets,
+        /// devices), which are never transferred, sorted by path (absent: none).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        others: Vec<OtherEntry>,
     },
     /// The start of a file sent by the daemon (answering `Get`).
     FileStart {
@@ -444,6 +448,15 @@ pub struct FileEntry {
     pub size: u64,
     /// Modification time, in nanoseconds since the Unix epoch.
     pub mtime_ns: u64,
+}
+
+/// An entry of a `Listing` that is not a regular file nor a directory.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OtherEntry {
+    /// Path relative to the listed directory.
+    pub path: ByteBuf,
+    /// What it is: "a symbolic link", "a FIFO", "a socket", "a device".
+    pub kind: String,
 }
 
 /// How a job ended.

@@ -254,6 +254,29 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
             .prop_map(|(request, peers)| DaemonMessage::Peers { request, peers }),
         (any::<u64>(), proptest::collection::vec(".{0,12}", 0..3))
             .prop_map(|(request, peers)| DaemonMessage::Kicked { request, peers }),
+        (
+            any::<u64>(),
+            proptest::collection::vec((bytes(12), any::<u64>(), any::<u64>()), 0..3),
+            proptest::collection::vec((bytes(12), "[a-z ]{0,16}"), 0..3),
+        )
+            .prop_map(|(request, files, others)| DaemonMessage::Listing {
+                request,
+                entries: files
+                    .into_iter()
+                    .map(|(path, size, mtime_ns)| FileEntry {
+                        path: ByteBuf::from(path),
+                        size,
+                        mtime_ns,
+                    })
+                    .collect(),
+                others: others
+                    .into_iter()
+                    .map(|(path, kind)| OtherEntry {
+                        path: ByteBuf::from(path),
+                        kind,
+                    })
+                    .collect(),
+            }),
         any::<(u64, u64, u32)>().prop_map(|(request, size, mode)| DaemonMessage::FileStart {
             request,
             size,

@@ -155,8 +155,15 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     let loopback = addrs.iter().all(|a| a.ip().is_loopback());
     if !tls && !loopback {
         if !listener.allow_non_loopback {
+            let as_tls = ListenSpec {
+                dialect: spec.dialect,
+                transport: Transport::Tls {
+                    host: host.clone(),
+                    port,
+                },
+            };
             return Err(DaemonError::Config(format!(
-                "listener {spec}: plaintext TCP is served on loopback addresses only (127.0.0.0/8, ::1); use TLS (ferry:tls:{host}:{port} with certificates from `ferry tls init`), or, knowing that anyone who can reach {host} can then use it, set allow_non_loopback = true for this listener in the configuration file"
+                "listener {spec}: plaintext TCP is served on loopback addresses only (127.0.0.0/8, ::1); use TLS ({as_tls} with certificates from `ferry tls init`), or, knowing that anyone who can reach {host} can then use it, set allow_non_loopback = true for this listener in the configuration file"
             )));
         }
         tracing::warn!(

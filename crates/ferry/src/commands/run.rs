@@ -6,7 +6,7 @@ use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ferry_client::{Client, Endpoint, FileEntry, RunRequest, Sender};
+use ferry_client::{Client, Endpoint, Listing, RunRequest, Sender};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::RunArgs;
@@ -87,7 +87,7 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
     };
     if let Some((path, before)) = sandbox {
-        fetch_results(&mut client, &args, &path, before.as_deref()).await?;
+        fetch_results(&mut client, &args, &path, before.as_ref()).await?;
         if args.keep {
             eprintln!("ferry: the sandbox is kept in the daemon's file area at {path}");
         }
@@ -97,10 +97,7 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
 
 /// Makes a sandbox and puts the `--put` files in it; returns its path and, for `--get-new`,
 /// what it held before the job.
-async fn fill_sandbox(
-    client: &mut Client,
-    args: &RunArgs,
-) -> Result<(String, Option<Vec<FileEntry>>)> {
+async fn fill_sandbox(client: &mut Client, args: &RunArgs) -> Result<(String, Option<Listing>)> {
     let path = client.sandbox(args.keep).await?;
     for local in &args.put {
         let name = local
@@ -122,7 +119,7 @@ async fn fetch_results(
     client: &mut Client,
     args: &RunArgs,
     sandbox: &str,
-    before: Option<&[FileEntry]>,
+    before: Option<&Listing>,
 ) -> Result<()> {
     if args.get.is_empty() && before.is_none() {
         return Ok(());
@@ -133,10 +130,22 @@ async fn fetch_results(
         .map(|p| glob::Pattern::new(p).with_context(|| format!("--get {p}: not a pattern")))
         .collect::<Result<Vec<_>>>()?;
     let after = client.list(sandbox).await?;
-    for entry in &after {
+    // Only regular files are fetched: say which of the others were asked for, and why not.
+    for other in &after.others {
+        let path = String::from_utf8_lossy(&other.path);
+        let matched = patterns.iter().any(|p| p.matches(&path));
+        let new = before.is_some_and(|before| !before.others.contains(other));
+        if matched || new {
+            eprintln!(
+                "ferry: not fetched: {path} is {} (only regular files are fetched)",
+                other.kind
+            );
+        }
+    }
+    for entry in &after.files {
         let path = String::from_utf8_lossy(&entry.path).into_owned();
         let matched = patterns.iter().any(|p| p.matches(&path));
-        let new = before.is_some_and(|before| !before.contains(entry));
+        let new = before.is_some_and(|before| !before.files.contains(entry));
         if !matched && !new {
             continue;
         }

@@ -398,6 +398,38 @@ fn get_new_brings_back_every_created_or_changed_file_and_keep_keeps_the_sandbox(
 }
 
 #[test]
+fn links_that_get_would_fetch_are_named_and_not_fetched() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["ferry:tls:127.0.0.1:0"]);
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir(&work).expect("work");
+    for (get, wanted) in [("--get-new", None), ("--get", Some("*.out"))] {
+        let mut command = daemon.remote();
+        command.current_dir(&work).args(["run", get]);
+        command.args(wanted);
+        let out = command
+            .args(["--", "sh", "-c"])
+            .arg("echo result > real.out; ln -s /etc/passwd link.out; mkfifo pipe.out")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(
+            std::fs::read_to_string(work.join("real.out")).expect("fetched"),
+            "result\n"
+        );
+        for (name, what) in [("link.out", "a symbolic link"), ("pipe.out", "a FIFO")] {
+            let said = format!("not fetched: {name} is {what} (only regular files are fetched)");
+            assert!(stderr.contains(&said), "{get}: {stderr}");
+            assert!(
+                std::fs::symlink_metadata(work.join(name)).is_err(),
+                "{name}"
+            );
+        }
+        std::fs::remove_file(work.join("real.out")).expect("clean");
+    }
+}
+
+#[test]
 fn a_large_file_crosses_tls_both_ways() {
     // Regression: TLS holds written bytes until flushed; the last chunk once stayed behind.
     let daemon = Daemon::start_networked(&[], &["ferry:tls:127.0.0.1:0"]);

@@ -216,7 +216,22 @@ fn a_plaintext_listener_beyond_loopback_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loopback addresses only"), "{stderr}");
-    assert!(stderr.contains("ferry:tls:"), "points to TLS: {stderr}");
+    assert!(
+        stderr.contains("ferry:tls:0.0.0.0:0"),
+        "points to TLS: {stderr}"
+    );
+    // An IPv6 address is advised in the form that parses.
+    let out = Command::new(ferry_bin())
+        .args(["daemon", "--listen", "ferry:tcp:[::]:0", "--token-file"])
+        .arg(&token)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .output()
+        .expect("daemon");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("use TLS (ferry:tls:[::]:0 "), "{stderr}");
+    let advised = ferry_daemon::ListenSpec::parse("ferry:tls:[::]:0");
+    assert!(advised.is_ok(), "{advised:?}");
 }
 
 #[test]

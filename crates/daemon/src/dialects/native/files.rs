@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ferry_engine::files::{check_name, FileArea, FileError, Upload};
 use ferry_io::frame;
-use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry};
+use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry, OtherEntry};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
@@ -223,24 +223,34 @@ impl Connection {
         let area = Arc::clone(&self.files);
         let listed =
             tokio::task::spawn_blocking(move || area.list(check_name(&path)?, MAX_LISTING)).await;
-        match listed {
+        let bytes = |path: PathBuf| ByteBuf::from(path.into_os_string().into_vec());
+        match listed.map_err(task_failed) {
             Ok(Ok(found)) => {
                 let entries = found
+                    .files
                     .into_iter()
-                    .map(|(path, size, mtime_ns)| FileEntry {
-                        path: ByteBuf::from(path.into_os_string().into_vec()),
-                        size,
-                        mtime_ns,
+                    .map(|file| FileEntry {
+                        path: bytes(file.path),
+                        size: file.size,
+                        mtime_ns: file.mtime_ns,
                     })
                     .collect();
-                self.send(&DaemonMessage::Listing { request, entries })
-                    .await;
+                let others = found
+                    .others
+                    .into_iter()
+                    .map(|(path, kind)| OtherEntry {
+                        path: bytes(path),
+                        kind: kind.into(),
+                    })
+                    .collect();
+                self.send(&DaemonMessage::Listing {
+                    request,
+                    entries,
+                    others,
+                })
+                .await;
             }
-            Ok(Err(error)) => self.file_error(request, error).await,
-            Err(e) => {
-                self.refuse_file(request, RefusalKind::Internal, e.to_string())
-                    .await
-            }
+            Ok(Err(error)) | Err(error) => self.file_error(request, error).await,
         }
     }
 
