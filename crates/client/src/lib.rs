@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_io::fdpass::send_all_with_fds;
+use ferry_io::private::{check_peer_is_me, check_private_dir, ensure_private_dir, socket_dir};
 use ferry_io::{FrameError, FrameReader};
 use ferry_wire::native::{ClientMessage, DaemonMessage, JobId, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -120,6 +121,14 @@ pub enum ClientError {
     /// The daemon closed the connection (saying why, if it did).
     #[error("the daemon closed the connection{}", .0.as_ref().map(|why| format!(": {why}")).unwrap_or_default())]
     Closed(Option<String>),
+    /// The socket at the path is not one this user's daemon would serve: nothing was sent.
+    #[error("refusing to talk to {path}: {reason}")]
+    Untrusted {
+        /// The socket's path.
+        path: String,
+        /// What was found.
+        reason: ferry_io::private::Untrusted,
+    },
     /// File descriptors can only be passed over the daemon's Unix socket.
     #[error("file descriptors can be passed to a daemon on its Unix socket only")]
     NoFdPassing,
@@ -140,7 +149,8 @@ pub enum ClientError {
 }
 
 /// The socket a client uses when none is given: `$XDG_RUNTIME_DIR/ferry/ferry.sock`, or
-/// `/tmp/ferry-$UID/ferry.sock` without a runtime directory.
+/// `/tmp/ferry-$UID/ferry.sock` without a runtime directory. (Its directory is made private
+/// by [`open_or_start`] before anything connects there.)
 pub fn default_socket_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("ferry").join("ferry.sock"),
@@ -621,7 +631,18 @@ async fn dial(
     };
     match endpoint {
         Endpoint::Unix(path) => {
+            // Nothing goes to a socket another user could have put there, or that another
+            // user serves.
+            let untrusted = |reason| ClientError::Untrusted {
+                path: where_.clone(),
+                reason,
+            };
+            let dir = socket_dir(path);
+            if dir.exists() {
+                check_private_dir(dir).map_err(untrusted)?;
+            }
             let stream = UnixStream::connect(path).await.map_err(refused)?;
+            check_peer_is_me(&stream).map_err(untrusted)?;
             let dup =
                 rustix::io::fcntl_dupfd_cloexec(&stream, 3).map_err(|e| ClientError::Connect {
                     path: where_.clone(),
@@ -672,6 +693,14 @@ pub async fn open_or_start(
     start: impl FnOnce() -> std::io::Result<Child>,
 ) -> Result<(Client, Option<Started>), ClientError> {
     let endpoint = Endpoint::Unix(path.to_owned());
+    if path == default_socket_path() {
+        // The default directory may lie in world-writable /tmp: it is made ours (0700) before
+        // another user can, and refused if another user has.
+        ensure_private_dir(socket_dir(path)).map_err(|reason| ClientError::Untrusted {
+            path: path.display().to_string(),
+            reason,
+        })?;
+    }
     match Client::open(&endpoint, client_name, run).await {
         Err(ClientError::NoDaemon { .. }) => {}
         other => return other,

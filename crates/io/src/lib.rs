@@ -5,10 +5,11 @@
 //! netstrings, ...), knowing where each message lay in the stream. [`write_frame`] encodes and
 //! writes one native message. The codecs themselves live in `ferry_wire`; this crate only does
 //! the I/O. [`pem`] reads TLS credentials for both sides; [`fdpass`] passes file descriptors
-//! over Unix sockets.
+//! over Unix sockets; [`private`] holds the rules of whom a Unix socket may belong to.
 
 pub mod fdpass;
 pub mod pem;
+pub mod private;
 
 use bytes::{Buf, BytesMut};
 use ferry_wire::native::{encode_frame, NativeDecoder, WireError};

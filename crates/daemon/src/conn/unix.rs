@@ -2,9 +2,10 @@
 //! and the peer's uid checked on every connection.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ferry_io::private::{ensure_private_dir, socket_dir};
 use rustix::fs::{flock, FlockOperation};
 use tokio::net::UnixListener;
 
@@ -38,11 +39,7 @@ fn io_error(context: String) -> impl FnOnce(std::io::Error) -> DaemonError {
 /// another user owns or that others can write. Takes an exclusive lock on `PATH.lock`, so two
 /// daemons never serve one socket; a socket file left by a dead daemon is replaced.
 pub fn bind(path: &Path) -> Result<(UnixListener, UnixSocketGuard), DaemonError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    prepare_private_dir(dir)?;
+    prepare_private_dir(socket_dir(path))?;
     let lock_path = lock_path(path);
     let lock = OpenOptions::new()
         .create(true)
@@ -107,36 +104,11 @@ pub fn lock_path(socket: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Creates `dir` (mode 0700) if missing; refuses it if another user owns it or others may
-/// write to it without the sticky bit (anyone could then replace the socket).
+/// Creates `dir` (mode 0700) if missing; refuses it unless it is this user's own and others
+/// may not write to it (anyone who can could replace the socket). The same rule as the clients
+/// apply before they connect (`ferry_io::private`).
 fn prepare_private_dir(dir: &Path) -> Result<(), DaemonError> {
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_error(format!("cannot create {}", dir.display())))?;
-    }
-    let meta =
-        std::fs::metadata(dir).map_err(io_error(format!("cannot inspect {}", dir.display())))?;
-    let uid = rustix::process::getuid().as_raw();
-    let mode = meta.mode();
-    let sticky = mode & 0o1000 != 0;
-    if meta.uid() != uid && meta.uid() != 0 {
-        return Err(DaemonError::Config(format!(
-            "socket directory {} belongs to uid {}, not to you (uid {uid})",
-            dir.display(),
-            meta.uid()
-        )));
-    }
-    if mode & 0o022 != 0 && !sticky {
-        return Err(DaemonError::Config(format!(
-            "socket directory {} is writable by others (mode {:o}); use a private directory",
-            dir.display(),
-            mode & 0o7777
-        )));
-    }
-    Ok(())
+    ensure_private_dir(dir).map_err(|e| DaemonError::Config(format!("socket directory: {e}")))
 }
 
 /// The name of the user with `uid` (from `/etc/passwd`), or `uid N`.

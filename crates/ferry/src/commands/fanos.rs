@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ferry_io::fdpass::{recv_with_fds, send_all_with_fds};
+use ferry_io::private::{check_peer_is_me, check_private_dir, socket_dir};
 use ferry_wire::fanos::{decode_netstring, encode_netstring};
 
 use crate::cli::FanosArgs;
@@ -25,8 +26,13 @@ pub fn run(socket: Option<&Path>, args: FanosArgs) -> Result<i32> {
     };
     let payload = request_payload(&args.request);
     let takes_fds = payload.starts_with(b"EVAL ") || payload.starts_with(b"ARGV ");
+    // As any ferry client: nothing (the terminal's fds least of all) goes to a socket another
+    // user could have put there or serves.
+    let untrusted = |e| anyhow::anyhow!("refusing to talk to {}: {e}", socket.display());
+    check_private_dir(socket_dir(socket)).map_err(untrusted)?;
     let stream = UnixStream::connect(socket)
         .with_context(|| format!("cannot connect to {}", socket.display()))?;
+    check_peer_is_me(&stream).map_err(untrusted)?;
     let mut message = Vec::new();
     encode_netstring(&payload, &mut message);
     let fds = if takes_fds {

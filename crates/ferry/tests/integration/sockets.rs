@@ -176,7 +176,8 @@ fn another_user_is_refused() {
         return;
     }
     let daemon = Daemon::start(&[]);
-    // Open the path to everyone, so that only the daemon's own uid check stands in the way.
+    // Open the path to everyone, so that only the daemon's own uid check stands in the way of
+    // a raw client of another uid.
     for path in [
         daemon.dir.path(),
         daemon.socket.parent().expect("dir"),
@@ -184,6 +185,38 @@ fn another_user_is_refused() {
     ] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     }
+    let raw_client = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.buffer.write(data)
+"#;
+    let out = std::os::unix::process::CommandExt::uid(
+        Command::new("python3")
+            .arg("-c")
+            .arg(raw_client)
+            .arg(&daemon.socket),
+        65534,
+    )
+    .output()
+    .expect("a raw client as nobody");
+    let (refusal, _) = ferry_wire::decode_frame::<ferry_wire::DaemonMessage>(&out.stdout, 1 << 20)
+        .expect("a frame")
+        .expect("whole");
+    match refusal {
+        ferry_wire::DaemonMessage::Error { code, message, .. } => {
+            assert_eq!(code, ferry_wire::ErrorCode::PermissionDenied);
+            assert!(message.contains("serves only its owner"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // `ferry` itself, as that user, will not talk to a socket in a directory it does not own.
     let out = std::os::unix::process::CommandExt::uid(
         Command::new(ferry_bin())
             .arg("--socket")
@@ -193,9 +226,17 @@ fn another_user_is_refused() {
     )
     .output()
     .expect("run as nobody");
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("serves only its owner"), "{stderr}");
+    assert!(stderr.contains("refusing to talk to"), "{stderr}");
+    // The owner's client, too, refuses the open directory; made private again, it is served.
+    let out = daemon.run(&["ps"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writable by others"),
+        "{out:?}"
+    );
+    let dir = daemon.socket.parent().expect("dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     daemon.assert_serving();
 }
 
@@ -251,18 +292,152 @@ fn listener_specs_are_checked_with_clear_messages() {
 
 #[test]
 fn a_daemon_that_cannot_start_is_reported_with_its_reason() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let open = dir.path().join("open");
-    std::fs::create_dir(&open).expect("dir");
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    // The state directory is held by another daemon: the one a client starts cannot serve.
+    let holder = Daemon::start(&[]);
+    let socket = holder.dir.path().join("other").join("ferry.sock");
     let out = Command::new(ferry_bin())
         .args(["run", "--", "true"])
-        .env("FERRY_SOCKET", open.join("ferry.sock"))
-        .env("FERRY_STATE_DIR", dir.path().join("state"))
+        .env("FERRY_SOCKET", &socket)
+        .env("FERRY_STATE_DIR", &holder.state_dir)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot start the ferry daemon"), "{stderr}");
-    assert!(stderr.contains("writable by others"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another ferry daemon"),
+        "{stderr}"
+    );
+}
+
+/// A listener (run as another user) that prints `ready` once listening, then how many bytes
+/// its one client sent in its first write (0 if it closed without sending), and exits.
+const COUNTING_LISTENER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+print(len(c.recv(65536)), flush=True)
+"#;
+
+#[test]
+fn the_client_sends_nothing_to_a_socket_another_user_serves() {
+    if rustix::process::getuid().as_raw() != 0 {
+        eprintln!("skipped: a listener of another uid needs root to start");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The other user binds in a directory of its own...
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).expect("dir");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut listener = std::os::unix::process::CommandExt::uid(
+        Command::new("python3")
+            .arg("-c")
+            .arg(COUNTING_LISTENER)
+            .arg(theirs.join("ferry.sock")),
+        65534,
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("listener");
+    let mut out = std::io::BufReader::new(listener.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("ready");
+    assert_eq!(line, "ready\n");
+    // ...and the socket is then found in a directory of ours, where our daemon's would be.
+    let ours = dir.path().join("ours");
+    std::fs::create_dir(&ours).expect("dir");
+    std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::rename(theirs.join("ferry.sock"), ours.join("ferry.sock")).expect("move");
+    let run = Command::new(ferry_bin())
+        .arg("--socket")
+        .arg(ours.join("ferry.sock"))
+        .args(["run", "--fds", "--", "echo", "secret"])
+        .env("FERRY_TEST_SECRET", "must-not-travel")
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(125), "{run:?}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("refusing to talk to") && stderr.contains("process of uid 65534"),
+        "{stderr}"
+    );
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("count");
+    assert_eq!(line, "0\n", "bytes the other user's listener received");
+    let _ = listener.wait();
+}
+
+#[test]
+fn the_client_sends_nothing_to_a_socket_in_a_directory_others_can_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).expect("dir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let listener = std::os::unix::net::UnixListener::bind(open.join("ferry.sock")).expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    // Bounded: a client that connected would wait for an answer that never comes.
+    let run = Command::new("timeout")
+        .arg("20")
+        .arg(ferry_bin())
+        .arg("--socket")
+        .arg(open.join("ferry.sock"))
+        .args(["run", "--", "echo", "secret"])
+        .output()
+        .expect("run");
+    assert_eq!(run.status.code(), Some(125), "{run:?}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("refusing to talk to") && stderr.contains("writable by others (mode 777)"),
+        "{stderr}"
+    );
+    // It did not even connect.
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{accepted:?}"
+    );
+}
+
+#[test]
+fn a_squatted_tmp_fallback_directory_is_refused() {
+    if rustix::process::getuid().as_raw() != 0 {
+        eprintln!("skipped: acting as another uid needs root");
+        return;
+    }
+    // Someone else (root, here) made the fallback directory of uid 65534 first.
+    let squatted = std::path::Path::new("/tmp/ferry-65534");
+    let made_here = !squatted.exists();
+    if made_here {
+        std::fs::create_dir(squatted).expect("squat");
+    }
+    let meta = std::fs::metadata(squatted).expect("meta");
+    if std::os::unix::fs::MetadataExt::uid(&meta) == 65534 {
+        eprintln!("skipped: /tmp/ferry-65534 already belongs to uid 65534 on this machine");
+        return;
+    }
+    let out = std::os::unix::process::CommandExt::uid(
+        Command::new(ferry_bin())
+            .args(["run", "--", "true"])
+            .env_remove("FERRY_SOCKET")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("HOME", "/nonexistent"),
+        65534,
+    )
+    .output()
+    .expect("run as nobody");
+    if made_here {
+        let _ = std::fs::remove_dir(squatted);
+    }
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to talk to /tmp/ferry-65534/ferry.sock")
+            && stderr.contains("belongs to uid 0, not to you (uid 65534)"),
+        "{stderr}"
+    );
 }
