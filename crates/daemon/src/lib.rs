@@ -21,6 +21,7 @@ use ferry_engine::{EngineConfig, EngineError};
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use conn::tls::TlsFiles;
+pub use ferry_engine::Principal;
 pub use listeners::{Dialect, ListenSpec, ListenSpecError, Transport};
 pub use policy::CommandPolicy;
 pub use server::run;
@@ -54,8 +55,9 @@ pub struct DaemonConfig {
     pub idle_timeout: Option<Duration>,
     /// Certificate and key for TLS listeners.
     pub tls: Option<TlsFiles>,
-    /// The token TCP and TLS clients must present (unless a client certificate vouches).
-    pub token: Option<String>,
+    /// The tokens TCP and TLS clients may present (unless a client certificate vouches), each
+    /// with its label: a client that shows one acts as `token:LABEL`.
+    pub tokens: Vec<NamedToken>,
     /// Let TCP and TLS listeners run any command, not only the catalog's.
     pub allow_any_command: bool,
     /// The commands catalog-only listeners run.
@@ -79,13 +81,29 @@ impl DaemonConfig {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: None,
             tls: None,
-            token: None,
+            tokens: Vec::new(),
             allow_any_command: false,
             catalog: Catalog::default(),
             files_dir: log_dir.with_file_name("files"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             sessions_dir: log_dir.with_file_name("sessions"),
         }
+    }
+}
+
+/// A token network clients may show, and the label they then act as (`token:LABEL`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NamedToken {
+    /// Its label.
+    pub label: String,
+    /// The secret itself.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for NamedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret, not even in debug output.
+        write!(f, "NamedToken({})", self.label)
     }
 }
 
@@ -103,6 +121,9 @@ pub struct Listener {
     /// For a plaintext TCP listener: serve addresses beyond loopback too (set in the
     /// configuration file only; a warning is logged).
     pub allow_non_loopback: bool,
+    /// Its clients may see every job (`ps`, `log`, `attach`), not only their own: for an
+    /// operators' listener (set in the configuration file).
+    pub see_all_jobs: bool,
 }
 
 impl Listener {
@@ -113,6 +134,7 @@ impl Listener {
             commands: None,
             client_ca: None,
             allow_non_loopback: false,
+            see_all_jobs: false,
         }
     }
 }

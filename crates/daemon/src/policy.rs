@@ -1,9 +1,11 @@
 //! What a connection may do, and how the layers' errors answer a request, for every dialect.
 //!
 //! [`Access`] is decided by the connection layer from the listener and how the peer
-//! authenticated: whether any command may run or only the catalog's, whether it is the owner's
-//! own socket, where its jobs and files live. Refusals come as a [`Refusal`] with a
-//! dialect-neutral [`RefusalKind`]; each adapter words it in its own frames.
+//! authenticated: its principal (the owner, a certificate, a token's label), whether any
+//! command may run or only the catalog's, what it may see, where its files live.
+//! [`Access::check`] is the one check every request that sees or touches a job, a session, the
+//! history or the peers goes through. Refusals come as a [`Refusal`] with a dialect-neutral
+//! [`RefusalKind`]; each adapter words it in its own frames.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -11,9 +13,10 @@ use std::sync::Arc;
 
 use ferry_engine::files::FileError;
 use ferry_engine::sessions::SessionError;
-use ferry_engine::EngineError;
+use ferry_engine::{EngineError, Principal};
 
 use crate::catalog::Catalog;
+use crate::NamedToken;
 
 /// Which commands a listener's clients may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,19 +30,29 @@ pub enum CommandPolicy {
 /// What a connection may do, and how it must authenticate.
 #[derive(Clone, Debug)]
 pub(crate) struct Access {
-    /// The token the dialect's handshake must carry; `None` when the transport already proved
-    /// who the peer is (the owner's uid on a Unix socket, or a verified client certificate).
-    pub token: Option<Arc<str>>,
+    /// Who the connection acts for: known from the transport (the owner's uid on a Unix
+    /// socket, a verified client certificate), or, while `None`, to be learnt from the token
+    /// its dialect's handshake shows.
+    pub principal: Option<Principal>,
+    /// The tokens that handshake may show, with their labels.
+    pub tokens: Arc<[NamedToken]>,
     /// Which commands may run.
     pub commands: CommandPolicy,
-    /// The owner's own socket: the client's working directory and environment are used, and
-    /// it may shut the daemon down, prune its history and manage its peers. Otherwise jobs run
-    /// in `files_dir` with the daemon's environment.
-    pub owner: bool,
-    /// Where this connection's files live and its remote jobs run.
-    pub files_dir: PathBuf,
+    /// Every job may be seen (`ps`, `log`, `attach`), not only the principal's own.
+    pub see_all_jobs: bool,
+    /// The daemon's file area; each principal but the owner works in a part of its own
+    /// (see [`Access::files_dir`]).
+    pub files_root: PathBuf,
 }
 
+/// What a request does to a thing: sees it, or touches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Act {
+    /// Reads it: lists it, reads its output.
+    See,
+    /// Changes it: signals, feeds, runs in, closes, removes it.
+    Touch,
+}
 /// The kind of a refusal, which each dialect words in its own way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RefusalKind {
@@ -77,6 +90,55 @@ impl Refusal {
 }
 
 impl Access {
+    /// Who the connection acts for (an unauthenticated connection reaches no request: the
+    /// handshake comes first).
+    pub fn principal(&self) -> &Principal {
+        const NOBODY: &Principal = &Principal::Anonymous(String::new());
+        self.principal.as_ref().unwrap_or(NOBODY)
+    }
+
+    /// Whether this is the daemon's owner, on its Unix socket: the client's working directory
+    /// and environment are used, and the daemon's administration is allowed.
+    pub fn is_owner(&self) -> bool {
+        self.principal().is_owner()
+    }
+
+    /// The part of the file area this principal works in: all of it for the owner,
+    /// `clients/NAME` for a certificate, `tokens/LABEL` for a token, `anonymous/DIALECT`.
+    pub fn files_dir(&self) -> PathBuf {
+        match self.principal() {
+            Principal::Owner => self.files_root.clone(),
+            Principal::Certificate(name) => self.files_root.join("clients").join(name),
+            Principal::Token(label) => self.files_root.join("tokens").join(label),
+            Principal::Anonymous(dialect) => self.files_root.join("anonymous").join(dialect),
+        }
+    }
+
+    /// Whether this connection may `act` on a thing that belongs to `owner`: the one check
+    /// every request goes through. The daemon's owner may do anything; a principal may see
+    /// and touch its own things; a listener may grant seeing every job.
+    pub fn check(&self, act: Act, owner: &Principal, thing: &str) -> Result<(), Refusal> {
+        let me = self.principal();
+        if me.is_owner() || me == owner || (act == Act::See && self.see_all_jobs) {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            RefusalKind::PermissionDenied,
+            format!("{thing} is not yours (it belongs to {owner}; you are {me})"),
+        ))
+    }
+
+    /// Only the daemon's owner, on its Unix socket, may `what`.
+    pub fn owner_only(&self, what: &str) -> Result<(), Refusal> {
+        self.check(Act::Touch, &Principal::Owner, what)
+            .map_err(|_| {
+                Refusal::new(
+                    RefusalKind::PermissionDenied,
+                    format!("only the daemon's owner, on its Unix socket, may {what}"),
+                )
+            })
+    }
+
     /// The argv to run for a client's argv, as this connection allows it: unchanged where any
     /// command may run, otherwise resolved through the daemon's catalog.
     pub fn allowed_command(
@@ -109,18 +171,6 @@ impl Access {
             Err(Refusal::new(
                 RefusalKind::PermissionDenied,
                 "sessions run any shell code, and this listener runs catalog commands only (rule: commands = catalog)",
-            ))
-        }
-    }
-
-    /// Only the daemon's owner, on its Unix socket, may `what`.
-    pub fn owner_only(&self, what: &str) -> Result<(), Refusal> {
-        if self.owner {
-            Ok(())
-        } else {
-            Err(Refusal::new(
-                RefusalKind::PermissionDenied,
-                format!("only the daemon's owner, on its Unix socket, may {what}"),
             ))
         }
     }

@@ -89,6 +89,7 @@ impl Job {
                 .as_ref()
                 .map(|c| ByteBuf::from(c.as_os_str().as_bytes().to_vec())),
             owner: spec.origin.owner.clone(),
+            principal: spec.origin.principal.clone(),
             dialect: spec.origin.dialect.clone(),
             submitted_ms: millis(submitted),
         };
@@ -164,6 +165,7 @@ impl Job {
         };
         JobSnapshot {
             id: self.id,
+            principal: self.spec.origin.principal.clone(),
             argv: self.spec.argv.clone(),
             phase: status.phase.clone(),
             submitted: self.submitted,

@@ -11,6 +11,7 @@ pub mod log;
 pub mod logfile;
 mod memory;
 pub mod peers;
+mod principal;
 pub mod sessions;
 pub mod signals;
 pub mod store;
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 pub use job::JobId;
 pub use log::{LogError, LogLimits, LogReader, OutputEvent};
 pub use logfile::{encode_record, parse_records, RecordKind};
+pub use principal::{BadPrincipal, Principal};
 pub use store::{Pruned, Retention, StoreError};
 
 use job::Job;
@@ -138,6 +140,8 @@ pub struct JobOrigin {
     pub dialect: String,
     /// The peer that asked (see [`peers`]), whose entry lists the job.
     pub peer: Option<String>,
+    /// Who the job belongs to.
+    pub principal: Principal,
 }
 
 /// Where a job is in its life.
@@ -159,6 +163,8 @@ pub enum JobPhase {
 pub struct JobSnapshot {
     /// The job's id.
     pub id: JobId,
+    /// Who it belongs to.
+    pub principal: Principal,
     /// Program and arguments.
     pub argv: Vec<OsString>,
     /// Its phase.
@@ -460,6 +466,14 @@ impl Engine {
         }
     }
 
+    /// Who a job belongs to (from the history when it is not in memory).
+    pub fn principal_of(&self, id: JobId) -> Result<Principal, EngineError> {
+        match self.job(id) {
+            Ok(job) => Ok(job.spec.origin.principal.clone()),
+            Err(unknown) => Ok(self.record(id)?.ok_or(unknown)?.principal),
+        }
+    }
+
     /// The history's record of a job, if the history is on and has it.
     fn record(&self, id: JobId) -> Result<Option<store::JobRecord>, EngineError> {
         match &self.inner.store {
@@ -613,6 +627,7 @@ fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
     let submitted = UNIX_EPOCH + Duration::from_millis(record.submitted_ms);
     JobSnapshot {
         id: record.id,
+        principal: record.principal.clone(),
         argv: record
             .argv
             .iter()

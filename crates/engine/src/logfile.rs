@@ -36,7 +36,7 @@ pub struct LogHeader {
     /// Working directory, if given.
     #[serde(default)]
     pub cwd: Option<serde_bytes::ByteBuf>,
-    /// Who asked for it.
+    /// Where the request came from (the connection's address).
     #[serde(default)]
     pub owner: String,
     /// Through which dialect.
@@ -44,6 +44,9 @@ pub struct LogHeader {
     pub dialect: String,
     /// When it was submitted (ms since the Unix epoch).
     pub submitted_ms: u64,
+    /// Who it belongs to (absent in logs written before principals: the owner's).
+    #[serde(default)]
+    pub principal: crate::Principal,
 }
 
 /// The magic bytes that open a log file.
@@ -320,6 +323,7 @@ mod tests {
                 owner,
                 dialect: "ferry".into(),
                 submitted_ms,
+                principal: crate::Principal::Token("ci".into()),
             };
             let mut bytes = encode_header(&header);
             let len = bytes.len();

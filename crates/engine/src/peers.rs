@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::JobId;
+use crate::{JobId, Principal};
 
 /// Events a peer's outbox holds at most.
 pub const OUTBOX_EVENTS: usize = 64;
@@ -48,6 +48,8 @@ pub struct PeerInfo {
     pub address: String,
     /// The dialect it speaks.
     pub dialect: String,
+    /// Who it acts for (`None` until it has authenticated).
+    pub principal: Option<Principal>,
     /// When it connected.
     pub connected: SystemTime,
     /// Jobs it started, in all.
@@ -71,6 +73,8 @@ pub struct NewPeer {
     pub address: String,
     /// See [`PeerInfo::dialect`].
     pub dialect: String,
+    /// See [`PeerInfo::principal`].
+    pub principal: Option<Principal>,
 }
 
 struct Entry {
@@ -170,6 +174,7 @@ impl PeerRegistry {
                 name: peer.name,
                 address: peer.address,
                 dialect: peer.dialect,
+                principal: peer.principal,
                 connected: SystemTime::now(),
                 jobs_started: 0,
                 jobs: Vec::new(),
@@ -298,6 +303,16 @@ impl PeerHandle {
         self.events.recv().await
     }
 
+    /// Records who the peer turned out to be (once its dialect's handshake authenticated it).
+    pub fn identify(&self, principal: Principal, name: String) {
+        if let Some(shared) = self.registry.upgrade() {
+            if let Some(entry) = shared.lock().get_mut(&self.serial) {
+                entry.info.principal = Some(principal);
+                entry.info.name = name;
+            }
+        }
+    }
+
     /// The peer's kick flag, to wait on beside its events.
     pub fn kick(&self) -> Kick {
         Kick(self.kick.clone())
@@ -355,6 +370,7 @@ mod tests {
             name: name.into(),
             address: "test".into(),
             dialect: "ferry".into(),
+            principal: Some(Principal::Owner),
         })
     }
 

@@ -20,7 +20,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use crate::{Engine, EngineError, JobId, JobPhase, JobSpec};
+use crate::{Engine, EngineError, JobId, JobPhase, JobSpec, Principal};
 
 /// The bash program that runs one command of a session: `$1` is the session's directory,
 /// `$2` the command line. Aliases expand, as in an interactive shell.
@@ -77,6 +77,9 @@ else
   __ferry_status_is "$__ferry_last" || eval "$__ferry_code"
 fi
 "#;
+
+/// The file, in a session's directory, that names who it belongs to.
+const PRINCIPAL_FILE: &str = "principal";
 
 /// What ends a complete `state.new`.
 const STATE_END: &[u8] = b"\n# ferry-state-end\n";
@@ -147,21 +150,37 @@ impl SessionStore {
         })
     }
 
-    /// Makes a session whose first command runs in `cwd`; returns its id.
-    pub fn create(&self, cwd: &Path) -> Result<String, SessionError> {
+    /// Makes a session for `principal` whose first command runs in `cwd`; returns its id.
+    pub fn create(&self, cwd: &Path, principal: &Principal) -> Result<String, SessionError> {
         let id = format!("s{}", crate::files::random_hex());
         let dir = self.dir.join(&id);
         std::fs::create_dir(&dir).map_err(|source| SessionError::Io {
             context: format!("cannot create session directory {}", dir.display()),
             source,
         })?;
-        std::fs::write(dir.join("origin"), cwd.as_os_str().as_bytes()).map_err(|source| {
-            SessionError::Io {
+        std::fs::write(dir.join("origin"), cwd.as_os_str().as_bytes())
+            .and_then(|()| std::fs::write(dir.join(PRINCIPAL_FILE), principal.to_string()))
+            .map_err(|source| SessionError::Io {
                 context: "cannot write the session's origin".into(),
                 source,
-            }
-        })?;
+            })?;
         Ok(id)
+    }
+
+    /// Who the session belongs to (sessions made before principals: the owner).
+    pub fn principal(&self, id: &str) -> Result<Principal, SessionError> {
+        let dir = self.session_dir(id)?;
+        match std::fs::read_to_string(dir.join(PRINCIPAL_FILE)) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|e: crate::BadPrincipal| SessionError::Invalid(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Principal::Owner),
+            Err(source) => Err(SessionError::Io {
+                context: format!("cannot read the principal of session {id}"),
+                source,
+            }),
+        }
     }
 
     /// Forgets a session and its state.

@@ -65,9 +65,12 @@ pub struct JobRecord {
     /// Working directory, if one was given.
     #[serde(default)]
     pub cwd: Option<ByteBuf>,
-    /// Who asked for it (the connection, e.g. `unix` or a client certificate's name).
+    /// Where the request came from (the connection, e.g. `unix, pid 12` or an address).
     #[serde(default)]
     pub owner: String,
+    /// Who it belongs to (absent in records written before principals: the owner's).
+    #[serde(default)]
+    pub principal: crate::Principal,
     /// The dialect it came through (`ferry`, `fanos`).
     #[serde(default)]
     pub dialect: String,
@@ -109,6 +112,7 @@ impl JobRecord {
             argv: header.argv.clone(),
             cwd: header.cwd.clone(),
             owner: header.owner.clone(),
+            principal: header.principal.clone(),
             dialect: header.dialect.clone(),
             submitted_ms: header.submitted_ms,
             started_ms: None,
@@ -635,6 +639,7 @@ mod tests {
             argv: vec![ByteBuf::from(b"true".to_vec())],
             cwd: None,
             owner: "test".into(),
+            principal: crate::Principal::Owner,
             dialect: "ferry".into(),
             submitted_ms,
             started_ms: None,

@@ -36,6 +36,11 @@ pub struct FileConfig {
     /// The job history.
     #[serde(default)]
     pub history: HistorySection,
+    /// More tokens network clients may show, by label (`[tokens]`: `LABEL = "FILE"`); a client
+    /// that shows one acts as `token:LABEL`. The token of `[tls]` (or `--token-file`) is
+    /// labelled `default`.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, PathBuf>,
 }
 
 /// `[history]`.
@@ -94,6 +99,9 @@ pub struct ListenerSection {
     /// then use the listener, unencrypted).
     #[serde(default)]
     pub allow_non_loopback: bool,
+    /// Its clients may see every job, not only their own (an operators' listener).
+    #[serde(default)]
+    pub see_all_jobs: bool,
 }
 
 /// One `[catalog.NAME]`.

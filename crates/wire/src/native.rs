@@ -523,6 +523,13 @@ pub struct JobInfo {
     pub exit: Option<JobExit>,
     /// Output bytes that were delivered live but not stored (past the daemon's cap).
     pub unstored_bytes: u64,
+    /// Who it belongs to: `owner`, `cert:NAME`, `token:LABEL` (absent: the owner).
+    #[serde(default = "owner")]
+    pub principal: String,
+}
+
+fn owner() -> String {
+    "owner".into()
 }
 
 /// A connected peer, as `ferry peers` lists it.
@@ -537,6 +544,9 @@ pub struct PeerInfo {
     pub address: String,
     /// The dialect it speaks (`ferry`, `fanos`...).
     pub dialect: String,
+    /// Who it acts for (`owner`, `cert:NAME`, `token:LABEL`); empty until it authenticated.
+    #[serde(default)]
+    pub principal: String,
     /// When it connected, in milliseconds since the Unix epoch.
     pub connected_ms: u64,
     /// Jobs it started, in all.

@@ -62,6 +62,7 @@ fn job_info() -> impl Strategy<Value = JobInfo> {
                     run_us,
                     exit,
                     unstored_bytes,
+                    principal: "token:ci".into(),
                 }
             },
         )
@@ -195,6 +196,7 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
                     name,
                     address,
                     dialect,
+                    principal: "cert:alice".into(),
                     connected_ms,
                     jobs_started,
                     jobs,

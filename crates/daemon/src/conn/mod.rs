@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_engine::peers::{NewPeer, PeerHandle};
+use ferry_engine::Principal;
 use ferry_io::fdpass::{FdInbox, FdReadHalf};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -118,11 +119,13 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     let (host, port, tls) = match &spec.transport {
         Transport::Unix(path) => {
             let (socket, guard) = unix::bind(path)?;
+            // Only the owner's uid is admitted here.
             let access = Access {
-                token: None,
+                principal: Some(Principal::Owner),
+                tokens: Arc::from([]),
                 commands: listener.commands.unwrap_or(CommandPolicy::Any),
-                owner: true,
-                files_dir: config.files_dir.clone(),
+                see_all_jobs: true,
+                files_root: config.files_dir.clone(),
             };
             tracing::info!("listening on {spec} ({})", commands_text(access.commands));
             return Ok(Bound {
@@ -177,7 +180,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     };
     let client_certs =
         tls && listener_tls_files(listener, config).is_some_and(|t| t.client_ca.is_some());
-    if row.authenticates && config.token.is_none() && !client_certs {
+    if row.authenticates && config.tokens.is_empty() && !client_certs {
         return Err(DaemonError::Config(format!(
             "listener {spec}: a network listener needs a way to authenticate clients: a token (--token-file, or DIR/token with --tls-dir) or client certificates (--client-ca)"
         )));
@@ -207,11 +210,15 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
         },
     };
     tracing::info!("listening on {bound_spec} ({})", commands_text(commands));
+    // An authenticating dialect learns its peer's principal from a client certificate or its
+    // handshake's token; another dialect's peers are anonymous (on loopback, see above).
+    let principal = (!row.authenticates).then(|| Principal::Anonymous(row.name.into()));
     let access = Access {
-        token: config.token.as_deref().map(Arc::from),
+        principal,
+        tokens: config.tokens.clone().into(),
         commands,
-        owner: false,
-        files_dir: config.files_dir.clone(),
+        see_all_jobs: listener.see_all_jobs,
+        files_root: config.files_dir.clone(),
     };
     Ok(Bound {
         socket: Socket::Tcp(socket, acceptor),
@@ -339,6 +346,7 @@ async fn admit(incoming: Incoming, row: &'static Row, access: Access, server: Ar
         name: admitted.name,
         address: admitted.address.clone(),
         dialect: row.name.into(),
+        principal: admitted.access.principal.clone(),
     });
     tracing::debug!(
         peer = handle.id(),
@@ -418,13 +426,13 @@ async fn admit_tcp(
             read: Box::new(read),
             write: Box::new(write),
             fds: None,
-            name: "token".into(),
+            name: peer_name(&access),
             address,
             access,
         });
     };
     let handshake = tokio::time::timeout(server.config.handshake_timeout, tls.accept(stream));
-    let stream = match handshake.await {
+    let mut stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::warn!(%addr, "TLS handshake failed: {e}");
@@ -435,17 +443,14 @@ async fn admit_tcp(
             return None;
         }
     };
-    let mut name = "token".to_owned();
-    let mut stream = stream;
     if let Some(certs) = stream.get_ref().1.peer_certificates() {
         // rustls verified it against the client CA: the peer is authenticated.
         let common = certs.first().and_then(|cert| tls::common_name(cert));
         tracing::info!(%addr, client = ?common, "client certificate accepted");
-        access.token = None;
-        let area = common.unwrap_or_else(|| "unnamed".into());
-        access.files_dir = access.files_dir.join("clients").join(&area);
-        name = area;
-    } else if row.authenticates && access.token.is_none() {
+        access.principal = Some(Principal::Certificate(
+            common.unwrap_or_else(|| "unnamed".into()),
+        ));
+    } else if row.authenticates && access.tokens.is_empty() {
         // No token to check in the handshake: a certificate is the only way in.
         tracing::warn!(%addr, "refused a TLS client without a client certificate");
         let message = "this listener authenticates clients by certificate only: present a client certificate signed by its client CA (--cert and --key)";
@@ -457,10 +462,21 @@ async fn admit_tcp(
         read: Box::new(read),
         write: Box::new(write),
         fds: None,
-        name,
+        name: peer_name(&access),
         address,
         access,
     })
+}
+
+/// A peer's name, as far as its admission tells: the certificate's common name, the
+/// dialect for an anonymous peer, or (until its handshake shows a token) nothing yet.
+fn peer_name(access: &Access) -> String {
+    match &access.principal {
+        Some(Principal::Certificate(name)) => name.clone(),
+        Some(Principal::Token(label)) => label.clone(),
+        Some(Principal::Anonymous(_)) => "anonymous".into(),
+        Some(Principal::Owner) | None => String::new(),
+    }
 }
 
 /// Writes one refusal in the dialect's words on a connection that will not be served, then

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_engine::peers::PeerEvent;
-use ferry_engine::{JobId, JobOrigin, JobSpec, OutputEvent, PassedStdio};
+use ferry_engine::{JobId, JobOrigin, JobSpec, OutputEvent, PassedStdio, Principal};
 use ferry_io::{FrameReader, ReadError};
 use ferry_wire::fanos::{
     encode_netstring, parse_request, FanosReply, FanosRequest, NetstringDecoder, NetstringError,
@@ -184,10 +184,11 @@ impl ConnectionSession {
         }
         let server = Arc::clone(&self.server);
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-        let id = tokio::task::spawn_blocking(move || server.sessions.create(&cwd))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let id =
+            tokio::task::spawn_blocking(move || server.sessions.create(&cwd, &Principal::Owner))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         self.id = Some(id.clone());
         Ok(id)
     }
@@ -272,6 +273,7 @@ async fn handle(
         owner: "unix".into(),
         dialect: "fanos".into(),
         peer: Some(peer.to_owned()),
+        principal: access.principal().clone(),
     };
     match parse_request(payload) {
         // Oils' own demo client sends its stdin, stdout and stderr with every request, GETPID

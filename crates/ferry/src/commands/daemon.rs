@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig};
 use ferry_daemon::{
-    Catalog, CatalogEntry, CommandPolicy, DaemonConfig, ListenSpec, Listener, TlsFiles,
+    Catalog, CatalogEntry, CommandPolicy, DaemonConfig, ListenSpec, Listener, NamedToken, TlsFiles,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -122,6 +122,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         .or_else(|| values.state_dir.clone())
         .unwrap_or_else(crate::default_state_dir);
     let (tls, token) = network_credentials(args, &values.tls)?;
+    let tokens = named_tokens(token, file)?;
     let mut engine = EngineConfig::new(state_dir.join("jobs"));
     engine.max_running = max_jobs;
     engine.max_queued = args.max_queued.or(limits.max_queued).unwrap_or(10_000);
@@ -159,7 +160,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         handshake_timeout,
         idle_timeout,
         tls,
-        token,
+        tokens,
         allow_any_command: args.allow_any_command || values.allow_any_command.unwrap_or(false),
         catalog,
         files_dir: args
@@ -217,6 +218,7 @@ fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<
                 commands,
                 client_ca: section.client_ca.clone(),
                 allow_non_loopback: section.allow_non_loopback,
+                see_all_jobs: section.see_all_jobs,
             })
         })
         .collect()
@@ -261,4 +263,37 @@ fn network_credentials(
         None => None,
     };
     Ok((tls, token))
+}
+
+/// Every token network clients may show: the default one, then the file's `[tokens]`.
+fn named_tokens(default: Option<String>, file: Option<&Loaded>) -> Result<Vec<NamedToken>> {
+    let mut tokens: Vec<NamedToken> = default
+        .map(|secret| NamedToken {
+            label: "default".into(),
+            secret,
+        })
+        .into_iter()
+        .collect();
+    for (label, path) in file.map(|f| &f.config.tokens).into_iter().flatten() {
+        let usable = !label.is_empty()
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !label.starts_with('.');
+        if !usable || label == "default" {
+            bail!("tokens.{label}: a token's label is letters, digits, '-', '_' and '.' (and not 'default', the label of the [tls] token)");
+        }
+        let secret = crate::endpoint::read_token(path)?;
+        if tokens.iter().any(|t| t.secret == secret) {
+            bail!(
+                "tokens.{label}: {} holds a token already configured under another label",
+                path.display()
+            );
+        }
+        tokens.push(NamedToken {
+            label: label.clone(),
+            secret,
+        });
+    }
+    Ok(tokens)
 }

@@ -42,6 +42,7 @@ struct JsonJob {
     started: Option<String>,
     run_time_us: u64,
     command: Vec<String>,
+    principal: String,
 }
 
 impl From<&JobInfo> for JsonJob {
@@ -64,6 +65,7 @@ impl From<&JobInfo> for JsonJob {
                 .iter()
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect(),
+            principal: job.principal.clone(),
         }
     }
 }

@@ -218,11 +218,12 @@ fn a_thousand_runs_leave_no_fd_behind_and_passed_fds_stay_out_of_other_jobs() {
             run_once(&mut raw);
         }
     }
-    // Connections close asynchronously.
+    // Connections close asynchronously. (`before` may hold a passing fd of the daemon's own,
+    // such as the history store syncing the warm-up job's log: no more than it, then.)
     wait_until(
-        "the daemon's fds to be as before the 1000 runs",
+        "the daemon's fds to be no more than before the 1000 runs",
         Duration::from_secs(10),
-        || (open_fds(daemon.pid()) == before).then_some(()),
+        || (open_fds(daemon.pid()) <= before).then_some(()),
         || format!("{} fds open, {before} before", open_fds(daemon.pid())),
     );
     drop(probe);

@@ -230,7 +230,8 @@ fn only_the_owner_may_list_or_kick_peers() {
         .iter()
         .find(|p| p["you"] == false)
         .unwrap_or_else(|| panic!("{listed:#?}"));
-    assert_eq!(tls["name"], "token");
+    assert_eq!(tls["name"], "default", "the token's label");
+    assert_eq!(tls["principal"], "token:default");
     assert!(
         tls["address"]
             .as_str()

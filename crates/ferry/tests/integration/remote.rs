@@ -111,9 +111,10 @@ fn a_job_runs_over_tls_with_the_token_in_the_daemons_file_area() {
         .output()
         .expect("remote run");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // A token's holder works in a part of the file area of its own.
     let files = daemon
         .state_dir
-        .join("files")
+        .join("files/tokens/default")
         .canonicalize()
         .expect("files dir");
     assert_eq!(stdout, format!("out\n{}\n[]\n", files.display()));

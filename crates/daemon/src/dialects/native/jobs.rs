@@ -21,7 +21,7 @@ use ferry_wire::native::{
 use serde_bytes::ByteBuf;
 
 use super::{Connection, Outgoing};
-use crate::policy::{blocking, Answer, Refusal, RefusalKind};
+use crate::policy::{blocking, Act, Answer, Refusal, RefusalKind};
 
 impl Connection {
     pub(super) async fn job_request(&mut self, request: ClientMessage) {
@@ -29,13 +29,20 @@ impl Connection {
         match request {
             run @ ClientMessage::Run { .. } => self.run(run).await,
             ClientMessage::Stdin { job, data } => {
-                if let Err(e) = engine.write_stdin(job, data).await {
-                    self.refuse(None, e.refusal()).await;
+                let written = match self.check_job(Act::Touch, job) {
+                    Ok(()) => engine.write_stdin(job, data).await.map_err(|e| e.refusal()),
+                    Err(refusal) => Err(refusal),
+                };
+                if let Err(refusal) = written {
+                    self.refuse(None, refusal).await;
                 }
             }
             ClientMessage::CloseStdin { job } => {
-                if let Err(e) = engine.close_stdin(job) {
-                    self.refuse(None, e.refusal()).await;
+                let closed = self
+                    .check_job(Act::Touch, job)
+                    .and_then(|()| engine.close_stdin(job).map_err(|e| e.refusal()));
+                if let Err(refusal) = closed {
+                    self.refuse(None, refusal).await;
                 }
             }
             ClientMessage::Attach {
@@ -43,28 +50,36 @@ impl Connection {
                 job,
                 replay,
                 follow,
-            } => match engine.snapshot(job) {
-                Ok(snapshot) => {
-                    self.send(&DaemonMessage::Attached {
-                        request,
-                        info: job_info(&snapshot),
-                    })
-                    .await;
-                    self.follow(job, replay, follow, false, request).await;
-                }
-                Err(e) => self.refuse(Some(request), e.refusal()).await,
-            },
-            ClientMessage::ListJobs {
-                request,
-                all: false,
             } => {
-                let jobs = engine.list().iter().map(job_info).collect();
-                self.send(&DaemonMessage::Jobs { request, jobs }).await;
+                let attached = self
+                    .check_job(Act::See, job)
+                    .and_then(|()| engine.snapshot(job).map_err(|e| e.refusal()));
+                match attached {
+                    Ok(snapshot) => {
+                        self.send(&DaemonMessage::Attached {
+                            request,
+                            info: job_info(&snapshot),
+                        })
+                        .await;
+                        self.follow(job, replay, follow, false, request).await;
+                    }
+                    Err(refusal) => self.refuse(Some(request), refusal).await,
+                }
             }
-            ClientMessage::ListJobs { request, all: true } => {
-                let listed = blocking(move || engine.history()).await.map(|jobs| {
-                    let jobs = jobs.iter().map(job_info).collect();
-                    DaemonMessage::Jobs { request, jobs }
+            ClientMessage::ListJobs { request, all } => {
+                let listed = if all {
+                    blocking(move || engine.history()).await
+                } else {
+                    Ok(engine.list())
+                };
+                // A principal sees its own jobs (the owner all, and whom a listener lets).
+                let listed = listed.map(|jobs| DaemonMessage::Jobs {
+                    request,
+                    jobs: jobs
+                        .iter()
+                        .filter(|job| self.access.check(Act::See, &job.principal, "").is_ok())
+                        .map(job_info)
+                        .collect(),
                 });
                 self.answer(request, listed).await;
             }
@@ -73,10 +88,10 @@ impl Connection {
                 job,
                 signal,
             } => {
-                let answer = engine
-                    .signal(job, signal)
-                    .map(|()| DaemonMessage::Done { request })
-                    .map_err(|e| e.refusal());
+                let answer = self
+                    .check_job(Act::Touch, job)
+                    .and_then(|()| engine.signal(job, signal).map_err(|e| e.refusal()))
+                    .map(|()| DaemonMessage::Done { request });
                 self.answer(request, answer).await;
             }
             _ => {}
@@ -168,7 +183,7 @@ impl Connection {
                     refusal.message
                 );
             })?;
-        if self.access.owner {
+        if self.access.is_owner() {
             spec.cwd = cwd.map(|c| PathBuf::from(os_string(c)));
             spec.env = env.map(|env| {
                 env.into_iter()
@@ -178,7 +193,7 @@ impl Connection {
         } else {
             // A remote client's directory and environment mean nothing here, and an
             // environment could inject code (LD_PRELOAD): use the daemon's.
-            spec.cwd = Some(self.access.files_dir.clone());
+            spec.cwd = Some(self.access.files_dir());
         }
         if let Some(sandbox) = sandbox {
             let dir = self
@@ -201,6 +216,7 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<(JobId, bool), Refusal> {
         self.access.sessions_allowed()?;
+        self.check_session(Act::Touch, session).await?;
         let code = argv
             .iter()
             .map(|a| a.as_slice())
@@ -224,7 +240,21 @@ impl Connection {
             owner: self.peer.address.clone(),
             dialect: "ferry".into(),
             peer: Some(self.peer.id().to_owned()),
+            principal: self.access.principal().clone(),
         }
+    }
+
+    /// Whether this connection may `act` on job `job` (see `Access::check`).
+    fn check_job(&self, act: Act, job: JobId) -> Result<(), Refusal> {
+        if self.access.is_owner() {
+            return Ok(()); // no lookup on the owner's path (each `Stdin` frame comes here)
+        }
+        let owner = self
+            .server
+            .engine
+            .principal_of(job)
+            .map_err(|e| e.refusal())?;
+        self.access.check(act, &owner, &format!("job {job}"))
     }
 
     /// The client's stdin, stdout and stderr, passed with the `Run` being dispatched.
@@ -368,5 +398,6 @@ fn job_info(snapshot: &JobSnapshot) -> JobInfo {
         run_us: u64::try_from(snapshot.run_time.as_micros()).unwrap_or(u64::MAX),
         exit,
         unstored_bytes: snapshot.unstored_bytes,
+        principal: snapshot.principal.to_string(),
     }
 }

@@ -37,6 +37,7 @@ use tokio::task::JoinSet;
 use crate::conn::{became_true, BoxRead, BoxWrite, Conn, Peer};
 use crate::policy::{Access, Refusal, RefusalKind};
 use crate::server::Server;
+use ferry_engine::Principal;
 use files::UploadPipe;
 
 /// Encoded frames queued per connection before job readers wait for the client.
@@ -185,22 +186,8 @@ impl Connection {
         let (out, outbox) = mpsc::channel::<Outgoing>(OUTBOX_FRAMES);
         let writer = tokio::spawn(write_outbox(conn.write, outbox));
         let server = conn.server;
-        let files = if conn.access.files_dir == server.config.files_dir {
-            Arc::clone(&server.files)
-        } else {
-            let dir = conn.access.files_dir.clone();
-            match tokio::task::spawn_blocking(move || FileArea::open(&dir)).await {
-                Ok(Ok(area)) => Arc::new(area),
-                Ok(Err(e)) => {
-                    tracing::error!(
-                        peer = conn.peer.id(),
-                        "cannot open the client's file area: {e}"
-                    );
-                    return;
-                }
-                Err(_) => return,
-            }
-        };
+        // The principal's own part of the file area is opened once the handshake says who it is.
+        let files = Arc::clone(&server.files);
         let mut connection = Connection {
             server,
             peer: conn.peer,
@@ -222,7 +209,10 @@ impl Connection {
             FrameReader::new(conn.read)
         };
         let outcome = match connection.handshake(&mut reader).await {
-            Ok(true) => connection.serve_requests(&mut reader).await,
+            Ok(true) => match connection.open_files_area().await {
+                Ok(()) => connection.serve_requests(&mut reader).await,
+                Err(fatal) => Err(fatal),
+            },
             Ok(false) => Ok(()),
             Err(fatal) => Err(fatal),
         };
@@ -265,23 +255,8 @@ impl Connection {
         match first {
             None => Ok(false),
             Some(ClientMessage::Hello { version, token, .. }) if version == PROTOCOL_VERSION => {
-                if let Some(expected) = &self.access.token {
-                    let given = token.as_deref().unwrap_or("");
-                    let matches: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
-                    if token.is_none() || !matches {
-                        // Logged without the token; the delay makes guessing slow.
-                        tracing::warn!(
-                            from = self.peer.address,
-                            token_given = token.is_some(),
-                            "authentication failed"
-                        );
-                        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-                        let why = if token.is_none() { "no token given" } else { "wrong token" };
-                        return Err(Fatal::new(
-                            ErrorCode::PermissionDenied,
-                            format!("authentication failed: {why}"),
-                        ));
-                    }
+                if self.access.principal.is_none() {
+                    self.authenticate(token.as_deref()).await?;
                 }
                 self.send(&DaemonMessage::Welcome {
                     version: PROTOCOL_VERSION,
@@ -306,6 +281,61 @@ impl Connection {
                     message_name(&other)
                 ),
             )),
+        }
+    }
+
+    /// Learns the principal from the token the `Hello` showed: the label of the configured
+    /// token it matches (every token is compared, in constant time).
+    async fn authenticate(&mut self, token: Option<&str>) -> Result<(), Fatal> {
+        let given = token.unwrap_or("").as_bytes();
+        let mut matched = None;
+        for named in self.access.tokens.iter() {
+            let equal: bool = given.ct_eq(named.secret.as_bytes()).into();
+            if equal && token.is_some() {
+                matched = Some(named.label.clone());
+            }
+        }
+        let Some(label) = matched else {
+            // Logged without the token; the delay makes guessing slow.
+            tracing::warn!(
+                from = self.peer.address,
+                token_given = token.is_some(),
+                "authentication failed"
+            );
+            tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+            let why = if token.is_none() {
+                "no token given"
+            } else {
+                "wrong token"
+            };
+            return Err(Fatal::new(
+                ErrorCode::PermissionDenied,
+                format!("authentication failed: {why}"),
+            ));
+        };
+        let principal = Principal::Token(label.clone());
+        tracing::info!(peer = self.peer.id(), %principal, "authenticated by token");
+        self.peer.handle.identify(principal.clone(), label);
+        self.access.principal = Some(principal);
+        Ok(())
+    }
+
+    /// Opens the principal's part of the file area (the owner works in all of it).
+    async fn open_files_area(&mut self) -> Result<(), Fatal> {
+        if self.access.is_owner() {
+            return Ok(());
+        }
+        let dir = self.access.files_dir();
+        match tokio::task::spawn_blocking(move || FileArea::open(&dir)).await {
+            Ok(Ok(area)) => {
+                self.files = Arc::new(area);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Fatal::new(
+                ErrorCode::Internal,
+                format!("cannot open your file area: {e}"),
+            )),
+            Err(e) => Err(Fatal::new(ErrorCode::Internal, e.to_string())),
         }
     }
 

@@ -63,6 +63,7 @@ fn peer_info(peer: Peer, me: &str) -> PeerInfo {
         name: peer.name,
         address: peer.address,
         dialect: peer.dialect,
+        principal: peer.principal.map(|p| p.to_string()).unwrap_or_default(),
         connected_ms: millis(peer.connected),
         jobs_started: peer.jobs_started,
         jobs: peer.jobs,

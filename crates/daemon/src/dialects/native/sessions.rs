@@ -8,20 +8,21 @@ use ferry_wire::native::{ClientMessage, DaemonMessage};
 use serde_bytes::ByteBuf;
 
 use super::Connection;
-use crate::policy::blocking;
+use crate::policy::{blocking, Act, Refusal};
 
 impl Connection {
     pub(super) async fn session_request(&self, request: ClientMessage) {
         let server = Arc::clone(&self.server);
         let (id, answer) = match request {
             ClientMessage::SessionNew { request, cwd } => {
-                let cwd = match (self.access.owner, cwd) {
+                let cwd = match (self.access.is_owner(), cwd) {
                     (true, Some(cwd)) => PathBuf::from(super::jobs::os_string(cwd)),
                     (true, None) => std::env::current_dir().unwrap_or_else(|_| "/".into()),
-                    (false, _) => self.access.files_dir.clone(),
+                    (false, _) => self.access.files_dir(),
                 };
+                let principal = self.access.principal().clone();
                 let made = match self.access.sessions_allowed() {
-                    Ok(()) => blocking(move || server.sessions.create(&cwd)).await,
+                    Ok(()) => blocking(move || server.sessions.create(&cwd, &principal)).await,
                     Err(refused) => Err(refused),
                 };
                 let ready = made.map(|session| DaemonMessage::SessionReady { request, session });
@@ -39,11 +40,23 @@ impl Connection {
                 (request, info)
             }
             ClientMessage::SessionClose { request, session } => {
-                let removed = blocking(move || server.sessions.remove(&session)).await;
+                let removed = match self.check_session(Act::Touch, &session).await {
+                    Ok(()) => blocking(move || server.sessions.remove(&session)).await,
+                    Err(refusal) => Err(refusal),
+                };
                 (request, removed.map(|()| DaemonMessage::Done { request }))
             }
             _ => return,
         };
         self.answer(id, answer).await;
+    }
+
+    /// Whether this connection may `act` on session `session` (see `Access::check`).
+    pub(super) async fn check_session(&self, act: Act, session: &str) -> Result<(), Refusal> {
+        let server = Arc::clone(&self.server);
+        let id = session.to_owned();
+        let owner = blocking(move || server.sessions.principal(&id)).await?;
+        self.access
+            .check(act, &owner, &format!("session '{session}'"))
     }
 }
