@@ -87,6 +87,52 @@ impl Daemon {
         Daemon::serving(dir, socket, state_dir, child)
     }
 
+    /// Starts `ferry daemon --config FILE` with the configuration `config` makes from the
+    /// daemon's directory and its socket's path (the file's listeners must include
+    /// `ferry:unix:SOCKET`).
+    pub fn start_with_config(config: impl FnOnce(&Path, &Path) -> String) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run").join("ferry.sock");
+        let state_dir = dir.path().join("state");
+        let file = dir.path().join("daemon.toml");
+        std::fs::write(&file, config(dir.path(), &socket)).expect("config");
+        let child = Command::new(ferry_bin())
+            .arg("daemon")
+            .arg("--config")
+            .arg(&file)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env("FERRY_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("daemon.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn daemon");
+        Daemon::serving(dir, socket, state_dir, child)
+    }
+
+    /// The ports of this daemon's `kind` (`tls`, `tcp`) listeners, in the order the log
+    /// announces them.
+    pub fn ports(&self, kind: &str) -> Vec<u16> {
+        let needle = format!("listening on ferry:{kind}:");
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let rest = &line[line.find(&needle)? + needle.len()..];
+                rest.split_whitespace()
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
     /// Stops this daemon (SIGTERM) if it runs, and starts a new one on the same socket and
     /// state directory with `extra` arguments, its log appended to the same file. A `limit`
     /// shell command (such as `ulimit -f 64`) runs first, in the shell that becomes the daemon.

@@ -1,6 +1,7 @@
 //! Integration tests: the real `ferry` binary, a real daemon process per test on a temporary
 //! socket, real Unix sockets. One test binary; each module covers one area.
 
+mod access;
 mod bad_input;
 mod cli;
 mod fanos;

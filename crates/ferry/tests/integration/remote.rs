@@ -21,7 +21,7 @@ fn assert_remote_serves(daemon: &Daemon) {
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
 }
 
-fn tls_init(dir: &std::path::Path, extra: &[&str]) {
+pub(crate) fn tls_init(dir: &std::path::Path, extra: &[&str]) {
     let mut args: Vec<std::ffi::OsString> = vec!["tls".into(), "init".into()];
     args.extend(extra.iter().map(Into::into));
     args.push(dir.into());
@@ -29,7 +29,7 @@ fn tls_init(dir: &std::path::Path, extra: &[&str]) {
 }
 
 /// A `ferry` command for `address` that trusts `ca` and presents `cert`/`key` (no token).
-fn with_cert(
+pub(crate) fn with_cert(
     address: String,
     ca: &std::path::Path,
     cert: &std::path::Path,
@@ -275,7 +275,10 @@ fn network_listeners_run_catalog_commands_only_by_default() {
 }
 
 /// Issues a client certificate from `dir`'s CA; returns (cert, key).
-fn issue_client(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn issue_client(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     ferry_ok([
         std::ffi::OsStr::new("tls"),
         "client".as_ref(),

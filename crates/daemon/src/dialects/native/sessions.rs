@@ -29,7 +29,12 @@ impl Connection {
                 (request, ready)
             }
             ClientMessage::SessionState { request, session } => {
-                let state = blocking(move || server.sessions.state(&server.engine, &session)).await;
+                let state = match self.check_session(Act::See, &session).await {
+                    Ok(()) => {
+                        blocking(move || server.sessions.state(&server.engine, &session)).await
+                    }
+                    Err(refusal) => Err(refusal),
+                };
                 let info = state.map(|state| DaemonMessage::SessionInfo {
                     request,
                     cwd: ByteBuf::from(state.cwd),
