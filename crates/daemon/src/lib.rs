@@ -2,7 +2,8 @@
 //! per dialect mapping its frames onto the engine, and the daemon's start and shutdown.
 //!
 //! - [`listeners`]: the table of (dialect, transport) → adapter, and `--listen` parsing.
-//! - `conn`: accept, admission (uid, TLS, token, loopback rule), slots, peers, refusals.
+//! - `conn`: accept, admission (uid, TLS, token, loopback rule, the connection pools), peers,
+//!   refusals.
 //! - `policy`: which commands run, and how errors answer requests.
 //! - `dialects`: the adapters (`native/`, one module per family of requests; `fanos`).
 //! - [`run`] (in `server`): the whole daemon; tests can start it in-process.
@@ -20,6 +21,7 @@ use std::time::Duration;
 use ferry_engine::{EngineConfig, EngineError};
 
 pub use catalog::{Catalog, CatalogEntry};
+pub use conn::admission::ConnectionLimits;
 pub use conn::tls::TlsFiles;
 pub use ferry_engine::Principal;
 pub use listeners::{Dialect, ListenSpec, ListenSpecError, Transport};
@@ -45,8 +47,9 @@ pub struct DaemonConfig {
     pub engine: EngineConfig,
     /// Largest frame accepted after the handshake.
     pub max_frame: usize,
-    /// Connections served at once, of every dialect; more are refused with an error.
-    pub max_connections: usize,
+    /// How many connections are served at once: per listener (authenticated, and still
+    /// authenticating) and per network principal; a listener may have its own.
+    pub connections: ConnectionLimits,
     /// Time a new connection has for its handshake (or, in a dialect without one, for its
     /// first message).
     pub handshake_timeout: Duration,
@@ -77,7 +80,7 @@ impl DaemonConfig {
             listeners: vec![Listener::new(ListenSpec::native_unix(socket))],
             engine: EngineConfig::new(log_dir.clone()),
             max_frame: ferry_wire::DEFAULT_MAX_FRAME,
-            max_connections: 256,
+            connections: ConnectionLimits::default(),
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: None,
             tls: None,
@@ -124,6 +127,10 @@ pub struct Listener {
     /// Its clients may see every job (`ps`, `log`, `attach`), not only their own: for an
     /// operators' listener (set in the configuration file).
     pub see_all_jobs: bool,
+    /// Its own pool of authenticated connections, instead of the daemon's default size.
+    pub max_connections: Option<usize>,
+    /// Its own pool of connections still authenticating, instead of the daemon's default size.
+    pub max_handshakes: Option<usize>,
 }
 
 impl Listener {
@@ -135,6 +142,19 @@ impl Listener {
             client_ca: None,
             allow_non_loopback: false,
             see_all_jobs: false,
+            max_connections: None,
+            max_handshakes: None,
+        }
+    }
+
+    /// Its connection limits: its own where it has them, else the daemon's.
+    pub fn limits(&self, daemon: &ConnectionLimits) -> ConnectionLimits {
+        ConnectionLimits {
+            per_listener: self.max_connections.unwrap_or(daemon.per_listener),
+            handshakes_per_listener: self
+                .max_handshakes
+                .unwrap_or(daemon.handshakes_per_listener),
+            per_principal: daemon.per_principal,
         }
     }
 }

@@ -17,10 +17,11 @@ use ferry_engine::files::FileArea;
 use ferry_engine::sessions::SessionStore;
 use ferry_engine::Engine;
 use rustix::fs::{flock, FlockOperation};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::catalog::Catalog;
+use crate::conn::admission::PrincipalCounts;
 use crate::{conn, DaemonConfig, DaemonError};
 
 /// Longest wait for every peer to be told the daemon is going down.
@@ -44,8 +45,8 @@ pub(crate) struct Server {
     pub sessions: Arc<SessionStore>,
     /// The settings.
     pub config: DaemonConfig,
-    /// Connection slots (`--max-connections`), for every dialect.
-    pub slots: Arc<Semaphore>,
+    /// Authenticated connections per network principal, on every listener.
+    pub principals: Arc<PrincipalCounts>,
     /// Becomes true when connections must close (jobs are all ended by then).
     pub closing: watch::Sender<bool>,
     /// Woken when the owner asks for shutdown.
@@ -62,6 +63,7 @@ pub async fn run(
     }
     keep_inherited_fds_from_jobs();
     ignore_file_size_signal();
+    fit_fd_limit(&config);
     for listener in &config.listeners {
         listener.spec.check_served()?;
     }
@@ -87,7 +89,7 @@ pub async fn run(
         catalog: config.catalog.clone(),
         files: Arc::new(files),
         sessions: Arc::new(sessions),
-        slots: Arc::new(Semaphore::new(config.max_connections)),
+        principals: Arc::new(PrincipalCounts::new(config.connections.per_principal)),
         config,
         closing: watch::Sender::new(false),
         shutdown_requested: Notify::new(),
@@ -188,6 +190,48 @@ fn keep_inherited_fds_from_jobs() {
         tracing::warn!(
             "cannot mark inherited fds close-on-exec: {}",
             std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Fds a running job may hold in the daemon (pipes, its log, its pidfd, passed fds).
+const FDS_PER_JOB: u64 = 8;
+/// Fds the daemon needs beyond its connections and jobs (listeners, the history, runtime).
+const FDS_RESERVED: u64 = 128;
+
+/// Raises the daemon's soft limit on open fds, up to the hard limit, if every listener's
+/// pools full at once and every running job would not fit under it: a full network
+/// listener must not leave the owner's socket without an fd to accept with. Jobs inherit the
+/// raised limit. Warns when even the hard limit is too low.
+fn fit_fd_limit(config: &DaemonConfig) {
+    let connections: u64 = config
+        .listeners
+        .iter()
+        .map(|listener| {
+            let limits = listener.limits(&config.connections);
+            (limits.per_listener + limits.handshakes_per_listener) as u64
+        })
+        .sum();
+    let needed = connections + config.engine.max_running as u64 * FDS_PER_JOB + FDS_RESERVED;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let Some(current) = limit.current else { return };
+    if current >= needed {
+        return;
+    }
+    let raised = limit.maximum.map_or(needed, |maximum| needed.min(maximum));
+    if raised > current {
+        let wanted = rustix::process::Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        };
+        match rustix::process::setrlimit(rustix::process::Resource::Nofile, wanted) {
+            Ok(()) => tracing::info!("raised the open-files limit from {current} to {raised}"),
+            Err(e) => tracing::warn!("cannot raise the open-files limit from {current}: {e}"),
+        }
+    }
+    if raised < needed {
+        tracing::warn!(
+            "the open-files limit ({raised}) is below what full connection pools and running jobs need ({needed}): lower --max-connections, --max-handshakes or --max-jobs, or raise the hard limit (ulimit -Hn)"
         );
     }
 }

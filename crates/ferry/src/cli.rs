@@ -416,9 +416,22 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_frame_size: Option<usize>,
 
-    /// Connections served at once; more are refused with an error [default: 256].
+    /// Authenticated connections each listener serves at once; more are refused with an
+    /// error. A listener may have its own (max_connections in its [[listener]]) [default: 256].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Connections each listener holds at once that have not finished authenticating (a TLS
+    /// handshake, a Hello still to show its token); more are closed as they arrive, and each
+    /// is closed at the handshake time limit. The owner's Unix socket has pools of its own,
+    /// which no network client can fill [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
+
+    /// Authenticated connections one network client (a certificate's name, a token's label)
+    /// holds at once, on all listeners together; the owner is not counted [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_principal: Option<usize>,
 
     /// Jobs running at once; more wait in a queue (shown as queued by `ferry ps`) [default: 64].
     #[arg(long, value_name = "N")]

@@ -63,6 +63,8 @@ pub struct HistorySection {
 pub struct Limits {
     pub max_frame_size: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_handshakes: Option<usize>,
+    pub max_connections_per_principal: Option<usize>,
     pub max_jobs: Option<usize>,
     pub max_queued: Option<usize>,
     pub max_finished: Option<usize>,
@@ -102,6 +104,10 @@ pub struct ListenerSection {
     /// Its clients may see every job, not only their own (an operators' listener).
     #[serde(default)]
     pub see_all_jobs: bool,
+    /// Its own pool of authenticated connections (default: `limits.max_connections`).
+    pub max_connections: Option<usize>,
+    /// Its own pool of connections still authenticating (default: `limits.max_handshakes`).
+    pub max_handshakes: Option<usize>,
 }
 
 /// One `[catalog.NAME]`.

@@ -6,13 +6,17 @@
 //! unless the configuration file opts that listener out (a warning is logged). [`accept_loop`]
 //! then admits each connection: the peer's uid on a Unix socket (the owner only), the TLS
 //! handshake under the handshake time limit (a verified client certificate names the peer and
-//! gives it a file area of its own), a connection slot (`--max-connections` counts the
-//! connections of every dialect), and a place in the engine's peer registry. A connection that
-//! is not admitted gets one refusal in its dialect's own words and is closed. An admitted one
-//! is handed to its dialect's adapter as a [`Conn`]; the adapter watches its peer's events
+//! gives it a file area of its own), a place in the listener's pools and its principal's
+//! count (see [`admission`]: a connection still authenticating holds a handshake place, which
+//! its adapter trades for an authenticated one once its handshake shows who it is), and a
+//! place in the engine's peer registry. A connection that is not admitted gets one refusal in
+//! its dialect's own words and is closed (one refused before its TLS handshake is closed
+//! without a word: there is no way to say one). An admitted one is handed to its dialect's
+//! adapter as a [`Conn`]; the adapter watches its peer's events
 //! (the shutdown notice), its kick flag and the daemon's closing flag, and says each in its
 //! own way.
 
+pub mod admission;
 pub mod tls;
 pub mod unix;
 
@@ -25,12 +29,15 @@ use ferry_engine::Principal;
 use ferry_io::fdpass::{FdInbox, FdReadHalf};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::listeners::{ListenSpec, Row, Transport};
-use crate::policy::{Access, CommandPolicy, RefusalKind};
+use crate::policy::{Access, CommandPolicy, Refusal, RefusalKind};
+
+use self::admission::{Admission, ListenerPools};
 use crate::server::Server;
 use crate::{DaemonConfig, DaemonError, Listener, TlsFiles};
 
@@ -45,19 +52,23 @@ const REFUSAL_WRITE: Duration = Duration::from_secs(1);
 /// The time limits of a connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// For its handshake, or (in a dialect without one) for its first request.
-    pub first_message: Duration,
+    /// The handshake time limit: from its accept to the end of its handshake (TLS and its
+    /// dialect's, or in a dialect without one its first request).
+    pub handshake: Duration,
+    /// When the handshake time limit runs out.
+    pub handshake_deadline: Instant,
     /// Between requests, in a dialect without a handshake: silent longer, it is closed.
     pub idle: Option<Duration>,
 }
 
 impl Limits {
-    /// How long the connection may wait for its next request now.
-    pub fn next_request(&self, first: bool) -> Option<Duration> {
+    /// Until when the connection may wait for its next request now, and the limit that sets
+    /// it (to name in a message).
+    pub fn next_request(&self, first: bool) -> Option<(Instant, Duration)> {
         if first {
-            Some(self.first_message)
+            Some((self.handshake_deadline, self.handshake))
         } else {
-            self.idle
+            self.idle.map(|idle| (Instant::now() + idle, idle))
         }
     }
 }
@@ -82,19 +93,26 @@ pub(crate) struct Conn {
 }
 
 /// An admitted connection's place in the daemon: its entry in the peer registry and its
-/// connection slot, both held as long as this lives.
+/// places in the admission pools, all held as long as this lives.
 pub(crate) struct Peer {
     /// Its registry entry: id, events, kick flag.
     pub handle: PeerHandle,
     /// Where it connects from (for logs).
     pub address: String,
-    _slot: OwnedSemaphorePermit,
+    admission: Admission,
 }
 
 impl Peer {
     /// Its id.
     pub fn id(&self) -> &str {
         self.handle.id()
+    }
+
+    /// Its handshake showed it is `principal`: it trades its place among the connections
+    /// still authenticating for one among the authenticated (refused when its listener or
+    /// its principal has no room left: close the connection then).
+    pub fn authenticated(&mut self, principal: &Principal) -> Result<(), Refusal> {
+        self.admission.establish(principal)
     }
 }
 
@@ -103,6 +121,7 @@ pub(crate) struct Bound {
     socket: Socket,
     row: &'static Row,
     access: Access,
+    pools: Arc<ListenerPools>,
     /// The Unix socket's lock and file, released and removed when dropped.
     _guard: Option<unix::UnixSocketGuard>,
 }
@@ -132,6 +151,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
                 socket: Socket::Unix(socket),
                 row,
                 access,
+                pools: pools(spec, listener, config),
                 _guard: Some(guard),
             });
         }
@@ -224,8 +244,19 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
         socket: Socket::Tcp(socket, acceptor),
         row,
         access,
+        pools: pools(&bound_spec, listener, config),
         _guard: None,
     })
+}
+
+/// A listener's admission pools: its own sizes, or the daemon's.
+fn pools(spec: &ListenSpec, listener: &Listener, config: &DaemonConfig) -> Arc<ListenerPools> {
+    let limits = listener.limits(&config.connections);
+    Arc::new(ListenerPools::new(
+        spec.to_string(),
+        limits.handshakes_per_listener,
+        limits.per_listener,
+    ))
 }
 
 fn commands_text(commands: CommandPolicy) -> &'static str {
@@ -269,8 +300,17 @@ pub(crate) async fn accept_loop(bound: Bound, server: Arc<Server>) {
         };
         match accepted {
             Ok(incoming) => {
+                let Some(admission) = Admission::start(&bound.pools, &server.principals) else {
+                    connections.spawn(refuse_handshake(
+                        incoming,
+                        bound.row,
+                        Arc::clone(&bound.pools),
+                    ));
+                    continue;
+                };
                 connections.spawn(admit(
                     incoming,
+                    admission,
                     bound.row,
                     bound.access.clone(),
                     Arc::clone(&server),
@@ -304,7 +344,26 @@ async fn accept(socket: &Socket) -> std::io::Result<Incoming> {
     }
 }
 
-/// A connection that passed its transport's checks, not yet holding a slot.
+/// A connection that found its listener's handshake pool full: refused in its dialect's words
+/// where it is plaintext, closed at once over TLS (no word can reach it before a handshake,
+/// and making one would spend what the pool protects).
+async fn refuse_handshake(incoming: Incoming, row: &'static Row, pools: Arc<ListenerPools>) {
+    let message = pools.handshakes_full();
+    match incoming {
+        Incoming::Unix(mut stream) => {
+            tracing::warn!(dialect = row.name, "refused a connection: {message}");
+            refuse(&mut stream, row, RefusalKind::LimitReached, &message).await;
+        }
+        Incoming::Tcp(mut stream, addr, tls) => {
+            tracing::warn!(%addr, dialect = row.name, "refused a connection: {message}");
+            if tls.is_none() {
+                refuse(&mut stream, row, RefusalKind::LimitReached, &message).await;
+            }
+        }
+    }
+}
+
+/// A connection that passed its transport's checks.
 struct Admitted {
     read: BoxRead,
     write: BoxWrite,
@@ -315,33 +374,37 @@ struct Admitted {
 }
 
 /// Admits a connection (see the module documentation) and serves it.
-async fn admit(incoming: Incoming, row: &'static Row, access: Access, server: Arc<Server>) {
+async fn admit(
+    incoming: Incoming,
+    mut admission: Admission,
+    row: &'static Row,
+    access: Access,
+    server: Arc<Server>,
+) {
+    let limits = Limits {
+        handshake: server.config.handshake_timeout,
+        handshake_deadline: Instant::now() + server.config.handshake_timeout,
+        idle: server.config.idle_timeout.filter(|_| !row.authenticates),
+    };
     let admitted = match incoming {
         Incoming::Unix(stream) => admit_unix(stream, row, access).await,
-        Incoming::Tcp(stream, addr, tls) => {
-            admit_tcp(stream, addr, tls, row, access, &server).await
-        }
+        Incoming::Tcp(stream, addr, tls) => admit_tcp(stream, addr, tls, row, access, limits).await,
     };
     let Some(mut admitted) = admitted else { return };
-    let Ok(slot) = Arc::clone(&server.slots).try_acquire_owned() else {
-        tracing::warn!(
-            from = admitted.address,
-            dialect = row.name,
-            "refused a connection: connection limit reached"
-        );
-        let message = format!(
-            "too many connections (the limit is {})",
-            server.config.max_connections
-        );
-        refuse(
-            &mut admitted.write,
-            row,
-            RefusalKind::LimitReached,
-            &message,
-        )
-        .await;
-        return;
-    };
+    // A principal known already (the owner's uid, a client certificate, an anonymous
+    // dialect) is authenticated now; a token is shown in the dialect's handshake.
+    if let Some(principal) = &admitted.access.principal {
+        if let Err(refusal) = admission.establish(principal) {
+            tracing::warn!(
+                from = admitted.address,
+                dialect = row.name,
+                "refused a connection: {}",
+                refusal.message
+            );
+            refuse(&mut admitted.write, row, refusal.kind, &refusal.message).await;
+            return;
+        }
+    }
     let handle = server.engine.peers().register(NewPeer {
         name: admitted.name,
         address: admitted.address.clone(),
@@ -357,11 +420,7 @@ async fn admit(incoming: Incoming, row: &'static Row, access: Access, server: Ar
     let peer = Peer {
         handle,
         address: admitted.address,
-        _slot: slot,
-    };
-    let limits = Limits {
-        first_message: server.config.handshake_timeout,
-        idle: server.config.idle_timeout.filter(|_| !row.authenticates),
+        admission,
     };
     let Some(serve) = row.serve else { return };
     serve(Conn {
@@ -417,7 +476,7 @@ async fn admit_tcp(
     tls: Option<TlsAcceptor>,
     row: &Row,
     mut access: Access,
-    server: &Server,
+    limits: Limits,
 ) -> Option<Admitted> {
     let address = addr.to_string();
     let Some(tls) = tls else {
@@ -431,7 +490,7 @@ async fn admit_tcp(
             access,
         });
     };
-    let handshake = tokio::time::timeout(server.config.handshake_timeout, tls.accept(stream));
+    let handshake = tokio::time::timeout_at(limits.handshake_deadline, tls.accept(stream));
     let mut stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {

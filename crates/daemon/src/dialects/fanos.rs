@@ -153,11 +153,13 @@ async fn serve_connection(mut conn: Conn) {
     }
 }
 
-/// Resolves with `limit` once it has passed; never without one.
-async fn time_limit(limit: Option<std::time::Duration>) -> std::time::Duration {
+/// Resolves at the limit's deadline, with the limit (to name it); never without one.
+async fn time_limit(
+    limit: Option<(tokio::time::Instant, std::time::Duration)>,
+) -> std::time::Duration {
     match limit {
-        Some(limit) => {
-            tokio::time::sleep(limit).await;
+        Some((deadline, limit)) => {
+            tokio::time::sleep_until(deadline).await;
             limit
         }
         None => std::future::pending().await,

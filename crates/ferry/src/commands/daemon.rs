@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig};
 use ferry_daemon::{
-    Catalog, CatalogEntry, CommandPolicy, DaemonConfig, ListenSpec, Listener, NamedToken, TlsFiles,
+    Catalog, CatalogEntry, CommandPolicy, ConnectionLimits, DaemonConfig, ListenSpec, Listener,
+    NamedToken, TlsFiles,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -59,26 +60,14 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
     let values = file.map_or(&empty, |f| &f.config);
     let listeners = listeners(socket, args, file)?;
     let limits = &values.limits;
-    let number = |flag: Option<usize>, from_file: Option<usize>, default: usize, name: &str| {
-        let value = flag.or(from_file).unwrap_or(default);
-        if value == 0 {
-            bail!("{name} must be at least 1");
-        }
-        Ok(value)
-    };
-    let max_jobs = number(
+    let max_jobs = at_least_one(
         args.max_jobs,
         limits.max_jobs,
         64,
         "--max-jobs (limits.max_jobs)",
     )?;
-    let max_connections = number(
-        args.max_connections,
-        limits.max_connections,
-        256,
-        "--max-connections (limits.max_connections)",
-    )?;
-    let max_finished = number(
+    let connections = connection_limits(args, limits)?;
+    let max_finished = at_least_one(
         args.max_finished,
         limits.max_finished,
         1000,
@@ -156,7 +145,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         listeners,
         engine,
         max_frame,
-        max_connections,
+        connections,
         handshake_timeout,
         idle_timeout,
         tls,
@@ -173,6 +162,45 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
             .or(limits.max_file_size)
             .unwrap_or(ferry_daemon::DEFAULT_MAX_FILE_SIZE),
         sessions_dir: state_dir.join("sessions"),
+    })
+}
+
+/// A count from its flag, else the file, else its default; zero is refused.
+fn at_least_one(
+    flag: Option<usize>,
+    from_file: Option<usize>,
+    default: usize,
+    name: &str,
+) -> Result<usize> {
+    let value = flag.or(from_file).unwrap_or(default);
+    if value == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(value)
+}
+
+/// The daemon's connection limits (a listener may have its own pools' sizes).
+fn connection_limits(args: &DaemonArgs, limits: &config::Limits) -> Result<ConnectionLimits> {
+    let defaults = ConnectionLimits::default();
+    Ok(ConnectionLimits {
+        per_listener: at_least_one(
+            args.max_connections,
+            limits.max_connections,
+            defaults.per_listener,
+            "--max-connections (limits.max_connections)",
+        )?,
+        handshakes_per_listener: at_least_one(
+            args.max_handshakes,
+            limits.max_handshakes,
+            defaults.handshakes_per_listener,
+            "--max-handshakes (limits.max_handshakes)",
+        )?,
+        per_principal: at_least_one(
+            args.max_connections_per_principal,
+            limits.max_connections_per_principal,
+            defaults.per_principal,
+            "--max-connections-per-principal (limits.max_connections_per_principal)",
+        )?,
     })
 }
 
@@ -196,6 +224,10 @@ fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<
         .listeners
         .iter()
         .map(|section| {
+            let positive = |value: Option<usize>, key: &str| match value {
+                Some(0) => Err(file.error_at(section.spec.span(), key, "must be at least 1")),
+                value => Ok(value),
+            };
             let spec = ListenSpec::parse(section.spec.get_ref())
                 .and_then(|spec| spec.check_served().map(|()| spec))
                 .map_err(|e| file.error_at(section.spec.span(), "listener.spec", e))?;
@@ -219,6 +251,8 @@ fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<
                 client_ca: section.client_ca.clone(),
                 allow_non_loopback: section.allow_non_loopback,
                 see_all_jobs: section.see_all_jobs,
+                max_connections: positive(section.max_connections, "listener.max_connections")?,
+                max_handshakes: positive(section.max_handshakes, "listener.max_handshakes")?,
             })
         })
         .collect()

@@ -29,26 +29,42 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `ferry daemon` with extra arguments and waits until it answers.
     pub fn start(extra: &[&str]) -> Daemon {
-        Daemon::spawn(extra, &[], true)
+        Daemon::spawn(extra, &[], true, None)
+    }
+
+    /// As [`Daemon::start`], the daemon started by `sh` after it ran `shell` (to set a
+    /// resource limit, say).
+    pub fn start_after(shell: &str, extra: &[&str]) -> Daemon {
+        Daemon::spawn(extra, &[], true, Some(shell))
     }
 
     /// Starts `ferry daemon` on its Unix socket and on the given network listeners (each
     /// `DIALECT:TRANSPORT:ADDRESS`), with TLS files from `ferry tls init` in `self.tls_dir()`.
     pub fn start_networked(extra: &[&str], listeners: &[&str]) -> Daemon {
-        Daemon::spawn(extra, listeners, true)
+        Daemon::spawn(extra, listeners, true, None)
     }
 
     /// As [`Daemon::start_networked`], but the daemon has no token (its TLS directory holds
     /// none): only client certificates can authenticate network clients.
     pub fn start_networked_without_token(extra: &[&str], listeners: &[&str]) -> Daemon {
-        Daemon::spawn(extra, listeners, false)
+        Daemon::spawn(extra, listeners, false, None)
     }
 
-    fn spawn(extra: &[&str], listeners: &[&str], token: bool) -> Daemon {
+    fn spawn(extra: &[&str], listeners: &[&str], token: bool, shell: Option<&str>) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("ferry.sock");
         let state_dir = dir.path().join("state");
-        let mut command = Command::new(ferry_bin());
+        let mut command = match shell {
+            None => Command::new(ferry_bin()),
+            Some(shell) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("{shell}\nexec \"$0\" \"$@\""))
+                    .arg(ferry_bin());
+                command
+            }
+        };
         command
             .arg("daemon")
             .arg("--socket")

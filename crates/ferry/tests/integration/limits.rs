@@ -49,10 +49,11 @@ fn connections_over_the_limit_are_refused() {
     let mut third = Raw::connect(&daemon.socket);
     let (code, message) = third.expect_error();
     assert_eq!(code, ErrorCode::LimitReached);
-    assert!(
-        message.contains("too many connections (the limit is 2)"),
-        "{message}"
+    let expected = format!(
+        "too many connections on ferry:unix:{} (the limit is 2)",
+        daemon.socket.display()
     );
+    assert_eq!(message, expected);
     drop((first, second));
     // Slots free up once connections close.
     wait_until(

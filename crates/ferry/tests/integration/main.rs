@@ -2,6 +2,7 @@
 //! socket, real Unix sockets. One test binary; each module covers one area.
 
 mod access;
+mod admission;
 mod bad_input;
 mod cli;
 mod fanos;

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::conn::{became_true, BoxRead, BoxWrite, Conn, Peer};
+use crate::conn::{became_true, BoxRead, BoxWrite, Conn, Limits, Peer};
 use crate::policy::{Access, Refusal, RefusalKind};
 use crate::server::Server;
 use ferry_engine::Principal;
@@ -208,7 +208,7 @@ impl Connection {
         } else {
             FrameReader::new(conn.read)
         };
-        let outcome = match connection.handshake(&mut reader).await {
+        let outcome = match connection.handshake(&mut reader, conn.limits).await {
             Ok(true) => match connection.open_files_area().await {
                 Ok(()) => connection.serve_requests(&mut reader).await,
                 Err(fatal) => Err(fatal),
@@ -238,20 +238,22 @@ impl Connection {
     }
 
     /// Reads the `Hello`; `Ok(false)` when the client left before sending one.
+    /// The handshake time limit counts from the accept (a TLS handshake spent part of it).
     async fn handshake<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut FrameReader<R>,
+        limits: Limits,
     ) -> Result<bool, Fatal> {
-        let timeout = self.server.config.handshake_timeout;
-        let first = tokio::time::timeout(timeout, reader.next(HANDSHAKE_MAX_FRAME))
-            .await
-            .map_err(|_| {
-                Fatal::new(
-                    ErrorCode::BadHandshake,
-                    format!("no Hello within {} ms", timeout.as_millis()),
-                )
-            })?
-            .map_err(|e| frame_fatal(e, "before the handshake"))?;
+        let first =
+            tokio::time::timeout_at(limits.handshake_deadline, reader.next(HANDSHAKE_MAX_FRAME))
+                .await
+                .map_err(|_| {
+                    Fatal::new(
+                        ErrorCode::BadHandshake,
+                        format!("no Hello within {} ms", limits.handshake.as_millis()),
+                    )
+                })?
+                .map_err(|e| frame_fatal(e, "before the handshake"))?;
         match first {
             None => Ok(false),
             Some(ClientMessage::Hello { version, token, .. }) if version == PROTOCOL_VERSION => {
@@ -315,6 +317,10 @@ impl Connection {
         };
         let principal = Principal::Token(label.clone());
         tracing::info!(peer = self.peer.id(), %principal, "authenticated by token");
+        self.peer.authenticated(&principal).map_err(|refusal| {
+            tracing::warn!(peer = self.peer.id(), "refused: {}", refusal.message);
+            Fatal::new(error_code(refusal.kind), refusal.message)
+        })?;
         self.peer.handle.identify(principal.clone(), label);
         self.access.principal = Some(principal);
         Ok(())
