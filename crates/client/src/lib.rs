@@ -671,7 +671,7 @@ async fn dial(
                         .await
                         .map_err(|source| ClientError::Connect {
                             path: where_.clone(),
-                            source,
+                            source: explain_tls_close(source),
                         })?;
                     let (read, write) = tokio::io::split(stream);
                     Ok((Box::new(read), Box::new(write), None, token.clone()))
@@ -679,6 +679,21 @@ async fn dial(
             }
         }
     }
+}
+
+/// A TLS handshake the daemon ended without a word: say what that usually means.
+fn explain_tls_close(error: std::io::Error) -> std::io::Error {
+    let closed = matches!(
+        error.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    );
+    if !closed {
+        return error;
+    }
+    std::io::Error::new(
+        error.kind(),
+        format!("the daemon closed the connection during the TLS handshake ({error}): it may have too many connections still authenticating (try again soon), or the port may not serve TLS"),
+    )
 }
 
 /// Connects to the daemon at `path` (as [`Client::open`]), starting one with `start` when
