@@ -232,11 +232,22 @@ impl Daemon {
     }
 
     fn wait_until_serving(&self) {
-        // The network listeners are bound before the Unix socket accepts.
+        // A bound socket takes connections before the daemon accepts them; it answers a
+        // Hello once every listener is bound and served.
+        let welcomed = || {
+            let stream = UnixStream::connect(&self.socket).ok()?;
+            let mut raw = Raw::from_stream(stream);
+            raw.send(&ClientMessage::Hello {
+                version: ferry_wire::PROTOCOL_VERSION,
+                client: "start-up probe".into(),
+                token: None,
+            });
+            matches!(raw.recv(), Some(DaemonMessage::Welcome { .. })).then_some(())
+        };
         wait_until(
             "the daemon to start",
             Duration::from_secs(10),
-            || UnixStream::connect(&self.socket).ok(),
+            welcomed,
             || self.log(),
         );
     }
@@ -456,7 +467,11 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(path: &Path) -> Raw {
-        let stream = UnixStream::connect(path).expect("connect");
+        Raw::from_stream(UnixStream::connect(path).expect("connect"))
+    }
+
+    /// A raw client on a connected socket.
+    pub fn from_stream(stream: UnixStream) -> Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
