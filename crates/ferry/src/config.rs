@@ -218,6 +218,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_file() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n# Where job logs live")
+            .expect("the README's daemon.toml example");
+        let example = &readme[start + "```toml\n".len()..];
+        let example = &example[..example.find("```").expect("its end")];
+        let loaded = parse(example).expect("the README's example parses");
+        let config = &loaded.config;
+        assert_eq!(config.limits.max_connections, Some(64));
+        assert_eq!(config.limits.max_handshakes, Some(64));
+        assert_eq!(config.limits.max_connections_per_principal, Some(16));
+        assert_eq!(config.tokens.len(), 1);
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(config.catalog.len(), 2);
+    }
+
+    #[test]
     fn a_full_file_parses() {
         let loaded = parse(
             r#"
