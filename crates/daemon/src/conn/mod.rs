@@ -373,6 +373,20 @@ struct Admitted {
     access: Access,
 }
 
+impl Admitted {
+    /// A TCP or TLS connection (no fds; named as far as its admission tells).
+    fn network(read: BoxRead, write: BoxWrite, address: String, access: Access) -> Admitted {
+        Admitted {
+            read,
+            write,
+            fds: None,
+            name: peer_name(&access),
+            address,
+            access,
+        }
+    }
+}
+
 /// Admits a connection (see the module documentation) and serves it.
 async fn admit(
     incoming: Incoming,
@@ -481,14 +495,12 @@ async fn admit_tcp(
     let address = addr.to_string();
     let Some(tls) = tls else {
         let (read, write) = stream.into_split();
-        return Some(Admitted {
-            read: Box::new(read),
-            write: Box::new(write),
-            fds: None,
-            name: peer_name(&access),
+        return Some(Admitted::network(
+            Box::new(read),
+            Box::new(write),
             address,
             access,
-        });
+        ));
     };
     let handshake = tokio::time::timeout_at(limits.handshake_deadline, tls.accept(stream));
     let mut stream = match handshake.await {
@@ -517,14 +529,12 @@ async fn admit_tcp(
         return None;
     }
     let (read, write) = tokio::io::split(stream);
-    Some(Admitted {
-        read: Box::new(read),
-        write: Box::new(write),
-        fds: None,
-        name: peer_name(&access),
+    Some(Admitted::network(
+        Box::new(read),
+        Box::new(write),
         address,
         access,
-    })
+    ))
 }
 
 /// A peer's name, as far as its admission tells: the certificate's common name, the

@@ -68,6 +68,16 @@ fn remote_ps(daemon: &Daemon) -> Output {
     daemon.remote().arg("ps").output().expect("ferry ps")
 }
 
+/// Waits until a TLS client is served again, once `what`.
+fn wait_for_a_network_client(daemon: &Daemon, what: &str) {
+    wait_until(
+        &format!("a TLS client to be served once {what}"),
+        Duration::from_secs(20),
+        || remote_ps(daemon).status.success().then_some(()),
+        || daemon.log(),
+    );
+}
+
 /// The TLS endpoint with the token `label` (`default` or `ops`).
 fn endpoint(daemon: &Daemon, label: &str) -> Endpoint {
     let tls = daemon.dir.path().join("tls");
@@ -129,12 +139,7 @@ fn silent_connections_to_a_tls_port_cannot_lock_the_owner_out() {
     );
     drop(silent);
     // ...which it has as soon as the silent connections go.
-    wait_until(
-        "a TLS client to be served once the silent connections are gone",
-        Duration::from_secs(20),
-        || remote_ps(&daemon).status.success().then_some(()),
-        || daemon.log(),
-    );
+    wait_for_a_network_client(&daemon, "the silent connections are gone");
 }
 
 #[test]
@@ -159,12 +164,7 @@ fn tls_handshakes_that_never_say_hello_cannot_lock_the_owner_out() {
     owner_runs(&daemon);
     assert_eq!(handshaken.len(), HANDSHAKES, "{}", daemon.log());
     runtime.block_on(async { drop(handshaken) });
-    wait_until(
-        "a TLS client to be served once the handshaken connections are gone",
-        Duration::from_secs(20),
-        || remote_ps(&daemon).status.success().then_some(()),
-        || daemon.log(),
-    );
+    wait_for_a_network_client(&daemon, "the handshaken connections are gone");
 }
 
 #[test]

@@ -90,17 +90,8 @@ impl Daemon {
                 command.arg("--listen").arg(listener);
             }
         }
-        let child = command
-            .args(extra)
-            .env("FERRY_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("daemon.log")).expect("log file"),
-            ))
-            .spawn()
-            .expect("spawn daemon");
-        Daemon::serving(dir, socket, state_dir, child)
+        command.args(extra);
+        Daemon::launch(dir, socket, state_dir, command)
     }
 
     /// Starts `ferry daemon --config FILE` with the configuration `config` makes from the
@@ -112,14 +103,27 @@ impl Daemon {
         let state_dir = dir.path().join("state");
         let file = dir.path().join("daemon.toml");
         std::fs::write(&file, config(dir.path(), &socket)).expect("config");
-        let child = Command::new(ferry_bin())
+        let mut command = Command::new(ferry_bin());
+        command
             .arg("daemon")
             .arg("--config")
             .arg(&file)
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
-            .arg(&state_dir)
+            .arg(&state_dir);
+        Daemon::launch(dir, socket, state_dir, command)
+    }
+
+    /// Spawns the daemon `command` with its log in `DIR/daemon.log`, and waits until it
+    /// serves.
+    fn launch(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        state_dir: PathBuf,
+        mut command: Command,
+    ) -> Daemon {
+        let child = command
             .env("FERRY_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
