@@ -207,13 +207,16 @@ fn a_plaintext_listener_beyond_loopback_is_refused_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     std::fs::write(&token, "secret\n").expect("token");
-    let out = Command::new(ferry_bin())
-        .args(["daemon", "--listen", "ferry:tcp:0.0.0.0:0", "--token-file"])
-        .arg(&token)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .output()
-        .expect("daemon");
+    let start = |spec: &str| {
+        Command::new(ferry_bin())
+            .args(["daemon", "--listen", spec, "--token-file"])
+            .arg(&token)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .output()
+            .expect("daemon")
+    };
+    let out = start("ferry:tcp:0.0.0.0:0");
     assert_eq!(out.status.code(), Some(125));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loopback addresses only"), "{stderr}");
@@ -222,13 +225,7 @@ fn a_plaintext_listener_beyond_loopback_is_refused_at_start() {
         "points to TLS: {stderr}"
     );
     // An IPv6 address is advised in the form that parses.
-    let out = Command::new(ferry_bin())
-        .args(["daemon", "--listen", "ferry:tcp:[::]:0", "--token-file"])
-        .arg(&token)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .output()
-        .expect("daemon");
+    let out = start("ferry:tcp:[::]:0");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("use TLS (ferry:tls:[::]:0 "), "{stderr}");
     let advised = ferry_daemon::ListenSpec::parse("ferry:tls:[::]:0");
