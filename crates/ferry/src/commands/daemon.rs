@@ -131,16 +131,6 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
     if let Some(age) = duration(args.history_max_age, "history.max_age", &history.max_age)? {
         engine.retention.max_age = (!age.is_zero()).then_some(age);
     }
-    let mut catalog = Catalog::default();
-    for (name, entry) in &values.catalog {
-        catalog.insert(
-            name.clone(),
-            CatalogEntry {
-                program: entry.program.clone(),
-                args: entry.args.iter().map(Into::into).collect(),
-            },
-        );
-    }
     Ok(DaemonConfig {
         listeners,
         engine,
@@ -151,7 +141,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         tls,
         tokens,
         allow_any_command: args.allow_any_command || values.allow_any_command.unwrap_or(false),
-        catalog,
+        catalog: catalog(values),
         files_dir: args
             .files_dir
             .clone()
@@ -163,6 +153,21 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
             .unwrap_or(ferry_daemon::DEFAULT_MAX_FILE_SIZE),
         sessions_dir: state_dir.join("sessions"),
     })
+}
+
+/// The command catalog of the file's `[catalog.NAME]` tables.
+fn catalog(values: &config::FileConfig) -> Catalog {
+    let mut catalog = Catalog::default();
+    for (name, entry) in &values.catalog {
+        catalog.insert(
+            name.clone(),
+            CatalogEntry {
+                program: entry.program.clone(),
+                args: entry.args.iter().map(Into::into).collect(),
+            },
+        );
+    }
+    catalog
 }
 
 /// A count from its flag, else the file, else its default; zero is refused.
