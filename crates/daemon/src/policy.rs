@@ -128,13 +128,17 @@ impl Access {
         ))
     }
 
-    /// Only the daemon's owner, on its Unix socket, may `what`.
+    /// Only the daemon's owner, on its Unix socket, may `what` (the same check and error as
+    /// for any other thing: the daemon is the owner's).
     pub fn owner_only(&self, what: &str) -> Result<(), Refusal> {
-        self.check(Act::Touch, &Principal::Owner, what)
-            .map_err(|_| {
+        self.check(Act::Touch, &Principal::Owner, "the daemon")
+            .map_err(|refusal| {
                 Refusal::new(
-                    RefusalKind::PermissionDenied,
-                    format!("only the daemon's owner, on its Unix socket, may {what}"),
+                    refusal.kind,
+                    format!(
+                        "{}: only its owner, on its Unix socket, may {what}",
+                        refusal.message
+                    ),
                 )
             })
     }

@@ -178,6 +178,22 @@ fn principals_see_and_touch_their_own_jobs_only() {
     assert!(out.status.success(), "{out:?}");
     not_yours(oscar(), &["kill"], owner_job);
 
+    // The daemon itself is the owner's: no client or operator prunes its history.
+    for client in [
+        setup.token(),
+        setup.cert(&setup.clients, "alice", 0),
+        oscar(),
+    ] {
+        let out = run(client, &["prune", "--keep", "0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{stderr}");
+        assert!(
+            stderr.contains("the daemon is not yours (it belongs to owner; you are ")
+                && stderr.contains("only its owner, on its Unix socket, may prune its history"),
+            "{stderr}"
+        );
+    }
+
     // The owner touches anything; every job the clients tried to kill still runs.
     for job in [owner_job, alice_job, bob_job] {
         let out = run(setup.daemon.ferry(), &["kill", &job.to_string()]);

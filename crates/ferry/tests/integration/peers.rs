@@ -209,11 +209,15 @@ fn peers_of_two_dialects_are_listed_kicked_and_their_jobs_go_on() {
 #[test]
 fn only_the_owner_may_list_or_kick_peers() {
     let daemon = Daemon::start_networked(&["--allow-any-command"], &["ferry:tls:127.0.0.1:0"]);
-    for args in [&["peers"][..], &["peers", "kick", "all"]] {
+    for (args, what) in [
+        (&["peers"][..], "list its peers"),
+        (&["peers", "kick", "all"], "disconnect its peers"),
+    ] {
         let out = daemon.remote().args(args).output().expect("ferry");
         assert_eq!(out.status.code(), Some(125), "{out:?}");
+        let expected = format!("the daemon is not yours (it belongs to owner; you are token:default): only its owner, on its Unix socket, may {what}");
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains("only the daemon's owner"),
+            String::from_utf8_lossy(&out.stderr).contains(&expected),
             "{out:?}"
         );
     }
