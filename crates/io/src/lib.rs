@@ -70,7 +70,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::with_capacity(READ_RESERVE),
             offset: 0,
             last_frame: (0, 0),
-            bounded: true,
+            bounded: false,
             eof: false,
         }
     }
@@ -216,6 +216,27 @@ mod tests {
             );
             at += n;
         }
+    }
+
+    #[tokio::test]
+    async fn an_unbounded_reader_takes_what_is_there() {
+        let mut stream = Vec::new();
+        for payload in [&b"GETPID"[..], b"EVAL echo hi", b"STATE"] {
+            encode_netstring(payload, &mut stream);
+        }
+        let mut reader = FrameReader::new(&stream[..]);
+        let mut decoder = NetstringDecoder { max: 4096 };
+        assert!(reader
+            .next_with(&mut decoder)
+            .await
+            .expect("decode")
+            .is_some());
+        // The first read took every message: nothing is left in the stream.
+        assert!(
+            reader.inner.is_empty(),
+            "{} bytes unread",
+            reader.inner.len()
+        );
     }
 
     #[tokio::test]
