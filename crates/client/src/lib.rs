@@ -542,7 +542,7 @@ impl Client {
                         message,
                     });
                 }
-                answer if answers(&answer) == Some(request) => {
+                answer if answer.request() == Some(request) => {
                     if let Some(answer) = pick(answer) {
                         return Ok(answer);
                     }
@@ -580,32 +580,6 @@ impl Client {
         })
         .await
         .is_ok()
-    }
-}
-
-/// The request an answer answers.
-fn answers(message: &DaemonMessage) -> Option<u64> {
-    match message {
-        DaemonMessage::Accepted { request, .. }
-        | DaemonMessage::Attached { request, .. }
-        | DaemonMessage::LogEnd { request, .. }
-        | DaemonMessage::Jobs { request, .. }
-        | DaemonMessage::Done { request }
-        | DaemonMessage::SandboxReady { request, .. }
-        | DaemonMessage::Listing { request, .. }
-        | DaemonMessage::FileStart { request, .. }
-        | DaemonMessage::FileData { request, .. }
-        | DaemonMessage::FileEnd { request, .. }
-        | DaemonMessage::Pruned { request, .. }
-        | DaemonMessage::SessionReady { request, .. }
-        | DaemonMessage::SessionInfo { request, .. }
-        | DaemonMessage::Peers { request, .. }
-        | DaemonMessage::Kicked { request, .. } => Some(*request),
-        DaemonMessage::Error { request, .. } => *request,
-        DaemonMessage::Welcome { .. }
-        | DaemonMessage::Output { .. }
-        | DaemonMessage::Exit { .. }
-        | DaemonMessage::Notice { .. } => None,
     }
 }
 

@@ -203,6 +203,34 @@ pub enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// The message's name, as the protocol document writes it (for errors and logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientMessage::Hello { .. } => "Hello",
+            ClientMessage::Run { .. } => "Run",
+            ClientMessage::Stdin { .. } => "Stdin",
+            ClientMessage::CloseStdin { .. } => "CloseStdin",
+            ClientMessage::Attach { .. } => "Attach",
+            ClientMessage::ListJobs { .. } => "ListJobs",
+            ClientMessage::Signal { .. } => "Signal",
+            ClientMessage::Shutdown { .. } => "Shutdown",
+            ClientMessage::PutStart { .. } => "PutStart",
+            ClientMessage::PutData { .. } => "PutData",
+            ClientMessage::PutEnd { .. } => "PutEnd",
+            ClientMessage::Get { .. } => "Get",
+            ClientMessage::Sandbox { .. } => "Sandbox",
+            ClientMessage::List { .. } => "List",
+            ClientMessage::Prune { .. } => "Prune",
+            ClientMessage::SessionNew { .. } => "SessionNew",
+            ClientMessage::SessionState { .. } => "SessionState",
+            ClientMessage::SessionClose { .. } => "SessionClose",
+            ClientMessage::ListPeers { .. } => "ListPeers",
+            ClientMessage::KickPeers { .. } => "KickPeers",
+        }
+    }
+}
+
 /// A message from the daemon to a client.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum DaemonMessage {
@@ -375,6 +403,35 @@ pub enum DaemonMessage {
         /// Human-readable text.
         message: String,
     },
+}
+
+impl DaemonMessage {
+    /// The request this message answers: `None` for the `Welcome` and for what the daemon
+    /// sends on its own (output, exits, notices, and errors about no request).
+    pub fn request(&self) -> Option<u64> {
+        match self {
+            DaemonMessage::Accepted { request, .. }
+            | DaemonMessage::Attached { request, .. }
+            | DaemonMessage::LogEnd { request, .. }
+            | DaemonMessage::Jobs { request, .. }
+            | DaemonMessage::Done { request }
+            | DaemonMessage::SandboxReady { request, .. }
+            | DaemonMessage::Listing { request, .. }
+            | DaemonMessage::FileStart { request, .. }
+            | DaemonMessage::FileData { request, .. }
+            | DaemonMessage::FileEnd { request, .. }
+            | DaemonMessage::Pruned { request, .. }
+            | DaemonMessage::SessionReady { request, .. }
+            | DaemonMessage::SessionInfo { request, .. }
+            | DaemonMessage::Peers { request, .. }
+            | DaemonMessage::Kicked { request, .. } => Some(*request),
+            DaemonMessage::Error { request, .. } => *request,
+            DaemonMessage::Welcome { .. }
+            | DaemonMessage::Output { .. }
+            | DaemonMessage::Exit { .. }
+            | DaemonMessage::Notice { .. } => None,
+        }
+    }
 }
 
 /// Machine-readable error kinds carried by [`DaemonMessage::Error`].

@@ -226,6 +226,33 @@ mod tests {
     }
 
     #[test]
+    fn a_messages_name_is_its_tag_on_the_wire() {
+        for message in [
+            ClientMessage::ListJobs {
+                request: 1,
+                all: false,
+            },
+            ClientMessage::CloseStdin { job: 2 },
+            ClientMessage::KickPeers {
+                request: 3,
+                peer: None,
+            },
+        ] {
+            let mut body = Vec::new();
+            ciborium::ser::into_writer(&message, &mut body).expect("encode");
+            let value: ciborium::Value = ciborium::de::from_reader(&body[..]).expect("decode");
+            let tag = value.as_map().and_then(|map| map[0].0.as_text());
+            assert_eq!(tag, Some(message.name()));
+        }
+        assert_eq!(DaemonMessage::Done { request: 9 }.request(), Some(9));
+        let notice = DaemonMessage::Notice {
+            kind: NoticeKind::Kicked,
+            message: String::new(),
+        };
+        assert_eq!(notice.request(), None);
+    }
+
+    #[test]
     fn hello_roundtrips() {
         roundtrip(&ClientMessage::Hello {
             version: PROTOCOL_VERSION,

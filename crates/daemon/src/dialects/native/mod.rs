@@ -280,7 +280,7 @@ impl Connection {
                 ErrorCode::BadHandshake,
                 format!(
                     "the first message must be Hello, not {}",
-                    message_name(&other)
+                    other.name()
                 ),
             )),
         }
@@ -358,7 +358,7 @@ impl Connection {
                     match message.map_err(|e| frame_fatal(e, "after the handshake"))? {
                         Some(message) => {
                             self.frame_span = reader.last_frame_span();
-                            let name = message_name(&message);
+                            let name = message.name();
                             self.dispatch(message).await?;
                             self.refuse_stray_fds(name).await;
                         }
@@ -511,30 +511,5 @@ fn frame_fatal(error: FrameError, when: &str) -> Fatal {
             Fatal::new(ErrorCode::BadFrame, format!("{e} ({when})"))
         }
         FrameError::Io(e) => Fatal::new(ErrorCode::Internal, format!("read failed: {e}")),
-    }
-}
-
-fn message_name(message: &ClientMessage) -> &'static str {
-    match message {
-        ClientMessage::Hello { .. } => "Hello",
-        ClientMessage::Run { .. } => "Run",
-        ClientMessage::Stdin { .. } => "Stdin",
-        ClientMessage::CloseStdin { .. } => "CloseStdin",
-        ClientMessage::Attach { .. } => "Attach",
-        ClientMessage::ListJobs { .. } => "ListJobs",
-        ClientMessage::Signal { .. } => "Signal",
-        ClientMessage::Shutdown { .. } => "Shutdown",
-        ClientMessage::PutStart { .. } => "PutStart",
-        ClientMessage::PutData { .. } => "PutData",
-        ClientMessage::PutEnd { .. } => "PutEnd",
-        ClientMessage::Get { .. } => "Get",
-        ClientMessage::Sandbox { .. } => "Sandbox",
-        ClientMessage::List { .. } => "List",
-        ClientMessage::Prune { .. } => "Prune",
-        ClientMessage::SessionNew { .. } => "SessionNew",
-        ClientMessage::SessionState { .. } => "SessionState",
-        ClientMessage::SessionClose { .. } => "SessionClose",
-        ClientMessage::ListPeers { .. } => "ListPeers",
-        ClientMessage::KickPeers { .. } => "KickPeers",
     }
 }
