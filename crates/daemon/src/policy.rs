@@ -15,6 +15,8 @@ use ferry_engine::files::FileError;
 use ferry_engine::sessions::SessionError;
 use ferry_engine::{EngineError, Principal};
 
+use subtle::ConstantTimeEq;
+
 use crate::catalog::Catalog;
 use crate::NamedToken;
 
@@ -118,14 +120,34 @@ impl Access {
     /// every request goes through. The daemon's owner may do anything; a principal may see
     /// and touch its own things; a listener may grant seeing every job.
     pub fn check(&self, act: Act, owner: &Principal, thing: &str) -> Result<(), Refusal> {
-        let me = self.principal();
-        if me.is_owner() || me == owner || (act == Act::See && self.see_all_jobs) {
+        if self.may(act, owner) {
             return Ok(());
         }
+        let me = self.principal();
         Err(Refusal::new(
             RefusalKind::PermissionDenied,
             format!("{thing} is not yours (it belongs to {owner}; you are {me})"),
         ))
+    }
+
+    /// Whether this connection may `act` on a thing that belongs to `owner` (the rule
+    /// [`Access::check`] applies).
+    pub fn may(&self, act: Act, owner: &Principal) -> bool {
+        let me = self.principal();
+        me.is_owner() || me == owner || (act == Act::See && self.see_all_jobs)
+    }
+
+    /// The principal a handshake's token makes its holder: `token:LABEL` of the configured
+    /// token it matches. Every token is compared, in constant time, whatever matches.
+    pub fn token_principal(&self, token: Option<&str>) -> Option<Principal> {
+        let given = token?.as_bytes();
+        let mut matched = None;
+        for named in self.tokens.iter() {
+            if bool::from(given.ct_eq(named.secret.as_bytes())) {
+                matched = Some(Principal::Token(named.label.clone()));
+            }
+        }
+        matched
     }
 
     /// Only the daemon's owner, on its Unix socket, may `what` (the same check and error as
@@ -236,4 +258,60 @@ where
         .await
         .map_err(|e| Refusal::new(RefusalKind::Internal, e.to_string()))?
         .map_err(|e| e.refusal())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(principal: Option<Principal>, see_all_jobs: bool) -> Access {
+        let token = |label: &str, secret: &str| NamedToken {
+            label: label.into(),
+            secret: secret.into(),
+        };
+        Access {
+            principal,
+            tokens: Arc::from([token("default", "s3cret"), token("ci", "other")]),
+            commands: CommandPolicy::Catalog,
+            see_all_jobs,
+            files_root: PathBuf::from("/files"),
+        }
+    }
+
+    #[test]
+    fn a_token_makes_its_holder_the_principal_of_its_label() {
+        let handshaking = access(None, false);
+        assert_eq!(
+            handshaking.token_principal(Some("other")),
+            Some(Principal::Token("ci".into()))
+        );
+        assert_eq!(
+            handshaking.token_principal(Some("s3cret")),
+            Some(Principal::Token("default".into()))
+        );
+        for wrong in [None, Some(""), Some("s3cre"), Some("s3cret ")] {
+            assert_eq!(handshaking.token_principal(wrong), None, "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn a_principal_may_see_and_touch_its_own_and_an_operator_see_all() {
+        let ci = Principal::Token("ci".into());
+        let alice = Principal::Certificate("alice".into());
+        let client = access(Some(ci.clone()), false);
+        assert!(client.may(Act::Touch, &ci));
+        assert!(!client.may(Act::See, &alice));
+        let refused = client
+            .check(Act::See, &alice, "job 7")
+            .expect_err("not its own");
+        assert_eq!(
+            refused.message,
+            "job 7 is not yours (it belongs to cert:alice; you are token:ci)"
+        );
+        let operator = access(Some(ci), true);
+        assert!(operator.may(Act::See, &alice));
+        assert!(!operator.may(Act::Touch, &alice));
+        let owner = access(Some(Principal::Owner), false);
+        assert!(owner.may(Act::Touch, &alice));
+    }
 }

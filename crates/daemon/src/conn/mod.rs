@@ -111,8 +111,12 @@ impl Peer {
     /// Its handshake showed it is `principal`: it trades its place among the connections
     /// still authenticating for one among the authenticated (refused when its listener or
     /// its principal has no room left: close the connection then).
+    /// Its entry in the peer registry then names the principal.
     pub fn authenticated(&mut self, principal: &Principal) -> Result<(), Refusal> {
-        self.admission.establish(principal)
+        self.admission.establish(principal)?;
+        self.handle
+            .identify(principal.clone(), peer_name(Some(principal)));
+        Ok(())
     }
 }
 
@@ -380,7 +384,7 @@ impl Admitted {
             read,
             write,
             fds: None,
-            name: peer_name(&access),
+            name: peer_name(access.principal.as_ref()),
             address,
             access,
         }
@@ -539,8 +543,8 @@ async fn admit_tcp(
 
 /// A peer's name, as far as its admission tells: the certificate's common name, the
 /// dialect for an anonymous peer, or (until its handshake shows a token) nothing yet.
-fn peer_name(access: &Access) -> String {
-    match &access.principal {
+fn peer_name(principal: Option<&Principal>) -> String {
+    match principal {
         Some(Principal::Certificate(name)) => name.clone(),
         Some(Principal::Token(label)) => label.clone(),
         Some(Principal::Anonymous(_)) => "anonymous".into(),

@@ -29,7 +29,6 @@ use ferry_wire::native::{
     PROTOCOL_VERSION,
 };
 use std::collections::{HashMap, HashSet};
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -37,7 +36,6 @@ use tokio::task::JoinSet;
 use crate::conn::{became_true, BoxRead, BoxWrite, Conn, Limits, Peer};
 use crate::policy::{Access, Refusal, RefusalKind};
 use crate::server::Server;
-use ferry_engine::Principal;
 use files::UploadPipe;
 
 /// Encoded frames queued per connection before job readers wait for the client.
@@ -286,18 +284,10 @@ impl Connection {
         }
     }
 
-    /// Learns the principal from the token the `Hello` showed: the label of the configured
-    /// token it matches (every token is compared, in constant time).
+    /// Learns the principal from the token the `Hello` showed (see
+    /// `Access::token_principal`).
     async fn authenticate(&mut self, token: Option<&str>) -> Result<(), Fatal> {
-        let given = token.unwrap_or("").as_bytes();
-        let mut matched = None;
-        for named in self.access.tokens.iter() {
-            let equal: bool = given.ct_eq(named.secret.as_bytes()).into();
-            if equal && token.is_some() {
-                matched = Some(named.label.clone());
-            }
-        }
-        let Some(label) = matched else {
+        let Some(principal) = self.access.token_principal(token) else {
             // Logged without the token; the delay makes guessing slow.
             tracing::warn!(
                 from = self.peer.address,
@@ -315,13 +305,11 @@ impl Connection {
                 format!("authentication failed: {why}"),
             ));
         };
-        let principal = Principal::Token(label.clone());
         tracing::info!(peer = self.peer.id(), %principal, "authenticated by token");
         self.peer.authenticated(&principal).map_err(|refusal| {
             tracing::warn!(peer = self.peer.id(), "refused: {}", refusal.message);
             Fatal::new(error_code(refusal.kind), refusal.message)
         })?;
-        self.peer.handle.identify(principal.clone(), label);
         self.access.principal = Some(principal);
         Ok(())
     }
