@@ -103,9 +103,12 @@ fn log_prints_stored_output_of_running_and_finished_jobs() {
         &["sh", "-c", "echo early; echo oops >&2; exec sleep 300"],
     );
     let out = wait_until(
-        "the running job's first output in its log",
+        "the running job's first output on both streams in its log",
         Duration::from_secs(20),
-        || Some(daemon.run(&["log", &id.to_string()])).filter(|out| !out.stdout.is_empty()),
+        || {
+            Some(daemon.run(&["log", &id.to_string()]))
+                .filter(|out| !out.stdout.is_empty() && !out.stderr.is_empty())
+        },
         || daemon.log(),
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "early\n");
