@@ -112,6 +112,23 @@ pub struct PassedStdio {
     pub stderr: std::os::fd::OwnedFd,
 }
 
+impl TryFrom<Vec<std::os::fd::OwnedFd>> for PassedStdio {
+    /// How many fds came instead of 3 (they are closed).
+    type Error = usize;
+
+    /// The three fds a client passed, in the order stdin, stdout, stderr.
+    fn try_from(fds: Vec<std::os::fd::OwnedFd>) -> Result<PassedStdio, usize> {
+        match <[std::os::fd::OwnedFd; 3]>::try_from(fds) {
+            Ok([stdin, stdout, stderr]) => Ok(PassedStdio {
+                stdin,
+                stdout,
+                stderr,
+            }),
+            Err(fds) => Err(fds.len()),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Default)]
 pub struct JobSpec {

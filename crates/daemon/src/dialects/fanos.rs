@@ -31,7 +31,7 @@ use ferry_wire::fanos::{
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::conn::{became_true, BoxRead, Conn};
-use crate::policy::{Access, Answer, RefusalKind};
+use crate::policy::{blocking, Access, Answer, Refusal, RefusalKind};
 use crate::server::Server;
 
 /// Largest request accepted, in bytes.
@@ -81,6 +81,7 @@ async fn serve_connection(mut conn: Conn) {
     let mut decoder = NetstringDecoder { max: MAX_REQUEST };
     let mut session = ConnectionSession {
         server: Arc::clone(&conn.server),
+        principal: conn.access.principal().clone(),
         id: None,
     };
     let mut closing = conn.server.closing.subscribe();
@@ -173,24 +174,23 @@ async fn reply(stream: &mut (impl AsyncWrite + Unpin), answer: FanosReply) -> st
     stream.flush().await
 }
 
-/// A FANOS connection's session, made on first use and closed with the connection.
+/// A FANOS connection's session, made on first use (as the connection's principal) and
+/// closed with the connection.
 struct ConnectionSession {
     server: Arc<Server>,
+    principal: Principal,
     id: Option<String>,
 }
 
 impl ConnectionSession {
-    async fn id(&mut self) -> Result<String, String> {
+    async fn id(&mut self) -> Result<String, Refusal> {
         if let Some(id) = &self.id {
             return Ok(id.clone());
         }
         let server = Arc::clone(&self.server);
+        let principal = self.principal.clone();
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-        let id =
-            tokio::task::spawn_blocking(move || server.sessions.create(&cwd, &Principal::Owner))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+        let id = blocking(move || server.sessions.create(&cwd, &principal)).await?;
         self.id = Some(id.clone());
         Ok(id)
     }
@@ -198,40 +198,34 @@ impl ConnectionSession {
     async fn eval(&mut self, code: Vec<u8>, stdio: PassedStdio, origin: JobOrigin) -> FanosReply {
         let id = match self.id().await {
             Ok(id) => id,
-            Err(e) => return FanosReply::Error(e),
+            Err(refusal) => return FanosReply::Error(refusal.message),
         };
         let server = Arc::clone(&self.server);
-        let submitted = tokio::task::spawn_blocking(move || {
-            let job = JobSpec {
-                stdio: Some(stdio),
-                origin,
-                ..JobSpec::default()
-            };
-            server.sessions.submit(&server.engine, &id, &code, job)
-        })
-        .await;
+        let job = JobSpec {
+            stdio: Some(stdio),
+            origin,
+            ..JobSpec::default()
+        };
+        let submitted =
+            blocking(move || server.sessions.submit(&server.engine, &id, &code, job)).await;
         match submitted {
-            Ok(Ok((job, _))) => match wait(job, &self.server).await {
+            Ok((job, _)) => match wait(job, &self.server).await {
                 Ok(status) => FanosReply::Ok(status.to_string().into_bytes()),
                 Err(error) => FanosReply::Error(error),
             },
-            Ok(Err(e)) => FanosReply::Error(e.to_string()),
-            Err(e) => FanosReply::Error(e.to_string()),
+            Err(refusal) => FanosReply::Error(refusal.message),
         }
     }
 
     async fn state(&mut self) -> FanosReply {
         let id = match self.id().await {
             Ok(id) => id,
-            Err(e) => return FanosReply::Error(e),
+            Err(refusal) => return FanosReply::Error(refusal.message),
         };
         let server = Arc::clone(&self.server);
-        let state =
-            tokio::task::spawn_blocking(move || server.sessions.state(&server.engine, &id)).await;
-        match state {
-            Ok(Ok(state)) => FanosReply::Ok(state.render()),
-            Ok(Err(e)) => FanosReply::Error(e.to_string()),
-            Err(e) => FanosReply::Error(e.to_string()),
+        match blocking(move || server.sessions.state(&server.engine, &id)).await {
+            Ok(state) => FanosReply::Ok(state.render()),
+            Err(refusal) => FanosReply::Error(refusal.message),
         }
     }
 }
@@ -251,17 +245,11 @@ impl Drop for ConnectionSession {
 
 /// The client's 3 fds, or why they are not usable.
 fn three_fds(fds: Vec<OwnedFd>, verb: &str) -> Result<PassedStdio, FanosReply> {
-    match <[OwnedFd; 3]>::try_from(fds) {
-        Ok([stdin, stdout, stderr]) => Ok(PassedStdio {
-            stdin,
-            stdout,
-            stderr,
-        }),
-        Err(fds) => Err(FanosReply::Error(format!(
-            "{verb} needs 3 file descriptors (stdin, stdout, stderr), got {}",
-            fds.len()
-        ))),
-    }
+    PassedStdio::try_from(fds).map_err(|count| {
+        FanosReply::Error(format!(
+            "{verb} needs 3 file descriptors (stdin, stdout, stderr), got {count}"
+        ))
+    })
 }
 
 async fn handle(

@@ -3,7 +3,6 @@
 //! followed job's output to the client.
 
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -271,17 +270,11 @@ impl Connection {
                 "Run asked to pass stdio, but no file descriptors came with it".into(),
             ));
         }
-        match <[OwnedFd; 3]>::try_from(fds) {
-            Ok([stdin, stdout, stderr]) => Ok(PassedStdio {
-                stdin,
-                stdout,
-                stderr,
-            }),
-            Err(fds) => Err(invalid(format!(
-                "passing stdio takes exactly 3 file descriptors (stdin, stdout, stderr), {} came; they were closed",
-                fds.len()
-            ))),
-        }
+        PassedStdio::try_from(fds).map_err(|count| {
+            invalid(format!(
+                "passing stdio takes exactly 3 file descriptors (stdin, stdout, stderr), {count} came; they were closed"
+            ))
+        })
     }
 
     /// Starts a task that streams a job's output to this connection.
