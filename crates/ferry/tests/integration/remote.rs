@@ -21,6 +21,15 @@ fn assert_remote_serves(daemon: &Daemon) {
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "fine\n");
 }
 
+/// A CA of its own (from `ferry tls init`) in a temporary directory, apart from any
+/// daemon's: the directory (kept while it lives) and the CA's directory inside.
+fn a_ca_of_its_own() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("tls");
+    tls_init(&ca, &[]);
+    (dir, ca)
+}
+
 pub(crate) fn tls_init(dir: &std::path::Path, extra: &[&str]) {
     let mut args: Vec<std::ffi::OsString> = vec!["tls".into(), "init".into()];
     args.extend(extra.iter().map(Into::into));
@@ -292,9 +301,7 @@ pub(crate) fn issue_client(
 #[test]
 fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
     // The daemon's --client-ca is a CA of its own, apart from its server CA.
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca_dir.path().join("tls");
-    tls_init(&ca, &[]);
+    let (_ca_dir, ca) = a_ca_of_its_own();
     let client_ca = ca.join("ca.pem");
     let client_ca_arg = client_ca.to_str().expect("utf8");
     let daemon = Daemon::start_networked(
@@ -315,9 +322,7 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A certificate from an unknown CA is refused during the TLS handshake.
-    let stranger = tempfile::tempdir().expect("tempdir");
-    let other = stranger.path().join("tls");
-    tls_init(&other, &[]);
+    let (_stranger, other) = a_ca_of_its_own();
     let (cert, key) = issue_client(&other, "mallory");
     let out = with_cert(address, &server_ca, &cert, &key)
         .args(["run", "--", "echo", "should not run"])
@@ -331,9 +336,7 @@ fn a_client_certificate_from_the_daemons_ca_authenticates_without_a_token() {
 
 #[test]
 fn without_a_token_a_client_certificate_is_required() {
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca_dir.path().join("tls");
-    tls_init(&ca, &[]);
+    let (_ca_dir, ca) = a_ca_of_its_own();
     let client_ca = ca.join("ca.pem");
     let daemon = Daemon::start_networked_without_token(
         &[
@@ -577,9 +580,7 @@ fn a_remote_client_cannot_shut_the_daemon_down() {
 
 #[test]
 fn each_certificate_client_has_a_file_area_of_its_own() {
-    let ca_dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca_dir.path().join("tls");
-    tls_init(&ca, &[]);
+    let (_ca_dir, ca) = a_ca_of_its_own();
     let client_ca = ca.join("ca.pem");
     let daemon =
         Daemon::start_networked(&["--client-ca", client_ca.to_str().expect("utf8")], &[TLS]);
