@@ -156,8 +156,6 @@ enum Held {
         _connection: OwnedSemaphorePermit,
         _principal: Option<PrincipalPlace>,
     },
-    /// Between the two (only while [`Admission::establish`] runs), or refused.
-    Nothing,
 }
 
 impl Admission {
@@ -174,12 +172,11 @@ impl Admission {
 
     /// The connection authenticated as `principal`: trades its handshake place for a place
     /// among the listener's connections and its principal's. Refused when either is full
-    /// (the connection keeps nothing then: close it).
+    /// (close the connection then).
     pub fn establish(&mut self, principal: &Principal) -> Result<(), Refusal> {
         if matches!(self.held, Held::Established { .. }) {
             return Ok(());
         }
-        self.held = Held::Nothing;
         let Ok(connection) = Arc::clone(&self.pools.connections).try_acquire_owned() else {
             return Err(Refusal::new(
                 RefusalKind::LimitReached,
@@ -190,6 +187,7 @@ impl Admission {
             ));
         };
         let principal = self.principals.take(principal)?;
+        // The handshake place is given back here.
         self.held = Held::Established {
             _connection: connection,
             _principal: principal,
