@@ -1,15 +1,16 @@
 //! The file area: where clients put files and get them from, with names from the wire that
 //! can never reach outside it.
 //!
-//! A name is checked twice. Lexically ([`check_name`], the rules both sides of the wire share): not empty, relative, no NUL, no `.` or
-//! `..` component. Then by the kernel: every lookup goes through `openat2` with
-//! `RESOLVE_BENEATH` from the area's directory, so a symbolic link that leads outside is refused
-//! (`EXDEV`) however it is built. Only regular files are read or replaced; a device, FIFO or
-//! directory is refused before any byte moves.
+//! A name is checked twice. Lexically ([`check_name`], the rules both sides of the wire share):
+//! not empty, relative, no NUL, no `.` or `..` component. Then by the kernel: every lookup goes
+//! through `openat2` with `RESOLVE_BENEATH` from the area's directory, so a symbolic link that
+//! leads outside is refused (`EXDEV`) however it is built. Only regular files are read or
+//! replaced; a device, FIFO or directory is refused before any byte moves.
 //!
-//! Uploads are written to a hidden temporary file in the target directory and renamed to their
-//! name only after the size and the checksum (XXH3-128) match; a transfer that fails or is abandoned leaves
-//! nothing under the final name (the temporary file is removed when the upload is dropped).
+//! Uploads are written to a hidden temporary file in the target directory and renamed to
+//! their name only after the size and the checksum (XXH3-128) match; a transfer that fails
+//! or is abandoned leaves nothing under the final name (the temporary file is removed when
+//! the upload is dropped).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

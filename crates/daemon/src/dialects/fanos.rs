@@ -12,8 +12,9 @@
 //!
 //! The first request must come within the handshake time limit (the dialect has no handshake
 //! of its own); between requests, within the daemon's idle limit (`--idle-timeout`; by
-//! default none: a shell waits for its user as long as it likes). The daemon going down, or the owner kicking the peer, is said with an
-//! `ERROR` reply (after the request in progress, if any), and the connection is closed.
+//! default none: a shell waits for its user as long as it likes). The daemon going down, or
+//! the owner kicking the peer, is said with an `ERROR` reply (after the request in progress,
+//! if any), and the connection is closed.
 
 use std::ffi::OsString;
 use std::future::Future;

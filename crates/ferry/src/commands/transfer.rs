@@ -1,6 +1,6 @@
 //! `ferry put` and `ferry get`: files into and out of the daemon's file area, streamed in
-//! chunks (bounded memory for any size), verified with a checksum (XXH3-128), with a progress bar on a
-//! terminal. A file fetched appears under its name only once whole and verified.
+//! chunks (bounded memory for any size), verified with a checksum (XXH3-128), with a progress
+//! bar on a terminal. A file fetched appears under its name only once whole and verified.
 
 use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
