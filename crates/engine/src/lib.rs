@@ -219,6 +219,8 @@ pub struct EngineConfig {
     pub history: bool,
     /// What the history keeps.
     pub retention: Retention,
+    /// The peer hub's settings (outboxes, grace, slow consumers, pings).
+    pub hub: peers::HubConfig,
 }
 
 impl EngineConfig {
@@ -238,6 +240,7 @@ impl EngineConfig {
             log_limits: LogLimits::default(),
             history: true,
             retention: Retention::default(),
+            hub: peers::HubConfig::default(),
         }
     }
 }
@@ -338,6 +341,7 @@ impl Engine {
                 .map_err(io("cannot read log directory"))?;
             (None, next_id)
         };
+        let peers = peers::PeerRegistry::new(config.hub.clone());
         let inner = Arc::new(Inner {
             config,
             state: Mutex::new(State {
@@ -346,7 +350,7 @@ impl Engine {
             }),
             shutting_down: AtomicBool::new(false),
             flow: Arc::default(),
-            peers: peers::PeerRegistry::new(),
+            peers,
             runtime,
             store,
         });

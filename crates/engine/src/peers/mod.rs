@@ -4,23 +4,29 @@
 //! Each peer has a bounded outbox of [`PeerEvent`]s that its connection drains and turns into
 //! its own dialect's frames, so the engine (and the daemon) can tell a peer something without
 //! knowing how it speaks. Pushing never blocks: when an outbox is full the event is dropped
-//! for that peer, and the drop is counted in the peer's [`PeerInfo::dropped_events`] (a peer
-//! that cannot keep up loses events, never slows anyone else). A kick is not an event but a
-//! flag each connection watches, so it works even when the outbox is full.
+//! for that peer and counted (a peer that cannot keep up loses events, never slows anyone
+//! else); what else happens to it is the hub's slow-consumer policy (see [`hub`]). A kick is
+//! not an event but a flag each connection watches, so it works even when the outbox is full.
+//!
+//! Peers that join the hub ([`PeerHandle::join`]) exchange messages and see each other come
+//! and go; [`hub`] holds that part: messages, presence, delayed removal and resumption.
 //!
 //! Ids are sqids of a counter (at least 10 characters), never reused while the daemon runs.
+
+pub mod hub;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::{JobId, Principal};
-
-/// Events a peer's outbox holds at most.
-pub const OUTBOX_EVENTS: usize = 64;
+pub use hub::{
+    Delivery, HubConfig, HubMessage, HubStats, Joined, MemberInfo, Presence, Refused, ResumeError,
+    SendError, SlowConsumer, MAX_MESSAGE_TEXT, SERVER_ID,
+};
 
 /// Job ids a peer's entry remembers (the newest; the count covers all).
 const JOBS_REMEMBERED: usize = 100;
@@ -34,6 +40,10 @@ pub enum PeerEvent {
     /// The daemon is going down: running jobs are being terminated. The connection says so
     /// in its own way, then calls [`PeerHandle::shutdown_told`].
     ShuttingDown,
+    /// A message from another peer (or from the daemon's owner), for a peer in the hub.
+    Message(Arc<HubMessage>),
+    /// A peer joined or left the hub.
+    Presence(Arc<Presence>),
 }
 
 /// A peer, as listed.
@@ -41,8 +51,8 @@ pub enum PeerEvent {
 pub struct PeerInfo {
     /// Its id.
     pub id: String,
-    /// Who it is: the Unix user, a client certificate's name, the token's label, or what its
-    /// dialect says.
+    /// Who it is: the Unix user, a client certificate's name, the token's label, what its
+    /// dialect says, or the name it joined the hub with.
     pub name: String,
     /// Where it connects from.
     pub address: String,
@@ -62,6 +72,10 @@ pub struct PeerInfo {
     pub outbox_capacity: usize,
     /// Events dropped because its outbox was full.
     pub dropped_events: u64,
+    /// It joined the hub (takes messages and sees presence).
+    pub member: bool,
+    /// Its connection ended and the hub holds its place until it resumes or the grace ends.
+    pub away: bool,
 }
 
 /// Who a new peer is, as its connection knows it.
@@ -83,33 +97,56 @@ struct Entry {
     kicked: watch::Sender<Option<String>>,
     /// A shutdown notice was queued and not yet told.
     notice_pending: bool,
+    /// Its hub membership, once it joined.
+    member: Option<hub::Member>,
+    /// Why it leaves the hub at once when its connection ends (a kick, a leave, missed
+    /// pings); `None`: a member is held for the grace period.
+    leaving: Option<String>,
+    /// When the peer was last heard from (any request, any answer to a ping).
+    last_heard: Instant,
 }
 
 impl Entry {
     /// Queues `event` without waiting; counts it as dropped when the outbox is full.
-    fn push(&mut self, event: PeerEvent) -> bool {
+    fn push(&mut self, event: PeerEvent) -> Pushed {
         match self.outbox.try_send(event) {
-            Ok(()) => true,
+            Ok(()) => Pushed::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.info.dropped_events += 1;
-                false
+                Pushed::Full
             }
             // The connection is going away; it needs nothing more.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Gone,
         }
     }
 }
 
+/// What became of a pushed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    Queued,
+    Full,
+    Gone,
+}
+
+/// The registry's state, under one lock.
+#[derive(Default)]
+struct Peers {
+    entries: BTreeMap<u64, Entry>,
+    stats: HubStats,
+}
+
 #[derive(Default)]
 struct Shared {
-    peers: Mutex<BTreeMap<u64, Entry>>,
+    peers: Mutex<Peers>,
+    config: HubConfig,
     /// Shutdown notices queued and not yet told.
     untold: AtomicUsize,
     told: Notify,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Peers> {
         // The map holds no invariant a panic could break half-way.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -133,7 +170,7 @@ pub struct PeerRegistry {
 
 impl Default for PeerRegistry {
     fn default() -> PeerRegistry {
-        PeerRegistry::new()
+        PeerRegistry::new(HubConfig::default())
     }
 }
 
@@ -144,20 +181,29 @@ impl std::fmt::Debug for PeerRegistry {
 }
 
 impl PeerRegistry {
-    /// An empty registry.
-    pub fn new() -> PeerRegistry {
+    /// An empty registry whose hub follows `config`.
+    pub fn new(config: HubConfig) -> PeerRegistry {
         let sqids = sqids::Sqids::builder()
             .min_length(MIN_ID_LEN)
             .build()
             .unwrap_or_default();
         PeerRegistry {
-            shared: Arc::default(),
+            shared: Arc::new(Shared {
+                config,
+                ..Shared::default()
+            }),
             next: Arc::new(AtomicU64::new(1)),
             sqids: Arc::new(sqids),
         }
     }
 
-    /// Registers a connection as a peer; it stays listed until the handle is dropped.
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.shared.config
+    }
+
+    /// Registers a connection as a peer; it stays listed until the handle is dropped (and,
+    /// for a member of the hub, the grace period after).
     pub fn register(&self, peer: NewPeer) -> PeerHandle {
         let serial = self.next.fetch_add(1, Ordering::Relaxed);
         // Encoding one number cannot fail with the default alphabet; the serial itself is a
@@ -166,7 +212,8 @@ impl PeerRegistry {
             .sqids
             .encode(&[serial])
             .unwrap_or_else(|_| format!("peer{serial:06}"));
-        let (outbox, events) = mpsc::channel(OUTBOX_EVENTS);
+        let capacity = self.shared.config.outbox.max(1);
+        let (outbox, events) = mpsc::channel(capacity);
         let (kicked, kick) = watch::channel(None);
         let entry = Entry {
             info: PeerInfo {
@@ -179,18 +226,23 @@ impl PeerRegistry {
                 jobs_started: 0,
                 jobs: Vec::new(),
                 outbox_used: 0,
-                outbox_capacity: OUTBOX_EVENTS,
+                outbox_capacity: capacity,
                 dropped_events: 0,
+                member: false,
+                away: false,
             },
             outbox,
             kicked,
             notice_pending: false,
+            member: None,
+            leaving: None,
+            last_heard: Instant::now(),
         };
-        self.shared.lock().insert(serial, entry);
+        self.shared.lock().entries.insert(serial, entry);
         PeerHandle {
             id,
             serial,
-            events,
+            events: Some(events),
             kick,
             registry: Arc::downgrade(&self.shared),
         }
@@ -200,9 +252,10 @@ impl PeerRegistry {
     pub fn list(&self) -> Vec<PeerInfo> {
         self.shared
             .lock()
+            .entries
             .values()
             .map(|entry| PeerInfo {
-                outbox_used: OUTBOX_EVENTS - entry.outbox.capacity(),
+                outbox_used: entry.info.outbox_capacity - entry.outbox.capacity(),
                 ..entry.info.clone()
             })
             .collect()
@@ -211,7 +264,7 @@ impl PeerRegistry {
     /// Notes that peer `id` started `job`.
     pub fn started(&self, id: &str, job: JobId) {
         let mut peers = self.shared.lock();
-        if let Some(entry) = peers.values_mut().find(|e| e.info.id == id) {
+        if let Some(entry) = peers.entries.values_mut().find(|e| e.info.id == id) {
             entry.info.jobs_started += 1;
             if entry.info.jobs.len() == JOBS_REMEMBERED {
                 entry.info.jobs.remove(0);
@@ -220,39 +273,56 @@ impl PeerRegistry {
         }
     }
 
-    /// Disconnects peer `id` (its connection says why, in its dialect, then closes); its
-    /// jobs go on. Returns whether there was such a peer.
-    pub fn kick(&self, id: &str, reason: &str) -> bool {
-        let peers = self.shared.lock();
-        match peers.values().find(|e| e.info.id == id) {
+    /// Notes that peer `id` was heard from (it answered a ping on a connection of its own);
+    /// whether there is such a peer.
+    pub fn heard(&self, id: &str) -> bool {
+        let mut peers = self.shared.lock();
+        match peers.entries.values_mut().find(|e| e.info.id == id) {
             Some(entry) => {
-                entry.kicked.send_replace(Some(reason.to_owned()));
+                entry.last_heard = Instant::now();
                 true
             }
             None => false,
         }
     }
 
+    /// Disconnects peer `id` (its connection says why, in its dialect, then closes); its
+    /// jobs go on, and it leaves the hub at once. Returns whether there was such a peer.
+    pub fn kick(&self, id: &str, reason: &str) -> bool {
+        let mut peers = self.shared.lock();
+        let Some((&serial, _)) = peers.entries.iter().find(|(_, e)| e.info.id == id) else {
+            return false;
+        };
+        hub::kick_entry(&mut peers, serial, reason);
+        true
+    }
+
     /// Disconnects every peer but `except`; the ids kicked.
     pub fn kick_all(&self, except: &str, reason: &str) -> Vec<String> {
-        let peers = self.shared.lock();
-        peers
-            .values()
-            .filter(|e| e.info.id != except)
-            .map(|entry| {
-                entry.kicked.send_replace(Some(reason.to_owned()));
-                entry.info.id.clone()
-            })
+        let mut peers = self.shared.lock();
+        let serials: Vec<u64> = peers
+            .entries
+            .iter()
+            .filter(|(_, e)| e.info.id != except)
+            .map(|(serial, _)| *serial)
+            .collect();
+        serials
+            .into_iter()
+            .filter_map(|serial| hub::kick_entry(&mut peers, serial, reason))
             .collect()
     }
 
-    /// Queues [`PeerEvent::ShuttingDown`] for every peer; returns how many got it (a full
-    /// outbox drops it, counted; its connection closes with the daemon anyway).
+    /// Queues [`PeerEvent::ShuttingDown`] for every connected peer; returns how many got it
+    /// (a full outbox drops it, counted; its connection closes with the daemon anyway).
     pub fn tell_all_going_down(&self) -> usize {
         let mut peers = self.shared.lock();
         let mut queued = 0;
-        for entry in peers.values_mut() {
-            if !entry.notice_pending && entry.push(PeerEvent::ShuttingDown) {
+        for entry in peers.entries.values_mut() {
+            let away = entry.member.as_ref().is_some_and(|m| m.away.is_some());
+            if !away
+                && !entry.notice_pending
+                && entry.push(PeerEvent::ShuttingDown) == Pushed::Queued
+            {
                 entry.notice_pending = true;
                 self.shared.untold.fetch_add(1, Ordering::SeqCst);
                 queued += 1;
@@ -282,12 +352,13 @@ impl PeerRegistry {
 }
 
 /// A connection's place in the registry: its id, its outbox's receiving end and its kick
-/// flag. Dropping it removes the peer.
+/// flag. Dropping it ends the connection's place: the peer is removed, or, if it is in the
+/// hub and did not leave, held for the grace period (see [`hub`]).
 #[derive(Debug)]
 pub struct PeerHandle {
     id: String,
     serial: u64,
-    events: mpsc::Receiver<PeerEvent>,
+    events: Option<mpsc::Receiver<PeerEvent>>,
     kick: watch::Receiver<Option<String>>,
     registry: Weak<Shared>,
 }
@@ -300,17 +371,56 @@ impl PeerHandle {
 
     /// The next event for this peer (waits; `None` once the registry is gone).
     pub async fn next_event(&mut self) -> Option<PeerEvent> {
-        self.events.recv().await
+        match &mut self.events {
+            Some(events) => events.recv().await,
+            None => None,
+        }
+    }
+
+    /// The next event if one is waiting, without waiting.
+    pub fn try_next_event(&mut self) -> Option<PeerEvent> {
+        self.events.as_mut()?.try_recv().ok()
+    }
+
+    /// Runs `f` on this peer's entry, if the registry and the entry still exist.
+    fn with_entry<T>(&self, f: impl FnOnce(&Shared, &mut Peers, u64) -> T) -> Option<T> {
+        let shared = self.registry.upgrade()?;
+        let mut peers = shared.lock();
+        if !peers.entries.contains_key(&self.serial) {
+            return None;
+        }
+        Some(f(&shared, &mut peers, self.serial))
     }
 
     /// Records who the peer turned out to be (once its dialect's handshake authenticated it).
     pub fn identify(&self, principal: Principal, name: String) {
-        if let Some(shared) = self.registry.upgrade() {
-            if let Some(entry) = shared.lock().get_mut(&self.serial) {
+        self.with_entry(|_, peers, serial| {
+            if let Some(entry) = peers.entries.get_mut(&serial) {
                 entry.info.principal = Some(principal);
                 entry.info.name = name;
             }
-        }
+        });
+    }
+
+    /// Notes that the peer was heard from (a request, an answer to a ping).
+    pub fn heard(&self) {
+        self.with_entry(|_, peers, serial| {
+            if let Some(entry) = peers.entries.get_mut(&serial) {
+                entry.last_heard = Instant::now();
+            }
+        });
+    }
+
+    /// How long the peer has been silent.
+    pub fn silent_for(&self) -> Duration {
+        self.with_entry(|_, peers, serial| {
+            peers
+                .entries
+                .get(&serial)
+                .map(|entry| entry.last_heard.elapsed())
+        })
+        .flatten()
+        .unwrap_or_default()
     }
 
     /// The peer's kick flag, to wait on beside its events.
@@ -320,12 +430,11 @@ impl PeerHandle {
 
     /// Says that this peer's connection has queued its shutdown notice.
     pub fn shutdown_told(&self) {
-        if let Some(shared) = self.registry.upgrade() {
-            let mut peers = shared.lock();
-            if let Some(entry) = peers.get_mut(&self.serial) {
+        self.with_entry(|shared, peers, serial| {
+            if let Some(entry) = peers.entries.get_mut(&serial) {
                 shared.notice_told(entry);
             }
-        }
+        });
     }
 }
 
@@ -334,7 +443,8 @@ impl PeerHandle {
 pub struct Kick(watch::Receiver<Option<String>>);
 
 impl Kick {
-    /// Resolves once the daemon's owner kicked this peer, with the reason.
+    /// Resolves once the peer was kicked (by the daemon's owner, or as a slow consumer), with
+    /// the reason.
     pub async fn kicked(&self) -> String {
         let mut kick = self.0.clone();
         let reason = match kick.wait_for(Option::is_some).await {
@@ -351,100 +461,14 @@ impl Kick {
 
 impl Drop for PeerHandle {
     fn drop(&mut self) {
-        if let Some(shared) = self.registry.upgrade() {
-            let mut peers = shared.lock();
-            if let Some(mut entry) = peers.remove(&self.serial) {
-                // A peer that leaves needs no notice.
-                shared.notice_told(&mut entry);
-            }
-        }
+        let Some(shared) = self.registry.upgrade() else {
+            return;
+        };
+        let events = self.events.take();
+        let mut peers = shared.lock();
+        hub::connection_ended(&shared, &mut peers, self.serial, events);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn peer(registry: &PeerRegistry, name: &str) -> PeerHandle {
-        registry.register(NewPeer {
-            name: name.into(),
-            address: "test".into(),
-            dialect: "ferry".into(),
-            principal: Some(Principal::Owner),
-        })
-    }
-
-    #[test]
-    fn ids_are_long_unique_and_peers_leave_with_their_handles() {
-        let registry = PeerRegistry::new();
-        let handles: Vec<PeerHandle> = (0..50).map(|i| peer(&registry, &i.to_string())).collect();
-        let mut ids: Vec<String> = handles.iter().map(|h| h.id().to_owned()).collect();
-        assert!(ids.iter().all(|id| id.len() >= 10), "{ids:?}");
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), 50);
-        assert_eq!(registry.list().len(), 50);
-        drop(handles);
-        assert!(registry.list().is_empty());
-        // Never reused: the next id is new.
-        assert!(!ids.contains(&peer(&registry, "late").id().to_owned()));
-    }
-
-    #[tokio::test]
-    async fn a_full_outbox_drops_and_counts_and_never_blocks() {
-        let registry = PeerRegistry::new();
-        let mut slow = peer(&registry, "slow");
-        for _ in 0..3 {
-            registry.tell_all_going_down();
-            // One notice is pending at a time: the others are not queued twice.
-        }
-        assert_eq!(registry.list()[0].outbox_used, 1);
-        assert_eq!(slow.next_event().await, Some(PeerEvent::ShuttingDown));
-        slow.shutdown_told();
-        // Fill the outbox behind the registry's back, then push once more.
-        {
-            let mut peers = registry.shared.lock();
-            let entry = peers.values_mut().next().expect("entry");
-            for _ in 0..OUTBOX_EVENTS {
-                assert!(entry.push(PeerEvent::ShuttingDown));
-            }
-        }
-        assert_eq!(registry.tell_all_going_down(), 0);
-        let info = &registry.list()[0];
-        assert_eq!(info.outbox_used, OUTBOX_EVENTS);
-        assert_eq!(info.dropped_events, 1);
-        // Nothing is pending: every notice queued was told.
-        assert!(registry.wait_until_told(Duration::from_secs(5)).await);
-    }
-
-    #[tokio::test]
-    async fn kicks_reach_their_peers_and_jobs_are_remembered() {
-        let registry = PeerRegistry::new();
-        let one = peer(&registry, "one");
-        let two = peer(&registry, "two");
-        let me = peer(&registry, "me");
-        registry.started(one.id(), 7);
-        registry.started(one.id(), 8);
-        let listed = registry.list();
-        assert_eq!(listed[0].jobs, vec![7, 8]);
-        assert_eq!(listed[0].jobs_started, 2);
-        assert!(registry.kick(one.id(), "bye"));
-        assert!(!registry.kick("nobody", "bye"));
-        assert_eq!(one.kick().kicked().await, "bye");
-        assert_eq!(registry.kick_all(me.id(), "all").len(), 2);
-        assert_eq!(two.kick().kicked().await, "all");
-    }
-
-    #[tokio::test]
-    async fn waiting_for_notices_ends_when_told_or_gone() {
-        let registry = PeerRegistry::new();
-        let mut reader = peer(&registry, "reader");
-        let gone = peer(&registry, "gone");
-        assert_eq!(registry.tell_all_going_down(), 2);
-        assert_eq!(reader.next_event().await, Some(PeerEvent::ShuttingDown));
-        reader.shutdown_told();
-        assert!(!registry.wait_until_told(Duration::from_millis(1)).await);
-        drop(gone);
-        assert!(registry.wait_until_told(Duration::from_secs(5)).await);
-    }
-}
+mod tests;

@@ -1,0 +1,751 @@
+//! The hub: peers that joined it exchange messages (to one peer, by id or name, or to
+//! everyone) and see each other join and leave, whatever dialect each speaks.
+//!
+//! - **Order.** A message is pushed into every receiver's outbox under the registry's lock,
+//!   so the messages of one sender reach each receiver in the order sent.
+//! - **Slow consumers.** Pushing never waits. A full outbox drops the message for that peer
+//!   and counts it; under [`SlowConsumer::Disconnect`] a peer whose outbox has stayed full for
+//!   the configured time is disconnected with a notice (and held, as below, so that it can
+//!   come back); under [`SlowConsumer::Drop`] it only loses what did not fit.
+//! - **Delayed removal.** A member whose connection ends without leaving (or being kicked, or
+//!   missing its pings) keeps its id, its name and its outbox for [`HubConfig::grace`]; the
+//!   others see it leave only when the grace ends. Coming back with its resume token
+//!   ([`PeerHandle::resume`]) within the grace, it takes its place again and gets what was
+//!   sent to it meanwhile, in order.
+//! - **What a dialect cannot carry** is refused per receiver (each member says what it
+//!   accepts when it joins), reported to the sender, never cut.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use super::{Entry, PeerEvent, PeerHandle, PeerRegistry, Peers, Pushed, Shared};
+
+/// The longest message text, in bytes.
+pub const MAX_MESSAGE_TEXT: usize = 64 * 1024;
+
+/// The sender id of messages from the daemon itself (its owner, through the console or
+/// `ferry peers msg`).
+pub const SERVER_ID: &str = "server";
+
+/// Longest name a member may take, in characters.
+const MAX_NAME: usize = 64;
+
+/// The hub's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Events each peer's outbox holds.
+    pub outbox: usize,
+    /// How long a member whose connection ended keeps its place.
+    pub grace: Duration,
+    /// What happens to a member whose outbox stays full.
+    pub slow_consumer: SlowConsumer,
+    /// How long a member may be silent before it is pinged.
+    pub ping_interval: Duration,
+    /// Pings in a row a member may leave unanswered before it is removed.
+    pub ping_misses: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> HubConfig {
+        HubConfig {
+            outbox: 1024,
+            grace: Duration::from_secs(13),
+            slow_consumer: SlowConsumer::Disconnect {
+                after: Duration::from_secs(5),
+            },
+            ping_interval: Duration::from_secs(30),
+            ping_misses: 3,
+        }
+    }
+}
+
+impl HubConfig {
+    /// How long a member may stay silent, pings unanswered, before it is removed.
+    pub fn silence_limit(&self) -> Duration {
+        self.ping_interval
+            .saturating_mul(self.ping_misses.saturating_add(1))
+    }
+}
+
+/// What happens to a member whose outbox is full (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Disconnect it, with a notice, once its outbox has been full for this long (zero: at
+    /// the first message that does not fit); it is held for the grace period.
+    Disconnect {
+        /// How long the outbox may stay full.
+        after: Duration,
+    },
+    /// Keep it; it loses the messages that do not fit (counted).
+    Drop,
+}
+
+/// A message between peers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HubMessage {
+    /// The sender's id ([`SERVER_ID`] for the daemon).
+    pub from: String,
+    /// The sender's name.
+    pub from_name: String,
+    /// The receiver's id; `None`: everyone.
+    pub to: Option<String>,
+    /// When it was sent.
+    pub sent: SystemTime,
+    /// Its text (UTF-8, at most [`MAX_MESSAGE_TEXT`] bytes).
+    pub text: String,
+    /// The message as framed by a dialect whose frame is the same for every receiver, made
+    /// by the first of its connections to send it, so that a broadcast is encoded once.
+    pub framed: OnceLock<bytes::Bytes>,
+}
+
+/// A peer joined or left the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// Its id.
+    pub peer: String,
+    /// Its name.
+    pub name: String,
+    /// Its dialect.
+    pub dialect: String,
+    /// Joined (`true`) or left.
+    pub joined: bool,
+    /// Why it left (empty for a join).
+    pub reason: String,
+}
+
+/// The hub's counters since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages queued for a receiver.
+    pub deliveries: u64,
+    /// Deliveries refused because the receiver's dialect cannot carry the message.
+    pub refused: u64,
+    /// Deliveries dropped because the receiver's outbox was full.
+    pub dropped: u64,
+    /// Members disconnected as slow consumers.
+    pub slow_disconnects: u64,
+    /// Members removed for missing their pings.
+    pub ping_timeouts: u64,
+    /// Members that came back within the grace period.
+    pub resumed: u64,
+    /// Members whose grace ended.
+    pub expired: u64,
+}
+
+/// Whether a member's dialect can carry a message's text: `Err` says why not.
+pub type Accepts = fn(&str) -> Result<(), String>;
+
+/// A member's part of its registry entry.
+pub(super) struct Member {
+    resume: String,
+    accepts: Accepts,
+    /// Since when pushes have found its outbox full.
+    full_since: Option<Instant>,
+    /// Set while its connection is gone and its place held.
+    pub(super) away: Option<Away>,
+    joined: SystemTime,
+}
+
+/// A held member's outbox and deadline.
+pub(super) struct Away {
+    until: Instant,
+    events: mpsc::Receiver<PeerEvent>,
+    /// Its drop count when its connection ended.
+    dropped_before: u64,
+}
+
+/// What a member learns when it joins (or resumes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The token that lets it take its place again after its connection ends.
+    pub resume: String,
+    /// Everyone in the hub (itself included).
+    pub members: Vec<MemberInfo>,
+    /// Messages dropped for it while it was away (resuming only).
+    pub missed: u64,
+}
+
+/// A member of the hub, as other members see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its dialect.
+    pub dialect: String,
+    /// When it joined.
+    pub since: SystemTime,
+    /// Its connection ended; its place is held.
+    pub away: bool,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Receivers whose outbox took it.
+    pub delivered: usize,
+    /// Receivers whose dialect cannot carry it.
+    pub refused: Vec<Refused>,
+    /// Receivers whose outbox was full (ids).
+    pub dropped: Vec<String>,
+}
+
+/// A receiver that could not take a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its id.
+    pub peer: String,
+    /// Its name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Why a message was not sent at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No member has that id or name.
+    #[error("no peer '{0}' in the hub")]
+    NoSuchPeer(String),
+    /// Several members have that name.
+    #[error("several peers are named '{name}': use an id ({})", ids.join(", "))]
+    Ambiguous {
+        /// The name.
+        name: String,
+        /// Their ids.
+        ids: Vec<String>,
+    },
+    /// The sender is not a peer of this daemon.
+    #[error("unknown sender '{0}'")]
+    UnknownSender(String),
+    /// The text is too long.
+    #[error("a message is at most {MAX_MESSAGE_TEXT} bytes; this one has {0}")]
+    TooLong(usize),
+    /// The text is empty.
+    #[error("a message needs some text")]
+    Empty,
+}
+
+/// Why a member could not resume.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// No held place has that token (its grace ended, or it never was).
+    #[error(
+        "no place is held for this resume token (its grace period may have ended): join afresh"
+    )]
+    NoSuchToken,
+    /// The member's connection has not ended yet.
+    #[error("that peer is still connected; its place can be taken only once its connection ends")]
+    StillConnected,
+    /// The held place belongs to another principal.
+    #[error("that place belongs to someone else")]
+    NotYours,
+}
+
+/// Checks a member's name.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 {
+        return Err("a name needs at least one character".into());
+    }
+    if chars > MAX_NAME {
+        return Err(format!("a name is at most {MAX_NAME} characters"));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("a name holds no spaces or control characters".into());
+    }
+    Ok(())
+}
+
+impl PeerHandle {
+    /// Joins the hub under `name` (default: the peer's registry name): from now on the peer
+    /// takes messages its dialect `accepts` and sees others come and go, and they see it
+    /// join. Joining again changes nothing but the name.
+    pub fn join(&self, name: Option<String>, accepts: Accepts) -> Result<Joined, String> {
+        if let Some(name) = &name {
+            check_name(name)?;
+        }
+        let shared = self.registry.upgrade().ok_or("the daemon is going down")?;
+        let mut peers = shared.lock();
+        let entry = peers
+            .entries
+            .get_mut(&self.serial)
+            .ok_or("this connection has left")?;
+        if let Some(name) = name {
+            entry.info.name = name;
+        }
+        let first = entry.member.is_none();
+        if first {
+            entry.member = Some(Member {
+                resume: resume_token(),
+                accepts,
+                full_since: None,
+                away: None,
+                joined: SystemTime::now(),
+            });
+            entry.info.member = true;
+        }
+        let (name, dialect) = (entry.info.name.clone(), entry.info.dialect.clone());
+        let resume = entry.member.as_ref().map(|m| m.resume.clone());
+        if first {
+            announce(&mut peers, self.serial, true, String::new());
+        }
+        Ok(Joined {
+            id: self.id.clone(),
+            name: name.clone(),
+            resume: resume.unwrap_or_default(),
+            members: members(&peers),
+            missed: 0,
+        })
+        .inspect(|_| tracing::debug!(target: "ferry::presence", peer = self.id, name, dialect, "joined the hub"))
+    }
+
+    /// Takes the place this `token` holds (a member whose connection ended, within its
+    /// grace): returns the handle of that place, with what was sent to it meanwhile still
+    /// queued. This connection's own fresh entry goes when its handle is dropped.
+    pub fn resume(&self, token: &str) -> Result<(PeerHandle, Joined), ResumeError> {
+        let shared = self.registry.upgrade().ok_or(ResumeError::NoSuchToken)?;
+        let mut peers = shared.lock();
+        let (principal, address) = match peers.entries.get(&self.serial) {
+            Some(entry) => (entry.info.principal.clone(), entry.info.address.clone()),
+            None => return Err(ResumeError::NoSuchToken),
+        };
+        let serial = peers
+            .entries
+            .iter()
+            .find(|(_, e)| {
+                e.member
+                    .as_ref()
+                    .is_some_and(|m| same_secret(&m.resume, token))
+            })
+            .map(|(serial, _)| *serial)
+            .ok_or(ResumeError::NoSuchToken)?;
+        let entry = peers
+            .entries
+            .get_mut(&serial)
+            .ok_or(ResumeError::NoSuchToken)?;
+        if entry.info.principal != principal {
+            return Err(ResumeError::NotYours);
+        }
+        let member = entry.member.as_mut().ok_or(ResumeError::NoSuchToken)?;
+        let away = member.away.take().ok_or(ResumeError::StillConnected)?;
+        member.full_since = None;
+        let resume = member.resume.clone();
+        let (kicked, kick) = watch::channel(None);
+        entry.kicked = kicked;
+        entry.leaving = None;
+        entry.info.away = false;
+        entry.info.address = address;
+        entry.last_heard = Instant::now();
+        let missed = entry.info.dropped_events - away.dropped_before;
+        let handle = PeerHandle {
+            id: entry.info.id.clone(),
+            serial,
+            events: Some(away.events),
+            kick,
+            registry: std::sync::Arc::downgrade(&shared),
+        };
+        let name = entry.info.name.clone();
+        peers.stats.resumed += 1;
+        tracing::debug!(target: "ferry::presence", peer = handle.id, name, "came back within its grace");
+        let joined = Joined {
+            id: handle.id.clone(),
+            name,
+            resume,
+            members: members(&peers),
+            missed,
+        };
+        Ok((handle, joined))
+    }
+
+    /// Sends `text` to the member `to` (an id or a name) or to every other member.
+    pub fn send(&self, to: Option<&str>, text: String) -> Result<Delivery, SendError> {
+        let shared = self
+            .registry
+            .upgrade()
+            .ok_or_else(|| SendError::UnknownSender(self.id.clone()))?;
+        let mut peers = shared.lock();
+        send(&shared, &mut peers, Some(self.serial), to, text)
+    }
+
+    /// Leaves the hub at once when the connection ends (the others see it leave, with
+    /// `reason`); no place is held.
+    pub fn leave(&self, reason: &str) {
+        self.with_entry(|_, peers, serial| {
+            if let Some(entry) = peers.entries.get_mut(&serial) {
+                entry.leaving = Some(reason.to_owned());
+            }
+        });
+    }
+
+    /// The peer missed its pings: it leaves at once when its connection ends.
+    pub fn missed_pings(&self, reason: &str) {
+        self.with_entry(|_, peers, serial| {
+            peers.stats.ping_timeouts += 1;
+            if let Some(entry) = peers.entries.get_mut(&serial) {
+                entry.leaving = Some(reason.to_owned());
+            }
+        });
+    }
+
+    /// Whether the peer joined the hub.
+    pub fn is_member(&self) -> bool {
+        self.with_entry(|_, peers, serial| {
+            peers
+                .entries
+                .get(&serial)
+                .is_some_and(|e| e.member.is_some())
+        })
+        .unwrap_or(false)
+    }
+}
+
+impl PeerRegistry {
+    /// Sends `text` from the peer with id `from` (a dialect whose requests name their
+    /// sender), to the member `to` or to every other member.
+    pub fn send_as(
+        &self,
+        from: &str,
+        to: Option<&str>,
+        text: String,
+    ) -> Result<Delivery, SendError> {
+        let mut peers = self.shared.lock();
+        let serial = peers
+            .entries
+            .iter()
+            .find(|(_, e)| e.info.id == from)
+            .map(|(serial, _)| *serial)
+            .ok_or_else(|| SendError::UnknownSender(from.to_owned()))?;
+        send(&self.shared, &mut peers, Some(serial), to, text)
+    }
+
+    /// Sends `text` from the daemon itself (sender [`SERVER_ID`]).
+    pub fn send_from_server(&self, to: Option<&str>, text: String) -> Result<Delivery, SendError> {
+        let mut peers = self.shared.lock();
+        send(&self.shared, &mut peers, None, to, text)
+    }
+
+    /// The hub's members, in the order they connected.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        members(&self.shared.lock())
+    }
+
+    /// The name of the peer with id `id` (the daemon's own for [`SERVER_ID`]).
+    pub fn name_of(&self, id: &str) -> Option<String> {
+        if id == SERVER_ID {
+            return Some(SERVER_ID.to_owned());
+        }
+        let peers = self.shared.lock();
+        peers
+            .entries
+            .values()
+            .find(|e| e.info.id == id)
+            .map(|e| e.info.name.clone())
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> HubStats {
+        self.shared.lock().stats
+    }
+
+    /// Ends the places held past their grace (the others see those members leave); how
+    /// many. The daemon calls this every so often.
+    pub fn expire_away(&self, now: Instant) -> usize {
+        let mut peers = self.shared.lock();
+        let expired: Vec<u64> = peers
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.member
+                    .as_ref()
+                    .and_then(|m| m.away.as_ref())
+                    .is_some_and(|away| away.until <= now)
+            })
+            .map(|(serial, _)| *serial)
+            .collect();
+        let grace = self.shared.config.grace;
+        for serial in &expired {
+            let reason = format!(
+                "its connection ended and it did not come back within {}s",
+                grace.as_secs_f32()
+            );
+            peers.stats.expired += 1;
+            remove(&mut peers, *serial, reason);
+        }
+        expired.len()
+    }
+}
+
+/// The members, as listed.
+fn members(peers: &Peers) -> Vec<MemberInfo> {
+    peers
+        .entries
+        .values()
+        .filter_map(|entry| {
+            let member = entry.member.as_ref()?;
+            Some(MemberInfo {
+                id: entry.info.id.clone(),
+                name: entry.info.name.clone(),
+                dialect: entry.info.dialect.clone(),
+                since: member.joined,
+                away: member.away.is_some(),
+            })
+        })
+        .collect()
+}
+
+/// Who a message goes to.
+fn receivers(peers: &Peers, from: Option<u64>, to: Option<&str>) -> Result<Vec<u64>, SendError> {
+    let is_member = |e: &&Entry| e.member.is_some();
+    let Some(to) = to else {
+        return Ok(peers
+            .entries
+            .iter()
+            .filter(|(serial, e)| Some(**serial) != from && e.member.is_some())
+            .map(|(serial, _)| *serial)
+            .collect());
+    };
+    if let Some((serial, _)) = peers
+        .entries
+        .iter()
+        .find(|(_, e)| e.info.id == to && e.member.is_some())
+    {
+        return Ok(vec![*serial]);
+    }
+    let named: Vec<(&u64, &Entry)> = peers
+        .entries
+        .iter()
+        .filter(|(_, e)| e.info.name == to && is_member(e))
+        .collect();
+    match named.as_slice() {
+        [] => Err(SendError::NoSuchPeer(to.to_owned())),
+        [(serial, _)] => Ok(vec![**serial]),
+        many => Err(SendError::Ambiguous {
+            name: to.to_owned(),
+            ids: many.iter().map(|(_, e)| e.info.id.clone()).collect(),
+        }),
+    }
+}
+
+/// Sends a message from `from` (a serial; `None`: the daemon) under the lock.
+fn send(
+    shared: &Shared,
+    peers: &mut Peers,
+    from: Option<u64>,
+    to: Option<&str>,
+    text: String,
+) -> Result<Delivery, SendError> {
+    if text.is_empty() {
+        return Err(SendError::Empty);
+    }
+    if text.len() > MAX_MESSAGE_TEXT {
+        return Err(SendError::TooLong(text.len()));
+    }
+    let (from_id, from_name) = match from {
+        Some(serial) => {
+            let entry = peers
+                .entries
+                .get_mut(&serial)
+                .ok_or_else(|| SendError::UnknownSender(String::new()))?;
+            entry.last_heard = Instant::now();
+            (entry.info.id.clone(), entry.info.name.clone())
+        }
+        None => (SERVER_ID.to_owned(), SERVER_ID.to_owned()),
+    };
+    let targets = receivers(peers, from, to)?;
+    let message = Arc::new(HubMessage {
+        from: from_id,
+        from_name,
+        to: to
+            .and(targets.first())
+            .and_then(|s| peers.entries.get(s))
+            .map(|e| e.info.id.clone()),
+        sent: SystemTime::now(),
+        text,
+        framed: OnceLock::new(),
+    });
+    peers.stats.messages += 1;
+    let mut delivery = Delivery::default();
+    let now = Instant::now();
+    let policy = shared.config.slow_consumer;
+    let capacity = shared.config.outbox;
+    for serial in targets {
+        let Some(entry) = peers.entries.get_mut(&serial) else {
+            continue;
+        };
+        let Some(member) = &entry.member else {
+            continue;
+        };
+        if let Err(reason) = (member.accepts)(&message.text) {
+            peers.stats.refused += 1;
+            delivery.refused.push(Refused {
+                peer: entry.info.id.clone(),
+                name: entry.info.name.clone(),
+                reason,
+            });
+            continue;
+        }
+        match entry.push(PeerEvent::Message(Arc::clone(&message))) {
+            Pushed::Queued => {
+                delivery.delivered += 1;
+                peers.stats.deliveries += 1;
+                if let Some(member) = &mut entry.member {
+                    member.full_since = None;
+                }
+            }
+            Pushed::Full => {
+                peers.stats.dropped += 1;
+                delivery.dropped.push(entry.info.id.clone());
+                if slow_consumer(entry, policy, capacity, now) {
+                    peers.stats.slow_disconnects += 1;
+                }
+            }
+            Pushed::Gone => {}
+        }
+    }
+    Ok(delivery)
+}
+
+/// Applies the slow-consumer policy to a member whose outbox was found full; whether it is
+/// disconnected now.
+fn slow_consumer(entry: &mut Entry, policy: SlowConsumer, capacity: usize, now: Instant) -> bool {
+    let SlowConsumer::Disconnect { after } = policy else {
+        return false;
+    };
+    let Some(member) = &mut entry.member else {
+        return false;
+    };
+    if member.away.is_some() || entry.kicked.borrow().is_some() {
+        return false;
+    }
+    let since = *member.full_since.get_or_insert(now);
+    if now.duration_since(since) < after {
+        return false;
+    }
+    let reason = format!(
+        "slow consumer: its outbox of {capacity} messages stayed full for {}s; it may come back within its grace period",
+        after.as_secs_f32()
+    );
+    tracing::warn!(target: "ferry::presence", peer = entry.info.id, "{reason}");
+    entry.kicked.send_replace(Some(reason));
+    true
+}
+
+/// Tells every other member that the member `subject` joined or left.
+fn announce(peers: &mut Peers, subject: u64, joined: bool, reason: String) {
+    let Some(entry) = peers.entries.get(&subject) else {
+        return;
+    };
+    let presence = Arc::new(Presence {
+        peer: entry.info.id.clone(),
+        name: entry.info.name.clone(),
+        dialect: entry.info.dialect.clone(),
+        joined,
+        reason,
+    });
+    let mut dropped = 0;
+    for (serial, entry) in peers.entries.iter_mut() {
+        if *serial != subject
+            && entry.member.is_some()
+            && entry.push(PeerEvent::Presence(Arc::clone(&presence))) == Pushed::Full
+        {
+            dropped += 1;
+        }
+    }
+    peers.stats.dropped += dropped;
+}
+
+/// Removes an entry; a member's leave is announced.
+fn remove(peers: &mut Peers, serial: u64, reason: String) {
+    let member = peers
+        .entries
+        .get(&serial)
+        .is_some_and(|e| e.member.is_some());
+    if member {
+        if let Some(entry) = peers.entries.get(&serial) {
+            tracing::debug!(target: "ferry::presence", peer = entry.info.id, name = entry.info.name, reason, "left the hub");
+        }
+        announce(peers, serial, false, reason);
+    }
+    peers.entries.remove(&serial);
+}
+
+/// Kicks one entry: a connected peer is told (its connection closes, and it leaves the hub
+/// at once); a held place ends now. Its id, if there was such an entry.
+pub(super) fn kick_entry(peers: &mut Peers, serial: u64, reason: &str) -> Option<String> {
+    let entry = peers.entries.get_mut(&serial)?;
+    let id = entry.info.id.clone();
+    let away = entry.member.as_ref().is_some_and(|m| m.away.is_some());
+    if away {
+        remove(peers, serial, format!("kicked ({reason})"));
+    } else {
+        entry.leaving = Some(format!("kicked ({reason})"));
+        entry.kicked.send_replace(Some(reason.to_owned()));
+    }
+    Some(id)
+}
+
+/// A connection ended: its entry goes, or, for a member that did not leave, is held for the
+/// grace period with its outbox.
+pub(super) fn connection_ended(
+    shared: &Shared,
+    peers: &mut Peers,
+    serial: u64,
+    events: Option<mpsc::Receiver<PeerEvent>>,
+) {
+    let grace = shared.config.grace;
+    let Some(entry) = peers.entries.get_mut(&serial) else {
+        return;
+    };
+    // A peer that leaves needs no notice.
+    shared.notice_told(entry);
+    let hold = entry.member.is_some() && entry.leaving.is_none() && !grace.is_zero();
+    match (hold, events) {
+        (true, Some(events)) => {
+            let dropped_before = entry.info.dropped_events;
+            if let Some(member) = &mut entry.member {
+                member.away = Some(Away {
+                    until: Instant::now() + grace,
+                    events,
+                    dropped_before,
+                });
+            }
+            entry.info.away = true;
+            tracing::debug!(target: "ferry::presence", peer = entry.info.id, "connection ended; its place is held");
+        }
+        _ => {
+            let reason = entry
+                .leaving
+                .take()
+                .unwrap_or_else(|| "its connection ended".to_owned());
+            remove(peers, serial, reason);
+        }
+    }
+}
+
+/// A fresh resume token: 128 random bits, in hex.
+fn resume_token() -> String {
+    let mut bytes = [0u8; 16];
+    // The kernel's random source does not fail for 16 bytes; a zero token would still be
+    // unique to no one but never matched by a careless compare (see same_secret).
+    let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares secrets without stopping at the first difference.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
