@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ferry_common::SessionState;
 use ferry_wire::native::{
-    ClientMessage, DaemonMessage, FileEntry, JobId, JobInfo, OtherEntry, PeerInfo,
+    ClientMessage, DaemonMessage, FileEntry, HubCounters, HubMember, JobId, JobInfo, OtherEntry,
+    PeerInfo, Undelivered,
 };
 use serde_bytes::ByteBuf;
 
@@ -314,4 +315,146 @@ impl Client {
         )
         .await
     }
+
+    /// Joins the peer hub (as `name`, or the connection's own name), or, with `resume`,
+    /// takes again the place an earlier connection held. Messages and presence then come as
+    /// events; pings are answered by the client as it reads.
+    pub async fn join(
+        &mut self,
+        name: Option<&str>,
+        resume: Option<&str>,
+    ) -> Result<Joined, ClientError> {
+        let (name, resume) = (name.map(str::to_owned), resume.map(str::to_owned));
+        self.call(
+            |request| ClientMessage::Join {
+                request,
+                name,
+                resume,
+            },
+            |message| match message {
+                DaemonMessage::Joined {
+                    peer,
+                    name,
+                    resume,
+                    members,
+                    missed,
+                    ..
+                } => Some(Joined {
+                    peer,
+                    name,
+                    resume,
+                    members,
+                    missed,
+                }),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Sends `text` to the member `to` (id or name) or to every other member; what became
+    /// of it. With `as_daemon`, the message comes from `server` (the daemon's owner only).
+    pub async fn say(
+        &mut self,
+        to: Option<&str>,
+        text: &str,
+        as_daemon: bool,
+    ) -> Result<Said, ClientError> {
+        let (to, text) = (to.map(str::to_owned), text.to_owned());
+        self.call(
+            |request| ClientMessage::Say {
+                request,
+                to,
+                text,
+                as_daemon,
+            },
+            |message| match message {
+                DaemonMessage::Said {
+                    delivered,
+                    refused,
+                    dropped,
+                    ..
+                } => Some(Said {
+                    delivered,
+                    refused,
+                    dropped,
+                }),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Queues a message without waiting for its answer (for senders that stream many; the
+    /// answers are dropped as they come, and refusals arrive as [`crate::Event::Failed`]).
+    pub async fn say_nowait(&self, to: Option<&str>, text: &str) -> Result<(), ClientError> {
+        let message = ClientMessage::Say {
+            request: self.sender.next_request(),
+            to: to.map(str::to_owned),
+            text: text.to_owned(),
+            as_daemon: false,
+        };
+        self.sender.queue(crate::Queued::Plain(message)).await
+    }
+
+    /// The hub's members.
+    pub async fn members(&mut self) -> Result<Vec<HubMember>, ClientError> {
+        self.call(
+            |request| ClientMessage::Members { request },
+            |message| match message {
+                DaemonMessage::Members { members, .. } => Some(members),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Leaves the hub at once (the others see it leave; no place is held).
+    pub async fn leave(&mut self) -> Result<(), ClientError> {
+        let request = self.sender.next_request();
+        self.sender
+            .queue(crate::Queued::Plain(ClientMessage::Leave { request }))
+            .await?;
+        self.done(request).await
+    }
+
+    /// The daemon's peers and the hub's counters (its owner only).
+    pub async fn peers_and_counters(
+        &mut self,
+    ) -> Result<(Vec<PeerInfo>, HubCounters), ClientError> {
+        self.call(
+            |request| ClientMessage::ListPeers { request },
+            |message| match message {
+                DaemonMessage::Peers { peers, hub, .. } => Some((peers, hub)),
+                _ => None,
+            },
+        )
+        .await
+    }
+}
+
+/// What `join` learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// This client's id in the hub (an earlier one when it resumed).
+    pub peer: String,
+    /// Its name.
+    pub name: String,
+    /// The token to resume with (keep it secret).
+    pub resume: String,
+    /// Every member, itself included.
+    pub members: Vec<HubMember>,
+    /// Messages dropped for it while it was away.
+    pub missed: u64,
+}
+
+/// What became of a message (`say`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Said {
+    /// Receivers whose outbox took it.
+    pub delivered: u64,
+    /// Receivers whose dialect cannot carry it.
+    pub refused: Vec<Undelivered>,
+    /// Receivers whose outbox was full.
+    pub dropped: Vec<String>,
 }

@@ -29,10 +29,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 
-pub use calls::{Listing, Pruned, RunRequest, Started};
+pub use calls::{Joined, Listing, Pruned, RunRequest, Said, Started};
 pub use ferry_common::SessionState;
 pub use ferry_wire::native::{
-    ErrorCode, FileEntry, JobExit, JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream,
+    ErrorCode, FileEntry, HubCounters, HubMember, JobExit, JobInfo, JobState, NoticeKind,
+    OtherEntry, PeerInfo, Stream, Undelivered,
 };
 pub use transfer::FileMeta;
 
@@ -212,6 +213,32 @@ pub enum Event {
     Warning {
         /// Its text.
         message: String,
+    },
+    /// A message from a member of the hub (after `join`; `from` is `server` for the daemon).
+    Message {
+        /// The sender's id.
+        from: String,
+        /// The sender's name.
+        name: String,
+        /// When it was sent, in milliseconds since the Unix epoch.
+        sent_ms: u64,
+        /// The text.
+        text: String,
+        /// It was sent to this client alone.
+        direct: bool,
+    },
+    /// A member joined or left the hub.
+    Presence {
+        /// Its id.
+        peer: String,
+        /// Its name.
+        name: String,
+        /// Its dialect.
+        dialect: String,
+        /// Joined (`true`) or left.
+        joined: bool,
+        /// Why it left.
+        reason: String,
     },
     /// An error ending what an earlier request started (a followed job's output could not be
     /// read: its log is damaged, say).
@@ -495,6 +522,41 @@ impl Client {
             DaemonMessage::Exit { job, exit } => Event::Exit { job, exit },
             DaemonMessage::LogEnd { job, .. } => Event::LogEnd { job },
             DaemonMessage::Notice { kind, message } => Event::Notice { kind, message },
+            DaemonMessage::Message {
+                from,
+                name,
+                sent_ms,
+                text,
+                direct,
+            } => Event::Message {
+                from,
+                name,
+                sent_ms,
+                text,
+                direct,
+            },
+            DaemonMessage::Presence {
+                peer,
+                name,
+                dialect,
+                joined,
+                reason,
+            } => Event::Presence {
+                peer,
+                name,
+                dialect,
+                joined,
+                reason,
+            },
+            DaemonMessage::Ping { nonce } => {
+                // Answered at once, whoever reads: a member that reads is alive. A full
+                // queue means the connection is busy sending, which the daemon hears too.
+                let _ = self
+                    .sender
+                    .tx
+                    .try_send(Queued::Plain(ClientMessage::Pong { nonce }));
+                return Incoming::Answer(Box::new(DaemonMessage::Ping { nonce }));
+            }
             DaemonMessage::Error {
                 request: None | Some(0),
                 message,

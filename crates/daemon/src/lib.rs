@@ -10,6 +10,7 @@
 
 pub mod catalog;
 mod conn;
+mod console;
 mod dialects;
 pub mod listeners;
 mod policy;
@@ -31,6 +32,7 @@ pub use server::run;
 /// What the daemon's command line needs of the engine, without linking it: the engine's
 /// settings, and the signal state jobs inherit.
 pub mod engine {
+    pub use ferry_engine::peers::{HubConfig, SlowConsumer};
     pub use ferry_engine::signals::reset_inherited_signal_state;
     pub use ferry_engine::{EngineConfig, LogLimits, Retention};
 }
@@ -71,6 +73,8 @@ pub struct DaemonConfig {
     pub max_file_size: u64,
     /// Where stateful shell sessions keep their state.
     pub sessions_dir: PathBuf,
+    /// Read admin commands (`:list`, `:kill`, `:msg`...) on stdin and answer on stdout.
+    pub console: bool,
 }
 
 impl DaemonConfig {
@@ -90,6 +94,7 @@ impl DaemonConfig {
             files_dir: log_dir.with_file_name("files"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             sessions_dir: log_dir.with_file_name("sessions"),
+            console: false,
         }
     }
 }

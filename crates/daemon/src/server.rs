@@ -6,11 +6,13 @@
 //! every peer is told in its own dialect (bounded: a peer that does not read cannot hold it
 //! up), the engine ends the jobs, connections close, sockets are removed.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_engine::files::FileArea;
@@ -51,7 +53,26 @@ pub(crate) struct Server {
     pub closing: watch::Sender<bool>,
     /// Woken when the owner asks for shutdown.
     pub shutdown_requested: Notify,
+    /// What each dialect's adapter shares among its connections (see [`Server::state`]).
+    dialect_state: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
+
+impl Server {
+    /// The state of type `T` that one dialect's connections share (made on first use), so
+    /// that an adapter keeps its own bookkeeping without the server knowing of it.
+    pub fn state<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut states = self.dialect_state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = states
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        // The map holds a `T` under `T`'s TypeId, so the cast cannot fail; a fresh value
+        // would do no harm if it did.
+        Arc::clone(state).downcast::<T>().unwrap_or_default()
+    }
+}
+
+/// How often places held in the hub are checked for the end of their grace.
+const HUB_TICK: Duration = Duration::from_millis(250);
 
 /// Runs the daemon until `shutdown` resolves or the owner asks it to stop.
 pub async fn run(
@@ -93,10 +114,15 @@ pub async fn run(
         config,
         closing: watch::Sender::new(false),
         shutdown_requested: Notify::new(),
+        dialect_state: Mutex::default(),
     });
     let mut listeners = JoinSet::new();
     for bound in bound {
         listeners.spawn(conn::accept_loop(bound, Arc::clone(&server)));
+    }
+    let hub_ticker = tokio::spawn(expire_held_places(server.engine.peers().clone()));
+    if server.config.console {
+        crate::console::spawn(Arc::clone(&server));
     }
     tokio::select! {
         () = shutdown => tracing::info!("shutdown signal received"),
@@ -119,8 +145,18 @@ pub async fn run(
         tracing::warn!("some connections did not close in time");
     }
     drop(listeners);
+    hub_ticker.abort();
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// Ends the hub's held places whose grace is over, every [`HUB_TICK`].
+async fn expire_held_places(peers: ferry_engine::peers::PeerRegistry) {
+    let mut tick = tokio::time::interval(HUB_TICK);
+    loop {
+        tick.tick().await;
+        peers.expire_away(std::time::Instant::now());
+    }
 }
 
 /// Takes the state directory for this daemon: an exclusive lock on `STATE/daemon.lock`, held

@@ -518,6 +518,51 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub allow_any_command: bool,
 
+    /// Read admin commands on stdin (:list, :kill ID|all, :msg ID|all TEXT, :stats, :cc,
+    /// :help); on by default when stdin is a terminal and the daemon is in the foreground.
+    #[arg(long)]
+    pub console: bool,
+
+    /// Log nothing (silent).
+    #[arg(short = 's', long, conflicts_with_all = ["tiny", "verbose"])]
+    pub silent: bool,
+
+    /// Log only connects, leaves and errors (tiny).
+    #[arg(short = 't', long, conflicts_with = "verbose")]
+    pub tiny: bool,
+
+    /// Log more (the default is what a developer wants to see; FERRY_LOG overrides all).
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// Messages and notices each peer's outbox holds; past it, the slow-consumer policy
+    /// applies [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub hub_outbox: Option<usize>,
+
+    /// How long a hub member whose connection ended keeps its id, name and messages, for it
+    /// to resume [default: 13s].
+    #[arg(long, value_name = "DURATION")]
+    pub hub_grace: Option<humantime::Duration>,
+
+    /// What happens to a hub member whose outbox stays full: `disconnect` it (with a notice;
+    /// its place is held for the grace period) or `drop` what does not fit [default:
+    /// disconnect].
+    #[arg(long, value_name = "POLICY")]
+    pub slow_consumer: Option<String>,
+
+    /// How long an outbox may stay full before `disconnect` applies [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub slow_consumer_after: Option<humantime::Duration>,
+
+    /// How long a hub member may be silent before it is pinged [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub ping_interval: Option<humantime::Duration>,
+
+    /// Pings in a row a hub member may leave unanswered before it is removed [default: 3].
+    #[arg(long, value_name = "N")]
+    pub ping_misses: Option<u32>,
+
     /// Detach from the terminal's session (used when a client starts the daemon).
     #[arg(long, hide = true)]
     pub background: bool,

@@ -41,6 +41,22 @@ pub struct FileConfig {
     /// labelled `default`.
     #[serde(default)]
     pub tokens: BTreeMap<String, PathBuf>,
+    /// The peer hub.
+    #[serde(default)]
+    pub hub: HubSection,
+}
+
+/// `[hub]`: the peer hub's outboxes, grace, slow consumers and pings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    pub outbox: Option<usize>,
+    pub grace: Option<Spanned<String>>,
+    /// `"disconnect"` or `"drop"`.
+    pub slow_consumer: Option<String>,
+    pub slow_consumer_after: Option<Spanned<String>>,
+    pub ping_interval: Option<Spanned<String>>,
+    pub ping_misses: Option<u32>,
 }
 
 /// `[history]`.

@@ -64,9 +64,9 @@ impl Ending {
             Ending::GoingDown => FanosReply::Error(
                 "the ferry daemon is going down; running jobs are being terminated".into(),
             ),
-            Ending::Kicked(reason) => FanosReply::Error(format!(
-                "disconnected by the daemon's owner ({reason}); your jobs go on"
-            )),
+            Ending::Kicked(reason) => {
+                FanosReply::Error(format!("disconnected {reason}; your jobs go on"))
+            }
         }
     }
 }

@@ -632,7 +632,7 @@ fn slow_consumer(entry: &mut Entry, policy: SlowConsumer, capacity: usize, now: 
         return false;
     }
     let reason = format!(
-        "slow consumer: its outbox of {capacity} messages stayed full for {}s; it may come back within its grace period",
+        "as a slow consumer: its outbox of {capacity} messages stayed full for {}s (it may come back within its grace period)",
         after.as_secs_f32()
     );
     tracing::warn!(target: "ferry::presence", peer = entry.info.id, "{reason}");
@@ -686,9 +686,9 @@ pub(super) fn kick_entry(peers: &mut Peers, serial: u64, reason: &str) -> Option
     let id = entry.info.id.clone();
     let away = entry.member.as_ref().is_some_and(|m| m.away.is_some());
     if away {
-        remove(peers, serial, format!("kicked ({reason})"));
+        remove(peers, serial, format!("disconnected {reason}"));
     } else {
-        entry.leaving = Some(format!("kicked ({reason})"));
+        entry.leaving = Some(format!("disconnected {reason}"));
         entry.kicked.send_replace(Some(reason.to_owned()));
     }
     Some(id)

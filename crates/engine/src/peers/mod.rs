@@ -287,7 +287,8 @@ impl PeerRegistry {
     }
 
     /// Disconnects peer `id` (its connection says why, in its dialect, then closes); its
-    /// jobs go on, and it leaves the hub at once. Returns whether there was such a peer.
+    /// jobs go on, and it leaves the hub at once. `reason` completes "disconnected ...", e.g.
+    /// "by the daemon's owner (ferry peers kick)". Returns whether there was such a peer.
     pub fn kick(&self, id: &str, reason: &str) -> bool {
         let mut peers = self.shared.lock();
         let Some((&serial, _)) = peers.entries.iter().find(|(_, e)| e.info.id == id) else {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig};
+use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig, HubConfig, SlowConsumer};
 use ferry_daemon::{
     Catalog, CatalogEntry, CommandPolicy, ConnectionLimits, DaemonConfig, ListenSpec, Listener,
     NamedToken, TlsFiles,
@@ -27,7 +27,8 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
     reset_inherited_signal_state();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(log_level(&args))),
         )
         .with_writer(std::io::stderr)
         .with_ansi(!args.background)
@@ -51,6 +52,78 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
         };
         ferry_daemon::run(config, shutdown).await?;
         Ok(())
+    })
+}
+
+/// The log filter of `-s`, `-t`, the default and `-v` (TsockM's levels, and one more).
+fn log_level(args: &DaemonArgs) -> &'static str {
+    if args.silent {
+        "off"
+    } else if args.tiny {
+        // Connects, leaves and errors.
+        "error,ferry::presence=info"
+    } else if args.verbose {
+        "debug"
+    } else {
+        "info"
+    }
+}
+
+/// The hub's settings from the command line and the file.
+fn hub(args: &DaemonArgs, file: Option<&Loaded>) -> Result<HubConfig> {
+    let empty = config::HubSection::default();
+    let section = file.map_or(&empty, |f| &f.config.hub);
+    let duration =
+        |flag: Option<humantime::Duration>, key: &str, value| -> Result<Option<Duration>> {
+            match (flag, file) {
+                (Some(flag), _) => Ok(Some(flag.into())),
+                (None, Some(file)) => file.duration(value, key),
+                (None, None) => Ok(None),
+            }
+        };
+    let defaults = HubConfig::default();
+    let outbox = args
+        .hub_outbox
+        .or(section.outbox)
+        .unwrap_or(defaults.outbox);
+    if outbox == 0 {
+        bail!("--hub-outbox (hub.outbox) must be at least 1");
+    }
+    let after = duration(
+        args.slow_consumer_after,
+        "hub.slow_consumer_after",
+        &section.slow_consumer_after,
+    )?
+    .unwrap_or(Duration::from_secs(5));
+    let slow_consumer = match args
+        .slow_consumer
+        .as_deref()
+        .or(section.slow_consumer.as_deref())
+    {
+        None | Some("disconnect") => SlowConsumer::Disconnect { after },
+        Some("drop") => SlowConsumer::Drop,
+        Some(other) => {
+            bail!("--slow-consumer (hub.slow_consumer) is 'disconnect' or 'drop', not '{other}'")
+        }
+    };
+    let ping_interval = duration(
+        args.ping_interval,
+        "hub.ping_interval",
+        &section.ping_interval,
+    )?
+    .unwrap_or(defaults.ping_interval);
+    if ping_interval.is_zero() {
+        bail!("--ping-interval (hub.ping_interval) must be more than 0");
+    }
+    Ok(HubConfig {
+        outbox,
+        grace: duration(args.hub_grace, "hub.grace", &section.grace)?.unwrap_or(defaults.grace),
+        slow_consumer,
+        ping_interval,
+        ping_misses: args
+            .ping_misses
+            .or(section.ping_misses)
+            .unwrap_or(defaults.ping_misses),
     })
 }
 
@@ -117,6 +190,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
     engine.max_queued = args.max_queued.or(limits.max_queued).unwrap_or(10_000);
     engine.max_finished = max_finished;
     engine.kill_grace = kill_grace;
+    engine.hub = hub(args, file)?;
     if let Some(size) = args.max_log_size.or(limits.max_log_size) {
         engine.log_limits.max_stored = size;
     }
@@ -152,6 +226,8 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
             .or(limits.max_file_size)
             .unwrap_or(ferry_daemon::DEFAULT_MAX_FILE_SIZE),
         sessions_dir: state_dir.join("sessions"),
+        console: args.console
+            || (!args.background && std::io::IsTerminal::is_terminal(&std::io::stdin())),
     })
 }
 

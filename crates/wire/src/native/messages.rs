@@ -201,6 +201,45 @@ pub enum ClientMessage {
         /// The peer's id; absent: every peer but this connection.
         peer: Option<String>,
     },
+    /// Join the peer hub: from now on this connection gets `Message`s and `Presence`, and is
+    /// pinged when silent. Answered with `Joined`.
+    Join {
+        /// Client-chosen request id.
+        request: u64,
+        /// The name to be known by (default: the connection's principal's name).
+        name: Option<String>,
+        /// A resume token from an earlier `Joined`: take that place again (within its grace
+        /// period), with the messages sent to it meanwhile.
+        resume: Option<String>,
+    },
+    /// Send a message to one member of the hub (by id or name) or to every other member.
+    /// Answered with `Said`.
+    Say {
+        /// Client-chosen request id.
+        request: u64,
+        /// The receiver's id or name; absent: everyone.
+        to: Option<String>,
+        /// The text (UTF-8, at most 64 KiB).
+        text: String,
+        /// Send it as the daemon itself (sender `server`): the daemon's owner only.
+        #[serde(default)]
+        as_daemon: bool,
+    },
+    /// List the hub's members: answered with `Members`. Any peer may ask.
+    Members {
+        /// Client-chosen request id.
+        request: u64,
+    },
+    /// Leave the hub at once (the others see it; no place is held): answered with `Done`.
+    Leave {
+        /// Client-chosen request id.
+        request: u64,
+    },
+    /// The answer to a `Ping`.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
 }
 
 impl ClientMessage {
@@ -227,6 +266,11 @@ impl ClientMessage {
             ClientMessage::SessionClose { .. } => "SessionClose",
             ClientMessage::ListPeers { .. } => "ListPeers",
             ClientMessage::KickPeers { .. } => "KickPeers",
+            ClientMessage::Join { .. } => "Join",
+            ClientMessage::Say { .. } => "Say",
+            ClientMessage::Members { .. } => "Members",
+            ClientMessage::Leave { .. } => "Leave",
+            ClientMessage::Pong { .. } => "Pong",
         }
     }
 }
@@ -388,6 +432,73 @@ pub enum DaemonMessage {
         request: u64,
         /// The peers.
         peers: Vec<PeerInfo>,
+        /// The hub's counters.
+        #[serde(default)]
+        hub: HubCounters,
+    },
+    /// Answer to `Join`: this connection is in the hub.
+    Joined {
+        /// The `Join` request id.
+        request: u64,
+        /// Its peer id in the hub (an earlier one when it resumed).
+        peer: String,
+        /// Its name.
+        name: String,
+        /// The token to resume with after the connection ends (keep it secret).
+        resume: String,
+        /// Every member (itself included).
+        members: Vec<HubMember>,
+        /// Messages dropped for it while it was away (resuming only).
+        missed: u64,
+    },
+    /// Answer to `Say`: what became of the message.
+    Said {
+        /// The `Say` request id.
+        request: u64,
+        /// Receivers whose outbox took it.
+        delivered: u64,
+        /// Receivers whose dialect cannot carry it, and why.
+        refused: Vec<Undelivered>,
+        /// Receivers whose outbox was full (they lost it; see the slow-consumer policy).
+        dropped: Vec<String>,
+    },
+    /// Answer to `Members`.
+    Members {
+        /// The `Members` request id.
+        request: u64,
+        /// The members, in the order they connected.
+        members: Vec<HubMember>,
+    },
+    /// A message from another member of the hub (or from the daemon: `from` is `server`).
+    Message {
+        /// The sender's id.
+        from: String,
+        /// The sender's name.
+        name: String,
+        /// When it was sent, in milliseconds since the Unix epoch.
+        sent_ms: u64,
+        /// The text.
+        text: String,
+        /// It was sent to this member alone (not to everyone).
+        direct: bool,
+    },
+    /// A member joined or left the hub.
+    Presence {
+        /// Its id.
+        peer: String,
+        /// Its name.
+        name: String,
+        /// Its dialect.
+        dialect: String,
+        /// Joined (`true`) or left.
+        joined: bool,
+        /// Why it left (empty for a join).
+        reason: String,
+    },
+    /// The daemon checks that a silent member is alive: answer with `Pong`.
+    Ping {
+        /// Echo it in the `Pong`.
+        nonce: u64,
     },
     /// The peers a `KickPeers` disconnected.
     Kicked {
@@ -424,12 +535,18 @@ impl DaemonMessage {
             | DaemonMessage::SessionReady { request, .. }
             | DaemonMessage::SessionInfo { request, .. }
             | DaemonMessage::Peers { request, .. }
-            | DaemonMessage::Kicked { request, .. } => Some(*request),
+            | DaemonMessage::Kicked { request, .. }
+            | DaemonMessage::Joined { request, .. }
+            | DaemonMessage::Said { request, .. }
+            | DaemonMessage::Members { request, .. } => Some(*request),
             DaemonMessage::Error { request, .. } => *request,
             DaemonMessage::Welcome { .. }
             | DaemonMessage::Output { .. }
             | DaemonMessage::Exit { .. }
-            | DaemonMessage::Notice { .. } => None,
+            | DaemonMessage::Notice { .. }
+            | DaemonMessage::Message { .. }
+            | DaemonMessage::Presence { .. }
+            | DaemonMessage::Ping { .. } => None,
         }
     }
 }
@@ -596,4 +713,57 @@ pub struct PeerInfo {
     pub dropped_events: u64,
     /// This is the connection that asked.
     pub you: bool,
+    /// It joined the hub.
+    #[serde(default)]
+    pub member: bool,
+    /// Its connection ended; the hub holds its place for the grace period.
+    #[serde(default)]
+    pub away: bool,
+}
+
+/// A member of the hub, as `Joined` and `Members` list it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HubMember {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its dialect.
+    pub dialect: String,
+    /// When it joined, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// Its connection ended; its place is held.
+    pub away: bool,
+}
+
+/// A receiver that could not take a message (in `Said`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    /// Its id.
+    pub peer: String,
+    /// Its name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The hub's counters since the daemon started (in `Peers`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubCounters {
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages queued for a receiver.
+    pub deliveries: u64,
+    /// Deliveries refused: the receiver's dialect cannot carry the message.
+    pub refused: u64,
+    /// Deliveries dropped: the receiver's outbox was full.
+    pub dropped: u64,
+    /// Members disconnected as slow consumers.
+    pub slow_disconnects: u64,
+    /// Members removed for missing their pings.
+    pub ping_timeouts: u64,
+    /// Members that came back within their grace period.
+    pub resumed: u64,
+    /// Members whose grace period ended.
+    pub expired: u64,
 }

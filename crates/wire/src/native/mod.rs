@@ -29,8 +29,8 @@ pub type JobId = u64;
 mod messages;
 
 pub use messages::{
-    ClientMessage, DaemonMessage, ErrorCode, FileEntry, JobExit, JobInfo, JobState, NoticeKind,
-    OtherEntry, PeerInfo, Stream,
+    ClientMessage, DaemonMessage, ErrorCode, FileEntry, HubCounters, HubMember, JobExit, JobInfo,
+    JobState, NoticeKind, OtherEntry, PeerInfo, Stream, Undelivered,
 };
 
 /// Errors from the frame codec.

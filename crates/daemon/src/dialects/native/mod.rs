@@ -17,11 +17,11 @@ use std::io::IoSlice;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ferry_engine::files::FileArea;
-use ferry_engine::peers::PeerEvent;
+use ferry_engine::peers::{Kick, PeerEvent};
 use ferry_io::fdpass::FdInbox;
 use ferry_io::{frame, FrameError, FrameReader};
 use ferry_wire::native::{
@@ -60,6 +60,7 @@ const CAPABILITIES: &[&str] = &[
     "sessions",
     "pass-stdio",
     "peers",
+    "hub",
 ];
 
 /// Serves one admitted connection (the listener table's entry point).
@@ -110,6 +111,8 @@ enum Outgoing {
     Frame(Vec<u8>),
     /// An output frame: its encoded head, then the data from where it already lies.
     Output { head: Vec<u8>, data: Bytes },
+    /// A whole frame shared with other connections (a broadcast message).
+    Shared(Bytes),
 }
 
 /// Writes `head` then `data` with as few system calls as the socket allows.
@@ -140,6 +143,7 @@ async fn write_outbox(mut write_half: BoxWrite, mut outbox: mpsc::Receiver<Outgo
     while let Some(item) = outbox.recv().await {
         let written = match item {
             Outgoing::Frame(bytes) => write_half.write_all(&bytes).await,
+            Outgoing::Shared(bytes) => write_half.write_all(&bytes).await,
             Outgoing::Output { head, data } => {
                 write_head_and_data(&mut write_half, &head, &data).await
             }
@@ -177,6 +181,12 @@ struct Connection {
     fd_inbox: Option<FdInbox>,
     /// Stream offsets of the frame being dispatched.
     frame_span: (u64, u64),
+    /// Once it joined the hub: when the client was last heard from (for pings).
+    hub: Option<Instant>,
+    /// Its kick flag (a new one when it resumes a held place).
+    kick: Kick,
+    /// The last ping's nonce.
+    pings: u64,
 }
 
 impl Connection {
@@ -188,7 +198,6 @@ impl Connection {
         let files = Arc::clone(&server.files);
         let mut connection = Connection {
             server,
-            peer: conn.peer,
             access: conn.access,
             files,
             out,
@@ -199,6 +208,10 @@ impl Connection {
             sandboxes: Vec::new(),
             fd_inbox: conn.fds,
             frame_span: (0, 0),
+            hub: None,
+            kick: conn.peer.handle.kick(),
+            pings: 0,
+            peer: conn.peer,
         };
         // A connection that may carry fds is read one message at a time (see FdInbox).
         let mut reader: FrameReader<BoxRead> = if connection.fd_inbox.is_some() {
@@ -339,13 +352,19 @@ impl Connection {
     ) -> Result<(), Fatal> {
         let mut closing = self.server.closing.subscribe();
         let max_frame = self.server.config.max_frame;
-        let kick = self.peer.handle.kick();
+        let ping_every = self.server.engine.peers().config().ping_interval;
+        let mut pings =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
+            let kick = self.kick.clone();
             tokio::select! {
                 message = reader.next::<ClientMessage>(max_frame) => {
                     match message.map_err(|e| frame_fatal(e, "after the handshake"))? {
                         Some(message) => {
                             self.frame_span = reader.last_frame_span();
+                            if self.hub.is_some() {
+                                self.hub = Some(Instant::now());
+                            }
                             let name = message.name();
                             self.dispatch(message).await?;
                             self.refuse_stray_fds(name).await;
@@ -353,26 +372,77 @@ impl Connection {
                         None => return Ok(()),
                     }
                 }
-                Some(event) = self.peer.handle.next_event() => match event {
-                    PeerEvent::ShuttingDown => {
-                        self.send(&DaemonMessage::Notice {
-                            kind: NoticeKind::ShuttingDown,
-                            message: "the ferry daemon is going down; running jobs are being terminated".into(),
-                        }).await;
-                        self.peer.handle.shutdown_told();
-                    }
-                },
+                Some(event) = self.peer.handle.next_event() => self.push_event(event).await,
                 reason = kick.kicked() => {
                     self.send(&DaemonMessage::Notice {
                         kind: NoticeKind::Kicked,
-                        message: format!("disconnected by the daemon's owner ({reason}); your jobs go on"),
+                        message: format!("disconnected {reason}; your jobs go on"),
                     }).await;
                     return Ok(());
+                }
+                _ = pings.tick(), if self.hub.is_some() => {
+                    if !self.ping().await {
+                        return Ok(());
+                    }
                 }
                 () = became_true(&mut closing) => return Ok(()),
                 Some(_) = self.followers.join_next(), if !self.followers.is_empty() => {}
             }
         }
+    }
+
+    /// Turns an event of the peer's outbox into frames (with the events waiting behind it,
+    /// so that a burst of messages goes out in few writes).
+    async fn push_event(&mut self, event: PeerEvent) {
+        let mut next = Some(event);
+        let mut batch = 0;
+        while let Some(event) = next.take() {
+            match event {
+                PeerEvent::ShuttingDown => {
+                    self.send(&DaemonMessage::Notice {
+                        kind: NoticeKind::ShuttingDown,
+                        message:
+                            "the ferry daemon is going down; running jobs are being terminated"
+                                .into(),
+                    })
+                    .await;
+                    self.peer.handle.shutdown_told();
+                }
+                PeerEvent::Message(message) => self.push_message(&message).await,
+                PeerEvent::Presence(presence) => self.push_presence(&presence).await,
+            }
+            batch += 1;
+            if batch < OUTBOX_FRAMES {
+                next = self.peer.handle.try_next_event();
+            }
+        }
+    }
+
+    /// Pings a silent member, or gives up on it; whether the connection goes on.
+    async fn ping(&mut self) -> bool {
+        let Some(heard) = self.hub else { return true };
+        let config = self.server.engine.peers().config();
+        let silent = heard.elapsed();
+        if silent >= config.silence_limit() {
+            let reason = format!(
+                "no answer to {} pings in {:.1}s",
+                config.ping_misses,
+                silent.as_secs_f32()
+            );
+            tracing::info!(target: "ferry::presence", peer = self.peer.id(), "removed: {reason}");
+            self.peer.handle.missed_pings(&reason);
+            self.send(&DaemonMessage::Notice {
+                kind: NoticeKind::Kicked,
+                message: format!("disconnected: {reason}"),
+            })
+            .await;
+            return false;
+        }
+        if silent >= config.ping_interval {
+            self.pings += 1;
+            self.send(&DaemonMessage::Ping { nonce: self.pings }).await;
+        }
+        true
     }
 
     async fn dispatch(&mut self, message: ClientMessage) -> Result<(), Fatal> {
@@ -398,9 +468,14 @@ impl Connection {
             request @ (ClientMessage::SessionNew { .. }
             | ClientMessage::SessionState { .. }
             | ClientMessage::SessionClose { .. }) => self.session_request(request).await,
-            request @ (ClientMessage::ListPeers { .. } | ClientMessage::KickPeers { .. }) => {
-                self.peer_request(request).await
-            }
+            request @ (ClientMessage::ListPeers { .. }
+            | ClientMessage::KickPeers { .. }
+            | ClientMessage::Join { .. }
+            | ClientMessage::Say { .. }
+            | ClientMessage::Members { .. }
+            | ClientMessage::Leave { .. }) => self.peer_request(request).await,
+            // Hearing from the client is all a pong is for.
+            ClientMessage::Pong { .. } => {}
             request @ (ClientMessage::Shutdown { .. } | ClientMessage::Prune { .. }) => {
                 self.admin_request(request).await
             }

@@ -1,20 +1,51 @@
-//! Peers on a native connection: `ListPeers` and `KickPeers`, for the daemon's owner.
+//! Peers on a native connection: the hub (`Join`, `Say`, `Members`, `Leave`, `Pong`, and the
+//! `Message`s, `Presence` and `Ping`s the daemon pushes), and, for the daemon's owner,
+//! `ListPeers` and `KickPeers`.
 
-use ferry_engine::peers::PeerInfo as Peer;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferry_engine::peers::{
+    HubMessage, HubStats, Joined, MemberInfo, PeerInfo as Peer, Presence, SendError,
+};
 use ferry_engine::store::millis;
-use ferry_wire::native::{ClientMessage, DaemonMessage, PeerInfo};
+use ferry_io::frame;
+use ferry_wire::native::{
+    ClientMessage, DaemonMessage, HubCounters, HubMember, PeerInfo, Undelivered,
+};
 
-use super::Connection;
+use super::{Connection, Outgoing};
 use crate::policy::{Refusal, RefusalKind};
 
 /// What a kicked peer is told of why.
-const KICK_REASON: &str = "ferry peers kick";
+const KICK_REASON: &str = "by the daemon's owner (ferry peers kick)";
 
 impl Connection {
-    pub(super) async fn peer_request(&self, request: ClientMessage) {
+    pub(super) async fn peer_request(&mut self, request: ClientMessage) {
         let (id, answer) = match request {
             ClientMessage::ListPeers { request } => (request, self.list_peers(request)),
             ClientMessage::KickPeers { request, peer } => (request, self.kick(request, peer)),
+            ClientMessage::Join {
+                request,
+                name,
+                resume,
+            } => (request, self.join(request, name, resume)),
+            ClientMessage::Say {
+                request,
+                to,
+                text,
+                as_daemon,
+            } => (request, self.say(request, to, text, as_daemon)),
+            ClientMessage::Members { request } => {
+                let members = self.server.engine.peers().members();
+                let members = members.into_iter().map(hub_member).collect();
+                (request, Ok(DaemonMessage::Members { request, members }))
+            }
+            ClientMessage::Leave { request } => {
+                self.peer.handle.leave("it left");
+                self.hub = None;
+                (request, Ok(DaemonMessage::Done { request }))
+            }
             _ => return,
         };
         self.answer(id, answer).await;
@@ -23,15 +54,17 @@ impl Connection {
     fn list_peers(&self, request: u64) -> Result<DaemonMessage, Refusal> {
         self.access.owner_only("list its peers")?;
         let me = self.peer.id();
-        let peers = self
-            .server
-            .engine
-            .peers()
+        let registry = self.server.engine.peers();
+        let peers = registry
             .list()
             .into_iter()
             .map(|peer| peer_info(peer, me))
             .collect();
-        Ok(DaemonMessage::Peers { request, peers })
+        Ok(DaemonMessage::Peers {
+            request,
+            peers,
+            hub: counters(registry.stats()),
+        })
     }
 
     fn kick(&self, request: u64, peer: Option<String>) -> Result<DaemonMessage, Refusal> {
@@ -53,6 +86,138 @@ impl Connection {
             peers: kicked,
         })
     }
+
+    fn join(
+        &mut self,
+        request: u64,
+        name: Option<String>,
+        resume: Option<String>,
+    ) -> Result<DaemonMessage, Refusal> {
+        let invalid = |message: String| Refusal::new(RefusalKind::InvalidRequest, message);
+        let joined = match resume {
+            Some(token) => {
+                let (handle, joined) = self
+                    .peer
+                    .handle
+                    .resume(&token)
+                    .map_err(|e| invalid(e.to_string()))?;
+                // This connection now is the member it was; its fresh entry goes.
+                drop(std::mem::replace(&mut self.peer.handle, handle));
+                self.kick = self.peer.handle.kick();
+                joined
+            }
+            None => self.peer.handle.join(name, accept_any).map_err(invalid)?,
+        };
+        tracing::info!(target: "ferry::presence", peer = joined.id, name = joined.name, "joined the hub (ferry)");
+        self.hub = Some(Instant::now());
+        Ok(joined_message(request, joined))
+    }
+
+    fn say(
+        &self,
+        request: u64,
+        to: Option<String>,
+        text: String,
+        as_daemon: bool,
+    ) -> Result<DaemonMessage, Refusal> {
+        let registry = self.server.engine.peers();
+        let sent = if as_daemon {
+            self.access.owner_only("send messages as the daemon")?;
+            registry.send_from_server(to.as_deref(), text)
+        } else {
+            self.peer.handle.send(to.as_deref(), text)
+        };
+        let delivery = sent.map_err(|e| {
+            let kind = match e {
+                SendError::UnknownSender(_) => RefusalKind::Internal,
+                _ => RefusalKind::InvalidRequest,
+            };
+            Refusal::new(kind, e.to_string())
+        })?;
+        Ok(DaemonMessage::Said {
+            request,
+            delivered: delivery.delivered as u64,
+            refused: delivery
+                .refused
+                .into_iter()
+                .map(|r| Undelivered {
+                    peer: r.peer,
+                    name: r.name,
+                    reason: r.reason,
+                })
+                .collect(),
+            dropped: delivery.dropped,
+        })
+    }
+
+    /// Queues a message from the hub: its frame is made once per broadcast.
+    pub(super) async fn push_message(&self, message: &HubMessage) {
+        let bytes = message.framed.get_or_init(|| {
+            let direct = message.to.is_some();
+            frame(&DaemonMessage::Message {
+                from: message.from.clone(),
+                name: message.from_name.clone(),
+                sent_ms: millis(message.sent),
+                text: message.text.clone(),
+                direct,
+            })
+            .map(Bytes::from)
+            .unwrap_or_default()
+        });
+        // A direct message's frame names no receiver, so it is shared as well.
+        let _ = self.out.send(Outgoing::Shared(bytes.clone())).await;
+    }
+
+    /// Queues a presence change.
+    pub(super) async fn push_presence(&self, presence: &Presence) {
+        self.send(&DaemonMessage::Presence {
+            peer: presence.peer.clone(),
+            name: presence.name.clone(),
+            dialect: presence.dialect.clone(),
+            joined: presence.joined,
+            reason: presence.reason.clone(),
+        })
+        .await;
+    }
+}
+
+/// The native wire carries any text the hub takes.
+fn accept_any(_: &str) -> Result<(), String> {
+    Ok(())
+}
+
+fn joined_message(request: u64, joined: Joined) -> DaemonMessage {
+    DaemonMessage::Joined {
+        request,
+        peer: joined.id,
+        name: joined.name,
+        resume: joined.resume,
+        members: joined.members.into_iter().map(hub_member).collect(),
+        missed: joined.missed,
+    }
+}
+
+fn hub_member(member: MemberInfo) -> HubMember {
+    HubMember {
+        id: member.id,
+        name: member.name,
+        dialect: member.dialect,
+        since_ms: millis(member.since),
+        away: member.away,
+    }
+}
+
+fn counters(stats: HubStats) -> HubCounters {
+    HubCounters {
+        messages: stats.messages,
+        deliveries: stats.deliveries,
+        refused: stats.refused,
+        dropped: stats.dropped,
+        slow_disconnects: stats.slow_disconnects,
+        ping_timeouts: stats.ping_timeouts,
+        resumed: stats.resumed,
+        expired: stats.expired,
+    }
 }
 
 /// A peer, as the wire lists it to the peer `me`.
@@ -69,5 +234,7 @@ fn peer_info(peer: Peer, me: &str) -> PeerInfo {
         jobs: peer.jobs,
         outbox: (peer.outbox_used as u64, peer.outbox_capacity as u64),
         dropped_events: peer.dropped_events,
+        member: peer.member,
+        away: peer.away,
     }
 }
