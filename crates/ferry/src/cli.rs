@@ -112,6 +112,10 @@ pub enum Command {
     /// disconnects peers (each is told in its own dialect; their jobs go on). For the daemon's
     /// owner.
     Peers(PeersArgs),
+    /// Chat with the daemon's other peers (the hub): a line goes to everyone, `:msg PEER TEXT`
+    /// to one, `:list` shows who is there, `:exit` leaves. From a pipe: sends the lines,
+    /// prints what arrives, and leaves at the end of input (or stays, with --stay).
+    Chat(ChatArgs),
     /// Print shell completions: `ferry completions bash > ~/.local/share/bash-completion/completions/ferry`.
     Completions(CompletionsArgs),
     /// Print the man page ferry(1), or write it and one page per subcommand into --dir.
@@ -138,6 +142,45 @@ pub enum PeersCommand {
         /// A peer id from `ferry peers`, or `all`.
         peer: String,
     },
+    /// Send a message from the daemon (sender `server`) to one hub member (id or name) or to
+    /// all (`all`).
+    Msg {
+        /// A member's id or name, or `all`.
+        peer: String,
+        /// The text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+    },
+}
+
+/// Which protocol `ferry chat` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChatWire {
+    /// The native protocol (the --socket, or --host over TLS).
+    Ferry,
+    /// TsockM's protocol, over TCP to --addr.
+    Tsockm,
+}
+
+/// `ferry chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The name to be known by [default: your user name, or the certificate's or token's].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// The protocol to speak.
+    #[arg(long, value_enum, default_value = "ferry")]
+    pub wire: ChatWire,
+
+    /// The TsockM server, for --wire tsockm.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:6969")]
+    pub addr: String,
+
+    /// From a pipe: keep printing what arrives after the input ends (until the daemon
+    /// closes the connection, or SIGINT).
+    #[arg(long)]
+    pub stay: bool,
 }
 
 /// `ferry completions`.

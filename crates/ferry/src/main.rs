@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Sh(args) => commands::session::sh(&target, args),
             Command::Fanos(args) => commands::fanos::run(cli.socket.as_deref(), args),
             Command::Peers(args) => commands::peers::run(&target, args),
+            Command::Chat(args) => commands::chat::run(&target, args),
             Command::Completions(args) => commands::completions::completions(args),
             Command::Man(args) => commands::completions::man(args),
         },

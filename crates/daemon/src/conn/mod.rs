@@ -429,12 +429,14 @@ async fn admit(
         dialect: row.name.into(),
         principal: admitted.access.principal.clone(),
     });
-    tracing::debug!(
+    tracing::info!(
+        target: "ferry::presence",
         peer = handle.id(),
         from = admitted.address,
         dialect = row.name,
         "connected"
     );
+    let id = handle.id().to_owned();
     let peer = Peer {
         handle,
         address: admitted.address,
@@ -451,6 +453,7 @@ async fn admit(
         server,
     })
     .await;
+    tracing::info!(target: "ferry::presence", peer = id, dialect = row.name, "disconnected");
 }
 
 /// A Unix socket serves its owner only (the peer's uid, `SO_PEERCRED`).

@@ -1,5 +1,6 @@
 //! `ferry peers`: the daemon's connected peers, whatever their dialect (a table, or JSON), and
-//! `ferry peers kick ID|all`. For the daemon's owner, on its Unix socket.
+//! `ferry peers kick ID|all`, `ferry peers msg ID|all TEXT`. For the daemon's owner, on its
+//! Unix socket.
 
 use anyhow::Result;
 use ferry_client::{Endpoint, PeerInfo};
@@ -14,7 +15,7 @@ pub fn run(target: &Endpoint, args: PeersArgs) -> Result<i32> {
         let mut client = super::connect(target).await?;
         match args.command {
             None => {
-                let peers = client.peers().await?;
+                let (peers, hub) = client.peers_and_counters().await?;
                 let mut out = String::new();
                 if args.json {
                     for peer in &peers {
@@ -23,8 +24,27 @@ pub fn run(target: &Endpoint, args: PeersArgs) -> Result<i32> {
                     }
                 } else {
                     out = table(&peers);
+                    out.push_str(&format!(
+                        "hub: {} messages, {} deliveries, {} refused, {} dropped, {} slow-consumer disconnects, {} ping timeouts, {} resumed, {} expired\n",
+                        hub.messages, hub.deliveries, hub.refused, hub.dropped,
+                        hub.slow_disconnects, hub.ping_timeouts, hub.resumed, hub.expired
+                    ));
                 }
                 print!("{out}");
+            }
+            Some(PeersCommand::Msg { peer, text }) => {
+                let to = (peer != "all").then_some(peer.as_str());
+                let said = client.say(to, &text.join(" "), true).await?;
+                println!("delivered to {} peer(s)", said.delivered);
+                for refused in &said.refused {
+                    eprintln!(
+                        "ferry: not delivered to {} ({}): {}",
+                        refused.peer, refused.name, refused.reason
+                    );
+                }
+                if !said.dropped.is_empty() {
+                    eprintln!("ferry: dropped (outbox full): {}", said.dropped.join(" "));
+                }
             }
             Some(PeersCommand::Kick { peer }) => {
                 let target = (peer != "all").then_some(peer.as_str());
@@ -53,6 +73,8 @@ struct JsonPeer<'a> {
     outbox_used: u64,
     outbox_capacity: u64,
     dropped_events: u64,
+    member: bool,
+    away: bool,
     you: bool,
 }
 
@@ -70,6 +92,8 @@ impl<'a> From<&'a PeerInfo> for JsonPeer<'a> {
             outbox_used: peer.outbox.0,
             outbox_capacity: peer.outbox.1,
             dropped_events: peer.dropped_events,
+            member: peer.member,
+            away: peer.away,
             you: peer.you,
         }
     }
@@ -80,9 +104,16 @@ fn table(peers: &[PeerInfo]) -> String {
         .iter()
         .map(|peer| {
             let you = if peer.you { " (this client)" } else { "" };
+            let hub = if peer.away {
+                " (away)"
+            } else if peer.member {
+                " (hub)"
+            } else {
+                ""
+            };
             [
                 peer.id.clone(),
-                peer.name.clone(),
+                format!("{}{hub}", peer.name),
                 peer.dialect.clone(),
                 timestamp(peer.connected_ms),
                 peer.jobs_started.to_string(),

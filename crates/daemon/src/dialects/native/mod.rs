@@ -242,10 +242,8 @@ impl Connection {
                 .await;
         }
         connection.close().await;
-        let peer = connection.peer.id().to_owned();
         drop(connection);
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
-        tracing::debug!(peer, "disconnected");
     }
 
     /// Reads the `Hello`; `Ok(false)` when the client left before sending one.

@@ -1,0 +1,196 @@
+//! `ferry chat`: a line client of the daemon's peer hub, over the native protocol (or, with
+//! `--wire tsockm`, over TsockM's: see [`tsockm`]).
+//!
+//! A plain line goes to everyone; `:msg PEER TEXT` to one member (id or name); `:list` shows
+//! the members; `:exit` leaves; `:help`. Arriving messages show the sender's name and the
+//! time; joins and leaves are shown as `* ...` lines. From a pipe the lines are sent in
+//! order, each after the daemon took the one before, and the chat leaves at the end of input
+//! (or, with `--stay`, keeps printing until the daemon closes the connection).
+
+mod screen;
+pub mod tsockm;
+
+use anyhow::Result;
+use ferry_client::{Client, Endpoint, Event, HubMember, NoticeKind};
+use std::io::IsTerminal;
+
+use crate::cli::{ChatArgs, ChatWire};
+use screen::{Input, Screen};
+
+/// The chat's commands, as `:help` prints them.
+const HELP: &str = "\
+* a line goes to everyone
+* :msg PEER TEXT   to one member (its id or name)
+* :list            the members
+* :exit            leave
+* :help            this list";
+
+/// Runs the chat until the user leaves, the input ends, or the daemon closes.
+pub fn run(target: &Endpoint, args: ChatArgs) -> Result<i32> {
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let screen = Screen::new(terminal);
+    match args.wire {
+        ChatWire::Tsockm => tsockm::run(&args, &screen),
+        ChatWire::Ferry => crate::client_runtime()?.block_on(native(target, &args, &screen)),
+    }
+}
+
+/// The chat over the native protocol.
+async fn native(target: &Endpoint, args: &ChatArgs, screen: &Screen) -> Result<i32> {
+    let mut client = super::connect(target).await?;
+    let joined = client.join(args.name.as_deref(), None).await?;
+    screen.print(&format!(
+        "* joined as {} ({}); here: {}",
+        joined.name,
+        joined.peer,
+        roster(&joined.members, &joined.peer)
+    ));
+    let (mut input, _raw) = screen.read_input();
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            event = client.next_event() => match event? {
+                Some(event) => {
+                    if let Some(code) = show(screen, event) {
+                        return Ok(code);
+                    }
+                }
+                None => {
+                    screen.print("* the daemon closed the connection");
+                    return Ok(1);
+                }
+            },
+            line = input.recv(), if input_open => match line {
+                Some(Input::Line(line)) => {
+                    if !command(&mut client, screen, &line).await? {
+                        client.leave().await?;
+                        return Ok(0);
+                    }
+                }
+                Some(Input::End) | None => {
+                    input_open = false;
+                    if !args.stay {
+                        client.leave().await?;
+                        return Ok(0);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Runs one typed line; `false` to leave.
+async fn command(client: &mut Client, screen: &Screen, line: &str) -> Result<bool> {
+    let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match word {
+        ":exit" => return Ok(false),
+        ":help" => screen.print(HELP),
+        ":list" => {
+            let me = client.welcome().peer.clone();
+            let members = client.members().await?;
+            let lines: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    let away = if m.away { " (away)" } else { "" };
+                    let you = if m.id == me { " (you)" } else { "" };
+                    format!("* {}  {}  {}{away}{you}", m.id, m.name, m.dialect)
+                })
+                .collect();
+            screen.print(&lines.join("\n"));
+        }
+        ":msg" => match rest.trim().split_once(' ') {
+            Some((to, text)) if !text.trim().is_empty() => {
+                say(client, screen, Some(to), text.trim()).await;
+            }
+            _ => screen.print("* usage: :msg PEER TEXT"),
+        },
+        _ if line.trim().is_empty() => {}
+        _ if word.starts_with(':') => {
+            screen.print(&format!("* unknown command {word}\n{HELP}"));
+        }
+        _ => say(client, screen, None, line).await,
+    }
+    Ok(true)
+}
+
+/// Sends a message and says what did not reach whom.
+async fn say(client: &mut Client, screen: &Screen, to: Option<&str>, text: &str) {
+    match client.say(to, text, false).await {
+        Ok(said) => {
+            for refused in said.refused {
+                screen.print(&format!(
+                    "* not delivered to {} ({}): {}",
+                    refused.name, refused.peer, refused.reason
+                ));
+            }
+            if !said.dropped.is_empty() {
+                screen.print(&format!(
+                    "* not delivered (their outbox is full): {}",
+                    said.dropped.join(" ")
+                ));
+            }
+        }
+        Err(e) => screen.print(&format!("* {e}")),
+    }
+}
+
+/// Shows an event; an exit code when the chat is over.
+fn show(screen: &Screen, event: Event) -> Option<i32> {
+    match event {
+        Event::Message {
+            name,
+            sent_ms,
+            text,
+            direct,
+            ..
+        } => {
+            let to_you = if direct { " (to you)" } else { "" };
+            screen.print(&format!("[{}] {name}{to_you}: {text}", clock(sent_ms)));
+        }
+        Event::Presence {
+            name,
+            peer,
+            dialect,
+            joined: true,
+            ..
+        } => screen.print(&format!("* {name} ({peer}, {dialect}) joined")),
+        Event::Presence {
+            name, peer, reason, ..
+        } => screen.print(&format!("* {name} ({peer}) left: {reason}")),
+        Event::Notice { kind, message } => {
+            screen.print(&format!("* {message}"));
+            if matches!(kind, NoticeKind::Kicked | NoticeKind::ShuttingDown) {
+                return Some(1);
+            }
+        }
+        Event::Warning { message } => screen.print(&format!("* {message}")),
+        Event::Failed { message, .. } => screen.print(&format!("* {message}")),
+        Event::Output { .. } | Event::Exit { .. } | Event::LogEnd { .. } => {}
+    }
+    None
+}
+
+/// The members other than `me`, for the join line.
+fn roster(members: &[HubMember], me: &str) -> String {
+    let others: Vec<String> = members
+        .iter()
+        .filter(|m| m.id != me)
+        .map(|m| format!("{} ({})", m.name, m.id))
+        .collect();
+    if others.is_empty() {
+        "no one else".into()
+    } else {
+        others.join(", ")
+    }
+}
+
+/// `HH:MM:SS` (UTC) of a time in milliseconds since the epoch.
+fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
