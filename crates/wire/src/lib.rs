@@ -6,12 +6,14 @@
 //!
 //! - [`native`]: the native `ferry` protocol (4-byte big-endian length + CBOR body).
 //! - [`fanos`]: the FANOS dialect's netstrings, requests and replies (seed 003).
+//! - [`tsockm`]: TsockM's `::`-separated messages (seed 002).
 //!
 //! Every stream format implements [`Decoder`], which is all a reader needs to split a byte
 //! stream into messages.
 
 pub mod fanos;
 pub mod native;
+pub mod tsockm;
 
 pub use native::{
     decode_frame, display_bytes, encode_frame, encode_output_head, ClientMessage, DaemonMessage,
