@@ -127,8 +127,8 @@ static ROWS: [Row; 6] = [
         transports: &[TransportKind::Tcp],
         default_port: Some(6969),
         authenticates: false,
-        serve: None,
-        refusal: no_refusal,
+        serve: Some(dialects::tsockm::serve),
+        refusal: dialects::tsockm::refusal,
     },
     Row {
         name: "c2",
@@ -520,7 +520,7 @@ mod tests {
             .unwrap()
             .check_served()
             .is_ok());
-        let err = ListenSpec::parse("tsockm:tcp:127.0.0.1:1")
+        let err = ListenSpec::parse("c2:tcp:127.0.0.1:1")
             .unwrap()
             .check_served()
             .unwrap_err()
@@ -531,7 +531,7 @@ mod tests {
             served.contains("ferry:unix:PATH") && served.contains("fanos:unix:PATH"),
             "{err}"
         );
-        assert!(!served.contains("tsockm:"), "{err}");
+        assert!(!served.contains("c2:"), "{err}");
     }
 
     #[test]

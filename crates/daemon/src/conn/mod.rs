@@ -88,6 +88,8 @@ pub(crate) struct Conn {
     pub access: Access,
     /// Its time limits.
     pub limits: Limits,
+    /// The listener's address as the peer reached it (TCP; empty on a Unix socket).
+    pub local: String,
     /// The daemon.
     pub server: Arc<Server>,
 }
@@ -374,6 +376,8 @@ struct Admitted {
     fds: Option<FdInbox>,
     name: String,
     address: String,
+    /// The listener's own address as the peer reached it (TCP), for dialects that name it.
+    local: String,
     access: Access,
 }
 
@@ -386,6 +390,7 @@ impl Admitted {
             fds: None,
             name: peer_name(access.principal.as_ref()),
             address,
+            local: String::new(),
             access,
         }
     }
@@ -450,6 +455,7 @@ async fn admit(
         peer,
         access: admitted.access,
         limits,
+        local: admitted.local,
         server,
     })
     .await;
@@ -483,6 +489,7 @@ async fn admit_unix(mut stream: UnixStream, row: &'static Row, access: Access) -
         fds: Some(fds),
         name: unix::user_name(cred.uid()),
         address,
+        local: String::new(),
         access,
     })
 }
@@ -500,14 +507,16 @@ async fn admit_tcp(
     limits: Limits,
 ) -> Option<Admitted> {
     let address = addr.to_string();
+    let local = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let Some(tls) = tls else {
         let (read, write) = stream.into_split();
-        return Some(Admitted::network(
-            Box::new(read),
-            Box::new(write),
-            address,
-            access,
-        ));
+        return Some(Admitted {
+            local,
+            ..Admitted::network(Box::new(read), Box::new(write), address, access)
+        });
     };
     let handshake = tokio::time::timeout_at(limits.handshake_deadline, tls.accept(stream));
     let mut stream = match handshake.await {
@@ -536,12 +545,10 @@ async fn admit_tcp(
         return None;
     }
     let (read, write) = tokio::io::split(stream);
-    Some(Admitted::network(
-        Box::new(read),
-        Box::new(write),
-        address,
-        access,
-    ))
+    Some(Admitted {
+        local,
+        ..Admitted::network(Box::new(read), Box::new(write), address, access)
+    })
 }
 
 /// A peer's name, as far as its admission tells: the certificate's common name, the

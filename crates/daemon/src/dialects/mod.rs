@@ -4,3 +4,4 @@
 
 pub(crate) mod fanos;
 pub(crate) mod native;
+pub(crate) mod tsockm;
