@@ -100,7 +100,7 @@ pub enum TsockmError {
     NotUtf8,
     /// Fewer than seven fields.
     #[error(
-        "expected 7 fields separated by '::' (TYPE::ACTION::STATUS::ID::SRC::DST::BODY), got {0}"
+        "expected 7 fields (TYPE, ACTION, STATUS, ID, SRC, DST, BODY) joined by double colons, got {0}"
     )]
     TooFewFields(usize),
     /// The first field is not `REQ`, `RES` or `ERR`.
