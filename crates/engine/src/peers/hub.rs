@@ -377,12 +377,21 @@ impl PeerHandle {
         send(&shared, &mut peers, Some(self.serial), to, text)
     }
 
-    /// Leaves the hub at once when the connection ends (the others see it leave, with
-    /// `reason`); no place is held.
+    /// Leaves the hub now (the others see it leave, with `reason`); the connection goes on,
+    /// out of the hub, and no place is held for it.
     pub fn leave(&self, reason: &str) {
         self.with_entry(|_, peers, serial| {
-            if let Some(entry) = peers.entries.get_mut(&serial) {
-                entry.leaving = Some(reason.to_owned());
+            let member = peers
+                .entries
+                .get(&serial)
+                .is_some_and(|e| e.member.is_some());
+            if member {
+                announce(peers, serial, false, reason.to_owned());
+                if let Some(entry) = peers.entries.get_mut(&serial) {
+                    entry.member = None;
+                    entry.info.member = false;
+                    tracing::debug!(target: "ferry::presence", peer = entry.info.id, reason, "left the hub");
+                }
             }
         });
     }

@@ -209,6 +209,33 @@ impl Daemon {
         daemon
     }
 
+    /// Spawns `command` (a `ferry daemon` with its own stdio: a terminal, say), its log in
+    /// `DIR/daemon.log`, and waits until it serves on `DIR/run/ferry.sock`.
+    pub fn launch_in(dir: tempfile::TempDir, mut command: Command) -> Daemon {
+        let socket = dir.path().join("run").join("ferry.sock");
+        let state_dir = dir.path().join("state");
+        let child = command
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .env("FERRY_LOG", "debug")
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("daemon.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn daemon");
+        Daemon::serving(dir, socket, state_dir, child)
+    }
+
+    /// The port of this daemon's listener `DIALECT:TRANSPORT` (`tsockm:tcp`), from the log.
+    pub fn listener_port(&self, dialect_and_transport: &str) -> u16 {
+        port_in_log(
+            &self.dir.path().join("daemon.log"),
+            &format!("{dialect_and_transport}:"),
+        )
+    }
+
     /// The directory `ferry tls init` filled for a networked daemon.
     pub fn tls_dir(&self) -> PathBuf {
         self.dir.path().join("tls")

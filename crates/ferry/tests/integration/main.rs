@@ -10,6 +10,7 @@ mod fds;
 mod files;
 mod helper;
 mod history;
+mod hub;
 mod jobs;
 mod lifecycle;
 mod limits;

@@ -243,7 +243,11 @@ impl Connection {
         }
         connection.close().await;
         drop(connection);
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
+        // A client that does not read cannot keep its writer (and its socket) forever.
+        let stop_writer = writer.abort_handle();
+        if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
+            stop_writer.abort();
+        }
     }
 
     /// Reads the `Hello`; `Ok(false)` when the client left before sending one.
@@ -370,12 +374,17 @@ impl Connection {
                         None => return Ok(()),
                     }
                 }
-                Some(event) = self.peer.handle.next_event() => self.push_event(event).await,
+                // Taken from the hub's outbox only when there is room to frame it: a client that
+                // does not read leaves its events there, where the slow-consumer policy sees them.
+                Some(event) = self.peer.handle.next_event(), if self.out.capacity() > 0 => {
+                    self.push_event(event).await
+                }
                 reason = kick.kicked() => {
-                    self.send(&DaemonMessage::Notice {
+                    // Told if there is room; a client that does not read is not waited for.
+                    self.send_if_room(&DaemonMessage::Notice {
                         kind: NoticeKind::Kicked,
                         message: format!("disconnected {reason}; your jobs go on"),
-                    }).await;
+                    });
                     return Ok(());
                 }
                 _ = pings.tick(), if self.hub.is_some() => {
@@ -410,7 +419,7 @@ impl Connection {
                 PeerEvent::Presence(presence) => self.push_presence(&presence).await,
             }
             batch += 1;
-            if batch < OUTBOX_FRAMES {
+            if batch < OUTBOX_FRAMES && self.out.capacity() > 0 {
                 next = self.peer.handle.try_next_event();
             }
         }
@@ -429,18 +438,25 @@ impl Connection {
             );
             tracing::info!(target: "ferry::presence", peer = self.peer.id(), "removed: {reason}");
             self.peer.handle.missed_pings(&reason);
-            self.send(&DaemonMessage::Notice {
+            self.send_if_room(&DaemonMessage::Notice {
                 kind: NoticeKind::Kicked,
                 message: format!("disconnected: {reason}"),
-            })
-            .await;
+            });
             return false;
         }
         if silent >= config.ping_interval {
             self.pings += 1;
-            self.send(&DaemonMessage::Ping { nonce: self.pings }).await;
+            self.send_if_room(&DaemonMessage::Ping { nonce: self.pings });
         }
         true
+    }
+
+    /// Queues a message if the outbox has room: for what a client that does not read need
+    /// not get (a ping, a last notice).
+    fn send_if_room(&self, message: &DaemonMessage) {
+        if let Ok(bytes) = frame(message) {
+            let _ = self.out.try_send(Outgoing::Frame(bytes));
+        }
     }
 
     async fn dispatch(&mut self, message: ClientMessage) -> Result<(), Fatal> {
