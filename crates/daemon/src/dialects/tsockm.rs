@@ -45,6 +45,10 @@ const LOOKUP_WAIT: Duration = Duration::from_secs(1);
 /// two messages as one.
 const PACE: Duration = Duration::from_millis(10);
 
+/// How long one write to a TsockM client may take: a client that does not read its push
+/// connection is let go (its place held for the grace period).
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// What a push connection is asked to do by its peer's request connections.
 enum Line {
     /// Answer a `GET_PEER` for this id.
@@ -325,7 +329,10 @@ impl Push {
     /// Writes one message in one write, paced; whether it went.
     async fn send(&mut self, write_half: &mut BoxWrite, message: &Message) -> bool {
         tokio::time::sleep_until(self.last_write + PACE).await;
-        let sent = write(write_half, &message.encode()).await.is_ok();
+        let sent = matches!(
+            tokio::time::timeout(WRITE_WAIT, write(write_half, &message.encode())).await,
+            Ok(Ok(()))
+        );
         self.last_write = Instant::now();
         sent
     }

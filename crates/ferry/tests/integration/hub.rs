@@ -13,7 +13,7 @@ use crate::helper::{wait_until, Daemon};
 /// How long a test waits for what should come at once.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

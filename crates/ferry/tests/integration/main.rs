@@ -19,3 +19,4 @@ mod remote;
 mod run;
 mod sessions;
 mod sockets;
+mod tsockm;

@@ -1,0 +1,359 @@
+//! The TsockM dialect over real TCP, with test clients that behave as TsockM's own (thetazzo/
+//! TsockM at f2967f2c): the login's connection kept for pushes and read one `read()` per
+//! message; every request on a connection of its own, closed after its one write; a
+//! `GET_PEER` lookup after each pushed `MSG`; health checks answered with `RES::COMM`.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use ferry_client::Event;
+
+use crate::helper::{wait_until, Daemon};
+use crate::hub::{member, next};
+
+/// A daemon serving TsockM on a port of its own (and its owner's Unix socket).
+fn tsockm_daemon(extra: &[&str]) -> (Daemon, String) {
+    let daemon = Daemon::start_networked(extra, &["tsockm:tcp:127.0.0.1:0"]);
+    let server = format!("127.0.0.1:{}", daemon.listener_port("tsockm:tcp"));
+    (daemon, server)
+}
+
+/// One `read()` of up to 1024 bytes, as TsockM's client reads a message.
+fn read_once(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).expect("read");
+    String::from_utf8(buf[..n].to_vec()).expect("utf-8")
+}
+
+/// A logged-in TsockM client: its push connection, its id and its address as the server
+/// sees it.
+struct TsockmClient {
+    comm: TcpStream,
+    id: String,
+    address: String,
+    server: String,
+}
+
+impl TsockmClient {
+    fn login(server: &str, name: &str) -> TsockmClient {
+        let mut comm = TcpStream::connect(server).expect("connect");
+        let address = comm.local_addr().expect("addr").to_string();
+        comm.write_all(format!("REQ::COMM::200::client::client::{server}::{name}").as_bytes())
+            .expect("login");
+        let answer = read_once(&mut comm);
+        let prefix = format!("RES::COMM::200::server::{server}::{address}::");
+        let id = answer
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("login answer {answer:?} does not start {prefix:?}"))
+            .to_owned();
+        assert!(id.len() >= 10, "{id}");
+        TsockmClient {
+            comm,
+            id,
+            address,
+            server: server.to_owned(),
+        }
+    }
+
+    /// Sends one request on a connection of its own, closed after its one write (as
+    /// TsockM's client does).
+    fn request(&self, action: &str, body: &str) {
+        let mut stream = TcpStream::connect(&self.server).expect("connect");
+        let message = format!(
+            "REQ::{action}::200::{}::client::{}::{body}",
+            self.id, self.server
+        );
+        stream.write_all(message.as_bytes()).expect("write");
+    }
+
+    /// The next pushed `MSG`, with the sender's name looked up as TsockM's client does:
+    /// (name, text).
+    fn next_message(&mut self) -> (String, String) {
+        let pushed = read_once(&mut self.comm);
+        let fields: Vec<&str> = pushed.splitn(7, "::").collect();
+        assert_eq!(&fields[..3], ["RES", "MSG", "200"], "{pushed}");
+        assert_eq!(
+            (fields[4], fields[5]),
+            (self.server.as_str(), self.address.as_str()),
+            "{pushed}"
+        );
+        self.request("GET_PEER", fields[3]);
+        let answer = read_once(&mut self.comm);
+        let prefix = format!(
+            "RES::GET_PEER::200::server::{}::{}::",
+            self.server, self.address
+        );
+        let name = answer
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("lookup answer {answer:?}"))
+            .to_owned();
+        (name, fields[6].to_owned())
+    }
+}
+
+/// Sends raw bytes on a connection of their own and reads the answer (until the daemon
+/// closes it).
+fn raw_request(server: &str, parts: &[&[u8]]) -> String {
+    let mut stream = TcpStream::connect(server).expect("connect");
+    for part in parts {
+        stream.write_all(part).expect("write");
+        stream.flush().expect("flush");
+        // Apart, so that they arrive as two reads.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stream.shutdown(Shutdown::Write).expect("shutdown");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn login_messages_lookups_and_logout_byte_for_byte() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let mut ann = TsockmClient::login(&server, "ann");
+    let mut bob = TsockmClient::login(&server, "bob");
+    assert_eq!(
+        ann.next_message(),
+        ("server".into(), format!("bob ({}) joined", bob.id))
+    );
+    ann.request("MSG", "hello bob");
+    assert_eq!(bob.next_message(), ("ann".into(), "hello bob".into()));
+    // A body with '::' in it travels whole toward the server.
+    bob.request("MSG", "a: b");
+    assert_eq!(ann.next_message(), ("bob".into(), "a: b".into()));
+    // `:gp ID` is answered on the push connection; an unknown id with a 404 there.
+    ann.request("GET_PEER", &bob.id);
+    assert_eq!(
+        read_once(&mut ann.comm),
+        format!("RES::GET_PEER::200::server::{server}::{}::bob", ann.address)
+    );
+    ann.request("GET_PEER", "nobody");
+    assert_eq!(
+        read_once(&mut ann.comm),
+        format!(
+            "RES::GET_PEER::404::server::{server}::{}::NOT_FOUND",
+            ann.address
+        )
+    );
+    // Logout: a goodbye, then the connection closes; the others see the leave.
+    bob.request("COMM_END", "");
+    assert_eq!(
+        read_once(&mut bob.comm),
+        "RES::COMM_END::200::server::server::client::OK"
+    );
+    assert_eq!(read_once(&mut bob.comm), "", "closed");
+    assert_eq!(
+        ann.next_message(),
+        (
+            "server".into(),
+            format!("bob ({}) left: it logged out (COMM_END)", bob.id)
+        )
+    );
+    daemon.assert_serving();
+}
+
+#[test]
+fn native_and_tsockm_peers_list_message_and_kick_each_other() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let mut ann = TsockmClient::login(&server, "ann");
+    super::hub::runtime().block_on(async {
+        let (mut nat, joined) = member(&daemon, "nat").await;
+        assert!(joined
+            .members
+            .iter()
+            .any(|m| m.name == "ann" && m.dialect == "tsockm"));
+        assert_eq!(
+            ann.next_message(),
+            ("server".into(), format!("nat ({}) joined", joined.peer))
+        );
+        let said = nat.say(Some("ann"), "hi ann", false).await.expect("say");
+        assert_eq!(said.delivered, 1);
+        assert_eq!(ann.next_message(), ("nat".into(), "hi ann".into()));
+        // What a TsockM client cannot show is refused, and said so.
+        let said = nat.say(None, "a::b", false).await.expect("say");
+        assert_eq!(said.delivered, 0);
+        assert_eq!(said.refused.len(), 1);
+        assert!(said.refused[0].reason.contains("'::'"), "{said:?}");
+        let said = nat.say(None, &"x".repeat(900), false).await.expect("say");
+        assert!(
+            said.refused[0]
+                .reason
+                .contains("reads 1024 bytes at a time"),
+            "{said:?}"
+        );
+        ann.request("MSG", "hi nat");
+        let (name, text) = next(&mut nat, "ann's message", |e| match e {
+            Event::Message { name, text, .. } => Some((name, text)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((name.as_str(), text.as_str()), ("ann", "hi nat"));
+        // The owner kicks the TsockM peer: TsockM's own goodbye, then the close.
+        let out = daemon.run(&["peers", "kick", &ann.id]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            read_once(&mut ann.comm),
+            "RES::COMM_END::200::server::server::client::OK"
+        );
+        let reason = next(&mut nat, "ann's leave", |e| match e {
+            Event::Presence {
+                name,
+                joined: false,
+                reason,
+                ..
+            } if name == "ann" => Some(reason),
+            _ => None,
+        })
+        .await;
+        assert!(reason.contains("by the daemon's owner"), "{reason}");
+    });
+}
+
+#[test]
+fn consecutive_messages_arrive_one_per_read_in_order() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let mut ann = TsockmClient::login(&server, "ann");
+    super::hub::runtime().block_on(async {
+        let (mut nat, joined) = member(&daemon, "nat").await;
+        assert_eq!(
+            ann.next_message().1,
+            format!("nat ({}) joined", joined.peer)
+        );
+        // Sent without waiting: the daemon keeps them apart for ann's reads.
+        for k in 0..20 {
+            nat.say_nowait(None, &format!("m{k}")).await.expect("say");
+        }
+        for k in 0..20 {
+            assert_eq!(ann.next_message(), ("nat".into(), format!("m{k}")));
+        }
+        let _ = nat.members().await;
+    });
+}
+
+#[test]
+fn health_checks_keep_the_answering_and_remove_the_silent() {
+    let (_daemon, server) = tsockm_daemon(&["--ping-interval", "200ms", "--ping-misses", "2"]);
+    let mut ann = TsockmClient::login(&server, "ann");
+    let silent = TsockmClient::login(&server, "silent");
+    assert_eq!(
+        ann.next_message().1,
+        format!("silent ({}) joined", silent.id)
+    );
+    // Ann answers each health check as TsockM's client does, until she sees the leave.
+    let check = format!("REQ::COMM::200::server::{server}::{}::check?", ann.address);
+    loop {
+        let pushed = read_once(&mut ann.comm);
+        if pushed == check {
+            let mut answer = TcpStream::connect(&server).expect("connect");
+            let ok = format!("RES::COMM::200::{}::client::{server}::OK", ann.id);
+            answer.write_all(ok.as_bytes()).expect("write");
+            continue;
+        }
+        assert!(pushed.starts_with("RES::MSG::200::server::"), "{pushed}");
+        assert!(
+            pushed.ends_with(&format!(
+                "silent ({}) left: no answer to 2 health checks in 0.6s",
+                silent.id
+            )) || pushed.contains("left: no answer to 2 health checks"),
+            "{pushed}"
+        );
+        break;
+    }
+}
+
+#[test]
+fn malformed_requests_get_err_on_their_own_connection_and_the_daemon_serves_on() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let mut ann = TsockmClient::login(&server, "ann");
+    let bob = TsockmClient::login(&server, "bob");
+    assert!(ann.next_message().1.starts_with("bob "));
+    let err = |status: &str, name: &str| {
+        (
+            format!("ERR::NONE::{status}::server::{server}::"),
+            format!("::{name}: "),
+        )
+    };
+    let cases: [(&[&[u8]], (String, String), &str); 6] = [
+        (&[b"REQ"], err("400", "BAD_REQUEST"), "got 1"),
+        (
+            &[b"FOO::MSG::200::a::b::c::d"],
+            err("400", "BAD_REQUEST"),
+            "unknown type 'FOO'",
+        ),
+        (
+            &[b"REQ::FOO::200::a::b::c::d"],
+            err("405", "METHOD_NOT_ALLOWED"),
+            "unknown action 'FOO'",
+        ),
+        (
+            &[b"REQ::MSG::999::a::b::c::d"],
+            err("400", "BAD_REQUEST"),
+            "unknown status '999'",
+        ),
+        (
+            &[b"REQ::MSG::200::a::b::c::\xff\xfe"],
+            err("400", "BAD_REQUEST"),
+            "not UTF-8",
+        ),
+        (
+            &[&[b'x'; 5000]],
+            err("400", "BAD_REQUEST"),
+            "over the limit of 4096 bytes",
+        ),
+    ];
+    for (parts, prefix, detail) in cases {
+        let answer = raw_request(&server, parts);
+        assert!(
+            answer.starts_with(&prefix) && answer.contains(detail),
+            "{answer:?}"
+        );
+    }
+    let answer = raw_request(&server, &[b"REQ::MSG::200::nobody::client::x::hi"]);
+    assert!(
+        answer.starts_with(&format!("ERR::MSG::404::server::{server}::")),
+        "{answer}"
+    );
+    // A request split over two writes is one request.
+    let first = format!("REQ::MS");
+    let rest = format!("G::200::{}::client::{server}::split in two", bob.id);
+    assert_eq!(
+        raw_request(&server, &[first.as_bytes(), rest.as_bytes()]),
+        ""
+    );
+    assert_eq!(ann.next_message(), ("bob".into(), "split in two".into()));
+    // Still serving: a fresh login works, and the push connections never got an ERR.
+    let cat = TsockmClient::login(&server, "cat");
+    assert_eq!(ann.next_message().1, format!("cat ({}) joined", cat.id));
+    daemon.assert_serving();
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_time_limit_with_an_err() {
+    let (daemon, server) = tsockm_daemon(&["--handshake-timeout", "300ms"]);
+    let mut stream = TcpStream::connect(&server).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(
+        answer.contains("::400::") && answer.contains("no request within 300 ms"),
+        "{answer}"
+    );
+    wait_until(
+        "the silent connection to leave the peer list",
+        Duration::from_secs(10),
+        || {
+            (!String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).contains("tsockm"))
+                .then_some(())
+        },
+        || String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned(),
+    );
+}
