@@ -308,10 +308,10 @@ fn malformed_requests_get_err_on_their_own_connection_and_the_daemon_serves_on()
             "over the limit of 4096 bytes",
         ),
     ];
-    for (parts, prefix, detail) in cases {
+    for (parts, (prefix, name), detail) in cases {
         let answer = raw_request(&server, parts);
         assert!(
-            answer.starts_with(&prefix) && answer.contains(detail),
+            answer.starts_with(&prefix) && answer.contains(&name) && answer.contains(detail),
             "{answer:?}"
         );
     }
