@@ -46,7 +46,7 @@ fn pipes_are_used_directly_and_nothing_goes_through_the_daemon() {
 }
 
 /// A pseudo-terminal pair: the master, and the slave's path.
-fn pty() -> (OwnedFd, String) {
+pub fn pty() -> (OwnedFd, String) {
     use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
     let master =
         openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
@@ -56,7 +56,7 @@ fn pty() -> (OwnedFd, String) {
     (master, name.to_string_lossy().into_owned())
 }
 
-fn open_slave(path: &str) -> File {
+pub fn open_slave(path: &str) -> File {
     File::options()
         .read(true)
         .write(true)
@@ -66,7 +66,7 @@ fn open_slave(path: &str) -> File {
 }
 
 /// Reads the master until `needle` shows up (or panics after 20 s).
-fn read_until(master: &OwnedFd, needle: &str) -> String {
+pub fn read_until(master: &OwnedFd, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = Vec::new();
     while Instant::now() < deadline {

@@ -5,6 +5,7 @@ mod access;
 mod admission;
 mod bad_input;
 mod cli;
+mod console;
 mod fanos;
 mod fds;
 mod files;

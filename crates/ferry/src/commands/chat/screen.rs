@@ -52,9 +52,9 @@ impl Screen {
         let state = self.lock();
         let mut out = std::io::stdout().lock();
         // A closed stdout leaves no one to tell.
+        // The terminal's output processing stays on (see RawMode): '\n' returns the carriage.
         let _ = if state.terminal {
-            let text = text.replace('\n', "\r\n");
-            write!(out, "\r\x1b[K{text}\r\n{PROMPT}{}", state.line)
+            write!(out, "\r\x1b[K{text}\n{PROMPT}{}", state.line)
         } else {
             writeln!(out, "{text}")
         };
@@ -124,7 +124,7 @@ impl Screen {
                 b'\r' | b'\n' => {
                     let line = std::mem::take(&mut state.line);
                     let mut out = std::io::stdout().lock();
-                    let _ = write!(out, "\r\x1b[K{PROMPT}{line}\r\n");
+                    let _ = write!(out, "\r\x1b[K{PROMPT}{line}\n");
                     let _ = out.flush();
                     drop(out);
                     Screen::redraw(&state);
