@@ -174,6 +174,31 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u64>().prop_map(|request| ClientMessage::ListPeers { request }),
         (any::<u64>(), proptest::option::of(".{0,12}"))
             .prop_map(|(request, peer)| ClientMessage::KickPeers { request, peer }),
+        (
+            any::<u64>(),
+            proptest::option::of(".{0,12}"),
+            proptest::option::of("[0-9a-f]{32}")
+        )
+            .prop_map(|(request, name, resume)| ClientMessage::Join {
+                request,
+                name,
+                resume
+            }),
+        (
+            any::<u64>(),
+            proptest::option::of(".{0,12}"),
+            ".{0,64}",
+            any::<bool>()
+        )
+            .prop_map(|(request, to, text, as_daemon)| ClientMessage::Say {
+                request,
+                to,
+                text,
+                as_daemon
+            }),
+        any::<u64>().prop_map(|request| ClientMessage::Members { request }),
+        any::<u64>().prop_map(|request| ClientMessage::Leave { request }),
+        any::<u64>().prop_map(|nonce| ClientMessage::Pong { nonce }),
     ]
 }
 
@@ -203,9 +228,28 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
                     outbox: (used, room),
                     dropped_events: dropped,
                     you,
+                    member: used % 2 == 0,
+                    away: room % 2 == 0,
                 }
             },
         )
+}
+
+fn hub_member() -> impl Strategy<Value = HubMember> {
+    (
+        ".{0,12}",
+        ".{0,12}",
+        "[a-z0-9]{0,6}",
+        any::<u64>(),
+        any::<bool>(),
+    )
+        .prop_map(|(id, name, dialect, since_ms, away)| HubMember {
+            id,
+            name,
+            dialect,
+            since_ms,
+            away,
+        })
 }
 
 fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
@@ -252,8 +296,87 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
             },
             message
         }),
-        (any::<u64>(), proptest::collection::vec(peer_info(), 0..3))
-            .prop_map(|(request, peers)| DaemonMessage::Peers { request, peers }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(peer_info(), 0..3),
+            any::<(u64, u64, u64, u64, u64, u64, u64, u64)>()
+        )
+            .prop_map(|(request, peers, c)| DaemonMessage::Peers {
+                request,
+                peers,
+                hub: HubCounters {
+                    messages: c.0,
+                    deliveries: c.1,
+                    refused: c.2,
+                    dropped: c.3,
+                    slow_disconnects: c.4,
+                    ping_timeouts: c.5,
+                    resumed: c.6,
+                    expired: c.7,
+                },
+            }),
+        (
+            any::<u64>(),
+            ".{0,12}",
+            ".{0,12}",
+            "[0-9a-f]{32}",
+            proptest::collection::vec(hub_member(), 0..3),
+            any::<u64>()
+        )
+            .prop_map(|(request, peer, name, resume, members, missed)| {
+                DaemonMessage::Joined {
+                    request,
+                    peer,
+                    name,
+                    resume,
+                    members,
+                    missed,
+                }
+            }),
+        (
+            any::<(u64, u64)>(),
+            proptest::collection::vec((".{0,8}", ".{0,8}", ".{0,24}"), 0..3),
+            proptest::collection::vec(".{0,12}", 0..3)
+        )
+            .prop_map(
+                |((request, delivered), refused, dropped)| DaemonMessage::Said {
+                    request,
+                    delivered,
+                    refused: refused
+                        .into_iter()
+                        .map(|(peer, name, reason)| Undelivered { peer, name, reason })
+                        .collect(),
+                    dropped,
+                }
+            ),
+        (any::<u64>(), proptest::collection::vec(hub_member(), 0..3))
+            .prop_map(|(request, members)| DaemonMessage::Members { request, members }),
+        (".{0,12}", ".{0,12}", any::<u64>(), ".{0,64}", any::<bool>()).prop_map(
+            |(from, name, sent_ms, text, direct)| DaemonMessage::Message {
+                from,
+                name,
+                sent_ms,
+                text,
+                direct
+            }
+        ),
+        (
+            ".{0,12}",
+            ".{0,12}",
+            "[a-z0-9]{0,6}",
+            any::<bool>(),
+            ".{0,24}"
+        )
+            .prop_map(
+                |(peer, name, dialect, joined, reason)| DaemonMessage::Presence {
+                    peer,
+                    name,
+                    dialect,
+                    joined,
+                    reason
+                }
+            ),
+        any::<u64>().prop_map(|nonce| DaemonMessage::Ping { nonce }),
         (any::<u64>(), proptest::collection::vec(".{0,12}", 0..3))
             .prop_map(|(request, peers)| DaemonMessage::Kicked { request, peers }),
         (

@@ -145,7 +145,7 @@ async fn read_request(read: &mut BoxRead, deadline: Instant) -> Request {
 async fn serve_connection(mut conn: Conn) {
     let here = conn.local.clone();
     let there = conn.peer.address.clone();
-    let bytes = match read_request(&mut conn.read, conn.limits.handshake_deadline.into()).await {
+    let bytes = match read_request(&mut conn.read, conn.limits.handshake_deadline).await {
         Request::Bytes(bytes) => bytes,
         Request::Closed => return,
         Request::Silent => {

@@ -268,6 +268,9 @@ fn health_checks_keep_the_answering_and_remove_the_silent() {
     }
 }
 
+/// A request's bytes, as one or more writes.
+type Parts<'a> = &'a [&'a [u8]];
+
 #[test]
 fn malformed_requests_get_err_on_their_own_connection_and_the_daemon_serves_on() {
     let (daemon, server) = tsockm_daemon(&[]);
@@ -280,7 +283,7 @@ fn malformed_requests_get_err_on_their_own_connection_and_the_daemon_serves_on()
             format!("::{name}: "),
         )
     };
-    let cases: [(&[&[u8]], (String, String), &str); 6] = [
+    let cases: [(Parts, (String, String), &str); 6] = [
         (&[b"REQ"], err("400", "BAD_REQUEST"), "got 1"),
         (
             &[b"FOO::MSG::200::a::b::c::d"],
@@ -321,7 +324,7 @@ fn malformed_requests_get_err_on_their_own_connection_and_the_daemon_serves_on()
         "{answer}"
     );
     // A request split over two writes is one request.
-    let first = format!("REQ::MS");
+    let first = "REQ::MS";
     let rest = format!("G::200::{}::client::{server}::split in two", bob.id);
     assert_eq!(
         raw_request(&server, &[first.as_bytes(), rest.as_bytes()]),
