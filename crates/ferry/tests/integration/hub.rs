@@ -120,7 +120,15 @@ async fn all_peers(daemon: &Daemon) -> Vec<usize> {
 
 #[test]
 fn two_hundred_peers_exchange_messages_none_lost_each_senders_order_kept() {
-    let daemon = Daemon::start(&["--max-connections", "400", "--max-handshakes", "400"]);
+    // Every peer gets 995 messages and 199 joins at once: outboxes sized for that burst.
+    let daemon = Daemon::start(&[
+        "--max-connections",
+        "400",
+        "--max-handshakes",
+        "400",
+        "--hub-outbox",
+        "4096",
+    ]);
     let results = runtime()
         .block_on(async {
             tokio::time::timeout(Duration::from_secs(120), all_peers(&daemon)).await

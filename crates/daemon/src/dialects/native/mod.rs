@@ -359,6 +359,14 @@ impl Connection {
             tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
         loop {
             let kick = self.kick.clone();
+            let (out, handle) = (&self.out, &mut self.peer.handle);
+            // An event is taken from the hub's outbox only once there is room to frame it: a
+            // client that does not read leaves its events there, where the slow-consumer
+            // policy sees them; and room coming back wakes this loop.
+            let hub_event = async move {
+                let _room = out.reserve().await.ok()?;
+                handle.next_event().await
+            };
             tokio::select! {
                 message = reader.next::<ClientMessage>(max_frame) => {
                     match message.map_err(|e| frame_fatal(e, "after the handshake"))? {
@@ -374,11 +382,7 @@ impl Connection {
                         None => return Ok(()),
                     }
                 }
-                // Taken from the hub's outbox only when there is room to frame it: a client that
-                // does not read leaves its events there, where the slow-consumer policy sees them.
-                Some(event) = self.peer.handle.next_event(), if self.out.capacity() > 0 => {
-                    self.push_event(event).await
-                }
+                Some(event) = hub_event => self.push_event(event).await,
                 reason = kick.kicked() => {
                     // Told if there is room; a client that does not read is not waited for.
                     self.send_if_room(&DaemonMessage::Notice {

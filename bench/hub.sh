@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The peer hub's benchmark: broadcast fan-out (deliveries per second) with 100 and with 1000
+# connected native peers, their clients in one process on the daemon's Unix socket, and the
+# daemon's memory per idle hub member with 10 000 of them. Prints one table.
+#
+#   bash bench/hub.sh                # MESSAGES=2000 IDLE=10000 by default
+#   MESSAGES=5000 IDLE=2000 bash bench/hub.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+MESSAGES=${MESSAGES:-2000}
+IDLE=${IDLE:-10000}
+
+build_ferry
+cargo build --release --quiet -p ferry-client --example hub_load
+LOAD=$PWD/target/release/examples/hub_load
+setup_work
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# RSS of a process, in KiB.
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+sock=$work/hub.sock
+start_daemon "$sock" --state-dir "$work/state" --max-connections 30000 --max-handshakes 30000 \
+  --hub-outbox 4096 -s
+daemon_pid=${pids[-1]}
+
+declare -A rate
+for peers in 100 1000; do
+  line=$("$LOAD" fanout "$sock" "$peers" "$MESSAGES")
+  echo "fan-out, $peers peers: $line" >&2
+  rate[$peers]=$(sed -n 's/.*deliveries_per_s=\([0-9]*\).*/\1/p' <<<"$line")
+done
+
+before=$(rss_kib "$daemon_pid")
+fifo=$work/hold
+mkfifo "$fifo"
+"$LOAD" idle "$sock" "$IDLE" <"$fifo" >"$work/idle.out" &
+load_pid=$!
+exec 3>"$fifo"
+for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
+grep -q ready "$work/idle.out" || { echo "the idle peers did not all join" >&2; exit 1; }
+after=$(rss_kib "$daemon_pid")
+exec 3>&-
+wait "$load_pid"
+per_peer=$(( (after - before) * 1024 / IDLE ))
+
+printf '\n| work | ferry | target |\n|---|---|---|\n'
+printf '| broadcast fan-out, 100 peers | %s deliveries/s | >= 500000 |\n' "${rate[100]}"
+printf '| broadcast fan-out, 1000 peers | %s deliveries/s | |\n' "${rate[1000]}"
+printf '| daemon RSS, %s idle hub members | %s KiB -> %s KiB: %s bytes per peer | <= 32768 bytes per peer |\n' \
+  "$IDLE" "$before" "$after" "$per_peer"

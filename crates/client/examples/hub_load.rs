@@ -1,0 +1,139 @@
+//! Load for the peer hub's benchmark (`bench/hub.sh`), many native peers in one process:
+//!
+//! - `hub_load fanout SOCKET PEERS MESSAGES`: PEERS members read while one more sends
+//!   MESSAGES broadcasts (never more than a window ahead of the slowest reader, so that no
+//!   outbox overflows); prints `deliveries_per_s=N dropped=N`.
+//! - `hub_load idle SOCKET PEERS`: PEERS members join and stay; prints `ready` once all have
+//!   joined, and leaves when stdin closes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_client::{Client, Endpoint, Event};
+
+/// How far the sender may run ahead of the slowest reader.
+const WINDOW: u64 = 512;
+
+/// Members connecting at once (the listen backlog is finite).
+const CONNECT_BATCH: usize = 256;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: hub_load fanout SOCKET PEERS MESSAGES | hub_load idle SOCKET PEERS";
+    let (Some(mode), Some(socket), Some(peers)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let peers: usize = peers.parse().expect("PEERS is a number");
+    let endpoint = Endpoint::Unix(socket.into());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        match mode.as_str() {
+            "fanout" => {
+                let messages: u64 = args.get(4).and_then(|m| m.parse().ok()).expect("MESSAGES");
+                fanout(&endpoint, peers, messages).await;
+            }
+            "idle" => idle(&endpoint, peers).await,
+            _ => {
+                eprintln!("{usage}");
+                std::process::exit(2);
+            }
+        }
+    });
+}
+
+/// Connects `n` members of the hub.
+async fn members(endpoint: &Endpoint, n: usize) -> Vec<Client> {
+    let mut clients = Vec::with_capacity(n);
+    while clients.len() < n {
+        let batch = CONNECT_BATCH.min(n - clients.len());
+        let start = clients.len();
+        let joins = (0..batch).map(|i| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let mut client = Client::connect(&endpoint, "hub-load")
+                    .await
+                    .expect("connect");
+                client
+                    .join(Some(&format!("load{}", start + i)), None)
+                    .await
+                    .expect("join");
+                client
+            })
+        });
+        for join in joins.collect::<Vec<_>>() {
+            clients.push(join.await.expect("join task"));
+        }
+    }
+    clients
+}
+
+async fn fanout(endpoint: &Endpoint, peers: usize, messages: u64) {
+    let readers = members(endpoint, peers).await;
+    let mut sender = members(endpoint, 1).await.pop().expect("sender");
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..peers).map(|_| AtomicU64::new(0)).collect());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, mut reader) in readers.into_iter().enumerate() {
+        let progress = Arc::clone(&progress);
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < messages {
+                match reader.next_event().await {
+                    Ok(Some(Event::Message { .. })) => {
+                        got += 1;
+                        progress[i].store(got, Ordering::Relaxed);
+                    }
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
+            }
+            got
+        }));
+    }
+    let mut dropped = 0;
+    for k in 0..messages {
+        while k >= WINDOW
+            && progress
+                .iter()
+                .map(|p| p.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(0)
+                + WINDOW
+                <= k
+        {
+            tokio::task::yield_now().await;
+        }
+        let said = sender
+            .say(
+                None,
+                "fan-out message of a typical chat line's length",
+                false,
+            )
+            .await
+            .expect("say");
+        dropped += said.dropped.len();
+    }
+    let mut delivered = 0;
+    for task in tasks {
+        delivered += task.await.expect("reader");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "deliveries_per_s={:.0} delivered={delivered} dropped={dropped} seconds={seconds:.2}",
+        delivered as f64 / seconds
+    );
+}
+
+async fn idle(endpoint: &Endpoint, peers: usize) {
+    let clients = members(endpoint, peers).await;
+    println!("ready {}", clients.len());
+    // Hold them until stdin closes.
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        let _ = std::io::stdin().read_line(&mut sink);
+    })
+    .await;
+    drop(clients);
+}
