@@ -62,6 +62,15 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
                 peer: Some("bM3u6dF2ne".into()),
             },
         ),
+        (
+            "say",
+            ClientMessage::Say {
+                request: 4,
+                to: None,
+                text: "hi".into(),
+                as_daemon: false,
+            },
+        ),
     ]
 }
 
@@ -107,6 +116,16 @@ fn daemon_examples() -> Vec<(&'static str, DaemonMessage)> {
                     killed: false,
                     lost: false,
                 },
+            },
+        ),
+        (
+            "message",
+            DaemonMessage::Message {
+                from: "R8gTnNYsUl".into(),
+                name: "ann".into(),
+                sent_ms: 1_764_169_200_000,
+                text: "hi".into(),
+                direct: false,
             },
         ),
         (
