@@ -34,16 +34,29 @@ for peers in 100 1000; do
 done
 
 before=$(rss_kib "$daemon_pid")
+# Each client holds two fds (the socket and a duplicate for passing fds): the idle peers come
+# from processes of at most 4000 each, to stay within the open-files limit.
 fifo=$work/hold
 mkfifo "$fifo"
-"$LOAD" idle "$sock" "$IDLE" <"$fifo" >"$work/idle.out" &
-load_pid=$!
+loaders=()
+left=$IDLE
+i=0
+while [ "$left" -gt 0 ]; do
+  n=$(( left < 4000 ? left : 4000 ))
+  "$LOAD" idle "$sock" "$n" <"$fifo" >"$work/idle-$i.out" &
+  loaders+=($!)
+  left=$(( left - n ))
+  i=$(( i + 1 ))
+done
 exec 3>"$fifo"
-for _ in $(seq 600); do grep -q ready "$work/idle.out" 2>/dev/null && break; sleep 0.1; done
-grep -q ready "$work/idle.out" || { echo "the idle peers did not all join" >&2; exit 1; }
+for _ in $(seq 900); do
+  [ "$(cat "$work"/idle-*.out 2>/dev/null | grep -c ready)" = "$i" ] && break
+  sleep 0.1
+done
+[ "$(cat "$work"/idle-*.out | grep -c ready)" = "$i" ] || { echo "the idle peers did not all join" >&2; exit 1; }
 after=$(rss_kib "$daemon_pid")
 exec 3>&-
-wait "$load_pid"
+for pid in "${loaders[@]}"; do wait "$pid"; done
 per_peer=$(( (after - before) * 1024 / IDLE ))
 
 printf '\n| work | ferry | target |\n|---|---|---|\n'

@@ -249,6 +249,11 @@ mod tests {
         assert_eq!(config.tokens.len(), 1);
         assert_eq!(config.listeners.len(), 2);
         assert_eq!(config.catalog.len(), 2);
+        assert_eq!(config.hub.slow_consumer.as_deref(), Some("disconnect"));
+        assert_eq!(
+            (config.hub.outbox, config.hub.ping_misses),
+            (Some(1024), Some(3))
+        );
     }
 
     #[test]

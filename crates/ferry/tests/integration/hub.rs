@@ -473,3 +473,35 @@ fn a_member_that_comes_back_within_the_grace_gets_its_messages_and_no_one_saw_it
     let table = peers_table(&daemon);
     assert!(table.contains("1 resumed, 1 expired"), "{table}");
 }
+
+#[test]
+fn bad_hub_settings_are_refused_at_start_with_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--slow-consumer", "bogus"],
+            "is 'disconnect' or 'drop', not 'bogus'",
+        ),
+        (
+            &["--hub-outbox", "0"],
+            "--hub-outbox (hub.outbox) must be at least 1",
+        ),
+        (
+            &["--ping-interval", "0s"],
+            "--ping-interval (hub.ping_interval) must be more than 0",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = std::process::Command::new(crate::helper::ferry_bin())
+            .args(["daemon", "--state-dir"])
+            .arg(dir.path())
+            .arg("--socket")
+            .arg(dir.path().join("s.sock"))
+            .args(args)
+            .output()
+            .expect("daemon");
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

@@ -115,39 +115,67 @@ enum Outgoing {
     Shared(Bytes),
 }
 
-/// Writes `head` then `data` with as few system calls as the socket allows.
-async fn write_head_and_data(
+/// Frames written together at most, and about how many bytes.
+const BATCH_ITEMS: usize = 64;
+const BATCH_BYTES: usize = 256 * 1024;
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame(bytes) => bytes.len(),
+            Outgoing::Output { head, data } => head.len() + data.len(),
+            Outgoing::Shared(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// Writes a batch of frames with as few system calls as the socket allows (one vectored
+/// write when it takes them all).
+async fn write_batch(
     writer: &mut (impl AsyncWrite + Unpin),
-    mut head: &[u8],
-    mut data: &[u8],
+    batch: &[Outgoing],
 ) -> std::io::Result<()> {
-    while !head.is_empty() {
-        let n = writer
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(data)])
-            .await?;
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
+    for item in batch {
+        match item {
+            Outgoing::Frame(bytes) => slices.push(IoSlice::new(bytes)),
+            Outgoing::Output { head, data } => {
+                slices.push(IoSlice::new(head));
+                slices.push(IoSlice::new(data));
+            }
+            Outgoing::Shared(bytes) => slices.push(IoSlice::new(bytes)),
+        }
+    }
+    slices.retain(|s| !s.is_empty());
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = writer.write_vectored(rest).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        if n >= head.len() {
-            data = &data[n - head.len()..];
-            head = &[];
-        } else {
-            head = &head[n..];
-        }
+        IoSlice::advance_slices(&mut rest, n);
     }
-    writer.write_all(data).await
+    Ok(())
 }
 
-/// Drains the outbox into the socket until every sender is gone.
+/// Drains the outbox into the socket until every sender is gone: what waits is written
+/// together, so a burst of small frames (a hub's messages) costs few system calls.
 async fn write_outbox(mut write_half: BoxWrite, mut outbox: mpsc::Receiver<Outgoing>) {
-    while let Some(item) = outbox.recv().await {
-        let written = match item {
-            Outgoing::Frame(bytes) => write_half.write_all(&bytes).await,
-            Outgoing::Shared(bytes) => write_half.write_all(&bytes).await,
-            Outgoing::Output { head, data } => {
-                write_head_and_data(&mut write_half, &head, &data).await
+    let mut batch = Vec::with_capacity(BATCH_ITEMS);
+    while let Some(first) = outbox.recv().await {
+        let mut bytes = first.len();
+        batch.push(first);
+        while batch.len() < BATCH_ITEMS && bytes < BATCH_BYTES {
+            match outbox.try_recv() {
+                Ok(item) => {
+                    bytes += item.len();
+                    batch.push(item);
+                }
+                Err(_) => break,
             }
-        };
+        }
+        let written = write_batch(&mut write_half, &batch).await;
+        batch.clear();
         if written.is_err() {
             break;
         }
