@@ -1,8 +1,9 @@
 //! Load for the peer hub's benchmark (`bench/hub.sh`), many native peers in one process:
 //!
 //! - `hub_load fanout SOCKET PEERS MESSAGES`: PEERS members read while one more sends
-//!   MESSAGES broadcasts (never more than a window ahead of the slowest reader, so that no
-//!   outbox overflows); prints `deliveries_per_s=N dropped=N`.
+//!   MESSAGES broadcasts, streamed without waiting for each answer but never more than a
+//!   window ahead of the slowest reader (so that no outbox overflows); prints
+//!   `deliveries_per_s=N`.
 //! - `hub_load idle SOCKET PEERS`: PEERS members join and stay; prints `ready` once all have
 //!   joined, and leaves when stdin closes.
 
@@ -92,48 +93,90 @@ async fn fanout(endpoint: &Endpoint, peers: usize, messages: u64) {
             got
         }));
     }
-    let mut dropped = 0;
-    for k in 0..messages {
-        while k >= WINDOW
-            && progress
-                .iter()
-                .map(|p| p.load(Ordering::Relaxed))
-                .min()
-                .unwrap_or(0)
-                + WINDOW
-                <= k
-        {
-            tokio::task::yield_now().await;
+    // The sender streams its messages from a task of its own while this one reads the
+    // answers (a refusal or a drop would come back as a failure).
+    let outgoing = sender.sender();
+    let window = Arc::clone(&progress);
+    let sending = tokio::spawn(async move {
+        for k in 0..messages {
+            while k >= WINDOW
+                && window
+                    .iter()
+                    .map(|p| p.load(Ordering::Relaxed))
+                    .min()
+                    .unwrap_or(0)
+                    + WINDOW
+                    <= k
+            {
+                tokio::task::yield_now().await;
+            }
+            outgoing
+                .say(None, "fan-out message of a typical chat line's length")
+                .await
+                .expect("say");
         }
-        let said = sender
-            .say(
-                None,
-                "fan-out message of a typical chat line's length",
-                false,
-            )
-            .await
-            .expect("say");
-        dropped += said.dropped.len();
-    }
+    });
+    let mut failed = 0;
+    let draining = async {
+        loop {
+            match sender.next_event().await {
+                Ok(Some(Event::Failed { .. })) => failed += 1,
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    };
     let mut delivered = 0;
-    for task in tasks {
-        delivered += task.await.expect("reader");
+    tokio::select! {
+        () = draining => {}
+        () = async {
+            for task in tasks {
+                delivered += task.await.expect("reader");
+            }
+        } => {}
     }
+    sending.await.expect("sender");
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "deliveries_per_s={:.0} delivered={delivered} dropped={dropped} seconds={seconds:.2}",
+        "deliveries_per_s={:.0} delivered={delivered} failed={failed} seconds={seconds:.2}",
         delivered as f64 / seconds
     );
 }
 
 async fn idle(endpoint: &Endpoint, peers: usize) {
-    let clients = members(endpoint, peers).await;
-    println!("ready {}", clients.len());
+    // Each member reads what comes (the others' joins) from the moment it joined, as a
+    // connected client does.
+    let mut readers = Vec::with_capacity(peers);
+    while readers.len() < peers {
+        let batch = CONNECT_BATCH.min(peers - readers.len());
+        let start = readers.len();
+        let (joined, mut all_joined) = tokio::sync::mpsc::channel::<()>(batch);
+        for i in 0..batch {
+            let endpoint = endpoint.clone();
+            let joined = joined.clone();
+            readers.push(tokio::spawn(async move {
+                let mut client = Client::connect(&endpoint, "hub-load")
+                    .await
+                    .expect("connect");
+                client
+                    .join(Some(&format!("idle{}", start + i)), None)
+                    .await
+                    .expect("join");
+                let _ = joined.send(()).await;
+                while let Ok(Some(_)) = client.next_event().await {}
+            }));
+        }
+        drop(joined);
+        while all_joined.recv().await.is_some() {}
+    }
+    println!("ready {}", readers.len());
     // Hold them until stdin closes.
     let _ = tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
         let _ = std::io::stdin().read_line(&mut sink);
     })
     .await;
-    drop(clients);
+    for reader in readers {
+        reader.abort();
+    }
 }

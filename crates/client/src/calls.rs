@@ -388,13 +388,7 @@ impl Client {
     /// Queues a message without waiting for its answer (for senders that stream many; the
     /// answers are dropped as they come, and refusals arrive as [`crate::Event::Failed`]).
     pub async fn say_nowait(&self, to: Option<&str>, text: &str) -> Result<(), ClientError> {
-        let message = ClientMessage::Say {
-            request: self.sender.next_request(),
-            to: to.map(str::to_owned),
-            text: text.to_owned(),
-            as_daemon: false,
-        };
-        self.sender.queue(crate::Queued::Plain(message)).await
+        self.sender.say(to, text).await
     }
 
     /// The hub's members.

@@ -331,6 +331,18 @@ impl Sender {
             .map_err(|_| ClientError::Closed(None))
     }
 
+    /// Sends a hub message without waiting for its answer (from another task, while the
+    /// client reads): a refusal comes back as an [`Event::Failed`].
+    pub async fn say(&self, to: Option<&str>, text: &str) -> Result<(), ClientError> {
+        let message = ClientMessage::Say {
+            request: self.next_request(),
+            to: to.map(str::to_owned),
+            text: text.to_owned(),
+            as_daemon: false,
+        };
+        self.queue(Queued::Plain(message)).await
+    }
+
     /// Forwards `signal` to job `job`'s process group without waiting for the answer (an
     /// error comes back as an [`Event::Warning`]).
     pub async fn signal(&self, job: JobId, signal: i32) -> Result<(), ClientError> {
