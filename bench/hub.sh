@@ -58,6 +58,8 @@ for _ in $(seq 6000); do
 done
 [ "$(cat "$work"/idle-*.out | grep -c ready)" = "$i" ] || { echo "the idle peers did not all join" >&2; exit 1; }
 joined_in=$(( $(date +%s) - joining ))
+# Idle: the daemon gives memory back once traffic has paused for a second.
+sleep 3
 after=$(rss_kib "$daemon_pid")
 exec 3>&-
 for pid in "${loaders[@]}"; do wait "$pid"; done

@@ -163,11 +163,18 @@ async fn idle(endpoint: &Endpoint, peers: usize) {
                     .await
                     .expect("join");
                 let _ = joined.send(()).await;
+                drop(joined);
                 while let Ok(Some(_)) = client.next_event().await {}
             }));
         }
         drop(joined);
-        while all_joined.recv().await.is_some() {}
+        // Every member of the batch says it joined (and then holds no sender).
+        for _ in 0..batch {
+            all_joined
+                .recv()
+                .await
+                .expect("a member of the batch failed to join");
+        }
     }
     println!("ready {}", readers.len());
     // Hold them until stdin closes.

@@ -341,7 +341,8 @@ impl Engine {
                 .map_err(io("cannot read log directory"))?;
             (None, next_id)
         };
-        let peers = peers::PeerRegistry::new(config.hub.clone());
+        let flow: Arc<memory::OutputFlow> = Arc::default();
+        let peers = peers::PeerRegistry::counting_traffic(config.hub.clone(), Arc::clone(&flow));
         let inner = Arc::new(Inner {
             config,
             state: Mutex::new(State {
@@ -349,7 +350,7 @@ impl Engine {
                 ..State::default()
             }),
             shutting_down: AtomicBool::new(false),
-            flow: Arc::default(),
+            flow,
             peers,
             runtime,
             store,

@@ -1,4 +1,4 @@
-//! Giving memory back to the system after bursts of job output.
+//! Giving memory back to the system after bursts of job output (and of hub traffic).
 //!
 //! Job output passes through the daemon in 64 KiB buffers allocated by each job's pump
 //! thread, so glibc serves them from that thread's arena. When a job that wrote much ends, its

@@ -17,8 +17,12 @@ use ferry_wire::Decoder;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// How much room to make in the read buffer before each read.
-const READ_RESERVE: usize = 128 * 1024;
+/// The most room made in the read buffer before a read: a stream that keeps filling what it
+/// is given gets this much.
+const READ_RESERVE_MAX: usize = 128 * 1024;
+
+/// The least room made before a read, and what an idle connection's buffer holds.
+const READ_RESERVE_MIN: usize = 4 * 1024;
 
 /// Most bytes a bounded read takes: a whole frame of job data, so that a frame costs two
 /// reads (its length, then the rest).
@@ -58,6 +62,10 @@ pub struct FrameReader<R> {
     last_frame: (u64, u64),
     /// Never read past the end of the message being read (see [`FrameReader::bounded`]).
     bounded: bool,
+    /// The room to make before the next unbounded read: doubled when a read fills it,
+    /// halved when reads take little, so a busy stream reads in large gulps and an idle
+    /// connection holds a small buffer.
+    reserve: usize,
     /// The stream has ended.
     eof: bool,
 }
@@ -67,10 +75,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> FrameReader<R> {
         FrameReader {
             inner,
-            buf: BytesMut::with_capacity(READ_RESERVE),
+            buf: BytesMut::new(),
             offset: 0,
             last_frame: (0, 0),
             bounded: false,
+            reserve: READ_RESERVE_MIN,
             eof: false,
         }
     }
@@ -136,8 +145,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     .read_buf(&mut self.buf)
                     .await
             } else {
-                self.buf.reserve(READ_RESERVE);
-                self.inner.read_buf(&mut self.buf).await
+                self.make_room();
+                let room = self.buf.capacity() - self.buf.len();
+                let read = self.inner.read_buf(&mut self.buf).await;
+                if let Ok(n) = read {
+                    self.reserve = if n >= room {
+                        (self.reserve * 2).min(READ_RESERVE_MAX)
+                    } else if n < room / 4 {
+                        (self.reserve / 2).max(READ_RESERVE_MIN)
+                    } else {
+                        self.reserve
+                    };
+                }
+                read
             };
             let read = match read {
                 // A TLS peer that leaves without close_notify: between frames, that is
@@ -150,6 +170,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.eof = true;
             }
         }
+    }
+}
+
+impl<R> FrameReader<R> {
+    /// Makes room for an unbounded read: an empty buffer much larger than what reads take
+    /// now is given back (an idle connection keeps a small one), then `reserve` bytes.
+    fn make_room(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.reserve {
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(self.reserve);
     }
 }
 

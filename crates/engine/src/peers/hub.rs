@@ -621,6 +621,9 @@ fn send(
             Pushed::Gone => {}
         }
     }
+    if let Some(traffic) = &peers.traffic {
+        traffic.add(delivery.delivered * (message.text.len() + 64));
+    }
     Ok(delivery)
 }
 
@@ -661,16 +664,20 @@ fn announce(peers: &mut Peers, subject: u64, joined: bool, reason: String) {
         joined,
         reason,
     });
-    let mut dropped = 0;
+    let (mut pushed, mut dropped) = (0, 0);
     for (serial, entry) in peers.entries.iter_mut() {
-        if *serial != subject
-            && entry.member.is_some()
-            && entry.push(PeerEvent::Presence(Arc::clone(&presence))) == Pushed::Full
-        {
-            dropped += 1;
+        if *serial != subject && entry.member.is_some() {
+            match entry.push(PeerEvent::Presence(Arc::clone(&presence))) {
+                Pushed::Queued => pushed += 1,
+                Pushed::Full => dropped += 1,
+                Pushed::Gone => {}
+            }
         }
     }
     peers.stats.dropped += dropped;
+    if let Some(traffic) = &peers.traffic {
+        traffic.add(pushed * 128);
+    }
 }
 
 /// Removes an entry; a member's leave is announced.

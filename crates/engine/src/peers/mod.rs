@@ -134,6 +134,9 @@ enum Pushed {
 struct Peers {
     entries: BTreeMap<u64, Entry>,
     stats: HubStats,
+    /// Where the bytes the hub moves are counted, so that memory is given back after a burst
+    /// (see `crate::memory`).
+    traffic: Option<Arc<crate::memory::OutputFlow>>,
 }
 
 #[derive(Default)]
@@ -195,6 +198,16 @@ impl PeerRegistry {
             next: Arc::new(AtomicU64::new(1)),
             sqids: Arc::new(sqids),
         }
+    }
+
+    /// The same empty registry, counting the bytes its hub moves in `flow`.
+    pub(crate) fn counting_traffic(
+        config: HubConfig,
+        flow: Arc<crate::memory::OutputFlow>,
+    ) -> PeerRegistry {
+        let registry = PeerRegistry::new(config);
+        registry.shared.lock().traffic = Some(flow);
+        registry
     }
 
     /// The hub's settings.

@@ -505,3 +505,77 @@ fn bad_hub_settings_are_refused_at_start_with_what_is_wrong() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn ferry_chat_from_a_pipe_sends_lines_prints_what_arrives_and_leaves_at_the_end() {
+    use std::io::{BufRead, Write};
+    use std::sync::Mutex;
+    let daemon = Daemon::start(&[]);
+    let mut chat = std::process::Command::new(crate::helper::ferry_bin())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["chat", "--name", "bot"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("chat");
+    let printed = Arc::new(Mutex::new(String::new()));
+    let stdout = chat.stdout.take().expect("stdout");
+    let sink = Arc::clone(&printed);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut text = sink.lock().expect("lock");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    let seen = || printed.lock().expect("lock").clone();
+    wait_until(
+        "the chat to join",
+        PATIENCE,
+        || seen().contains("* joined as bot").then_some(()),
+        seen,
+    );
+    runtime().block_on(async {
+        let (mut ann, _) = member(&daemon, "ann").await;
+        ann.say(Some("bot"), "hello bot", false).await.expect("say");
+        wait_until(
+            "the chat to print ann's message",
+            PATIENCE,
+            || seen().contains("ann (to you): hello bot").then_some(()),
+            seen,
+        );
+        let mut input = chat.stdin.take().expect("stdin");
+        writeln!(input, "hello ann").expect("write");
+        writeln!(input, ":msg ann just you").expect("write");
+        drop(input);
+        for expected in [("hello ann", false), ("just you", true)] {
+            let got = next(&mut ann, "bot's line", |e| match e {
+                Event::Message {
+                    name, text, direct, ..
+                } if name == "bot" => Some((text, direct)),
+                _ => None,
+            })
+            .await;
+            assert_eq!((got.0.as_str(), got.1), expected);
+        }
+        let reason = next(&mut ann, "bot's leave", |e| match e {
+            Event::Presence {
+                name,
+                joined: false,
+                reason,
+                ..
+            } if name == "bot" => Some(reason),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reason, "it left");
+    });
+    assert_eq!(
+        crate::helper::wait_with_timeout(&mut chat, PATIENCE),
+        Some(0)
+    );
+}

@@ -310,7 +310,7 @@ impl Connection {
                             tracing::error!(job, "cannot encode output: {e}");
                             break;
                         }
-                        if out.send(Outgoing::Output { head, data }).await.is_err() {
+                        if out.send(Outgoing::Output(Box::new((head, data)))).await.is_err() {
                             break;
                         }
                         continue;

@@ -109,8 +109,9 @@ impl Fatal {
 enum Outgoing {
     /// A whole encoded frame.
     Frame(Vec<u8>),
-    /// An output frame: its encoded head, then the data from where it already lies.
-    Output { head: Vec<u8>, data: Bytes },
+    /// An output frame: its encoded head, then the data from where it already lies (boxed,
+    /// so that every queue slot stays small: an idle connection's queues cost little).
+    Output(Box<(Vec<u8>, Bytes)>),
     /// A whole frame shared with other connections (a broadcast message).
     Shared(Bytes),
 }
@@ -123,7 +124,7 @@ impl Outgoing {
     fn len(&self) -> usize {
         match self {
             Outgoing::Frame(bytes) => bytes.len(),
-            Outgoing::Output { head, data } => head.len() + data.len(),
+            Outgoing::Output(output) => output.0.len() + output.1.len(),
             Outgoing::Shared(bytes) => bytes.len(),
         }
     }
@@ -139,9 +140,9 @@ async fn write_batch(
     for item in batch {
         match item {
             Outgoing::Frame(bytes) => slices.push(IoSlice::new(bytes)),
-            Outgoing::Output { head, data } => {
-                slices.push(IoSlice::new(head));
-                slices.push(IoSlice::new(data));
+            Outgoing::Output(output) => {
+                slices.push(IoSlice::new(&output.0));
+                slices.push(IoSlice::new(&output.1));
             }
             Outgoing::Shared(bytes) => slices.push(IoSlice::new(bytes)),
         }
@@ -161,7 +162,7 @@ async fn write_batch(
 /// Drains the outbox into the socket until every sender is gone: what waits is written
 /// together, so a burst of small frames (a hub's messages) costs few system calls.
 async fn write_outbox(mut write_half: BoxWrite, mut outbox: mpsc::Receiver<Outgoing>) {
-    let mut batch = Vec::with_capacity(BATCH_ITEMS);
+    let mut batch = Vec::new();
     while let Some(first) = outbox.recv().await {
         let mut bytes = first.len();
         batch.push(first);
