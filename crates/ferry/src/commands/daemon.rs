@@ -69,18 +69,25 @@ fn log_level(args: &DaemonArgs) -> &'static str {
     }
 }
 
+/// A duration from its flag, else from the file's `key` (`value`), else none.
+fn flag_or_file_duration(
+    flag: Option<humantime::Duration>,
+    file: Option<&Loaded>,
+    key: &str,
+    value: &Option<toml::Spanned<String>>,
+) -> Result<Option<Duration>> {
+    match (flag, file) {
+        (Some(flag), _) => Ok(Some(flag.into())),
+        (None, Some(file)) => file.duration(value, key),
+        (None, None) => Ok(None),
+    }
+}
+
 /// The hub's settings from the command line and the file.
 fn hub(args: &DaemonArgs, file: Option<&Loaded>) -> Result<HubConfig> {
     let empty = config::HubSection::default();
     let section = file.map_or(&empty, |f| &f.config.hub);
-    let duration =
-        |flag: Option<humantime::Duration>, key: &str, value| -> Result<Option<Duration>> {
-            match (flag, file) {
-                (Some(flag), _) => Ok(Some(flag.into())),
-                (None, Some(file)) => file.duration(value, key),
-                (None, None) => Ok(None),
-            }
-        };
+    let duration = |flag, key: &str, value| flag_or_file_duration(flag, file, key, value);
     let defaults = HubConfig::default();
     let outbox = args
         .hub_outbox
@@ -156,14 +163,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
             ferry_wire::MAX_OUTPUT_CHUNK
         );
     }
-    let duration =
-        |flag: Option<humantime::Duration>, key: &str, value| -> Result<Option<Duration>> {
-            match (flag, file) {
-                (Some(flag), _) => Ok(Some(flag.into())),
-                (None, Some(file)) => file.duration(value, key),
-                (None, None) => Ok(None),
-            }
-        };
+    let duration = |flag, key: &str, value| flag_or_file_duration(flag, file, key, value);
     let kill_grace = duration(args.kill_grace, "limits.kill_grace", &limits.kill_grace)?
         .unwrap_or(Duration::from_secs(5));
     let handshake_timeout = duration(
