@@ -579,3 +579,62 @@ fn ferry_chat_from_a_pipe_sends_lines_prints_what_arrives_and_leaves_at_the_end(
         Some(0)
     );
 }
+
+#[test]
+fn a_chat_over_tls_meets_local_members_and_the_owner_speaks_as_the_daemon() {
+    use std::io::Write;
+    let daemon = Daemon::start_networked(&[], &["ferry:tls:127.0.0.1:0"]);
+    runtime().block_on(async {
+        let (mut local, _) = member(&daemon, "local").await;
+        let mut far = daemon
+            .remote()
+            .args(["chat", "--name", "far", "--stay"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("remote chat");
+        let dialect = next(&mut local, "the remote member's join", |e| match e {
+            Event::Presence {
+                name,
+                dialect,
+                joined: true,
+                ..
+            } if name == "far" => Some(dialect),
+            _ => None,
+        })
+        .await;
+        assert_eq!(dialect, "ferry");
+        writeln!(far.stdin.as_mut().expect("stdin"), "over tls").expect("write");
+        let text = next(&mut local, "the remote member's line", |e| match e {
+            Event::Message { name, text, .. } if name == "far" => Some(text),
+            _ => None,
+        })
+        .await;
+        assert_eq!(text, "over tls");
+        // `ferry peers msg` is the owner's, from the daemon.
+        let out = daemon.run(&["peers", "msg", "local", "from", "the", "owner"]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "delivered to 1 peer(s)\n"
+        );
+        let (from, text) = next(&mut local, "the daemon's message", |e| match e {
+            Event::Message { from, text, .. } => Some((from, text)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((from.as_str(), text.as_str()), ("server", "from the owner"));
+        let out = daemon
+            .remote()
+            .args(["peers", "msg", "all", "hi"])
+            .output()
+            .expect("remote msg");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("only its owner"),
+            "{out:?}"
+        );
+        let _ = far.kill();
+        let _ = far.wait();
+    });
+}
