@@ -260,8 +260,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if chars > MAX_NAME {
         return Err(format!("a name is at most {MAX_NAME} characters"));
     }
-    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err("a name holds no spaces or control characters".into());
+    if name.chars().any(char::is_control) {
+        return Err("a name holds no control characters".into());
+    }
+    if name.trim() != name {
+        return Err("a name neither starts nor ends with a space".into());
     }
     Ok(())
 }

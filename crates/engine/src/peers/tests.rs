@@ -189,7 +189,9 @@ fn names_that_clash_need_ids_and_dialects_refuse_what_they_cannot_carry() {
     assert_eq!(delivery.refused.len(), 1);
     assert_eq!(delivery.refused[0].name, "picky");
     assert_eq!(registry.stats().refused, 1);
-    assert!(picky.join(Some("has space".into()), no_colons).is_err());
+    assert!(picky.join(Some("tab\there".into()), no_colons).is_err());
+    assert!(picky.join(Some(" padded".into()), no_colons).is_err());
+    assert!(picky.join(Some("ann smith".into()), no_colons).is_ok());
 }
 
 #[test]

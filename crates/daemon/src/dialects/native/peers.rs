@@ -95,6 +95,11 @@ impl Connection {
     ) -> Result<DaemonMessage, Refusal> {
         let invalid = |message: String| Refusal::new(RefusalKind::InvalidRequest, message);
         let joined = match resume {
+            Some(_) if self.hub.is_some() => {
+                return Err(invalid(
+                    "this connection is in the hub already: resume from a new connection".into(),
+                ))
+            }
             Some(token) => {
                 let (handle, joined) = self
                     .peer
