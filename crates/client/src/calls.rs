@@ -391,6 +391,29 @@ impl Client {
         self.sender.say(to, text).await
     }
 
+    /// How busy the daemon is, and what one more job costs there.
+    pub async fn cost(&mut self) -> Result<Cost, ClientError> {
+        self.call(
+            |request| ClientMessage::Cost { request },
+            |message| match message {
+                DaemonMessage::Cost {
+                    cost,
+                    running,
+                    queued,
+                    slots,
+                    ..
+                } => Some(Cost {
+                    cost,
+                    running,
+                    queued,
+                    slots,
+                }),
+                _ => None,
+            },
+        )
+        .await
+    }
+
     /// The hub's members.
     pub async fn members(&mut self) -> Result<Vec<HubMember>, ClientError> {
         self.call(
@@ -425,6 +448,19 @@ impl Client {
         )
         .await
     }
+}
+
+/// How busy a daemon is (`cost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    /// What one more job costs there, in thousandths: (running + queued) * 1000 / slots.
+    pub cost: u64,
+    /// Jobs running.
+    pub running: u64,
+    /// Jobs queued.
+    pub queued: u64,
+    /// Job slots.
+    pub slots: u64,
 }
 
 /// What `join` learned.

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 
-pub use calls::{Joined, Listing, Pruned, RunRequest, Said, Started};
+pub use calls::{Cost, Joined, Listing, Pruned, RunRequest, Said, Started};
 pub use ferry_common::SessionState;
 pub use ferry_wire::native::{
     ErrorCode, FileEntry, HubCounters, HubMember, JobExit, JobInfo, JobState, NoticeKind,

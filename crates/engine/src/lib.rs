@@ -198,6 +198,27 @@ pub struct JobSnapshot {
     pub unstored_bytes: u64,
 }
 
+/// How busy a daemon is (see [`Engine::load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Jobs running.
+    pub running: u64,
+    /// Jobs waiting for a slot.
+    pub queued: u64,
+    /// Jobs that may run at once.
+    pub slots: u64,
+}
+
+impl Load {
+    /// The cost of one more job here, in thousandths: the jobs it would come after (running
+    /// and queued) for each job slot, so that an idle daemon costs 0, a daemon whose every
+    /// slot is busy costs 1000, and a queue costs more; of two daemons equally busy, the one
+    /// with more slots costs less.
+    pub fn cost(&self) -> u64 {
+        (self.running + self.queued).saturating_mul(1000) / self.slots.max(1)
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -363,6 +384,17 @@ impl Engine {
     /// The settings in force.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// How busy the daemon is: its running and queued jobs and its job slots, and the cost
+    /// `ferry rake` places remote actions by (see [`Load::cost`]).
+    pub fn load(&self) -> Load {
+        let state = self.inner.lock();
+        Load {
+            running: state.running as u64,
+            queued: state.queue.len() as u64,
+            slots: self.inner.config.max_running as u64,
+        }
     }
 
     /// The registry of connected peers.

@@ -116,6 +116,9 @@ pub enum Command {
     /// to one, `:list` shows who is there, `:exit` leaves. From a pipe: sends the lines,
     /// prints what arrives, and leaves at the end of input (or stays, with --stay).
     Chat(ChatArgs),
+    /// How busy the daemon is and what one more job costs there (`ferry rake` places remote
+    /// actions on the host of lowest cost): (running + queued jobs) * 1000 / job slots.
+    Cost,
     /// Print shell completions: `ferry completions bash > ~/.local/share/bash-completion/completions/ferry`.
     Completions(CompletionsArgs),
     /// Print the man page ferry(1), or write it and one page per subcommand into --dir.

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Fanos(args) => commands::fanos::run(cli.socket.as_deref(), args),
             Command::Peers(args) => commands::peers::run(&target, args),
             Command::Chat(args) => commands::chat::run(&target, args),
+            Command::Cost => commands::cost::run(&target),
             Command::Completions(args) => commands::completions::completions(args),
             Command::Man(args) => commands::completions::man(args),
         },

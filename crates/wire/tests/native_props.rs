@@ -199,6 +199,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u64>().prop_map(|request| ClientMessage::Members { request }),
         any::<u64>().prop_map(|request| ClientMessage::Leave { request }),
         any::<u64>().prop_map(|nonce| ClientMessage::Pong { nonce }),
+        any::<u64>().prop_map(|request| ClientMessage::Cost { request }),
     ]
 }
 
@@ -377,6 +378,15 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
                 }
             ),
         any::<u64>().prop_map(|nonce| DaemonMessage::Ping { nonce }),
+        any::<(u64, u64, u64, u64, u64)>().prop_map(|(request, cost, running, queued, slots)| {
+            DaemonMessage::Cost {
+                request,
+                cost,
+                running,
+                queued,
+                slots,
+            }
+        }),
         (any::<u64>(), proptest::collection::vec(".{0,12}", 0..3))
             .prop_map(|(request, peers)| DaemonMessage::Kicked { request, peers }),
         (

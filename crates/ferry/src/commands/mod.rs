@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod chat;
 pub mod completions;
+pub mod cost;
 pub mod daemon;
 pub mod fanos;
 pub mod kill;

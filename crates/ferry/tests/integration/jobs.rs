@@ -317,3 +317,24 @@ fn ctrl_c_on_the_client_is_forwarded_to_the_job() {
         Some(9)
     );
 }
+
+#[test]
+fn the_cost_counts_running_and_queued_jobs_per_slot() {
+    let daemon = crate::helper::Daemon::start(&["--max-jobs", "2"]);
+    let cost = |daemon: &crate::helper::Daemon| {
+        let out = daemon.run(&["cost"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(cost(&daemon), "cost 0 (0 running, 0 queued, 2 job slots)\n");
+    for _ in 0..3 {
+        let out = daemon.run(&["run", "--detach", "--", "sleep", "300"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    crate::helper::wait_until(
+        "two jobs running and one queued",
+        std::time::Duration::from_secs(10),
+        || (cost(&daemon) == "cost 1500 (2 running, 1 queued, 2 job slots)\n").then_some(()),
+        || cost(&daemon),
+    );
+}

@@ -235,6 +235,12 @@ pub enum ClientMessage {
         /// Client-chosen request id.
         request: u64,
     },
+    /// How busy the daemon is, and what one more job costs there: answered with `Cost`. Any
+    /// peer may ask.
+    Cost {
+        /// Client-chosen request id.
+        request: u64,
+    },
     /// The answer to a `Ping`.
     Pong {
         /// The ping's nonce.
@@ -271,6 +277,7 @@ impl ClientMessage {
             ClientMessage::Members { .. } => "Members",
             ClientMessage::Leave { .. } => "Leave",
             ClientMessage::Pong { .. } => "Pong",
+            ClientMessage::Cost { .. } => "Cost",
         }
     }
 }
@@ -495,6 +502,19 @@ pub enum DaemonMessage {
         /// Why it left (empty for a join).
         reason: String,
     },
+    /// Answer to `Cost`.
+    Cost {
+        /// The `Cost` request id.
+        request: u64,
+        /// What one more job costs here, in thousandths: (running + queued) * 1000 / slots.
+        cost: u64,
+        /// Jobs running.
+        running: u64,
+        /// Jobs queued.
+        queued: u64,
+        /// Job slots (jobs that may run at once).
+        slots: u64,
+    },
     /// The daemon checks that a silent member is alive: answer with `Pong`.
     Ping {
         /// Echo it in the `Pong`.
@@ -538,7 +558,8 @@ impl DaemonMessage {
             | DaemonMessage::Kicked { request, .. }
             | DaemonMessage::Joined { request, .. }
             | DaemonMessage::Said { request, .. }
-            | DaemonMessage::Members { request, .. } => Some(*request),
+            | DaemonMessage::Members { request, .. }
+            | DaemonMessage::Cost { request, .. } => Some(*request),
             DaemonMessage::Error { request, .. } => *request,
             DaemonMessage::Welcome { .. }
             | DaemonMessage::Output { .. }

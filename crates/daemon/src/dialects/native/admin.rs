@@ -10,6 +10,17 @@ use crate::policy::blocking;
 impl Connection {
     pub(super) async fn admin_request(&self, request: ClientMessage) {
         match request {
+            ClientMessage::Cost { request } => {
+                let load = self.server.engine.load();
+                self.send(&DaemonMessage::Cost {
+                    request,
+                    cost: load.cost(),
+                    running: load.running,
+                    queued: load.queued,
+                    slots: load.slots,
+                })
+                .await;
+            }
             ClientMessage::Shutdown { request } => {
                 if let Err(refused) = self.access.owner_only("shut it down") {
                     tracing::warn!(

@@ -61,6 +61,7 @@ const CAPABILITIES: &[&str] = &[
     "pass-stdio",
     "peers",
     "hub",
+    "cost",
 ];
 
 /// Serves one admitted connection (the listener table's entry point).
@@ -523,9 +524,9 @@ impl Connection {
             | ClientMessage::Leave { .. }) => self.peer_request(request).await,
             // Hearing from the client is all a pong is for.
             ClientMessage::Pong { .. } => {}
-            request @ (ClientMessage::Shutdown { .. } | ClientMessage::Prune { .. }) => {
-                self.admin_request(request).await
-            }
+            request @ (ClientMessage::Shutdown { .. }
+            | ClientMessage::Prune { .. }
+            | ClientMessage::Cost { .. }) => self.admin_request(request).await,
         }
         Ok(())
     }
