@@ -47,12 +47,45 @@ fn load_client_config() -> Result<ClientConfig> {
     Ok(crate::config::read_toml(&path)?.1)
 }
 
+/// The options that say how to reach a remote daemon (the global `--tls-dir`, `--ca`,
+/// `--token-file`, `--cert`, `--key`, `--no-tls`), for `--host` and for `ferry rake`'s hosts.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    tls_dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    no_tls: bool,
+}
+
+impl RemoteOptions {
+    /// The options of the command line.
+    pub fn from_cli(cli: &Cli) -> RemoteOptions {
+        RemoteOptions {
+            tls_dir: cli.tls_dir.clone(),
+            ca: cli.ca.clone(),
+            token_file: cli.token_file.clone(),
+            cert: cli.cert.clone(),
+            key: cli.key.clone(),
+            no_tls: cli.no_tls,
+        }
+    }
+}
+
 /// The endpoint the global options name. `--host` takes `HOST:PORT` or the name of an entry
 /// of the client configuration file; options given on the command line win over the entry's.
 pub fn from_cli(cli: &Cli, socket: &Path) -> Result<Endpoint> {
-    let Some(host_arg) = &cli.host else {
-        return Ok(Endpoint::Unix(socket.to_owned()));
-    };
+    match &cli.host {
+        None => Ok(Endpoint::Unix(socket.to_owned())),
+        Some(host) => for_host(&RemoteOptions::from_cli(cli), host)
+            .map_err(|e| anyhow!("--host {e}")),
+    }
+}
+
+/// The endpoint of a remote daemon: `host_arg` is `HOST:PORT` or the name of an entry of the
+/// client configuration file; `options` win over the entry's.
+pub fn for_host(options: &RemoteOptions, host_arg: &str) -> Result<Endpoint> {
     let config = load_client_config()?;
     let entry = config.hosts.get(host_arg).cloned().or_else(|| {
         config
@@ -63,18 +96,16 @@ pub fn from_cli(cli: &Cli, socket: &Path) -> Result<Endpoint> {
     });
     let entry = entry.unwrap_or_default();
     let address = if entry.address.is_empty() {
-        host_arg.as_str()
+        host_arg
     } else {
         entry.address.as_str()
     };
     let (host, port) = ferry_daemon::listeners::split_host_port(address).map_err(|problem| {
-        anyhow!(
-            "--host {problem} (give HOST:PORT, or a host named in the client configuration file)"
-        )
+        anyhow!("{problem} (give HOST:PORT, or a host named in the client configuration file)")
     })?;
-    let tls_dir = cli.tls_dir.clone().or(entry.tls_dir);
+    let tls_dir = options.tls_dir.clone().or(entry.tls_dir);
     let from_dir = |name: &str| tls_dir.as_ref().map(|dir| dir.join(name));
-    let token_file = cli
+    let token_file = options
         .token_file
         .clone()
         .or(entry.token_file)
@@ -83,16 +114,16 @@ pub fn from_cli(cli: &Cli, socket: &Path) -> Result<Endpoint> {
         Some(path) => Some(read_token(&path)?),
         None => None,
     };
-    let tls = if cli.no_tls || entry.no_tls {
+    let tls = if options.no_tls || entry.no_tls {
         None
     } else {
-        let Some(ca) = cli.ca.clone().or(entry.ca).or_else(|| from_dir("ca.pem")) else {
+        let Some(ca) = options.ca.clone().or(entry.ca).or_else(|| from_dir("ca.pem")) else {
             bail!(
-                "--host needs the daemon's CA: --tls-dir DIR (from `ferry tls init`) or --ca FILE (or --no-tls for a plaintext loopback daemon)"
+                "{host_arg}: needs the daemon's CA: --tls-dir DIR (from `ferry tls init`) or --ca FILE (or --no-tls for a plaintext loopback daemon)"
             );
         };
-        let cert = cli.cert.clone().or(entry.cert);
-        let key = cli.key.clone().or(entry.key);
+        let cert = options.cert.clone().or(entry.cert);
+        let key = options.key.clone().or(entry.key);
         let client_cert = match (&cert, &key) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
             (None, None) => None,
