@@ -116,6 +116,10 @@ pub enum Command {
     /// to one, `:list` shows who is there, `:exit` leaves. From a pipe: sends the lines,
     /// prints what arrives, and leaves at the end of input (or stays, with --stay).
     Chat(ChatArgs),
+    /// Run a Rakefile: its action sets in order, the actions of a set together; local actions
+    /// on the local daemon, `remote-` ones on the HOSTS daemon of lowest cost, with their
+    /// `requires` files sent along and the files they make brought back.
+    Rake(RakeArgs),
     /// How busy the daemon is and what one more job costs there (`ferry rake` places remote
     /// actions on the host of lowest cost): (running + queued jobs) * 1000 / job slots.
     Cost,
@@ -154,6 +158,36 @@ pub enum PeersCommand {
         #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
     },
+}
+
+/// `ferry rake`.
+#[derive(Debug, Args)]
+pub struct RakeArgs {
+    /// The Rakefile.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "Rakefile"
+    )]
+    pub file: PathBuf,
+
+    /// Print the plan (sets, actions, their requirements, hosts) and run nothing.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+
+    /// Write a summary of every action as TSV, with GNU parallel's joblog columns (Seq, Host,
+    /// Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command).
+    #[arg(long, value_name = "FILE")]
+    pub joblog: Option<PathBuf>,
+
+    /// How long a host has to answer the cost poll before it is skipped.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub cost_timeout: humantime::Duration,
+
+    /// Run only these sets (by name, e.g. actionset2), in the Rakefile's order.
+    #[arg(value_name = "ACTIONSET")]
+    pub sets: Vec<String>,
 }
 
 /// Which protocol `ferry chat` speaks.

@@ -78,8 +78,9 @@ impl RemoteOptions {
 pub fn from_cli(cli: &Cli, socket: &Path) -> Result<Endpoint> {
     match &cli.host {
         None => Ok(Endpoint::Unix(socket.to_owned())),
-        Some(host) => for_host(&RemoteOptions::from_cli(cli), host)
-            .map_err(|e| anyhow!("--host {e}")),
+        Some(host) => {
+            for_host(&RemoteOptions::from_cli(cli), host).map_err(|e| anyhow!("--host {e}"))
+        }
     }
 }
 
@@ -117,7 +118,12 @@ pub fn for_host(options: &RemoteOptions, host_arg: &str) -> Result<Endpoint> {
     let tls = if options.no_tls || entry.no_tls {
         None
     } else {
-        let Some(ca) = options.ca.clone().or(entry.ca).or_else(|| from_dir("ca.pem")) else {
+        let Some(ca) = options
+            .ca
+            .clone()
+            .or(entry.ca)
+            .or_else(|| from_dir("ca.pem"))
+        else {
             bail!(
                 "{host_arg}: needs the daemon's CA: --tls-dir DIR (from `ferry tls init`) or --ca FILE (or --no-tls for a plaintext loopback daemon)"
             );
@@ -137,6 +143,20 @@ pub fn for_host(options: &RemoteOptions, host_arg: &str) -> Result<Endpoint> {
         tls,
         token,
     })
+}
+
+/// The endpoint of a Rakefile's host: the client configuration file's entry of that name if
+/// there is one, else `NAME:PORT` (as for `--host`).
+pub fn for_named_host(options: &RemoteOptions, name: &str, port: u16) -> Result<Endpoint> {
+    if load_client_config()?.hosts.contains_key(name) {
+        return for_host(options, name);
+    }
+    let address = if name.contains(':') {
+        format!("[{name}]:{port}")
+    } else {
+        format!("{name}:{port}")
+    };
+    for_host(options, &address)
 }
 
 /// Reads a token file (surrounding white space is not part of the token).

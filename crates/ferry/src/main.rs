@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         .socket
         .clone()
         .unwrap_or_else(ferry_client::default_socket_path);
+    let remote = endpoint::RemoteOptions::from_cli(&cli);
     let result = match endpoint::from_cli(&cli, &socket) {
         Err(e) => Err(e),
         Ok(target) => match cli.command {
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
             Command::Peers(args) => commands::peers::run(&target, args),
             Command::Chat(args) => commands::chat::run(&target, args),
             Command::Cost => commands::cost::run(&target),
+            Command::Rake(args) => commands::rake::run(&target, &remote, args),
             Command::Completions(args) => commands::completions::completions(args),
             Command::Man(args) => commands::completions::man(args),
         },

@@ -10,6 +10,7 @@ pub mod kill;
 pub mod peers;
 pub mod prune;
 pub mod ps;
+pub mod rake;
 pub mod run;
 pub mod session;
 pub mod shutdown;

@@ -1,0 +1,305 @@
+//! One action's run: locally on the local daemon, or remotely in a fresh sandbox on the host
+//! [`super::place`] chose, with its `requires` files put first and the files it made or
+//! changed fetched after (names from the host pass the same checks as `ferry get`'s, so
+//! nothing lands outside the Rakefile's directory). A remote action whose host fails before
+//! it ends is run again once on another host.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ferry_client::{Client, Endpoint, Event, JobExit, Listing, RunRequest};
+use ferry_rake::Action;
+
+use super::output::Printer;
+use super::place::Pool;
+use crate::commands::transfer;
+
+/// What every action of a run shares.
+pub struct Work {
+    /// The local daemon.
+    pub local: Endpoint,
+    /// The Rakefile's directory: local actions run there, requirements come from there and
+    /// results go there.
+    pub dir: PathBuf,
+    /// The hosts.
+    pub pool: Arc<Pool>,
+}
+
+/// How an action ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Its command.
+    pub command: String,
+    /// Where it ran last (`local`, or `HOST:PORT`).
+    pub host: String,
+    /// Where it ran first, when it was run again elsewhere.
+    pub first_host: Option<String>,
+    /// Runs after the first.
+    pub reruns: u32,
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// Why it could not run or finish, if so.
+    pub error: Option<String>,
+    /// When it started.
+    pub started: SystemTime,
+    /// How long it took (placement and transfers included).
+    pub elapsed: Duration,
+    /// Bytes of requirements sent.
+    pub sent: u64,
+    /// Bytes of results fetched.
+    pub received: u64,
+}
+
+impl Outcome {
+    /// It ran and exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.code == Some(0)
+    }
+
+    /// The exit column of the summary.
+    pub fn exit_text(&self) -> String {
+        match (self.code, self.signal, &self.error) {
+            (_, _, Some(_)) => "error".into(),
+            (Some(code), _, _) => code.to_string(),
+            (None, Some(signal), _) => format!("signal {signal}"),
+            (None, None, None) => "?".into(),
+        }
+    }
+
+    /// What went wrong, for the report.
+    pub fn failure(&self) -> String {
+        match &self.error {
+            Some(error) => format!("`{}` on {}: {error}", self.command, self.host),
+            None => format!(
+                "`{}` failed on {} with exit {}",
+                self.command,
+                self.host,
+                self.exit_text()
+            ),
+        }
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    /// The command ran to its end.
+    Ended(JobExit, u64, u64),
+    /// The host failed (unreachable, gone mid-way): worth another host.
+    HostFailed(String),
+    /// Something on this side failed: not worth another host.
+    Failed(String),
+}
+
+/// Runs one action to its end.
+pub async fn run(work: &Work, action: &Action, tagged: bool) -> Outcome {
+    let started = SystemTime::now();
+    let clock = Instant::now();
+    let mut outcome = Outcome {
+        command: action.command.clone(),
+        host: "local".into(),
+        first_host: None,
+        reruns: 0,
+        code: None,
+        signal: None,
+        error: None,
+        started,
+        elapsed: Duration::ZERO,
+        sent: 0,
+        received: 0,
+    };
+    let tag = tagged.then(|| action.command.clone());
+    let attempt = if action.remote {
+        remote(work, action, tag, &mut outcome).await
+    } else {
+        let mut printer = Printer::new(tag);
+        local(work, action, &mut printer).await
+    };
+    match attempt {
+        Attempt::Ended(exit, sent, received) => {
+            outcome.code = exit.code;
+            outcome.signal = exit.signal;
+            outcome.error = exit.error;
+            outcome.sent = sent;
+            outcome.received = received;
+        }
+        Attempt::HostFailed(why) | Attempt::Failed(why) => outcome.error = Some(why),
+    }
+    outcome.elapsed = clock.elapsed();
+    outcome
+}
+
+/// A local action: `sh -c COMMAND` on the local daemon, in the Rakefile's directory.
+async fn local(work: &Work, action: &Action, printer: &mut Printer) -> Attempt {
+    let result: Result<JobExit> = async {
+        let mut client = crate::commands::connect(&work.local).await?;
+        let run = RunRequest {
+            argv: shell(&action.command),
+            cwd: Some(work.dir.clone()),
+            env: Some(std::env::vars_os().collect()),
+            hangup_on_disconnect: true,
+            follow: true,
+            ..RunRequest::default()
+        };
+        let started = client.run(&run).await?;
+        follow(&mut client, started.job, printer).await
+    }
+    .await;
+    match result {
+        Ok(exit) => Attempt::Ended(exit, 0, 0),
+        Err(e) => Attempt::Failed(format!("{e:#}")),
+    }
+}
+
+/// A remote action, with one more try on another host if its host fails.
+async fn remote(
+    work: &Work,
+    action: &Action,
+    tag: Option<String>,
+    outcome: &mut Outcome,
+) -> Attempt {
+    let mut tried = Vec::new();
+    loop {
+        let index = match work.pool.choose(&tried).await {
+            Ok(index) => index,
+            Err(e) => return Attempt::Failed(format!("{e:#}")),
+        };
+        let host = &work.pool.hosts[index];
+        if !tried.is_empty() {
+            outcome.first_host = Some(outcome.host.clone());
+            outcome.reruns += 1;
+        }
+        outcome.host = host.name.clone();
+        tried.push(index);
+        let Some(endpoint) = host.endpoint() else {
+            return Attempt::Failed(format!("{} cannot be reached", host.name));
+        };
+        let mut printer = Printer::new(tag.clone());
+        match on_host(work, endpoint, action, &mut printer).await {
+            Attempt::HostFailed(why) if tried.len() < 2 => {
+                eprintln!(
+                    "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
+                    action.command, host.name
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs a remote action on one host: sandbox, requirements, command, results.
+async fn on_host(
+    work: &Work,
+    endpoint: &Endpoint,
+    action: &Action,
+    printer: &mut Printer,
+) -> Attempt {
+    let mut client = match Client::connect(endpoint, crate::CLIENT_NAME).await {
+        Ok(client) => client,
+        Err(e) => return Attempt::HostFailed(e.to_string()),
+    };
+    // Until the command has run, a failure is the host's (or the connection's).
+    let prepared: Result<(String, Listing, u64)> = async {
+        let sandbox = client.sandbox(false).await?;
+        let mut sent = 0;
+        for name in &action.requires {
+            let local = work.dir.join(name);
+            sent += std::fs::metadata(&local)
+                .with_context(|| format!("required file {name}"))?
+                .len();
+            transfer::upload(&mut client, &local, &format!("{sandbox}/{name}"), true).await?;
+        }
+        let before = client.list(&sandbox).await?;
+        Ok((sandbox, before, sent))
+    }
+    .await;
+    let (sandbox, before, sent) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().is_some()
+                || e.to_string().starts_with("required file") =>
+        {
+            return Attempt::Failed(format!("{e:#}"))
+        }
+        Err(e) => return Attempt::HostFailed(format!("{e:#}")),
+    };
+    let run = RunRequest {
+        argv: shell(&action.command),
+        sandbox: Some(sandbox.clone()),
+        hangup_on_disconnect: true,
+        follow: true,
+        ..RunRequest::default()
+    };
+    let exit = match client.run(&run).await {
+        Ok(started) => match follow(&mut client, started.job, printer).await {
+            Ok(exit) => exit,
+            Err(e) => return Attempt::HostFailed(format!("{e:#}")),
+        },
+        Err(e @ ferry_client::ClientError::Refused { .. }) => {
+            return Attempt::Failed(e.to_string())
+        }
+        Err(e) => return Attempt::HostFailed(e.to_string()),
+    };
+    match fetch_results(&mut client, &work.dir, &sandbox, &before).await {
+        Ok(received) => Attempt::Ended(exit, sent, received),
+        Err(e) => Attempt::Failed(format!("cannot fetch its results: {e:#}")),
+    }
+}
+
+/// Fetches the files the command made or changed in `sandbox` into `dir`; the bytes fetched.
+async fn fetch_results(
+    client: &mut Client,
+    dir: &Path,
+    sandbox: &str,
+    before: &Listing,
+) -> Result<u64> {
+    let after = client.list(sandbox).await?;
+    let mut received = 0;
+    for entry in &after.files {
+        if before.files.contains(entry) {
+            continue;
+        }
+        let path = String::from_utf8_lossy(&entry.path).into_owned();
+        // Names from the host are checked like names to a daemon: never outside `dir`.
+        let relative = ferry_common::names::check_name(&entry.path)
+            .map_err(|e| anyhow!("the host listed a bad name {path:?}: {e}"))?;
+        let local = dir.join(relative);
+        if let Some(parent) = local.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        transfer::download(client, &format!("{sandbox}/{path}"), &local, true).await?;
+        received += entry.size;
+    }
+    Ok(received)
+}
+
+/// Prints a followed job's output until it exits.
+async fn follow(client: &mut Client, job: u64, printer: &mut Printer) -> Result<JobExit> {
+    loop {
+        let Some(event) = client.next_event().await? else {
+            bail!("the daemon closed the connection before the action ended");
+        };
+        match event {
+            Event::Output {
+                job: of,
+                stream,
+                data,
+                ..
+            } if of == job => printer.write(stream, &data),
+            Event::Exit { job: of, exit } if of == job => {
+                printer.finish();
+                return Ok(exit);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `sh -c COMMAND`.
+fn shell(command: &str) -> Vec<OsString> {
+    vec!["sh".into(), "-c".into(), command.into()]
+}

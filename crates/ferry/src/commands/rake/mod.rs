@@ -1,0 +1,174 @@
+//! `ferry rake`: runs a Rakefile (seed 001). Sets run in order; the actions of a set run
+//! together. A local action runs on the local daemon (started if needed), in the Rakefile's
+//! directory with the client's environment. A remote action is placed, when it starts, on the
+//! HOSTS daemon of lowest cost ([`place`]), runs in a fresh sandbox there with its `requires`
+//! files, and the files it made or changed come back ([`action`]). When an action fails, the
+//! others of its set finish and no later set starts.
+
+mod action;
+mod output;
+mod place;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use ferry_client::Endpoint;
+use ferry_rake::{parse, Rakefile};
+
+use crate::cli::RakeArgs;
+use crate::endpoint::RemoteOptions;
+use action::{Outcome, Work};
+use place::Pool;
+
+/// Runs the Rakefile `args` names; the exit status (0 when every action succeeded).
+pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i32> {
+    let path = args.file.clone();
+    let source = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the Rakefile {}", path.display()))?;
+    let rakefile = match parse(&path.display().to_string(), &source) {
+        Ok(rakefile) => rakefile,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            return Ok(125);
+        }
+    };
+    let rakefile = select_sets(rakefile, &args.sets)?;
+    if args.dry_run {
+        print!("{}", rakefile.plan());
+        return Ok(0);
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let dir = std::fs::canonicalize(&dir)
+        .with_context(|| format!("cannot find the directory of {}", path.display()))?;
+    crate::client_runtime()?.block_on(async {
+        let pool = Arc::new(Pool::new(
+            &rakefile.hosts,
+            remote,
+            args.cost_timeout.into(),
+        )?);
+        let work = Arc::new(Work {
+            local: local.clone(),
+            dir,
+            pool,
+        });
+        tokio::select! {
+            outcome = run_sets(&rakefile, &work, args.joblog.as_deref()) => outcome,
+            _ = tokio::signal::ctrl_c() => {
+                // Leaving drops every connection: each running action's job gets SIGHUP on its
+                // host, and its sandbox goes.
+                eprintln!("ferry: rake interrupted: stopping the running actions");
+                Ok(130)
+            }
+        }
+    })
+}
+
+/// Keeps only the sets named (all without names); an unknown name is an error.
+fn select_sets(mut rakefile: Rakefile, names: &[String]) -> Result<Rakefile> {
+    if names.is_empty() {
+        return Ok(rakefile);
+    }
+    for name in names {
+        if !rakefile.sets.iter().any(|set| &set.name == name) {
+            let known: Vec<&str> = rakefile.sets.iter().map(|s| s.name.as_str()).collect();
+            bail!(
+                "no set '{name}' in the Rakefile (it has {})",
+                known.join(", ")
+            );
+        }
+    }
+    rakefile.sets.retain(|set| names.contains(&set.name));
+    Ok(rakefile)
+}
+
+/// Runs the sets in order; the exit status.
+async fn run_sets(rakefile: &Rakefile, work: &Arc<Work>, joblog: Option<&Path>) -> Result<i32> {
+    let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+    let mut failed = false;
+    for set in &rakefile.sets {
+        let tagged = set.actions.len() > 1;
+        let mut running = tokio::task::JoinSet::new();
+        for (index, action) in set.actions.iter().enumerate() {
+            let work = Arc::clone(work);
+            let action = action.clone();
+            running.spawn(async move { (index, action::run(&work, &action, tagged).await) });
+        }
+        let mut finished = Vec::new();
+        while let Some(done) = running.join_next().await {
+            let (index, outcome) = done.context("an action's task failed")?;
+            if !outcome.succeeded() {
+                eprintln!("ferry: rake: {}", outcome.failure());
+            }
+            finished.push((index, outcome));
+        }
+        finished.sort_by_key(|(index, _)| *index);
+        failed |= finished.iter().any(|(_, o)| !o.succeeded());
+        outcomes.extend(finished.into_iter().map(|(_, o)| (set.name.clone(), o)));
+        if failed {
+            eprintln!("ferry: rake: {} failed: no later set runs", set.name);
+            break;
+        }
+    }
+    eprint!("{}", summary(&outcomes));
+    if let Some(path) = joblog {
+        std::fs::write(path, joblog_tsv(&outcomes))
+            .with_context(|| format!("cannot write the joblog {}", path.display()))?;
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// The summary table: each action with its host, exit and time.
+fn summary(outcomes: &[(String, Outcome)]) -> String {
+    let rows: Vec<[String; 5]> = outcomes
+        .iter()
+        .map(|(set, o)| {
+            let host = if o.reruns > 0 {
+                format!(
+                    "{} (rerun: {})",
+                    o.host,
+                    o.first_host.as_deref().unwrap_or("?")
+                )
+            } else {
+                o.host.clone()
+            };
+            [
+                set.clone(),
+                o.exit_text(),
+                format!("{:.2}s", o.elapsed.as_secs_f64()),
+                host,
+                o.command.clone(),
+            ]
+        })
+        .collect();
+    crate::table::render(["SET", "EXIT", "TIME", "HOST", "ACTION"], &rows)
+}
+
+/// The joblog: GNU parallel's columns, tab-separated, one line per action.
+fn joblog_tsv(outcomes: &[(String, Outcome)]) -> String {
+    let mut out =
+        String::from("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n");
+    for (seq, (_, o)) in outcomes.iter().enumerate() {
+        let start = o
+            .started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
+        out.push_str(&format!(
+            "{}\t{}\t{start:.3}\t{:.3}\t{}\t{}\t{}\t{}\t{}\n",
+            seq + 1,
+            o.host,
+            o.elapsed.as_secs_f64(),
+            o.sent,
+            o.received,
+            o.code.unwrap_or(-1),
+            o.signal.unwrap_or(0),
+            o.command
+        ));
+    }
+    out
+}
