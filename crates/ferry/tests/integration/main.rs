@@ -16,6 +16,7 @@ mod jobs;
 mod lifecycle;
 mod limits;
 mod peers;
+mod rake;
 mod remote;
 mod run;
 mod sessions;

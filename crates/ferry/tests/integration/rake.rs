@@ -1,0 +1,300 @@
+//! `ferry rake` over a pool of real daemons on loopback: the seed's C program example, a
+//! failing set, placement by cost, a host that is down, a host lost mid-action, the plan, and
+//! Rakefile errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::helper::{ferry_bin, wait_until, Daemon};
+
+/// Daemons serving the native protocol on loopback TCP, sharing one token, running any
+/// command; and that token's file.
+fn pool(n: usize, extra: &[&str]) -> (Vec<Daemon>, tempfile::TempDir, PathBuf) {
+    let shared = tempfile::tempdir().expect("tempdir");
+    let token = shared.path().join("token");
+    std::fs::write(&token, "rake-test-token\n").expect("token");
+    let token_arg = token.to_string_lossy().into_owned();
+    let mut args = vec!["--allow-any-command", "--token-file", token_arg.as_str()];
+    args.extend_from_slice(extra);
+    let daemons = (0..n)
+        .map(|_| Daemon::start_networked(&args, &["ferry:tcp:127.0.0.1:0"]))
+        .collect();
+    (daemons, shared, token)
+}
+
+fn hosts_line(daemons: &[Daemon]) -> String {
+    let hosts: Vec<String> = daemons
+        .iter()
+        .map(|d| format!("127.0.0.1:{}", d.port("tcp")))
+        .collect();
+    format!("HOSTS = {}\n", hosts.join(" "))
+}
+
+/// `ferry rake ARGS` in `dir`, with `local` as the local daemon and the pool's token.
+fn rake(dir: &Path, local: &Daemon, token: &Path, args: &[&str]) -> Output {
+    Command::new(ferry_bin())
+        .current_dir(dir)
+        .arg("--socket")
+        .arg(&local.socket)
+        .arg("--no-tls")
+        .arg("--token-file")
+        .arg(token)
+        .arg("rake")
+        .args(args)
+        .output()
+        .expect("ferry rake")
+}
+
+/// The seed's example: a header and three C files.
+fn c_program(dir: &Path) {
+    std::fs::write(dir.join("program.h"), "int square(int);\nint cube(int);\n").expect("write");
+    std::fs::write(
+        dir.join("program.c"),
+        "#include <stdio.h>\n#include \"program.h\"\nint main(void) { printf(\"%d %d\\n\", square(3), cube(2)); return 0; }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("square.c"),
+        "#include \"program.h\"\nint square(int x) { return x * x; }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("cube.c"),
+        "#include \"program.h\"\nint cube(int x) { return x * x * x; }\n",
+    )
+    .expect("write");
+}
+
+const C_SETS: &str = "
+actionset1:
+\tremote-cc -c program.c
+\t\trequires program.c program.h
+\tremote-cc -c square.c
+\t\trequires square.c program.h
+\tremote-cc -c cube.c
+\t\trequires cube.c program.h
+
+actionset2:
+\tremote-cc -o program program.o square.o cube.o
+\t\trequires program.o square.o cube.o
+
+actionset3:
+\t./program
+";
+
+#[test]
+fn the_c_program_is_compiled_across_three_daemons_linked_and_run() {
+    let (daemons, _shared, token) = pool(3, &[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    c_program(project.path());
+    std::fs::write(
+        project.path().join("Rakefile"),
+        format!("{}{C_SETS}", hosts_line(&daemons)),
+    )
+    .expect("Rakefile");
+    let joblog = project.path().join("joblog.tsv");
+    let out = rake(
+        project.path(),
+        &daemons[0],
+        &token,
+        &["--joblog", joblog.to_str().expect("utf-8")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "9 8\n");
+    for made in ["program.o", "square.o", "cube.o", "program"] {
+        assert!(
+            project.path().join(made).exists(),
+            "{made} came back: {stderr}"
+        );
+    }
+    // The three compilations went to three hosts (equal costs share the work).
+    let log = std::fs::read_to_string(&joblog).expect("joblog");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
+    );
+    assert_eq!(lines.len(), 6, "{log}");
+    let mut hosts: Vec<&str> = lines[1..4]
+        .iter()
+        .map(|l| l.split('\t').nth(1).expect("host"))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 3, "{log}");
+    assert!(
+        lines[5].starts_with("5\tlocal\t") && lines[5].ends_with("\t0\t0\t./program"),
+        "{log}"
+    );
+    assert!(
+        stderr.contains("SET") && stderr.contains("actionset3  0"),
+        "the summary: {stderr}"
+    );
+}
+
+#[test]
+fn a_failing_action_lets_its_set_finish_and_no_later_set_start() {
+    let local = Daemon::start(&[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("Rakefile"),
+        "actionset1:\n\techo fine\n\techo oops >&2; exit 3\n\tsleep 0.3; touch finished\nactionset2:\n\ttouch later\n",
+    )
+    .expect("Rakefile");
+    let out = rake(project.path(), &local, Path::new("/dev/null"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("echo oops >&2; exit 3\toops"),
+        "tagged stderr: {stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("echo fine\tfine\n"),
+        "{out:?}"
+    );
+    assert!(stderr.contains("failed on local with exit 3"), "{stderr}");
+    assert!(
+        stderr.contains("actionset1 failed: no later set runs"),
+        "{stderr}"
+    );
+    assert!(
+        project.path().join("finished").exists(),
+        "the set's other actions finish"
+    );
+    assert!(
+        !project.path().join("later").exists(),
+        "no later set starts"
+    );
+}
+
+#[test]
+fn a_busy_daemon_gets_fewer_actions_and_a_host_that_is_down_is_skipped() {
+    let (daemons, _shared, token) = pool(2, &["--max-jobs", "1"]);
+    // The first host is busy: its one job slot holds a job.
+    let busy = daemons[0].run(&["run", "--detach", "--", "sleep", "300"]);
+    assert!(busy.status.success(), "{busy:?}");
+    let project = tempfile::tempdir().expect("tempdir");
+    let mut rakefile = hosts_line(&daemons).trim_end().to_owned();
+    rakefile.push_str(" 127.0.0.1:1\nactionset1:\n");
+    for i in 0..4 {
+        rakefile.push_str(&format!("\tremote-echo {i}\n"));
+    }
+    std::fs::write(project.path().join("Rakefile"), rakefile).expect("Rakefile");
+    let joblog = project.path().join("joblog.tsv");
+    let out = rake(
+        project.path(),
+        &daemons[1],
+        &token,
+        &["--joblog", joblog.to_str().expect("utf-8")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("host 127.0.0.1:1 skipped").count(),
+        1,
+        "one warning: {stderr}"
+    );
+    let idle = format!("127.0.0.1:{}", daemons[1].port("tcp"));
+    let log = std::fs::read_to_string(&joblog).expect("joblog");
+    for line in log.lines().skip(1) {
+        assert_eq!(
+            line.split('\t').nth(1),
+            Some(idle.as_str()),
+            "the idle host takes them: {log}"
+        );
+    }
+}
+
+#[test]
+fn an_action_whose_host_dies_runs_again_on_another() {
+    let (mut daemons, _shared, token) = pool(2, &[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("Rakefile"),
+        format!(
+            "{}actionset1:\n\tremote-sleep 2; echo done\n",
+            hosts_line(&daemons)
+        ),
+    )
+    .expect("Rakefile");
+    let child = Command::new(ferry_bin())
+        .current_dir(project.path())
+        .arg("--socket")
+        .arg(&daemons[1].socket)
+        .args(["--no-tls", "--token-file"])
+        .arg(&token)
+        .args(["rake"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ferry rake");
+    // With equal costs the first host takes it; kill that host while the action runs.
+    wait_until(
+        "the action to run on the first host",
+        Duration::from_secs(20),
+        || {
+            let ps = daemons[0].run(&["ps"]);
+            String::from_utf8_lossy(&ps.stdout)
+                .contains("running")
+                .then_some(())
+        },
+        || String::from_utf8_lossy(&daemons[0].run(&["ps"]).stdout).into_owned(),
+    );
+    daemons[0].stop_with(libc::SIGKILL);
+    let out = child.wait_with_output().expect("rake output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("running it again elsewhere"), "{stderr}");
+    assert!(
+        stderr.contains("(rerun: 127.0.0.1:"),
+        "the summary says so: {stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+}
+
+#[test]
+fn the_plan_and_a_bad_rakefile() {
+    let local = Daemon::start(&[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("Rakefile"),
+        format!("HOSTS = a b:7\n{C_SETS}"),
+    )
+    .expect("Rakefile");
+    let out = rake(
+        project.path(),
+        &local,
+        Path::new("/dev/null"),
+        &["-n", "actionset2"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hosts: a:6238 b:7\nactionset2 (1 action(s), run together):\n  remote  cc -o program program.o square.o cube.o\n          requires program.o square.o cube.o\n"
+    );
+    let out = rake(
+        project.path(),
+        &local,
+        Path::new("/dev/null"),
+        &["-n", "actionset9"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no set 'actionset9' in the Rakefile"),
+        "{out:?}"
+    );
+    std::fs::write(project.path().join("Bad"), "actionset1:\n    touch x\n").expect("Rakefile");
+    let out = rake(
+        project.path(),
+        &local,
+        Path::new("/dev/null"),
+        &["-f", "Bad"],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ferry: Bad:2:1: expected a tab (actions are indented by one tab, their `requires` by two), not a space\n2 |     touch x\n    ^\n"
+    );
+    assert!(!project.path().join("x").exists(), "nothing runs");
+}
