@@ -7,12 +7,14 @@
 //! - [`native`]: the native `ferry` protocol (4-byte big-endian length + CBOR body).
 //! - [`fanos`]: the FANOS dialect's netstrings, requests and replies (seed 003).
 //! - [`tsockm`]: TsockM's `::`-separated messages (seed 002).
+//! - [`rake64`]: the distributed rake's 64-byte headers (seed 001).
 //!
 //! Every stream format implements [`Decoder`], which is all a reader needs to split a byte
 //! stream into messages.
 
 pub mod fanos;
 pub mod native;
+pub mod rake64;
 pub mod tsockm;
 
 pub use native::{

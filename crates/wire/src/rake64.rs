@@ -1,0 +1,390 @@
+//! The rake64 dialect (seed 001, the distributed rake of UWA's CITS3002, 2022): 64-byte
+//! headers padded with spaces, each `!` and a code letter, then option letters, then the
+//! payload's length in decimal; the payload follows.
+//!
+//! ```text
+//! !E                      cost query (answered `!E<len>` + the cost as decimal text)
+//! !C<len> / !E<len>       a command (the authors' server / the seed), the command text follows
+//! !R                      requirements follow, as a filestream
+//! !S<opts><len>           success: S = stdout follows, I = files follow, F = filestream
+//! !F<len>                 failure: stderr follows; the authors' server sends a second !F with
+//!                         the exit code
+//! !SSIF<n>                filestream metadata: the file count (as a payload, in the seed; in
+//!                         the header itself, by the authors' server)
+//! !N / !Z / !T            filestream requests: name, size, transfer (2 bytes alone, or padded)
+//! !S!NF<len> / !S!ZF<len> filestream answers: the name, the size
+//! !D                      end of the session
+//! ```
+//!
+//! Headers are sans-IO here: [`Header::encode`] makes the 64 bytes; [`decode_header`] reads
+//! one from a buffer. A lone code sent without padding (the authors' server sends `!N`, `!Z`
+//! and `!T` as two bytes) cannot be told from the start of a padded header until more bytes
+//! come or do not: a reader that has waited long enough passes `lone: true`, and the padding
+//! of a header that was taken alone is skipped before the next one.
+
+use std::fmt;
+
+/// The length of a padded header.
+pub const HEADER_LEN: usize = 64;
+
+/// The largest payload length a header may announce (more is refused, not allocated).
+pub const MAX_PAYLOAD: u64 = 1 << 40;
+
+/// A header's code (its first two bytes, `!` and a letter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// `!E`: a cost query or its answer, or (with a payload, in the seed) a command.
+    Cost,
+    /// `!C`: a command (the authors' server).
+    Command,
+    /// `!R`: requirements follow.
+    Requirements,
+    /// `!S`: success.
+    Success,
+    /// `!F`: failure.
+    Failure,
+    /// `!D`: the session ends.
+    Disconnect,
+    /// `!N`: a file's name (request, or inside a filestream answer).
+    Name,
+    /// `!Z`: a file's size.
+    Size,
+    /// `!T`: a file's bytes.
+    Transfer,
+}
+
+impl Code {
+    /// The code's letter.
+    pub fn letter(self) -> u8 {
+        match self {
+            Code::Cost => b'E',
+            Code::Command => b'C',
+            Code::Requirements => b'R',
+            Code::Success => b'S',
+            Code::Failure => b'F',
+            Code::Disconnect => b'D',
+            Code::Name => b'N',
+            Code::Size => b'Z',
+            Code::Transfer => b'T',
+        }
+    }
+
+    /// The code of a letter.
+    pub fn from_letter(letter: u8) -> Option<Code> {
+        Some(match letter {
+            b'E' => Code::Cost,
+            b'C' => Code::Command,
+            b'R' => Code::Requirements,
+            b'S' => Code::Success,
+            b'F' => Code::Failure,
+            b'D' => Code::Disconnect,
+            b'N' => Code::Name,
+            b'Z' => Code::Size,
+            b'T' => Code::Transfer,
+            _ => return None,
+        })
+    }
+
+    /// Whether it may come alone, two bytes without padding or length.
+    pub fn may_be_lone(self) -> bool {
+        matches!(
+            self,
+            Code::Name
+                | Code::Size
+                | Code::Transfer
+                | Code::Disconnect
+                | Code::Cost
+                | Code::Requirements
+        )
+    }
+}
+
+/// The option letters of a header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// `S`: stdout follows.
+    pub stdout: bool,
+    /// `I`: files follow.
+    pub incoming: bool,
+    /// `F`: a filestream packet.
+    pub filestream: bool,
+}
+
+/// One header.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// Its code.
+    pub code: Code,
+    /// In a filestream answer (`!S!NF7`): the request it answers.
+    pub answers: Option<Code>,
+    /// Its option letters.
+    pub options: Options,
+    /// The payload's length (or, in `!SSIF<n>` as the authors' server sends it, the file
+    /// count); `None` when the header has no digits.
+    pub length: Option<u64>,
+}
+
+/// Why bytes are not a rake64 header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rake64Error {
+    /// The header does not start with `!`.
+    #[error("a rake64 header starts with '!', not {0:?}")]
+    NoBang(char),
+    /// An unknown code letter.
+    #[error("unknown rake64 code '!{0}' (E, C, R, S, F, D, N, Z or T)")]
+    UnknownCode(char),
+    /// Something other than option letters, digits and padding.
+    #[error("unexpected {0:?} in a rake64 header (after the code come the options S, I, F, then the length in digits, then spaces)")]
+    Unexpected(char),
+    /// The length is too large.
+    #[error("a rake64 header announces {0} bytes, over the limit")]
+    TooLong(String),
+}
+
+impl Header {
+    /// A header of `code` announcing `length` bytes.
+    pub fn new(code: Code, length: Option<u64>) -> Header {
+        Header {
+            code,
+            answers: None,
+            options: Options::default(),
+            length,
+        }
+    }
+
+    /// The 64 bytes of this header, padded with spaces. (A header's text is at most
+    /// 2 + 2 + 3 + 20 bytes, far under 64.)
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut text = format!("!{}", self.code.letter() as char);
+        if let Some(answers) = self.answers {
+            text.push('!');
+            text.push(answers.letter() as char);
+        }
+        let o = self.options;
+        for (set, letter) in [(o.stdout, 'S'), (o.incoming, 'I'), (o.filestream, 'F')] {
+            if set {
+                text.push(letter);
+            }
+        }
+        if let Some(length) = self.length {
+            text.push_str(&length.to_string());
+        }
+        let mut header = [b' '; HEADER_LEN];
+        header[..text.len()].copy_from_slice(text.as_bytes());
+        header
+    }
+}
+
+impl fmt::Display for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.encode();
+        f.write_str(String::from_utf8_lossy(&bytes).trim_end())
+    }
+}
+
+/// Reads the header at the start of `buf` (after any spaces: the padding of a header taken
+/// alone before): the header and the bytes it took, or `Ok(None)` when more bytes are needed.
+/// With `lone`, a code that may come alone and is followed by nothing yet is taken as two
+/// bytes (see the module documentation).
+pub fn decode_header(buf: &[u8], lone: bool) -> Result<Option<(Header, usize)>, Rake64Error> {
+    let skipped = buf.iter().take_while(|b| **b == b' ').count();
+    let rest = &buf[skipped..];
+    if rest.len() < 2 {
+        return Ok(None);
+    }
+    if rest[0] != b'!' {
+        return Err(Rake64Error::NoBang(rest[0] as char));
+    }
+    let code = Code::from_letter(rest[1]).ok_or(Rake64Error::UnknownCode(rest[1] as char))?;
+    if rest.len() == 2 && lone && code.may_be_lone() {
+        return Ok(Some((Header::new(code, None), skipped + 2)));
+    }
+    // The third byte already tells a lone code followed by another header.
+    if rest.len() > 2 && rest[2] == b'!' && code.may_be_lone() && code != Code::Success {
+        return Ok(Some((Header::new(code, None), skipped + 2)));
+    }
+    if rest.len() < HEADER_LEN {
+        // A partial header's bytes are checked as far as they go.
+        parse_fields(code, &rest[2..])?;
+        return Ok(None);
+    }
+    let header = parse_fields(code, &rest[2..HEADER_LEN])?;
+    Ok(Some((header, skipped + HEADER_LEN)))
+}
+
+/// Parses what follows the code: `!X` of a filestream answer, options, digits, padding.
+fn parse_fields(code: Code, mut fields: &[u8]) -> Result<Header, Rake64Error> {
+    let mut header = Header::new(code, None);
+    if code == Code::Success && fields.first() == Some(&b'!') {
+        if let Some(letter) = fields.get(1) {
+            header.answers =
+                Some(Code::from_letter(*letter).ok_or(Rake64Error::UnknownCode(*letter as char))?);
+            fields = &fields[2..];
+        } else {
+            return Ok(header);
+        }
+    }
+    let mut digits = String::new();
+    let mut padding = false;
+    for &byte in fields {
+        match byte {
+            b' ' => padding = !digits.is_empty() || padding,
+            b'S' | b'I' | b'F' if digits.is_empty() && !padding => match byte {
+                b'S' => header.options.stdout = true,
+                b'I' => header.options.incoming = true,
+                _ => header.options.filestream = true,
+            },
+            b'0'..=b'9' if !padding => digits.push(byte as char),
+            other => return Err(Rake64Error::Unexpected(other as char)),
+        }
+    }
+    if !digits.is_empty() {
+        let length: u64 = digits
+            .parse()
+            .ok()
+            .filter(|n| *n <= MAX_PAYLOAD)
+            .ok_or(Rake64Error::TooLong(digits))?;
+        header.length = Some(length);
+    }
+    Ok(header)
+}
+
+/// The bytes that hold the first `chars` characters of `buf` (UTF-8), for a peer that counts
+/// payload lengths in characters (the authors' server does): `None` until they are all there.
+pub fn bytes_of_chars(buf: &[u8], chars: u64) -> Option<usize> {
+    let mut count = 0u64;
+    let mut index = 0;
+    while count < chars {
+        let byte = *buf.get(index)?;
+        let width = match byte {
+            0x00..=0x7f => 1,
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            // A stray continuation byte counts as a character of its own.
+            _ => 1,
+        };
+        if index + width > buf.len() {
+            return None;
+        }
+        index += width;
+        count += 1;
+    }
+    Some(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn padded(text: &str) -> Vec<u8> {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.resize(HEADER_LEN, b' ');
+        bytes
+    }
+
+    #[test]
+    fn the_seed_and_the_authors_examples() {
+        let command = Header::new(Code::Cost, Some(8));
+        assert_eq!(command.encode().to_vec(), padded("!E8"));
+        let name = Header {
+            answers: Some(Code::Name),
+            options: Options {
+                filestream: true,
+                ..Options::default()
+            },
+            ..Header::new(Code::Success, Some(7))
+        };
+        assert_eq!(name.encode().to_vec(), padded("!S!NF7"));
+        assert_eq!(
+            decode_header(&padded("!S!NF7"), false),
+            Ok(Some((name, 64)))
+        );
+        let meta = decode_header(&padded("!SSIF2"), false)
+            .expect("ok")
+            .expect("whole")
+            .0;
+        assert!(meta.options.stdout && meta.options.incoming && meta.options.filestream);
+        assert_eq!(meta.length, Some(2));
+        let output = decode_header(&padded("!SSI 0"), false)
+            .expect("ok")
+            .expect("whole")
+            .0;
+        assert_eq!(
+            (
+                output.options.stdout,
+                output.options.incoming,
+                output.length
+            ),
+            (true, true, Some(0))
+        );
+        assert_eq!(
+            decode_header(&padded("!SSI 0"), false)
+                .expect("ok")
+                .expect("whole")
+                .0
+                .to_string(),
+            "!SSI0"
+        );
+    }
+
+    #[test]
+    fn lone_codes_and_their_padding() {
+        // Two bytes alone: taken when the reader says it waited, or when a header follows.
+        assert_eq!(decode_header(b"!N", false), Ok(None));
+        assert_eq!(
+            decode_header(b"!N", true),
+            Ok(Some((Header::new(Code::Name, None), 2)))
+        );
+        assert_eq!(
+            decode_header(b"!N!Z", false),
+            Ok(Some((Header::new(Code::Name, None), 2)))
+        );
+        // Padding that comes after a lone code is skipped before the next header.
+        let mut stream = b"   ".to_vec();
+        stream.extend_from_slice(&padded("!T"));
+        assert_eq!(
+            decode_header(&stream, false),
+            Ok(Some((Header::new(Code::Transfer, None), 67)))
+        );
+        assert_eq!(
+            decode_header(b"!C", true),
+            Ok(None),
+            "a command always has a length"
+        );
+    }
+
+    #[test]
+    fn bad_headers_say_what_is_wrong() {
+        assert_eq!(decode_header(b"?E", false), Err(Rake64Error::NoBang('?')));
+        assert_eq!(
+            decode_header(b"!Q", false),
+            Err(Rake64Error::UnknownCode('Q'))
+        );
+        assert_eq!(
+            decode_header(&padded("!E1x"), false),
+            Err(Rake64Error::Unexpected('x'))
+        );
+        assert_eq!(
+            decode_header(&padded("!E1 2"), false),
+            Err(Rake64Error::Unexpected('2'))
+        );
+        assert!(matches!(
+            decode_header(&padded("!E99999999999999999999"), false),
+            Err(Rake64Error::TooLong(_))
+        ));
+        // A fault shows before the header is whole.
+        assert_eq!(
+            decode_header(b"!E1x", false),
+            Err(Rake64Error::Unexpected('x'))
+        );
+    }
+
+    #[test]
+    fn characters_to_bytes() {
+        assert_eq!(bytes_of_chars("héllo".as_bytes(), 2), Some(3));
+        assert_eq!(bytes_of_chars("hé".as_bytes(), 3), None);
+        assert_eq!(bytes_of_chars(&[0xc3], 1), None);
+        assert_eq!(bytes_of_chars(b"", 0), Some(0));
+    }
+}

@@ -1,0 +1,20 @@
+//! Fuzzes the rake64 header decoder: no input may panic; a decoded header takes no more than
+//! the buffer, and a padded header it decodes re-encodes to a header that decodes the same.
+
+#![no_main]
+
+use ferry_wire::rake64::{bytes_of_chars, decode_header};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for lone in [false, true] {
+        if let Ok(Some((header, used))) = decode_header(data, lone) {
+            assert!(used <= data.len());
+            let again = header.encode();
+            assert_eq!(decode_header(&again, false), Ok(Some((header, again.len()))));
+        }
+    }
+    if let Some(n) = bytes_of_chars(data, 16) {
+        assert!(n <= data.len());
+    }
+});
