@@ -118,8 +118,8 @@ static ROWS: [Row; 6] = [
         transports: &[TransportKind::Tcp],
         default_port: Some(6238),
         authenticates: false,
-        serve: None,
-        refusal: no_refusal,
+        serve: Some(dialects::rake64::serve),
+        refusal: dialects::rake64::refusal,
     },
     Row {
         name: "tsockm",

@@ -4,4 +4,5 @@
 
 pub(crate) mod fanos;
 pub(crate) mod native;
+pub(crate) mod rake64;
 pub(crate) mod tsockm;

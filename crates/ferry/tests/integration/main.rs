@@ -17,6 +17,7 @@ mod lifecycle;
 mod limits;
 mod peers;
 mod rake;
+mod rake64;
 mod remote;
 mod run;
 mod sessions;
