@@ -185,9 +185,29 @@ pub struct RakeArgs {
     #[arg(long, value_name = "DURATION", default_value = "2s")]
     pub cost_timeout: humantime::Duration,
 
+    /// What the HOSTS speak: ferry daemons (`ferry`), or rake64 servers (`rake64`: the
+    /// seed's protocol, plain TCP, such as `ferry daemon --listen rake64:tcp:...` or the seed
+    /// authors' own server).
+    #[arg(long, value_enum, default_value = "ferry")]
+    pub wire: RakeWire,
+
+    /// With --wire rake64: how long a server may take to answer (a rake64 server may never
+    /// answer a command it cannot start).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub reply_timeout: humantime::Duration,
+
     /// Run only these sets (by name, e.g. actionset2), in the Rakefile's order.
     #[arg(value_name = "ACTIONSET")]
     pub sets: Vec<String>,
+}
+
+/// What `ferry rake`'s hosts speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RakeWire {
+    /// The native protocol (ferry daemons).
+    Ferry,
+    /// The seed's 64-byte-header protocol.
+    Rake64,
 }
 
 /// Which protocol `ferry chat` speaks.

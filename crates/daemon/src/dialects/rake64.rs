@@ -39,7 +39,7 @@ use crate::server::Server;
 const QUIET: Duration = Duration::from_millis(50);
 
 /// How long the payload of a seed-form `!SSIF` may take to arrive.
-const COUNT_WAIT: Duration = Duration::from_millis(200);
+const COUNT_WAIT: Duration = Duration::from_millis(50);
 
 /// The largest command text taken.
 const MAX_COMMAND: u64 = 64 * 1024;
@@ -116,7 +116,13 @@ impl Wire {
 
     /// The next header (`None` when the peer left between headers).
     async fn header(&mut self) -> Result<Option<Header>, Ended> {
-        let mut lone = false;
+        self.header_or_lone(false).await
+    }
+
+    /// The next header; with `request`, a filestream request is expected, and two bytes of a
+    /// code are taken at once (its padding, if any, is skipped before the next header).
+    async fn header_or_lone(&mut self, request: bool) -> Result<Option<Header>, Ended> {
+        let mut lone = request;
         loop {
             if let Some((header, used)) = decode_header(&self.buf, lone)? {
                 self.buf.drain(..used);
@@ -453,7 +459,7 @@ impl Session {
                 (Code::Name, name.clone().into_bytes()),
                 (Code::Size, data.len().to_string().into_bytes()),
             ] {
-                let request = wire.header().await?.ok_or(Ended::Gone)?;
+                let request = wire.header_or_lone(true).await?.ok_or(Ended::Gone)?;
                 if request.code != asked {
                     return Err(Ended::Bad(format!(
                         "expected !{}, not {request}",
@@ -470,7 +476,7 @@ impl Session {
                 };
                 wire.send(answer, &payload).await?;
             }
-            let request = wire.header().await?.ok_or(Ended::Gone)?;
+            let request = wire.header_or_lone(true).await?.ok_or(Ended::Gone)?;
             if request.code != Code::Transfer {
                 return Err(Ended::Bad(format!("expected !T, not {request}")));
             }

@@ -298,3 +298,68 @@ fn the_plan_and_a_bad_rakefile() {
     );
     assert!(!project.path().join("x").exists(), "nothing runs");
 }
+
+#[test]
+fn the_c_program_over_rake64_against_ferrys_own_rake64_listeners() {
+    let daemons: Vec<Daemon> = (0..3)
+        .map(|_| Daemon::start_networked(&["--allow-any-command"], &["rake64:tcp:127.0.0.1:0"]))
+        .collect();
+    let project = tempfile::tempdir().expect("tempdir");
+    c_program(project.path());
+    let hosts: Vec<String> = daemons
+        .iter()
+        .map(|d| format!("127.0.0.1:{}", d.listener_port("rake64:tcp")))
+        .collect();
+    std::fs::write(
+        project.path().join("Rakefile"),
+        format!("HOSTS = {}\n{C_SETS}", hosts.join(" ")),
+    )
+    .expect("Rakefile");
+    let joblog = project.path().join("joblog.tsv");
+    let out = rake(
+        project.path(),
+        &daemons[0],
+        Path::new("/dev/null"),
+        &[
+            "--wire",
+            "rake64",
+            "--joblog",
+            joblog.to_str().expect("utf-8"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "9 8\n");
+    let log = std::fs::read_to_string(&joblog).expect("joblog");
+    let mut used: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .take(3)
+        .map(|l| l.split('\t').nth(1).expect("host"))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used.len(), 3, "{log}");
+    // A failing remote command: stderr shown, its status reported, no later set.
+    std::fs::write(
+        project.path().join("Rakefile"),
+        format!(
+            "HOSTS = {}\nactionset1:\n\tremote-ls /nonexistent\nactionset2:\n\ttouch later\n",
+            hosts[0]
+        ),
+    )
+    .expect("Rakefile");
+    let out = rake(
+        project.path(),
+        &daemons[0],
+        Path::new("/dev/null"),
+        &["--wire", "rake64"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nonexistent") && stderr.contains("with exit 2"),
+        "{stderr}"
+    );
+    assert!(!project.path().join("later").exists());
+}

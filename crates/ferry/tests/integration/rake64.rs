@@ -123,9 +123,9 @@ fn cost_requirements_command_files_back_and_disconnect_byte_for_byte() {
 fn the_authors_forms_lone_codes_and_the_count_in_the_header() {
     let daemon = daemon();
     let mut peer = Peer::connect(&daemon);
-    // Two bytes alone, as the authors' client sends them.
+    // Two bytes alone, as the authors' client sends them (the next header's `!` ends the
+    // code however the writes arrive).
     peer.send(b"!R");
-    std::thread::sleep(Duration::from_millis(120));
     peer.send(&header("!SSIF1"));
     assert_eq!(peer.exact(2), b"!N");
     peer.send(&header("!S!NF1"));

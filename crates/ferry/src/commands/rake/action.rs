@@ -15,6 +15,8 @@ use ferry_rake::Action;
 
 use super::output::Printer;
 use super::place::Pool;
+use super::rake64::Rake64;
+use crate::cli::RakeWire;
 use crate::commands::transfer;
 
 /// What every action of a run shares.
@@ -175,6 +177,19 @@ async fn remote(
         }
         outcome.host = host.name.clone();
         tried.push(index);
+        if work.pool.wire == RakeWire::Rake64 {
+            let mut printer = Printer::new(tag.clone());
+            match on_rake64_host(work, &host.name, action, &mut printer).await {
+                Attempt::HostFailed(why) if tried.len() < 2 => {
+                    eprintln!(
+                        "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
+                        action.command, host.name
+                    );
+                    continue;
+                }
+                other => return other,
+            }
+        }
         let Some(endpoint) = host.endpoint() else {
             return Attempt::Failed(format!("{} cannot be reached", host.name));
         };
@@ -247,6 +262,40 @@ async fn on_host(
     match fetch_results(&mut client, &work.dir, &sandbox, &before).await {
         Ok(received) => Attempt::Ended(exit, sent, received),
         Err(e) => Attempt::Failed(format!("cannot fetch its results: {e:#}")),
+    }
+}
+
+/// Runs a remote action on a rake64 server.
+async fn on_rake64_host(
+    work: &Work,
+    address: &str,
+    action: &Action,
+    printer: &mut Printer,
+) -> Attempt {
+    let mut server = match Rake64::connect(address, work.pool.reply_timeout).await {
+        Ok(server) => server,
+        Err(e) => return Attempt::HostFailed(format!("{e:#}")),
+    };
+    let ran = server
+        .run(&work.dir, &action.command, &action.requires, printer)
+        .await;
+    server.close().await;
+    match ran {
+        Ok(ended) => Attempt::Ended(
+            JobExit {
+                code: Some(ended.code),
+                signal: None,
+                wall_us: 0,
+                timed_out: false,
+                error: None,
+                killed: false,
+                lost: false,
+            },
+            ended.sent,
+            ended.received,
+        ),
+        Err(e) if format!("{e:#}").contains("required file") => Attempt::Failed(format!("{e:#}")),
+        Err(e) => Attempt::HostFailed(format!("{e:#}")),
     }
 }
 

@@ -8,6 +8,7 @@
 mod action;
 mod output;
 mod place;
+mod rake64;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
             &rakefile.hosts,
             remote,
             args.cost_timeout.into(),
+            args.wire,
+            args.reply_timeout.into(),
         )?);
         let work = Arc::new(Work {
             local: local.clone(),

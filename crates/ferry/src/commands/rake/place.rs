@@ -13,11 +13,13 @@ use anyhow::{bail, Result};
 use ferry_client::{Client, Endpoint};
 use ferry_rake::Host;
 
+use super::rake64::Rake64;
+use crate::cli::RakeWire;
 use crate::endpoint::{for_named_host, RemoteOptions};
 
 /// One host of the Rakefile.
 pub struct PoolHost {
-    /// `NAME:PORT`, for messages and the summary.
+    /// `NAME:PORT`, for messages and the summary (and the address of a rake64 server).
     pub name: String,
     /// How to reach it (or why it cannot be).
     endpoint: std::result::Result<Endpoint, String>,
@@ -36,6 +38,10 @@ impl PoolHost {
 pub struct Pool {
     pub hosts: Vec<PoolHost>,
     timeout: Duration,
+    /// What the hosts speak.
+    pub wire: RakeWire,
+    /// With rake64: how long a server may take to answer.
+    pub reply_timeout: Duration,
     /// Hosts already warned about.
     warned: Mutex<HashSet<usize>>,
     /// One placement at a time.
@@ -44,19 +50,32 @@ pub struct Pool {
 
 impl Pool {
     /// The pool of `hosts`, reached with `options`; a host's poll may take `timeout`.
-    pub fn new(hosts: &[Host], options: &RemoteOptions, timeout: Duration) -> Result<Pool> {
+    pub fn new(
+        hosts: &[Host],
+        options: &RemoteOptions,
+        timeout: Duration,
+        wire: RakeWire,
+        reply_timeout: Duration,
+    ) -> Result<Pool> {
         let hosts = hosts
             .iter()
             .map(|host| PoolHost {
                 name: host.to_string(),
-                endpoint: for_named_host(options, &host.name, host.port)
-                    .map_err(|e| format!("{e:#}")),
+                endpoint: match wire {
+                    RakeWire::Ferry => {
+                        for_named_host(options, &host.name, host.port).map_err(|e| format!("{e:#}"))
+                    }
+                    // A rake64 server is reached by its address alone.
+                    RakeWire::Rake64 => Err(String::new()),
+                },
                 placed: AtomicU64::new(0),
             })
             .collect();
         Ok(Pool {
             hosts,
             timeout,
+            wire,
+            reply_timeout,
             warned: Mutex::default(),
             placing: tokio::sync::Mutex::new(()),
         })
@@ -73,6 +92,24 @@ impl Pool {
         }
     }
 
+    /// A rake64 server's cost (`!E`), within the poll's time limit.
+    async fn rake64_cost(&self, address: &str) -> std::result::Result<u64, String> {
+        let poll = async {
+            let mut server = Rake64::connect(address, self.timeout).await?;
+            let cost = server.cost().await;
+            server.close().await;
+            cost
+        };
+        match tokio::time::timeout(self.timeout, poll).await {
+            Ok(Ok(cost)) => Ok(cost),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!(
+                "no answer to the cost poll within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+
     /// Chooses the host for one action (not one of `exclude`): its index.
     pub async fn choose(&self, exclude: &[usize]) -> Result<usize> {
         let _one_at_a_time = self.placing.lock().await;
@@ -83,6 +120,9 @@ impl Pool {
             .map(|(index, host)| async move {
                 if exclude.contains(&index) {
                     return (index, Err("it failed this action already".to_owned()));
+                }
+                if self.wire == RakeWire::Rake64 {
+                    return (index, self.rake64_cost(&host.name).await);
                 }
                 let Some(endpoint) = host.endpoint() else {
                     let why = host.endpoint.as_ref().err().cloned().unwrap_or_default();

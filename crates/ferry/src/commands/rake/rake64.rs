@@ -1,0 +1,301 @@
+//! `ferry rake --wire rake64`: the client side of the seed's protocol, for rake64 servers
+//! (ferry's own `rake64` listener, or the seed authors' server): `!E` cost polls, `!R` and a
+//! filestream for requirements, `!C` commands, `!S`/`!F` replies, files back through the
+//! filestream. Every connection ends with `!D` (the authors' server spins on a connection
+//! closed without it). The file count of a filestream we send is in its `!SSIF` header (the
+//! authors' form, which ferry's server also takes); lengths are counted in bytes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ferry_client::Stream;
+use ferry_wire::rake64::{decode_header, Code, Header, Options};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::output::Printer;
+
+/// How long a lone code waits for padding before it is taken alone.
+const QUIET: Duration = Duration::from_millis(50);
+
+/// How long the payload of a seed-form `!SSIF` may take.
+const COUNT_WAIT: Duration = Duration::from_millis(50);
+
+/// One connection to a rake64 server.
+pub struct Rake64 {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// How long a reply may take (the authors' server never answers a command it cannot
+    /// start).
+    reply_wait: Duration,
+}
+
+/// How a command ended on a rake64 server.
+pub struct Ended {
+    /// Its exit code (0 on `!S`).
+    pub code: i32,
+    /// Bytes of requirements sent.
+    pub sent: u64,
+    /// Bytes of files received.
+    pub received: u64,
+}
+
+impl Rake64 {
+    /// Connects to `address` (`HOST:PORT`).
+    pub async fn connect(address: &str, reply_wait: Duration) -> Result<Rake64> {
+        let stream = TcpStream::connect(address)
+            .await
+            .with_context(|| format!("cannot connect to {address}"))?;
+        Ok(Rake64 {
+            stream,
+            buf: Vec::new(),
+            reply_wait,
+        })
+    }
+
+    /// Reads more bytes within `limit`; `false` when none came in time.
+    async fn fill(&mut self, limit: Duration) -> Result<bool> {
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(limit, self.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) => bail!("the server closed the connection"),
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// The next header, waiting at most `limit` for it to begin.
+    async fn header(&mut self, limit: Duration) -> Result<Header> {
+        self.header_or_lone(limit, false).await
+    }
+
+    /// The next header; with `request`, a filestream request is expected, and two bytes of a
+    /// code are taken at once (its padding, if any, is skipped later).
+    async fn header_or_lone(&mut self, limit: Duration, request: bool) -> Result<Header> {
+        let mut lone = request;
+        loop {
+            if let Some((header, used)) = decode_header(&self.buf, lone)? {
+                self.buf.drain(..used);
+                return Ok(header);
+            }
+            let waiting_lone = self.buf.iter().filter(|b| **b != b' ').count() == 2;
+            let wait = if waiting_lone { QUIET } else { limit };
+            if !self.fill(wait).await? {
+                if waiting_lone {
+                    lone = true;
+                } else {
+                    bail!(
+                        "no answer within {}s (a rake64 server may not answer a command it cannot start)",
+                        limit.as_secs()
+                    );
+                }
+            }
+        }
+    }
+
+    async fn payload(&mut self, len: u64) -> Result<Vec<u8>> {
+        let len = usize::try_from(len).map_err(|_| anyhow!("a payload too long"))?;
+        while self.buf.len() < len {
+            if !self.fill(self.reply_wait).await? {
+                bail!("the server stopped in the middle of a payload");
+            }
+        }
+        Ok(self.buf.drain(..len).collect())
+    }
+
+    async fn send(&mut self, header: Header, payload: &[u8]) -> Result<()> {
+        self.stream.write_all(&header.encode()).await?;
+        self.stream.write_all(payload).await?;
+        Ok(())
+    }
+
+    /// Says goodbye (`!D`), as every connection must.
+    pub async fn close(mut self) {
+        let _ = self
+            .stream
+            .write_all(&Header::new(Code::Disconnect, None).encode())
+            .await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// The server's cost.
+    pub async fn cost(&mut self) -> Result<u64> {
+        self.send(Header::new(Code::Cost, None), b"").await?;
+        let header = self.header(self.reply_wait).await?;
+        if header.code != Code::Cost {
+            bail!("a cost poll was answered {header}");
+        }
+        let text = self.payload(header.length.unwrap_or(0)).await?;
+        String::from_utf8_lossy(&text)
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("the cost is not a number"))
+    }
+
+    /// Sends `files` (relative to `dir`) as requirements.
+    async fn requirements(&mut self, dir: &Path, files: &[String]) -> Result<u64> {
+        self.send(Header::new(Code::Requirements, None), b"")
+            .await?;
+        let meta = Header {
+            options: Options {
+                stdout: true,
+                incoming: true,
+                filestream: true,
+            },
+            ..Header::new(Code::Success, Some(files.len() as u64))
+        };
+        self.send(meta, b"").await?;
+        let mut sent = 0;
+        for name in files {
+            let data =
+                std::fs::read(dir.join(name)).with_context(|| format!("required file {name}"))?;
+            let size = data.len().to_string();
+            for (asked, payload) in [(Code::Name, name.as_bytes()), (Code::Size, size.as_bytes())] {
+                let request = self.header_or_lone(self.reply_wait, true).await?;
+                if request.code != asked {
+                    bail!(
+                        "the server asked {request}, not !{}",
+                        asked.letter() as char
+                    );
+                }
+                let answer = Header {
+                    answers: Some(asked),
+                    options: Options {
+                        filestream: true,
+                        ..Options::default()
+                    },
+                    ..Header::new(Code::Success, Some(payload.len() as u64))
+                };
+                self.send(answer, payload).await?;
+            }
+            let request = self.header_or_lone(self.reply_wait, true).await?;
+            if request.code != Code::Transfer {
+                bail!("the server asked {request}, not !T");
+            }
+            self.stream.write_all(&data).await?;
+            sent += data.len() as u64;
+        }
+        Ok(sent)
+    }
+
+    /// Receives a filestream into `dir` (names checked as `ferry get`'s); the bytes received.
+    async fn receive_files(&mut self, dir: &Path) -> Result<u64> {
+        let meta = self.header(self.reply_wait).await?;
+        if meta.code != Code::Success || !meta.options.filestream {
+            bail!("expected the filestream's !SSIF header, not {meta}");
+        }
+        let announced = meta.length.unwrap_or(0);
+        let mut count = announced;
+        let digits = usize::try_from(announced).unwrap_or(usize::MAX).min(20);
+        while self.buf.len() < digits && self.fill(COUNT_WAIT).await? {}
+        if digits > 0
+            && self.buf.len() >= digits
+            && self.buf[..digits].iter().all(u8::is_ascii_digit)
+        {
+            let text: Vec<u8> = self.buf.drain(..digits).collect();
+            count = String::from_utf8_lossy(&text).parse().unwrap_or(0);
+        }
+        let mut received = 0;
+        for _ in 0..count {
+            let name = self.ask(Code::Name).await?;
+            let relative = ferry_common::names::check_name(&name)
+                .map_err(|e| anyhow!("the server sent a bad name: {e}"))?
+                .to_owned();
+            let size = self.ask(Code::Size).await?;
+            let size: u64 = String::from_utf8_lossy(&size)
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("the server sent a size that is not a number"))?;
+            self.send(Header::new(Code::Transfer, None), b"").await?;
+            let data = self.payload(size).await?;
+            let local = dir.join(&relative);
+            if let Some(parent) = local.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&local, &data)
+                .with_context(|| format!("cannot write {}", local.display()))?;
+            // The wire carries no mode: a program (an ELF binary, a script) is made executable,
+            // so that a later action can run what an earlier one built.
+            if data.starts_with(b"\x7fELF") || data.starts_with(b"#!") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755))?;
+            }
+            received += size;
+        }
+        Ok(received)
+    }
+
+    /// Asks for a file's name or size; the answer's payload.
+    async fn ask(&mut self, code: Code) -> Result<Vec<u8>> {
+        self.send(Header::new(code, None), b"").await?;
+        let answer = self.header(self.reply_wait).await?;
+        if answer.answers != Some(code) {
+            bail!(
+                "asked !{}, the server answered {answer}",
+                code.letter() as char
+            );
+        }
+        self.payload(answer.length.unwrap_or(0)).await
+    }
+
+    /// Runs one action: requirements, command, output, files back.
+    pub async fn run(
+        &mut self,
+        dir: &Path,
+        command: &str,
+        requires: &[String],
+        printer: &mut Printer,
+    ) -> Result<Ended> {
+        let sent = if requires.is_empty() {
+            0
+        } else {
+            self.requirements(dir, requires).await?
+        };
+        self.send(
+            Header::new(Code::Command, Some(command.len() as u64)),
+            command.as_bytes(),
+        )
+        .await?;
+        let reply = self.header(self.reply_wait).await?;
+        match reply.code {
+            Code::Success => {
+                let stdout = self.payload(reply.length.unwrap_or(0)).await?;
+                printer.write(Stream::Stdout, &stdout);
+                printer.finish();
+                let received = if reply.options.incoming {
+                    self.receive_files(dir).await?
+                } else {
+                    0
+                };
+                Ok(Ended {
+                    code: 0,
+                    sent,
+                    received,
+                })
+            }
+            Code::Failure => {
+                let stderr = self.payload(reply.length.unwrap_or(0)).await?;
+                printer.write(Stream::Stderr, &stderr);
+                printer.finish();
+                // The authors' server follows with the exit code; the seed's with nothing.
+                let code = match self.header(Duration::from_secs(1)).await {
+                    Ok(second) if second.code == Code::Failure => {
+                        let text = self.payload(second.length.unwrap_or(0)).await?;
+                        String::from_utf8_lossy(&text).trim().parse().unwrap_or(1)
+                    }
+                    _ => 1,
+                };
+                Ok(Ended {
+                    code: if code == 0 { 1 } else { code },
+                    sent,
+                    received: 0,
+                })
+            }
+            _ => bail!("a command was answered {reply}"),
+        }
+    }
+}
