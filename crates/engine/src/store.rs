@@ -400,6 +400,9 @@ fn commit<'a>(
     txn.commit().map_err(db_error)
 }
 
+/// How long the store waits for more changes to commit together with the first.
+const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(2);
+
 fn store_thread(
     db: &Database,
     log_dir: &Path,
@@ -410,8 +413,24 @@ fn store_thread(
     let mut since_retention = 0usize;
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
-        while let Ok(more) = queue.try_recv() {
-            batch.push(more);
+        // Group commit: what arrives within a short window joins this transaction, so that a
+        // burst of jobs costs a few commits (each an fdatasync), not two per job.
+        let window = std::time::Instant::now() + GROUP_COMMIT_WINDOW;
+        loop {
+            match queue.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(mpsc::TryRecvError::Empty) => {
+                    let left = window.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match queue.recv_timeout(left) {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
         }
         let mut records: BTreeMap<JobId, JobRecord> = BTreeMap::new();
         let mut prunes = Vec::new();

@@ -28,7 +28,15 @@ pub struct Work {
     pub dir: PathBuf,
     /// The hosts.
     pub pool: Arc<Pool>,
+    /// Local actions running at once (each holds a connection to the local daemon, whose
+    /// connection and job limits are finite).
+    pub local_slots: Arc<tokio::sync::Semaphore>,
+    /// Connections to the local daemon between two local actions.
+    pub idle_local: std::sync::Mutex<Vec<Client>>,
 }
+
+/// Local actions that run at once; the others of a set wait for a place.
+pub const LOCAL_AT_ONCE: usize = 64;
 
 /// How an action ended.
 #[derive(Debug, Clone)]
@@ -137,8 +145,11 @@ pub async fn run(work: &Work, action: &Action, tagged: bool) -> Outcome {
 
 /// A local action: `sh -c COMMAND` on the local daemon, in the Rakefile's directory.
 async fn local(work: &Work, action: &Action, printer: &mut Printer) -> Attempt {
+    let Ok(_slot) = work.local_slots.acquire().await else {
+        return Attempt::Failed("the run is ending".into());
+    };
     let result: Result<JobExit> = async {
-        let mut client = crate::commands::connect(&work.local).await?;
+        let mut client = local_client(work).await?;
         let run = RunRequest {
             argv: shell(&action.command),
             cwd: Some(work.dir.clone()),
@@ -148,7 +159,13 @@ async fn local(work: &Work, action: &Action, printer: &mut Printer) -> Attempt {
             ..RunRequest::default()
         };
         let started = client.run(&run).await?;
-        follow(&mut client, started.job, printer).await
+        let exit = follow(&mut client, started.job, printer).await?;
+        // The connection serves the next local action.
+        work.idle_local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(client);
+        Ok(exit)
     }
     .await;
     match result {
@@ -348,7 +365,58 @@ async fn follow(client: &mut Client, job: u64, printer: &mut Printer) -> Result<
     }
 }
 
-/// `sh -c COMMAND`.
+/// The command's argv: its words when it is a plain command (no character a shell would
+/// treat specially), so that no shell is started for it, as make does; else `sh -c COMMAND`.
 fn shell(command: &str) -> Vec<OsString> {
-    vec!["sh".into(), "-c".into(), command.into()]
+    const SPECIAL: &[char] = &[
+        '|', '&', ';', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+        '=', '%', '{', '}', '!', '\n',
+    ];
+    let words: Vec<&str> = command.split_whitespace().collect();
+    // Commands only a shell has.
+    const BUILTINS: &[&str] = &[
+        "cd", "exit", "export", "set", "unset", ".", ":", "source", "exec", "ulimit", "umask",
+        "alias", "eval", "read", "wait", "trap", "readonly", "shift", "times", "command", "hash",
+        "getopts", "return", "type", "jobs", "local", "break", "continue",
+    ];
+    let builtin = words.first().is_some_and(|w| BUILTINS.contains(w));
+    if words.is_empty() || builtin || command.contains(SPECIAL) {
+        return vec!["sh".into(), "-c".into(), command.into()];
+    }
+    words.into_iter().map(OsString::from).collect()
+}
+
+/// Takes an idle connection to the local daemon, or opens one.
+async fn local_client(work: &Work) -> Result<Client> {
+    let idle = work
+        .idle_local
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop();
+    match idle {
+        Some(client) => Ok(client),
+        None => crate::commands::connect(&work.local).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell;
+
+    #[test]
+    fn plain_commands_run_without_a_shell_and_others_with_one() {
+        assert_eq!(shell("cc -c  square.c"), ["cc", "-c", "square.c"]);
+        assert_eq!(shell("true"), ["true"]);
+        for command in [
+            "echo $HOME",
+            "a | b",
+            "cd /tmp",
+            "x=1 env",
+            "ls *.c",
+            "echo 'a b'",
+            "exit 3",
+        ] {
+            assert_eq!(shell(command), ["sh", "-c", command], "{command}");
+        }
+    }
 }

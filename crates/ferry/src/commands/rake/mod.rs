@@ -58,6 +58,8 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
             local: local.clone(),
             dir,
             pool,
+            local_slots: Arc::new(tokio::sync::Semaphore::new(action::LOCAL_AT_ONCE)),
+            idle_local: std::sync::Mutex::default(),
         });
         tokio::select! {
             outcome = run_sets(&rakefile, &work, args.joblog.as_deref()) => outcome,
