@@ -363,3 +363,41 @@ fn the_c_program_over_rake64_against_ferrys_own_rake64_listeners() {
     );
     assert!(!project.path().join("later").exists());
 }
+
+#[test]
+fn on_a_terminal_a_progress_line_shows_the_set_and_output_lines_stay_whole() {
+    use crate::fds::{open_slave, pty, read_until};
+    let local = Daemon::start(&[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("Rakefile"),
+        "actionset1:\n\techo one; sleep 0.5\n\techo two; sleep 0.5\n\tsleep 0.5; echo three\n",
+    )
+    .expect("Rakefile");
+    let (master, slave) = pty();
+    let mut child = Command::new(ferry_bin())
+        .current_dir(project.path())
+        .arg("--socket")
+        .arg(&local.socket)
+        .arg("rake")
+        .stdout(std::process::Stdio::from(open_slave(&slave)))
+        .stderr(std::process::Stdio::from(open_slave(&slave)))
+        .spawn()
+        .expect("ferry rake");
+    let screen = read_until(&master, "ACTION");
+    assert!(
+        screen.contains("actionset1: "),
+        "a progress line: {screen:?}"
+    );
+    for line in [
+        "echo one; sleep 0.5\tone",
+        "echo two; sleep 0.5\ttwo",
+        "sleep 0.5; echo three\tthree",
+    ] {
+        assert!(screen.contains(line), "{line:?} whole in {screen:?}");
+    }
+    assert_eq!(
+        crate::helper::wait_with_timeout(&mut child, Duration::from_secs(10)),
+        Some(0)
+    );
+}

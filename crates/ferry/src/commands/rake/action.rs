@@ -198,10 +198,10 @@ async fn remote(
             let mut printer = Printer::new(tag.clone());
             match on_rake64_host(work, &host.name, action, &mut printer).await {
                 Attempt::HostFailed(why) if tried.len() < 2 => {
-                    eprintln!(
+                    super::output::note(&format!(
                         "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
                         action.command, host.name
-                    );
+                    ));
                     continue;
                 }
                 other => return other,
@@ -213,10 +213,10 @@ async fn remote(
         let mut printer = Printer::new(tag.clone());
         match on_host(work, endpoint, action, &mut printer).await {
             Attempt::HostFailed(why) if tried.len() < 2 => {
-                eprintln!(
+                super::output::note(&format!(
                     "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
                     action.command, host.name
-                );
+                ));
             }
             other => return other,
         }

@@ -97,25 +97,36 @@ async fn run_sets(rakefile: &Rakefile, work: &Arc<Work>, joblog: Option<&Path>) 
     let mut failed = false;
     for set in &rakefile.sets {
         let tagged = set.actions.len() > 1;
+        let progress = output::Progress::new(&set.name, set.actions.len() as u64);
         let mut running = tokio::task::JoinSet::new();
         for (index, action) in set.actions.iter().enumerate() {
             let work = Arc::clone(work);
             let action = action.clone();
-            running.spawn(async move { (index, action::run(&work, &action, tagged).await) });
+            let progress = progress.clone();
+            running.spawn(async move {
+                progress.started();
+                let outcome = action::run(&work, &action, tagged).await;
+                progress.ended();
+                (index, outcome)
+            });
         }
         let mut finished = Vec::new();
         while let Some(done) = running.join_next().await {
             let (index, outcome) = done.context("an action's task failed")?;
             if !outcome.succeeded() {
-                eprintln!("ferry: rake: {}", outcome.failure());
+                output::note(&format!("ferry: rake: {}", outcome.failure()));
             }
             finished.push((index, outcome));
         }
+        progress.finish();
         finished.sort_by_key(|(index, _)| *index);
         failed |= finished.iter().any(|(_, o)| !o.succeeded());
         outcomes.extend(finished.into_iter().map(|(_, o)| (set.name.clone(), o)));
         if failed {
-            eprintln!("ferry: rake: {} failed: no later set runs", set.name);
+            output::note(&format!(
+                "ferry: rake: {} failed: no later set runs",
+                set.name
+            ));
             break;
         }
     }

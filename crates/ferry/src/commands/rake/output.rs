@@ -1,10 +1,83 @@
 //! An action's output on ferry's stdout and stderr: as is when the action runs alone in its
 //! set; otherwise line by line, each line prefixed with the action and a tab (as GNU
-//! parallel's `--tag` does), so that the lines of actions running together never mix.
+//! parallel's `--tag` does), so that the lines of actions running together never mix. On a
+//! terminal, a progress line shows the running set's actions done, running and waiting; output
+//! is written with it hidden.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use ferry_client::Stream;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The progress line of the set running, on a terminal: its actions done, running and
+/// waiting. Output is written with the line hidden, so the two never mix.
+#[derive(Clone)]
+pub struct Progress {
+    bar: ProgressBar,
+    counts: Arc<[AtomicU64; 3]>,
+    name: String,
+}
+
+/// The progress line in use (output hides it while it writes).
+static CURRENT: OnceLock<std::sync::Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+fn current() -> &'static std::sync::Mutex<Option<ProgressBar>> {
+    CURRENT.get_or_init(|| std::sync::Mutex::new(None))
+}
+
+impl Progress {
+    /// The progress of set `name` of `total` actions (hidden unless stderr is a terminal).
+    pub fn new(name: &str, total: u64) -> Progress {
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:20}] {pos}/{len}") {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        *current().lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+        let progress = Progress {
+            bar,
+            counts: Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(total)]),
+            name: name.to_owned(),
+        };
+        progress.show();
+        progress
+    }
+
+    fn show(&self) {
+        let [done, running, waiting] = [0, 1, 2].map(|i| self.counts[i].load(Ordering::Relaxed));
+        self.bar.set_position(done);
+        self.bar.set_message(format!(
+            "{}: {done} done, {running} running, {waiting} waiting",
+            self.name
+        ));
+    }
+
+    /// An action started.
+    pub fn started(&self) {
+        self.counts[2].fetch_sub(1, Ordering::Relaxed);
+        self.counts[1].fetch_add(1, Ordering::Relaxed);
+        self.show();
+    }
+
+    /// An action ended.
+    pub fn ended(&self) {
+        self.counts[1].fetch_sub(1, Ordering::Relaxed);
+        self.counts[0].fetch_add(1, Ordering::Relaxed);
+        self.show();
+    }
+
+    /// The set is over: the line goes.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+        *current().lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
 
 /// Prints one action's output.
 pub struct Printer {
@@ -55,13 +128,26 @@ impl Printer {
     }
 }
 
-/// Writes bytes to ferry's stdout or stderr at once (a closed one has no reader to tell).
+/// Writes bytes to ferry's stdout or stderr at once (a closed one has no reader to tell),
+/// with the progress line hidden meanwhile.
 fn emit(stream: Stream, bytes: &[u8]) {
-    let _ = match stream {
-        Stream::Stdout => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(bytes).and_then(|()| out.flush())
-        }
-        Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+    let write = || {
+        let _ = match stream {
+            Stream::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes).and_then(|()| out.flush())
+            }
+            Stream::Stderr => std::io::stderr().lock().write_all(bytes),
+        };
     };
+    let bar = current().lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// Prints a line of ferry's own on stderr, with the progress line hidden meanwhile.
+pub fn note(line: &str) {
+    emit(Stream::Stderr, format!("{line}\n").as_bytes());
 }

@@ -85,10 +85,10 @@ impl Pool {
     fn warn(&self, index: usize, why: &str) {
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
         if warned.insert(index) {
-            eprintln!(
+            super::output::note(&format!(
                 "ferry: rake: host {} skipped: {why}",
                 self.hosts[index].name
-            );
+            ));
         }
     }
 
