@@ -391,6 +391,18 @@ impl Client {
         self.sender.say(to, text).await
     }
 
+    /// Gives the file `from` of the file area a second name `to` there (no bytes copied).
+    pub async fn link(&mut self, from: &str, to: &str) -> Result<(), ClientError> {
+        let request = self.sender.next_request();
+        let message = ClientMessage::Link {
+            request,
+            from: from.as_bytes().to_vec(),
+            to: to.as_bytes().to_vec(),
+        };
+        self.sender.queue(crate::Queued::Plain(message)).await?;
+        self.done(request).await
+    }
+
     /// How busy the daemon is, and what one more job costs there.
     pub async fn cost(&mut self) -> Result<Cost, ClientError> {
         self.call(

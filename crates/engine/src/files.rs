@@ -311,6 +311,53 @@ impl FileArea {
         })
     }
 
+    /// Gives the regular file `from` a second name `to` (a hard link: no bytes are copied),
+    /// both beneath the area; `to` must not exist yet.
+    pub fn link(&self, from: &Path, to: &Path) -> Result<(), FileError> {
+        let from_dir = self.existing_parent(from)?;
+        let from_name = file_name(from)?;
+        let stat = rustix::fs::statat(&from_dir, from_name, AtFlags::SYMLINK_NOFOLLOW).map_err(
+            |e| match e {
+                Errno::NOENT => FileError::Refused {
+                    name: from.display().to_string(),
+                    problem: "no such file in the file area".into(),
+                },
+                other => io_error(from)(other),
+            },
+        )?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(FileError::Refused {
+                name: from.display().to_string(),
+                problem: "is not a regular file".into(),
+            });
+        }
+        let to_dir = self.parent_dir(to)?;
+        let to_name = file_name(to)?;
+        rustix::fs::linkat(&from_dir, from_name, &to_dir, to_name, AtFlags::empty())
+            .map_err(io_error(to))
+    }
+
+    /// Opens the existing directory holding `name` (none is made).
+    fn existing_parent(&self, name: &Path) -> Result<OwnedFd, FileError> {
+        match name.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => rustix::io::dup(&self.root).map_err(io_error(name)),
+            Some(parent) => rustix::fs::openat2(
+                &self.root,
+                parent,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                BENEATH,
+            )
+            .map_err(|e| match e {
+                Errno::NOENT | Errno::NOTDIR => FileError::Refused {
+                    name: name.display().to_string(),
+                    problem: "no such directory in the file area".into(),
+                },
+                other => io_error(name)(other),
+            }),
+        }
+    }
+
     /// Opens `name` for download: it must be a regular file beneath the area.
     pub fn download(&self, name: &Path) -> Result<Download, FileError> {
         // O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it.
@@ -488,6 +535,14 @@ impl Download {
     pub fn checksum(&self) -> Vec<u8> {
         self.hasher.digest().to_vec()
     }
+}
+
+/// The last component of `name`.
+fn file_name(name: &Path) -> Result<&OsStr, FileError> {
+    name.file_name().ok_or_else(|| FileError::Refused {
+        name: name.display().to_string(),
+        problem: "has no file name".into(),
+    })
 }
 
 /// 16 random hex digits (for temporary names).

@@ -200,6 +200,11 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         any::<u64>().prop_map(|request| ClientMessage::Leave { request }),
         any::<u64>().prop_map(|nonce| ClientMessage::Pong { nonce }),
         any::<u64>().prop_map(|request| ClientMessage::Cost { request }),
+        (any::<u64>(), bytes(16), bytes(16)).prop_map(|(request, from, to)| ClientMessage::Link {
+            request,
+            from,
+            to
+        }),
     ]
 }
 

@@ -401,3 +401,44 @@ fn on_a_terminal_a_progress_line_shows_the_set_and_output_lines_stay_whole() {
         Some(0)
     );
 }
+
+#[test]
+fn inputs_a_host_holds_are_not_sent_again_and_that_host_wins_a_tie() {
+    let (daemons, _shared, token) = pool(2, &[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(project.path().join("input.txt"), "x".repeat(100_000)).expect("input");
+    let host = |i: usize| format!("127.0.0.1:{}", daemons[i].port("tcp"));
+    let joblog = project.path().join("joblog.tsv");
+    let run = |hosts: String| {
+        std::fs::write(
+            project.path().join("Rakefile"),
+            format!(
+                "HOSTS = {hosts}\nactionset1:\n\tremote-wc -c input.txt\n\t\trequires input.txt\n"
+            ),
+        )
+        .expect("Rakefile");
+        let out = rake(
+            project.path(),
+            &daemons[0],
+            &token,
+            &["--joblog", joblog.to_str().expect("utf-8")],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let log = std::fs::read_to_string(&joblog).expect("joblog");
+        let line = log.lines().nth(1).expect("a line").to_owned();
+        let fields: Vec<String> = line.split('\t').map(str::to_owned).collect();
+        (
+            fields[1].clone(),
+            fields[4].clone(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // The second host alone: the input is sent.
+    let (first, sent, stdout) = run(host(1));
+    assert_eq!((first, sent.as_str()), (host(1), "100000"));
+    assert!(stdout.contains("100000 input.txt"), "{stdout}");
+    // Both hosts, equally idle: the one that holds the input wins, and nothing is sent.
+    let (second, sent, stdout) = run(format!("{} {}", host(0), host(1)));
+    assert_eq!((second, sent.as_str()), (host(1), "0"));
+    assert!(stdout.contains("100000 input.txt"), "{stdout}");
+}

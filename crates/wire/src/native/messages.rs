@@ -235,6 +235,18 @@ pub enum ClientMessage {
         /// Client-chosen request id.
         request: u64,
     },
+    /// Give a regular file of the file area a second name there (a hard link; e.g. a cached
+    /// input into a sandbox): answered with `Done`.
+    Link {
+        /// Client-chosen request id.
+        request: u64,
+        /// The file (relative to the file area).
+        #[serde(with = "serde_bytes")]
+        from: Vec<u8>,
+        /// Its new name (must not exist).
+        #[serde(with = "serde_bytes")]
+        to: Vec<u8>,
+    },
     /// How busy the daemon is, and what one more job costs there: answered with `Cost`. Any
     /// peer may ask.
     Cost {
@@ -278,6 +290,7 @@ impl ClientMessage {
             ClientMessage::Leave { .. } => "Leave",
             ClientMessage::Pong { .. } => "Pong",
             ClientMessage::Cost { .. } => "Cost",
+            ClientMessage::Link { .. } => "Link",
         }
     }
 }

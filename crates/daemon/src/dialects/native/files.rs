@@ -66,6 +66,7 @@ impl Connection {
             ClientMessage::Get { request, path } => self.get(request, path.into_vec()),
             ClientMessage::Sandbox { request, keep } => self.sandbox(request, keep).await,
             ClientMessage::List { request, path } => self.list(request, path.into_vec()).await,
+            ClientMessage::Link { request, from, to } => self.link(request, from, to).await,
             _ => {}
         }
     }
@@ -83,6 +84,18 @@ impl Connection {
     async fn refuse_file(&self, request: u64, kind: RefusalKind, message: String) {
         self.refuse(Some(request), Refusal::new(kind, message))
             .await;
+    }
+
+    async fn link(&mut self, request: u64, from: Vec<u8>, to: Vec<u8>) {
+        let area = Arc::clone(&self.files);
+        let linked =
+            tokio::task::spawn_blocking(move || area.link(check_name(&from)?, check_name(&to)?))
+                .await;
+        match linked {
+            Ok(Ok(())) => self.send(&DaemonMessage::Done { request }).await,
+            Ok(Err(error)) => self.file_error(request, error).await,
+            Err(e) => self.file_error(request, task_failed(e)).await,
+        }
     }
 
     async fn put_start(&mut self, request: u64, path: Vec<u8>, size: u64, mode: u32) {

@@ -62,6 +62,7 @@ const CAPABILITIES: &[&str] = &[
     "peers",
     "hub",
     "cost",
+    "link",
 ];
 
 /// Serves one admitted connection (the listener table's entry point).
@@ -512,7 +513,8 @@ impl Connection {
             | ClientMessage::PutEnd { .. }
             | ClientMessage::Get { .. }
             | ClientMessage::Sandbox { .. }
-            | ClientMessage::List { .. }) => self.file_request(request).await,
+            | ClientMessage::List { .. }
+            | ClientMessage::Link { .. }) => self.file_request(request).await,
             request @ (ClientMessage::SessionNew { .. }
             | ClientMessage::SessionState { .. }
             | ClientMessage::SessionClose { .. }) => self.session_request(request).await,

@@ -181,9 +181,13 @@ async fn remote(
     tag: Option<String>,
     outcome: &mut Outcome,
 ) -> Attempt {
+    let inputs = match input_hashes(&work.dir, &action.requires) {
+        Ok(inputs) => inputs,
+        Err(e) => return Attempt::Failed(format!("{e:#}")),
+    };
     let mut tried = Vec::new();
     loop {
-        let index = match work.pool.choose(&tried).await {
+        let index = match work.pool.choose(&tried, &inputs).await {
             Ok(index) => index,
             Err(e) => return Attempt::Failed(format!("{e:#}")),
         };
@@ -211,7 +215,7 @@ async fn remote(
             return Attempt::Failed(format!("{} cannot be reached", host.name));
         };
         let mut printer = Printer::new(tag.clone());
-        match on_host(work, endpoint, action, &mut printer).await {
+        match on_host(work, index, endpoint, action, &inputs, &mut printer).await {
             Attempt::HostFailed(why) if tried.len() < 2 => {
                 super::output::note(&format!(
                     "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
@@ -223,11 +227,87 @@ async fn remote(
     }
 }
 
+/// Where a host keeps inputs by content, in the file area of this client.
+pub const INPUT_CACHE: &str = "rake-inputs";
+
+/// The content hash (XXH3-128, hex) of each required file.
+fn input_hashes(dir: &Path, requires: &[String]) -> Result<Vec<String>> {
+    requires
+        .iter()
+        .map(|name| {
+            let mut file = std::fs::File::open(dir.join(name))
+                .with_context(|| format!("required file {name}"))?;
+            let mut checksum = ferry_common::checksum::FileChecksum::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf)
+                    .with_context(|| format!("required file {name}"))?;
+                if n == 0 {
+                    break;
+                }
+                checksum.update(&buf[..n]);
+            }
+            Ok(checksum
+                .digest()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect())
+        })
+        .collect()
+}
+
+/// Puts the requirements into `sandbox`: a content the host holds already (in its input
+/// cache) is linked, not sent; another is sent into the cache, then linked. The bytes sent.
+async fn put_inputs(
+    client: &mut Client,
+    work: &Work,
+    host: usize,
+    sandbox: &str,
+    requires: &[String],
+    inputs: &[String],
+) -> Result<u64> {
+    let held: std::collections::HashSet<String> = match client.list(INPUT_CACHE).await {
+        Ok(listing) => listing
+            .files
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.path).into_owned())
+            .collect(),
+        Err(_) => Default::default(),
+    };
+    work.pool.hosts[host]
+        .held
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(held.iter().cloned());
+    let mut sent = 0;
+    for (name, hash) in requires.iter().zip(inputs) {
+        let cached = format!("{INPUT_CACHE}/{hash}");
+        let target = format!("{sandbox}/{name}");
+        if held.contains(hash) && client.link(&cached, &target).await.is_ok() {
+            continue;
+        }
+        let local = work.dir.join(name);
+        sent += std::fs::metadata(&local)
+            .with_context(|| format!("required file {name}"))?
+            .len();
+        transfer::upload(client, &local, &cached, true).await?;
+        client.link(&cached, &target).await?;
+        work.pool.hosts[host]
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash.clone());
+    }
+    Ok(sent)
+}
+
 /// Runs a remote action on one host: sandbox, requirements, command, results.
 async fn on_host(
     work: &Work,
+    host: usize,
     endpoint: &Endpoint,
     action: &Action,
+    inputs: &[String],
     printer: &mut Printer,
 ) -> Attempt {
     let mut client = match Client::connect(endpoint, crate::CLIENT_NAME).await {
@@ -237,14 +317,7 @@ async fn on_host(
     // Until the command has run, a failure is the host's (or the connection's).
     let prepared: Result<(String, Listing, u64)> = async {
         let sandbox = client.sandbox(false).await?;
-        let mut sent = 0;
-        for name in &action.requires {
-            let local = work.dir.join(name);
-            sent += std::fs::metadata(&local)
-                .with_context(|| format!("required file {name}"))?
-                .len();
-            transfer::upload(&mut client, &local, &format!("{sandbox}/{name}"), true).await?;
-        }
+        let sent = put_inputs(&mut client, work, host, &sandbox, &action.requires, inputs).await?;
         let before = client.list(&sandbox).await?;
         Ok((sandbox, before, sent))
     }

@@ -25,6 +25,10 @@ pub struct PoolHost {
     endpoint: std::result::Result<Endpoint, String>,
     /// Actions this run sent there.
     placed: AtomicU64,
+    /// Contents (hashes) it is known to hold in its input cache.
+    pub held: Mutex<HashSet<String>>,
+    /// Its input cache was listed this run.
+    scanned: std::sync::atomic::AtomicBool,
 }
 
 impl PoolHost {
@@ -69,6 +73,8 @@ impl Pool {
                     RakeWire::Rake64 => Err(String::new()),
                 },
                 placed: AtomicU64::new(0),
+                held: Mutex::default(),
+                scanned: std::sync::atomic::AtomicBool::new(false),
             })
             .collect();
         Ok(Pool {
@@ -110,8 +116,10 @@ impl Pool {
         }
     }
 
-    /// Chooses the host for one action (not one of `exclude`): its index.
-    pub async fn choose(&self, exclude: &[usize]) -> Result<usize> {
+    /// Chooses the host for one action (not one of `exclude`) whose inputs have the content
+    /// hashes `inputs`: the lowest cost; among equal costs, the host that holds most of the
+    /// inputs already, then the one this run sent the fewest actions. Its index.
+    pub async fn choose(&self, exclude: &[usize], inputs: &[String]) -> Result<usize> {
         let _one_at_a_time = self.placing.lock().await;
         let polls = self
             .hosts
@@ -130,7 +138,19 @@ impl Pool {
                 };
                 let poll = async {
                     let mut client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
-                    client.cost().await
+                    let cost = client.cost().await?;
+                    // Once per run, learn which inputs it holds (for ties).
+                    if !inputs.is_empty() && !host.scanned.swap(true, Ordering::Relaxed) {
+                        if let Ok(listing) = client.list(super::action::INPUT_CACHE).await {
+                            host.held.lock().unwrap_or_else(|e| e.into_inner()).extend(
+                                listing
+                                    .files
+                                    .iter()
+                                    .map(|f| String::from_utf8_lossy(&f.path).into_owned()),
+                            );
+                        }
+                    }
+                    Ok::<_, ferry_client::ClientError>(cost)
                 };
                 let cost = match tokio::time::timeout(self.timeout, poll).await {
                     Ok(Ok(cost)) => Ok(cost.cost),
@@ -143,12 +163,15 @@ impl Pool {
                 (index, cost)
             });
         let answers = futures_join_all(polls).await;
-        let mut best: Option<(u64, u64, usize)> = None;
+        let mut best: Option<(u64, usize, u64, usize)> = None;
         for (index, answer) in answers {
             match answer {
                 Ok(cost) => {
-                    let placed = self.hosts[index].placed.load(Ordering::Relaxed);
-                    let key = (cost, placed, index);
+                    let host = &self.hosts[index];
+                    let placed = host.placed.load(Ordering::Relaxed);
+                    let held = host.held.lock().unwrap_or_else(|e| e.into_inner());
+                    let missing = inputs.iter().filter(|h| !held.contains(*h)).count();
+                    let key = (cost, missing, placed, index);
                     if best.is_none_or(|b| key < b) {
                         best = Some(key);
                     }
@@ -157,7 +180,7 @@ impl Pool {
                 Err(_) => {}
             }
         }
-        let Some((_, _, index)) = best else {
+        let Some((_, _, _, index)) = best else {
             bail!("no host of the Rakefile answered the cost poll");
         };
         self.hosts[index].placed.fetch_add(1, Ordering::Relaxed);
