@@ -249,25 +249,47 @@ fn parse_fields(code: Code, mut fields: &[u8]) -> Result<Header, Rake64Error> {
     Ok(header)
 }
 
-/// The bytes that hold the first `chars` characters of `buf` (UTF-8), for a peer that counts
-/// payload lengths in characters (the authors' server does): `None` until they are all there.
+/// The length a text payload announces: its characters when it is UTF-8 (the authors' server
+/// counts characters, and for ASCII they are its bytes), else its bytes. File contents (after
+/// `!T`) are counted in bytes, by their `!Z` size.
+pub fn text_len(text: &[u8]) -> u64 {
+    match std::str::from_utf8(text) {
+        Ok(text) => text.chars().count() as u64,
+        Err(_) => text.len() as u64,
+    }
+}
+
+/// The bytes that hold the first `chars` characters of `buf` (UTF-8), for a text payload whose
+/// length counts characters (see [`text_len`]): `None` until they are all there. A byte that
+/// does not start a valid character counts as one.
 pub fn bytes_of_chars(buf: &[u8], chars: u64) -> Option<usize> {
     let mut count = 0u64;
     let mut index = 0;
     while count < chars {
         let byte = *buf.get(index)?;
         let width = match byte {
-            0x00..=0x7f => 1,
             0xc0..=0xdf => 2,
             0xe0..=0xef => 3,
             0xf0..=0xf7 => 4,
-            // A stray continuation byte counts as a character of its own.
             _ => 1,
         };
-        if index + width > buf.len() {
-            return None;
+        if width > 1 {
+            let tail = buf.get(index + 1..index + width);
+            match tail {
+                // Not all there yet: wait, unless what is there already is no continuation.
+                None => {
+                    let present = &buf[index + 1..];
+                    if present.iter().all(|b| b & 0xc0 == 0x80) {
+                        return None;
+                    }
+                    index += 1;
+                }
+                Some(tail) if tail.iter().all(|b| b & 0xc0 == 0x80) => index += width,
+                Some(_) => index += 1,
+            }
+        } else {
+            index += 1;
         }
-        index += width;
         count += 1;
     }
     Some(index)
@@ -386,5 +408,15 @@ mod tests {
         assert_eq!(bytes_of_chars("hé".as_bytes(), 3), None);
         assert_eq!(bytes_of_chars(&[0xc3], 1), None);
         assert_eq!(bytes_of_chars(b"", 0), Some(0));
+        // Not UTF-8: a byte is a character.
+        assert_eq!(bytes_of_chars(&[0xc3, b'a', 0xff], 3), Some(3));
+        assert_eq!(text_len("héllo".as_bytes()), 5);
+        assert_eq!(text_len(&[0xff, 0xfe]), 2);
+        for text in ["", "ascii", "héllo wörld", "日本語"] {
+            assert_eq!(
+                bytes_of_chars(text.as_bytes(), text_len(text.as_bytes())),
+                Some(text.len())
+            );
+        }
     }
 }

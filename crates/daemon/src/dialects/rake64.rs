@@ -28,7 +28,9 @@ use std::time::Duration;
 use ferry_common::checksum::FileChecksum;
 use ferry_engine::files::{FileArea, Listing};
 use ferry_engine::{JobOrigin, JobSpec, OutputEvent, OutputStream};
-use ferry_wire::rake64::{decode_header, Code, Header, Options, Rake64Error};
+use ferry_wire::rake64::{
+    bytes_of_chars, decode_header, text_len, Code, Header, Options, Rake64Error,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::conn::{BoxRead, BoxWrite, Conn};
@@ -57,7 +59,7 @@ pub(crate) fn serve(conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>> {
 
 /// A refusal of a connection that will not be served: a failure, as the seed's client reads it.
 pub(crate) fn refusal(_kind: RefusalKind, message: &str) -> Vec<u8> {
-    let mut bytes = Header::new(Code::Failure, Some(message.len() as u64))
+    let mut bytes = Header::new(Code::Failure, Some(text_len(message.as_bytes())))
         .encode()
         .to_vec();
     bytes.extend_from_slice(message.as_bytes());
@@ -152,6 +154,18 @@ impl Wire {
         Ok(self.buf.drain(..len).collect())
     }
 
+    /// The next text payload of `chars` characters (see `rake64::text_len`).
+    async fn text(&mut self, chars: u64) -> Result<Vec<u8>, Ended> {
+        loop {
+            if let Some(len) = bytes_of_chars(&self.buf, chars) {
+                return Ok(self.buf.drain(..len).collect());
+            }
+            if !self.fill(None).await? {
+                return Err(Ended::Gone);
+            }
+        }
+    }
+
     /// A header, then its payload.
     async fn send(&mut self, header: Header, payload: &[u8]) -> Result<(), Ended> {
         self.write.write_all(&header.encode()).await?;
@@ -242,7 +256,7 @@ impl Session {
                 (Code::Cost, None | Some(0)) => {
                     let cost = self.server.engine.load().cost().to_string();
                     wire.send(
-                        Header::new(Code::Cost, Some(cost.len() as u64)),
+                        Header::new(Code::Cost, Some(text_len(cost.as_bytes()))),
                         cost.as_bytes(),
                     )
                     .await?;
@@ -253,7 +267,7 @@ impl Session {
                             "a command of {len} bytes is over the limit of {MAX_COMMAND}"
                         )));
                     }
-                    let text = wire.payload(len).await?;
+                    let text = wire.text(len).await?;
                     self.command(wire, &String::from_utf8_lossy(&text)).await?;
                 }
                 (Code::Command, None) => {
@@ -296,15 +310,12 @@ impl Session {
             Err(why) => (127, Vec::new(), why.into_bytes()),
         };
         if status != 0 {
-            wire.send(
-                Header::new(Code::Failure, Some(stderr.len() as u64)),
-                &stderr,
-            )
-            .await?;
+            wire.send(Header::new(Code::Failure, Some(text_len(&stderr))), &stderr)
+                .await?;
             let code = status.to_string();
             return wire
                 .send(
-                    Header::new(Code::Failure, Some(code.len() as u64)),
+                    Header::new(Code::Failure, Some(text_len(code.as_bytes()))),
                     code.as_bytes(),
                 )
                 .await;
@@ -322,7 +333,7 @@ impl Session {
                 incoming: !made.is_empty(),
                 filestream: false,
             },
-            ..Header::new(Code::Success, Some(stdout.len() as u64))
+            ..Header::new(Code::Success, Some(text_len(&stdout)))
         };
         wire.send(header, &stdout).await?;
         if !made.is_empty() {
@@ -436,7 +447,7 @@ impl Session {
                 asked.letter() as char
             )));
         }
-        wire.payload(header.length.unwrap_or(0)).await
+        wire.text(header.length.unwrap_or(0)).await
     }
 
     /// Sends files of the sandbox as a filestream, each when asked.
@@ -448,7 +459,7 @@ impl Session {
                 incoming: true,
                 filestream: true,
             },
-            ..Header::new(Code::Success, Some(count.len() as u64))
+            ..Header::new(Code::Success, Some(text_len(count.as_bytes())))
         };
         wire.send(meta, count.as_bytes()).await?;
         for file in files {
@@ -472,7 +483,7 @@ impl Session {
                         filestream: true,
                         ..Options::default()
                     },
-                    ..Header::new(Code::Success, Some(payload.len() as u64))
+                    ..Header::new(Code::Success, Some(text_len(&payload)))
                 };
                 wire.send(answer, &payload).await?;
             }

@@ -92,6 +92,12 @@ fn cost_requirements_command_files_back_and_disconnect_byte_for_byte() {
         peer.framed(),
         ("!SS11".to_owned(), b"alpha\nbeta\n".to_vec())
     );
+    // Text payloads count characters, as the authors' server does: six for "héllo\n".
+    let command = "echo héllo".as_bytes();
+    peer.send(&header(&format!("!C{}", "echo héllo".chars().count())));
+    peer.send(command);
+    assert_eq!(peer.header(), "!SS6");
+    assert_eq!(peer.exact(7), "héllo\n".as_bytes());
     // A command that makes a file: it comes back through the filestream (our requests padded).
     let command = b"cp a.txt made.txt";
     peer.send(&header(&format!("!E{}", command.len())));

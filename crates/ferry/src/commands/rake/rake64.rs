@@ -3,14 +3,15 @@
 //! filestream for requirements, `!C` commands, `!S`/`!F` replies, files back through the
 //! filestream. Every connection ends with `!D` (the authors' server spins on a connection
 //! closed without it). The file count of a filestream we send is in its `!SSIF` header (the
-//! authors' form, which ferry's server also takes); lengths are counted in bytes.
+//! authors' form, which ferry's server also takes); text payloads count characters (see
+//! `rake64::text_len`), file contents bytes.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferry_client::Stream;
-use ferry_wire::rake64::{decode_header, Code, Header, Options};
+use ferry_wire::rake64::{bytes_of_chars, decode_header, text_len, Code, Header, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -107,6 +108,18 @@ impl Rake64 {
         Ok(self.buf.drain(..len).collect())
     }
 
+    /// The next text payload of `chars` characters (see `rake64::text_len`).
+    async fn text(&mut self, chars: u64) -> Result<Vec<u8>> {
+        loop {
+            if let Some(len) = bytes_of_chars(&self.buf, chars) {
+                return Ok(self.buf.drain(..len).collect());
+            }
+            if !self.fill(self.reply_wait).await? {
+                bail!("the server stopped in the middle of a payload");
+            }
+        }
+    }
+
     async fn send(&mut self, header: Header, payload: &[u8]) -> Result<()> {
         self.stream.write_all(&header.encode()).await?;
         self.stream.write_all(payload).await?;
@@ -129,7 +142,7 @@ impl Rake64 {
         if header.code != Code::Cost {
             bail!("a cost poll was answered {header}");
         }
-        let text = self.payload(header.length.unwrap_or(0)).await?;
+        let text = self.text(header.length.unwrap_or(0)).await?;
         String::from_utf8_lossy(&text)
             .trim()
             .parse()
@@ -168,7 +181,7 @@ impl Rake64 {
                         filestream: true,
                         ..Options::default()
                     },
-                    ..Header::new(Code::Success, Some(payload.len() as u64))
+                    ..Header::new(Code::Success, Some(text_len(payload)))
                 };
                 self.send(answer, payload).await?;
             }
@@ -239,7 +252,7 @@ impl Rake64 {
                 code.letter() as char
             );
         }
-        self.payload(answer.length.unwrap_or(0)).await
+        self.text(answer.length.unwrap_or(0)).await
     }
 
     /// Runs one action: requirements, command, output, files back.
@@ -256,14 +269,14 @@ impl Rake64 {
             self.requirements(dir, requires).await?
         };
         self.send(
-            Header::new(Code::Command, Some(command.len() as u64)),
+            Header::new(Code::Command, Some(text_len(command.as_bytes()))),
             command.as_bytes(),
         )
         .await?;
         let reply = self.header(self.reply_wait).await?;
         match reply.code {
             Code::Success => {
-                let stdout = self.payload(reply.length.unwrap_or(0)).await?;
+                let stdout = self.text(reply.length.unwrap_or(0)).await?;
                 printer.write(Stream::Stdout, &stdout);
                 printer.finish();
                 let received = if reply.options.incoming {
@@ -278,13 +291,13 @@ impl Rake64 {
                 })
             }
             Code::Failure => {
-                let stderr = self.payload(reply.length.unwrap_or(0)).await?;
+                let stderr = self.text(reply.length.unwrap_or(0)).await?;
                 printer.write(Stream::Stderr, &stderr);
                 printer.finish();
                 // The authors' server follows with the exit code; the seed's with nothing.
                 let code = match self.header(Duration::from_secs(1)).await {
                     Ok(second) if second.code == Code::Failure => {
-                        let text = self.payload(second.length.unwrap_or(0)).await?;
+                        let text = self.text(second.length.unwrap_or(0)).await?;
                         String::from_utf8_lossy(&text).trim().parse().unwrap_or(1)
                     }
                     _ => 1,
