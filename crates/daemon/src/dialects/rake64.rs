@@ -301,7 +301,7 @@ impl Session {
             Err("an empty command".to_owned())
         } else {
             match self.conn_access.allowed_command(&self.server.catalog, argv) {
-                Ok(argv) => self.run(argv).await,
+                Ok(argv) => self.run(wire, argv).await,
                 Err(refusal) => Err(refusal.message),
             }
         };
@@ -343,8 +343,14 @@ impl Session {
         Ok(())
     }
 
-    /// Runs `argv` in the sandbox; its status, stdout and stderr.
-    async fn run(&self, argv: Vec<OsString>) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
+    /// Runs `argv` in the sandbox; its status, stdout and stderr. If the client leaves
+    /// meanwhile (a Ctrl-C on its side), the job's process group gets SIGHUP, as a native
+    /// client's job does.
+    async fn run(
+        &self,
+        wire: &mut Wire,
+        argv: Vec<OsString>,
+    ) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
         let spec = JobSpec {
             argv,
             cwd: Some(self.sandbox_dir()),
@@ -356,6 +362,24 @@ impl Session {
             .engine
             .submit(spec)
             .map_err(|e| e.refusal().message)?;
+        let collected = self.collect(job);
+        tokio::pin!(collected);
+        loop {
+            tokio::select! {
+                ran = &mut collected => return ran,
+                read = wire.fill(None) => {
+                    if let Err(Ended::Gone) = read {
+                        // Jobs that already ended answer an error: nothing to hang up.
+                        let _ = self.server.engine.signal(job, libc::SIGHUP);
+                        return Err("the client left".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// A job's output and status.
+    async fn collect(&self, job: ferry_engine::JobId) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
         let mut reader = self
             .server
             .engine

@@ -442,3 +442,76 @@ fn inputs_a_host_holds_are_not_sent_again_and_that_host_wins_a_tie() {
     assert_eq!((second, sent.as_str()), (host(1), "0"));
     assert!(stdout.contains("100000 input.txt"), "{stdout}");
 }
+
+/// Starts `ferry rake ARGS` in `dir` (the Rakefile's one remote action sleeps), waits until
+/// `host` runs it, interrupts the rake, and waits until `host` runs nothing.
+fn interrupt_leaves_nothing_running(
+    dir: &Path,
+    local: &Daemon,
+    host: &Daemon,
+    token: &Path,
+    args: &[&str],
+) {
+    let child = Command::new(ferry_bin())
+        .current_dir(dir)
+        .arg("--socket")
+        .arg(&local.socket)
+        .args(["--no-tls", "--token-file"])
+        .arg(token)
+        .arg("rake")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ferry rake");
+    let running =
+        || String::from_utf8_lossy(&host.run(&["ps", "--all"]).stdout).contains("running");
+    wait_until(
+        "the action to run on its host",
+        Duration::from_secs(20),
+        || running().then_some(()),
+        || String::from_utf8_lossy(&host.run(&["ps", "--all"]).stdout).into_owned(),
+    );
+    crate::helper::send_signal(child.id(), libc::SIGINT);
+    let out = child.wait_with_output().expect("rake");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rake interrupted"),
+        "{out:?}"
+    );
+    wait_until(
+        "the host to run nothing",
+        Duration::from_secs(20),
+        || (!running()).then_some(()),
+        || String::from_utf8_lossy(&host.run(&["ps", "--all"]).stdout).into_owned(),
+    );
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_leaves_nothing_running_on_the_hosts() {
+    let (daemons, _shared, token) = pool(1, &[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("Rakefile"),
+        format!("{}actionset1:\n\tremote-sleep 300\n", hosts_line(&daemons)),
+    )
+    .expect("Rakefile");
+    interrupt_leaves_nothing_running(project.path(), &daemons[0], &daemons[0], &token, &[]);
+    // The same over rake64.
+    let rake64 = Daemon::start_networked(&["--allow-any-command"], &["rake64:tcp:127.0.0.1:0"]);
+    std::fs::write(
+        project.path().join("Rakefile"),
+        format!(
+            "HOSTS = 127.0.0.1:{}\nactionset1:\n\tremote-sleep 300\n",
+            rake64.listener_port("rake64:tcp")
+        ),
+    )
+    .expect("Rakefile");
+    interrupt_leaves_nothing_running(
+        project.path(),
+        &rake64,
+        &rake64,
+        Path::new("/dev/null"),
+        &["--wire", "rake64"],
+    );
+}
