@@ -171,9 +171,17 @@ fn a_failing_action_lets_its_set_finish_and_no_later_set_start() {
 
 #[test]
 fn a_busy_daemon_gets_fewer_actions_and_a_host_that_is_down_is_skipped() {
-    let (daemons, _shared, token) = pool(2, &["--max-jobs", "1"]);
-    // The first host is busy: its one job slot holds a job.
-    let busy = daemons[0].run(&["run", "--detach", "--", "sleep", "300"]);
+    // The first host has 4 job slots, all busy (cost 1000); the second has 64, idle (cost 0,
+    // and at most 4 * 1000 / 64 with this run's own actions on it).
+    let (mut daemons, _shared, token) = pool(1, &["--max-jobs", "4"]);
+    // Every pool's token is the same text.
+    let (idle, _idle_shared, _) = pool(1, &[]);
+    daemons.extend(idle);
+    for _ in 0..4 {
+        let busy = daemons[0].run(&["run", "--detach", "--", "sleep", "300"]);
+        assert!(busy.status.success(), "{busy:?}");
+    }
+    let busy = daemons[0].run(&["ps"]);
     assert!(busy.status.success(), "{busy:?}");
     let project = tempfile::tempdir().expect("tempdir");
     let mut rakefile = hosts_line(&daemons).trim_end().to_owned();
@@ -198,13 +206,12 @@ fn a_busy_daemon_gets_fewer_actions_and_a_host_that_is_down_is_skipped() {
     );
     let idle = format!("127.0.0.1:{}", daemons[1].port("tcp"));
     let log = std::fs::read_to_string(&joblog).expect("joblog");
-    for line in log.lines().skip(1) {
-        assert_eq!(
-            line.split('\t').nth(1),
-            Some(idle.as_str()),
-            "the idle host takes them: {log}"
-        );
-    }
+    let on_idle = log
+        .lines()
+        .skip(1)
+        .filter(|line| line.split('\t').nth(1) == Some(idle.as_str()))
+        .count();
+    assert!(on_idle > 2, "the idle host takes most: {log}");
 }
 
 #[test]
