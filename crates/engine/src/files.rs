@@ -224,9 +224,15 @@ impl FileArea {
     /// The absolute path of a directory beneath the area (checked: it must exist, be a
     /// directory, and be reached without leaving the area).
     pub fn directory(&self, name: &Path) -> Result<PathBuf, FileError> {
+        self.open_directory(name, name)?;
+        Ok(self.path.join(name))
+    }
+
+    /// Opens the existing directory `dir` beneath the area (errors name `name`).
+    fn open_directory(&self, dir: &Path, name: &Path) -> Result<OwnedFd, FileError> {
         rustix::fs::openat2(
             &self.root,
-            name,
+            dir,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
             BENEATH,
@@ -237,8 +243,7 @@ impl FileArea {
                 problem: "no such directory in the file area".into(),
             },
             other => io_error(name)(other),
-        })?;
-        Ok(self.path.join(name))
+        })
     }
 
     /// What lies under the directory `name` (recursively, not following symbolic links): its
@@ -341,20 +346,7 @@ impl FileArea {
     fn existing_parent(&self, name: &Path) -> Result<OwnedFd, FileError> {
         match name.parent().filter(|p| !p.as_os_str().is_empty()) {
             None => rustix::io::dup(&self.root).map_err(io_error(name)),
-            Some(parent) => rustix::fs::openat2(
-                &self.root,
-                parent,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                BENEATH,
-            )
-            .map_err(|e| match e {
-                Errno::NOENT | Errno::NOTDIR => FileError::Refused {
-                    name: name.display().to_string(),
-                    problem: "no such directory in the file area".into(),
-                },
-                other => io_error(name)(other),
-            }),
+            Some(parent) => self.open_directory(parent, name),
         }
     }
 

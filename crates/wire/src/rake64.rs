@@ -152,6 +152,18 @@ impl Header {
         }
     }
 
+    /// A filestream answer to `asked` (`!S!NF<len>`, `!S!ZF<len>`) announcing `length`.
+    pub fn filestream_answer(asked: Code, length: u64) -> Header {
+        Header {
+            answers: Some(asked),
+            options: Options {
+                filestream: true,
+                ..Options::default()
+            },
+            ..Header::new(Code::Success, Some(length))
+        }
+    }
+
     /// The 64 bytes of this header, padded with spaces. (A header's text is at most
     /// 2 + 2 + 3 + 20 bytes, far under 64.)
     pub fn encode(&self) -> [u8; HEADER_LEN] {

@@ -501,14 +501,7 @@ impl Session {
                         asked.letter() as char
                     )));
                 }
-                let answer = Header {
-                    answers: Some(asked),
-                    options: Options {
-                        filestream: true,
-                        ..Options::default()
-                    },
-                    ..Header::new(Code::Success, Some(text_len(&payload)))
-                };
+                let answer = Header::filestream_answer(asked, text_len(&payload));
                 wire.send(answer, &payload).await?;
             }
             let request = wire.header_or_lone(true).await?.ok_or(Ended::Gone)?;

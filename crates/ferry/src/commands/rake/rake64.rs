@@ -175,14 +175,7 @@ impl Rake64 {
                         asked.letter() as char
                     );
                 }
-                let answer = Header {
-                    answers: Some(asked),
-                    options: Options {
-                        filestream: true,
-                        ..Options::default()
-                    },
-                    ..Header::new(Code::Success, Some(text_len(payload)))
-                };
+                let answer = Header::filestream_answer(asked, text_len(payload));
                 self.send(answer, payload).await?;
             }
             let request = self.header_or_lone(self.reply_wait, true).await?;
