@@ -5,6 +5,7 @@
 //! tests and fuzz targets drive them directly.
 //!
 //! - [`native`]: the native `ferry` protocol (4-byte big-endian length + CBOR body).
+//! - [`c2`]: KubOS C2's CSP frames and CBOR maps (seed 004).
 //! - [`fanos`]: the FANOS dialect's netstrings, requests and replies (seed 003).
 //! - [`tsockm`]: TsockM's `::`-separated messages (seed 002).
 //! - [`rake64`]: the distributed rake's 64-byte headers (seed 001).
@@ -12,6 +13,7 @@
 //! Every stream format implements [`Decoder`], which is all a reader needs to split a byte
 //! stream into messages.
 
+pub mod c2;
 pub mod fanos;
 pub mod native;
 pub mod rake64;

@@ -1,0 +1,19 @@
+//! Fuzzes the C2 decoders: no input may panic; a frame's data lies within it; a request that
+//! decodes re-encodes to one that decodes the same.
+
+#![no_main]
+
+use ferry_wire::c2::{decode_frame, decode_request, encode_request};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Some((_, range, used)) = decode_frame(data) {
+        assert!(range.end == used && used <= data.len());
+    }
+    if let Ok(request) = decode_request(data) {
+        let command = request.command.clone().unwrap_or_default();
+        let again = decode_request(&encode_request(&command, &request.args)).expect("re-encoded");
+        assert_eq!(again.command.as_deref(), Some(command.as_str()));
+        assert_eq!(again.args, request.args);
+    }
+});
