@@ -354,6 +354,147 @@ pub fn encode_result(return_code: u8, exec_time_ms: f64, output: &str) -> Vec<u8
     out
 }
 
+/// The CBOR of a command's result whose output continues in `more` frames after this one
+/// (ferry's continuation: the result map gains `OUTPUT_MORE`; KubOS's client reads the first
+/// frame's `OUTPUT` and ignores the key).
+pub fn encode_result_continued(
+    return_code: u8,
+    exec_time_ms: f64,
+    output: &str,
+    more: u64,
+) -> Vec<u8> {
+    let mut out = encode_result(return_code, exec_time_ms, output);
+    if more > 0 {
+        // Five pairs instead of four; the fifth follows the others.
+        out[0] = 0xa5;
+        put_text(&mut out, "OUTPUT_MORE");
+        put_head(&mut out, 0, more);
+    }
+    out
+}
+
+/// The CBOR of a continuation of a result's output (`MSG_TYPE` 3).
+pub fn encode_continuation(output: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + output.len());
+    put_head(&mut out, 5, 2);
+    put_text(&mut out, "MSG_TYPE");
+    put_head(&mut out, 0, 3);
+    put_text(&mut out, "OUTPUT");
+    put_text(&mut out, output);
+    out
+}
+
+/// The most output text one result or continuation frame carries (a frame's data less room
+/// for the map around it).
+pub const MAX_OUTPUT_PER_FRAME: usize = MAX_FRAME_DATA - 128;
+
+/// Splits an output into pieces of at most [`MAX_OUTPUT_PER_FRAME`] bytes, on character
+/// boundaries: the first goes in the result, the others in continuations.
+pub fn split_output(output: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = output;
+    loop {
+        if rest.len() <= MAX_OUTPUT_PER_FRAME {
+            pieces.push(rest);
+            return pieces;
+        }
+        let mut end = MAX_OUTPUT_PER_FRAME;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        pieces.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+}
+
+/// A response, as `ferry c2` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// A command's result.
+    Result {
+        /// Its exit status.
+        return_code: u64,
+        /// Its wall time in milliseconds.
+        exec_time_ms: f64,
+        /// Its output (the first piece).
+        output: String,
+        /// Continuation frames that follow.
+        more: u64,
+    },
+    /// More of a result's output.
+    Continuation {
+        /// The piece.
+        output: String,
+    },
+    /// A processing error.
+    Error {
+        /// Its message.
+        message: String,
+    },
+}
+
+/// Parses a response map.
+pub fn decode_response(data: &[u8]) -> Result<Response, C2Error> {
+    let mut reader = Reader { buf: data, at: 0 };
+    let (major, declared) = reader.head()?;
+    if major != 5 {
+        return Err(C2Error::Cbor("a response is a CBOR map".into()));
+    }
+    let (mut msg_type, mut code, mut time, mut output, mut more, mut message) =
+        (None, None, 0.0, String::new(), 0, String::new());
+    for _ in 0..declared {
+        let Some(&first) = data.get(reader.at) else {
+            break;
+        };
+        if first >> 5 != 3 {
+            break;
+        }
+        let (_, len) = reader.head()?;
+        let key = reader.text_of(len)?;
+        match key.as_str() {
+            "EXEC_TIME" => {
+                let head = reader.byte()?;
+                let bytes: Vec<u8> = match head {
+                    0xfb => (0..8).map(|_| reader.byte()).collect::<Result<_, _>>()?,
+                    _ => return Err(C2Error::Cbor("EXEC_TIME is not a float64".into())),
+                };
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(&bytes);
+                time = f64::from_be_bytes(raw);
+            }
+            "RETURN_CODE" => {
+                let (major, argument) = reader.head()?;
+                // A simple value (KubOS's encoding) or an unsigned integer.
+                if major != 7 && major != 0 {
+                    return Err(C2Error::Cbor("RETURN_CODE is not a simple value".into()));
+                }
+                code = Some(argument);
+            }
+            _ => match (key.as_str(), reader.value()?) {
+                ("MSG_TYPE", Value::Unsigned(n)) => msg_type = Some(n),
+                ("OUTPUT", Value::Text(text)) => output = text,
+                ("OUTPUT_MORE", Value::Unsigned(n)) => more = n,
+                ("ERROR_MSG", Value::Text(text)) => message = text,
+                _ => {}
+            },
+        }
+    }
+    match msg_type {
+        Some(1) => Ok(Response::Result {
+            return_code: code
+                .ok_or_else(|| C2Error::Message("a result without RETURN_CODE".into()))?,
+            exec_time_ms: time,
+            output,
+            more,
+        }),
+        Some(2) => Ok(Response::Error { message }),
+        Some(3) => Ok(Response::Continuation { output }),
+        other => Err(C2Error::Message(format!(
+            "unknown response MSG_TYPE {other:?}"
+        ))),
+    }
+}
+
 /// The CBOR of a processing error.
 pub fn encode_error(message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + message.len());
@@ -488,6 +629,43 @@ mod tests {
         assert!(
             matches!(decode_request(&no_command), Err(C2Error::Message(m)) if m.contains("no command"))
         );
+    }
+
+    #[test]
+    fn responses_decode_and_long_outputs_continue() {
+        assert_eq!(
+            decode_response(&encode_result(3, 2.5, "out")),
+            Ok(Response::Result {
+                return_code: 3,
+                exec_time_ms: 2.5,
+                output: "out".into(),
+                more: 0
+            })
+        );
+        assert_eq!(
+            decode_response(&encode_result_continued(25, 1.0, "a", 2)),
+            Ok(Response::Result {
+                return_code: 25,
+                exec_time_ms: 1.0,
+                output: "a".into(),
+                more: 2
+            })
+        );
+        assert_eq!(
+            decode_response(&encode_continuation("b")),
+            Ok(Response::Continuation { output: "b".into() })
+        );
+        assert_eq!(
+            decode_response(&encode_error("no")),
+            Ok(Response::Error {
+                message: "no".into()
+            })
+        );
+        let long = "é".repeat(MAX_OUTPUT_PER_FRAME);
+        let pieces = split_output(&long);
+        assert!(pieces.len() >= 2, "{}", pieces.len());
+        assert_eq!(pieces.concat(), long);
+        assert!(pieces.iter().all(|p| p.len() <= MAX_OUTPUT_PER_FRAME));
     }
 
     #[test]
