@@ -136,8 +136,8 @@ static ROWS: [Row; 6] = [
         transports: &[TransportKind::Fifo, TransportKind::Tcp],
         default_port: None,
         authenticates: false,
-        serve: None,
-        refusal: no_refusal,
+        serve: Some(dialects::c2::serve),
+        refusal: dialects::c2::refusal,
     },
 ];
 
@@ -520,7 +520,7 @@ mod tests {
             .unwrap()
             .check_served()
             .is_ok());
-        let err = ListenSpec::parse("c2:tcp:127.0.0.1:1")
+        let err = ListenSpec::parse("cbsd:unix:/x")
             .unwrap()
             .check_served()
             .unwrap_err()
@@ -531,7 +531,7 @@ mod tests {
             served.contains("ferry:unix:PATH") && served.contains("fanos:unix:PATH"),
             "{err}"
         );
-        assert!(!served.contains("c2:"), "{err}");
+        assert!(!served.contains("cbsd:"), "{err}");
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub enum Command {
     /// on the local daemon, `remote-` ones on the HOSTS daemon of lowest cost, with their
     /// `requires` files sent along and the files they make brought back.
     Rake(RakeArgs),
+    /// Run a catalog command through a C2 listener (KubOS's command and control protocol):
+    /// prints its output, exits with its status; an error response goes to stderr.
+    C2(C2Args),
     /// How busy the daemon is and what one more job costs there (`ferry rake` places remote
     /// actions on the host of lowest cost): (running + queued jobs) * 1000 / job slots.
     Cost,
@@ -199,6 +202,22 @@ pub struct RakeArgs {
     /// Run only these sets (by name, e.g. actionset2), in the Rakefile's order.
     #[arg(value_name = "ACTIONSET")]
     pub sets: Vec<String>,
+}
+
+/// `ferry c2`.
+#[derive(Debug, Args)]
+pub struct C2Args {
+    /// The C2 listener (`ferry daemon --listen c2:tcp:HOST:PORT`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: String,
+
+    /// Also print the command's run time (EXEC_TIME) on stderr.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
+
+    /// The command (a catalog name) and its arguments.
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 /// What `ferry rake`'s hosts speak.

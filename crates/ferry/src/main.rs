@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Peers(args) => commands::peers::run(&target, args),
             Command::Chat(args) => commands::chat::run(&target, args),
             Command::Cost => commands::cost::run(&target),
+            Command::C2(args) => commands::c2::run(args),
             Command::Rake(args) => commands::rake::run(&target, &remote, args),
             Command::Completions(args) => commands::completions::completions(args),
             Command::Man(args) => commands::completions::man(args),

@@ -94,6 +94,20 @@ pub(crate) struct Conn {
     pub server: Arc<Server>,
 }
 
+/// Resolves at a time limit's deadline (from [`Limits::next_request`]), with the limit (to
+/// name it); never without one.
+pub(crate) async fn time_limit(
+    limit: Option<(tokio::time::Instant, std::time::Duration)>,
+) -> std::time::Duration {
+    match limit {
+        Some((deadline, limit)) => {
+            tokio::time::sleep_until(deadline).await;
+            limit
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// An admitted connection's place in the daemon: its entry in the peer registry and its
 /// places in the admission pools, all held as long as this lives.
 pub(crate) struct Peer {

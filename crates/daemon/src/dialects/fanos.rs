@@ -31,7 +31,7 @@ use ferry_wire::fanos::{
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::conn::{became_true, BoxRead, Conn};
+use crate::conn::{became_true, time_limit, BoxRead, Conn};
 use crate::policy::{blocking, Access, Answer, Refusal, RefusalKind};
 use crate::server::Server;
 
@@ -152,19 +152,6 @@ async fn serve_connection(mut conn: Conn) {
     }
     if let Some(ending) = ending {
         let _ = reply(&mut conn.write, ending.reply()).await;
-    }
-}
-
-/// Resolves at the limit's deadline, with the limit (to name it); never without one.
-async fn time_limit(
-    limit: Option<(tokio::time::Instant, std::time::Duration)>,
-) -> std::time::Duration {
-    match limit {
-        Some((deadline, limit)) => {
-            tokio::time::sleep_until(deadline).await;
-            limit
-        }
-        None => std::future::pending().await,
     }
 }
 

@@ -2,7 +2,42 @@
 //! events onto its frames, over a connection the connection layer admitted. An adapter never
 //! calls another adapter.
 
+pub(crate) mod c2;
 pub(crate) mod fanos;
 pub(crate) mod native;
 pub(crate) mod rake64;
 pub(crate) mod tsockm;
+
+use ferry_engine::{JobId, OutputEvent, OutputStream};
+
+use crate::server::Server;
+
+/// A job's whole stdout and stderr and its shell status, or why it never ran (for dialects
+/// that answer with the output at the end: rake64, C2).
+pub(crate) async fn collect_output(
+    server: &Server,
+    job: JobId,
+) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
+    let mut reader = server
+        .engine
+        .output(job, true, true, false)
+        .map_err(|e| e.to_string())?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    loop {
+        match reader.next().await {
+            Ok(Some(OutputEvent::Chunk { stream, data, .. })) => match stream {
+                OutputStream::Stdout => stdout.extend_from_slice(&data),
+                OutputStream::Stderr => stderr.extend_from_slice(&data),
+            },
+            Ok(Some(OutputEvent::Exit(exit))) => {
+                if let Some(error) = exit.error {
+                    return Err(error);
+                }
+                return Ok((exit.shell_status(), stdout, stderr));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("the job ended without a status".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use ferry_common::checksum::FileChecksum;
 use ferry_engine::files::{FileArea, Listing};
-use ferry_engine::{JobOrigin, JobSpec, OutputEvent, OutputStream};
+use ferry_engine::{JobOrigin, JobSpec};
 use ferry_wire::rake64::{
     bytes_of_chars, decode_header, text_len, Code, Header, Options, Rake64Error,
 };
@@ -362,7 +362,7 @@ impl Session {
             .engine
             .submit(spec)
             .map_err(|e| e.refusal().message)?;
-        let collected = self.collect(job);
+        let collected = super::collect_output(&self.server, job);
         tokio::pin!(collected);
         loop {
             tokio::select! {
@@ -374,33 +374,6 @@ impl Session {
                         return Err("the client left".into());
                     }
                 }
-            }
-        }
-    }
-
-    /// A job's output and status.
-    async fn collect(&self, job: ferry_engine::JobId) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
-        let mut reader = self
-            .server
-            .engine
-            .output(job, true, true, false)
-            .map_err(|e| e.to_string())?;
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        loop {
-            match reader.next().await {
-                Ok(Some(OutputEvent::Chunk { stream, data, .. })) => match stream {
-                    OutputStream::Stdout => stdout.extend_from_slice(&data),
-                    OutputStream::Stderr => stderr.extend_from_slice(&data),
-                },
-                Ok(Some(OutputEvent::Exit(exit))) => {
-                    if let Some(error) = exit.error {
-                        return Err(error);
-                    }
-                    return Ok((exit.shell_status(), stdout, stderr));
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Err("the job ended without a status".into()),
-                Err(e) => return Err(e.to_string()),
             }
         }
     }

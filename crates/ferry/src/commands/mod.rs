@@ -1,6 +1,7 @@
 //! One module per subcommand, and the connection every client subcommand opens.
 
 pub mod attach;
+pub mod c2;
 pub mod chat;
 pub mod completions;
 pub mod cost;

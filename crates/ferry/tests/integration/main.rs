@@ -4,6 +4,7 @@
 mod access;
 mod admission;
 mod bad_input;
+mod c2;
 mod cli;
 mod console;
 mod fanos;
