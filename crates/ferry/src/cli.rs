@@ -207,9 +207,19 @@ pub struct RakeArgs {
 /// `ferry c2`.
 #[derive(Debug, Args)]
 pub struct C2Args {
-    /// The C2 listener (`ferry daemon --listen c2:tcp:HOST:PORT`).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub addr: String,
+    /// The C2 listener over TCP (`ferry daemon --listen c2:tcp:HOST:PORT`).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        required_unless_present = "fifo",
+        conflicts_with = "fifo"
+    )]
+    pub addr: Option<String>,
+
+    /// The C2 listener's FIFO pair (`ferry daemon --listen c2:fifo:IN,OUT`): requests are
+    /// written to IN, answers read from OUT (one client at a time).
+    #[arg(long, value_name = "IN,OUT")]
+    pub fifo: Option<String>,
 
     /// Also print the command's run time (EXEC_TIME) on stderr.
     #[arg(short = 'v', long)]

@@ -17,6 +17,7 @@
 //! own way.
 
 pub mod admission;
+mod fifo;
 pub mod tls;
 pub mod unix;
 
@@ -149,6 +150,7 @@ pub(crate) struct Bound {
 enum Socket {
     Unix(UnixListener),
     Tcp(TcpListener, Option<TlsAcceptor>),
+    Fifo(fifo::FifoPair),
 }
 
 /// Binds one listener, enforcing the rules (see the module documentation).
@@ -177,10 +179,30 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
         }
         Transport::Tcp { host, port } => (host, *port, false),
         Transport::Tls { host, port } => (host, *port, true),
-        Transport::Fifo { .. } => {
-            return Err(DaemonError::Config(format!(
-                "listener {spec}: FIFO listeners are not served by this build"
-            )))
+        Transport::Fifo { input, output } => {
+            let pair = fifo::FifoPair::bind(&spec.to_string(), input, output)?;
+            // Whoever may write the FIFOs (mode 0600: the owner) talks to a dialect without
+            // authentication of its own: anonymous, catalog commands unless opted out.
+            let commands = match listener.commands {
+                Some(policy) => policy,
+                None if config.allow_any_command => CommandPolicy::Any,
+                None => CommandPolicy::Catalog,
+            };
+            let access = Access {
+                principal: Some(Principal::Anonymous(row.name.into())),
+                tokens: Arc::from([]),
+                commands,
+                see_all_jobs: false,
+                files_root: config.files_dir.clone(),
+            };
+            tracing::info!("listening on {spec} ({})", commands_text(commands));
+            return Ok(Bound {
+                socket: Socket::Fifo(pair),
+                row,
+                access,
+                pools: pools(spec, listener, config),
+                _guard: None,
+            });
         }
     };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
@@ -351,11 +373,13 @@ pub(crate) async fn accept_loop(bound: Bound, server: Arc<Server>) {
 enum Incoming {
     Unix(UnixStream),
     Tcp(TcpStream, SocketAddr, Option<TlsAcceptor>),
+    Fifo(fifo::FifoConnection),
 }
 
 async fn accept(socket: &Socket) -> std::io::Result<Incoming> {
     match socket {
         Socket::Unix(listener) => Ok(Incoming::Unix(listener.accept().await?.0)),
+        Socket::Fifo(pair) => Ok(Incoming::Fifo(pair.accept().await?)),
         Socket::Tcp(listener, tls) => {
             let (stream, addr) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
@@ -379,6 +403,11 @@ async fn refuse_handshake(incoming: Incoming, row: &'static Row, pools: Arc<List
             if tls.is_none() {
                 refuse(&mut stream, row, RefusalKind::LimitReached, &message).await;
             }
+        }
+        // The pair's one connection at a time never fills a pool of 64.
+        Incoming::Fifo(mut pair) => {
+            tracing::warn!(dialect = row.name, "refused a FIFO connection: {message}");
+            refuse(&mut pair.write, row, RefusalKind::LimitReached, &message).await;
         }
     }
 }
@@ -426,6 +455,15 @@ async fn admit(
     let admitted = match incoming {
         Incoming::Unix(stream) => admit_unix(stream, row, access).await,
         Incoming::Tcp(stream, addr, tls) => admit_tcp(stream, addr, tls, row, access, limits).await,
+        Incoming::Fifo(pair) => Some(Admitted {
+            read: Box::new(pair.read),
+            write: Box::new(pair.write),
+            fds: None,
+            name: "fifo".into(),
+            address: pair.address,
+            local: String::new(),
+            access,
+        }),
     };
     let Some(mut admitted) = admitted else { return };
     // A principal known already (the owner's uid, a client certificate, an anonymous

@@ -21,12 +21,16 @@ use ferry_wire::c2::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::collect_output;
-use crate::conn::{time_limit, Conn};
+use crate::conn::{became_true, time_limit, Conn};
 use crate::policy::{Access, Answer, RefusalKind};
 use crate::server::Server;
 
 /// The port KubOS's client listens on for answers.
 const CLIENT_PORT: u8 = 11;
+
+/// How long a frame may stay partial before its bytes are dropped (a client that died in the
+/// middle of a frame must not wedge a FIFO pair for the next).
+const PARTIAL_FRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The daemon's CSP address.
 const DAEMON_ADDRESS: u8 = 1;
@@ -59,22 +63,46 @@ async fn serve_connection(mut conn: Conn) {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut first = true;
+    // A FIFO pair waits for requests as long as it takes; a TCP connection has the time
+    // limits of a dialect without a handshake.
+    let fifo = conn.peer.address.starts_with("fifo ");
+    let mut closing = conn.server.closing.subscribe();
     loop {
-        // A whole frame, within the time limit (a partial one is given up with the
-        // connection, so the next client starts clean).
+        let mut partial_since: Option<tokio::time::Instant> = None;
         let frame = loop {
             if let Some((id, range, used)) = decode_frame(&buf) {
                 let data = buf[range].to_vec();
                 buf.drain(..used);
                 break Some((id, data));
             }
+            let limit = match partial_since {
+                Some(since) => Some((since + PARTIAL_FRAME_WAIT, PARTIAL_FRAME_WAIT)),
+                None if fifo => None,
+                None => conn.limits.next_request(first),
+            };
             tokio::select! {
+                () = became_true(&mut closing) => break None,
+                // C2 has no word for the daemon going down: the connection just ends with it.
+                Some(_) = conn.peer.handle.next_event() => {
+                    conn.peer.handle.shutdown_told();
+                }
                 read = conn.read.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => break None,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        partial_since.get_or_insert_with(tokio::time::Instant::now);
+                    }
                 },
-                limit = time_limit(conn.limits.next_request(first)) => {
-                    tracing::info!(peer, "c2: closing a connection: no whole request within {} ms", limit.as_millis());
+                limit = time_limit(limit) => {
+                    if partial_since.is_some() {
+                        // A client that died mid-frame: drop what it sent, and read the next
+                        // request from a clean start.
+                        tracing::warn!(peer, bytes = buf.len(), "c2: a partial frame stood for {} ms: dropped, resynchronising", limit.as_millis());
+                        buf.clear();
+                        partial_since = None;
+                        continue;
+                    }
+                    tracing::info!(peer, "c2: closing a connection: no request within {} ms", limit.as_millis());
                     break None;
                 }
             }

@@ -1,4 +1,5 @@
-//! `ferry c2`: the client of the C2 dialect (KubOS's command and control protocol) over TCP:
+//! `ferry c2`: the client of the C2 dialect (KubOS's command and control protocol), over TCP
+//! or a FIFO pair:
 //! one request (`MSG_TYPE` 0, `COMMAND_NAME`, `ARG_COUNT`, `ARGS` as an array), then the
 //! result, with its continuation frames joined, or the error.
 
@@ -16,15 +17,40 @@ use crate::cli::C2Args;
 /// How long the daemon has to answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(600);
 
+/// The reading and writing sides of the listener `args` names.
+fn open(args: &C2Args) -> Result<(Box<dyn Read>, Box<dyn Write>)> {
+    match (&args.addr, &args.fifo) {
+        (Some(addr), _) => {
+            let stream =
+                TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+            stream.set_read_timeout(Some(ANSWER_WAIT))?;
+            Ok((Box::new(stream.try_clone()?), Box::new(stream)))
+        }
+        (None, Some(pair)) => {
+            let (input, output) = pair.split_once(',').ok_or_else(|| {
+                anyhow!("--fifo takes IN,OUT (the daemon's request and answer FIFOs)")
+            })?;
+            // Read-write, as KubOS's client opens them: no open waits for the other side.
+            let open = |path: &str| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open the FIFO {path}"))
+            };
+            Ok((Box::new(open(output)?), Box::new(open(input)?)))
+        }
+        (None, None) => bail!("give --addr HOST:PORT or --fifo IN,OUT"),
+    }
+}
+
 /// Runs the command; its exit status.
 pub fn run(args: C2Args) -> Result<i32> {
     let (command, rest) = args
         .command
         .split_first()
         .ok_or_else(|| anyhow!("no command"))?;
-    let mut stream = TcpStream::connect(&args.addr)
-        .with_context(|| format!("cannot connect to {}", args.addr))?;
-    stream.set_read_timeout(Some(ANSWER_WAIT))?;
+    let (mut reader, mut writer) = open(&args)?;
     // From address 2, an ephemeral port, to the daemon (address 1) on port 10; the answer
     // comes back to port 11.
     let id = CspId {
@@ -36,7 +62,8 @@ pub fn run(args: C2Args) -> Result<i32> {
         flags: 0,
     };
     let frame = encode_frame(id, &encode_request(command, rest))?;
-    stream.write_all(&frame)?;
+    writer.write_all(&frame)?;
+    writer.flush()?;
     let mut buf = Vec::new();
     let mut output = String::new();
     let mut expected_more: Option<u64> = None;
@@ -44,7 +71,7 @@ pub fn run(args: C2Args) -> Result<i32> {
     loop {
         let Some((_, range, used)) = decode_frame(&buf) else {
             let mut chunk = [0u8; 64 * 1024];
-            let n = stream.read(&mut chunk).context("reading the answer")?;
+            let n = reader.read(&mut chunk).context("reading the answer")?;
             if n == 0 {
                 bail!("the daemon closed the connection before answering");
             }

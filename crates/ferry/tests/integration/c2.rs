@@ -111,3 +111,65 @@ fn kubos_clients_request_byte_for_byte() {
     text(&mut tail, "hi\n");
     assert_eq!(&data[expected.len() + 9..], tail.as_slice());
 }
+
+#[test]
+fn a_fifo_pair_serves_requests_one_after_another_and_survives_a_client_dying_mid_frame() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("client_to_server");
+    let output = dir.path().join("server_to_client");
+    let spec = format!("c2:fifo:{},{}", input.display(), output.display());
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &[spec.as_str()]);
+    let pair = format!("{},{}", input.display(), output.display());
+    let run = |args: &[&str]| {
+        Command::new(ferry_bin())
+            .args(["c2", "--fifo", &pair])
+            .args(args)
+            .output()
+            .expect("ferry c2")
+    };
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&input).expect("made");
+    assert!(meta.file_type().is_fifo());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    for word in ["one", "two"] {
+        let out = run(&["echo", word]);
+        assert_eq!(out.stdout, format!("{word}\n").into_bytes(), "{out:?}");
+    }
+    // A client that dies in the middle of a frame: 6 header bytes announce 100, 10 come.
+    {
+        let mut fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&input)
+            .expect("open");
+        let mut partial = 100u16.to_le_bytes().to_vec();
+        partial.extend_from_slice(&[0; 4]);
+        partial.extend_from_slice(&[0xa5; 10]);
+        fifo.write_all(&partial).expect("write");
+    }
+    crate::helper::wait_until(
+        "the partial frame to be dropped",
+        std::time::Duration::from_secs(20),
+        || daemon.log_shows("resynchronising").then_some(()),
+        || daemon.log(),
+    );
+    let out = run(&["echo", "after"]);
+    assert_eq!(out.stdout, b"after\n", "{out:?}");
+    // A path that is not a FIFO is refused at start-up.
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "").expect("file");
+    let out = Command::new(ferry_bin())
+        .args(["daemon", "--state-dir"])
+        .arg(dir.path().join("other-state"))
+        .arg("--socket")
+        .arg(dir.path().join("other.sock"))
+        .arg("--listen")
+        .arg(format!("c2:fifo:{},{}", plain.display(), output.display()))
+        .output()
+        .expect("daemon");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a FIFO"),
+        "{out:?}"
+    );
+}

@@ -244,7 +244,10 @@ sys.stdout.buffer.write(data)
 fn listener_specs_are_checked_with_clear_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("cbsd:unix:/tmp/ferry-test-cbsd.sock", "does not serve it yet"),
+        (
+            "cbsd:unix:/tmp/ferry-test-cbsd.sock",
+            "does not serve it yet",
+        ),
         ("gopher:unix:/x", "unknown dialect 'gopher'"),
         ("ferry", "DIALECT:TRANSPORT:ADDRESS"),
         ("fanos:tcp:127.0.0.1:1", "served over: unix"),
