@@ -219,6 +219,28 @@ impl Reader<'_> {
         }
     }
 
+    /// The next key of a map, or `None` where the map ends early: at the end of the data,
+    /// or at a key that is not text (KubOS's client's zeros after its map).
+    fn next_key(&mut self) -> Result<Option<String>, C2Error> {
+        match self.buf.get(self.at) {
+            Some(first) if first >> 5 == 3 => {
+                let (_, len) = self.head()?;
+                self.text_of(len).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Opens the map that `data` holds: the reader, and the pairs it declares.
+    fn map<'a>(data: &'a [u8], what: &str) -> Result<(Reader<'a>, u64), C2Error> {
+        let mut reader = Reader { buf: data, at: 0 };
+        let (major, declared) = reader.head()?;
+        if major != 5 {
+            return Err(C2Error::Cbor(format!("a {what} is a CBOR map")));
+        }
+        Ok((reader, declared))
+    }
+
     fn value(&mut self) -> Result<Value, C2Error> {
         let start = self.at;
         let (major, argument) = self.head()?;
@@ -247,11 +269,7 @@ impl Reader<'_> {
 
 /// Parses a request map (see the module documentation for what is tolerated).
 pub fn decode_request(data: &[u8]) -> Result<Request, C2Error> {
-    let mut reader = Reader { buf: data, at: 0 };
-    let (major, declared) = reader.head()?;
-    if major != 5 {
-        return Err(C2Error::Cbor("a request is a CBOR map".into()));
-    }
+    let (mut reader, declared) = Reader::map(data, "request")?;
     let mut msg_type = None;
     let mut request = Request {
         command: None,
@@ -260,15 +278,7 @@ pub fn decode_request(data: &[u8]) -> Result<Request, C2Error> {
         arg_count: None,
     };
     for _ in 0..declared {
-        // The end of the data, or a key that is not text (KubOS's zeros), ends the map.
-        let Some(&first) = data.get(reader.at) else {
-            break;
-        };
-        if first >> 5 != 3 {
-            break;
-        }
-        let (_, len) = reader.head()?;
-        let key = reader.text_of(len)?;
+        let Some(key) = reader.next_key()? else { break };
         let value = reader.value()?;
         match (key.as_str(), value) {
             ("MSG_TYPE", Value::Unsigned(n)) => msg_type = Some(n),
@@ -435,22 +445,11 @@ pub enum Response {
 
 /// Parses a response map.
 pub fn decode_response(data: &[u8]) -> Result<Response, C2Error> {
-    let mut reader = Reader { buf: data, at: 0 };
-    let (major, declared) = reader.head()?;
-    if major != 5 {
-        return Err(C2Error::Cbor("a response is a CBOR map".into()));
-    }
+    let (mut reader, declared) = Reader::map(data, "response")?;
     let (mut msg_type, mut code, mut time, mut output, mut more, mut message) =
         (None, None, 0.0, String::new(), 0, String::new());
     for _ in 0..declared {
-        let Some(&first) = data.get(reader.at) else {
-            break;
-        };
-        if first >> 5 != 3 {
-            break;
-        }
-        let (_, len) = reader.head()?;
-        let key = reader.text_of(len)?;
+        let Some(key) = reader.next_key()? else { break };
         match key.as_str() {
             "EXEC_TIME" => {
                 let head = reader.byte()?;
