@@ -84,7 +84,7 @@ fn no_refusal(_: RefusalKind, _: &str) -> Vec<u8> {
 }
 
 /// The table.
-static ROWS: [Row; 6] = [
+static ROWS: [Row; 7] = [
     Row {
         name: "ferry",
         origin: "the native protocol",
@@ -106,6 +106,15 @@ static ROWS: [Row; 6] = [
     Row {
         name: "cbsd",
         origin: "seed 000, the CBSD socket daemon",
+        transports: &[TransportKind::Unix],
+        default_port: None,
+        authenticates: false,
+        serve: Some(dialects::cbsd::serve),
+        refusal: dialects::cbsd::refusal,
+    },
+    Row {
+        name: "cbsdng",
+        origin: "CBSD's later daemon, binary frames",
         transports: &[TransportKind::Unix],
         default_port: None,
         authenticates: false,
@@ -520,7 +529,7 @@ mod tests {
             .unwrap()
             .check_served()
             .is_ok());
-        let err = ListenSpec::parse("cbsd:unix:/x")
+        let err = ListenSpec::parse("cbsdng:unix:/x")
             .unwrap()
             .check_served()
             .unwrap_err()
@@ -531,7 +540,7 @@ mod tests {
             served.contains("ferry:unix:PATH") && served.contains("fanos:unix:PATH"),
             "{err}"
         );
-        assert!(!served.contains("cbsd:"), "{err}");
+        assert!(!served.contains("cbsdng:"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! calls another adapter.
 
 pub(crate) mod c2;
+pub(crate) mod cbsd;
 pub(crate) mod fanos;
 pub(crate) mod native;
 pub(crate) mod rake64;

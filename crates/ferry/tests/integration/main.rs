@@ -5,6 +5,7 @@ mod access;
 mod admission;
 mod bad_input;
 mod c2;
+mod cbsd;
 mod cli;
 mod console;
 mod fanos;

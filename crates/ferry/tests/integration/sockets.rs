@@ -245,7 +245,7 @@ fn listener_specs_are_checked_with_clear_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
         (
-            "cbsd:unix:/tmp/ferry-test-cbsd.sock",
+            "cbsdng:unix:/tmp/ferry-test-cbsdng.sock",
             "does not serve it yet",
         ),
         ("gopher:unix:/x", "unknown dialect 'gopher'"),

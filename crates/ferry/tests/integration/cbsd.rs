@@ -1,0 +1,164 @@
+//! The CBSD text dialect over its Unix socket, byte for byte: the seed's case (two clients each
+//! run a command, one gets the output of both), input, kill, list, and malformed lines.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use ferry_wire::cbsd::{decode_frame, kind, Frame};
+
+use crate::helper::Daemon;
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    /// Frames of other commands, read while waiting for one's.
+    held: Vec<Frame>,
+}
+
+impl Client {
+    fn connect(path: &std::path::Path) -> Client {
+        let stream = UnixStream::connect(path).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Client {
+            stream,
+            buf: Vec::new(),
+            held: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    fn frame(&mut self) -> Frame {
+        loop {
+            if let Some((frame, used)) = decode_frame(&self.buf).expect("a frame") {
+                self.buf.drain(..used);
+                return frame;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("read");
+            assert!(
+                n > 0,
+                "closed; had {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Frames until the end of command `id` (its exit), as (kind, payload) of that command.
+    fn until_exit(&mut self, id: u64) -> Vec<(u32, String)> {
+        let mut seen = Vec::new();
+        let mut held = std::mem::take(&mut self.held).into_iter();
+        loop {
+            let frame = match held.next() {
+                Some(frame) => frame,
+                None => self.frame(),
+            };
+            if frame.id != id {
+                self.held.push(frame);
+                continue;
+            }
+            seen.push((
+                frame.kind,
+                String::from_utf8_lossy(&frame.payload).into_owned(),
+            ));
+            if frame.kind == kind::EXIT {
+                self.held.extend(held);
+                return seen;
+            }
+        }
+    }
+}
+
+/// A daemon serving CBSD on `DIR/cbsd.sock` (and its own socket).
+fn daemon(dir: &std::path::Path) -> (Daemon, std::path::PathBuf) {
+    let socket = dir.join("cbsd.sock");
+    let spec = format!("cbsd:unix:{}", socket.display());
+    (Daemon::start_networked(&[], &[spec.as_str()]), socket)
+}
+
+#[test]
+fn two_clients_run_commands_and_one_gets_the_output_of_both() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, socket) = daemon(dir.path());
+    let mut first = Client::connect(&socket);
+    let mut second = Client::connect(&socket);
+    first.send(b"command echo one\n");
+    let accepted = first.frame();
+    assert_eq!(accepted.kind, kind::ACCEPTED);
+    let one = accepted.id;
+    second.send(b"command echo two\n");
+    let two = second.frame().id;
+    assert_ne!(one, two);
+    assert_eq!(
+        second.until_exit(two),
+        [
+            (kind::STDOUT, "two\n".to_owned()),
+            (kind::EXIT, "0".to_owned())
+        ]
+    );
+    // The first client asks for the second's output too, and gets both, with their ids.
+    first.send(format!("attach {two}\n").as_bytes());
+    let theirs = first.until_exit(two);
+    assert_eq!(theirs.last(), Some(&(kind::EXIT, "0".to_owned())));
+    assert!(theirs.contains(&(kind::STDOUT, "two\n".to_owned())));
+    assert_eq!(
+        first.until_exit(one),
+        [
+            (kind::STDOUT, "one\n".to_owned()),
+            (kind::EXIT, "0".to_owned())
+        ]
+    );
+    daemon.assert_serving();
+}
+
+#[test]
+fn input_kill_list_and_malformed_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, socket) = daemon(dir.path());
+    let mut client = Client::connect(&socket);
+    // The seed's frame, byte for byte: "<id> <type> <size> <payload>".
+    client.send(b"command cat\n");
+    let cat = client.frame().id;
+    client.send(format!("input {cat} 5\nopala").as_bytes());
+    client.send(format!("input {cat} 0\n").as_bytes());
+    assert_eq!(
+        client.until_exit(cat),
+        [
+            (kind::STDOUT, "opala".to_owned()),
+            (kind::EXIT, "0".to_owned())
+        ]
+    );
+    client.send(b"command sleep 300\n");
+    let sleep = client.frame().id;
+    client.send(b"list\n");
+    let listed = client.frame();
+    assert_eq!(listed.kind, kind::LISTED);
+    client.send(format!("kill {sleep}\n").as_bytes());
+    let end = client.until_exit(sleep);
+    assert_eq!(end.last(), Some(&(kind::EXIT, "143".to_owned())), "{end:?}");
+    // A malformed line: an error frame with id 0, then the connection closes.
+    let mut raw = UnixStream::connect(&socket).expect("connect");
+    raw.write_all(b"frobnicate now\n").expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).expect("read");
+    assert!(
+        answer.starts_with("0 4 ") && answer.contains("unknown request 'frobnicate'"),
+        "{answer:?}"
+    );
+    // A size that lies (more than the limit) is refused the same way.
+    let mut raw = UnixStream::connect(&socket).expect("connect");
+    raw.write_all(b"input 1 99999999999\n").expect("write");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).expect("read");
+    assert!(
+        answer.starts_with("0 4 ") && answer.contains("at most"),
+        "{answer:?}"
+    );
+    daemon.assert_serving();
+}
