@@ -7,6 +7,7 @@
 //! - [`native`]: the native `ferry` protocol (4-byte big-endian length + CBOR body).
 //! - [`c2`]: KubOS C2's CSP frames and CBOR maps (seed 004).
 //! - [`cbsd`]: the CBSD socket daemon's text lines and frames (seed 000).
+//! - [`cbsdng`]: CBSD's later daemon's binary frames.
 //! - [`fanos`]: the FANOS dialect's netstrings, requests and replies (seed 003).
 //! - [`tsockm`]: TsockM's `::`-separated messages (seed 002).
 //! - [`rake64`]: the distributed rake's 64-byte headers (seed 001).
@@ -16,6 +17,7 @@
 
 pub mod c2;
 pub mod cbsd;
+pub mod cbsdng;
 pub mod fanos;
 pub mod native;
 pub mod rake64;

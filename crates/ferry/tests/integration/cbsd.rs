@@ -162,3 +162,55 @@ fn input_kill_list_and_malformed_lines() {
     );
     daemon.assert_serving();
 }
+
+#[test]
+fn cbsdng_frames_both_ways_with_a_request_split_over_many_writes() {
+    use ferry_wire::cbsdng::{
+        bits, decode_frame as decode_ng, encode_frame as encode_ng, Frame as NgFrame,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("cbsdng.sock");
+    let spec = format!("cbsdng:unix:{}", socket.display());
+    let daemon = Daemon::start_networked(&[], &[spec.as_str()]);
+    let mut stream = UnixStream::connect(&socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let request = encode_ng(&NgFrame {
+        id: 42,
+        kind: bits::JAIL,
+        payload: b"printf jail-output".to_vec(),
+    });
+    // A byte at a time: the daemon takes the frame once whole.
+    for byte in &request {
+        stream.write_all(std::slice::from_ref(byte)).expect("write");
+    }
+    let mut buf = Vec::new();
+    let mut frames = Vec::new();
+    while frames.last().is_none_or(|f: &NgFrame| f.kind != bits::EXIT) {
+        match decode_ng(&buf).expect("a frame") {
+            Some((frame, used)) => {
+                buf.drain(..used);
+                frames.push(frame);
+            }
+            None => {
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).expect("read");
+                assert!(n > 0, "closed");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    let output: Vec<u8> = frames
+        .iter()
+        .filter(|f| f.kind == bits::NONE)
+        .flat_map(|f| f.payload.clone())
+        .collect();
+    assert_eq!(output, b"jail-output");
+    assert!(frames.iter().all(|f| f.id == 42));
+    assert_eq!(
+        frames.last().map(|f| f.payload.clone()),
+        Some(b"0".to_vec())
+    );
+    daemon.assert_serving();
+}

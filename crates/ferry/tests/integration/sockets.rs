@@ -244,10 +244,6 @@ sys.stdout.buffer.write(data)
 fn listener_specs_are_checked_with_clear_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        (
-            "cbsdng:unix:/tmp/ferry-test-cbsdng.sock",
-            "does not serve it yet",
-        ),
         ("gopher:unix:/x", "unknown dialect 'gopher'"),
         ("ferry", "DIALECT:TRANSPORT:ADDRESS"),
         ("fanos:tcp:127.0.0.1:1", "served over: unix"),

@@ -1,0 +1,162 @@
+//! The cbsdng dialect adapter (CBSD's later daemon, mekanix/cbsdng-cbsdngd): binary frames
+//! (`ferry_wire::cbsdng`). A request frame's payload is a command line, run (no shell) as the
+//! listener's command policy allows; its output returns as `(id, 0, chunk)` frames under the
+//! request's id, and its end as `(id, 8, "<exit status>")`. Requests run together; a refused
+//! one ends at once with its reason on an `(id, 8, "127")` after a `(id, 0, reason)`.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferry_engine::{JobOrigin, JobSpec, OutputEvent};
+use ferry_wire::cbsdng::{bits, decode_frame, encode_frame, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::conn::{became_true, Conn};
+use crate::policy::{Answer, RefusalKind};
+use crate::server::Server;
+
+/// Serves one admitted connection (the listener table's entry point).
+pub(crate) fn serve(conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_connection(conn))
+}
+
+/// A refusal of a connection that will not be served: a closing frame with the reason.
+pub(crate) fn refusal(_kind: RefusalKind, message: &str) -> Vec<u8> {
+    encode_frame(&Frame {
+        id: 0,
+        kind: bits::CONNECTION_CLOSED,
+        payload: message.as_bytes().to_vec(),
+    })
+}
+
+async fn serve_connection(mut conn: Conn) {
+    let (out, mut frames) = mpsc::channel::<Vec<u8>>(64);
+    let mut write = conn.write;
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = frames.recv().await {
+            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let origin = JobOrigin {
+        owner: conn.peer.address.clone(),
+        dialect: "cbsdng".into(),
+        peer: Some(conn.peer.id().to_owned()),
+        principal: conn.access.principal().clone(),
+    };
+    let mut running = JoinSet::new();
+    let mut closing = conn.server.closing.subscribe();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    'serving: loop {
+        loop {
+            match decode_frame(&buf) {
+                Ok(Some((frame, used))) => {
+                    buf.drain(..used);
+                    let line = String::from_utf8_lossy(&frame.payload).into_owned();
+                    let argv: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
+                    let allowed = if argv.is_empty() {
+                        Err("an empty command".to_owned())
+                    } else {
+                        conn.access
+                            .allowed_command(&conn.server.catalog, argv)
+                            .map_err(|refusal| refusal.message)
+                    };
+                    let server = Arc::clone(&conn.server);
+                    running.spawn(run(server, frame.id, allowed, origin.clone(), out.clone()));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = out
+                        .send(refusal(RefusalKind::InvalidRequest, &e.to_string()))
+                        .await;
+                    break 'serving;
+                }
+            }
+        }
+        tokio::select! {
+            read = conn.read.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            },
+            Some(_) = conn.peer.handle.next_event() => {
+                let _ = out.send(refusal(RefusalKind::ShuttingDown, "the ferry daemon is going down")).await;
+                conn.peer.handle.shutdown_told();
+            }
+            () = became_true(&mut closing) => break,
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
+    }
+    running.abort_all();
+    drop(out);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+/// Runs one request and streams its frames.
+async fn run(
+    server: Arc<Server>,
+    id: u32,
+    allowed: Result<Vec<OsString>, String>,
+    origin: JobOrigin,
+    out: mpsc::Sender<Vec<u8>>,
+) {
+    let frame = |kind, payload: &[u8]| {
+        encode_frame(&Frame {
+            id,
+            kind,
+            payload: payload.to_vec(),
+        })
+    };
+    let argv = match allowed {
+        Ok(argv) => argv,
+        Err(why) => return ended(&out, id, why).await,
+    };
+    let spec = JobSpec {
+        argv,
+        origin,
+        ..JobSpec::default()
+    };
+    let job = match server.engine.submit(spec) {
+        Ok((job, _)) => job,
+        Err(e) => return ended(&out, id, e.refusal().message).await,
+    };
+    let mut reader = match server.engine.output(job, true, true, false) {
+        Ok(reader) => reader,
+        Err(e) => return ended(&out, id, e.to_string()).await,
+    };
+    loop {
+        match reader.next().await {
+            Ok(Some(OutputEvent::Chunk { data, .. })) => {
+                if out.send(frame(bits::NONE, &data)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(OutputEvent::Exit(exit))) => {
+                if let Some(error) = exit.error {
+                    return ended(&out, id, error).await;
+                }
+                let status = exit.shell_status().to_string();
+                let _ = out.send(frame(bits::EXIT, status.as_bytes())).await;
+                return;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => return ended(&out, id, e.to_string()).await,
+        }
+    }
+}
+
+/// Ends a request that could not run or finish: its reason as output, then status 127.
+async fn ended(out: &mpsc::Sender<Vec<u8>>, id: u32, why: String) {
+    for (kind, payload) in [
+        (bits::NONE, why.into_bytes()),
+        (bits::EXIT, b"127".to_vec()),
+    ] {
+        let _ = out.send(encode_frame(&Frame { id, kind, payload })).await;
+    }
+}
