@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ferry_engine::{JobId, JobOrigin, JobPhase, JobSpec, OutputEvent, OutputStream};
 use ferry_wire::cbsd::{decode_request, encode_frame, encode_output, kind, Request};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -35,21 +35,8 @@ pub(crate) fn refusal(_kind: RefusalKind, message: &str) -> Vec<u8> {
 }
 
 async fn serve_connection(mut conn: Conn) {
-    let (out, mut frames) = mpsc::channel::<Vec<u8>>(64);
-    let mut write = conn.write;
-    let writer = tokio::spawn(async move {
-        while let Some(bytes) = frames.recv().await {
-            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    let origin = JobOrigin {
-        owner: conn.peer.address.clone(),
-        dialect: "cbsd".into(),
-        peer: Some(conn.peer.id().to_owned()),
-        principal: conn.access.principal().clone(),
-    };
+    let origin = super::origin(&conn, "cbsd");
+    let (out, writer) = super::frame_writer(conn.write);
     let mut followers = JoinSet::new();
     let mut closing = conn.server.closing.subscribe();
     let mut buf = Vec::new();

@@ -10,9 +10,39 @@ pub(crate) mod native;
 pub(crate) mod rake64;
 pub(crate) mod tsockm;
 
-use ferry_engine::{JobId, OutputEvent, OutputStream};
+use ferry_engine::{JobId, JobOrigin, OutputEvent, OutputStream};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 
+use crate::conn::{BoxWrite, Conn};
 use crate::server::Server;
+
+/// A connection's writer task for dialects whose answers come from several tasks at once:
+/// what is sent on the channel is written in order; the task ends when every sender is gone
+/// (or the peer stops reading).
+pub(crate) fn frame_writer(
+    mut write: BoxWrite,
+) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
+    let (out, mut frames) = mpsc::channel::<Vec<u8>>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = frames.recv().await {
+            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    (out, writer)
+}
+
+/// Who the jobs a connection of `dialect` starts belong to, for their records.
+pub(crate) fn origin(conn: &Conn, dialect: &str) -> JobOrigin {
+    JobOrigin {
+        owner: conn.peer.address.clone(),
+        dialect: dialect.into(),
+        peer: Some(conn.peer.id().to_owned()),
+        principal: conn.access.principal().clone(),
+    }
+}
 
 /// A job's whole stdout and stderr and its shell status, or why it never ran (for dialects
 /// that answer with the output at the end: rake64, C2).
