@@ -322,14 +322,10 @@ async fn on_host(
         Ok((sandbox, before, sent))
     }
     .await;
+    // The requirements were read (and hashed) before placement: what fails here is the host
+    // or the connection.
     let (sandbox, before, sent) = match prepared {
         Ok(prepared) => prepared,
-        Err(e)
-            if e.downcast_ref::<std::io::Error>().is_some()
-                || e.to_string().starts_with("required file") =>
-        {
-            return Attempt::Failed(format!("{e:#}"))
-        }
         Err(e) => return Attempt::HostFailed(format!("{e:#}")),
     };
     let run = RunRequest {
@@ -384,7 +380,6 @@ async fn on_rake64_host(
             ended.sent,
             ended.received,
         ),
-        Err(e) if format!("{e:#}").contains("required file") => Attempt::Failed(format!("{e:#}")),
         Err(e) => Attempt::HostFailed(format!("{e:#}")),
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -98,13 +98,34 @@ impl Pool {
         }
     }
 
-    /// A rake64 server's cost (`!E`), within the poll's time limit.
-    async fn rake64_cost(&self, address: &str) -> std::result::Result<u64, String> {
+    /// Host `index`'s cost, within the poll's time limit; with `inputs`, it also learns
+    /// (once per run) which inputs that host's cache holds.
+    async fn poll(&self, index: usize, inputs: &[String]) -> std::result::Result<u64, String> {
+        let host = &self.hosts[index];
         let poll = async {
-            let mut server = Rake64::connect(address, self.timeout).await?;
-            let cost = server.cost().await;
-            server.close().await;
-            cost
+            if self.wire == RakeWire::Rake64 {
+                let mut server = Rake64::connect(&host.name, self.timeout).await?;
+                let cost = server.cost().await;
+                server.close().await;
+                return cost;
+            }
+            let endpoint = host
+                .endpoint
+                .as_ref()
+                .map_err(|why| anyhow::anyhow!("{why}"))?;
+            let mut client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
+            let cost = client.cost().await?;
+            if !inputs.is_empty() && !host.scanned.swap(true, Ordering::Relaxed) {
+                if let Ok(listing) = client.list(super::action::INPUT_CACHE).await {
+                    host.held.lock().unwrap_or_else(|e| e.into_inner()).extend(
+                        listing
+                            .files
+                            .iter()
+                            .map(|f| String::from_utf8_lossy(&f.path).into_owned()),
+                    );
+                }
+            }
+            Ok(cost.cost)
         };
         match tokio::time::timeout(self.timeout, poll).await {
             Ok(Ok(cost)) => Ok(cost),
@@ -119,50 +140,17 @@ impl Pool {
     /// Chooses the host for one action (not one of `exclude`) whose inputs have the content
     /// hashes `inputs`: the lowest cost; among equal costs, the host that holds most of the
     /// inputs already, then the one this run sent the fewest actions. Its index.
-    pub async fn choose(&self, exclude: &[usize], inputs: &[String]) -> Result<usize> {
+    pub async fn choose(self: &Arc<Self>, exclude: &[usize], inputs: &[String]) -> Result<usize> {
         let _one_at_a_time = self.placing.lock().await;
-        let polls = self
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(index, host)| async move {
-                if exclude.contains(&index) {
-                    return (index, Err("it failed this action already".to_owned()));
-                }
-                if self.wire == RakeWire::Rake64 {
-                    return (index, self.rake64_cost(&host.name).await);
-                }
-                let Some(endpoint) = host.endpoint() else {
-                    let why = host.endpoint.as_ref().err().cloned().unwrap_or_default();
-                    return (index, Err(why));
-                };
-                let poll = async {
-                    let mut client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
-                    let cost = client.cost().await?;
-                    // Once per run, learn which inputs it holds (for ties).
-                    if !inputs.is_empty() && !host.scanned.swap(true, Ordering::Relaxed) {
-                        if let Ok(listing) = client.list(super::action::INPUT_CACHE).await {
-                            host.held.lock().unwrap_or_else(|e| e.into_inner()).extend(
-                                listing
-                                    .files
-                                    .iter()
-                                    .map(|f| String::from_utf8_lossy(&f.path).into_owned()),
-                            );
-                        }
-                    }
-                    Ok::<_, ferry_client::ClientError>(cost)
-                };
-                let cost = match tokio::time::timeout(self.timeout, poll).await {
-                    Ok(Ok(cost)) => Ok(cost.cost),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!(
-                        "no answer to the cost poll within {} ms",
-                        self.timeout.as_millis()
-                    )),
-                };
-                (index, cost)
-            });
-        let answers = futures_join_all(polls).await;
+        let mut polls = tokio::task::JoinSet::new();
+        for index in (0..self.hosts.len()).filter(|i| !exclude.contains(i)) {
+            let (pool, inputs) = (Arc::clone(self), inputs.to_vec());
+            polls.spawn(async move { (index, pool.poll(index, &inputs).await) });
+        }
+        let mut answers = Vec::new();
+        while let Some(answer) = polls.join_next().await {
+            answers.extend(answer.ok());
+        }
         let mut best: Option<(u64, usize, u64, usize)> = None;
         for (index, answer) in answers {
             match answer {
@@ -176,8 +164,7 @@ impl Pool {
                         best = Some(key);
                     }
                 }
-                Err(why) if !exclude.contains(&index) => self.warn(index, &why),
-                Err(_) => {}
+                Err(why) => self.warn(index, &why),
             }
         }
         let Some((_, _, _, index)) = best else {
@@ -186,38 +173,4 @@ impl Pool {
         self.hosts[index].placed.fetch_add(1, Ordering::Relaxed);
         Ok(index)
     }
-}
-
-/// Awaits every future, concurrently.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for future in futures {
-        set.push(Box::pin(future));
-    }
-    let mut outputs = Vec::with_capacity(set.len());
-    // Poll them together: each is a short network exchange bounded by the timeout.
-    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
-    std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for slot in pending.iter_mut() {
-            if let Some(future) = slot {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(output) => {
-                        outputs.push(output);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all_done = false,
-                }
-            }
-        }
-        if all_done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    outputs
 }
