@@ -295,7 +295,6 @@ impl PeerHandle {
                 away: None,
                 joined: SystemTime::now(),
             });
-            entry.info.member = true;
         }
         let (name, dialect) = (entry.info.name.clone(), entry.info.dialect.clone());
         let resume = entry.member.as_ref().map(|m| m.resume.clone());
@@ -346,7 +345,6 @@ impl PeerHandle {
         let (kicked, kick) = watch::channel(None);
         entry.kicked = kicked;
         entry.leaving = None;
-        entry.info.away = false;
         entry.info.address = address;
         entry.last_heard = Instant::now();
         let missed = entry.info.dropped_events - away.dropped_before;
@@ -392,7 +390,6 @@ impl PeerHandle {
                 announce(peers, serial, false, reason.to_owned());
                 if let Some(entry) = peers.entries.get_mut(&serial) {
                     entry.member = None;
-                    entry.info.member = false;
                     tracing::debug!(target: "ferry::presence", peer = entry.info.id, reason, "left the hub");
                 }
             }
@@ -738,7 +735,6 @@ pub(super) fn connection_ended(
                     dropped_before,
                 });
             }
-            entry.info.away = true;
             tracing::debug!(target: "ferry::presence", peer = entry.info.id, "connection ended; its place is held");
         }
         _ => {

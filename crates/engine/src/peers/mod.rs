@@ -269,6 +269,8 @@ impl PeerRegistry {
             .values()
             .map(|entry| PeerInfo {
                 outbox_used: entry.info.outbox_capacity - entry.outbox.capacity(),
+                member: entry.member.is_some(),
+                away: entry.member.as_ref().is_some_and(|m| m.away.is_some()),
                 ..entry.info.clone()
             })
             .collect()
