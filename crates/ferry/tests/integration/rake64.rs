@@ -195,3 +195,32 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[test]
+fn headers_and_payloads_split_at_any_boundary_are_one_request() {
+    let daemon = daemon();
+    let command = b"echo split";
+    let mut request = header(&format!("!C{}", command.len()));
+    request.extend_from_slice(command);
+    for cut in [1, 2, 3, 5, 32, 63, 64, 65, request.len() - 1] {
+        let mut peer = Peer::connect(&daemon);
+        peer.0.set_nodelay(true).expect("nodelay");
+        peer.send(&request[..cut]);
+        peer.send(&request[cut..]);
+        assert_eq!(
+            peer.framed(),
+            ("!SS6".to_owned(), b"split\n".to_vec()),
+            "cut at {cut}"
+        );
+        // A header and the next one's first bytes in one write.
+        let mut joined = header("!E");
+        joined.extend_from_slice(b"!D");
+        peer.send(&joined);
+        assert_eq!(
+            peer.framed(),
+            ("!E1".to_owned(), b"0".to_vec()),
+            "cut at {cut}"
+        );
+    }
+    daemon.assert_serving();
+}
