@@ -261,6 +261,31 @@ fn parse_fields(code: Code, mut fields: &[u8]) -> Result<Header, Rake64Error> {
     Ok(header)
 }
 
+/// The bytes of a filestream's file count after its `!SSIF` header announcing `announced`:
+/// the seed's form sends the count as a payload of `announced` digits. How many bytes a reader
+/// should wait for (briefly: the authors' form sends nothing more).
+pub fn count_payload_len(announced: u64) -> usize {
+    usize::try_from(announced).unwrap_or(usize::MAX).min(20)
+}
+
+/// A filestream's file count, from its `!SSIF` header announcing `announced` and the bytes
+/// that followed it: `(count, bytes taken)`. The seed's form (the count as a payload of
+/// [`count_payload_len`] digits) when those bytes are there and are digits; otherwise the
+/// authors' form (the count is the header's own number; nothing taken).
+pub fn file_count(announced: u64, following: &[u8]) -> (u64, usize) {
+    let digits = count_payload_len(announced);
+    match following.get(..digits) {
+        Some(payload) if digits > 0 && payload.iter().all(u8::is_ascii_digit) => {
+            let count = std::str::from_utf8(payload)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(0);
+            (count, digits)
+        }
+        _ => (announced, 0),
+    }
+}
+
 /// The length a text payload announces: its characters when it is UTF-8 (the authors' server
 /// counts characters, and for ASCII they are its bytes), else its bytes. File contents (after
 /// `!T`) are counted in bytes, by their `!Z` size.
@@ -412,6 +437,21 @@ mod tests {
             decode_header(b"!E1x", false),
             Err(Rake64Error::Unexpected('x'))
         );
+    }
+
+    #[test]
+    fn both_forms_of_the_file_count() {
+        assert_eq!(
+            file_count(1, b"7!N"),
+            (7, 1),
+            "the seed's: one digit, 7 files"
+        );
+        assert_eq!(
+            file_count(2, b""),
+            (2, 0),
+            "the authors': two files, nothing follows"
+        );
+        assert_eq!(file_count(1, b"!S"), (1, 0));
     }
 
     #[test]

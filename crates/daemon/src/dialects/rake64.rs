@@ -29,7 +29,8 @@ use ferry_common::checksum::FileChecksum;
 use ferry_engine::files::{FileArea, Listing};
 use ferry_engine::{JobOrigin, JobSpec};
 use ferry_wire::rake64::{
-    bytes_of_chars, decode_header, text_len, Code, Header, Options, Rake64Error,
+    bytes_of_chars, count_payload_len, decode_header, file_count, text_len, Code, Header, Options,
+    Rake64Error,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -387,18 +388,11 @@ impl Session {
             )));
         }
         let announced = meta.length.unwrap_or(0);
-        // The seed sends the count as a payload of `announced` digits; the authors' server
-        // puts the count in the header and sends nothing more until asked.
-        let mut count = announced;
-        let digits = usize::try_from(announced).unwrap_or(usize::MAX).min(20);
-        while wire.buf.len() < digits && wire.fill(Some(COUNT_WAIT)).await? {}
-        if digits > 0
-            && wire.buf.len() >= digits
-            && wire.buf[..digits].iter().all(u8::is_ascii_digit)
-        {
-            let text: Vec<u8> = wire.buf.drain(..digits).collect();
-            count = String::from_utf8_lossy(&text).parse().unwrap_or(0);
-        }
+        // The seed's form sends the count as a payload; the authors' puts it in the header
+        // and sends nothing more until asked: wait briefly for a payload.
+        while wire.buf.len() < count_payload_len(announced) && wire.fill(Some(COUNT_WAIT)).await? {}
+        let (count, used) = file_count(announced, &wire.buf);
+        wire.buf.drain(..used);
         for _ in 0..count {
             wire.ask(Code::Name).await?;
             let name = self.answer(wire, Code::Name).await?;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferry_client::Stream;
-use ferry_wire::rake64::{bytes_of_chars, decode_header, text_len, Code, Header, Options};
+use ferry_wire::rake64::{
+    bytes_of_chars, count_payload_len, decode_header, file_count, text_len, Code, Header, Options,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -195,16 +197,11 @@ impl Rake64 {
             bail!("expected the filestream's !SSIF header, not {meta}");
         }
         let announced = meta.length.unwrap_or(0);
-        let mut count = announced;
-        let digits = usize::try_from(announced).unwrap_or(usize::MAX).min(20);
-        while self.buf.len() < digits && self.fill(COUNT_WAIT).await? {}
-        if digits > 0
-            && self.buf.len() >= digits
-            && self.buf[..digits].iter().all(u8::is_ascii_digit)
-        {
-            let text: Vec<u8> = self.buf.drain(..digits).collect();
-            count = String::from_utf8_lossy(&text).parse().unwrap_or(0);
-        }
+        // The seed's form sends the count as a payload; the authors' puts it in the header
+        // and sends nothing more until asked: wait briefly for a payload.
+        while self.buf.len() < count_payload_len(announced) && self.fill(COUNT_WAIT).await? {}
+        let (count, used) = file_count(announced, &self.buf);
+        self.buf.drain(..used);
         let mut received = 0;
         for _ in 0..count {
             let name = self.ask(Code::Name).await?;
