@@ -38,7 +38,7 @@ pub mod kind {
     pub const ERROR: u32 = 4;
     /// A notice that concerns no command (id 0): the daemon is going down.
     pub const NOTICE: u32 = 5;
-    /// One line of `list`: `ID STATE COMMAND...`.
+    /// One line of `list`: `ID STATE COMMAND...`; an empty one with id 0 ends the list.
     pub const LISTED: u32 = 6;
 }
 

@@ -161,6 +161,8 @@ async fn handle(
                 let line = format!("{} {state} {}", job.id, argv.join(" "));
                 frames.extend_from_slice(&encode_frame(job.id, kind::LISTED, line.as_bytes()));
             }
+            // The end of the list: an empty line with id 0.
+            frames.extend_from_slice(&encode_frame(0, kind::LISTED, b""));
             frames
         }
     };

@@ -137,11 +137,43 @@ fn input_kill_list_and_malformed_lines() {
     client.send(b"command sleep 300\n");
     let sleep = client.frame().id;
     client.send(b"list\n");
-    let listed = client.frame();
-    assert_eq!(listed.kind, kind::LISTED);
+    let mut listed = Vec::new();
+    loop {
+        let frame = client.frame();
+        assert_eq!(frame.kind, kind::LISTED);
+        if frame.id == 0 {
+            assert!(frame.payload.is_empty(), "the end of the list: {frame:?}");
+            break;
+        }
+        listed.push(String::from_utf8_lossy(&frame.payload).into_owned());
+    }
+    assert_eq!(
+        listed,
+        [
+            format!("{cat} finished cat"),
+            format!("{sleep} running sleep 300")
+        ]
+    );
     client.send(format!("kill {sleep}\n").as_bytes());
     let end = client.until_exit(sleep);
     assert_eq!(end.last(), Some(&(kind::EXIT, "143".to_owned())), "{end:?}");
+    // Long output comes in frames of bounded size, every byte kept.
+    client.send(b"command head -c 100000 /dev/zero\n");
+    let zeros = client.frame().id;
+    let frames = client.until_exit(zeros);
+    let stdout: Vec<&String> = frames
+        .iter()
+        .filter(|(kind, _)| *kind == kind::STDOUT)
+        .map(|(_, payload)| payload)
+        .collect();
+    assert!(stdout.len() > 1, "{} frames", stdout.len());
+    assert!(stdout
+        .iter()
+        .all(|payload| payload.len() <= ferry_wire::cbsd::MAX_PAYLOAD));
+    assert_eq!(
+        stdout.iter().map(|payload| payload.len()).sum::<usize>(),
+        100_000
+    );
     // A malformed line: an error frame with id 0, then the connection closes.
     let mut raw = UnixStream::connect(&socket).expect("connect");
     raw.write_all(b"frobnicate now\n").expect("write");
