@@ -199,6 +199,48 @@ pub struct RakeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     pub reply_timeout: humantime::Duration,
 
+    /// Send every remote action to a remote-execution cluster (Remote Execution API v2:
+    /// BuildGrid, Buildbarn, NativeLink, BuildBuddy...) at grpc://HOST:PORT, or grpcs://
+    /// for TLS, instead of the HOSTS (a Rakefile line `HOSTS = reapi://HOST:PORT[/INSTANCE]`
+    /// does the same).
+    #[arg(long, value_name = "URL")]
+    pub reapi: Option<String>,
+
+    /// With --reapi: the cluster's instance name.
+    #[arg(long, value_name = "NAME", requires = "reapi")]
+    pub instance: Option<String>,
+
+    /// A platform property the cluster's workers must have (repeatable), e.g.
+    /// OSFamily=linux.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub platform: Vec<String>,
+
+    /// On a cluster: neither look results up in the action cache nor let them be cached
+    /// (skip_cache_lookup and do_not_cache).
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// On a cluster: each action's time limit.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub action_timeout: humantime::Duration,
+
+    /// With grpcs://: the CA that signed the cluster's certificate (default: the system's
+    /// roots).
+    #[arg(long, value_name = "FILE")]
+    pub reapi_ca: Option<PathBuf>,
+
+    /// With grpcs://: a client certificate to present (PEM), with --reapi-key.
+    #[arg(long, value_name = "FILE", requires = "reapi_key")]
+    pub reapi_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "reapi_cert")]
+    pub reapi_key: Option<PathBuf>,
+
+    /// A file holding a bearer token, sent to the cluster as `authorization: Bearer TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub reapi_token_file: Option<PathBuf>,
+
     /// Run only these sets (by name, e.g. actionset2), in the Rakefile's order.
     #[arg(value_name = "ACTIONSET")]
     pub sets: Vec<String>,

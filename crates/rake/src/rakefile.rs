@@ -5,6 +5,7 @@
 //! # comments start a line (after any indentation)
 //! PORT  = 6238                    # the port of hosts named without one (default 6238)
 //! HOSTS = build1 build2:6333      # where remote actions may go
+//! # or: HOSTS = reapi://HOST:PORT[/INSTANCE] (reapis:// for TLS): a remote-execution cluster
 //!
 //! actionset1:
 //! <TAB>remote-cc -c square.c        # an action; `remote-` sends it to a host
@@ -33,6 +34,9 @@ pub struct Rakefile {
     pub port: u16,
     /// The `HOSTS` line's hosts, each with its port.
     pub hosts: Vec<Host>,
+    /// The `HOSTS` line's remote-execution cluster (`reapi://HOST:PORT[/INSTANCE]` or
+    /// `reapis://...` for TLS), when it names one instead of hosts.
+    pub cluster: Option<String>,
     /// The action sets, in order.
     pub sets: Vec<ActionSet>,
 }
@@ -198,6 +202,7 @@ pub fn parse(path: &str, source: &str) -> Result<Rakefile, RakefileError> {
         path,
         port: None,
         hosts: None,
+        cluster: None,
         sets: Vec::new(),
         first_remote: None,
     }
@@ -213,6 +218,8 @@ struct Parser<'a> {
     port: Option<(u16, usize)>,
     /// The hosts as written (resolved against the port at the end), and their line.
     hosts: Option<(Vec<WrittenHost>, usize)>,
+    /// The cluster a `HOSTS = reapi://...` line names.
+    cluster: Option<String>,
     sets: Vec<(ActionSet, usize, String)>,
     /// The first remote action's line and text (for "remote actions need HOSTS").
     first_remote: Option<(usize, String)>,
@@ -285,8 +292,13 @@ impl Parser<'_> {
                         text,
                     ));
                 }
-                let hosts = self.hosts_of(number, text, value, value_column)?;
-                self.hosts = Some((hosts, number));
+                if value.starts_with("reapi://") || value.starts_with("reapis://") {
+                    self.cluster = Some(self.cluster_of(number, text, value, value_column)?);
+                    self.hosts = Some((Vec::new(), number));
+                } else {
+                    let hosts = self.hosts_of(number, text, value, value_column)?;
+                    self.hosts = Some((hosts, number));
+                }
             }
             Token::Assignment { name, .. } => {
                 return Err(self.error(
@@ -341,6 +353,40 @@ impl Parser<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A `reapi://HOST:PORT[/INSTANCE]` (or `reapis://`) value, checked.
+    fn cluster_of(
+        &self,
+        number: usize,
+        text: &str,
+        value: &str,
+        value_column: usize,
+    ) -> Result<String, RakefileError> {
+        let value = value.trim_end();
+        if let Some(space) = value.find(' ') {
+            return Err(self.error(
+                number,
+                value_column + value[..space].chars().count(),
+                "nothing after the cluster's URL (one cluster, no hosts beside it)",
+                text,
+            ));
+        }
+        let scheme_len = value.find("://").map_or(0, |at| at + 3);
+        let rest = &value[scheme_len..];
+        let authority = rest.split('/').next().unwrap_or_default();
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port_number(port).is_some());
+        if !port_ok {
+            return Err(self.error(
+                number,
+                value_column + scheme_len,
+                "HOST:PORT after `reapi://` (then an optional /INSTANCE)",
+                text,
+            ));
+        }
+        Ok(value.to_owned())
     }
 
     fn hosts_of(
@@ -538,6 +584,7 @@ impl Parser<'_> {
         Ok(Rakefile {
             port,
             hosts,
+            cluster: self.cluster,
             sets: self.sets.into_iter().map(|(set, _, _)| set).collect(),
         })
     }
@@ -563,6 +610,9 @@ impl Rakefile {
     /// The plan, as `ferry rake -n` prints it.
     pub fn plan(&self) -> String {
         let mut out = String::new();
+        if let Some(cluster) = &self.cluster {
+            out.push_str(&format!("cluster: {cluster}\n"));
+        }
         if !self.hosts.is_empty() {
             let hosts: Vec<String> = self.hosts.iter().map(Host::to_string).collect();
             out.push_str(&format!("hosts: {}\n", hosts.join(" ")));

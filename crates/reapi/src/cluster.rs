@@ -268,20 +268,20 @@ impl Cluster {
     /// Uploads the blobs the CAS lacks (FindMissingBlobs; BatchUpdateBlobs, or ByteStream.Write
     /// above the batch limit); the bytes uploaded.
     pub async fn upload_missing(&self, blobs: &[Blob]) -> Result<u64, ClusterError> {
-        let mut unique: Vec<&Blob> = Vec::new();
+        // Indices, not references, are kept across the awaits: a future holding references
+        // made by a closure is not Send for every lifetime (a rustc limitation).
         let mut seen = HashSet::new();
-        for blob in blobs {
-            if seen.insert(blob.digest.hash.clone()) && blob.digest.size_bytes > 0 {
-                unique.push(blob);
-            }
-        }
+        let unique: Vec<usize> = (0..blobs.len())
+            .filter(|&i| blobs[i].digest.size_bytes > 0 && seen.insert(blobs[i].digest.hash.clone()))
+            .collect();
         if unique.is_empty() {
             return Ok(0);
         }
+        let blob_digests: Vec<Digest> = unique.iter().map(|&i| blobs[i].digest.clone()).collect();
         let missing: HashSet<String> = ContentAddressableStorageClient::new(self.channel.clone())
             .find_missing_blobs(self.request(FindMissingBlobsRequest {
                 instance_name: self.instance.clone(),
-                blob_digests: unique.iter().map(|b| b.digest.clone()).collect(),
+                blob_digests,
                 digest_function: 0,
             }))
             .await
@@ -291,10 +291,15 @@ impl Cluster {
             .into_iter()
             .map(|d| d.hash)
             .collect();
+        let wanted: Vec<usize> = unique
+            .into_iter()
+            .filter(|&i| missing.contains(&blobs[i].digest.hash))
+            .collect();
         let mut sent = 0u64;
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
-        for blob in unique.into_iter().filter(|b| missing.contains(&b.digest.hash)) {
+        for index in wanted {
+            let blob = &blobs[index];
             let size = usize::try_from(blob.digest.size_bytes).unwrap_or(usize::MAX);
             sent += size as u64;
             if size > self.batch_limit {
@@ -305,9 +310,10 @@ impl Cluster {
                 self.write_batch(std::mem::take(&mut batch)).await?;
                 batch_bytes = 0;
             }
-            let data = blob
-                .read()
-                .map_err(|e| ClusterError::Io(describe(blob), e))?;
+            let data = match blob.read() {
+                Ok(data) => data,
+                Err(e) => return Err(ClusterError::Io(describe(blob), e)),
+            };
             batch.push(batch_update_blobs_request::Request {
                 digest: Some(blob.digest.clone()),
                 data,
@@ -351,7 +357,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Uploads one blob with ByteStream.Write, in pieces read as they are sent.
+    /// Uploads one blob with ByteStream.Write, in pieces read (on a blocking thread) as they
+    /// are sent.
     async fn write_stream(&self, blob: &Blob) -> Result<(), ClusterError> {
         let size = blob.digest.size_bytes;
         let resource = format!(
@@ -366,30 +373,37 @@ impl Cluster {
                 std::fs::File::open(path).map_err(|e| ClusterError::Io(describe(blob), e))?,
             ),
         };
-        let mut offset = 0i64;
-        let pieces = std::iter::from_fn(move || {
-            if offset >= size {
-                return None;
+        let (pieces, stream) = tokio::sync::mpsc::channel(4);
+        let reading = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut offset = 0i64;
+            while offset < size {
+                let want = usize::try_from(size - offset)
+                    .map_or(BYTESTREAM_CHUNK, |left| left.min(BYTESTREAM_CHUNK));
+                let mut data = vec![0u8; want];
+                reader.read_exact(&mut data)?;
+                let piece = WriteRequest {
+                    resource_name: if offset == 0 { resource.clone() } else { String::new() },
+                    write_offset: offset,
+                    finish_write: offset + want as i64 >= size,
+                    data,
+                };
+                offset += want as i64;
+                if pieces.blocking_send(piece).is_err() {
+                    // The call ended early; its status says why.
+                    break;
+                }
             }
-            let want = usize::try_from(size - offset).map_or(BYTESTREAM_CHUNK, |left| {
-                left.min(BYTESTREAM_CHUNK)
-            });
-            let mut data = vec![0u8; want];
-            // A short or failed read ends the stream early; the server then reports the
-            // upload incomplete.
-            reader.read_exact(&mut data).ok()?;
-            let piece = WriteRequest {
-                resource_name: if offset == 0 { resource.clone() } else { String::new() },
-                write_offset: offset,
-                finish_write: offset + want as i64 >= size,
-                data,
-            };
-            offset += want as i64;
-            Some(piece)
+            Ok(())
         });
-        let response = ByteStreamClient::new(self.channel.clone())
-            .write(self.request(tokio_stream::iter(pieces)))
-            .await
+        let written = ByteStreamClient::new(self.channel.clone())
+            .write(self.request(tokio_stream::wrappers::ReceiverStream::new(stream)))
+            .await;
+        match reading.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ClusterError::Io(describe(blob), e)),
+            Err(e) => return Err(ClusterError::Io(describe(blob), std::io::Error::other(e))),
+        }
+        let response = written
             .map_err(ClusterError::rpc("ByteStream.Write"))?
             .into_inner();
         if response.committed_size != size && response.committed_size != -1 {
@@ -522,13 +536,18 @@ impl Cluster {
     }
 
     /// Executes `action`, following its operation (resumed with WaitExecution when the stream
-    /// drops) until it is done; `progress` hears of its name, stages and resumptions.
+    /// drops) until it is done; `progress` hears of its name, stages and resumptions as they
+    /// come.
     pub async fn execute(
         &self,
         action: &Digest,
         skip_cache_lookup: bool,
-        mut progress: impl FnMut(Progress),
+        progress: tokio::sync::mpsc::UnboundedSender<Progress>,
     ) -> Result<Executed, ClusterError> {
+        // A listener that went away only stops hearing.
+        let progress = |event| {
+            let _ = progress.send(event);
+        };
         let mut execution = ExecutionClient::new(self.channel.clone());
         let mut stream = execution
             .execute(self.request(ExecuteRequest {
@@ -710,4 +729,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod send_check {
+    fn assert_send<T: Send>(_: T) {}
+
+    #[allow(dead_code)]
+    fn futures_are_send(cluster: &super::Cluster, blobs: &[super::Blob], digest: &super::Digest) {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        assert_send(cluster.write_stream(&blobs[0]));
+        assert_send(cluster.write_batch(Vec::new()));
+        assert_send(cluster.upload_missing(blobs));
+        assert_send(cluster.execute(digest, false, tx));
+        assert_send(cluster.read_blobs(std::slice::from_ref(digest)));
+        assert_send(cluster.cached_result(digest));
+    }
 }

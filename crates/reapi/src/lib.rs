@@ -13,6 +13,7 @@ mod digest;
 mod tree;
 
 pub use bazel_remote_apis::build::bazel::remote::execution::v2 as proto;
+pub use bazel_remote_apis::google::protobuf::Duration;
 pub use cluster::{Cluster, ClusterError, Connection, Executed, Progress, Stage};
 pub use digest::{digest_of_bytes, digest_of_file, digest_of_message, Blob, BlobSource};
 pub use tree::{files_of_tree, InputRoot, TreeError, TreeFile};

@@ -81,6 +81,20 @@ fn defaults_and_local_only_rakefiles() {
     assert_eq!(rakefile.hosts[0].port, 6238);
 }
 
+#[test]
+fn a_cluster_stands_in_for_the_hosts() {
+    let source = "HOSTS = reapi://127.0.0.1:8980/main\nactionset1:\n\tremote-true\n";
+    let rakefile = parse("R", source).expect("parse");
+    assert_eq!(
+        rakefile.cluster.as_deref(),
+        Some("reapi://127.0.0.1:8980/main")
+    );
+    assert!(rakefile.hosts.is_empty());
+    assert!(rakefile.plan().starts_with("cluster: reapi://127.0.0.1:8980/main\n"));
+    let tls = parse("R", "HOSTS = reapis://grid.example:443\n").expect("parse");
+    assert_eq!(tls.cluster.as_deref(), Some("reapis://grid.example:443"));
+}
+
 /// The error for `source`: (line, column, expected), and its rendering.
 fn error(source: &str) -> (usize, usize, String, String) {
     let e = parse("Rakefile", source).expect_err("an error");
@@ -115,6 +129,18 @@ fn every_error_names_file_line_column_what_was_expected_and_shows_a_caret() {
             2,
             1,
             "one HOSTS line (the first is line 1)",
+        ),
+        (
+            "HOSTS = reapi://grid\n",
+            1,
+            17,
+            "HOST:PORT after `reapi://` (then an optional /INSTANCE)",
+        ),
+        (
+            "HOSTS = reapi://grid:8980 b\n",
+            1,
+            26,
+            "nothing after the cluster's URL",
         ),
         ("COLOR = red\n", 1, 1, "not a setting `COLOR`"),
         (

@@ -33,6 +33,8 @@ pub struct Work {
     pub local_slots: Arc<tokio::sync::Semaphore>,
     /// Connections to the local daemon between two local actions.
     pub idle_local: std::sync::Mutex<Vec<Client>>,
+    /// The remote-execution cluster remote actions go to, instead of the pool.
+    pub cluster: Option<Arc<super::reapi::Backend>>,
 }
 
 /// Local actions that run at once; the others of a set wait for a place.
@@ -63,6 +65,8 @@ pub struct Outcome {
     pub sent: u64,
     /// Bytes of results fetched.
     pub received: u64,
+    /// Its result came from a cluster's action cache (nothing ran).
+    pub cached: bool,
 }
 
 impl Outcome {
@@ -121,6 +125,7 @@ pub async fn run(work: &Work, action: &Action, tagged: bool) -> Outcome {
         elapsed: Duration::ZERO,
         sent: 0,
         received: 0,
+        cached: false,
     };
     let tag = tagged.then(|| action.command.clone());
     let attempt = if action.remote {
@@ -181,6 +186,17 @@ async fn remote(
     tag: Option<String>,
     outcome: &mut Outcome,
 ) -> Attempt {
+    if let Some(backend) = &work.cluster {
+        outcome.host.clone_from(&backend.cluster.url);
+        let mut printer = Printer::new(tag);
+        return match backend.run(&work.dir, action, &mut printer).await {
+            Ok(ran) => {
+                outcome.cached = ran.cached;
+                Attempt::Ended(ran.exit, ran.sent, ran.received)
+            }
+            Err(e) => Attempt::Failed(format!("{e:#}")),
+        };
+    }
     let inputs = match input_hashes(&work.dir, &action.requires) {
         Ok(inputs) => inputs,
         Err(e) => return Attempt::Failed(format!("{e:#}")),

@@ -2,13 +2,15 @@
 //! together. A local action runs on the local daemon (started if needed), in the Rakefile's
 //! directory with the client's environment. A remote action is placed, when it starts, on the
 //! HOSTS daemon of lowest cost ([`place`]), runs in a fresh sandbox there with its `requires`
-//! files, and the files it made or changed come back ([`action`]). When an action fails, the
-//! others of its set finish and no later set starts.
+//! files, and the files it made or changed come back ([`action`]). With a remote-execution
+//! cluster (`--reapi`, or `HOSTS = reapi://...`), remote actions go there instead
+//! ([`reapi`]). When an action fails, the others of its set finish and no later set starts.
 
 mod action;
 mod output;
 mod place;
 mod rake64;
+mod reapi;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +48,22 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
     };
     let dir = std::fs::canonicalize(&dir)
         .with_context(|| format!("cannot find the directory of {}", path.display()))?;
+    let cluster = cluster_connection(&args, &rakefile)?;
     crate::client_runtime()?.block_on(async {
+        let backend = match &cluster {
+            Some(connection) if rakefile.sets.iter().any(|s| s.actions.iter().any(|a| a.remote)) => {
+                Some(Arc::new(
+                    reapi::Backend::connect(
+                        connection,
+                        &args.platform,
+                        args.no_cache,
+                        args.action_timeout.into(),
+                    )
+                    .await?,
+                ))
+            }
+            _ => None,
+        };
         let pool = Arc::new(Pool::new(
             &rakefile.hosts,
             remote,
@@ -60,17 +77,44 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
             pool,
             local_slots: Arc::new(tokio::sync::Semaphore::new(action::LOCAL_AT_ONCE)),
             idle_local: std::sync::Mutex::default(),
+            cluster: backend.clone(),
         });
         tokio::select! {
             outcome = run_sets(&rakefile, &work, args.joblog.as_deref()) => outcome,
             _ = tokio::signal::ctrl_c() => {
                 // Leaving drops every connection: each running action's job gets SIGHUP on its
-                // host, and its sandbox goes.
+                // host, and its sandbox goes; a cluster's operations are cancelled.
                 eprintln!("ferry: rake interrupted: stopping the running actions");
+                if let Some(backend) = &backend {
+                    let cancelled = backend.cancel_all().await;
+                    eprintln!("ferry: rake: cancelled {cancelled} operation(s) on {}", backend.cluster.url);
+                }
                 Ok(130)
             }
         }
     })
+}
+
+/// The cluster remote actions go to, if any: `--reapi` (with its TLS files and token), else
+/// the Rakefile's `HOSTS = reapi://...`.
+fn cluster_connection(args: &RakeArgs, rakefile: &Rakefile) -> Result<Option<ferry_reapi::Connection>> {
+    let mut connection = match (&args.reapi, &rakefile.cluster) {
+        (Some(url), _) => ferry_reapi::Connection {
+            url: url.clone(),
+            instance: args.instance.clone().unwrap_or_default(),
+            ..ferry_reapi::Connection::default()
+        },
+        (None, Some(url)) => reapi::connection_of_rakefile(url),
+        (None, None) => return Ok(None),
+    };
+    connection.ca.clone_from(&args.reapi_ca);
+    connection.identity = args.reapi_cert.clone().zip(args.reapi_key.clone());
+    if let Some(path) = &args.reapi_token_file {
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        connection.token = Some(token.trim().to_owned());
+    }
+    Ok(Some(connection))
 }
 
 /// Keeps only the sets named (all without names); an unknown name is an error.
@@ -143,7 +187,9 @@ fn summary(outcomes: &[(String, Outcome)]) -> String {
     let rows: Vec<[String; 5]> = outcomes
         .iter()
         .map(|(set, o)| {
-            let host = if o.reruns > 0 {
+            let host = if o.cached {
+                format!("{} (cached)", o.host)
+            } else if o.reruns > 0 {
                 format!(
                     "{} (rerun: {})",
                     o.host,
@@ -175,9 +221,10 @@ fn joblog_tsv(outcomes: &[(String, Outcome)]) -> String {
             .unwrap_or(Duration::ZERO)
             .as_secs_f64();
         out.push_str(&format!(
-            "{}\t{}\t{start:.3}\t{:.3}\t{}\t{}\t{}\t{}\t{}\n",
+            "{}\t{}{}\t{start:.3}\t{:.3}\t{}\t{}\t{}\t{}\t{}\n",
             seq + 1,
             o.host,
+            if o.cached { " (cached)" } else { "" },
             o.elapsed.as_secs_f64(),
             o.sent,
             o.received,
