@@ -4,4 +4,6 @@
 
 pub mod rakefile;
 
-pub use rakefile::{parse, Action, ActionSet, Host, Rakefile, RakefileError, DEFAULT_PORT};
+pub use rakefile::{
+    parse, parse_for_cluster, Action, ActionSet, Host, Rakefile, RakefileError, DEFAULT_PORT,
+};

@@ -198,8 +198,19 @@ fn top_level(line: &str) -> Token<'_> {
 
 /// Parses the Rakefile text `source` (read from `path`, named in errors).
 pub fn parse(path: &str, source: &str) -> Result<Rakefile, RakefileError> {
+    parse_inner(path, source, true)
+}
+
+/// Parses the Rakefile text `source` for a run whose remote actions go to a cluster named
+/// elsewhere (`ferry rake --reapi`): remote actions need no `HOSTS` line.
+pub fn parse_for_cluster(path: &str, source: &str) -> Result<Rakefile, RakefileError> {
+    parse_inner(path, source, false)
+}
+
+fn parse_inner(path: &str, source: &str, hosts_required: bool) -> Result<Rakefile, RakefileError> {
     Parser {
         path,
+        hosts_required,
         port: None,
         hosts: None,
         cluster: None,
@@ -214,6 +225,8 @@ type WrittenHost = (String, Option<u16>);
 
 struct Parser<'a> {
     path: &'a str,
+    /// Remote actions need a `HOSTS` line.
+    hosts_required: bool,
     /// The port, and the line that set it.
     port: Option<(u16, usize)>,
     /// The hosts as written (resolved against the port at the end), and their line.
@@ -560,7 +573,9 @@ impl Parser<'_> {
                 ));
             }
         }
-        if let (Some((line, text)), None) = (&self.first_remote, &self.hosts) {
+        if let (Some((line, text)), None, true) =
+            (&self.first_remote, &self.hosts, self.hosts_required)
+        {
             return Err(self.error(
                 *line,
                 2,

@@ -75,7 +75,13 @@ pub enum ClusterError {
 impl ClusterError {
     /// A FAILED_PRECONDITION: the server lacks blobs the action needs (upload, try again).
     pub fn is_failed_precondition(&self) -> bool {
-        matches!(self, ClusterError::Rpc { code: Code::FailedPrecondition, .. })
+        matches!(
+            self,
+            ClusterError::Rpc {
+                code: Code::FailedPrecondition,
+                ..
+            }
+        )
     }
 
     fn rpc(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
@@ -201,14 +207,13 @@ impl Cluster {
                 url: connection.url.clone(),
                 why: error_chain(&e),
             })?;
-        let token = match &connection.token {
-            Some(token) => Some(
-                format!("Bearer {}", token.trim())
-                    .parse()
-                    .map_err(|_| ClusterError::Config("the token is not printable ASCII".into()))?,
-            ),
-            None => None,
-        };
+        let token =
+            match &connection.token {
+                Some(token) => Some(format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                    ClusterError::Config("the token is not printable ASCII".into())
+                })?),
+                None => None,
+            };
         let mut cluster = Cluster {
             channel,
             instance: connection.instance.clone(),
@@ -224,7 +229,9 @@ impl Cluster {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         if let Some(token) = &self.token {
-            request.metadata_mut().insert("authorization", token.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
         }
         request
     }
@@ -248,7 +255,9 @@ impl Cluster {
             if cache.max_batch_total_size_bytes > 0 {
                 let limit = usize::try_from(cache.max_batch_total_size_bytes).unwrap_or(usize::MAX);
                 // Room for the request's own fields.
-                self.batch_limit = limit.saturating_sub(16 * 1024).clamp(1, DEFAULT_BATCH_LIMIT);
+                self.batch_limit = limit
+                    .saturating_sub(16 * 1024)
+                    .clamp(1, DEFAULT_BATCH_LIMIT);
             }
         }
         match &capabilities.execution_capabilities {
@@ -272,7 +281,9 @@ impl Cluster {
         // made by a closure is not Send for every lifetime (a rustc limitation).
         let mut seen = HashSet::new();
         let unique: Vec<usize> = (0..blobs.len())
-            .filter(|&i| blobs[i].digest.size_bytes > 0 && seen.insert(blobs[i].digest.hash.clone()))
+            .filter(|&i| {
+                blobs[i].digest.size_bytes > 0 && seen.insert(blobs[i].digest.hash.clone())
+            })
             .collect();
         if unique.is_empty() {
             return Ok(0);
@@ -382,7 +393,11 @@ impl Cluster {
                 let mut data = vec![0u8; want];
                 reader.read_exact(&mut data)?;
                 let piece = WriteRequest {
-                    resource_name: if offset == 0 { resource.clone() } else { String::new() },
+                    resource_name: if offset == 0 {
+                        resource.clone()
+                    } else {
+                        String::new()
+                    },
                     write_offset: offset,
                     finish_write: offset + want as i64 >= size,
                     data,
@@ -456,7 +471,10 @@ impl Cluster {
         Ok(out)
     }
 
-    async fn read_batch(&self, digests: Vec<Digest>) -> Result<Vec<(String, Vec<u8>)>, ClusterError> {
+    async fn read_batch(
+        &self,
+        digests: Vec<Digest>,
+    ) -> Result<Vec<(String, Vec<u8>)>, ClusterError> {
         let responses = ContentAddressableStorageClient::new(self.channel.clone())
             .batch_read_blobs(self.request(BatchReadBlobsRequest {
                 instance_name: self.instance.clone(),
@@ -518,7 +536,10 @@ impl Cluster {
     }
 
     /// The action cache's result for `action`, if it has one.
-    pub async fn cached_result(&self, action: &Digest) -> Result<Option<ActionResult>, ClusterError> {
+    pub async fn cached_result(
+        &self,
+        action: &Digest,
+    ) -> Result<Option<ActionResult>, ClusterError> {
         let answer = ActionCacheClient::new(self.channel.clone())
             .get_action_result(self.request(GetActionResultRequest {
                 instance_name: self.instance.clone(),

@@ -101,6 +101,9 @@ mod tests {
         let path = dir.path().join("f");
         let data = vec![7u8; 600_000];
         std::fs::write(&path, &data).expect("write");
-        assert_eq!(digest_of_file(&path).expect("digest"), digest_of_bytes(&data));
+        assert_eq!(
+            digest_of_file(&path).expect("digest"),
+            digest_of_bytes(&data)
+        );
     }
 }

@@ -209,7 +209,11 @@ pub fn files_of_tree(tree: &Tree) -> Result<Vec<TreeFile>, TreeError> {
         for node in &directory.directories {
             let path = format!("{prefix}{}/", node.name);
             components(&path)?;
-            let hash = node.digest.as_ref().map(|d| d.hash.clone()).unwrap_or_default();
+            let hash = node
+                .digest
+                .as_ref()
+                .map(|d| d.hash.clone())
+                .unwrap_or_default();
             let child = children
                 .get(&hash)
                 .ok_or_else(|| TreeError::MissingChild(path.clone()))?;
@@ -237,7 +241,11 @@ mod tests {
         assert_eq!(root.blobs.len(), 5);
         assert_eq!(root.files["a.h"], digest_of_bytes(b"a"));
         let message = |digest: &Digest| -> Directory {
-            let blob = root.blobs.iter().find(|b| &b.digest == digest).expect("blob");
+            let blob = root
+                .blobs
+                .iter()
+                .find(|b| &b.digest == digest)
+                .expect("blob");
             prost::Message::decode(blob.read().expect("bytes").as_slice()).expect("decode")
         };
         let top = message(&root.digest);
@@ -285,7 +293,10 @@ mod tests {
             root: Some(root),
             children: vec![],
         };
-        assert!(matches!(files_of_tree(&lacking), Err(TreeError::MissingChild(_))));
+        assert!(matches!(
+            files_of_tree(&lacking),
+            Err(TreeError::MissingChild(_))
+        ));
         let hostile = Tree {
             root: Some(Directory {
                 files: vec![file("..", b"x")],
@@ -293,6 +304,9 @@ mod tests {
             }),
             children: vec![],
         };
-        assert!(matches!(files_of_tree(&hostile), Err(TreeError::BadName(_))));
+        assert!(matches!(
+            files_of_tree(&hostile),
+            Err(TreeError::BadName(_))
+        ));
     }
 }

@@ -20,6 +20,7 @@ mod limits;
 mod peers;
 mod rake;
 mod rake64;
+mod reapi;
 mod remote;
 mod run;
 mod sessions;

@@ -90,7 +90,16 @@ fn a_cluster_stands_in_for_the_hosts() {
         Some("reapi://127.0.0.1:8980/main")
     );
     assert!(rakefile.hosts.is_empty());
-    assert!(rakefile.plan().starts_with("cluster: reapi://127.0.0.1:8980/main\n"));
+    assert!(rakefile
+        .plan()
+        .starts_with("cluster: reapi://127.0.0.1:8980/main\n"));
+    // A cluster named on the command line: remote actions need no HOSTS line.
+    let source = "actionset1:\n\tremote-true\n";
+    assert!(parse("R", source).is_err());
+    assert!(parse_for_cluster("R", source)
+        .expect("parse")
+        .cluster
+        .is_none());
     let tls = parse("R", "HOSTS = reapis://grid.example:443\n").expect("parse");
     assert_eq!(tls.cluster.as_deref(), Some("reapis://grid.example:443"));
 }

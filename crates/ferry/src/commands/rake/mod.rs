@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use ferry_client::Endpoint;
-use ferry_rake::{parse, Rakefile};
+use ferry_rake::{parse, parse_for_cluster, Rakefile};
 
 use crate::cli::RakeArgs;
 use crate::endpoint::RemoteOptions;
@@ -30,7 +30,12 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
     let path = args.file.clone();
     let source = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the Rakefile {}", path.display()))?;
-    let rakefile = match parse(&path.display().to_string(), &source) {
+    let parsed = if args.reapi.is_some() {
+        parse_for_cluster(&path.display().to_string(), &source)
+    } else {
+        parse(&path.display().to_string(), &source)
+    };
+    let rakefile = match parsed {
         Ok(rakefile) => rakefile,
         Err(e) => {
             eprintln!("ferry: {e}");
@@ -97,7 +102,10 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
 
 /// The cluster remote actions go to, if any: `--reapi` (with its TLS files and token), else
 /// the Rakefile's `HOSTS = reapi://...`.
-fn cluster_connection(args: &RakeArgs, rakefile: &Rakefile) -> Result<Option<ferry_reapi::Connection>> {
+fn cluster_connection(
+    args: &RakeArgs,
+    rakefile: &Rakefile,
+) -> Result<Option<ferry_reapi::Connection>> {
     let mut connection = match (&args.reapi, &rakefile.cluster) {
         (Some(url), _) => ferry_reapi::Connection {
             url: url.clone(),

@@ -292,8 +292,9 @@ impl Backend {
                 .read_blobs(std::slice::from_ref(tree_digest))
                 .await?;
             let bytes = blobs.remove(&tree_digest.hash).unwrap_or_default();
-            let tree: Tree = prost::Message::decode(bytes.as_slice())
-                .map_err(|e| anyhow!("the cluster sent an output tree that does not decode: {e}"))?;
+            let tree: Tree = prost::Message::decode(bytes.as_slice()).map_err(|e| {
+                anyhow!("the cluster sent an output tree that does not decode: {e}")
+            })?;
             for file in files_of_tree(&tree)? {
                 let path = if directory.path.is_empty() {
                     file.path
