@@ -69,20 +69,47 @@ instances:
         scheduler: *scheduler
 "#;
 
+/// What a secured BuildGrid is configured with: TLS with client certificates (signed by
+/// `DIR/ca.pem`, made by `ferry tls init DIR`) and JWT bearer tokens (HS256 with `secret`).
+struct Security {
+    tls: PathBuf,
+    secret: PathBuf,
+    worker_token: PathBuf,
+}
+
 /// A BuildGrid server and its workers, stopped when dropped.
 struct Grid {
     dir: tempfile::TempDir,
     server: Child,
     bots: Vec<Child>,
     port: u16,
+    security: Option<Security>,
 }
 
 impl Grid {
     fn start(workers: usize) -> Grid {
+        Grid::start_with(workers, None)
+    }
+
+    fn start_with(workers: usize, security: Option<Security>) -> Grid {
         let venv = venv();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("buildgrid.yml");
-        std::fs::write(&config, CONFIG).expect("config");
+        let text = match &security {
+            None => CONFIG.to_owned(),
+            Some(security) => CONFIG
+                .replace(
+                    "    insecure-mode: true\n",
+                    &format!(
+                        "    insecure-mode: false\n    credentials:\n      tls-server-key: {}\n      tls-server-cert: {}\n      tls-client-certs: {}\nauthorization:\n  method: jwt\n  secret: {}\n  algorithm: hs256\n",
+                        security.tls.join("server-key.pem").display(),
+                        security.tls.join("server.pem").display(),
+                        security.tls.join("ca.pem").display(),
+                        security.secret.display(),
+                    ),
+                ),
+        };
+        std::fs::write(&config, text).expect("config");
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
         let server = Command::new(venv.join("bin/bgd"))
             .args(["server", "start"])
@@ -98,6 +125,7 @@ impl Grid {
             server,
             bots: Vec::new(),
             port: 0,
+            security,
         };
         grid.port = wait_until(
             "BuildGrid to listen",
@@ -113,8 +141,19 @@ impl Grid {
 
     fn add_worker(&mut self, n: usize) {
         let log = std::fs::File::create(self.dir.path().join(format!("bot{n}.out"))).expect("log");
-        let bot = Command::new(venv().join("bin/python"))
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/buildgrid_bot.py"))
+        let mut bot = Command::new(venv().join("bin/python"));
+        bot.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/buildgrid_bot.py"));
+        if let Some(security) = &self.security {
+            bot.arg("--ca")
+                .arg(security.tls.join("ca.pem"))
+                .arg("--cert")
+                .arg(security.tls.join("clients/worker.pem"))
+                .arg("--key")
+                .arg(security.tls.join("clients/worker-key.pem"))
+                .arg("--token-file")
+                .arg(&security.worker_token);
+        }
+        let bot = bot
             .args(["--remote", &format!("127.0.0.1:{}", self.port)])
             .args(["--name", &format!("bot{n}")])
             .arg("--log")
@@ -491,5 +530,91 @@ fn ctrl_c_cancels_the_running_operation() {
         Duration::from_secs(30),
         || grid.work().contains("cancelled ").then_some(()),
         || format!("{}\n{}", grid.work(), grid.server_log()),
+    );
+}
+
+/// An HS256 JWT for `secret`, valid for an hour (made by BuildGrid's own PyJWT).
+fn jwt(secret: &Path, subject: &str) -> String {
+    let out = Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            "import jwt, sys, time; print(jwt.encode({'sub': sys.argv[2], 'exp': int(time.time()) + 3600}, open(sys.argv[1]).read().strip(), algorithm='HS256'))",
+        ])
+        .arg(secret)
+        .arg(subject)
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_cluster_behind_tls_client_certificates_and_bearer_tokens() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let tls = keys.path().join("tls");
+    for args in [
+        vec!["tls", "init", tls.to_str().expect("utf-8")],
+        vec!["tls", "client", tls.to_str().expect("utf-8"), "worker"],
+        vec!["tls", "client", tls.to_str().expect("utf-8"), "rake"],
+    ] {
+        let out = Command::new(ferry_bin()).args(&args).output().expect("ferry tls");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let secret = keys.path().join("jwt-secret");
+    std::fs::write(&secret, "a-shared-secret-for-the-test\n").expect("secret");
+    let worker_token = keys.path().join("worker-token");
+    std::fs::write(&worker_token, jwt(&secret, "worker")).expect("token");
+    let client_token = keys.path().join("client-token");
+    std::fs::write(&client_token, jwt(&secret, "rake")).expect("token");
+    let grid = Grid::start_with(
+        1,
+        Some(Security {
+            tls: tls.clone(),
+            secret,
+            worker_token,
+        }),
+    );
+    let local = Daemon::start(&[]);
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("Rakefile"),
+        "actionset1:\n\tremote-echo secure > out.txt\n",
+    )
+    .expect("Rakefile");
+    let url = format!("grpcs://127.0.0.1:{}", grid.port);
+    let ca = tls.join("ca.pem");
+    let cert = tls.join("clients/rake.pem");
+    let key = tls.join("clients/rake-key.pem");
+    let full = [
+        "--reapi",
+        url.as_str(),
+        "--reapi-ca",
+        ca.to_str().expect("utf-8"),
+        "--reapi-cert",
+        cert.to_str().expect("utf-8"),
+        "--reapi-key",
+        key.to_str().expect("utf-8"),
+        "--reapi-token-file",
+        client_token.to_str().expect("utf-8"),
+    ];
+    // Without the token: refused, and said so.
+    let out = rake(project.path(), &local, &full[..8]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{out:?}"
+    );
+    // Without the client certificate: the handshake fails.
+    let mut no_cert = full[..4].to_vec();
+    no_cert.extend_from_slice(&full[8..]);
+    let out = rake(project.path(), &local, &no_cert);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(!project.path().join("out.txt").exists());
+    // With both: it runs.
+    let out = rake(project.path(), &local, &full);
+    assert!(out.status.success(), "{out:?}\n{}", grid.server_log());
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("out.txt")).expect("out.txt"),
+        "secure\n"
     );
 }
