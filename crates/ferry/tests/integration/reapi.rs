@@ -557,7 +557,10 @@ fn a_cluster_behind_tls_client_certificates_and_bearer_tokens() {
         vec!["tls", "client", tls.to_str().expect("utf-8"), "worker"],
         vec!["tls", "client", tls.to_str().expect("utf-8"), "rake"],
     ] {
-        let out = Command::new(ferry_bin()).args(&args).output().expect("ferry tls");
+        let out = Command::new(ferry_bin())
+            .args(&args)
+            .output()
+            .expect("ferry tls");
         assert!(out.status.success(), "{out:?}");
     }
     let secret = keys.path().join("jwt-secret");
