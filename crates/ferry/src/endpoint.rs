@@ -63,12 +63,12 @@ impl RemoteOptions {
     /// The options of the command line.
     pub fn from_cli(cli: &Cli) -> RemoteOptions {
         RemoteOptions {
-            tls_dir: cli.tls_dir.clone(),
-            ca: cli.ca.clone(),
-            token_file: cli.token_file.clone(),
-            cert: cli.cert.clone(),
-            key: cli.key.clone(),
-            no_tls: cli.no_tls,
+            tls_dir: cli.globals.tls_dir.clone(),
+            ca: cli.globals.ca.clone(),
+            token_file: cli.globals.token_file.clone(),
+            cert: cli.globals.cert.clone(),
+            key: cli.globals.key.clone(),
+            no_tls: cli.globals.no_tls,
         }
     }
 }
@@ -76,7 +76,7 @@ impl RemoteOptions {
 /// The endpoint the global options name. `--host` takes `HOST:PORT` or the name of an entry
 /// of the client configuration file; options given on the command line win over the entry's.
 pub fn from_cli(cli: &Cli, socket: &Path) -> Result<Endpoint> {
-    match &cli.host {
+    match &cli.globals.host {
         None => Ok(Endpoint::Unix(socket.to_owned())),
         Some(host) => {
             for_host(&RemoteOptions::from_cli(cli), host).map_err(|e| anyhow!("--host {e}"))

@@ -10,16 +10,15 @@ mod table;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use cli::{Cli, Command};
 
 /// Exit status when ferry itself fails (as opposed to the job it ran).
 const FERRY_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let socket = cli
+        .globals
         .socket
         .clone()
         .unwrap_or_else(ferry_client::default_socket_path);
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
             Command::Prune(args) => commands::prune::run(&target, args),
             Command::Session(args) => commands::session::run(&target, args),
             Command::Sh(args) => commands::session::sh(&target, args),
-            Command::Fanos(args) => commands::fanos::run(cli.socket.as_deref(), args),
+            Command::Fanos(args) => commands::fanos::run(cli.globals.socket.as_deref(), args),
             Command::Peers(args) => commands::peers::run(&target, args),
             Command::Chat(args) => commands::chat::run(&target, args),
             Command::Cost => commands::cost::run(&target),
