@@ -63,31 +63,64 @@ impl Cli {
     /// that asks for help or the version or does not parse so, goes through the whole tree,
     /// which gives the same result and the usual messages.
     pub fn parse_args() -> Cli {
-        use clap::{FromArgMatches, Parser};
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        let quick = || -> Option<Cli> {
-            let options = args.iter().skip(1).take_while(|a| *a != "--");
-            let mut before_run = true;
-            for arg in options {
-                let arg = arg.to_str()?;
-                if matches!(arg, "-h" | "--help" | "-V" | "--version" | "help") {
-                    return None;
-                }
-                before_run &= arg != "run";
-            }
-            if before_run {
+        match Cli::parse_run_only(&args) {
+            Some(cli) => cli,
+            None => clap::Parser::parse_from(args),
+        }
+    }
+
+    /// `args` parsed against the tree of `run` alone, when they ask for `run` (and neither
+    /// help nor the version) and parse so.
+    fn parse_run_only(args: &[std::ffi::OsString]) -> Option<Cli> {
+        use clap::FromArgMatches;
+        let mut asks_for_run = false;
+        for arg in args.iter().skip(1).take_while(|a| *a != "--") {
+            let arg = arg.to_str()?;
+            if matches!(arg, "-h" | "--help" | "-V" | "--version" | "help") {
                 return None;
             }
-            let tree = Globals::augment_args(clap::Command::new("ferry"))
-                .subcommand(RunArgs::augment_args(clap::Command::new("run")))
-                .subcommand_required(true);
-            let matches = tree.try_get_matches_from(&args).ok()?;
-            Cli::from_arg_matches(&matches).ok()
-        };
-        if let Some(cli) = quick() {
-            return cli;
+            asks_for_run |= arg == "run";
         }
-        Cli::parse_from(args)
+        if !asks_for_run {
+            return None;
+        }
+        let tree = Globals::augment_args(clap::Command::new("ferry"))
+            .subcommand(RunArgs::augment_args(clap::Command::new("run")))
+            .subcommand_required(true);
+        let matches = tree.try_get_matches_from(args).ok()?;
+        Cli::from_arg_matches(&matches).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+
+    #[test]
+    fn run_parsed_alone_is_run_parsed_with_every_subcommand() {
+        for line in [
+            "ferry run -- true",
+            "ferry run true",
+            "ferry --socket /tmp/s run --fds -- cat -n",
+            "ferry run --socket /tmp/s -d -- sleep 1",
+            "ferry --host h:1 --no-tls run -- echo --help",
+            "ferry run --bogus -- true",
+        ] {
+            let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+            let quick = Cli::parse_run_only(&args).expect(line);
+            let full: Cli = clap::Parser::try_parse_from(&args).expect(line);
+            assert_eq!(format!("{quick:?}"), format!("{full:?}"), "{line}");
+        }
+        // Not run, help, a global option's value that reads "run": the whole tree.
+        for line in [
+            "ferry ps",
+            "ferry run --help",
+            "ferry --socket run ps",
+        ] {
+            let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+            assert!(Cli::parse_run_only(&args).is_none(), "{line}");
+        }
     }
 }
 
