@@ -23,30 +23,37 @@ export FERRY_STATE_DIR=$work/state
 start_daemon "$FERRY_SOCKET" --max-finished 1
 "$FERRY" run -- true # warm: the daemon answers
 
-# `ferry --version` (the client process alone) is shown for context: starting any client
-# process plus the job's own exec is the floor a client/daemon design can reach.
-hyperfine -N --warmup 50 --runs 500 --export-csv "$work/latency.csv" \
-  "$FERRY run -- true" "sh -c true" "$FERRY --version" >"$work/latency.txt"
+# `ferry --version` (the client process alone) against a release "hello world": starting any
+# client process plus the job's own exec is the floor a client/daemon design can reach.
+printf 'fn main() { println!("hello world"); }\n' >"$work/hello.rs"
+rustc -O -o "$work/hello" "$work/hello.rs"
+hyperfine -N --warmup 50 --runs "${LATENCY_RUNS:-500}" --export-csv "$work/latency.csv" \
+  "$FERRY run -- true" "sh -c true" "$FERRY --version" "$work/hello" >"$work/latency.txt"
 hyperfine --warmup 1 --runs "$RUNS" --export-csv "$work/throughput.csv" \
   "$FERRY run -- head -c $SIZE /dev/zero >/dev/null" "head -c $SIZE /dev/zero | cat >/dev/null" \
   >"$work/throughput.txt"
 
 bytes=$(numfmt --from=iec "$SIZE")
-awk -F, -v bytes="$bytes" '
+awk -F, -v bytes="$bytes" -v size="$SIZE" -v rows="${BENCH_ROWS:-/dev/null}" '
   function row(name, mean) { printf "%-58s %12.3f ms\n", name, mean * 1000 }
   FNR == 1 { file++; next }
   file == 1 { lat[FNR - 1] = $2; latname[FNR - 1] = $1 }
   file == 2 { thr[FNR - 1] = $2; thrname[FNR - 1] = $1 }
   END {
     printf "%-58s %15s\n", "command", "mean"
-    row(latname[1], lat[1]); row(latname[2], lat[2]); row(latname[3], lat[3])
+    for (i = 1; i <= 4; i++) row(latname[i], lat[i])
     row(thrname[1], thr[1]); row(thrname[2], thr[2])
     printf "\n%-40s %10s %10s %8s\n", "measure", "ratio", "target", "met"
     r = lat[1] / lat[2]
     printf "%-40s %9.2fx %10s %8s\n", "latency: ferry run / sh -c true", r, "<= 1.5x", (r <= 1.5 ? "yes" : "NO")
     f = (lat[3] + lat[2]) / lat[2]
     printf "%-40s %9.2fx %10s %8s\n", "  floor: (client start + exec) / sh -c", f, "", ""
+    v = lat[3] / lat[4]
+    printf "%-40s %9.2fx %10s %8s\n", "client start: ferry --version / hello", v, "<= 1.2x", (v <= 1.2 ? "yes" : "NO")
     t = lat[2] > 0 ? (thr[2] / thr[1]) : 0
-    printf "%-40s %9.2fx %10s %8s\n", "throughput: ferry run / pipe", t, ">= 0.6x", (t >= 0.6 ? "yes" : "NO")
+    printf "%-40s %9.2fx %10s %8s\n", "throughput: ferry run / pipe", t, ">= 0.8x", (t >= 0.8 ? "yes" : "NO")
     printf "\nthroughput: ferry %.0f MiB/s, pipe %.0f MiB/s\n", bytes / thr[1] / 1048576, bytes / thr[2] / 1048576
+    printf "ferry run -- true\t%.2f ms\tsh -c true %.2f ms\t%.2f\t<= 1.5x\t%s\n", lat[1] * 1000, lat[2] * 1000, r, (r <= 1.5 ? "yes" : "NO") >> rows
+    printf "ferry --version (the client process alone)\t%.2f ms\thello world %.2f ms\t%.2f\t<= 1.2x\t%s\n", lat[3] * 1000, lat[4] * 1000, v, (v <= 1.2 ? "yes" : "NO") >> rows
+    printf "ferry run -- head -c %s /dev/zero (output through the daemon)\t%.0f MiB/s\thead | cat %.0f MiB/s\t%.2f\t>= 0.8x\t%s\n", size, bytes / thr[1] / 1048576, bytes / thr[2] / 1048576, t, (t >= 0.8 ? "yes" : "NO") >> rows
   }' "$work/latency.csv" "$work/throughput.csv"

@@ -8,6 +8,15 @@ need_packages() {
   $sudo apt-get update -qq && $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
+# Rows for bench/run's one table: when $BENCH_ROWS names a file, each script appends a row per
+# figure, tab-separated: work, ferry's figure, the peers' figures, the ratio (a number, or
+# empty), the target, and whether it is met (yes, NO, or empty).
+# emit_row WORK FERRY PEERS RATIO TARGET MET
+emit_row() {
+  [ -n "${BENCH_ROWS:-}" ] || return 0
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$BENCH_ROWS"
+}
+
 # Installs hyperfine if this machine lacks it.
 need_hyperfine() {
   command -v hyperfine >/dev/null || need_packages hyperfine

@@ -64,7 +64,7 @@ hyperfine --warmup 1 --runs "$RUNS" --export-csv "$work/c.csv" \
   "cd $c && $rake >/dev/null 2>&1" \
   "cd $c && make -s -j3 >/dev/null" >"$work/c.txt"
 
-awk -F, '
+awk -F, -v rows="${BENCH_ROWS:-/dev/null}" '
   FNR == 1 { file++; next }
   file == 1 { many[FNR - 1] = $2 }
   file == 2 { c[FNR - 1] = $2 }
@@ -73,4 +73,8 @@ awk -F, '
     printf "| %s local `true` actions | %.2f s | xargs -P2: %.2f s | %.2fx | >= 0.8x |\n", n, many[1], many[2], many[2] / many[1]
     printf "| same | | GNU parallel -j2: %.2f s | %.2fx | >= 3x |\n", many[3], many[3] / many[1]
     printf "| C example, 3 loopback daemons | %.3f s | make -j3: %.3f s | %.2fx | |\n", c[1], c[2], c[2] / c[1]
+    r = many[2] / many[1]; p = many[3] / many[1]
+    printf "ferry rake: %s local true actions, vs xargs -P2\t%.2f s\txargs -P2 %.2f s\t%.2f\t>= 0.8x\t%s\n", n, many[1], many[2], r, (r >= 0.8 ? "yes" : "NO") >> rows
+    printf "ferry rake: %s local true actions, vs GNU parallel\t%.2f s\tparallel -j2 %.2f s\t%.2f\t>= 3x\t%s\n", n, many[1], many[3], p, (p >= 3 ? "yes" : "NO") >> rows
+    printf "ferry rake: the C example on 3 loopback daemons\t%.0f ms\tmake -j3 (local) %.0f ms\t%.2f\t\t\n", c[1] * 1000, c[2] * 1000, c[2] / c[1] >> rows
   }' n="$ACTIONS" "$work/many.csv" "$work/c.csv"

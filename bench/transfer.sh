@@ -86,7 +86,7 @@ hyperfine --runs "$RUNS" --export-csv "$work/transfer.csv" \
 cmp "$work/payload" "$work/state/files/bench" # ferry's copy is exact
 
 bytes=$(numfmt --from=iec "$SIZE")
-awk -F, -v bytes="$bytes" '
+awk -F, -v bytes="$bytes" -v size="$SIZE" -v rows="${BENCH_ROWS:-/dev/null}" '
   FNR == 1 { next }
   { name[FNR - 1] = $1; mean[FNR - 1] = $2 }
   END {
@@ -98,4 +98,7 @@ awk -F, -v bytes="$bytes" '
     printf "%-36s %7.2fx %10s %6s\n", "ferry put speed / scp", r, ">= 3x", (r >= 3 ? "yes" : "NO")
     t = mean[3] / mean[2]
     printf "%-36s %7.2fx %10s %6s\n", "ferry put speed / raw TCP (socat)", t, ">= 0.6x", (t >= 0.6 ? "yes" : "NO")
+    mib = bytes / 1048576
+    printf "ferry put over TLS, %s, vs scp\t%.0f MiB/s\tscp %.0f MiB/s\t%.2f\t>= 3x\t%s\n", size, mib / mean[2], mib / mean[1], r, (r >= 3 ? "yes" : "NO") >> rows
+    printf "ferry put over TLS, %s, vs raw TCP\t%.0f MiB/s\tsocat %.0f MiB/s\t%.2f\t>= 0.6x\t%s\n", size, mib / mean[2], mib / mean[3], t, (t >= 0.6 ? "yes" : "NO") >> rows
   }' "$work/transfer.csv"

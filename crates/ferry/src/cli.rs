@@ -113,11 +113,7 @@ mod tests {
             assert_eq!(format!("{quick:?}"), format!("{full:?}"), "{line}");
         }
         // Not run, help, a global option's value that reads "run": the whole tree.
-        for line in [
-            "ferry ps",
-            "ferry run --help",
-            "ferry --socket run ps",
-        ] {
+        for line in ["ferry ps", "ferry run --help", "ferry --socket run ps"] {
             let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
             assert!(Cli::parse_run_only(&args).is_none(), "{line}");
         }
@@ -144,6 +140,10 @@ pub enum Command {
     Ps(PsArgs),
     /// Send a signal to a job's whole process group (or cancel a queued job).
     Kill(KillArgs),
+    /// Wait until jobs end: the ones named, or every job queued or running now.
+    ///
+    /// Exits 0 when every one exited 0, 1 otherwise (as `pueue wait` does for its tasks).
+    Wait(WaitArgs),
     /// Ask the daemon to shut down: running jobs are terminated (TERM, then KILL).
     Shutdown,
     /// Send a local file into the daemon's file area (size and checksum checked on arrival).
@@ -639,6 +639,18 @@ pub struct KillArgs {
 
     /// The job id.
     pub job: u64,
+}
+
+/// `ferry wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Print nothing (by default, a line on stderr says how many jobs ended and failed).
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The job ids (default: every job queued or running now).
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<u64>,
 }
 
 /// `ferry daemon`. Options given here override the configuration file's values.

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::Log(args) => commands::attach::log(&target, args),
             Command::Ps(args) => commands::ps::run(&target, args),
             Command::Kill(args) => commands::kill::run(&target, args),
+            Command::Wait(args) => commands::wait::run(&target, args),
             Command::Shutdown => commands::shutdown::run(&target),
             Command::Put(args) => commands::transfer::put(&target, args),
             Command::Get(args) => commands::transfer::get(&target, args),

@@ -17,6 +17,7 @@ pub mod session;
 pub mod shutdown;
 pub mod tls;
 pub mod transfer;
+pub mod wait;
 
 use std::path::Path;
 

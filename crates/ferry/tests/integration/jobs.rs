@@ -338,3 +338,37 @@ fn the_cost_counts_running_and_queued_jobs_per_slot() {
         || cost(&daemon),
     );
 }
+
+#[test]
+fn wait_follows_every_running_job_to_its_end_and_reports_failures() {
+    let daemon = Daemon::start(&[]);
+    let ok = detach(&daemon, &["sh", "-c", "sleep 0.3"]);
+    let failing = detach(&daemon, &["sh", "-c", "sleep 0.2; exit 3"]);
+    let out = daemon.ferry().arg("wait").output().expect("ferry wait");
+    assert_eq!(out.status.code(), Some(1), "one failed: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ferry: 2 job(s) ended, 1 of them without success\n"
+    );
+    // Both had ended when wait returned.
+    let ps = daemon.ferry().args(["ps", "--json"]).output().expect("ps");
+    let listing = String::from_utf8_lossy(&ps.stdout);
+    assert!(!listing.contains("\"running\""), "{listing}");
+    // Named jobs, ended already: at once, with their statuses.
+    let out = daemon
+        .ferry()
+        .args(["wait", "-q", &ok.to_string()])
+        .output()
+        .expect("ferry wait");
+    assert_eq!(
+        (out.status.code(), out.stderr.len()),
+        (Some(0), 0),
+        "{out:?}"
+    );
+    let out = daemon
+        .ferry()
+        .args(["wait", "-q", &ok.to_string(), &failing.to_string()])
+        .output()
+        .expect("ferry wait");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
