@@ -65,9 +65,9 @@ exec 3>&-
 for pid in "${loaders[@]}"; do wait "$pid"; done
 per_peer=$(( (after - before) * 1024 / IDLE ))
 
-emit_row "hub broadcast, 100 members" "${rate[100]} deliveries/s" "" "" ">= 500000/s" "$([ "${rate[100]}" -ge 500000 ] && echo yes || echo NO)"
-emit_row "hub broadcast, 1000 members" "${rate[1000]} deliveries/s" "" "" "" ""
-emit_row "daemon memory per idle hub member ($IDLE joined)" "$per_peer bytes" "" "" "<= 32768 bytes" "$([ "$per_peer" -le 32768 ] && echo yes || echo NO)"
+emit_row "hub broadcast, 100 members" "${rate[100]} deliveries/s" "" "" ">= 500000/s" "$([ "${rate[100]}" -ge 500000 ] && echo yes || echo NO)" ""
+emit_row "hub broadcast, 1000 members" "${rate[1000]} deliveries/s" "" "" "" "" ""
+emit_row "daemon memory per idle hub member ($IDLE joined)" "$per_peer bytes" "" "" "<= 32768 bytes" "$([ "$per_peer" -le 32768 ] && echo yes || echo NO)" ""
 
 printf '\n| work | ferry | target |\n|---|---|---|\n'
 printf '| broadcast fan-out, 100 peers | %s deliveries/s | >= 500000 |\n' "${rate[100]}"

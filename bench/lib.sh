@@ -9,12 +9,13 @@ need_packages() {
 }
 
 # Rows for bench/run's one table: when $BENCH_ROWS names a file, each script appends a row per
-# figure, tab-separated: work, ferry's figure, the peers' figures, the ratio (a number, or
-# empty), the target, and whether it is met (yes, NO, or empty).
-# emit_row WORK FERRY PEERS RATIO TARGET MET
+# figure, tab-separated: work, ferry's figure, the peers' figures, the ratio (a number, in the
+# terms its target is stated in, or empty), the target, whether it is met (yes, NO, or empty),
+# and a score for the chart (ferry against the peer, higher is better; or empty).
+# emit_row WORK FERRY PEERS RATIO TARGET MET [SCORE]
 emit_row() {
   [ -n "${BENCH_ROWS:-}" ] || return 0
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$BENCH_ROWS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:-}" >>"$BENCH_ROWS"
 }
 
 # Installs hyperfine if this machine lacks it.

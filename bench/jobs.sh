@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Benchmark for many jobs and the daemon's memory (issue 15), side by side in one run:
+# - `seq N | xargs -P2 -n1 ferry run -- true` against `seq N | xargs -P2 -n1 true` (ferry's
+#   overhead per job under concurrency; target <= 2x);
+# - N detached jobs submitted one after another then waited for (`ferry run -d` then
+#   `ferry wait`) against pueue (`pueue add` then `pueue wait`; target >= 20x its throughput);
+# - the idle daemon's RSS after one job (target <= 6 MB), against pueued's, and after a burst
+#   of 1000 jobs.
+#
+#   bash bench/jobs.sh                     # JOBS=2000 PUEUE_JOBS=200 (pueue takes ~0.3 s a task)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+
+JOBS=${JOBS:-2000}
+PUEUE_JOBS=${PUEUE_JOBS:-200}
+RUNS=${RUNS:-3}
+
+need_hyperfine
+if ! command -v pueue >/dev/null; then
+  cargo install --locked pueue >&2
+fi
+
+build_ferry
+setup_work
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+export FERRY_SOCKET=$work/ferry.sock
+export FERRY_STATE_DIR=$work/state
+start_daemon "$FERRY_SOCKET" --max-finished 100
+daemon_pid=${pids[-1]}
+"$FERRY" run -- true
+sleep 2
+idle_rss=$(rss_kib "$daemon_pid")
+
+# pueue with its own directories, two tasks at a time (as ferry runs as many as cores).
+mkdir -p "$work/pueue/run" "$work/pueue/data"
+cat >"$work/pueue.yml" <<YAML
+shared:
+  pueue_directory: $work/pueue/data
+  runtime_directory: $work/pueue/run
+  use_unix_socket: true
+daemon:
+  default_parallel_tasks: 2
+YAML
+pueued -c "$work/pueue.yml" >"$work/pueued.log" 2>&1 &
+pids+=($!)
+pueued_pid=$!
+pueue="pueue -c $work/pueue.yml"
+for _ in $(seq 100); do $pueue status >/dev/null 2>&1 && break; sleep 0.05; done
+$pueue add -- true >/dev/null
+$pueue wait >/dev/null 2>&1
+sleep 2
+pueued_rss=$(rss_kib "$pueued_pid")
+
+hyperfine --warmup 1 --runs "$RUNS" --export-csv "$work/xargs.csv" \
+  "seq $JOBS | xargs -P2 -n1 $FERRY run -- true" "seq $JOBS | xargs -P2 -n1 true" >"$work/xargs.txt"
+
+seconds() { date +%s.%N; }
+start=$(seconds)
+for _ in $(seq "$JOBS"); do "$FERRY" run -d -- true >/dev/null; done
+"$FERRY" wait -q
+ferry_detached=$(echo "$(seconds) - $start" | bc)
+start=$(seconds)
+for _ in $(seq "$PUEUE_JOBS"); do $pueue add -- true >/dev/null; done
+$pueue wait >/dev/null 2>&1
+pueue_detached=$(echo "$(seconds) - $start" | bc)
+
+# A burst of 1000 jobs, then idle again.
+seq 1000 | xargs -P4 -n1 "$FERRY" run -- true >/dev/null
+sleep 2
+burst_rss=$(rss_kib "$daemon_pid")
+
+awk -F, -v rows="${BENCH_ROWS:-/dev/null}" -v n="$JOBS" -v pn="$PUEUE_JOBS" \
+  -v fd="$ferry_detached" -v pd="$pueue_detached" \
+  -v idle="$idle_rss" -v pueued="$pueued_rss" -v burst="$burst_rss" '
+  FNR == 1 { next }
+  { mean[FNR - 1] = $2 }
+  END {
+    x = mean[1] / mean[2]
+    fr = n / fd; pr = pn / pd; d = fr / pr
+    printf "\n| work | ferry | peer | ratio | target |\n|---|---|---|---|---|\n"
+    printf "| seq %d \\| xargs -P2 -n1 ferry run -- true | %.2f s | xargs ... true %.2f s | %.2fx | <= 2x |\n", n, mean[1], mean[2], x
+    printf "| detached jobs submitted, then waited for | %.0f jobs/s (%d) | pueue %.1f jobs/s (%d) | %.0fx | >= 20x |\n", fr, n, pr, pn, d
+    printf "| idle daemon RSS after one job | %.1f MB | pueued %.1f MB | | <= 6 MB |\n", idle / 1024, pueued / 1024
+    printf "| daemon RSS after a burst of 1000 jobs | %.1f MB | | | near idle |\n", burst / 1024
+    printf "seq %d, xargs -P2 -n1 ferry run -- true (time over the peer's)\t%.2f s\txargs -P2 -n1 true %.2f s\t%.2f\t<= 2x\t%s\t%.3f\n", n, mean[1], mean[2], x, (x <= 2 ? "yes" : "NO"), 1 / x >> rows
+    printf "detached jobs submitted, then waited for (throughput over the peer's)\t%.0f jobs/s\tpueue %.1f jobs/s\t%.1f\t>= 20x\t%s\t%.3f\n", fr, pr, d, (d >= 20 ? "yes" : "NO"), d >> rows
+    printf "idle daemon RSS after one job\t%.1f MB\tpueued %.1f MB\t\t<= 6 MB\t%s\t%.3f\n", idle / 1024, pueued / 1024, (idle <= 6144 ? "yes" : "NO"), pueued / idle >> rows
+    printf "daemon RSS after a burst of 1000 jobs\t%.1f MB\t\t\tnear idle: <= 1.5 x %.1f MB\t%s\t\n", burst / 1024, idle / 1024, (burst <= idle * 1.5 ? "yes" : "NO") >> rows
+  }' "$work/xargs.csv"
