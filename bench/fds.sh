@@ -45,6 +45,6 @@ awk -F, -v bytes="$bytes" -v size="$SIZE" -v rows="${BENCH_ROWS:-/dev/null}" '
     printf "%-48s %7.2f ms\n", "bash -c true", lat[3]
     r = tp[2] / tp[1]
     printf "\n%-40s %7.2fx %10s %6s\n", "ferry --fds speed / direct", r, ">= 0.95x", (r >= 0.95 ? "yes" : "NO")
-    printf "ferry run --fds -- head -c %s /dev/zero (speed over the peer's)\t%.0f MiB/s\tdirect %.0f MiB/s\t%.2f\t>= 0.95x\t%s\t%.3f\n", size, bytes / tp[1] / 1048576, bytes / tp[2] / 1048576, r, (r >= 0.95 ? "yes" : "NO"), r >> rows
-    printf "ferry run --fds --session ID -- true (time over the peer's)\t%.2f ms\tbash -c true %.2f ms\t%.2f\t\t\t%.3f\n", lat[1], lat[3], lat[1] / lat[3], lat[3] / lat[1] >> rows
+    printf "ferry run --fds -- head -c %s /dev/zero (speed over the peer)\t%.0f MiB/s\tdirect %.0f MiB/s\t%.2f\t>= 0.95x\t%s\t%.3f\n", size, bytes / tp[1] / 1048576, bytes / tp[2] / 1048576, r, (r >= 0.95 ? "yes" : "NO"), r >> rows
+    printf "ferry run --fds --session ID -- true (time over the peer)\t%.2f ms\tbash -c true %.2f ms\t%.2f\t\t\t%.3f\n", lat[1], lat[3], lat[1] / lat[3], lat[3] / lat[1] >> rows
   }' "$work/throughput.csv" "$work/session.csv"

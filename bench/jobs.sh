@@ -84,8 +84,8 @@ awk -F, -v rows="${BENCH_ROWS:-/dev/null}" -v n="$JOBS" -v pn="$PUEUE_JOBS" \
     printf "| detached jobs submitted, then waited for | %.0f jobs/s (%d) | pueue %.1f jobs/s (%d) | %.0fx | >= 20x |\n", fr, n, pr, pn, d
     printf "| idle daemon RSS after one job | %.1f MB | pueued %.1f MB | | <= 6 MB |\n", idle / 1024, pueued / 1024
     printf "| daemon RSS after a burst of 1000 jobs | %.1f MB | | | near idle |\n", burst / 1024
-    printf "seq %d, xargs -P2 -n1 ferry run -- true (time over the peer's)\t%.2f s\txargs -P2 -n1 true %.2f s\t%.2f\t<= 2x\t%s\t%.3f\n", n, mean[1], mean[2], x, (x <= 2 ? "yes" : "NO"), 1 / x >> rows
-    printf "detached jobs submitted, then waited for (throughput over the peer's)\t%.0f jobs/s\tpueue %.1f jobs/s\t%.1f\t>= 20x\t%s\t%.3f\n", fr, pr, d, (d >= 20 ? "yes" : "NO"), d >> rows
+    printf "seq %d, xargs -P2 -n1 ferry run -- true (time over the peer)\t%.2f s\txargs -P2 -n1 true %.2f s\t%.2f\t<= 2x\t%s\t%.3f\n", n, mean[1], mean[2], x, (x <= 2 ? "yes" : "NO"), 1 / x >> rows
+    printf "detached jobs submitted, then waited for (throughput over the peer)\t%.0f jobs/s\tpueue %.1f jobs/s\t%.1f\t>= 20x\t%s\t%.3f\n", fr, pr, d, (d >= 20 ? "yes" : "NO"), d >> rows
     printf "idle daemon RSS after one job\t%.1f MB\tpueued %.1f MB\t\t<= 6 MB\t%s\t%.3f\n", idle / 1024, pueued / 1024, (idle <= 6144 ? "yes" : "NO"), pueued / idle >> rows
     printf "daemon RSS after a burst of 1000 jobs\t%.1f MB\t\t\tnear idle: <= 1.5 x %.1f MB\t%s\t\n", burst / 1024, idle / 1024, (burst <= idle * 1.5 ? "yes" : "NO") >> rows
   }' "$work/xargs.csv"

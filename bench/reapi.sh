@@ -39,44 +39,7 @@ for i in 1 2 3; do
 done
 
 # BuildGrid on a port of its own choosing (found with ss), in-memory CAS and cache.
-cat >"$work/buildgrid.yml" <<'YAML'
-server:
-  - !channel
-    address: "127.0.0.1:0"
-    insecure-mode: true
-connections:
-  - !sql-connection &sql
-    connection-string: ""
-storages:
-  - !lru-storage &cas
-    size: 512MB
-caches:
-  - !lru-action-cache &cache
-    storage: *cas
-    max-cached-refs: 10000
-    allow-updates: true
-schedulers:
-  - !sql-scheduler &scheduler
-    sql: *sql
-    storage: *cas
-    action-cache: *cache
-    poll-interval: 0.05
-    bot-poll-interval: 0.05
-    job-assignment-interval: 0.05
-instances:
-  - name: ""
-    services:
-      - !action-cache
-        cache: *cache
-      - !execution
-        scheduler: *scheduler
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-      - !bots
-        scheduler: *scheduler
-YAML
+cp crates/ferry/tests/fixtures/buildgrid.yml "$work/buildgrid.yml"
 (cd "$work" && exec "$venv/bin/bgd" server start buildgrid.yml >"$work/buildgrid.log" 2>&1) &
 pids+=($!)
 grid_pid=$!

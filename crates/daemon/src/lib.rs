@@ -24,7 +24,7 @@ use ferry_engine::{EngineConfig, EngineError};
 pub use catalog::{Catalog, CatalogEntry};
 pub use conn::admission::ConnectionLimits;
 pub use conn::tls::TlsFiles;
-pub use ferry_engine::Principal;
+pub use ferry_engine::{limit_malloc_arenas, Principal};
 pub use listeners::{Dialect, ListenSpec, ListenSpecError, Transport};
 pub use policy::CommandPolicy;
 pub use server::run;

@@ -484,6 +484,8 @@ fn pump(job: Arc<Job>, mut child: Child, flow: &OutputFlow, on_end: OnEnd) {
         });
     }
     drop(pipes);
+    // A job's end leaves free memory in this thread's arena, as output does.
+    flow.add(crate::memory::JOB_END_WEIGHT);
     match child.wait() {
         Ok(exit) => job.finish(exit),
         Err(e) => job.finish_without_running(format!("cannot reap job: {e}"), None),

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 pub use job::JobId;
 pub use log::{LogError, LogLimits, LogReader, OutputEvent};
 pub use logfile::{encode_record, parse_records, RecordKind};
+pub use memory::limit_malloc_arenas;
 pub use principal::{BadPrincipal, Principal};
 pub use store::{Pruned, Retention, StoreError};
 

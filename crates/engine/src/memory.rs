@@ -8,6 +8,12 @@
 //! output has flowed and then paused for a second, it asks glibc to return free pages of
 //! every arena (`malloc_trim`). During a stream the memory is in use anyway; nothing is
 //! trimmed then.
+//!
+//! Many short jobs leave the same kind of free memory behind: each job's pump thread takes an
+//! arena of its own while it runs (glibc keeps up to eight per core), and what the job's
+//! record, log and buffers used stays free in it. So every job's end counts as
+//! [`JOB_END_WEIGHT`] bytes of output: after a burst of about 64 jobs and a pause, the arenas
+//! are trimmed too (1000 `true` jobs had grown the daemon's RSS by 4 MB, kept for good).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -15,6 +21,9 @@ use std::time::Duration;
 
 /// Output bytes after which a pause is worth a trim.
 const TRIM_AFTER: u64 = 4 * 1024 * 1024;
+
+/// What one job's end counts for, in output bytes.
+pub(crate) const JOB_END_WEIGHT: usize = 64 * 1024;
 
 /// How long output must pause before the trim.
 const QUIET: Duration = Duration::from_secs(1);
@@ -47,6 +56,21 @@ pub(crate) fn spawn_trimmer(runtime: &tokio::runtime::Handle, flow: &Arc<OutputF
             }
         }
     });
+}
+
+/// Limits glibc to two malloc arenas, before the daemon starts its threads. By default glibc
+/// gives threads up to eight arenas per core; the daemon's short-lived pump threads spread
+/// small long-lived allocations (job records, log windows) over all of them, and each arena
+/// keeps its fragments: after 3000 short jobs the anonymous memory was 6.0 MB with the
+/// default, 3.8 MB with two arenas (measured with `xargs -P4 ferry run -- true`), at no cost
+/// that the benchmarks show.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes no pointers; M_ARENA_MAX only bounds how many arenas malloc
+    // creates from now on.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// Returns the free pages of every malloc arena to the system.

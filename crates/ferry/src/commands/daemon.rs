@@ -25,6 +25,7 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
         let _ = rustix::process::setsid();
     }
     reset_inherited_signal_state();
+    ferry_daemon::limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FERRY_LOG")

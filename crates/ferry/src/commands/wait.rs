@@ -32,7 +32,7 @@ pub fn run(target: &Endpoint, args: WaitArgs) -> Result<i32> {
                 JobState::Queued | JobState::Running => {
                     pending.insert(*id);
                 }
-                _ => failed += usize::from(!job.exit.is_some_and(|e| e.code == Some(0))),
+                _ => failed += usize::from(job.exit.is_none_or(|e| e.code != Some(0))),
             }
         }
         while !pending.is_empty() {

@@ -47,7 +47,7 @@ fn rake(dir: &Path, local: &Daemon, token: &Path, args: &[&str]) -> Output {
 }
 
 /// The seed's example: a header and three C files.
-fn c_program(dir: &Path) {
+pub fn c_program(dir: &Path) {
     std::fs::write(dir.join("program.h"), "int square(int);\nint cube(int);\n").expect("write");
     std::fs::write(
         dir.join("program.c"),
@@ -66,7 +66,8 @@ fn c_program(dir: &Path) {
     .expect("write");
 }
 
-const C_SETS: &str = "
+/// The seed's example's sets: three compilations, a link, a local run.
+pub const C_SETS: &str = "
 actionset1:
 \tremote-cc -c program.c
 \t\trequires program.c program.h

@@ -27,47 +27,10 @@ fn venv() -> PathBuf {
     path
 }
 
-/// BuildGrid's configuration: loopback on port 0, an in-memory CAS and action cache, a SQLite
-/// scheduler it makes itself, short poll intervals, one instance named "".
-const CONFIG: &str = r#"
-server:
-  - !channel
-    address: "127.0.0.1:0"
-    insecure-mode: true
-connections:
-  - !sql-connection &sql
-    connection-string: ""
-storages:
-  - !lru-storage &cas
-    size: 512MB
-caches:
-  - !lru-action-cache &cache
-    storage: *cas
-    max-cached-refs: 10000
-    allow-updates: true
-    cache-failed-actions: true
-schedulers:
-  - !sql-scheduler &scheduler
-    sql: *sql
-    storage: *cas
-    action-cache: *cache
-    poll-interval: 0.05
-    bot-poll-interval: 0.05
-    job-assignment-interval: 0.05
-instances:
-  - name: ""
-    services:
-      - !action-cache
-        cache: *cache
-      - !execution
-        scheduler: *scheduler
-      - !cas
-        storage: *cas
-      - !bytestream
-        storage: *cas
-      - !bots
-        scheduler: *scheduler
-"#;
+/// BuildGrid's configuration (shared with bench/reapi.sh): loopback on port 0, an in-memory
+/// CAS and action cache, a SQLite scheduler it makes itself, short poll intervals, one
+/// instance named "".
+const CONFIG: &str = include_str!("../fixtures/buildgrid.yml");
 
 /// What a secured BuildGrid is configured with: TLS with client certificates (signed by
 /// `DIR/ca.pem`, made by `ferry tls init DIR`) and JWT bearer tokens (HS256 with `secret`).
@@ -240,45 +203,19 @@ fn listening_port(pid: u32) -> Option<u16> {
 /// The seed's C example (as in the pool's tests) with a Rakefile for `hosts`.
 fn c_project(hosts: &str) -> tempfile::TempDir {
     let project = tempfile::tempdir().expect("tempdir");
-    let dir = project.path();
-    std::fs::write(dir.join("program.h"), "int square(int);\nint cube(int);\n").expect("write");
+    crate::rake::c_program(project.path());
     std::fs::write(
-        dir.join("program.c"),
-        "#include <stdio.h>\n#include \"program.h\"\nint main(void) { printf(\"%d %d\\n\", square(3), cube(2)); return 0; }\n",
-    )
-    .expect("write");
-    std::fs::write(
-        dir.join("square.c"),
-        "#include \"program.h\"\nint square(int x) { return x * x; }\n",
-    )
-    .expect("write");
-    std::fs::write(
-        dir.join("cube.c"),
-        "#include \"program.h\"\nint cube(int x) { return x * x * x; }\n",
-    )
-    .expect("write");
-    std::fs::write(
-        dir.join("Rakefile"),
-        format!(
-            "HOSTS = {hosts}\n
-actionset1:
-\tremote-cc -c program.c
-\t\trequires program.c program.h
-\tremote-cc -c square.c
-\t\trequires square.c program.h
-\tremote-cc -c cube.c
-\t\trequires cube.c program.h
-
-actionset2:
-\tremote-cc -o program program.o square.o cube.o
-\t\trequires program.o square.o cube.o
-
-actionset3:
-\t./program
-"
-        ),
+        project.path().join("Rakefile"),
+        format!("HOSTS = {hosts}\n{}", crate::rake::C_SETS),
     )
     .expect("Rakefile");
+    project
+}
+
+/// A project directory holding only `rakefile`.
+fn project(rakefile: &str) -> tempfile::TempDir {
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(project.path().join("Rakefile"), rakefile).expect("Rakefile");
     project
 }
 
@@ -380,12 +317,8 @@ fn inputs_and_outputs_over_the_batch_limit_go_by_bytestream() {
 fn a_failing_action_reports_its_exit_code_and_stderr_and_a_down_server_is_named() {
     let grid = Grid::start(1);
     let local = Daemon::start(&[]);
-    let project = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        project.path().join("Rakefile"),
-        "actionset1:\n\tremote-echo oops >&2; exit 3\n\nactionset2:\n\techo never\n",
-    )
-    .expect("Rakefile");
+    let project =
+        project("actionset1:\n\tremote-echo oops >&2; exit 3\n\nactionset2:\n\techo never\n");
     let out = rake(project.path(), &local, &["--reapi", &grid.url()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -466,12 +399,7 @@ fn a_dropped_execute_stream_is_resumed_with_wait_execution() {
     let grid = Grid::start(1);
     let local = Daemon::start(&[]);
     let relay = Relay::to(grid.port);
-    let project = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        project.path().join("Rakefile"),
-        "actionset1:\n\tremote-sleep 2; echo done > done.txt\n",
-    )
-    .expect("Rakefile");
+    let project = project("actionset1:\n\tremote-sleep 2; echo done > done.txt\n");
     let url = format!("grpc://127.0.0.1:{}", relay.port);
     let child = rake_command(project.path(), &local, &["--reapi", &url])
         .stdout(Stdio::piped())
@@ -500,12 +428,7 @@ fn a_dropped_execute_stream_is_resumed_with_wait_execution() {
 fn ctrl_c_cancels_the_running_operation() {
     let grid = Grid::start(1);
     let local = Daemon::start(&[]);
-    let project = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        project.path().join("Rakefile"),
-        "actionset1:\n\tremote-sleep 120\n",
-    )
-    .expect("Rakefile");
+    let project = project("actionset1:\n\tremote-sleep 120\n");
     let child = rake_command(project.path(), &local, &["--reapi", &grid.url()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -578,12 +501,7 @@ fn a_cluster_behind_tls_client_certificates_and_bearer_tokens() {
         }),
     );
     let local = Daemon::start(&[]);
-    let project = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        project.path().join("Rakefile"),
-        "actionset1:\n\tremote-echo secure > out.txt\n",
-    )
-    .expect("Rakefile");
+    let project = project("actionset1:\n\tremote-echo secure > out.txt\n");
     let url = format!("grpcs://127.0.0.1:{}", grid.port);
     let ca = tls.join("ca.pem");
     let cert = tls.join("clients/rake.pem");

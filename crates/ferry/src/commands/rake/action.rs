@@ -383,20 +383,21 @@ async fn on_rake64_host(
         .await;
     server.close().await;
     match ran {
-        Ok(ended) => Attempt::Ended(
-            JobExit {
-                code: Some(ended.code),
-                signal: None,
-                wall_us: 0,
-                timed_out: false,
-                error: None,
-                killed: false,
-                lost: false,
-            },
-            ended.sent,
-            ended.received,
-        ),
+        Ok(ended) => Attempt::Ended(exited(ended.code), ended.sent, ended.received),
         Err(e) => Attempt::HostFailed(format!("{e:#}")),
+    }
+}
+
+/// The exit of a command that ran elsewhere and reported only its code.
+pub fn exited(code: i32) -> JobExit {
+    JobExit {
+        code: Some(code),
+        signal: None,
+        wall_us: 0,
+        timed_out: false,
+        error: None,
+        killed: false,
+        lost: false,
     }
 }
 

@@ -220,15 +220,7 @@ impl Backend {
         printer.finish();
         let received = self.fetch_outputs(dir, &root, &result).await?;
         Ok(Ran {
-            exit: JobExit {
-                code: Some(result.exit_code),
-                signal: None,
-                wall_us: 0,
-                timed_out: false,
-                error: None,
-                killed: false,
-                lost: false,
-            },
+            exit: super::action::exited(result.exit_code),
             sent,
             received,
             cached,
