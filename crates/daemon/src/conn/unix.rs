@@ -111,8 +111,25 @@ fn prepare_private_dir(dir: &Path) -> Result<(), DaemonError> {
     ensure_private_dir(dir).map_err(|e| DaemonError::Config(format!("socket directory: {e}")))
 }
 
-/// The name of the user with `uid` (from `/etc/passwd`), or `uid N`.
+/// The name of the user with `uid` (from `/etc/passwd`), or `uid N`. Names are kept once
+/// found (every connection asks, nearly always for the same few users; the name is only
+/// shown, in `ferry peers` and logs).
 pub fn user_name(uid: u32) -> String {
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<u32, String>>> =
+        std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(name) = known.lock().unwrap_or_else(|e| e.into_inner()).get(&uid) {
+        return name.clone();
+    }
+    let name = read_user_name(uid);
+    known
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uid, name.clone());
+    name
+}
+
+fn read_user_name(uid: u32) -> String {
     let found = std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|passwd| {

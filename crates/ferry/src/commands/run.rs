@@ -41,7 +41,9 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
     } else {
         local && !args.no_fds && !args.detach && std::io::stdout().is_terminal()
     };
-    let forward_stdin = !args.detach && !args.no_stdin && !pass_stdio;
+    // Stdin that is /dev/null (as under xargs, cron or hyperfine) is the job's default
+    // stdin already: nothing to forward, no thread to start.
+    let forward_stdin = !args.detach && !args.no_stdin && !pass_stdio && !stdin_is_dev_null();
     let signals = SignalForwarder::install(pass_stdio)?;
     let mut run = RunRequest {
         argv: args.command.clone(),
@@ -159,6 +161,18 @@ async fn fetch_results(
         transfer::download(client, &format!("{sandbox}/{path}"), &relative, false).await?;
     }
     Ok(())
+}
+
+/// Whether ferry's stdin is /dev/null (or closed): what a job gets without stdin.
+fn stdin_is_dev_null() -> bool {
+    match rustix::fs::fstat(rustix::stdio::stdin()) {
+        Ok(stat) => {
+            rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                == rustix::fs::FileType::CharacterDevice
+                && stat.st_rdev == rustix::fs::makedev(1, 3)
+        }
+        Err(_) => true,
+    }
 }
 
 /// Copies ferry's stdin to the job on a thread of its own (stdin reads block), then closes
