@@ -51,6 +51,8 @@ struct Status {
     phase: JobPhase,
     started: Option<(SystemTime, Instant)>,
     pid: Option<u32>,
+    /// The leader's start time (clock ticks since boot), to know it again after a crash.
+    pid_start: Option<u64>,
     stdin_tx: Option<StdinSender>,
     stdin_rx: Option<mpsc::Receiver<Vec<u8>>>,
     /// Passed fds, until the spawn takes them.
@@ -111,6 +113,7 @@ impl Job {
                 phase: JobPhase::Queued,
                 started: None,
                 pid: None,
+                pid_start: None,
                 stdin_tx,
                 stdin_rx,
                 stdio,
@@ -140,6 +143,7 @@ impl Job {
         JobRecord {
             started_ms: status.started.map(|(wall, _)| millis(wall)),
             pid: status.pid,
+            pid_start: status.pid_start,
             finished_ms: status.finished.map(millis),
             exit,
             stdout_bytes,
@@ -342,10 +346,14 @@ pub(crate) fn spawn(
         }
     };
     let pid = child.id();
+    // Read before the job is recorded as running: a later daemon ends its group only if this
+    // pid still started at this tick.
+    let pid_start = crate::orphans::start_time(pid);
     let stdin_rx = {
         let mut status = job.status();
         status.phase = JobPhase::Running { pid };
         status.pid = Some(pid);
+        status.pid_start = pid_start;
         status.started = Some((SystemTime::now(), Instant::now()));
         status.stdin_rx.take()
     };

@@ -10,6 +10,7 @@ mod job;
 pub mod log;
 pub mod logfile;
 mod memory;
+mod orphans;
 pub mod peers;
 mod principal;
 pub mod sessions;
@@ -356,7 +357,8 @@ impl Engine {
                     inner.forget(ids);
                 }
             });
-            let (store, next_id) = open_history(&config, forget)?;
+            let (store, next_id, orphans) = open_history(&config, forget)?;
+            orphans::end(orphans, config.kill_grace);
             (Some(store), next_id)
         } else {
             let next_id = job::next_id_after_previous_runs(&config.log_dir)
@@ -651,20 +653,19 @@ impl Engine {
 }
 
 /// Opens the history, records what an earlier daemon left unrecorded, and applies retention;
-/// the store and the first job id to use.
+/// the store, the first job id to use, and the process groups lost jobs left running.
 fn open_history(
     config: &EngineConfig,
     on_removed: store::OnRemoved,
-) -> Result<(store::Store, JobId), EngineError> {
+) -> Result<(store::Store, JobId, Vec<orphans::Orphan>), EngineError> {
     let store = store::Store::open(
         config.state_dir(),
         &config.log_dir,
         config.retention,
         on_removed,
     )?;
-    let next_id = store
-        .recover(&config.log_dir)?
-        .max(job::next_id_from_file(&config.log_dir));
+    let (next_id, orphans) = store.recover(&config.log_dir)?;
+    let next_id = next_id.max(job::next_id_from_file(&config.log_dir));
     let pruned = store.apply_retention()?;
     if pruned.jobs > 0 {
         tracing::info!(
@@ -673,7 +674,7 @@ fn open_history(
             "retention removed old jobs from the history"
         );
     }
-    Ok((store, next_id))
+    Ok((store, next_id, orphans))
 }
 
 /// A snapshot of a job known only from its record.

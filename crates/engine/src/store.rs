@@ -88,6 +88,10 @@ pub struct JobRecord {
     /// Its process (and process group) id, if it started.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// That process's start time (clock ticks since boot, from `/proc/PID/stat`), so that a
+    /// later daemon ends the group of a lost job only if the pid is still that process.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     /// When it ended, if it did.
     #[serde(default)]
     pub finished_ms: Option<u64>,
@@ -123,6 +127,7 @@ impl JobRecord {
             submitted_ms: header.submitted_ms,
             started_ms: None,
             pid: None,
+            pid_start: None,
             finished_ms: None,
             state,
             exit: None,
@@ -569,8 +574,11 @@ fn remove(db: &Database, log_dir: &Path, rules: Rules) -> PruneResult {
 impl Store {
     /// Reconciles the store with the log files after a start (see the module documentation):
     /// jobs whose log has an end are recorded finished, jobs without one lost. Returns the
-    /// first id to use.
-    pub fn recover(&self, log_dir: &Path) -> Result<JobId, StoreError> {
+    /// first id to use, and the process groups of the jobs found lost (they may still run).
+    pub fn recover(
+        &self,
+        log_dir: &Path,
+    ) -> Result<(JobId, Vec<crate::orphans::Orphan>), StoreError> {
         let mut records = self.all()?;
         let mut next = self.next_id()?;
         let mut changed: BTreeMap<JobId, JobRecord> = BTreeMap::new();
@@ -642,7 +650,18 @@ impl Store {
         }
         let records: Vec<JobRecord> = changed.into_values().collect();
         commit(&self.db, records.iter())?;
-        Ok(next.max(1))
+        let orphans = records
+            .iter()
+            .filter(|r| r.state == RecordState::Lost)
+            .filter_map(|r| {
+                Some(crate::orphans::Orphan {
+                    job: r.id,
+                    pid: r.pid?,
+                    started: r.pid_start?,
+                })
+            })
+            .collect();
+        Ok((next.max(1), orphans))
     }
 
     /// The first id never used, as the store remembers it.
@@ -672,6 +691,7 @@ mod tests {
             submitted_ms,
             started_ms: None,
             pid: None,
+            pid_start: None,
             finished_ms: None,
             state,
             exit: None,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ferry_wire::native::DaemonMessage;
 
-use crate::helper::{send_signal, wait_until, Daemon};
+use crate::helper::{poll_until, send_signal, wait_until, Daemon};
 
 /// `ferry ps --all --json`, one value per job.
 fn history(daemon: &Daemon) -> Vec<serde_json::Value> {
@@ -141,12 +141,30 @@ fn kill_dash_nine_with_a_hundred_running_jobs_records_them_as_lost() {
         || format!("{:?}", history(&daemon)),
     );
     assert_eq!(daemon.stop_with(libc::SIGKILL), None);
-    // The orphaned jobs are not the next daemon's: end them here.
-    for pid in &pids {
-        send_signal(u32::try_from(*pid).expect("pid"), libc::SIGKILL);
-    }
+    // The jobs' process groups go on without a daemon...
+    let alive = |pid: &u64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(pids.iter().all(alive), "the orphans run on");
 
     daemon.restart(&["--max-jobs", "128"], None);
+    // ...until the next daemon, finding their jobs lost, ends them (each pid checked against
+    // its recorded start time first).
+    let ended = poll_until(Duration::from_secs(30), || {
+        (!pids.iter().any(alive)).then_some(())
+    });
+    if ended.is_none() {
+        for pid in &pids {
+            send_signal(u32::try_from(*pid).expect("pid"), libc::SIGKILL);
+        }
+        panic!(
+            "the restarted daemon left orphans running: {}",
+            daemon.log()
+        );
+    }
+    assert!(
+        daemon.log_shows("ending the process group of a job an earlier daemon left running"),
+        "{}",
+        daemon.log()
+    );
     let jobs = history(&daemon);
     assert_eq!(jobs.len(), 103, "{jobs:?}");
     for job in &jobs[..3] {
