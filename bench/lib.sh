@@ -46,6 +46,9 @@ setup_work() {
 
 cleanup_work() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  # Anything else that runs from the scratch directory (a daemon a client started by itself,
+  # a job): stopped too, so that nothing outlives the benchmark.
+  pkill -TERM -f "$work" 2>/dev/null || true
   rm -rf "$work"
 }
 

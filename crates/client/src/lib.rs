@@ -113,6 +113,10 @@ pub enum ClientError {
     /// The daemon refused the handshake or answered something else.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// The daemon is at a connection limit now (too many connections authenticating or
+    /// connected): worth trying again shortly.
+    #[error("the daemon is busy: {0}")]
+    Busy(String),
     /// The daemon could not be started.
     #[error("cannot start the ferry daemon: {0}")]
     Start(String),
@@ -466,6 +470,11 @@ impl Client {
                 };
                 Ok(())
             }
+            Ok(Some(DaemonMessage::Error {
+                code: ErrorCode::LimitReached,
+                message,
+                ..
+            })) => Err(ClientError::Busy(message)),
             Ok(Some(DaemonMessage::Error { message, .. })) => Err(ClientError::Handshake(message)),
             Ok(Some(other)) => Err(ClientError::Handshake(format!(
                 "expected Welcome, got {other:?}"
@@ -744,6 +753,37 @@ fn explain_tls_close(error: std::io::Error) -> std::io::Error {
     )
 }
 
+/// How long a client of the local socket keeps trying while the daemon is busy (at its
+/// handshake or connection limit: a burst of thousands of clients at once).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`Client::open`] on the owner's own socket, trying again (after a growing, jittered pause)
+/// while the daemon answers that it is busy: a burst of clients (`xargs -P1000 ferry run`)
+/// waits its turn rather than failing. The daemon refuses before it reads a `Run`, so
+/// nothing runs twice.
+async fn open_patiently(
+    endpoint: &Endpoint,
+    client_name: &str,
+    run: Option<&RunRequest<'_>>,
+) -> Result<(Client, Option<Started>), ClientError> {
+    let deadline = tokio::time::Instant::now() + BUSY_TIMEOUT;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match Client::open(endpoint, client_name, run).await {
+            Err(ClientError::Busy(message)) => {
+                if tokio::time::Instant::now() + delay > deadline {
+                    return Err(ClientError::Busy(message));
+                }
+                // Jitter: clients refused together should not all come back together.
+                let jitter = u64::from(std::process::id() % 7) * delay.as_millis() as u64 / 7;
+                tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Connects to the daemon at `path` (as [`Client::open`]), starting one with `start` when
 /// none is listening.
 ///
@@ -764,7 +804,7 @@ pub async fn open_or_start(
             reason,
         })?;
     }
-    match Client::open(&endpoint, client_name, run).await {
+    match open_patiently(&endpoint, client_name, run).await {
         Err(ClientError::NoDaemon { .. }) => {}
         other => return other,
     }

@@ -186,7 +186,7 @@ fn authenticated_idle_connections_cannot_lock_the_owner_out() {
     assert_eq!(refusals.len(), FLOOD - PER_PRINCIPAL);
     for refusal in &refusals {
         assert!(
-            matches!(refusal, ClientError::Handshake(message)
+            matches!(refusal, ClientError::Busy(message)
                 if message == "too many connections as token:default (the limit is 64 per client)"),
             "{refusal}"
         );
@@ -226,7 +226,9 @@ fn a_listener_and_a_principal_each_have_a_limit_of_their_own() {
         .map(|e| e.to_string());
     assert_eq!(
         over_principal.as_deref(),
-        Some("handshake failed: too many connections as token:default (the limit is 3 per client)")
+        Some(
+            "the daemon is busy: too many connections as token:default (the limit is 3 per client)"
+        )
     );
     held.push(
         runtime
@@ -238,7 +240,7 @@ fn a_listener_and_a_principal_each_have_a_limit_of_their_own() {
         .err()
         .map(|e| e.to_string());
     let expected = format!(
-        "handshake failed: too many connections on ferry:tls:127.0.0.1:{} (the limit is 4)",
+        "the daemon is busy: too many connections on ferry:tls:127.0.0.1:{} (the limit is 4)",
         daemon.ports("tls")[0]
     );
     assert_eq!(over_listener.as_deref(), Some(expected.as_str()));
