@@ -342,6 +342,23 @@ fn a_failing_action_reports_its_exit_code_and_stderr_and_a_down_server_is_named(
     );
 }
 
+/// `ferry rake --reapi URL` started in the background, once its action has started on the
+/// worker.
+fn rake_once_started(grid: &Grid, dir: &Path, local: &Daemon, url: &str) -> std::process::Child {
+    let child = rake_command(dir, local, &["--reapi", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry rake");
+    wait_until(
+        "the action to start on the worker",
+        Duration::from_secs(30),
+        || grid.work().contains("started ").then_some(()),
+        || grid.server_log(),
+    );
+    child
+}
+
 /// A TCP relay whose connections can all be cut at once.
 struct Relay {
     port: u16,
@@ -401,17 +418,7 @@ fn a_dropped_execute_stream_is_resumed_with_wait_execution() {
     let relay = Relay::to(grid.port);
     let project = project("actionset1:\n\tremote-sleep 2; echo done > done.txt\n");
     let url = format!("grpc://127.0.0.1:{}", relay.port);
-    let child = rake_command(project.path(), &local, &["--reapi", &url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferry rake");
-    wait_until(
-        "the action to start on the worker",
-        Duration::from_secs(30),
-        || grid.work().contains("started ").then_some(()),
-        || grid.server_log(),
-    );
+    let child = rake_once_started(&grid, project.path(), &local, &url);
     relay.cut();
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -429,17 +436,7 @@ fn ctrl_c_cancels_the_running_operation() {
     let grid = Grid::start(1);
     let local = Daemon::start(&[]);
     let project = project("actionset1:\n\tremote-sleep 120\n");
-    let child = rake_command(project.path(), &local, &["--reapi", &grid.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferry rake");
-    wait_until(
-        "the action to start on the worker",
-        Duration::from_secs(30),
-        || grid.work().contains("started ").then_some(()),
-        || grid.server_log(),
-    );
+    let child = rake_once_started(&grid, project.path(), &local, &grid.url());
     // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let out = child.wait_with_output().expect("wait");
