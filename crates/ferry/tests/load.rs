@@ -416,6 +416,94 @@ fn daemon_killed_under_load(scale: &Scale) -> Row {
     }
 }
 
+/// Peers that send one byte a second (slowloris): each is closed at the handshake time limit,
+/// and the owner is served meanwhile.
+fn slowloris(scale: &Scale) -> Row {
+    let daemon = Daemon::start(&["--handshake-timeout", "2s"]);
+    let peers = if scale.full { 200 } else { 20 };
+    measured(
+        "slowloris: a byte a second until the time limit",
+        &daemon,
+        4 * 1024,
+        || {
+            let mut streams: Vec<UnixStream> = (0..peers)
+                .filter_map(|_| UnixStream::connect(&daemon.socket).ok())
+                .collect();
+            let started = Instant::now();
+            let mut closed = 0;
+            let mut served = 0;
+            // A frame's length, a byte at a time: never a whole Hello.
+            for byte in [0u8, 0, 1, 0xff] {
+                for stream in &mut streams {
+                    let _ = stream.write_all(&[byte]);
+                }
+                if job(&daemon, &["true"]).status.success() {
+                    served += 1;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            for stream in &mut streams {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .map_err(|e| e.to_string())?;
+                let mut rest = Vec::new();
+                // Closed by the daemon: the read ends (with or without a refusal first).
+                if stream.read_to_end(&mut rest).is_ok() {
+                    closed += 1;
+                }
+            }
+            let took = started.elapsed().as_secs_f64();
+            if served < 4 {
+                return Err(format!("the owner was served {served} times of 4"));
+            }
+            Ok((
+                format!("{closed} of {peers} closed within {took:.1} s; owner served 4 of 4"),
+                (peers - closed) as u64,
+            ))
+        },
+    )
+}
+
+/// A client killed with -9 in the middle of an upload: nothing half-written appears, the
+/// daemon's fds come back.
+fn killed_mid_upload(_scale: &Scale) -> Row {
+    let daemon = Daemon::start(&[]);
+    measured("client killed -9 mid-upload", &daemon, 8 * 1024, || {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let fifo = dir.path().join("slow-source");
+        let status = Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("mkfifo failed".into());
+        }
+        let mut put = daemon
+            .ferry()
+            .args(["put", "--quiet"])
+            .arg(&fifo)
+            .arg("half.bin")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut source = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .map_err(|e| e.to_string())?;
+        let _ = source.write_all(&vec![7u8; 4 << 20]);
+        let _ = put.kill();
+        let _ = put.wait();
+        drop(source);
+        std::thread::sleep(Duration::from_millis(500));
+        let listed = daemon.run(&["get", "half.bin", "/dev/null"]);
+        if listed.status.success() {
+            return Err("a half upload appeared under its name".into());
+        }
+        Ok(("4 MiB sent, client killed: no half.bin".into(), 0))
+    })
+}
+
 /// Few fds (`ulimit -n 64`) and more connections than that: errors, and service once they go.
 fn fd_exhaustion(_scale: &Scale) -> Row {
     let daemon = Daemon::start_after("ulimit -n 64", &[]);
@@ -453,6 +541,8 @@ fn main() {
         a_reader_that_never_reads,
         children_that_misbehave,
         daemon_killed_under_load,
+        slowloris,
+        killed_mid_upload,
         fd_exhaustion,
     ];
     let mut rows = Vec::new();
