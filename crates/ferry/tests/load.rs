@@ -504,6 +504,49 @@ fn killed_mid_upload(_scale: &Scale) -> Row {
     })
 }
 
+/// TLS clients that vanish in the middle of their handshake (half a ClientHello, then gone, or
+/// a `ferry --host` killed with -9 as it connects): the daemon serves the next TLS client.
+fn killed_in_tls_handshakes(scale: &Scale) -> Row {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["ferry:tls:127.0.0.1:0"]);
+    let rounds = if scale.full { 200 } else { 20 };
+    measured("TLS clients gone mid-handshake", &daemon, 8 * 1024, || {
+        let port = daemon.port("tls");
+        for _ in 0..rounds {
+            let mut stream =
+                std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+            // A handshake record's header announcing more than follows.
+            let _ = stream.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]);
+        }
+        for _ in 0..rounds / 4 {
+            let mut client = daemon
+                .remote()
+                .args(["run", "--", "true"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(5));
+            let _ = client.kill();
+            let _ = client.wait();
+        }
+        let out = daemon
+            .remote()
+            .args(["run", "--", "echo", "after"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.stdout != b"after\n" {
+            return Err(format!("the next TLS client: {out:?}"));
+        }
+        Ok((
+            format!(
+                "{rounds} half handshakes, {} clients killed; the next served",
+                rounds / 4
+            ),
+            0,
+        ))
+    })
+}
+
 /// Few fds (`ulimit -n 64`) and more connections than that: errors, and service once they go.
 fn fd_exhaustion(_scale: &Scale) -> Row {
     let daemon = Daemon::start_after("ulimit -n 64", &[]);
@@ -543,6 +586,7 @@ fn main() {
         daemon_killed_under_load,
         slowloris,
         killed_mid_upload,
+        killed_in_tls_handshakes,
         fd_exhaustion,
     ];
     let mut rows = Vec::new();
