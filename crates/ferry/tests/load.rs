@@ -547,6 +547,28 @@ fn killed_in_tls_handshakes(scale: &Scale) -> Row {
     })
 }
 
+/// A disk that fills (files may not grow past 1-2 MiB: `ulimit -f 2048`): a job writing more
+/// still delivers every byte to its client, with a clear warning; the next job runs.
+fn a_full_disk(_scale: &Scale) -> Row {
+    let daemon = Daemon::start_after("ulimit -f 2048", &[]);
+    measured("a full disk (ulimit -f)", &daemon, 8 * 1024, || {
+        let out = job(&daemon, &["head", "-c", "3000000", "/dev/zero"]);
+        let delivered = out.stdout.len() as u64;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.contains("can no longer be stored") {
+            return Err(format!("no clear warning: {stderr}"));
+        }
+        let next = job(&daemon, &["echo", "next"]);
+        if next.stdout != b"next\n" {
+            return Err(format!("the next job: {next:?}"));
+        }
+        Ok((
+            format!("{delivered} of 3000000 bytes delivered past the full log; next job ran"),
+            3_000_000 - delivered.min(3_000_000),
+        ))
+    })
+}
+
 /// Few fds (`ulimit -n 64`) and more connections than that: errors, and service once they go.
 fn fd_exhaustion(_scale: &Scale) -> Row {
     let daemon = Daemon::start_after("ulimit -n 64", &[]);
@@ -587,6 +609,7 @@ fn main() {
         slowloris,
         killed_mid_upload,
         killed_in_tls_handshakes,
+        a_full_disk,
         fd_exhaustion,
     ];
     let mut rows = Vec::new();
