@@ -402,3 +402,42 @@ fn an_independent_cbor_encoder_and_ferry_understand_each_other() {
     );
     daemon.assert_serving();
 }
+
+#[test]
+fn frames_split_at_every_boundary_and_joined_in_one_write_are_served() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["c2:tcp:127.0.0.1:0"]);
+    let request = frame(
+        REQUEST_ID,
+        &ferry_wire::c2::encode_request("echo", &["split".into()]),
+    );
+    let output = |data: &[u8]| match ferry_wire::c2::decode_response(data) {
+        Ok(ferry_wire::c2::Response::Result { output, .. }) => output,
+        other => panic!("{other:?}"),
+    };
+    for cut in 1..request.len() {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", daemon.listener_port("c2:tcp"))).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.write_all(&request[..cut]).expect("write");
+        // Sent (and, on loopback, taken in) before the second piece goes.
+        crate::helper::wait_until_read(&stream);
+        stream.write_all(&request[cut..]).expect("write");
+        assert_eq!(
+            output(&read_frame(&mut stream).1),
+            "split\n",
+            "cut at {cut}"
+        );
+    }
+    // Two frames in one write: two answers, in order.
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", daemon.listener_port("c2:tcp"))).expect("connect");
+    let mut both = request.clone();
+    both.extend_from_slice(&frame(
+        REQUEST_ID,
+        &ferry_wire::c2::encode_request("echo", &["again".into()]),
+    ));
+    stream.write_all(&both).expect("write");
+    assert_eq!(output(&read_frame(&mut stream).1), "split\n");
+    assert_eq!(output(&read_frame(&mut stream).1), "again\n");
+    daemon.assert_serving();
+}

@@ -246,3 +246,39 @@ fn cbsdng_frames_both_ways_with_a_request_split_over_many_writes() {
     );
     daemon.assert_serving();
 }
+
+#[test]
+fn requests_split_at_every_boundary_and_joined_in_one_write_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (daemon, socket) = daemon(dir.path());
+    // By hand with socat, a line may come in pieces; a script may write several at once.
+    let request = b"command echo split\n";
+    for cut in 1..request.len() {
+        let mut client = Client::connect(&socket);
+        client.send(&request[..cut]);
+        // The daemon has read the first piece before the second is written.
+        crate::helper::wait_until_read(&client.stream);
+        client.send(&request[cut..]);
+        let id = client.frame().id;
+        assert_eq!(
+            client.until_exit(id),
+            [
+                (kind::STDOUT, "split\n".to_owned()),
+                (kind::EXIT, "0".to_owned())
+            ],
+            "cut at {cut}"
+        );
+    }
+    let mut client = Client::connect(&socket);
+    client.send(b"command echo one\ncommand echo two\n");
+    let (first, second) = (client.frame().id, client.frame().id);
+    assert_eq!(
+        client.until_exit(first)[0],
+        (kind::STDOUT, "one\n".to_owned())
+    );
+    assert_eq!(
+        client.until_exit(second)[0],
+        (kind::STDOUT, "two\n".to_owned())
+    );
+    daemon.assert_serving();
+}
