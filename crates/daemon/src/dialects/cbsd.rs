@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use ferry_engine::{JobId, JobOrigin, JobPhase, JobSpec, OutputEvent, OutputStream};
 use ferry_wire::cbsd::{decode_request, encode_frame, encode_output, kind, Request};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::conn::{became_true, Conn};
+use super::{Next, Requests};
+use crate::conn::Conn;
 use crate::policy::{Access, Act, Answer, RefusalKind};
 use crate::server::Server;
 
@@ -38,45 +38,40 @@ async fn serve_connection(mut conn: Conn) {
     let origin = super::origin(&conn, "cbsd");
     let (out, writer) = super::frame_writer(conn.write);
     let mut followers = JoinSet::new();
-    let mut closing = conn.server.closing.subscribe();
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    'serving: loop {
-        loop {
-            match decode_request(&buf) {
-                Ok(Some((request, used))) => {
-                    buf.drain(..used);
-                    let server = Arc::clone(&conn.server);
-                    handle(
-                        &server,
-                        &conn.access,
-                        &origin,
-                        request,
-                        &out,
-                        &mut followers,
-                    )
-                    .await;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = out
-                        .send(encode_frame(0, kind::ERROR, e.to_string().as_bytes()))
-                        .await;
-                    break 'serving;
-                }
+    let mut requests = Requests::new(
+        &mut conn.read,
+        &mut conn.peer.handle,
+        &conn.server,
+        16 * 1024,
+        |bytes| decode_request(bytes).map_err(|e| e.to_string()),
+    );
+    loop {
+        let next = tokio::select! {
+            next = requests.next() => next,
+            Some(_) = followers.join_next(), if !followers.is_empty() => continue,
+        };
+        match next {
+            Next::Request(request) => {
+                handle(
+                    &conn.server,
+                    &conn.access,
+                    &origin,
+                    request,
+                    &out,
+                    &mut followers,
+                )
+                .await;
             }
-        }
-        tokio::select! {
-            read = conn.read.read(&mut chunk) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            },
-            Some(_) = conn.peer.handle.next_event() => {
-                let _ = out.send(encode_frame(0, kind::NOTICE, b"the ferry daemon is going down; running commands are being terminated")).await;
-                conn.peer.handle.shutdown_told();
+            Next::Malformed(why) => {
+                let _ = out.send(encode_frame(0, kind::ERROR, why.as_bytes())).await;
+                break;
             }
-            () = became_true(&mut closing) => break,
-            Some(_) = followers.join_next(), if !followers.is_empty() => {}
+            Next::GoingDown => {
+                let notice =
+                    b"the ferry daemon is going down; running commands are being terminated";
+                let _ = out.send(encode_frame(0, kind::NOTICE, notice)).await;
+            }
+            Next::Ended => break,
         }
     }
     followers.abort_all();

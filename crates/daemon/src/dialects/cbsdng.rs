@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use ferry_engine::{JobOrigin, JobSpec, OutputEvent};
 use ferry_wire::cbsdng::{bits, decode_frame, encode_frame, Frame};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::conn::{became_true, Conn};
+use super::{Next, Requests};
+use crate::conn::Conn;
 use crate::policy::{Answer, RefusalKind};
 use crate::server::Server;
 
@@ -37,46 +37,41 @@ async fn serve_connection(mut conn: Conn) {
     let origin = super::origin(&conn, "cbsdng");
     let (out, writer) = super::frame_writer(conn.write);
     let mut running = JoinSet::new();
-    let mut closing = conn.server.closing.subscribe();
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    'serving: loop {
-        loop {
-            match decode_frame(&buf) {
-                Ok(Some((frame, used))) => {
-                    buf.drain(..used);
-                    let line = String::from_utf8_lossy(&frame.payload).into_owned();
-                    let argv: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
-                    let allowed = if argv.is_empty() {
-                        Err("an empty command".to_owned())
-                    } else {
-                        conn.access
-                            .allowed_command(&conn.server.catalog, argv)
-                            .map_err(|refusal| refusal.message)
-                    };
-                    let server = Arc::clone(&conn.server);
-                    running.spawn(run(server, frame.id, allowed, origin.clone(), out.clone()));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = out
-                        .send(refusal(RefusalKind::InvalidRequest, &e.to_string()))
-                        .await;
-                    break 'serving;
-                }
+    let mut requests = Requests::new(
+        &mut conn.read,
+        &mut conn.peer.handle,
+        &conn.server,
+        64 * 1024,
+        |bytes| decode_frame(bytes).map_err(|e| e.to_string()),
+    );
+    loop {
+        let next = tokio::select! {
+            next = requests.next() => next,
+            Some(_) = running.join_next(), if !running.is_empty() => continue,
+        };
+        match next {
+            Next::Request(frame) => {
+                let line = String::from_utf8_lossy(&frame.payload).into_owned();
+                let argv: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
+                let allowed = if argv.is_empty() {
+                    Err("an empty command".to_owned())
+                } else {
+                    conn.access
+                        .allowed_command(&conn.server.catalog, argv)
+                        .map_err(|refusal| refusal.message)
+                };
+                let server = Arc::clone(&conn.server);
+                running.spawn(run(server, frame.id, allowed, origin.clone(), out.clone()));
             }
-        }
-        tokio::select! {
-            read = conn.read.read(&mut chunk) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            },
-            Some(_) = conn.peer.handle.next_event() => {
-                let _ = out.send(refusal(RefusalKind::ShuttingDown, "the ferry daemon is going down")).await;
-                conn.peer.handle.shutdown_told();
+            Next::Malformed(why) => {
+                let _ = out.send(refusal(RefusalKind::InvalidRequest, &why)).await;
+                break;
             }
-            () = became_true(&mut closing) => break,
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+            Next::GoingDown => {
+                let notice = refusal(RefusalKind::ShuttingDown, "the ferry daemon is going down");
+                let _ = out.send(notice).await;
+            }
+            Next::Ended => break,
         }
     }
     running.abort_all();

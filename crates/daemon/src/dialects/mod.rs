@@ -10,12 +10,86 @@ pub(crate) mod native;
 pub(crate) mod rake64;
 pub(crate) mod tsockm;
 
+use ferry_engine::peers::PeerHandle;
 use ferry_engine::{JobId, JobOrigin, OutputEvent, OutputStream};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 
-use crate::conn::{BoxWrite, Conn};
+use crate::conn::{became_true, BoxRead, BoxWrite, Conn};
 use crate::server::Server;
+
+/// What a connection's request stream gave next ([`Requests::next`]).
+pub(crate) enum Next<R> {
+    /// A whole request.
+    Request(R),
+    /// Bytes that are no request (why): answer in the dialect's words, then close.
+    Malformed(String),
+    /// The daemon is going down: tell the peer in the dialect's words (it counts as told).
+    GoingDown,
+    /// The peer closed, or the daemon closes the connection.
+    Ended,
+}
+
+/// A dialect's sans-IO request decoder: a whole request and the bytes it took, `None` when
+/// more bytes are needed, or why the bytes are no request.
+pub(crate) type Decode<R> = fn(&[u8]) -> Result<Option<(R, usize)>, String>;
+
+/// One connection's requests, for dialects whose requests are served as they come: a
+/// sans-IO decoder over what is buffered, more read only when it holds no whole request.
+/// [`Requests::next`] may be cancelled (in a `select!`) without losing bytes.
+pub(crate) struct Requests<'a, R> {
+    read: &'a mut BoxRead,
+    peer: &'a mut PeerHandle,
+    closing: watch::Receiver<bool>,
+    decode: Decode<R>,
+    buf: Vec<u8>,
+    chunk: Vec<u8>,
+}
+
+impl<'a, R> Requests<'a, R> {
+    /// Reads `conn`'s requests with `decode`, `read_size` bytes at most per read.
+    pub fn new(
+        read: &'a mut BoxRead,
+        peer: &'a mut PeerHandle,
+        server: &Server,
+        read_size: usize,
+        decode: Decode<R>,
+    ) -> Self {
+        Requests {
+            read,
+            peer,
+            closing: server.closing.subscribe(),
+            decode,
+            buf: Vec::new(),
+            chunk: vec![0u8; read_size],
+        }
+    }
+
+    /// The next request, or why there is none.
+    pub async fn next(&mut self) -> Next<R> {
+        loop {
+            match (self.decode)(&self.buf) {
+                Ok(Some((request, used))) => {
+                    self.buf.drain(..used);
+                    return Next::Request(request);
+                }
+                Ok(None) => {}
+                Err(why) => return Next::Malformed(why),
+            }
+            tokio::select! {
+                read = self.read.read(&mut self.chunk) => match read {
+                    Ok(0) | Err(_) => return Next::Ended,
+                    Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
+                },
+                Some(_) = self.peer.next_event() => {
+                    self.peer.shutdown_told();
+                    return Next::GoingDown;
+                }
+                () = became_true(&mut self.closing) => return Next::Ended,
+            }
+        }
+    }
+}
 
 /// A connection's writer task for dialects whose answers come from several tasks at once:
 /// what is sent on the channel is written in order; the task ends when every sender is gone
