@@ -6,10 +6,16 @@
 use ferry_wire::cbsd::{decode_frame, decode_request, encode_frame};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../common/stream.rs"]
+mod stream;
+
 fuzz_target!(|data: &[u8]| {
-    if let Ok(Some((_, used))) = decode_request(data) {
-        assert!(used <= data.len());
-    }
+    // A connection's requests, one after another.
+    stream::walk(data, |rest| {
+        let (_, used) = decode_request(rest).ok()??;
+        assert!(used <= rest.len());
+        Some(used)
+    });
     if let Ok(Some((frame, used))) = decode_frame(data) {
         assert!(used <= data.len());
         let again = encode_frame(frame.id, frame.kind, &frame.payload);

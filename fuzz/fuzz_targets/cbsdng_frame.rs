@@ -6,8 +6,13 @@
 use ferry_wire::cbsdng::{decode_frame, encode_frame};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../common/stream.rs"]
+mod stream;
+
 fuzz_target!(|data: &[u8]| {
-    if let Ok(Some((frame, used))) = decode_frame(data) {
-        assert_eq!(encode_frame(&frame), &data[..used]);
-    }
+    stream::walk(data, |rest| {
+        let (frame, used) = decode_frame(rest).ok()??;
+        assert_eq!(encode_frame(&frame), &rest[..used]);
+        Some(used)
+    });
 });

@@ -4,12 +4,21 @@
 
 #![no_main]
 
-use ferry_wire::fanos::{decode_netstring, encode_netstring, netstring_len_at_least, parse_request};
+use ferry_wire::fanos::{
+    decode_netstring, encode_netstring, netstring_len_at_least, parse_request,
+};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+#[path = "../common/stream.rs"]
+mod stream;
+
+/// Checks the netstring at the start of `data` (as a reader before and at end of input);
+/// returns the bytes it took.
+fn one(data: &[u8]) -> Option<usize> {
+    let mut took = None;
     for eof in [false, true] {
         if let Ok(Some((range, used))) = decode_netstring(data, 4096, eof) {
+            took = Some(used);
             assert!(range.end < used && used <= data.len());
             let mut again = Vec::new();
             encode_netstring(&data[range.clone()], &mut again);
@@ -25,4 +34,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+    took
+}
+
+fuzz_target!(|data: &[u8]| {
+    // A connection's requests, one netstring after another.
+    stream::walk(data, one);
 });

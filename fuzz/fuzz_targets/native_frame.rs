@@ -8,12 +8,18 @@ use ferry_wire::native::{decode_frame, encode_frame, ClientMessage, DaemonMessag
 use ferry_wire::Decoder;
 use libfuzzer_sys::fuzz_target;
 
-fn check<T>(data: &[u8])
+#[path = "../common/stream.rs"]
+mod stream;
+
+/// Checks the frame at the start of `data`; returns the bytes it took.
+fn check<T>(data: &[u8]) -> Option<usize>
 where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
+    let mut took = None;
     for limit in [64, 4096, 1 << 20] {
         if let Ok(Some((message, used))) = decode_frame::<T>(data, limit) {
+            took = Some(used);
             assert!(used <= data.len());
             let mut again = Vec::new();
             encode_frame(&message, &mut again).expect("a decoded message encodes");
@@ -29,9 +35,10 @@ where
             }
         }
     }
+    took
 }
 
 fuzz_target!(|data: &[u8]| {
-    check::<ClientMessage>(data);
-    check::<DaemonMessage>(data);
+    stream::walk(data, check::<ClientMessage>);
+    stream::walk(data, check::<DaemonMessage>);
 });

@@ -6,14 +6,29 @@
 use ferry_wire::rake64::{bytes_of_chars, decode_header};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    for lone in [false, true] {
+#[path = "../common/stream.rs"]
+mod stream;
+
+/// Checks the header at the start of `data` (read padded, then lone); returns the bytes the
+/// padded reading took.
+fn one(data: &[u8]) -> Option<usize> {
+    let mut took = None;
+    for lone in [true, false] {
         if let Ok(Some((header, used))) = decode_header(data, lone) {
             assert!(used <= data.len());
             let again = header.encode();
-            assert_eq!(decode_header(&again, false), Ok(Some((header, again.len()))));
+            assert_eq!(
+                decode_header(&again, false),
+                Ok(Some((header, again.len())))
+            );
+            took = Some(used);
         }
     }
+    took
+}
+
+fuzz_target!(|data: &[u8]| {
+    stream::walk(data, one);
     if let Some(n) = bytes_of_chars(data, 16) {
         assert!(n <= data.len());
     }

@@ -75,6 +75,9 @@ pub struct DaemonConfig {
     pub sessions_dir: PathBuf,
     /// Read admin commands (`:list`, `:kill`, `:msg`...) on stdin and answer on stdout.
     pub console: bool,
+    /// Record every byte each peer sends under this directory, in `DIALECT/PEER-ID` files (a
+    /// debugging aid; recordings hold tokens).
+    pub record_wire: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -95,6 +98,7 @@ impl DaemonConfig {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             sessions_dir: log_dir.with_file_name("sessions"),
             console: false,
+            record_wire: None,
         }
     }
 }

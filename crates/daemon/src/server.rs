@@ -121,6 +121,12 @@ pub async fn run(
         listeners.spawn(conn::accept_loop(bound, Arc::clone(&server)));
     }
     let hub_ticker = tokio::spawn(expire_held_places(server.engine.peers().clone()));
+    if let Some(dir) = &server.config.record_wire {
+        tracing::warn!(
+            "recording every byte peers send into {} (tokens included)",
+            dir.display()
+        );
+    }
     if server.config.console {
         crate::console::spawn(Arc::clone(&server));
     }

@@ -782,6 +782,12 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub console: bool,
 
+    /// Record every byte each peer sends into DIR/DIALECT/PEER-ID (up to 64 KiB a
+    /// connection): to see what a client sends, and to seed the fuzz corpora (fuzz/seed).
+    /// Recordings hold what peers send, tokens included.
+    #[arg(long, value_name = "DIR", env = "FERRY_RECORD_WIRE")]
+    pub record_wire: Option<PathBuf>,
+
     /// Log nothing (silent).
     #[arg(short = 's', long, conflicts_with_all = ["tiny", "verbose"])]
     pub silent: bool,

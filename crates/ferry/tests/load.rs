@@ -14,6 +14,7 @@ mod helper;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use helper::{ferry_bin, poll_until, Daemon};
@@ -25,9 +26,12 @@ struct Scale {
     lines: usize,
 }
 
+/// A case of the suite.
+type Case = fn(&Scale) -> Row;
+
 /// One row of the table.
 struct Row {
-    case: &'static str,
+    case: String,
     figure: String,
     lost: u64,
     rss: (u64, u64),
@@ -91,7 +95,7 @@ fn measured(
     }
     let (figure, lost) = outcome.unwrap_or_else(|e| (format!("error: {e}"), 0));
     Row {
-        case,
+        case: case.to_owned(),
         figure,
         lost,
         rss: (rss_before, rss_after),
@@ -112,134 +116,241 @@ fn job(daemon: &Daemon, args: &[&str]) -> std::process::Output {
         .expect("ferry run")
 }
 
-/// The output a job of client `n` writes: numbered lines naming it.
-fn script(n: usize, lines: usize) -> String {
-    format!("i=0; while [ $i -lt {lines} ]; do echo client-{n}-line-$i; i=$((i+1)); done")
-}
-
 fn expected(n: usize, lines: usize) -> String {
     (0..lines)
         .map(|i| format!("client-{n}-line-{i}\n"))
         .collect()
 }
 
-/// Many clients at once, each running a job with output through the native protocol, every
-/// byte checked.
-fn concurrent_clients(scale: &Scale) -> Row {
-    // Finished jobs stay in memory with their output up to --max-finished (1000 by default:
-    // 40 MB for these); 100 keeps what this case measures to the connections and jobs.
-    let daemon = Daemon::start(&[
-        "--max-connections",
-        "2048",
-        "--max-jobs",
-        "64",
-        "--max-finished",
-        "100",
-    ]);
-    let (clients, lines) = (scale.clients, scale.lines);
-    measured("concurrent native clients", &daemon, 16 * 1024, || {
-        let started = Instant::now();
-        let handles: Vec<_> = (0..clients)
-            .map(|n| {
-                let socket = daemon.socket.clone();
-                std::thread::spawn(move || {
-                    Command::new(ferry_bin())
-                        .arg("--socket")
-                        .arg(&socket)
-                        .args(["run", "--", "sh", "-c", &script(n, lines)])
-                        .stdin(Stdio::null())
-                        .output()
-                })
-            })
-            .collect();
-        let mut lost = 0u64;
-        let mut bytes = 0u64;
-        for (n, handle) in handles.into_iter().enumerate() {
-            let want = expected(n, lines);
-            bytes += want.len() as u64;
-            match handle.join() {
-                Ok(Ok(out)) if out.status.success() && out.stdout == want.as_bytes() => {}
-                Ok(Ok(out)) => {
-                    lost += want.len().abs_diff(out.stdout.len()).max(1) as u64;
-                    eprintln!("client {n}: {:?}", String::from_utf8_lossy(&out.stderr));
-                }
-                _ => lost += want.len() as u64,
-            }
-        }
-        Ok((
-            format!(
-                "{clients} clients, {} KB checked in {:.1} s",
-                bytes / 1000,
-                started.elapsed().as_secs_f64()
-            ),
-            lost,
-        ))
-    })
+/// The dialects the mixed load speaks, a client of each in turn.
+const DIALECTS: [&str; 5] = ["native", "fanos", "c2", "rake64", "cbsd"];
+
+/// Writes the job every client runs, `sh LINES_SH N COUNT`: COUNT numbered lines naming client
+/// N (one word per argument, as CBSD's requests split them).
+fn lines_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("lines.sh");
+    let script = "i=0; while [ $i -lt $2 ]; do echo client-$1-line-$i; i=$((i+1)); done\n";
+    std::fs::write(&path, script).expect("script");
+    path
 }
 
-/// CBSD text clients at once, each running a command and checking its output and exit.
-fn concurrent_cbsd_clients(scale: &Scale) -> Row {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("cbsd.sock");
-    let spec = format!("cbsd:unix:{}", socket.display());
-    // CBSD's clients take a refusal as final (ferry's own wait and try again): the handshake
-    // pool is made as large as the burst.
-    let daemon = Daemon::start_networked(
-        &["--max-connections", "2048", "--max-handshakes", "1024"],
-        &[spec.as_str()],
-    );
-    let clients = scale.clients / 2;
-    let count = scale.lines;
-    measured("concurrent CBSD clients", &daemon, 16 * 1024, || {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                let socket = socket.clone();
-                std::thread::spawn(move || -> Result<String, String> {
-                    let mut stream = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(60)))
-                        .map_err(|e| e.to_string())?;
-                    stream
-                        .write_all(format!("command seq 1 {count}\n").as_bytes())
-                        .map_err(|e| e.to_string())?;
-                    let mut buf = Vec::new();
-                    let mut output = String::new();
-                    loop {
-                        match ferry_wire::cbsd::decode_frame(&buf).map_err(|e| e.to_string())? {
-                            Some((frame, used)) => {
-                                buf.drain(..used);
-                                match frame.kind {
-                                    ferry_wire::cbsd::kind::STDOUT => {
-                                        output.push_str(&String::from_utf8_lossy(&frame.payload))
-                                    }
-                                    ferry_wire::cbsd::kind::EXIT => return Ok(output),
-                                    _ => {}
-                                }
-                            }
-                            None => {
-                                let mut chunk = [0u8; 8192];
-                                let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-                                if n == 0 {
-                                    return Err("closed".into());
-                                }
-                                buf.extend_from_slice(&chunk[..n]);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        let want: String = (1..=count).map(|i| format!("{i}\n")).collect();
-        let mut lost = 0u64;
-        for handle in handles {
-            match handle.join() {
-                Ok(Ok(output)) if output == want => {}
-                Ok(Ok(output)) => lost += want.len().abs_diff(output.len()).max(1) as u64,
-                _ => lost += want.len() as u64,
+/// Runs client `n`'s job through `dialect` against `daemon`, and returns its stdout.
+fn dialect_client(
+    dialect: &str,
+    daemon: &Daemon,
+    sockets: &MixedSockets,
+    job: &[String],
+) -> Result<Vec<u8>, String> {
+    let output = |mut command: Command| -> Result<Vec<u8>, String> {
+        let out = command
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    match dialect {
+        "native" => {
+            let mut command = daemon.ferry();
+            command.args(["run", "--"]).args(job);
+            output(command)
+        }
+        "fanos" => {
+            let mut command = Command::new(ferry_bin());
+            command
+                .arg("fanos")
+                .arg("--socket")
+                .arg(&sockets.fanos)
+                .arg("ARGV")
+                .args(job);
+            // `ferry fanos` prints the reply after what the job wrote.
+            let mut out = output(command)?;
+            let reply = b"STATUS 0\n";
+            if !out.ends_with(reply) {
+                return Err("no STATUS 0 reply".into());
+            }
+            out.truncate(out.len() - reply.len());
+            Ok(out)
+        }
+        "c2" => {
+            let mut command = Command::new(ferry_bin());
+            command
+                .args(["c2", "--addr", &format!("127.0.0.1:{}", sockets.c2)])
+                .args(job);
+            output(command)
+        }
+        "rake64" => rake64_command(sockets.rake64, &job.join(" ")),
+        _ => cbsd_command(&sockets.cbsd, &job.join(" ")),
+    }
+}
+
+/// Where the mixed load's dialects listen.
+struct MixedSockets {
+    fanos: std::path::PathBuf,
+    cbsd: std::path::PathBuf,
+    c2: u16,
+    rake64: u16,
+}
+
+/// One rake64 `!C` request, as the seed's client sends it (a padded header, then the command):
+/// the output of its `!SS` answer.
+fn rake64_command(port: u16, command: &str) -> Result<Vec<u8>, String> {
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
+    let mut request = format!("!C{}", command.chars().count()).into_bytes();
+    request.resize(64, b' ');
+    request.extend_from_slice(command.as_bytes());
+    stream.write_all(&request).map_err(|e| e.to_string())?;
+    let mut header = [0u8; 64];
+    stream.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header = String::from_utf8_lossy(&header).trim_end().to_owned();
+    let len: usize = header
+        .strip_prefix("!SS")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("answer {header:?}"))?;
+    let mut output = vec![0u8; len];
+    stream.read_exact(&mut output).map_err(|e| e.to_string())?;
+    let _ = stream.write_all(b"!D");
+    Ok(output)
+}
+
+/// One CBSD `command` request: its stdout frames until its exit frame.
+fn cbsd_command(socket: &std::path::Path, command: &str) -> Result<Vec<u8>, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("command {command}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut output = Vec::new();
+    loop {
+        match ferry_wire::cbsd::decode_frame(&buf).map_err(|e| e.to_string())? {
+            Some((frame, used)) => {
+                buf.drain(..used);
+                match frame.kind {
+                    ferry_wire::cbsd::kind::STDOUT => output.extend_from_slice(&frame.payload),
+                    ferry_wire::cbsd::kind::EXIT => return Ok(output),
+                    _ => {}
+                }
+            }
+            None => {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("closed before the exit".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
             }
         }
-        Ok((format!("{clients} clients, seq 1 {count} each"), lost))
-    })
+    }
+}
+
+/// Many clients at once, of every dialect in turn (native, FANOS, C2 over TCP, rake64, CBSD),
+/// each running a job whose output names it, every byte checked.
+fn concurrent_clients(scale: &Scale) -> Row {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sockets_dir = dir.path();
+    let fanos = sockets_dir.join("fanos.sock");
+    let cbsd = sockets_dir.join("cbsd.sock");
+    let listeners = [
+        format!("fanos:unix:{}", fanos.display()),
+        format!("cbsd:unix:{}", cbsd.display()),
+        "c2:tcp:127.0.0.1:0".to_owned(),
+        "rake64:tcp:127.0.0.1:0".to_owned(),
+    ];
+    let listeners: Vec<&str> = listeners.iter().map(String::as_str).collect();
+    // Finished jobs stay in memory with their output up to --max-finished (1000 by default:
+    // 40 MB for these); 100 keeps what this case measures to the connections and jobs. The
+    // dialects without a wait-and-retry take a refusal as final: the handshake pools are made
+    // as large as the burst.
+    let daemon = Arc::new(Daemon::start_networked(
+        &[
+            "--allow-any-command",
+            "--max-connections",
+            "2048",
+            "--max-handshakes",
+            "2048",
+            "--max-jobs",
+            "64",
+            "--max-finished",
+            "100",
+        ],
+        &listeners,
+    ));
+    let sockets = Arc::new(MixedSockets {
+        fanos,
+        cbsd,
+        c2: daemon.listener_port("c2:tcp"),
+        rake64: daemon.listener_port("rake64:tcp"),
+    });
+    let script = lines_script(sockets_dir);
+    let (clients, lines) = (scale.clients, scale.lines);
+    measured(
+        "concurrent clients, every dialect",
+        &daemon,
+        16 * 1024,
+        || {
+            let started = Instant::now();
+            let handles: Vec<_> = (0..clients)
+                .map(|n| {
+                    let (daemon, sockets) = (Arc::clone(&daemon), Arc::clone(&sockets));
+                    let job = vec![
+                        "sh".to_owned(),
+                        script.display().to_string(),
+                        n.to_string(),
+                        lines.to_string(),
+                    ];
+                    std::thread::spawn(move || {
+                        dialect_client(DIALECTS[n % DIALECTS.len()], &daemon, &sockets, &job)
+                    })
+                })
+                .collect();
+            let mut lost = 0u64;
+            let mut bytes = 0u64;
+            for (n, handle) in handles.into_iter().enumerate() {
+                let want = expected(n, lines);
+                bytes += want.len() as u64;
+                let dialect = DIALECTS[n % DIALECTS.len()];
+                match handle.join() {
+                    Ok(Ok(out)) if out == want.as_bytes() => {}
+                    Ok(Ok(out)) => {
+                        lost += want.len().abs_diff(out.len()).max(1) as u64;
+                        eprintln!(
+                            "client {n} ({dialect}): {} bytes, not as written",
+                            out.len()
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        lost += want.len() as u64;
+                        eprintln!("client {n} ({dialect}): {e}");
+                    }
+                    Err(_) => lost += want.len() as u64,
+                }
+            }
+            Ok((
+                format!(
+                    "{clients} clients ({} each of {}), {} KB checked in {:.1} s",
+                    clients / DIALECTS.len(),
+                    DIALECTS.join(", "),
+                    bytes / 1000,
+                    started.elapsed().as_secs_f64()
+                ),
+                lost,
+            ))
+        },
+    )
 }
 
 /// Clients killed with -9 in the middle of a stream: their jobs are hung up, the daemon's fds
@@ -407,7 +518,7 @@ fn daemon_killed_under_load(scale: &Scale) -> Row {
     }
     let (rss_after, fds_after) = settled(&daemon);
     Row {
-        case: "daemon killed -9 under load, restarted",
+        case: "daemon killed -9 under load, restarted".into(),
         figure: format!("{jobs} running jobs lost and their processes ended; next id {next}"),
         lost: 0,
         rss: (rss_before, rss_after),
@@ -416,52 +527,138 @@ fn daemon_killed_under_load(scale: &Scale) -> Row {
     }
 }
 
-/// Peers that send one byte a second (slowloris): each is closed at the handshake time limit,
-/// and the owner is served meanwhile.
+/// A connection of any transport, for the slowloris peers.
+trait Wire: Read + Write + Send {}
+impl<T: Read + Write + Send> Wire for T {}
+
+/// Peers that send one byte a second (slowloris) on every dialect and transport, each never
+/// finishing its first request: each is closed at the handshake time limit (2 s here), and
+/// the owner is served meanwhile.
 fn slowloris(scale: &Scale) -> Row {
-    let daemon = Daemon::start(&["--handshake-timeout", "2s"]);
-    let peers = if scale.full { 200 } else { 20 };
-    measured(
-        "slowloris: a byte a second until the time limit",
-        &daemon,
-        4 * 1024,
-        || {
-            let mut streams: Vec<UnixStream> = (0..peers)
-                .filter_map(|_| UnixStream::connect(&daemon.socket).ok())
-                .collect();
-            let started = Instant::now();
-            let mut closed = 0;
-            let mut served = 0;
-            // A frame's length, a byte at a time: never a whole Hello.
-            for byte in [0u8, 0, 1, 0xff] {
-                for stream in &mut streams {
-                    let _ = stream.write_all(&[byte]);
-                }
-                if job(&daemon, &["true"]).status.success() {
-                    served += 1;
-                }
-                std::thread::sleep(Duration::from_secs(1));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let listeners = [
+        format!("fanos:unix:{}", path("fanos.sock").display()),
+        format!("cbsd:unix:{}", path("cbsd.sock").display()),
+        format!("cbsdng:unix:{}", path("cbsdng.sock").display()),
+        "ferry:tls:127.0.0.1:0".to_owned(),
+        "rake64:tcp:127.0.0.1:0".to_owned(),
+        "tsockm:tcp:127.0.0.1:0".to_owned(),
+        "c2:tcp:127.0.0.1:0".to_owned(),
+    ];
+    let listeners: Vec<&str> = listeners.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_networked(&["--handshake-timeout", "2s"], &listeners);
+    let per_dialect = if scale.full { 50 } else { 5 };
+    let tcp = |port: u16| -> Option<Box<dyn Wire>> {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_nodelay(true).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        Some(Box::new(stream))
+    };
+    let unix = |path: &std::path::Path| -> Option<Box<dyn Wire>> {
+        let stream = UnixStream::connect(path).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        Some(Box::new(stream))
+    };
+    // Each dialect's first request, never finished: the bytes go one a second.
+    type Connect<'a> = Box<dyn Fn() -> Option<Box<dyn Wire>> + 'a>;
+    let dialects: Vec<(&str, &[u8], Connect<'_>)> = vec![
+        (
+            "ferry",
+            &[0, 0, 1, 0xff, 0xa1],
+            Box::new(|| unix(&daemon.socket)),
+        ),
+        (
+            "fanos",
+            b"100:GETPID",
+            Box::new(|| unix(&path("fanos.sock"))),
+        ),
+        (
+            "cbsd",
+            b"command sleep",
+            Box::new(|| unix(&path("cbsd.sock"))),
+        ),
+        (
+            "cbsdng",
+            &[1, 0, 0, 0, 1],
+            Box::new(|| unix(&path("cbsdng.sock"))),
+        ),
+        ("ferry over TLS", &[0x16, 0x03, 0x01, 0x02, 0x00], {
+            let port = daemon.port("tls");
+            Box::new(move || tcp(port))
+        }),
+        ("rake64", b"!C12    ", {
+            let port = daemon.listener_port("rake64:tcp");
+            Box::new(move || tcp(port))
+        }),
+        ("tsockm", b"REQ::COMM::2", {
+            let port = daemon.listener_port("tsockm:tcp");
+            Box::new(move || tcp(port))
+        }),
+        ("c2", &[0x20, 0x00, 0x00, 0x01, 0x00], {
+            let port = daemon.listener_port("c2:tcp");
+            Box::new(move || tcp(port))
+        }),
+    ];
+    measured("slowloris on every dialect", &daemon, 4 * 1024, || {
+        let mut peers: Vec<(&str, Box<dyn Wire>)> = Vec::new();
+        for (name, _, connect) in &dialects {
+            for _ in 0..per_dialect {
+                peers.push((name, connect().ok_or(format!("cannot connect to {name}"))?));
             }
-            for stream in &mut streams {
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .map_err(|e| e.to_string())?;
-                let mut rest = Vec::new();
-                // Closed by the daemon: the read ends (with or without a refusal first).
-                if stream.read_to_end(&mut rest).is_ok() {
-                    closed += 1;
+        }
+        let started = Instant::now();
+        let mut served = 0;
+        // Four bytes a second apart: twice the limit.
+        let longest = 4;
+        for i in 0..longest {
+            for (name, peer) in &mut peers {
+                let bytes = dialects
+                    .iter()
+                    .find(|d| d.0 == *name)
+                    .map_or(&[][..], |d| d.1);
+                if let Some(byte) = bytes.get(i) {
+                    let _ = peer.write_all(&[*byte]);
                 }
             }
-            let took = started.elapsed().as_secs_f64();
-            if served < 4 {
-                return Err(format!("the owner was served {served} times of 4"));
+            if job(&daemon, &["true"]).status.success() {
+                served += 1;
             }
-            Ok((
-                format!("{closed} of {peers} closed within {took:.1} s; owner served 4 of 4"),
-                (peers - closed) as u64,
-            ))
-        },
-    )
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        // Closed by the daemon: each read ends (after a refusal in its dialect's words, or
+        // none), where one still open would wait for its read time limit.
+        let mut open = Vec::new();
+        for (name, peer) in &mut peers {
+            let mut rest = Vec::new();
+            match peer.read_to_end(&mut rest) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(_) => open.push(*name),
+            }
+        }
+        let took = started.elapsed().as_secs_f64();
+        if served < longest {
+            return Err(format!("the owner was served {served} times of {longest}"));
+        }
+        if !open.is_empty() {
+            eprintln!("slowloris peers still open past the limit: {open:?}");
+        }
+        Ok((
+            format!(
+                "{} peers ({per_dialect} on each of {}), a byte a second: {} closed by \
+                     {took:.1} s (limit 2 s); the owner served {served} of {longest}",
+                peers.len(),
+                dialects.len(),
+                peers.len() - open.len(),
+            ),
+            open.len() as u64,
+        ))
+    })
 }
 
 /// A client killed with -9 in the middle of an upload: nothing half-written appears, the
@@ -592,6 +789,64 @@ fn fd_exhaustion(_scale: &Scale) -> Row {
     })
 }
 
+/// Every decoder's fuzz target for a bounded time (`fuzz/run`: built with coverage on a
+/// stable toolchain, the inputs that once crashed one replayed first, then fuzzed on its kept
+/// corpus): one row per target, a crash counted as lost. The daemon is not involved.
+fn fuzzing(scale: &Scale) -> Vec<Row> {
+    let seconds = if scale.full { 60 } else { 4 };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let run = Command::new("bash")
+        .arg(format!("{root}/fuzz/run"))
+        .args(["--seconds", &seconds.to_string()])
+        .stdin(Stdio::null())
+        .output();
+    let row = |case: String, figure: String, lost: u64, failure: Option<String>| Row {
+        case,
+        figure,
+        lost,
+        rss: (0, 0),
+        fds: (0, 0),
+        failure,
+    };
+    let out = match run {
+        Ok(out) => out,
+        Err(e) => return vec![row("fuzzing".into(), String::new(), 0, Some(e.to_string()))],
+    };
+    let mut rows: Vec<Row> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("fuzz ")?.split_whitespace();
+            let target = words.next()?;
+            let field = |name: &str| -> u64 {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name)?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let crashes = field("crashes=");
+            Some(row(
+                format!("fuzz {target}"),
+                format!(
+                    "{} runs in {seconds} s on a corpus of {}; {} new inputs",
+                    field("runs="),
+                    field("corpus="),
+                    field("found=")
+                ),
+                crashes,
+                (crashes > 0).then(|| "crashed: see target/fuzz/".to_owned()),
+            ))
+        })
+        .collect();
+    if !out.status.success() && rows.iter().all(|r| r.failure.is_none()) {
+        rows.push(row(
+            "fuzzing".into(),
+            String::new(),
+            0,
+            Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        ));
+    }
+    rows
+}
+
 fn main() {
     let full = std::env::var("FERRY_LOAD").is_ok_and(|v| v == "full");
     let scale = Scale {
@@ -599,21 +854,28 @@ fn main() {
         clients: if full { 1000 } else { 100 },
         lines: if full { 2000 } else { 200 },
     };
-    let cases: &[fn(&Scale) -> Row] = &[
-        concurrent_clients,
-        concurrent_cbsd_clients,
-        clients_killed_mid_stream,
-        a_reader_that_never_reads,
-        children_that_misbehave,
-        daemon_killed_under_load,
-        slowloris,
-        killed_mid_upload,
-        killed_in_tls_handshakes,
-        a_full_disk,
-        fd_exhaustion,
+    // FERRY_LOAD_ONLY=WORD runs the cases whose function names hold WORD (while working on one).
+    let only = std::env::var("FERRY_LOAD_ONLY").unwrap_or_default();
+    let cases: &[(&str, Case)] = &[
+        ("concurrent_clients", concurrent_clients),
+        ("clients_killed_mid_stream", clients_killed_mid_stream),
+        ("a_reader_that_never_reads", a_reader_that_never_reads),
+        ("children_that_misbehave", children_that_misbehave),
+        ("daemon_killed_under_load", daemon_killed_under_load),
+        ("slowloris", slowloris),
+        ("killed_mid_upload", killed_mid_upload),
+        ("killed_in_tls_handshakes", killed_in_tls_handshakes),
+        ("a_full_disk", a_full_disk),
+        ("fd_exhaustion", fd_exhaustion),
     ];
     let mut rows = Vec::new();
-    for case in cases {
+    if "fuzzing".contains(only.as_str()) {
+        rows.extend(fuzzing(&scale));
+    }
+    for (name, case) in cases {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         let row = case(&scale);
         eprintln!("{}: {}", row.case, row.failure.as_deref().unwrap_or("ok"));
         rows.push(row);
@@ -623,15 +885,20 @@ fn main() {
         if full { "full" } else { "short" }
     );
     for row in &rows {
+        // Rows without a daemon (the fuzz targets) show none.
+        let (rss, fds) = if row.rss == (0, 0) {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (
+                format!("{} -> {}", row.rss.0, row.rss.1),
+                format!("{} -> {}", row.fds.0, row.fds.1),
+            )
+        };
         println!(
-            "| {} | {} | {} | {} -> {} | {} -> {} | {} |",
+            "| {} | {} | {} | {rss} | {fds} | {} |",
             row.case,
             row.figure,
             row.lost,
-            row.rss.0,
-            row.rss.1,
-            row.fds.0,
-            row.fds.1,
             row.failure.as_deref().unwrap_or("ok")
         );
     }

@@ -18,6 +18,7 @@
 
 pub mod admission;
 mod fifo;
+pub mod record;
 pub mod tls;
 pub mod unix;
 
@@ -501,7 +502,12 @@ async fn admit(
     };
     let Some(serve) = row.serve else { return };
     serve(Conn {
-        read: admitted.read,
+        read: record::recorded(
+            admitted.read,
+            server.config.record_wire.as_deref(),
+            row.name,
+            &id,
+        ),
         write: admitted.write,
         fds: admitted.fds,
         peer,

@@ -42,12 +42,13 @@ async fn serve_connection(mut conn: Conn) {
         &mut conn.read,
         &mut conn.peer.handle,
         &conn.server,
+        conn.limits,
         16 * 1024,
         |bytes| decode_request(bytes).map_err(|e| e.to_string()),
     );
     loop {
         let next = tokio::select! {
-            next = requests.next() => next,
+            next = requests.next(followers.is_empty()) => next,
             Some(_) = followers.join_next(), if !followers.is_empty() => continue,
         };
         match next {

@@ -41,12 +41,13 @@ async fn serve_connection(mut conn: Conn) {
         &mut conn.read,
         &mut conn.peer.handle,
         &conn.server,
+        conn.limits,
         64 * 1024,
         |bytes| decode_frame(bytes).map_err(|e| e.to_string()),
     );
     loop {
         let next = tokio::select! {
-            next = requests.next() => next,
+            next = requests.next(running.is_empty()) => next,
             Some(_) = running.join_next(), if !running.is_empty() => continue,
         };
         match next {

@@ -15,7 +15,7 @@ use ferry_engine::{JobId, JobOrigin, OutputEvent, OutputStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::conn::{became_true, BoxRead, BoxWrite, Conn};
+use crate::conn::{became_true, time_limit, BoxRead, BoxWrite, Conn, Limits};
 use crate::server::Server;
 
 /// What a connection's request stream gave next ([`Requests::next`]).
@@ -36,11 +36,15 @@ pub(crate) type Decode<R> = fn(&[u8]) -> Result<Option<(R, usize)>, String>;
 
 /// One connection's requests, for dialects whose requests are served as they come: a
 /// sans-IO decoder over what is buffered, more read only when it holds no whole request.
-/// [`Requests::next`] may be cancelled (in a `select!`) without losing bytes.
+/// [`Requests::next`] may be cancelled (in a `select!`) without losing bytes. The first
+/// request must be whole by the handshake time limit, later ones within the idle limit (if
+/// any) of the call that waits for them.
 pub(crate) struct Requests<'a, R> {
     read: &'a mut BoxRead,
     peer: &'a mut PeerHandle,
     closing: watch::Receiver<bool>,
+    limits: Limits,
+    first: bool,
     decode: Decode<R>,
     buf: Vec<u8>,
     chunk: Vec<u8>,
@@ -52,6 +56,7 @@ impl<'a, R> Requests<'a, R> {
         read: &'a mut BoxRead,
         peer: &'a mut PeerHandle,
         server: &Server,
+        limits: Limits,
         read_size: usize,
         decode: Decode<R>,
     ) -> Self {
@@ -59,18 +64,26 @@ impl<'a, R> Requests<'a, R> {
             read,
             peer,
             closing: server.closing.subscribe(),
+            limits,
+            first: true,
             decode,
             buf: Vec::new(),
             chunk: vec![0u8; read_size],
         }
     }
 
-    /// The next request, or why there is none.
-    pub async fn next(&mut self) -> Next<R> {
+    /// The next request, or why there is none. `idle` says whether the idle limit applies
+    /// (not while the connection's commands run: their output is its traffic).
+    pub async fn next(&mut self, idle: bool) -> Next<R> {
+        let limit = self
+            .limits
+            .next_request(self.first)
+            .filter(|_| self.first || idle);
         loop {
             match (self.decode)(&self.buf) {
                 Ok(Some((request, used))) => {
                     self.buf.drain(..used);
+                    self.first = false;
                     return Next::Request(request);
                 }
                 Ok(None) => {}
@@ -86,6 +99,9 @@ impl<'a, R> Requests<'a, R> {
                     return Next::GoingDown;
                 }
                 () = became_true(&mut self.closing) => return Next::Ended,
+                limit = time_limit(limit) => {
+                    return Next::Malformed(format!("no whole request within {} ms", limit.as_millis()));
+                }
             }
         }
     }

@@ -75,6 +75,8 @@ struct Wire {
     write: BoxWrite,
     buf: Vec<u8>,
     idle: Option<Duration>,
+    /// Until the first header is whole: the handshake time limit's deadline, and the limit.
+    first_request: Option<(tokio::time::Instant, Duration)>,
 }
 
 /// Why a session ends early.
@@ -99,14 +101,30 @@ impl From<std::io::Error> for Ended {
 }
 
 impl Wire {
-    /// Reads more bytes, waiting at most `limit` (`None`: the idle limit, or for ever).
+    /// Reads more bytes, waiting at most `limit` (`None`: the idle limit, or for ever), and
+    /// never past the handshake time limit before the first header is whole.
     async fn fill(&mut self, limit: Option<Duration>) -> Result<bool, Ended> {
         let mut chunk = [0u8; 16 * 1024];
         let read = self.read.read(&mut chunk);
-        let n = match limit.or(self.idle) {
-            Some(limit) => match tokio::time::timeout(limit, read).await {
+        let until = limit
+            .or(self.idle)
+            .map(|limit| tokio::time::Instant::now() + limit);
+        let bound = match (until, self.first_request) {
+            (Some(until), Some((deadline, _))) => Some(until.min(deadline)),
+            (until, first) => until.or(first.map(|(deadline, _)| deadline)),
+        };
+        let n = match bound {
+            Some(bound) => match tokio::time::timeout_at(bound, read).await {
                 Ok(n) => n?,
-                Err(_) => return Ok(false),
+                Err(_) => match self.first_request {
+                    Some((deadline, handshake)) if tokio::time::Instant::now() >= deadline => {
+                        return Err(Ended::Bad(format!(
+                            "no whole request within {} ms",
+                            handshake.as_millis()
+                        )))
+                    }
+                    _ => return Ok(false),
+                },
             },
             None => read.await?,
         };
@@ -129,6 +147,7 @@ impl Wire {
         loop {
             if let Some((header, used)) = decode_header(&self.buf, lone)? {
                 self.buf.drain(..used);
+                self.first_request = None;
                 return Ok(Some(header));
             }
             // Two bytes of a code that may come alone: wait a little for padding.
@@ -207,6 +226,7 @@ async fn serve_connection(conn: Conn) {
         write: conn.write,
         buf: Vec::new(),
         idle: conn.limits.idle,
+        first_request: conn.limits.next_request(true),
     };
     let dir = access.files_dir();
     let opened = tokio::task::spawn_blocking(move || {

@@ -229,6 +229,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         sessions_dir: state_dir.join("sessions"),
         console: args.console
             || (!args.background && std::io::IsTerminal::is_terminal(&std::io::stdin())),
+        record_wire: args.record_wire.clone(),
     })
 }
 

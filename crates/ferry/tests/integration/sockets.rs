@@ -440,3 +440,54 @@ fn a_squatted_tmp_fallback_directory_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn record_wire_keeps_each_read_of_each_connection_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("wire");
+    let record_arg = record.to_str().expect("utf8 path");
+    let daemon = Daemon::start(&["--record-wire", record_arg]);
+    assert!(daemon.log_shows("recording every byte peers send"));
+    let out = daemon.run(&["run", "--", "echo", "recorded"]);
+    assert_eq!(out.stdout, b"recorded\n");
+    // Some connection's reads, put together in order, are the client's frames: its Hello,
+    // then the Run naming the command.
+    let streams: Vec<Vec<u8>> = std::fs::read_dir(record.join("ferry"))
+        .expect("a directory for the native dialect")
+        .map(|connection| {
+            let mut reads: Vec<_> = std::fs::read_dir(connection.expect("entry").path())
+                .expect("reads")
+                .map(|read| read.expect("entry").path())
+                .collect();
+            reads.sort();
+            reads
+                .iter()
+                .flat_map(|read| std::fs::read(read).expect("read"))
+                .collect()
+        })
+        .collect();
+    use ferry_wire::native::ClientMessage;
+    let whole_run = streams.iter().find_map(|stream| {
+        let mut messages = Vec::new();
+        let mut rest = stream.as_slice();
+        while let Ok(Some((message, used))) =
+            ferry_wire::native::decode_frame::<ClientMessage>(rest, 1 << 20)
+        {
+            messages.push(message);
+            rest = &rest[used..];
+        }
+        match messages.as_slice() {
+            [ClientMessage::Hello { .. }, ClientMessage::Run { argv, .. }, ..]
+                if rest.is_empty() =>
+            {
+                Some(argv.iter().map(|arg| arg.to_vec()).collect::<Vec<_>>())
+            }
+            _ => None,
+        }
+    });
+    assert_eq!(
+        whole_run,
+        Some(vec![b"echo".to_vec(), b"recorded".to_vec()]),
+        "{streams:?}"
+    );
+}
