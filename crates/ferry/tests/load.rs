@@ -701,6 +701,103 @@ fn killed_mid_upload(_scale: &Scale) -> Row {
     })
 }
 
+/// FANOS clients gone with fds in flight: some die with their fds sent and their request
+/// half written (the daemon must close those fds at once: a pipe whose write end only the
+/// daemon held reads its end), others are killed with -9 while the ARGV they sent runs on
+/// their fds (the command goes on to its end, as a kicked FANOS peer's does, and then its
+/// fds go too).
+fn fanos_clients_killed_with_fds(scale: &Scale) -> Row {
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("fanos.sock");
+    let daemon = Daemon::start_networked(&[], &[&format!("fanos:unix:{}", socket.display())]);
+    let rounds = if scale.full { 200 } else { 20 };
+    measured(
+        "FANOS clients killed with fds in flight",
+        &daemon,
+        4 * 1024,
+        || {
+            // Half a request, its three fds sent with the first bytes, then gone.
+            let mut leaked = 0u64;
+            for _ in 0..rounds {
+                let stream = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+                let (read_end, write_end) = rustix::pipe::pipe().map_err(|e| e.to_string())?;
+                let fds = [write_end.as_fd(), write_end.as_fd(), write_end.as_fd()];
+                ferry_io::fdpass::send_all_with_fds(stream.as_fd(), b"40:ARGV sh\0-c\0ech", &fds)
+                    .map_err(|e| e.to_string())?;
+                drop((stream, write_end));
+                // The daemon's copies are the only write ends left: closed, the read sees its end.
+                let mut read_end = std::fs::File::from(read_end);
+                let reader = std::thread::spawn(move || {
+                    let mut rest = Vec::new();
+                    read_end.read_to_end(&mut rest).map(|_| rest.len())
+                });
+                let ended = poll_until(Duration::from_secs(10), || {
+                    reader.is_finished().then_some(())
+                });
+                if ended.is_none() {
+                    leaked += 1;
+                }
+            }
+            // `ferry fanos ARGV` killed while its command runs on the client's fds.
+            let marks = dir.path().join("marks");
+            let mut killed = 0;
+            for n in 0..rounds / 4 {
+                let mut client = Command::new(ferry_bin())
+                    .arg("fanos")
+                    .arg("--socket")
+                    .arg(&socket)
+                    .args(["ARGV", "sh", "-c"])
+                    .arg(format!(
+                        "echo started; sleep 0.5; echo {n} >> {}",
+                        marks.display()
+                    ))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .map_err(|e| e.to_string())?;
+                let mut started = [0u8; 8];
+                let stdout = client.stdout.as_mut().ok_or("no stdout")?;
+                stdout.read_exact(&mut started).map_err(|e| e.to_string())?;
+                let _ = client.kill();
+                let _ = client.wait();
+                killed += 1;
+            }
+            let finished = poll_until(Duration::from_secs(20), || {
+                let text = std::fs::read_to_string(&marks).ok()?;
+                (text.lines().count() == rounds / 4).then_some(())
+            });
+            if finished.is_none() {
+                return Err("the commands of killed clients did not run to their end".into());
+            }
+            let mut next = UnixStream::connect(&socket).map_err(|e| e.to_string())?;
+            next.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            next.write_all(b"6:GETPID,").map_err(|e| e.to_string())?;
+            let mut answer = [0u8; 5];
+            next.read_exact(&mut answer).map_err(|e| e.to_string())?;
+            if !answer.starts_with(b"OK")
+                && !answer[answer.iter().position(|b| *b == b':').unwrap_or(0) + 1..]
+                    .starts_with(b"OK")
+            {
+                return Err(format!(
+                    "the next client: {:?}",
+                    String::from_utf8_lossy(&answer)
+                ));
+            }
+            Ok((
+                format!(
+                    "{rounds} gone mid-request with 3 fds each: {} fds closed at once; {killed} \
+                 killed while their command ran: each ran to its end; the next served",
+                    rounds as u64 - leaked
+                ),
+                leaked,
+            ))
+        },
+    )
+}
+
 /// TLS clients that vanish in the middle of their handshake (half a ClientHello, then gone, or
 /// a `ferry --host` killed with -9 as it connects): the daemon serves the next TLS client.
 fn killed_in_tls_handshakes(scale: &Scale) -> Row {
@@ -865,6 +962,10 @@ fn main() {
         ("slowloris", slowloris),
         ("killed_mid_upload", killed_mid_upload),
         ("killed_in_tls_handshakes", killed_in_tls_handshakes),
+        (
+            "fanos_clients_killed_with_fds",
+            fanos_clients_killed_with_fds,
+        ),
         ("a_full_disk", a_full_disk),
         ("fd_exhaustion", fd_exhaustion),
     ];
