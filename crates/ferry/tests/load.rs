@@ -775,16 +775,12 @@ fn fanos_clients_killed_with_fds(scale: &Scale) -> Row {
             next.set_read_timeout(Some(Duration::from_secs(10)))
                 .map_err(|e| e.to_string())?;
             next.write_all(b"6:GETPID,").map_err(|e| e.to_string())?;
-            let mut answer = [0u8; 5];
-            next.read_exact(&mut answer).map_err(|e| e.to_string())?;
-            if !answer.starts_with(b"OK")
-                && !answer[answer.iter().position(|b| *b == b':').unwrap_or(0) + 1..]
-                    .starts_with(b"OK")
-            {
-                return Err(format!(
-                    "the next client: {:?}",
-                    String::from_utf8_lossy(&answer)
-                ));
+            // The reply comes in one write: `N:OK PID,`.
+            let mut answer = [0u8; 64];
+            let n = next.read(&mut answer).map_err(|e| e.to_string())?;
+            let answer = String::from_utf8_lossy(&answer[..n]);
+            if !answer.contains(":OK ") {
+                return Err(format!("the next client: {answer:?}"));
             }
             Ok((
                 format!(
