@@ -45,6 +45,10 @@ pub(crate) struct Job {
     identity: LogHeader,
     pub log: JobLog,
     status: Mutex<Status>,
+    /// Held while a record of the job is taken and queued for the history, so that records
+    /// reach the store in the order of the states they show: a job that ends at once must not
+    /// have its `running` record queued after its `finished` one.
+    recording: Mutex<()>,
 }
 
 struct Status {
@@ -109,6 +113,7 @@ impl Job {
             submitted,
             identity,
             log,
+            recording: Mutex::new(()),
             status: Mutex::new(Status {
                 phase: JobPhase::Queued,
                 started: None,
@@ -123,6 +128,16 @@ impl Job {
                 dropped: 0,
             }),
         })
+    }
+
+    /// Takes the job's record and hands it to `queue`, in order with the job's other records
+    /// (see `recording`).
+    pub fn record_in_order(&self, queue: impl FnOnce(JobRecord)) {
+        let _in_order = self
+            .recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        queue(self.record());
     }
 
     /// The job's record for the history store.

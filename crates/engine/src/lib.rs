@@ -533,9 +533,17 @@ impl Engine {
 
     /// The history's record of a job, if the history is on and has it.
     fn record(&self, id: JobId) -> Result<Option<store::JobRecord>, EngineError> {
-        match &self.inner.store {
-            Some(store) => Ok(store.get(id)?),
-            None => Ok(None),
+        let Some(store) = &self.inner.store else {
+            return Ok(None);
+        };
+        match store.get(id)? {
+            Some(record) if record.ended() => Ok(Some(record)),
+            // A job forgotten from memory a moment ago may have its last record still queued
+            // for the next commit: wait for it, then read again.
+            _ => {
+                store.flush();
+                Ok(store.get(id)?)
+            }
         }
     }
 
@@ -543,12 +551,16 @@ impl Engine {
     /// Reads the store: call it off the async threads.
     pub fn history(&self) -> Result<Vec<JobSnapshot>, EngineError> {
         let mut jobs: BTreeMap<JobId, JobSnapshot> = BTreeMap::new();
+        // The jobs in memory first: one that ends and is forgotten meanwhile is then in the
+        // store once what was queued is committed.
+        let in_memory = self.list();
         if let Some(store) = &self.inner.store {
+            store.flush();
             for (id, record) in store.all()? {
                 jobs.insert(id, snapshot_of(&record));
             }
         }
-        for snapshot in self.list() {
+        for snapshot in in_memory {
             jobs.insert(snapshot.id, snapshot);
         }
         Ok(jobs.into_values().collect())
@@ -705,7 +717,7 @@ impl Inner {
     fn record(&self, job: &Job, ended: bool) {
         if let Some(store) = &self.store {
             let log = ended.then(|| job.log.path().to_owned());
-            store.put(job.record(), log);
+            job.record_in_order(|record| store.put(record, log));
         }
     }
 

@@ -10,6 +10,8 @@
 
 #[path = "integration/helper.rs"]
 mod helper;
+#[path = "load/soak.rs"]
+mod soak;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -962,6 +964,7 @@ fn main() {
             "fanos_clients_killed_with_fds",
             fanos_clients_killed_with_fds,
         ),
+        ("soak", soak::soak),
         ("a_full_disk", a_full_disk),
         ("fd_exhaustion", fd_exhaustion),
     ];

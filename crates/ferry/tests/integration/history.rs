@@ -385,3 +385,37 @@ fn a_full_disk_gives_the_job_a_clear_error_and_the_daemon_survives() {
     let jobs = history(&daemon);
     assert_eq!(jobs.len(), 3, "{jobs:?}");
 }
+
+#[test]
+fn jobs_that_end_at_once_are_recorded_ended_never_left_running() {
+    // One finished job kept in memory: `ps --all` shows the others from the store. Two slots:
+    // most jobs start from the queue as another ends (the path a soak found racing).
+    let daemon = Daemon::start(&["--max-finished", "1", "--max-jobs", "2"]);
+    let mut raw = daemon.raw();
+    // Twenty at a time (a client that sends without reading is held back by its answers).
+    for batch in 0..30 {
+        for request in 0..20 {
+            raw.send(&crate::helper::run_message(
+                batch * 20 + request,
+                &["true"],
+                false,
+                None,
+            ));
+        }
+        let mut exits = 0;
+        while exits < 20 {
+            match raw.recv() {
+                Some(DaemonMessage::Exit { .. }) => exits += 1,
+                Some(_) => {}
+                None => panic!("the daemon closed after {exits} exits"),
+            }
+        }
+    }
+    let records = history(&daemon);
+    assert_eq!(records.len(), 600);
+    let unended: Vec<_> = records
+        .iter()
+        .filter(|r| r["state"] != "exited" || r["exit_code"] != 0)
+        .collect();
+    assert!(unended.is_empty(), "{unended:?}");
+}
