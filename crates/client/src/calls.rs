@@ -338,6 +338,7 @@ impl Client {
                     resume,
                     members,
                     missed,
+                    total_members,
                     ..
                 } => Some(Joined {
                     peer,
@@ -345,6 +346,7 @@ impl Client {
                     resume,
                     members,
                     missed,
+                    total_members,
                 }),
                 _ => None,
             },
@@ -484,10 +486,12 @@ pub struct Joined {
     pub name: String,
     /// The token to resume with (keep it secret).
     pub resume: String,
-    /// Every member, itself included.
+    /// Every member, itself included (the first of them in a large hub).
     pub members: Vec<HubMember>,
     /// Messages dropped for it while it was away.
     pub missed: u64,
+    /// How many members the hub has.
+    pub total_members: u64,
 }
 
 /// What became of a message (`say`).

@@ -805,6 +805,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N")]
     pub hub_outbox: Option<usize>,
 
+    /// The largest hub whose joins and leaves are announced to every member, and the most
+    /// members a join's answer lists (each announcement goes to every member: a hub growing
+    /// to n members costs n*n/2 deliveries) [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub hub_presence_max: Option<usize>,
+
     /// How long a hub member whose connection ended keeps its id, name and messages, for it
     /// to resume [default: 13s].
     #[arg(long, value_name = "DURATION")]

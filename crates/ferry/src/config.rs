@@ -57,6 +57,7 @@ pub struct HubSection {
     pub slow_consumer_after: Option<Spanned<String>>,
     pub ping_interval: Option<Spanned<String>>,
     pub ping_misses: Option<u32>,
+    pub presence_max: Option<usize>,
 }
 
 /// `[history]`.

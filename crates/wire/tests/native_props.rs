@@ -305,9 +305,10 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
         (
             any::<u64>(),
             proptest::collection::vec(peer_info(), 0..3),
-            any::<(u64, u64, u64, u64, u64, u64, u64, u64)>()
+            any::<(u64, u64, u64, u64, u64, u64, u64, u64)>(),
+            any::<u64>()
         )
-            .prop_map(|(request, peers, c)| DaemonMessage::Peers {
+            .prop_map(|(request, peers, c, unannounced)| DaemonMessage::Peers {
                 request,
                 peers,
                 hub: HubCounters {
@@ -319,6 +320,7 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
                     ping_timeouts: c.5,
                     resumed: c.6,
                     expired: c.7,
+                    unannounced,
                 },
             }),
         (
@@ -327,18 +329,21 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
             ".{0,12}",
             "[0-9a-f]{32}",
             proptest::collection::vec(hub_member(), 0..3),
-            any::<u64>()
+            any::<(u64, u64)>()
         )
-            .prop_map(|(request, peer, name, resume, members, missed)| {
-                DaemonMessage::Joined {
-                    request,
-                    peer,
-                    name,
-                    resume,
-                    members,
-                    missed,
+            .prop_map(
+                |(request, peer, name, resume, members, (missed, total_members))| {
+                    DaemonMessage::Joined {
+                        request,
+                        peer,
+                        name,
+                        resume,
+                        members,
+                        missed,
+                        total_members,
+                    }
                 }
-            }),
+            ),
         (
             any::<(u64, u64)>(),
             proptest::collection::vec((".{0,8}", ".{0,8}", ".{0,24}"), 0..3),

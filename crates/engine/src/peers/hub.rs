@@ -32,6 +32,9 @@ pub const SERVER_ID: &str = "server";
 /// Longest name a member may take, in characters.
 const MAX_NAME: usize = 64;
 
+/// The default [`HubConfig::presence_max`].
+pub const DEFAULT_PRESENCE_MAX: usize = 1000;
+
 /// The hub's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
@@ -45,6 +48,10 @@ pub struct HubConfig {
     pub ping_interval: Duration,
     /// Pings in a row a member may leave unanswered before it is removed.
     pub ping_misses: u32,
+    /// The largest hub whose joins and leaves are announced to every member, and the most
+    /// members a `Joined` lists. Each announcement goes to every member, so a hub that grows
+    /// to n members costs n*n/2 deliveries; past this size members ask for the list instead.
+    pub presence_max: usize,
 }
 
 impl Default for HubConfig {
@@ -57,6 +64,7 @@ impl Default for HubConfig {
             },
             ping_interval: Duration::from_secs(30),
             ping_misses: 3,
+            presence_max: DEFAULT_PRESENCE_MAX,
         }
     }
 }
@@ -134,6 +142,8 @@ pub struct HubStats {
     pub resumed: u64,
     /// Members whose grace ended.
     pub expired: u64,
+    /// Joins and leaves not announced (the hub was larger than `presence_max`).
+    pub unannounced: u64,
 }
 
 /// Whether a member's dialect can carry a message's text: `Err` says why not.
@@ -167,8 +177,10 @@ pub struct Joined {
     pub name: String,
     /// The token that lets it take its place again after its connection ends.
     pub resume: String,
-    /// Everyone in the hub (itself included).
+    /// Everyone in the hub (itself included), or the first `presence_max` of them.
     pub members: Vec<MemberInfo>,
+    /// How many members the hub has.
+    pub total_members: u64,
     /// Messages dropped for it while it was away (resuming only).
     pub missed: u64,
 }
@@ -305,7 +317,8 @@ impl PeerHandle {
             id: self.id.clone(),
             name: name.clone(),
             resume: resume.unwrap_or_default(),
-            members: members(&peers),
+            members: members_up_to(&peers, peers.presence_max),
+            total_members: member_count(&peers) as u64,
             missed: 0,
         })
         .inspect(|_| tracing::debug!(target: "ferry::presence", peer = self.id, name, dialect, "joined the hub"))
@@ -362,7 +375,8 @@ impl PeerHandle {
             id: handle.id.clone(),
             name,
             resume,
-            members: members(&peers),
+            members: members_up_to(&peers, peers.presence_max),
+            total_members: member_count(&peers) as u64,
             missed,
         };
         Ok((handle, joined))
@@ -496,6 +510,20 @@ impl PeerRegistry {
 
 /// The members, as listed.
 fn members(peers: &Peers) -> Vec<MemberInfo> {
+    members_up_to(peers, usize::MAX)
+}
+
+/// How many members the hub has.
+fn member_count(peers: &Peers) -> usize {
+    peers
+        .entries
+        .values()
+        .filter(|e| e.member.is_some())
+        .count()
+}
+
+/// The first `most` members, as listed.
+fn members_up_to(peers: &Peers, most: usize) -> Vec<MemberInfo> {
     peers
         .entries
         .values()
@@ -509,6 +537,7 @@ fn members(peers: &Peers) -> Vec<MemberInfo> {
                 away: member.away.is_some(),
             })
         })
+        .take(most)
         .collect()
 }
 
@@ -652,8 +681,13 @@ fn slow_consumer(entry: &mut Entry, policy: SlowConsumer, capacity: usize, now: 
     true
 }
 
-/// Tells every other member that the member `subject` joined or left.
+/// Tells every other member that the member `subject` joined or left (unless the hub is
+/// larger than `presence_max`).
 fn announce(peers: &mut Peers, subject: u64, joined: bool, reason: String) {
+    if member_count(peers) > peers.presence_max {
+        peers.stats.unannounced += 1;
+        return;
+    }
     let Some(entry) = peers.entries.get(&subject) else {
         return;
     };

@@ -133,6 +133,8 @@ enum Pushed {
 #[derive(Default)]
 struct Peers {
     entries: BTreeMap<u64, Entry>,
+    /// The hub's `presence_max` (see [`HubConfig`]).
+    presence_max: usize,
     stats: HubStats,
     /// Where the bytes the hub moves are counted, so that memory is given back after a burst
     /// (see `crate::memory`).
@@ -192,6 +194,10 @@ impl PeerRegistry {
             .unwrap_or_default();
         PeerRegistry {
             shared: Arc::new(Shared {
+                peers: Mutex::new(Peers {
+                    presence_max: config.presence_max,
+                    ..Peers::default()
+                }),
                 config,
                 ..Shared::default()
             }),

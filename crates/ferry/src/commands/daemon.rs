@@ -132,6 +132,10 @@ fn hub(args: &DaemonArgs, file: Option<&Loaded>) -> Result<HubConfig> {
             .ping_misses
             .or(section.ping_misses)
             .unwrap_or(defaults.ping_misses),
+        presence_max: args
+            .hub_presence_max
+            .or(section.presence_max)
+            .unwrap_or(defaults.presence_max),
     })
 }
 

@@ -25,9 +25,9 @@ pub fn run(target: &Endpoint, args: PeersArgs) -> Result<i32> {
                 } else {
                     out = table(&peers);
                     out.push_str(&format!(
-                        "hub: {} messages, {} deliveries, {} refused, {} dropped, {} slow-consumer disconnects, {} ping timeouts, {} resumed, {} expired\n",
+                        "hub: {} messages, {} deliveries, {} refused, {} dropped, {} slow-consumer disconnects, {} ping timeouts, {} resumed, {} expired, {} joins and leaves unannounced (a large hub)\n",
                         hub.messages, hub.deliveries, hub.refused, hub.dropped,
-                        hub.slow_disconnects, hub.ping_timeouts, hub.resumed, hub.expired
+                        hub.slow_disconnects, hub.ping_timeouts, hub.resumed, hub.expired, hub.unannounced
                     ));
                 }
                 print!("{out}");

@@ -638,3 +638,36 @@ fn a_chat_over_tls_meets_local_members_and_the_owner_speaks_as_the_daemon() {
         let _ = far.wait();
     });
 }
+
+#[test]
+fn a_hub_past_its_presence_size_announces_no_joins_and_lists_its_first_members() {
+    let daemon = Daemon::start(&["--hub-presence-max", "2"]);
+    runtime().block_on(async {
+        let (mut ann, _) = member(&daemon, "ann").await;
+        let (_bob, joined) = member(&daemon, "bob").await;
+        assert_eq!((joined.members.len(), joined.total_members), (2, 2));
+        // Two members: bob's join is announced.
+        let seen = next(&mut ann, "bob's join", |e| match e {
+            Event::Presence { name, joined, .. } => Some((name, joined)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(seen, ("bob".to_owned(), true));
+        // A third: its answer lists the first two of three, and no one is told.
+        let (_cat, joined) = member(&daemon, "cat").await;
+        let listed: Vec<&str> = joined.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!((listed, joined.total_members), (vec!["ann", "bob"], 3));
+        let said = ann.say(Some("cat"), "hello", false).await.expect("say");
+        assert_eq!(said.delivered, 1);
+        // A Presence for cat would have come before ann's Members answer (one outbox, in
+        // order), so it would be queued by now: polled once, nothing is there.
+        let members = ann.members().await.expect("members");
+        assert_eq!(members.len(), 3);
+        let pending = tokio::time::timeout(Duration::ZERO, ann.next_event()).await;
+        assert!(
+            !matches!(pending, Ok(Ok(Some(Event::Presence { .. })))),
+            "{pending:?}"
+        );
+    });
+    assert!(peers_table(&daemon).contains("1 joins and leaves unannounced"));
+}

@@ -466,10 +466,14 @@ pub enum DaemonMessage {
         name: String,
         /// The token to resume with after the connection ends (keep it secret).
         resume: String,
-        /// Every member (itself included).
+        /// Every member (itself included), or in a hub larger than the daemon's
+        /// `--hub-presence-max` the first that many.
         members: Vec<HubMember>,
         /// Messages dropped for it while it was away (resuming only).
         missed: u64,
+        /// How many members the hub has (more than `members` holds in a large hub).
+        #[serde(default)]
+        total_members: u64,
     },
     /// Answer to `Say`: what became of the message.
     Said {
@@ -800,4 +804,7 @@ pub struct HubCounters {
     pub resumed: u64,
     /// Members whose grace period ended.
     pub expired: u64,
+    /// Joins and leaves not announced: the hub was larger than `--hub-presence-max`.
+    #[serde(default)]
+    pub unannounced: u64,
 }

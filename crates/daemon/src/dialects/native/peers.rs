@@ -199,6 +199,7 @@ fn joined_message(request: u64, joined: Joined) -> DaemonMessage {
         resume: joined.resume,
         members: joined.members.into_iter().map(hub_member).collect(),
         missed: joined.missed,
+        total_members: joined.total_members,
     }
 }
 
@@ -222,6 +223,7 @@ fn counters(stats: HubStats) -> HubCounters {
         ping_timeouts: stats.ping_timeouts,
         resumed: stats.resumed,
         expired: stats.expired,
+        unannounced: stats.unannounced,
     }
 }
 

@@ -43,7 +43,7 @@ async fn native(target: &Endpoint, args: &ChatArgs, screen: &Screen) -> Result<i
         "* joined as {} ({}); here: {}",
         joined.name,
         joined.peer,
-        roster(&joined.members, &joined.peer)
+        roster(&joined.members, &joined.peer, joined.total_members)
     ));
     let (mut input, _raw) = screen.read_input();
     let mut input_open = true;
@@ -170,17 +170,22 @@ fn show(screen: &Screen, event: Event) -> Option<i32> {
     None
 }
 
-/// The members other than `me`, for the join line.
-fn roster(members: &[HubMember], me: &str) -> String {
+/// The members other than `me`, for the join line (a large hub's first ones, and how many
+/// more there are: its joins and leaves are not announced either).
+fn roster(members: &[HubMember], me: &str, total: u64) -> String {
     let others: Vec<String> = members
         .iter()
         .filter(|m| m.id != me)
         .map(|m| format!("{} ({})", m.name, m.id))
         .collect();
-    if others.is_empty() {
-        "no one else".into()
-    } else {
-        others.join(", ")
+    let more = total.saturating_sub(members.len() as u64);
+    match (others.is_empty(), more) {
+        (true, 0) => "no one else".into(),
+        (false, 0) => others.join(", "),
+        (_, more) => format!(
+            "{} and {more} more (a large hub: joins and leaves are not announced; :list shows everyone)",
+            others.join(", ")
+        ),
     }
 }
 
