@@ -10,6 +10,8 @@
 
 #[path = "integration/helper.rs"]
 mod helper;
+#[path = "load/idle.rs"]
+mod idle;
 #[path = "load/soak.rs"]
 mod soak;
 
@@ -964,6 +966,7 @@ fn main() {
             "fanos_clients_killed_with_fds",
             fanos_clients_killed_with_fds,
         ),
+        ("idle_peers", idle::idle_peers),
         ("soak", soak::soak),
         ("a_full_disk", a_full_disk),
         ("fd_exhaustion", fd_exhaustion),

@@ -274,15 +274,27 @@ fn serve_request(conn: &Conn, message: &Message) -> Option<Vec<u8>> {
     }
 }
 
+/// Who a login made of its connection.
+struct LoggedIn {
+    id: String,
+    name: String,
+}
+
 /// A login: the connection becomes the peer's push connection.
 async fn login(mut conn: Conn, message: Message) {
     let (here, there) = (conn.local.clone(), conn.peer.address.clone());
+    // Only the id and name are kept: the member list (up to --hub-presence-max of them) is
+    // nothing a TsockM client is told, and held for the connection's life it cost a login
+    // ~150 KB in a large hub.
     let joined = match conn
         .peer
         .handle
         .join(Some(message.body.clone()), tsockm::carries)
     {
-        Ok(joined) => joined,
+        Ok(joined) => LoggedIn {
+            id: joined.id,
+            name: joined.name,
+        },
         Err(why) => {
             let detail = format!("cannot log in as '{}': {why}", message.body);
             let _ = write(

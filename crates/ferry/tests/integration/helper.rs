@@ -44,6 +44,11 @@ impl Daemon {
         Daemon::spawn(extra, listeners, true, None)
     }
 
+    /// As [`Daemon::start_networked`], the daemon started by `sh` after it ran `shell`.
+    pub fn start_networked_after(shell: &str, extra: &[&str], listeners: &[&str]) -> Daemon {
+        Daemon::spawn(extra, listeners, true, Some(shell))
+    }
+
     /// As [`Daemon::start_networked`], but the daemon has no token (its TLS directory holds
     /// none): only client certificates can authenticate network clients.
     pub fn start_networked_without_token(extra: &[&str], listeners: &[&str]) -> Daemon {
