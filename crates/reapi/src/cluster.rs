@@ -70,6 +70,10 @@ pub enum ClusterError {
     /// The server answered something it should not have.
     #[error("the REAPI server {0}")]
     Protocol(String),
+    /// The server no longer knows an operation it was running (it restarted, and its
+    /// scheduler forgot): the action must be submitted again, its inputs uploaded again.
+    #[error("the REAPI server lost operation {0} (did it restart?)")]
+    OperationLost(String),
 }
 
 impl ClusterError {
@@ -82,6 +86,11 @@ impl ClusterError {
                 ..
             }
         )
+    }
+
+    /// The server lost the operation (see [`ClusterError::OperationLost`]).
+    pub fn is_operation_lost(&self) -> bool {
+        matches!(self, ClusterError::OperationLost(_))
     }
 
     fn rpc(call: &'static str) -> impl Fn(tonic::Status) -> ClusterError {
@@ -137,8 +146,11 @@ const DEFAULT_BATCH_LIMIT: usize = 4 * 1024 * 1024 - 64 * 1024;
 /// ByteStream pieces.
 const BYTESTREAM_CHUNK: usize = 1024 * 1024;
 
-/// How many times a dropped Execute stream is resumed before giving up.
-const MAX_RESUMES: u32 = 10;
+/// How many times a dropped Execute stream is resumed before giving up: with pauses growing
+/// by 100 ms up to [`MAX_RESUME_PAUSE`], about a minute, time for a server to restart.
+const MAX_RESUMES: u32 = 40;
+/// The longest pause between two resumptions.
+const MAX_RESUME_PAUSE: Duration = Duration::from_secs(2);
 
 /// A connection to a REAPI server, after GetCapabilities.
 #[derive(Clone)]
@@ -618,7 +630,8 @@ impl Cluster {
                     )));
                 }
                 progress(Progress::Resuming(why.clone()));
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(resumes))).await;
+                let pause = Duration::from_millis(100 * u64::from(resumes)).min(MAX_RESUME_PAUSE);
+                tokio::time::sleep(pause).await;
                 match execution
                     .wait_execution(self.request(WaitExecutionRequest { name: name.clone() }))
                     .await
@@ -628,6 +641,9 @@ impl Cluster {
                         break;
                     }
                     Err(status) if resumable(status.code()) => continue,
+                    Err(status) if status.code() == Code::NotFound => {
+                        return Err(ClusterError::OperationLost(name));
+                    }
                     Err(status) => return Err(ClusterError::rpc("WaitExecution")(status)),
                 }
             }

@@ -73,15 +73,7 @@ impl Grid {
                 ),
         };
         std::fs::write(&config, text).expect("config");
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
-        let server = Command::new(venv.join("bin/bgd"))
-            .args(["server", "start"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("bgd server start");
+        let server = Grid::serve(dir.path(), &config);
         let pid = server.id();
         let mut grid = Grid {
             dir,
@@ -100,6 +92,50 @@ impl Grid {
             grid.add_worker(n);
         }
         grid
+    }
+
+    /// `bgd server start CONFIG` in `dir`, its output appended to `dir/server.log`.
+    fn serve(dir: &Path, config: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .expect("log");
+        Command::new(venv().join("bin/bgd"))
+            .args(["server", "start"])
+            .arg(config)
+            .current_dir(dir)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("bgd server start")
+    }
+
+    /// Kills the server (-9) and its workers, and starts the server again on the same port
+    /// (an in-memory CAS and scheduler: it forgets everything) with a new worker.
+    fn restart(&mut self) {
+        for child in self
+            .bots
+            .iter_mut()
+            .chain(std::iter::once(&mut self.server))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let config = self.dir.path().join("buildgrid-again.yml");
+        let address = format!("127.0.0.1:{}", self.port);
+        std::fs::write(&config, CONFIG.replace("127.0.0.1:0", &address)).expect("config");
+        self.server = Grid::serve(self.dir.path(), &config);
+        let pid = self.server.id();
+        let port = wait_until(
+            "BuildGrid to listen again",
+            Duration::from_secs(60),
+            || listening_port(pid),
+            || self.server_log(),
+        );
+        assert_eq!(port, self.port);
+        let n = self.bots.len();
+        self.add_worker(n);
     }
 
     fn add_worker(&mut self, n: usize) {
@@ -429,6 +465,32 @@ fn a_dropped_execute_stream_is_resumed_with_wait_execution() {
         "done\n"
     );
     assert_eq!(grid.ran(), 1, "{}", grid.work());
+}
+
+#[test]
+fn a_server_restarted_mid_action_gets_the_action_again() {
+    let mut grid = Grid::start(1);
+    let local = Daemon::start(&[]);
+    let project = project(
+        "actionset1:\n\tremote-sleep 2; cat input.txt > copy.txt\n\t\trequires input.txt\n",
+    );
+    std::fs::write(project.path().join("input.txt"), "kept\n").expect("input");
+    let child = rake_once_started(&grid, project.path(), &local, &grid.url());
+    // Its Execute stream drops; it resumes until the server answers again, which has forgotten
+    // the operation and every blob: the inputs go again, and the action runs anew.
+    grid.restart();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}\n{}", grid.server_log());
+    assert!(stderr.contains("resuming with WaitExecution"), "{stderr}");
+    assert!(
+        stderr.contains("lost operation") && stderr.contains("uploading the inputs again"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.path().join("copy.txt")).expect("copy.txt"),
+        "kept\n"
+    );
 }
 
 #[test]

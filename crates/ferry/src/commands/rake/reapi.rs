@@ -9,7 +9,8 @@
 //! The action cache is asked first (a result with exit 0 is used as is; `--no-cache` skips the
 //! lookup and sets `do_not_cache`); then the missing blobs are uploaded and the action is
 //! executed, its operation followed (and resumed with WaitExecution when the stream drops).
-//! A FAILED_PRECONDITION (blobs missing after all) uploads again and retries once. stdout and
+//! A FAILED_PRECONDITION (blobs missing after all), or an operation the server lost (it
+//! restarted while the action ran), uploads again and executes anew, once. stdout and
 //! stderr come at the end (REAPI has no live output without a LogStream service).
 
 use std::collections::{BTreeMap, HashSet};
@@ -189,9 +190,9 @@ impl Backend {
             None => {
                 let mut sent = self.cluster.upload_missing(&blobs).await?;
                 let executed = match self.execute(action, &action_digest).await {
-                    Err(e) if e.is_failed_precondition() => {
+                    Err(e) if e.is_failed_precondition() || e.is_operation_lost() => {
                         note(&format!(
-                            "ferry: rake: `{}`: the cluster lacks inputs ({e}): uploading them again",
+                            "ferry: rake: `{}`: {e}: uploading the inputs again and executing anew",
                             action.command
                         ));
                         sent += self.cluster.upload_missing(&blobs).await?;
