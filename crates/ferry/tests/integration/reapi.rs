@@ -55,7 +55,6 @@ impl Grid {
     }
 
     fn start_with(workers: usize, security: Option<Security>) -> Grid {
-        let venv = venv();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("buildgrid.yml");
         let text = match &security {
