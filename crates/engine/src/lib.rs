@@ -531,6 +531,11 @@ impl Engine {
         }
     }
 
+    /// Counts a connection's end toward giving memory back (see `memory`).
+    pub fn connection_ended(&self) {
+        self.inner.flow.add(memory::CONNECTION_END_WEIGHT);
+    }
+
     /// The history's record of a job, if the history is on and has it.
     fn record(&self, id: JobId) -> Result<Option<store::JobRecord>, EngineError> {
         let Some(store) = &self.inner.store else {

@@ -351,13 +351,12 @@ pub(crate) async fn accept_loop(bound: Bound, server: Arc<Server>) {
                     ));
                     continue;
                 };
-                connections.spawn(admit(
-                    incoming,
-                    admission,
-                    bound.row,
-                    bound.access.clone(),
-                    Arc::clone(&server),
-                ));
+                let (row, access, server) = (bound.row, bound.access.clone(), Arc::clone(&server));
+                connections.spawn(async move {
+                    admit(incoming, admission, row, access, Arc::clone(&server)).await;
+                    // What the connection held is free now: worth a trim after a burst.
+                    server.engine.connection_ended();
+                });
             }
             Err(e) => {
                 // Out of fds or similar: back off instead of spinning.
