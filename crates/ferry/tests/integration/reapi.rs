@@ -110,9 +110,8 @@ impl Grid {
             .expect("bgd server start")
     }
 
-    /// Kills the server (-9) and its workers, and starts the server again on the same port
-    /// (an in-memory CAS and scheduler: it forgets everything) with a new worker.
-    fn restart(&mut self) {
+    /// Kills the server and its workers (-9).
+    fn stop(&mut self) {
         for child in self
             .bots
             .iter_mut()
@@ -121,6 +120,12 @@ impl Grid {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills the server (-9) and its workers, and starts the server again on the same port
+    /// (an in-memory CAS and scheduler: it forgets everything) with a new worker.
+    fn restart(&mut self) {
+        self.stop();
         let config = self.dir.path().join("buildgrid-again.yml");
         let address = format!("127.0.0.1:{}", self.port);
         std::fs::write(&config, CONFIG.replace("127.0.0.1:0", &address)).expect("config");
@@ -198,14 +203,7 @@ impl Grid {
 
 impl Drop for Grid {
     fn drop(&mut self) {
-        for child in self
-            .bots
-            .iter_mut()
-            .chain(std::iter::once(&mut self.server))
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }
 

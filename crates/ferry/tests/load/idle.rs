@@ -86,6 +86,40 @@ async fn tsockm_next_message(server: &str, peer: &mut Tsockm) -> Result<(String,
     }
 }
 
+/// A native client joined to the hub as `name`.
+async fn native_member(
+    endpoint: &ferry_client::Endpoint,
+    name: &str,
+) -> Result<ferry_client::Client, String> {
+    let mut client = ferry_client::Client::connect(endpoint, "load")
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .join(Some(name), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
+/// The next message a native member gets: (sender's name, text); `None` after 60 s or at
+/// the connection's end.
+async fn next_message(client: &mut ferry_client::Client) -> Option<(String, String)> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match client.next_event().await {
+                Ok(Some(ferry_client::Event::Message { name, text, .. })) => {
+                    return Some((name, text))
+                }
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Idle peer `n` (a native member below `half`, a TsockM login from there), joined: what
 /// keeps it reading. The native members join first: the TsockM logins come once the hub is
 /// past its presence size, so none of them holds a backlog of joins to be paced out (a
@@ -97,13 +131,7 @@ async fn idle_peer(
     server: &str,
 ) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, String> {
     if n < half {
-        let mut client = ferry_client::Client::connect(endpoint, "idle")
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .join(Some(&format!("idle-{n}")), None)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client = native_member(endpoint, &format!("idle-{n}")).await?;
         Ok(Box::pin(async move {
             while let Ok(Some(_)) = client.next_event().await {}
         }))
@@ -168,18 +196,8 @@ pub fn idle_peers(scale: &Scale) -> Row {
             }
             let joined_in = started.elapsed().as_secs_f64();
             // The few: two native members and a TsockM login, messages every way.
-            let mut ann = ferry_client::Client::connect(&endpoint, "few")
-                .await
-                .map_err(|e| e.to_string())?;
-            ann.join(Some("ann"), None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut bob = ferry_client::Client::connect(&endpoint, "few")
-                .await
-                .map_err(|e| e.to_string())?;
-            bob.join(Some("bob"), None)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut ann = native_member(&endpoint, "ann").await?;
+            let mut bob = native_member(&endpoint, "bob").await?;
             let mut tom = tsockm_login(&server, "tom").await?;
             let members = ann.members().await.map_err(|e| e.to_string())?.len();
             // Measured once the daemon has given back what the joins took for a while (it
@@ -197,21 +215,8 @@ pub fn idle_peers(scale: &Scale) -> Row {
                     .map_err(|e| e.to_string())?;
             }
             for k in 0..messages {
-                let got = tokio::time::timeout(Duration::from_secs(60), async {
-                    loop {
-                        match bob.next_event().await {
-                            Ok(Some(ferry_client::Event::Message { text, .. })) => {
-                                return Some(text)
-                            }
-                            Ok(Some(_)) => {}
-                            _ => return None,
-                        }
-                    }
-                })
-                .await
-                .ok()
-                .flatten();
-                if got.as_deref() != Some(format!("to bob {k}").as_str()) {
+                let want = ("ann".to_owned(), format!("to bob {k}"));
+                if next_message(&mut bob).await != Some(want) {
                     lost += 1;
                 }
                 match tsockm_next_message(&server, &mut tom).await {
@@ -221,20 +226,7 @@ pub fn idle_peers(scale: &Scale) -> Row {
             }
             // Tom answers ann (his MSG goes to every member, as TsockM's does).
             tsockm_request(&server, &tom.id, "MSG", "from tom").await?;
-            let from_tom = tokio::time::timeout(Duration::from_secs(60), async {
-                loop {
-                    match ann.next_event().await {
-                        Ok(Some(ferry_client::Event::Message { name, text, .. })) => {
-                            return Some((name, text))
-                        }
-                        Ok(Some(_)) => {}
-                        _ => return None,
-                    }
-                }
-            })
-            .await
-            .ok()
-            .flatten();
+            let from_tom = next_message(&mut ann).await;
             if from_tom != Some(("tom".to_owned(), "from tom".to_owned())) {
                 lost += 1;
             }
