@@ -397,35 +397,114 @@ fn clients_killed_mid_stream(scale: &Scale) -> Row {
     })
 }
 
-/// A follower that never reads: the job and the daemon go on serving others, its memory
-/// bounded.
+/// Readers that never read: a follower of a job writing without end, a hub member while
+/// another broadcasts, a C2 client over TCP whose command writes 50 MB. The daemon goes on
+/// serving others (jobs, and the hub's other members), its memory bounded.
 fn a_reader_that_never_reads(_scale: &Scale) -> Row {
-    let daemon = Daemon::start(&[]);
-    measured("a reader that never reads", &daemon, 64 * 1024, || {
-        let mut stuck = daemon
-            .ferry()
-            .args(["run", "--", "yes", "never read"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        std::thread::sleep(Duration::from_secs(2));
-        let rss_during = rss_kib(daemon.pid());
-        let mut served = 0;
-        for n in 0..20 {
-            let out = job(&daemon, &["sh", "-c", &format!("echo other-{n}")]);
-            if out.stdout == format!("other-{n}\n").as_bytes() {
-                served += 1;
+    use ferry_wire::native::{ClientMessage, DaemonMessage};
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["c2:tcp:127.0.0.1:0"]);
+    measured(
+        "readers that never read: job, chat, C2",
+        &daemon,
+        64 * 1024,
+        || {
+            let mut stuck = daemon
+                .ferry()
+                .args(["run", "--", "yes", "never read"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            // A hub member that never reads, and a C2 client that never reads its answer.
+            let mut silent = daemon.raw();
+            silent.send(&ClientMessage::Join {
+                request: 1,
+                name: Some("silent".into()),
+                resume: None,
+            });
+            if !matches!(silent.recv(), Some(DaemonMessage::Joined { .. })) {
+                return Err("the silent member did not join".into());
             }
-        }
-        let _ = stuck.kill();
-        let _ = stuck.wait();
-        Ok((
-            format!("20 of 20 others served meanwhile; daemon at {rss_during} KiB"),
-            20 - served,
-        ))
-    })
+            let mut c2 =
+                std::net::TcpStream::connect(("127.0.0.1", daemon.listener_port("c2:tcp")))
+                    .map_err(|e| e.to_string())?;
+            let request = ferry_wire::c2::encode_request(
+                "head",
+                &["-c".into(), "50000000".into(), "/dev/zero".into()],
+            );
+            let id = ferry_wire::c2::CspId {
+                destination: 1,
+                destination_port: 10,
+                source: 2,
+                source_port: 40,
+                ..ferry_wire::c2::CspId::default()
+            };
+            c2.write_all(&ferry_wire::c2::encode_frame(id, &request).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            // Two members talk meanwhile: a broadcast reaches the silent one's outbox too.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let chatted = runtime.block_on(async {
+                let endpoint = ferry_client::Endpoint::Unix(daemon.socket.clone());
+                let mut ann = ferry_client::Client::connect(&endpoint, "load")
+                    .await
+                    .ok()?;
+                ann.join(Some("ann"), None).await.ok()?;
+                let mut bob = ferry_client::Client::connect(&endpoint, "load")
+                    .await
+                    .ok()?;
+                bob.join(Some("bob"), None).await.ok()?;
+                // Bob reads as ann sends (his outbox holds 1024: a burst he read only
+                // afterwards would lose the rest by the slow-consumer policy).
+                let send = async {
+                    for k in 0..2000 {
+                        ann.say(None, &format!("{k} {}", "x".repeat(200)), false)
+                            .await
+                            .ok()?;
+                    }
+                    Some(())
+                };
+                let hear = async {
+                    let mut heard = 0;
+                    while heard < 2000 {
+                        let event = tokio::time::timeout(Duration::from_secs(30), bob.next_event());
+                        match event.await {
+                            Ok(Ok(Some(ferry_client::Event::Message { .. }))) => heard += 1,
+                            Ok(Ok(Some(_))) => {}
+                            _ => break,
+                        }
+                    }
+                    heard
+                };
+                let (sent, heard) = tokio::join!(send, hear);
+                sent?;
+                Some(heard)
+            });
+            std::thread::sleep(Duration::from_secs(2));
+            let rss_during = rss_kib(daemon.pid());
+            let mut served = 0;
+            for n in 0..20 {
+                let out = job(&daemon, &["sh", "-c", &format!("echo other-{n}")]);
+                if out.stdout == format!("other-{n}\n").as_bytes() {
+                    served += 1;
+                }
+            }
+            let _ = stuck.kill();
+            let _ = stuck.wait();
+            drop((silent, c2));
+            let heard = chatted.unwrap_or(0);
+            Ok((
+                format!(
+                "20 of 20 jobs served meanwhile, {heard} of 2000 broadcasts heard by a reading \
+                 member; daemon at {rss_during} KiB"
+            ),
+                20 - served + (2000 - heard) as u64,
+            ))
+        },
+    )
 }
 
 /// A child that closes its stdout and goes on; a child that starts a daemon of its own.

@@ -134,8 +134,13 @@ pub(crate) fn origin(conn: &Conn, dialect: &str) -> JobOrigin {
     }
 }
 
-/// A job's whole stdout and stderr and its shell status, or why it never ran (for dialects
-/// that answer with the output at the end: rake64, C2).
+/// The most of each stream [`collect_output`] keeps: an answer is held whole in memory
+/// before it is sent, so a command writing without end must not take the daemon's memory.
+pub(crate) const MAX_COLLECTED: usize = 16 * 1024 * 1024;
+
+/// A job's stdout and stderr (each up to [`MAX_COLLECTED`] bytes, then a note that says how
+/// much more there was and where it is) and its shell status, or why it never ran (for
+/// dialects that answer with the output at the end: rake64, C2).
 pub(crate) async fn collect_output(
     server: &Server,
     job: JobId,
@@ -145,15 +150,31 @@ pub(crate) async fn collect_output(
         .output(job, true, true, false)
         .map_err(|e| e.to_string())?;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut beyond = [0u64; 2];
     loop {
         match reader.next().await {
-            Ok(Some(OutputEvent::Chunk { stream, data, .. })) => match stream {
-                OutputStream::Stdout => stdout.extend_from_slice(&data),
-                OutputStream::Stderr => stderr.extend_from_slice(&data),
-            },
+            Ok(Some(OutputEvent::Chunk { stream, data, .. })) => {
+                let (kept, beyond) = match stream {
+                    OutputStream::Stdout => (&mut stdout, &mut beyond[0]),
+                    OutputStream::Stderr => (&mut stderr, &mut beyond[1]),
+                };
+                let room = MAX_COLLECTED.saturating_sub(kept.len()).min(data.len());
+                kept.extend_from_slice(&data[..room]);
+                *beyond += (data.len() - room) as u64;
+            }
             Ok(Some(OutputEvent::Exit(exit))) => {
                 if let Some(error) = exit.error {
                     return Err(error);
+                }
+                for (kept, beyond) in [(&mut stdout, beyond[0]), (&mut stderr, beyond[1])] {
+                    if beyond > 0 {
+                        kept.extend_from_slice(
+                            format!(
+                                "\n[ferry: {beyond} bytes more were written; the whole output is in the job's log: ferry log {job}]\n"
+                            )
+                            .as_bytes(),
+                        );
+                    }
                 }
                 return Ok((exit.shell_status(), stdout, stderr));
             }

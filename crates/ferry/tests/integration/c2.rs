@@ -441,3 +441,35 @@ fn frames_split_at_every_boundary_and_joined_in_one_write_are_served() {
     assert_eq!(output(&read_frame(&mut stream).1), "again\n");
     daemon.assert_serving();
 }
+
+#[test]
+fn an_answer_keeps_16_mib_of_output_and_says_where_the_rest_is() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["c2:tcp:127.0.0.1:0"]);
+    let out = c2(&daemon, &["head", "-c", "20000000", "/dev/zero"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = 16 * 1024 * 1024;
+    assert!(out.stdout[..kept].iter().all(|b| *b == 0));
+    let note = String::from_utf8_lossy(&out.stdout[kept..]);
+    assert!(
+        note.starts_with(&format!(
+            "\n[ferry: {} bytes more were written; the whole output is in the job's log: ferry log ",
+            20_000_000 - kept
+        )),
+        "{note}"
+    );
+    // The job's log has every byte.
+    let id: String = note
+        .trim_end()
+        .trim_end_matches(']')
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let log = daemon.run(&["log", &id]);
+    assert_eq!(log.stdout.len(), 20_000_000);
+}
