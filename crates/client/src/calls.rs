@@ -157,14 +157,20 @@ impl Client {
 
     /// The jobs of this daemon run, or (`all`) every job in its history.
     pub async fn jobs(&mut self, all: bool) -> Result<Vec<JobInfo>, ClientError> {
+        // A long list comes in parts.
+        let mut listed = Vec::new();
         self.call(
             |request| ClientMessage::ListJobs { request, all },
             |message| match message {
-                DaemonMessage::Jobs { jobs, .. } => Some(jobs),
+                DaemonMessage::Jobs { jobs, more, .. } => {
+                    listed.extend(jobs);
+                    (!more).then_some(())
+                }
                 _ => None,
             },
         )
-        .await
+        .await?;
+        Ok(listed)
     }
 
     /// Sends `signal` to job `job`'s process group (or cancels it if it is queued).

@@ -286,8 +286,16 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
         ),
         (any::<u64>(), job_exit()).prop_map(|(job, exit)| DaemonMessage::Exit { job, exit }),
         any::<(u64, u64)>().prop_map(|(request, job)| DaemonMessage::LogEnd { request, job }),
-        (any::<u64>(), proptest::collection::vec(job_info(), 0..3))
-            .prop_map(|(request, jobs)| DaemonMessage::Jobs { request, jobs }),
+        (
+            any::<u64>(),
+            proptest::collection::vec(job_info(), 0..3),
+            any::<bool>()
+        )
+            .prop_map(|(request, jobs, more)| DaemonMessage::Jobs {
+                request,
+                jobs,
+                more
+            }),
         any::<u64>().prop_map(|request| DaemonMessage::Done { request }),
         (any::<Option<u64>>(), ".{0,16}").prop_map(|(request, message)| DaemonMessage::Error {
             request,

@@ -419,3 +419,30 @@ fn jobs_that_end_at_once_are_recorded_ended_never_left_running() {
         .collect();
     assert!(unended.is_empty(), "{unended:?}");
 }
+
+#[test]
+fn a_history_longer_than_one_message_is_listed_whole() {
+    // 5000 jobs go in one Jobs message: 5150 come in two, each job once, in order.
+    let daemon = Daemon::start(&["--max-finished", "10"]);
+    let mut raw = daemon.raw();
+    for batch in 0..103 {
+        for request in 0..50 {
+            raw.send(&crate::helper::run_message(
+                batch * 50 + request,
+                &["true"],
+                false,
+                None,
+            ));
+        }
+        let mut exits = 0;
+        while exits < 50 {
+            match raw.recv() {
+                Some(DaemonMessage::Exit { .. }) => exits += 1,
+                Some(_) => {}
+                None => panic!("the daemon closed after {exits} exits"),
+            }
+        }
+    }
+    let ids = job_ids(&daemon);
+    assert_eq!(ids, (1..=5150).collect::<Vec<u64>>());
+}

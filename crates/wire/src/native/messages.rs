@@ -357,8 +357,11 @@ pub enum DaemonMessage {
     Jobs {
         /// The request id.
         request: u64,
-        /// Every known job, oldest first.
+        /// Every known job, oldest first (a long list comes in several `Jobs`: this part).
         jobs: Vec<JobInfo>,
+        /// More `Jobs` of this request follow (a list longer than one frame holds).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// A request without a more specific answer succeeded.
     Done {

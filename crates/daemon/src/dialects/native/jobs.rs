@@ -22,6 +22,10 @@ use serde_bytes::ByteBuf;
 use super::{Connection, Outgoing};
 use crate::policy::{blocking, Act, Answer, Refusal, RefusalKind};
 
+/// Jobs in one `Jobs` message: a job's description takes a few hundred bytes (its command
+/// line more), so a part stays well within the 16 MiB frame.
+const JOBS_PER_MESSAGE: usize = 5000;
+
 impl Connection {
     pub(super) async fn job_request(&mut self, request: ClientMessage) {
         let engine = self.server.engine.clone();
@@ -72,15 +76,35 @@ impl Connection {
                     Ok(engine.list())
                 };
                 // A principal sees its own jobs (the owner all, and whom a listener lets).
-                let listed = listed.map(|jobs| DaemonMessage::Jobs {
-                    request,
-                    jobs: jobs
+                let jobs: Vec<JobInfo> = match listed {
+                    Ok(jobs) => jobs
                         .iter()
                         .filter(|job| self.access.may(Act::See, &job.principal))
                         .map(job_info)
                         .collect(),
-                });
-                self.answer(request, listed).await;
+                    Err(refusal) => return self.refuse(Some(request), refusal).await,
+                };
+                // In parts that each fit a frame: a long history is longer than one holds.
+                let mut parts = jobs.chunks(JOBS_PER_MESSAGE).peekable();
+                if parts.peek().is_none() {
+                    let jobs = Vec::new();
+                    self.send(&DaemonMessage::Jobs {
+                        request,
+                        jobs,
+                        more: false,
+                    })
+                    .await;
+                }
+                while let Some(part) = parts.next() {
+                    let more = parts.peek().is_some();
+                    let jobs = part.to_vec();
+                    self.send(&DaemonMessage::Jobs {
+                        request,
+                        jobs,
+                        more,
+                    })
+                    .await;
+                }
             }
             ClientMessage::Signal {
                 request,
