@@ -386,24 +386,17 @@ fn a_full_disk_gives_the_job_a_clear_error_and_the_daemon_survives() {
     assert_eq!(jobs.len(), 3, "{jobs:?}");
 }
 
-#[test]
-fn jobs_that_end_at_once_are_recorded_ended_never_left_running() {
-    // One finished job kept in memory: `ps --all` shows the others from the store. Two slots:
-    // most jobs start from the queue as another ends (the path a soak found racing).
-    let daemon = Daemon::start(&["--max-finished", "1", "--max-jobs", "2"]);
+/// Runs `batches` times `size` `true` jobs on one connection, waiting for each batch's exits
+/// before sending the next (a client that sends without reading is held back by its answers).
+fn run_true_jobs(daemon: &Daemon, batches: u64, size: u64) {
     let mut raw = daemon.raw();
-    // Twenty at a time (a client that sends without reading is held back by its answers).
-    for batch in 0..30 {
-        for request in 0..20 {
-            raw.send(&crate::helper::run_message(
-                batch * 20 + request,
-                &["true"],
-                false,
-                None,
-            ));
+    for batch in 0..batches {
+        for request in 0..size {
+            let run = crate::helper::run_message(batch * size + request, &["true"], false, None);
+            raw.send(&run);
         }
         let mut exits = 0;
-        while exits < 20 {
+        while exits < size {
             match raw.recv() {
                 Some(DaemonMessage::Exit { .. }) => exits += 1,
                 Some(_) => {}
@@ -411,6 +404,14 @@ fn jobs_that_end_at_once_are_recorded_ended_never_left_running() {
             }
         }
     }
+}
+
+#[test]
+fn jobs_that_end_at_once_are_recorded_ended_never_left_running() {
+    // One finished job kept in memory: `ps --all` shows the others from the store. Two slots:
+    // most jobs start from the queue as another ends (the path a soak found racing).
+    let daemon = Daemon::start(&["--max-finished", "1", "--max-jobs", "2"]);
+    run_true_jobs(&daemon, 30, 20);
     let records = history(&daemon);
     assert_eq!(records.len(), 600);
     let unended: Vec<_> = records
@@ -424,25 +425,7 @@ fn jobs_that_end_at_once_are_recorded_ended_never_left_running() {
 fn a_history_longer_than_one_message_is_listed_whole() {
     // 5000 jobs go in one Jobs message: 5150 come in two, each job once, in order.
     let daemon = Daemon::start(&["--max-finished", "10"]);
-    let mut raw = daemon.raw();
-    for batch in 0..103 {
-        for request in 0..50 {
-            raw.send(&crate::helper::run_message(
-                batch * 50 + request,
-                &["true"],
-                false,
-                None,
-            ));
-        }
-        let mut exits = 0;
-        while exits < 50 {
-            match raw.recv() {
-                Some(DaemonMessage::Exit { .. }) => exits += 1,
-                Some(_) => {}
-                None => panic!("the daemon closed after {exits} exits"),
-            }
-        }
-    }
+    run_true_jobs(&daemon, 103, 50);
     let ids = job_ids(&daemon);
     assert_eq!(ids, (1..=5150).collect::<Vec<u64>>());
 }
