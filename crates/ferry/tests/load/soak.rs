@@ -239,7 +239,7 @@ fn path(p: &Path) -> &str {
 fn check_records(soak: &Soak) -> Result<usize, String> {
     let ps = soak.ferry(&["ps", "--all", "--json"]);
     let expected = soak.expected.lock().expect("expected").clone();
-    let mut found = 0;
+    let mut logs_to_check = Vec::new();
     for line in String::from_utf8_lossy(&ps.stdout).lines() {
         let record: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
         let Some(script) = record["command"].get(2).and_then(|s| s.as_str()) else {
@@ -248,22 +248,45 @@ fn check_records(soak: &Soak) -> Result<usize, String> {
         let Some(want) = expected.get(script) else {
             continue;
         };
-        found += 1;
         let id = record["id"].to_string();
         if record["state"] != "exited" || record["exit_code"] != want.exit {
             return Err(format!("job {id} ({script}): record {record}"));
         }
-        let log = soak.ferry(&["log", &id]);
-        if log.stdout != want.stdout.as_bytes() {
-            return Err(format!("job {id} ({script}): log {log:?}"));
-        }
+        logs_to_check.push((id, want.stdout.clone()));
     }
+    let found = logs_to_check.len();
     if found != expected.len() {
         return Err(format!(
             "{found} of {} jobs found in the history",
             expected.len()
         ));
     }
+    // Every job's log, four `ferry log` at a time.
+    let parts: Vec<Vec<(String, String)>> = logs_to_check
+        .chunks(found.div_ceil(4).max(1))
+        .map(<[_]>::to_vec)
+        .collect();
+    std::thread::scope(|scope| {
+        let checkers: Vec<_> = parts
+            .iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    for (id, stdout) in part {
+                        let log = soak.ferry(&["log", id]);
+                        if log.stdout != stdout.as_bytes() {
+                            return Err(format!("job {id}: log {log:?}"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        checkers.into_iter().try_for_each(|checker| {
+            checker
+                .join()
+                .map_err(|_| "a checker panicked".to_owned())?
+        })
+    })?;
     Ok(found)
 }
 
