@@ -322,6 +322,9 @@ pub fn soak(scale: &Scale) -> Row {
         chat,
         rake_sets,
     ];
+    // Open fds are compared while the daemon is quiet, before and after: during the run they
+    // count the connections and jobs in flight.
+    let fds_quiet = fd_count(soak.daemon.pid());
     let handles: Vec<_> = workers
         .into_iter()
         .map(|worker| {
@@ -342,21 +345,26 @@ pub fn soak(scale: &Scale) -> Row {
             soak.fail("a worker panicked".into());
         }
     }
+    let pid_after = soak.daemon.pid();
+    let fds_after = super::helper::poll_until(Duration::from_secs(15), || {
+        (fd_count(pid_after) <= fds_quiet + 4).then_some(())
+    })
+    .map_or_else(|| fd_count(pid_after), |()| fd_count(pid_after));
     let operations = soak.operations.load(Ordering::Relaxed);
     let checked = check_records(&soak);
     let mut failure = soak.failures.lock().expect("failures").first().cloned();
-    // Flat: what the second half of the run reached is no more than the first half's most
-    // (plus 8 MiB and 4 fds of slack).
+    // Flat: the RSS the second half of the run reached is no more than the first half's most
+    // plus 8 MiB; the fds, once quiet again, no more than before plus 4.
     let half = samples.len() / 2;
     let most = |part: &[(u64, usize)]| {
         part.iter()
             .fold((0, 0), |(r, f), (rss, fds)| (r.max(*rss), f.max(*fds)))
     };
     let (first, second) = (most(&samples[..half]), most(&samples[half..]));
-    if failure.is_none() && (second.0 > first.0 + 8 * 1024 || second.1 > first.1 + 4) {
+    if failure.is_none() && (second.0 > first.0 + 8 * 1024 || fds_after > fds_quiet + 4) {
         failure = Some(format!(
-            "grew: RSS {} -> {} KiB, fds {} -> {}",
-            first.0, second.0, first.1, second.1
+            "grew: RSS {} -> {} KiB, fds (quiet) {fds_quiet} -> {fds_after}",
+            first.0, second.0
         ));
     }
     let figure = match &checked {
@@ -395,7 +403,7 @@ pub fn soak(scale: &Scale) -> Row {
         figure,
         lost: 0,
         rss: (start.0, end.0),
-        fds: (start.1, end.1),
+        fds: (fds_quiet, fds_after),
         failure,
     }
 }
