@@ -22,7 +22,8 @@ use crate::server::Server;
 pub(crate) enum Next<R> {
     /// A whole request.
     Request(R),
-    /// Bytes that are no request (why): answer in the dialect's words, then close.
+    /// No request can be read (why): the bytes are none, or none came whole within the
+    /// time limit. Answer in the dialect's words, then close.
     Malformed(String),
     /// The daemon is going down: tell the peer in the dialect's words (it counts as told).
     GoingDown,
@@ -138,6 +139,36 @@ pub(crate) fn origin(conn: &Conn, dialect: &str) -> JobOrigin {
 /// before it is sent, so a command writing without end must not take the daemon's memory.
 pub(crate) const MAX_COLLECTED: usize = 16 * 1024 * 1024;
 
+/// One stream of a job's output as [`collect_output`] keeps it.
+#[derive(Default)]
+struct Collected {
+    kept: Vec<u8>,
+    /// Bytes past [`MAX_COLLECTED`], not kept.
+    beyond: u64,
+}
+
+impl Collected {
+    fn take(&mut self, data: &[u8]) {
+        let room = MAX_COLLECTED
+            .saturating_sub(self.kept.len())
+            .min(data.len());
+        self.kept.extend_from_slice(&data[..room]);
+        self.beyond += (data.len() - room) as u64;
+    }
+
+    /// What was kept, and a note of what was not (in job `job`'s log).
+    fn done(mut self, job: JobId) -> Vec<u8> {
+        if self.beyond > 0 {
+            let note = format!(
+                "\n[ferry: {} bytes more were written; the whole output is in the job's log: ferry log {job}]\n",
+                self.beyond
+            );
+            self.kept.extend_from_slice(note.as_bytes());
+        }
+        self.kept
+    }
+}
+
 /// A job's stdout and stderr (each up to [`MAX_COLLECTED`] bytes, then a note that says how
 /// much more there was and where it is) and its shell status, or why it never ran (for
 /// dialects that answer with the output at the end: rake64, C2).
@@ -149,34 +180,18 @@ pub(crate) async fn collect_output(
         .engine
         .output(job, true, true, false)
         .map_err(|e| e.to_string())?;
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut beyond = [0u64; 2];
+    let (mut stdout, mut stderr) = (Collected::default(), Collected::default());
     loop {
         match reader.next().await {
-            Ok(Some(OutputEvent::Chunk { stream, data, .. })) => {
-                let (kept, beyond) = match stream {
-                    OutputStream::Stdout => (&mut stdout, &mut beyond[0]),
-                    OutputStream::Stderr => (&mut stderr, &mut beyond[1]),
-                };
-                let room = MAX_COLLECTED.saturating_sub(kept.len()).min(data.len());
-                kept.extend_from_slice(&data[..room]);
-                *beyond += (data.len() - room) as u64;
-            }
+            Ok(Some(OutputEvent::Chunk { stream, data, .. })) => match stream {
+                OutputStream::Stdout => stdout.take(&data),
+                OutputStream::Stderr => stderr.take(&data),
+            },
             Ok(Some(OutputEvent::Exit(exit))) => {
                 if let Some(error) = exit.error {
                     return Err(error);
                 }
-                for (kept, beyond) in [(&mut stdout, beyond[0]), (&mut stderr, beyond[1])] {
-                    if beyond > 0 {
-                        kept.extend_from_slice(
-                            format!(
-                                "\n[ferry: {beyond} bytes more were written; the whole output is in the job's log: ferry log {job}]\n"
-                            )
-                            .as_bytes(),
-                        );
-                    }
-                }
-                return Ok((exit.shell_status(), stdout, stderr));
+                return Ok((exit.shell_status(), stdout.done(job), stderr.done(job)));
             }
             Ok(Some(_)) => {}
             Ok(None) => return Err("the job ended without a status".into()),

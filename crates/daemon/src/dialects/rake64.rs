@@ -109,11 +109,8 @@ impl Wire {
         let until = limit
             .or(self.idle)
             .map(|limit| tokio::time::Instant::now() + limit);
-        let bound = match (until, self.first_request) {
-            (Some(until), Some((deadline, _))) => Some(until.min(deadline)),
-            (until, first) => until.or(first.map(|(deadline, _)| deadline)),
-        };
-        let n = match bound {
+        let first_deadline = self.first_request.map(|(deadline, _)| deadline);
+        let n = match until.into_iter().chain(first_deadline).min() {
             Some(bound) => match tokio::time::timeout_at(bound, read).await {
                 Ok(n) => n?,
                 Err(_) => match self.first_request {

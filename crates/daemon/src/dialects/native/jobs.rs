@@ -76,7 +76,7 @@ impl Connection {
                     Ok(engine.list())
                 };
                 // A principal sees its own jobs (the owner all, and whom a listener lets).
-                let jobs: Vec<JobInfo> = match listed {
+                let mut jobs: Vec<JobInfo> = match listed {
                     Ok(jobs) => jobs
                         .iter()
                         .filter(|job| self.access.may(Act::See, &job.principal))
@@ -84,26 +84,21 @@ impl Connection {
                         .collect(),
                     Err(refusal) => return self.refuse(Some(request), refusal).await,
                 };
-                // In parts that each fit a frame: a long history is longer than one holds.
-                let mut parts = jobs.chunks(JOBS_PER_MESSAGE).peekable();
-                if parts.peek().is_none() {
-                    let jobs = Vec::new();
-                    self.send(&DaemonMessage::Jobs {
-                        request,
-                        jobs,
-                        more: false,
-                    })
-                    .await;
-                }
-                while let Some(part) = parts.next() {
-                    let more = parts.peek().is_some();
-                    let jobs = part.to_vec();
+                // In parts that each fit a frame (a long history is longer than one holds); an
+                // empty list is one empty part.
+                loop {
+                    let rest = jobs.split_off(jobs.len().min(JOBS_PER_MESSAGE));
+                    let more = !rest.is_empty();
                     self.send(&DaemonMessage::Jobs {
                         request,
                         jobs,
                         more,
                     })
                     .await;
+                    if !more {
+                        break;
+                    }
+                    jobs = rest;
                 }
             }
             ClientMessage::Signal {
