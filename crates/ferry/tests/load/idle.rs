@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::helper::Daemon;
-use super::{measured, rss_kib, Row, Scale};
+use super::{measured, native_member, next_message, rss_kib, Row, Scale};
 
 /// A TsockM login: its push connection and its id.
 struct Tsockm {
@@ -84,40 +84,6 @@ async fn tsockm_next_message(server: &str, peer: &mut Tsockm) -> Result<(String,
             return Ok((name, fields[6].to_owned()));
         }
     }
-}
-
-/// A native client joined to the hub as `name`.
-async fn native_member(
-    endpoint: &ferry_client::Endpoint,
-    name: &str,
-) -> Result<ferry_client::Client, String> {
-    let mut client = ferry_client::Client::connect(endpoint, "load")
-        .await
-        .map_err(|e| e.to_string())?;
-    client
-        .join(Some(name), None)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(client)
-}
-
-/// The next message a native member gets: (sender's name, text); `None` after 60 s or at
-/// the connection's end.
-async fn next_message(client: &mut ferry_client::Client) -> Option<(String, String)> {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match client.next_event().await {
-                Ok(Some(ferry_client::Event::Message { name, text, .. })) => {
-                    return Some((name, text))
-                }
-                Ok(Some(_)) => {}
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 /// Idle peer `n` (a native member below `half`, a TsockM login from there), joined: what
@@ -216,7 +182,7 @@ pub fn idle_peers(scale: &Scale) -> Row {
             }
             for k in 0..messages {
                 let want = ("ann".to_owned(), format!("to bob {k}"));
-                if next_message(&mut bob).await != Some(want) {
+                if next_message(&mut bob, Duration::from_secs(60)).await != Some(want) {
                     lost += 1;
                 }
                 match tsockm_next_message(&server, &mut tom).await {
@@ -226,7 +192,7 @@ pub fn idle_peers(scale: &Scale) -> Row {
             }
             // Tom answers ann (his MSG goes to every member, as TsockM's does).
             tsockm_request(&server, &tom.id, "MSG", "from tom").await?;
-            let from_tom = next_message(&mut ann).await;
+            let from_tom = next_message(&mut ann, Duration::from_secs(60)).await;
             if from_tom != Some(("tom".to_owned(), "from tom".to_owned())) {
                 lost += 1;
             }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::helper::{ferry_bin, Daemon};
-use super::{fd_count, rss_kib, Row, Scale};
+use super::{fd_count, native_member, next_message, rss_kib, Row, Scale};
 
 /// What one soak job was asked to do: its stdout and exit code.
 #[derive(Clone)]
@@ -156,18 +156,8 @@ fn chat(soak: &Soak) {
         .expect("runtime");
     runtime.block_on(async {
         let endpoint = ferry_client::Endpoint::Unix(soak.daemon.socket.clone());
-        let connect = |name: &'static str| {
-            let endpoint = endpoint.clone();
-            async move {
-                let mut client = ferry_client::Client::connect(&endpoint, "soak")
-                    .await
-                    .expect("connect");
-                client.join(Some(name), None).await.expect("join");
-                client
-            }
-        };
-        let mut ann = connect("soak-ann").await;
-        let mut bob = connect("soak-bob").await;
+        let mut ann = native_member(&endpoint, "soak-ann").await.expect("join");
+        let mut bob = native_member(&endpoint, "soak-bob").await.expect("join");
         let mut n = 0u64;
         while soak.running() {
             n += 1;
@@ -176,17 +166,8 @@ fn chat(soak: &Soak) {
                 soak.fail(format!("say {n}: {e}"));
                 break;
             }
-            let got = tokio::time::timeout(Duration::from_secs(30), async {
-                loop {
-                    match bob.next_event().await {
-                        Ok(Some(ferry_client::Event::Message { text, .. })) => return Some(text),
-                        Ok(Some(_)) => {}
-                        _ => return None,
-                    }
-                }
-            })
-            .await;
-            if got.ok().flatten().as_deref() != Some(text.as_str()) {
+            let got = next_message(&mut bob, Duration::from_secs(30)).await;
+            if got.map(|(_, got)| got) != Some(text.clone()) {
                 soak.fail(format!("chat line {n} did not arrive"));
                 break;
             }
