@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use ferry_engine::peers::{PeerInfo, PeerRegistry};
 
-use crate::server::Server;
+use crate::state::Daemon;
 
 /// What a peer kicked from the console is told of why.
 const KICK_REASON: &str = "by the daemon's owner (console)";
@@ -29,7 +29,7 @@ commands:
 
 /// Starts the console on the daemon's stdin and stdout, in a thread of its own (reading a
 /// terminal blocks); it ends at the end of stdin, or with the daemon's process.
-pub(crate) fn spawn(server: Arc<Server>) {
+pub(crate) fn spawn(server: Arc<Daemon>) {
     let peers = server.engine.peers().clone();
     let started = std::thread::Builder::new()
         .name("console".into())

@@ -1,287 +1,182 @@
 //! The listener table: which dialect is served over which transports, by which adapter, with
-//! which defaults. Parsing `--listen DIALECT:TRANSPORT:ADDRESS`, the list of forms in
-//! `ferry daemon --help`, and the error for a form that is not served all come from it.
+//! which defaults, and what the connection layer must know of it (its [`Contract`]).
+//! Parsing `--listen DIALECT:TRANSPORT:ADDRESS`, the list of forms in `ferry daemon --help`,
+//! and the error for a form that is not served all come from it.
 //!
-//! Adding a dialect is a codec module in `ferry-wire`, an adapter module in `dialects/`, and
-//! one row here.
+//! Adding a dialect is a codec module in `ferry-wire` (its `Decoder`), an adapter module in
+//! `dialects/`, one row here, and its fixture in the conformance matrix
+//! (`crates/ferry/tests/integration/conformance.rs`), which runs every promise of the
+//! connection layer against every row.
 
-use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Contract, Pause};
 use crate::dialects;
+use crate::outbox::Writes;
 use crate::policy::RefusalKind;
-
-/// A transport a listener can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    /// A Unix stream socket at a path.
-    Unix,
-    /// Plain TCP: loopback addresses only, unless the configuration file opts a listener out.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// A pair of named pipes.
-    Fifo,
-}
-
-impl TransportKind {
-    /// Its name in a listener spec.
-    pub fn name(self) -> &'static str {
-        match self {
-            TransportKind::Unix => "unix",
-            TransportKind::Tcp => "tcp",
-            TransportKind::Tls => "tls",
-            TransportKind::Fifo => "fifo",
-        }
-    }
-
-    /// What its address looks like, for help texts.
-    fn address_form(self) -> &'static str {
-        match self {
-            TransportKind::Unix => "PATH",
-            TransportKind::Tcp | TransportKind::Tls => "HOST:PORT",
-            TransportKind::Fifo => "IN,OUT",
-        }
-    }
-
-    const ALL: [TransportKind; 4] = [
-        TransportKind::Unix,
-        TransportKind::Tcp,
-        TransportKind::Tls,
-        TransportKind::Fifo,
-    ];
-}
+use crate::spec::{
+    split_host_port_or_default, Dialect, ListenSpec, ListenSpecError, Transport, TransportKind,
+};
 
 /// What serves one admitted connection of a dialect.
 pub(crate) type Serve = fn(Conn) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// One row of the table.
 pub(crate) struct Row {
-    /// The dialect's name in a listener spec.
-    pub name: &'static str,
+    /// What the connection layer keeps for it: its name, whether it authenticates, whether
+    /// it takes fds, its pause, accept order, how it is written.
+    pub contract: Contract,
     /// Where it comes from, for help texts.
     pub origin: &'static str,
     /// The transports it is meant to be served over.
     pub transports: &'static [TransportKind],
     /// The port a TCP or TLS address without one gets.
     pub default_port: Option<u16>,
-    /// It opens every connection with a handshake (which may carry credentials, a token): it
-    /// may then be served with TLS beyond loopback. A dialect without one gets its first
-    /// request within the handshake time limit, and the idle limit between requests.
-    pub authenticates: bool,
     /// Its adapter; `None` for a dialect this build does not serve yet.
     pub serve: Option<Serve>,
     /// A refusal (of a connection that will not be served) in the dialect's own words.
     pub refusal: fn(RefusalKind, &str) -> Vec<u8>,
 }
 
+/// The contract of a dialect read as it comes, with no pause, no order, batched writes.
+const fn plain(name: &'static str) -> Contract {
+    Contract {
+        name,
+        authenticates: false,
+        takes_fds: false,
+        pause: None,
+        accept_order: false,
+        writes: Writes::Batched,
+    }
+}
+
 /// The table.
 static ROWS: [Row; 7] = [
     Row {
-        name: "ferry",
+        contract: Contract {
+            authenticates: true,
+            takes_fds: true,
+            ..plain("ferry")
+        },
         origin: "the native protocol",
         transports: &[TransportKind::Unix, TransportKind::Tls, TransportKind::Tcp],
         default_port: Some(7070),
-        authenticates: true,
         serve: Some(dialects::native::serve),
         refusal: dialects::native::refusal,
     },
     Row {
-        name: "fanos",
-        origin: "seed 003, Oils' FANOS",
+        contract: Contract {
+            takes_fds: true,
+            ..plain("fanos")
+        },
+        origin: "Oils' FANOS coprocess protocol",
         transports: &[TransportKind::Unix],
         default_port: None,
-        authenticates: false,
         serve: Some(dialects::fanos::serve),
         refusal: dialects::fanos::refusal,
     },
     Row {
-        name: "cbsd",
-        origin: "seed 000, the CBSD socket daemon",
+        contract: plain("cbsd"),
+        origin: "the CBSD socket daemon's text protocol",
         transports: &[TransportKind::Unix],
         default_port: None,
-        authenticates: false,
         serve: Some(dialects::cbsd::serve),
         refusal: dialects::cbsd::refusal,
     },
     Row {
-        name: "cbsdng",
+        contract: plain("cbsdng"),
         origin: "CBSD's later daemon, binary frames",
         transports: &[TransportKind::Unix],
         default_port: None,
-        authenticates: false,
         serve: Some(dialects::cbsdng::serve),
         refusal: dialects::cbsdng::refusal,
     },
     Row {
-        name: "rake64",
-        origin: "seed 001, distributed rake",
+        contract: Contract {
+            // A lone code (two bytes, no padding) or the authors' file count ends at a pause.
+            pause: Some(Pause::Quiet(Duration::from_millis(50))),
+            ..plain("rake64")
+        },
+        origin: "the distributed rake's 64-byte headers",
         transports: &[TransportKind::Tcp],
         default_port: Some(6238),
-        authenticates: false,
         serve: Some(dialects::rake64::serve),
         refusal: dialects::rake64::refusal,
     },
     Row {
-        name: "tsockm",
-        origin: "seed 002, TsockM chat",
+        contract: Contract {
+            // A login, whose connection stays open, ends at a pause once its fields are in.
+            pause: Some(Pause::Quiet(Duration::from_millis(50))),
+            // TsockM's client sends each request on a connection of its own.
+            accept_order: true,
+            // It takes one read() as one message.
+            writes: Writes::Paced {
+                gap: Duration::from_millis(10),
+                timeout: Duration::from_secs(10),
+            },
+            ..plain("tsockm")
+        },
+        origin: "the TsockM chat server",
         transports: &[TransportKind::Tcp],
         default_port: Some(6969),
-        authenticates: false,
         serve: Some(dialects::tsockm::serve),
         refusal: dialects::tsockm::refusal,
     },
     Row {
-        name: "c2",
-        origin: "seed 004, KubOS C2",
+        contract: Contract {
+            // A frame a dead client left partial is given up, so the next client's request
+            // is read from a clean start.
+            pause: Some(Pause::Partial(Duration::from_secs(2))),
+            ..plain("c2")
+        },
+        origin: "KubOS's command and control daemon",
         transports: &[TransportKind::Fifo, TransportKind::Tcp],
         default_port: None,
-        authenticates: false,
         serve: Some(dialects::c2::serve),
         refusal: dialects::c2::refusal,
     },
 ];
 
-/// A wire dialect a listener speaks: a row of the table.
-#[derive(Clone, Copy)]
-pub struct Dialect(&'static Row);
+/// The row of a dialect (every [`Dialect`] is one of the table's).
+pub(crate) fn row(dialect: Dialect) -> &'static Row {
+    ROWS.iter()
+        .find(|row| row.contract.name == dialect.name())
+        .unwrap_or(&ROWS[0])
+}
 
 impl Dialect {
-    /// The native protocol.
-    pub fn native() -> Dialect {
-        Dialect(&ROWS[0])
-    }
-
     /// The dialect named `name`, if the table has it.
     pub fn named(name: &str) -> Option<Dialect> {
-        ROWS.iter().find(|row| row.name == name).map(Dialect)
-    }
-
-    /// Its name in a listener spec.
-    pub fn name(self) -> &'static str {
-        self.0.name
+        ROWS.iter()
+            .find(|row| row.contract.name == name)
+            .map(|row| Dialect::row_named(row.contract.name))
     }
 
     /// Whether this build serves it.
     pub fn is_served(self) -> bool {
-        self.0.serve.is_some()
+        row(self).serve.is_some()
     }
 
-    pub(crate) fn row(self) -> &'static Row {
-        self.0
-    }
-}
-
-impl PartialEq for Dialect {
-    fn eq(&self, other: &Dialect) -> bool {
-        self.0.name == other.0.name
+    /// The transports it is served over.
+    pub fn transports(self) -> &'static [TransportKind] {
+        row(self).transports
     }
 }
 
-impl Eq for Dialect {}
-
-impl fmt::Debug for Dialect {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.name)
-    }
-}
-
-/// Where a listener listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    /// A Unix stream socket at a path.
-    Unix(PathBuf),
-    /// Plain TCP (loopback only unless the operator opts out).
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port (0 for any free port).
-        port: u16,
-    },
-    /// TLS over TCP.
-    Tls {
-        /// Host name or address.
-        host: String,
-        /// Port (0 for any free port).
-        port: u16,
-    },
-    /// A pair of named pipes: the client writes `input`, reads `output`.
-    Fifo {
-        /// The pipe the daemon reads.
-        input: PathBuf,
-        /// The pipe the daemon writes.
-        output: PathBuf,
-    },
-}
-
-impl Transport {
-    /// Its kind.
-    pub fn kind(&self) -> TransportKind {
-        match self {
-            Transport::Unix(_) => TransportKind::Unix,
-            Transport::Tcp { .. } => TransportKind::Tcp,
-            Transport::Tls { .. } => TransportKind::Tls,
-            Transport::Fifo { .. } => TransportKind::Fifo,
-        }
-    }
-}
-
-/// One parsed `--listen` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenSpec {
-    /// The dialect.
-    pub dialect: Dialect,
-    /// The transport and address.
-    pub transport: Transport,
-}
-
-/// Why a listener spec was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ListenSpecError {
-    /// Not of the form `DIALECT:TRANSPORT:ADDRESS`.
-    #[error("listener '{0}' is not of the form DIALECT:TRANSPORT:ADDRESS (e.g. ferry:unix:/run/user/1000/ferry/ferry.sock)")]
-    Form(String),
-    /// An unknown dialect.
-    #[error("listener '{spec}': unknown dialect '{dialect}' (known: {known})")]
-    UnknownDialect {
-        /// The whole spec.
-        spec: String,
-        /// The dialect given.
-        dialect: String,
-        /// The dialects the table has.
-        known: String,
-    },
-    /// A transport the dialect is not served on.
-    #[error("listener '{spec}': dialect {dialect} is not served over '{transport}' (it is served over: {allowed})")]
-    Transport {
-        /// The whole spec.
-        spec: String,
-        /// The dialect.
-        dialect: &'static str,
-        /// The transport given.
-        transport: String,
-        /// The transports allowed.
-        allowed: String,
-    },
-    /// A bad address.
-    #[error("listener '{spec}': {problem}")]
-    Address {
-        /// The whole spec.
-        spec: String,
-        /// What is wrong.
-        problem: String,
-    },
-    /// A valid form this build does not serve yet.
-    #[error("listener '{spec}' is a valid form, but this build of ferry does not serve it yet (served: {served})")]
-    NotServed {
-        /// The whole spec.
-        spec: String,
-        /// The forms this build serves.
-        served: String,
-    },
+/// Every form this build serves, `(dialect, transport)`, in the table's order: what the
+/// conformance matrix runs its promises against.
+pub fn served_forms() -> Vec<(Dialect, TransportKind)> {
+    ROWS.iter()
+        .filter(|row| row.serve.is_some())
+        .flat_map(|row| {
+            row.transports
+                .iter()
+                .map(|kind| (Dialect::row_named(row.contract.name), *kind))
+        })
+        .collect()
 }
 
 /// The forms of the rows `rows` picks, joined by ", ".
@@ -296,7 +191,7 @@ fn forms(pick: impl Fn(&Row) -> bool) -> String {
             };
             forms.push(format!(
                 "{}:{}:{}{loopback}",
-                row.name,
+                row.contract.name,
                 kind.name(),
                 kind.address_form()
             ));
@@ -344,16 +239,20 @@ impl ListenSpec {
         let dialect = Dialect::named(dialect).ok_or_else(|| ListenSpecError::UnknownDialect {
             spec: spec.into(),
             dialect: dialect.into(),
-            known: ROWS.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+            known: ROWS
+                .iter()
+                .map(|r| r.contract.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
-        let row = dialect.row();
+        let row = row(dialect);
         let kind = TransportKind::ALL
             .into_iter()
             .find(|k| k.name() == transport)
             .filter(|k| row.transports.contains(k))
             .ok_or_else(|| ListenSpecError::Transport {
                 spec: spec.into(),
-                dialect: row.name,
+                dialect: row.contract.name,
                 transport: transport.into(),
                 allowed: row
                     .transports
@@ -396,14 +295,6 @@ impl ListenSpec {
         Ok(ListenSpec { dialect, transport })
     }
 
-    /// The native protocol on a Unix socket.
-    pub fn native_unix(path: impl Into<PathBuf>) -> ListenSpec {
-        ListenSpec {
-            dialect: Dialect::native(),
-            transport: Transport::Unix(path.into()),
-        }
-    }
-
     /// Whether this build serves the spec.
     pub fn check_served(&self) -> Result<(), ListenSpecError> {
         if self.dialect.is_served() {
@@ -413,74 +304,6 @@ impl ListenSpec {
                 spec: self.to_string(),
                 served: forms(|row| row.serve.is_some()),
             })
-        }
-    }
-}
-
-/// Splits `HOST:PORT` or `[V6]:PORT`; a bare host takes `default_port` when there is one.
-fn split_host_port_or_default(
-    address: &str,
-    default_port: Option<u16>,
-) -> Result<(String, u16), String> {
-    match (split_host_port(address), default_port) {
-        (Ok(parsed), _) => Ok(parsed),
-        (Err(_), Some(port))
-            if !address.contains(':') || (address.starts_with('[') && address.ends_with(']')) =>
-        {
-            let host = address.trim_start_matches('[').trim_end_matches(']');
-            if host.is_empty() {
-                return Err(format!("'{address}': the host is empty"));
-            }
-            Ok((host.to_owned(), port))
-        }
-        (Err(e), _) => Err(e),
-    }
-}
-
-/// Splits `HOST:PORT` or `[V6]:PORT`.
-pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| format!("'{address}' is not HOST:PORT"))?;
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6
-            .strip_suffix(']')
-            .ok_or_else(|| format!("'{address}': unclosed '['"))?,
-        None if host.contains(':') => {
-            return Err(format!(
-                "'{address}': write an IPv6 host in brackets, as [::1]:PORT"
-            ))
-        }
-        None => host,
-    };
-    if host.is_empty() {
-        return Err(format!("'{address}': the host is empty"));
-    }
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("'{port}' is not a port number (0 to 65535)"))?;
-    Ok((host.to_owned(), port))
-}
-
-impl fmt::Display for ListenSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dialect = self.dialect.name();
-        let kind = self.transport.kind().name();
-        match &self.transport {
-            Transport::Unix(path) => write!(f, "{dialect}:{kind}:{}", path.display()),
-            Transport::Fifo { input, output } => write!(
-                f,
-                "{dialect}:{kind}:{},{}",
-                input.display(),
-                output.display()
-            ),
-            Transport::Tcp { host, port } | Transport::Tls { host, port } => {
-                if host.contains(':') {
-                    write!(f, "{dialect}:{kind}:[{host}]:{port}")
-                } else {
-                    write!(f, "{dialect}:{kind}:{host}:{port}")
-                }
-            }
         }
     }
 }
@@ -554,7 +377,7 @@ mod tests {
     fn the_help_names_every_row() {
         let help = help();
         for row in &ROWS {
-            assert!(help.contains(&format!("{}:", row.name)), "{help}");
+            assert!(help.contains(&format!("{}:", row.contract.name)), "{help}");
         }
         assert!(!help.contains("not served by this build yet"), "{help}");
     }

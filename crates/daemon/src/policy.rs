@@ -18,16 +18,7 @@ use ferry_engine::{EngineError, Principal};
 use subtle::ConstantTimeEq;
 
 use crate::catalog::Catalog;
-use crate::NamedToken;
-
-/// Which commands a listener's clients may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandPolicy {
-    /// Any command, as in the owner's shell.
-    Any,
-    /// Only the names in the daemon's catalog.
-    Catalog,
-}
+use crate::config::{CommandPolicy, NamedToken};
 
 /// What a connection may do, and how it must authenticate.
 #[derive(Clone, Debug)]
@@ -113,6 +104,17 @@ impl Access {
             Principal::Certificate(name) => self.files_root.join("clients").join(name),
             Principal::Token(label) => self.files_root.join("tokens").join(label),
             Principal::Anonymous(dialect) => self.files_root.join("anonymous").join(dialect),
+        }
+    }
+
+    /// Where a job of this connection runs: the directory its request names, where the
+    /// dialect carries one and the principal may choose (the owner's native client names its
+    /// own), else the principal's file area; never the daemon's own working directory, which
+    /// is wherever it happened to start.
+    pub fn job_dir(&self, asked: Option<PathBuf>) -> PathBuf {
+        match asked {
+            Some(dir) if self.is_owner() => dir,
+            _ => self.files_dir(),
         }
     }
 

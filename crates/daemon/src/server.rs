@@ -6,25 +6,22 @@
 //! every peer is told in its own dialect (bounded: a peer that does not read cannot hold it
 //! up), the engine ends the jobs, connections close, sockets are removed.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_engine::files::FileArea;
 use ferry_engine::sessions::SessionStore;
 use ferry_engine::Engine;
 use rustix::fs::{flock, FlockOperation};
-use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use crate::catalog::Catalog;
-use crate::conn::admission::PrincipalCounts;
-use crate::{conn, DaemonConfig, DaemonError};
+use crate::accept;
+use crate::config::{DaemonConfig, DaemonError};
+use crate::state::Daemon;
 
 /// Longest wait for every peer to be told the daemon is going down.
 const NOTICE_WAIT: Duration = Duration::from_secs(1);
@@ -34,42 +31,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// The lock file in the state directory.
 const STATE_LOCK: &str = "daemon.lock";
-
-/// What every connection shares: the engine, the daemon's settings and its shutdown signals.
-pub(crate) struct Server {
-    /// The engine (jobs, history, peers).
-    pub engine: Engine,
-    /// The commands catalog-only listeners run.
-    pub catalog: Catalog,
-    /// The daemon's file area.
-    pub files: Arc<FileArea>,
-    /// Stateful shell sessions.
-    pub sessions: Arc<SessionStore>,
-    /// The settings.
-    pub config: DaemonConfig,
-    /// Authenticated connections per network principal, on every listener.
-    pub principals: Arc<PrincipalCounts>,
-    /// Becomes true when connections must close (jobs are all ended by then).
-    pub closing: watch::Sender<bool>,
-    /// Woken when the owner asks for shutdown.
-    pub shutdown_requested: Notify,
-    /// What each dialect's adapter shares among its connections (see [`Server::state`]).
-    dialect_state: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
-}
-
-impl Server {
-    /// The state of type `T` that one dialect's connections share (made on first use), so
-    /// that an adapter keeps its own bookkeeping without the server knowing of it.
-    pub fn state<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
-        let mut states = self.dialect_state.lock().unwrap_or_else(|e| e.into_inner());
-        let state = states
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Arc::new(T::default()));
-        // The map holds a `T` under `T`'s TypeId, so the cast cannot fail; a fresh value
-        // would do no harm if it did.
-        Arc::clone(state).downcast::<T>().unwrap_or_default()
-    }
-}
 
 /// How often places held in the hub are checked for the end of their grace.
 const HUB_TICK: Duration = Duration::from_millis(250);
@@ -103,22 +64,12 @@ pub async fn run(
     })?;
     let mut bound = Vec::new();
     for listener in &config.listeners {
-        bound.push(conn::bind(listener, &config).await?);
+        bound.push(accept::bind(listener, &config).await?);
     }
-    let server = Arc::new(Server {
-        engine,
-        catalog: config.catalog.clone(),
-        files: Arc::new(files),
-        sessions: Arc::new(sessions),
-        principals: Arc::new(PrincipalCounts::new(config.connections.per_principal)),
-        config,
-        closing: watch::Sender::new(false),
-        shutdown_requested: Notify::new(),
-        dialect_state: Mutex::default(),
-    });
+    let server = Arc::new(Daemon::new(engine, files, sessions, config));
     let mut listeners = JoinSet::new();
     for bound in bound {
-        listeners.spawn(conn::accept_loop(bound, Arc::clone(&server)));
+        listeners.spawn(accept::accept_loop(bound, Arc::clone(&server)));
     }
     let hub_ticker = tokio::spawn(expire_held_places(server.engine.peers().clone()));
     if let Some(dir) = &server.config.record_wire {

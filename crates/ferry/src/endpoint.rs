@@ -101,7 +101,7 @@ pub fn for_host(options: &RemoteOptions, host_arg: &str) -> Result<Endpoint> {
     } else {
         entry.address.as_str()
     };
-    let (host, port) = ferry_daemon::listeners::split_host_port(address).map_err(|problem| {
+    let (host, port) = ferry_daemon::spec::split_host_port(address).map_err(|problem| {
         anyhow!("{problem} (give HOST:PORT, or a host named in the client configuration file)")
     })?;
     let tls_dir = options.tls_dir.clone().or(entry.tls_dir);

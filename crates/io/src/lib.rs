@@ -13,7 +13,7 @@ pub mod private;
 
 use bytes::{Buf, BytesMut};
 use ferry_wire::native::{encode_frame, NativeDecoder, WireError};
-use ferry_wire::Decoder;
+use ferry_wire::{Decoder, Input};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -118,58 +118,94 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         decoder: &mut D,
     ) -> Result<Option<D::Message>, ReadError<D::Error>> {
         loop {
-            if let Some((message, used)) = decoder
-                .decode(&self.buf, self.eof)
-                .map_err(ReadError::Decode)?
-            {
-                self.buf.advance(used);
-                self.last_frame = (self.offset, self.offset + used as u64);
-                self.offset += used as u64;
+            let input = if self.eof { Input::Ended } else { Input::Open };
+            if let Some(message) = self.decode_buffered(decoder, input)? {
                 return Ok(Some(message));
             }
             if self.eof {
-                return if self.buf.is_empty() {
-                    Ok(None)
+                return Ok(None);
+            }
+            self.fill(decoder).await?;
+        }
+    }
+
+    /// One read into the buffer: the bytes it took (0: the stream has ended, see
+    /// [`FrameReader::ended`]). A bounded reader reads no further than the end of the message
+    /// being read, as `decoder` tells it. Cancel-safe: bytes are only taken by a read that
+    /// completes.
+    pub async fn fill<D: Decoder>(&mut self, decoder: &D) -> std::io::Result<usize> {
+        let read = if self.bounded {
+            let want = decoder
+                .message_len_at_least(&self.buf)
+                .saturating_sub(self.buf.len())
+                .clamp(1, BOUNDED_READ_MAX);
+            self.buf.reserve(want);
+            (&mut self.inner)
+                .take(want as u64)
+                .read_buf(&mut self.buf)
+                .await
+        } else {
+            self.make_room();
+            let room = self.buf.capacity() - self.buf.len();
+            let read = self.inner.read_buf(&mut self.buf).await;
+            if let Ok(n) = read {
+                self.reserve = if n >= room {
+                    (self.reserve * 2).min(READ_RESERVE_MAX)
+                } else if n < room / 4 {
+                    (self.reserve / 2).max(READ_RESERVE_MIN)
                 } else {
-                    Err(ReadError::Truncated(self.buf.len()))
+                    self.reserve
                 };
             }
-            let read = if self.bounded {
-                let want = decoder
-                    .message_len_at_least(&self.buf)
-                    .saturating_sub(self.buf.len())
-                    .clamp(1, BOUNDED_READ_MAX);
-                self.buf.reserve(want);
-                (&mut self.inner)
-                    .take(want as u64)
-                    .read_buf(&mut self.buf)
-                    .await
-            } else {
-                self.make_room();
-                let room = self.buf.capacity() - self.buf.len();
-                let read = self.inner.read_buf(&mut self.buf).await;
-                if let Ok(n) = read {
-                    self.reserve = if n >= room {
-                        (self.reserve * 2).min(READ_RESERVE_MAX)
-                    } else if n < room / 4 {
-                        (self.reserve / 2).max(READ_RESERVE_MIN)
-                    } else {
-                        self.reserve
-                    };
-                }
-                read
-            };
-            let read = match read {
-                // A TLS peer that leaves without close_notify: between frames, that is
-                // simply the end of the conversation (the frames say when a message ends).
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-                other => other?,
-            };
-            if read == 0 {
-                // One more decode with `eof` set lets the format name what is missing.
-                self.eof = true;
-            }
+            read
+        };
+        let read = match read {
+            // A TLS peer that leaves without close_notify: between frames, that is
+            // simply the end of the conversation (the frames say when a message ends).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            other => other?,
+        };
+        if read == 0 {
+            // The next decode, with `Input::Ended`, lets the format name what is missing.
+            self.eof = true;
         }
+        Ok(read)
+    }
+
+    /// Decodes the next message from the bytes already read, told `input` of what follows
+    /// (a stream that ended is always [`Input::Ended`]): `Ok(None)` when they hold none
+    /// (at the end: they were none at all; bytes left over are
+    /// [`ReadError::Truncated`]).
+    pub fn decode_buffered<D: Decoder>(
+        &mut self,
+        decoder: &mut D,
+        input: Input,
+    ) -> Result<Option<D::Message>, ReadError<D::Error>> {
+        let input = if self.eof { Input::Ended } else { input };
+        match decoder
+            .decode(&self.buf, input)
+            .map_err(ReadError::Decode)?
+        {
+            Some((message, used)) => {
+                let used = used.min(self.buf.len());
+                self.buf.advance(used);
+                self.last_frame = (self.offset, self.offset + used as u64);
+                self.offset += used as u64;
+                Ok(Some(message))
+            }
+            None if self.eof && !self.buf.is_empty() => Err(ReadError::Truncated(self.buf.len())),
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes read and not yet decoded.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Whether the stream has ended (a read took no bytes).
+    pub fn ended(&self) -> bool {
+        self.eof
     }
 }
 

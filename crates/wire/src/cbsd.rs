@@ -156,6 +156,23 @@ pub fn decode_request(buf: &[u8]) -> Result<Option<(Request, usize)>, CbsdError>
     Ok(Some((request, end + 1)))
 }
 
+/// A connection's requests as a [`crate::Decoder`] (what the daemon reads).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestDecoder;
+
+impl crate::Decoder for RequestDecoder {
+    type Message = Request;
+    type Error = CbsdError;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        _input: crate::Input,
+    ) -> Result<Option<(Request, usize)>, CbsdError> {
+        decode_request(buf)
+    }
+}
+
 /// A frame's bytes: `<id> <type> <size> <payload>` and a newline.
 pub fn encode_frame(id: u64, kind: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = format!("{id} {kind} {} ", payload.len()).into_bytes();

@@ -44,6 +44,31 @@ pub struct Frame {
 #[error("a cbsdng frame announces {0} bytes, over the limit of {MAX_PAYLOAD}")]
 pub struct TooLarge(pub u32);
 
+/// A connection's frames as a [`crate::Decoder`] (what the daemon reads).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameDecoder;
+
+impl crate::Decoder for FrameDecoder {
+    type Message = Frame;
+    type Error = TooLarge;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        _input: crate::Input,
+    ) -> Result<Option<(Frame, usize)>, TooLarge> {
+        decode_frame(buf)
+    }
+
+    fn message_len_at_least(&self, buf: &[u8]) -> usize {
+        match buf.get(8..HEADER_LEN) {
+            Some(size) => HEADER_LEN
+                .saturating_add(u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize),
+            None => HEADER_LEN,
+        }
+    }
+}
+
 /// A frame's bytes.
 pub fn encode_frame(frame: &Frame) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + frame.payload.len());

@@ -130,9 +130,13 @@ impl crate::Decoder for NetstringDecoder {
     fn decode(
         &mut self,
         buf: &[u8],
-        eof: bool,
+        input: crate::Input,
     ) -> Result<Option<(Vec<u8>, usize)>, NetstringError> {
-        Ok(decode_netstring(buf, self.max, eof)?.map(|(range, used)| (buf[range].to_vec(), used)))
+        let ended = input == crate::Input::Ended;
+        Ok(
+            decode_netstring(buf, self.max, ended)?
+                .map(|(range, used)| (buf[range].to_vec(), used)),
+        )
     }
 
     fn message_len_at_least(&self, buf: &[u8]) -> usize {

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Headers are sans-IO here: [`Header::encode`] makes the 64 bytes; [`decode_header`] reads
-//! one from a buffer. A lone code sent without padding (the authors' server sends `!N`, `!Z`
+//! one from a buffer; [`RequestDecoder`] reads a client's whole side of the conversation
+//! (headers, payloads, the files it sends), as a server's connection reader drives it. A lone code sent without padding (the authors' server sends `!N`, `!Z`
 //! and `!T` as two bytes) cannot be told from the start of a padded header until more bytes
 //! come or do not: a reader that has waited long enough passes `lone: true`, and the padding
 //! of a header that was taken alone is skipped before the next one.
@@ -139,6 +140,25 @@ pub enum Rake64Error {
     /// The length is too large.
     #[error("a rake64 header announces {0} bytes, over the limit")]
     TooLong(String),
+    /// A payload longer than its kind may be.
+    #[error("{what} of {len} is over the limit of {max}")]
+    PayloadTooLong {
+        /// What it is (`a command`, `a file name`...).
+        what: &'static str,
+        /// What the header announced.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A header that needs a length has none.
+    #[error("!{0} needs the length of what follows")]
+    NoLength(char),
+    /// A file size that is not a number.
+    #[error("a file size is a number of bytes, not {0:?}")]
+    BadSize(String),
+    /// A header a client does not send, or not at this point.
+    #[error("a client sends !E, !C, !R, !D, a filestream's !SSIF, !N, !Z, !T or their answers here, not {0}")]
+    Misplaced(String),
 }
 
 impl Header {
@@ -164,18 +184,30 @@ impl Header {
         }
     }
 
-    /// The 64 bytes of this header, padded with spaces. (A header's text is at most
-    /// 2 + 2 + 3 + 20 bytes, far under 64.)
+    /// The 64 bytes of this header, padded with spaces. An `!S` answer has exactly three
+    /// option bytes after its code, each its letter or a space when not set (`!SS  12`,
+    /// `!SSI 0`: a reader takes the length from byte 5, as the seed's does); a filestream
+    /// answer has the code it answers and `F` there (`!S!NF7`); other codes have none
+    /// (`!E8`, `!F3`). (A header's text is at most 2 + 3 + 20 bytes, far under 64.)
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut text = format!("!{}", self.code.letter() as char);
+        let o = self.options;
+        let letters = [(o.stdout, 'S'), (o.incoming, 'I'), (o.filestream, 'F')];
         if let Some(answers) = self.answers {
             text.push('!');
             text.push(answers.letter() as char);
-        }
-        let o = self.options;
-        for (set, letter) in [(o.stdout, 'S'), (o.incoming, 'I'), (o.filestream, 'F')] {
-            if set {
-                text.push(letter);
+            if o.filestream {
+                text.push('F');
+            }
+        } else if self.code == Code::Success {
+            for (set, letter) in letters {
+                text.push(if set { letter } else { ' ' });
+            }
+        } else {
+            for (set, letter) in letters {
+                if set {
+                    text.push(letter);
+                }
             }
         }
         if let Some(length) = self.length {
@@ -332,6 +364,199 @@ pub fn bytes_of_chars(buf: &[u8], chars: u64) -> Option<usize> {
     Some(index)
 }
 
+/// The longest command a server takes, in characters.
+pub const MAX_COMMAND: u64 = 64 * 1024;
+
+/// The longest file name a filestream carries, in characters.
+pub const MAX_NAME: u64 = 4096;
+
+/// The most digits a file size has.
+const MAX_SIZE_DIGITS: u64 = 20;
+
+/// The most bytes of a file one [`Incoming::Data`] carries.
+pub const DATA_CHUNK: usize = 256 * 1024;
+
+/// What a rake64 client sends, as the server reads it, in the order of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// `!E` alone (or announcing 0 bytes): a cost poll.
+    Cost,
+    /// `!C<len>` (the authors' server) or `!E<len>` (the seed), and the command's text.
+    Command(Vec<u8>),
+    /// `!R`: a filestream of requirements follows.
+    Requirements,
+    /// A filestream's metadata: how many files follow (either form, see [`file_count`]).
+    FileCount(u64),
+    /// A request for the next part of a file the server sends: `!N`, `!Z` or `!T`.
+    Ask(Code),
+    /// The answer to the server's `!N` (`!S!NF<len>`): a file's name.
+    Name(Vec<u8>),
+    /// The answer to the server's `!Z` (`!S!ZF<len>`): a file's size. Its bytes follow (once
+    /// the server asks with `!T`) as [`Incoming::Data`].
+    Size(u64),
+    /// Bytes of the file whose size came last; `last` ends it (a file of 0 bytes is one
+    /// empty `Data`).
+    Data {
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// They end the file.
+        last: bool,
+    },
+    /// `!D`: the session ends.
+    Disconnect,
+}
+
+/// A client's side of the conversation as a [`crate::Decoder`] (what the server reads): its
+/// headers and their payloads, the filestream's count in either form, and the bytes of each
+/// file it sends, in chunks. Lone codes (two bytes, no padding) and the count of the
+/// authors' `!SSIF<n>` (no payload follows) are taken at a pause.
+#[derive(Debug, Clone)]
+pub struct RequestDecoder {
+    /// The largest file taken.
+    max_file: u64,
+    /// Bytes of the file being sent still to come (after its [`Incoming::Size`]).
+    data: Option<u64>,
+}
+
+impl RequestDecoder {
+    /// A decoder taking files of at most `max_file` bytes.
+    pub fn new(max_file: u64) -> RequestDecoder {
+        RequestDecoder {
+            max_file,
+            data: None,
+        }
+    }
+
+    /// The next file bytes, when a file is coming.
+    fn data(&mut self, buf: &[u8], remaining: u64) -> Option<(Incoming, usize)> {
+        if remaining > 0 && buf.is_empty() {
+            return None;
+        }
+        let take = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len())
+            .min(DATA_CHUNK);
+        let left = remaining - take as u64;
+        self.data = (left > 0).then_some(left);
+        let bytes = buf[..take].to_vec();
+        Some((
+            Incoming::Data {
+                bytes,
+                last: left == 0,
+            },
+            take,
+        ))
+    }
+}
+
+/// The text payload of `chars` characters after `used` bytes of `buf`, if it is all there.
+fn text_after(buf: &[u8], used: usize, chars: u64) -> Option<(Vec<u8>, usize)> {
+    let rest = &buf[used..];
+    let len = bytes_of_chars(rest, chars)?;
+    Some((rest[..len].to_vec(), used + len))
+}
+
+/// A header's length, checked against the limit of its kind.
+fn limited(header: &Header, what: &'static str, max: u64) -> Result<u64, Rake64Error> {
+    let len = header
+        .length
+        .ok_or(Rake64Error::NoLength(header.code.letter() as char))?;
+    if len > max {
+        return Err(Rake64Error::PayloadTooLong { what, len, max });
+    }
+    Ok(len)
+}
+
+impl crate::Decoder for RequestDecoder {
+    type Message = Incoming;
+    type Error = Rake64Error;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        input: crate::Input,
+    ) -> Result<Option<(Incoming, usize)>, Rake64Error> {
+        if let Some(remaining) = self.data {
+            return Ok(self.data(buf, remaining));
+        }
+        let paused = input != crate::Input::Open;
+        let Some((header, used)) = decode_header(buf, paused)? else {
+            return Ok(None);
+        };
+        let whole = |item: Incoming| Ok(Some((item, used)));
+        match (header.code, header.answers) {
+            (Code::Cost, None) if header.length.unwrap_or(0) == 0 => whole(Incoming::Cost),
+            (Code::Cost | Code::Command, None) => {
+                let chars = limited(&header, "a command", MAX_COMMAND)?;
+                Ok(
+                    text_after(buf, used, chars)
+                        .map(|(text, used)| (Incoming::Command(text), used)),
+                )
+            }
+            (Code::Requirements, None) => whole(Incoming::Requirements),
+            (Code::Disconnect, None) => whole(Incoming::Disconnect),
+            (Code::Name | Code::Size | Code::Transfer, None) => whole(Incoming::Ask(header.code)),
+            (Code::Success, Some(Code::Name)) => {
+                let chars = limited(&header, "a file name", MAX_NAME)?;
+                Ok(text_after(buf, used, chars).map(|(text, used)| (Incoming::Name(text), used)))
+            }
+            (Code::Success, Some(Code::Size)) => {
+                let chars = limited(&header, "a file size", MAX_SIZE_DIGITS)?;
+                let Some((text, used)) = text_after(buf, used, chars) else {
+                    return Ok(None);
+                };
+                let text = String::from_utf8_lossy(&text).into_owned();
+                let size: u64 = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| Rake64Error::BadSize(text.clone()))?;
+                if size > self.max_file {
+                    return Err(Rake64Error::PayloadTooLong {
+                        what: "a file",
+                        len: size,
+                        max: self.max_file,
+                    });
+                }
+                self.data = Some(size);
+                Ok(Some((Incoming::Size(size), used)))
+            }
+            (Code::Success, None) if header.options.filestream => {
+                let announced = header.length.unwrap_or(0);
+                let rest = &buf[used..];
+                let digits = count_payload_len(announced);
+                let settled =
+                    rest.len() >= digits || rest.iter().any(|b| !b.is_ascii_digit()) || paused;
+                if !settled {
+                    return Ok(None);
+                }
+                let (count, took) = file_count(announced, rest);
+                Ok(Some((Incoming::FileCount(count), used + took)))
+            }
+            _ => Err(Rake64Error::Misplaced(header.to_string())),
+        }
+    }
+
+    fn ends_at_pause(&self, buf: &[u8]) -> bool {
+        if self.data.is_some() {
+            return false;
+        }
+        // Two bytes of a code that may come alone.
+        if buf.iter().filter(|b| **b != b' ').count() == 2 {
+            return true;
+        }
+        // A filestream's metadata whose count may or may not follow as a payload.
+        match decode_header(buf, false) {
+            Ok(Some((header, used))) => {
+                header.code == Code::Success
+                    && header.answers.is_none()
+                    && header.options.filestream
+                    && buf[used..].iter().all(u8::is_ascii_digit)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,7 +608,7 @@ mod tests {
                 .expect("whole")
                 .0
                 .to_string(),
-            "!SSI0"
+            "!SSI 0"
         );
     }
 

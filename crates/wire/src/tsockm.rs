@@ -2,9 +2,11 @@
 //! `::`, `TYPE::ACTION::STATUS::sender_id::src::dst::body`, with no length and no delimiter.
 //!
 //! TsockM's peers take one `read()` as one message: a message ends where the sender's write
-//! (and, for a request connection, the connection) ends. Finding that end is the transport's
-//! business (the daemon's adapter waits for the end of the connection, or for a quiet pause
-//! once the seven fields are there); this module parses and builds whole messages.
+//! (and, for a request connection, the connection) ends. [`RequestDecoder`] finds that end on
+//! a connection toward the server: a request ends where its connection ends (TsockM's client
+//! closes each request connection after its one write), and a login, whose connection stays
+//! open for pushes, once its seven fields are there and the stream pauses; [`decode`] parses
+//! a whole message.
 //!
 //! The body is everything after the sixth `::` (TsockM's own parser keeps only up to the
 //! next `::`, cutting the rest; ferry keeps the text whole). What a TsockM client can show is
@@ -252,6 +254,68 @@ impl Message {
     /// The message's bytes, to be sent in one write.
     pub fn encode(&self) -> Vec<u8> {
         self.to_string().into_bytes()
+    }
+}
+
+/// What a TsockM connection carries toward the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A whole request (each connection carries one).
+    Message(Message),
+    /// Bytes after a connection's one request (on a push connection, where a client has
+    /// nothing to say): counted, and otherwise ignored.
+    Stray(usize),
+}
+
+/// Whether `buf` starts a login (`REQ::COMM::...`), the one request whose connection stays
+/// open (for pushes), so that only a pause can end it.
+pub fn is_login(buf: &[u8]) -> bool {
+    buf.starts_with(b"REQ::COMM::")
+}
+
+/// A connection's requests as a [`crate::Decoder`] (what the server reads): its first
+/// message ends where the connection ends, or, for a login, at a pause once its seven fields
+/// are there; whatever follows it is [`Incoming::Stray`]. A request over [`MAX_REQUEST`] is
+/// refused as soon as it is over.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestDecoder {
+    /// The connection's one request came.
+    taken: bool,
+}
+
+impl crate::Decoder for RequestDecoder {
+    type Message = Incoming;
+    type Error = TsockmError;
+
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        input: crate::Input,
+    ) -> Result<Option<(Incoming, usize)>, TsockmError> {
+        if self.taken {
+            return Ok((!buf.is_empty()).then_some((Incoming::Stray(buf.len()), buf.len())));
+        }
+        if buf.len() > MAX_REQUEST {
+            return Err(TsockmError::TooLong {
+                len: buf.len(),
+                max: MAX_REQUEST,
+            });
+        }
+        let whole = match input {
+            crate::Input::Open => false,
+            crate::Input::Paused => self.ends_at_pause(buf),
+            crate::Input::Ended => !buf.is_empty(),
+        };
+        if !whole {
+            return Ok(None);
+        }
+        let message = decode(buf)?;
+        self.taken = true;
+        Ok(Some((Incoming::Message(message), buf.len())))
+    }
+
+    fn ends_at_pause(&self, buf: &[u8]) -> bool {
+        !self.taken && is_login(buf) && fields_complete(buf)
     }
 }
 

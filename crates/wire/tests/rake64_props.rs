@@ -25,18 +25,20 @@ fn header() -> impl Strategy<Value = Header> {
         any::<(bool, bool, bool)>(),
         proptest::option::of(0u64..=MAX_PAYLOAD),
     )
-        .prop_map(
-            |(code, answers, (stdout, incoming, filestream), length)| Header {
+        .prop_map(|(code, answers, (stdout, incoming, filestream), length)| {
+            let answers = answers.filter(|_| code == Code::Success);
+            Header {
                 code,
-                answers: answers.filter(|_| code == Code::Success),
+                answers,
+                // A filestream answer (`!S!NF7`) has room for `F` alone.
                 options: Options {
-                    stdout,
-                    incoming,
+                    stdout: stdout && answers.is_none(),
+                    incoming: incoming && answers.is_none(),
                     filestream,
                 },
                 length,
-            },
-        )
+            }
+        })
 }
 
 proptest! {

@@ -6,8 +6,9 @@
 //! `command NAME ARGS...` runs a catalog command (for CBSD, entries map names to `cbsd NAME`),
 //! with its stdin open for `input`; the connection is answered `<id> 0 <len> <command line>`,
 //! then the command's stdout (type 1) and stderr (type 2) frames, then `<id> 3 <len>
-//! <status>`. A malformed request gets an error frame (type 4, id 0) and the connection is
-//! closed; the daemon serves on.
+//! <status>`. Commands run in the principal's file area. A malformed request gets an error
+//! frame (type 4, id 0) and the connection is closed; the daemon serves on. The daemon going
+//! down, and a kick, are notices (type 5, id 0).
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -15,14 +16,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_engine::{JobId, JobOrigin, JobPhase, JobSpec, OutputEvent, OutputStream};
-use ferry_wire::cbsd::{decode_request, encode_frame, encode_output, kind, Request};
-use tokio::sync::mpsc;
+use ferry_wire::cbsd::{encode_frame, encode_output, kind, CbsdError, Request, RequestDecoder};
 use tokio::task::JoinSet;
 
-use super::{Next, Requests};
 use crate::conn::Conn;
-use crate::policy::{Access, Act, Answer, RefusalKind};
-use crate::server::Server;
+use crate::outbox::Outbox;
+use crate::policy::{Access, Act, RefusalKind};
+use crate::reader::{Busy, Next, Notice, Reader, Voice};
+use crate::state::Daemon;
 
 /// Serves one admitted connection (the listener table's entry point).
 pub(crate) fn serve(conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -34,139 +35,146 @@ pub(crate) fn refusal(_kind: RefusalKind, message: &str) -> Vec<u8> {
     encode_frame(0, kind::ERROR, message.as_bytes())
 }
 
-async fn serve_connection(mut conn: Conn) {
-    let origin = super::origin(&conn, "cbsd");
-    let (out, writer) = super::frame_writer(conn.write);
-    let mut followers = JoinSet::new();
-    let mut requests = Requests::new(
-        &mut conn.read,
-        &mut conn.peer.handle,
-        &conn.server,
-        conn.limits,
-        16 * 1024,
-        |bytes| decode_request(bytes).map_err(|e| e.to_string()),
-    );
-    loop {
-        let next = tokio::select! {
-            next = requests.next(followers.is_empty()) => next,
-            Some(_) = followers.join_next(), if !followers.is_empty() => continue,
-        };
-        match next {
-            Next::Request(request) => {
-                handle(
-                    &conn.server,
-                    &conn.access,
-                    &origin,
-                    request,
-                    &out,
-                    &mut followers,
-                )
-                .await;
-            }
-            Next::Malformed(why) => {
-                let _ = out.send(encode_frame(0, kind::ERROR, why.as_bytes())).await;
-                break;
-            }
-            Next::GoingDown => {
-                let notice =
-                    b"the ferry daemon is going down; running commands are being terminated";
-                let _ = out.send(encode_frame(0, kind::NOTICE, notice)).await;
-            }
-            Next::Ended => break,
+/// What the connection layer says in CBSD's words: errors and notices with id 0.
+struct CbsdVoice;
+
+impl Voice<CbsdError> for CbsdVoice {
+    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
+        Some(refusal(kind, message))
+    }
+
+    fn going_down(&self) -> Notice {
+        let notice = b"the ferry daemon is going down; running commands are being terminated";
+        Notice {
+            words: Some(encode_frame(0, kind::NOTICE, notice)),
+            closes: false,
         }
     }
-    followers.abort_all();
-    drop(out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+
+    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
+        Some(encode_frame(0, kind::NOTICE, message.as_bytes()))
+    }
 }
 
-/// Serves one request.
-async fn handle(
-    server: &Arc<Server>,
-    access: &Access,
-    origin: &JobOrigin,
-    request: Request,
-    out: &mpsc::Sender<Vec<u8>>,
-    followers: &mut JoinSet<()>,
-) {
-    let error = |id: u64, message: String| encode_frame(id, kind::ERROR, message.as_bytes());
-    let answer = match request {
-        Request::Command(words) => {
-            let line = words.join(" ");
-            let argv = words.into_iter().map(OsString::from).collect();
-            match access.allowed_command(&server.catalog, argv) {
-                Err(refusal) => error(0, refusal.message),
-                Ok(argv) => {
-                    let spec = JobSpec {
-                        argv,
-                        stdin: true,
-                        origin: origin.clone(),
-                        ..JobSpec::default()
-                    };
-                    match server.engine.submit(spec) {
-                        Err(e) => error(0, e.refusal().message),
-                        Ok((job, _)) => {
-                            followers.spawn(follow(Arc::clone(server), job, out.clone()));
-                            encode_frame(job, kind::ACCEPTED, line.as_bytes())
-                        }
+async fn serve_connection(mut conn: Conn) {
+    let Some((mut reader, out)) = Reader::new(&mut conn, RequestDecoder, CbsdVoice) else {
+        return;
+    };
+    let origin = super::origin(&conn, reader.peer().id());
+    let mut followers = JoinSet::new();
+    while let Some(next) = reader.next(true).await {
+        while followers.try_join_next().is_some() {}
+        let Next::Request(request, _) = next else {
+            continue;
+        };
+        let requester = Requester {
+            daemon: &conn.daemon,
+            access: &conn.access,
+            origin: &origin,
+            out: &out,
+            busy: reader.busy(),
+        };
+        requester.handle(request, &mut followers).await;
+    }
+    super::finish_followers(&conn.daemon, &mut followers).await;
+}
+
+/// What a request is served with.
+struct Requester<'a> {
+    daemon: &'a Arc<Daemon>,
+    access: &'a Access,
+    origin: &'a JobOrigin,
+    out: &'a Outbox,
+    busy: Busy,
+}
+
+impl Requester<'_> {
+    /// Starts following `job` on this connection (no idle limit while it runs).
+    fn follow(&self, job: JobId, followers: &mut JoinSet<()>) {
+        let busy = self.busy.hold();
+        let (daemon, out) = (Arc::clone(self.daemon), self.out.clone());
+        followers.spawn(async move {
+            follow(daemon, job, out).await;
+            drop(busy);
+        });
+    }
+
+    /// Serves one request.
+    async fn handle(&self, request: Request, followers: &mut JoinSet<()>) {
+        let (server, access) = (self.daemon, self.access);
+        let error = |id: u64, message: String| encode_frame(id, kind::ERROR, message.as_bytes());
+        let answer = match request {
+            Request::Command(words) => {
+                let line = words.join(" ");
+                let argv = words.into_iter().map(OsString::from).collect();
+                let spec = JobSpec {
+                    stdin: true,
+                    origin: self.origin.clone(),
+                    ..JobSpec::default()
+                };
+                match super::submit(server, access, argv, spec) {
+                    Err(refusal) => error(0, refusal.message),
+                    Ok(job) => {
+                        self.follow(job, followers);
+                        encode_frame(job, kind::ACCEPTED, line.as_bytes())
                     }
                 }
             }
-        }
-        Request::Attach(job) => match owned(server, access, Act::See, job) {
-            Err(message) => error(job, message),
-            Ok(()) => {
-                followers.spawn(follow(Arc::clone(server), job, out.clone()));
-                return;
-            }
-        },
-        Request::Input { id, data } => match owned(server, access, Act::Touch, id) {
-            Err(message) => error(id, message),
-            Ok(()) if data.is_empty() => match server.engine.close_stdin(id) {
-                Ok(()) => return,
-                Err(e) => error(id, e.to_string()),
-            },
-            Ok(()) => match server.engine.write_stdin(id, data).await {
-                Ok(()) => return,
-                Err(e) => error(id, e.to_string()),
-            },
-        },
-        Request::Kill(id) => match owned(server, access, Act::Touch, id) {
-            Err(message) => error(id, message),
-            Ok(()) => match server.engine.signal(id, libc::SIGTERM) {
-                Ok(()) => return,
-                Err(e) => error(id, e.to_string()),
-            },
-        },
-        Request::List => {
-            let mut frames = Vec::new();
-            for job in server.engine.list() {
-                if !access.may(Act::See, &job.principal) {
-                    continue;
+            Request::Attach(job) => match owned(server, access, Act::See, job) {
+                Err(message) => error(job, message),
+                Ok(()) => {
+                    self.follow(job, followers);
+                    return;
                 }
-                let state = match job.phase {
-                    JobPhase::Queued => "queued",
-                    JobPhase::Running { .. } => "running",
-                    JobPhase::Finished(_) => "finished",
-                };
-                let argv: Vec<String> = job
-                    .argv
-                    .iter()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect();
-                let line = format!("{} {state} {}", job.id, argv.join(" "));
-                frames.extend_from_slice(&encode_frame(job.id, kind::LISTED, line.as_bytes()));
+            },
+            Request::Input { id, data } => match owned(server, access, Act::Touch, id) {
+                Err(message) => error(id, message),
+                Ok(()) if data.is_empty() => match server.engine.close_stdin(id) {
+                    Ok(()) => return,
+                    Err(e) => error(id, e.to_string()),
+                },
+                Ok(()) => match server.engine.write_stdin(id, data).await {
+                    Ok(()) => return,
+                    Err(e) => error(id, e.to_string()),
+                },
+            },
+            Request::Kill(id) => match owned(server, access, Act::Touch, id) {
+                Err(message) => error(id, message),
+                Ok(()) => match server.engine.signal(id, libc::SIGTERM) {
+                    Ok(()) => return,
+                    Err(e) => error(id, e.to_string()),
+                },
+            },
+            Request::List => {
+                let mut frames = Vec::new();
+                for job in server.engine.list() {
+                    if !access.may(Act::See, &job.principal) {
+                        continue;
+                    }
+                    let state = match job.phase {
+                        JobPhase::Queued => "queued",
+                        JobPhase::Running { .. } => "running",
+                        JobPhase::Finished(_) => "finished",
+                    };
+                    let argv: Vec<String> = job
+                        .argv
+                        .iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect();
+                    let line = format!("{} {state} {}", job.id, argv.join(" "));
+                    frames.extend_from_slice(&encode_frame(job.id, kind::LISTED, line.as_bytes()));
+                }
+                // The end of the list: an empty line with id 0.
+                frames.extend_from_slice(&encode_frame(0, kind::LISTED, b""));
+                frames
             }
-            // The end of the list: an empty line with id 0.
-            frames.extend_from_slice(&encode_frame(0, kind::LISTED, b""));
-            frames
-        }
-    };
-    let _ = out.send(answer).await;
+        };
+        self.out.send(answer).await;
+    }
 }
 
 /// Whether this client may `act` on command `job`: `Err` says why not.
-fn owned(server: &Server, access: &Access, act: Act, job: JobId) -> Result<(), String> {
+fn owned(server: &Daemon, access: &Access, act: Act, job: JobId) -> Result<(), String> {
     let owner = server.engine.principal_of(job).map_err(|e| e.to_string())?;
     access
         .check(act, &owner, &format!("command {job}"))
@@ -174,12 +182,11 @@ fn owned(server: &Server, access: &Access, act: Act, job: JobId) -> Result<(), S
 }
 
 /// Streams a command's output and its end to the connection, from its start.
-async fn follow(server: Arc<Server>, job: JobId, out: mpsc::Sender<Vec<u8>>) {
+async fn follow(server: Arc<Daemon>, job: JobId, out: Outbox) {
     let mut reader = match server.engine.output(job, true, true, false) {
         Ok(reader) => reader,
         Err(e) => {
-            let _ = out
-                .send(encode_frame(job, kind::ERROR, e.to_string().as_bytes()))
+            out.send(encode_frame(job, kind::ERROR, e.to_string().as_bytes()))
                 .await;
             return;
         }
@@ -200,14 +207,14 @@ async fn follow(server: Arc<Server>, job: JobId, out: mpsc::Sender<Vec<u8>>) {
                         encode_frame(job, kind::EXIT, exit.shell_status().to_string().as_bytes())
                     }
                 };
-                let _ = out.send(frame).await;
+                out.send(frame).await;
                 return;
             }
             Ok(Some(_)) => continue,
             Ok(None) => return,
             Err(e) => encode_frame(job, kind::ERROR, e.to_string().as_bytes()),
         };
-        if out.send(frame).await.is_err() {
+        if !out.send(frame).await {
             return;
         }
     }

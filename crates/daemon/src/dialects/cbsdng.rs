@@ -1,8 +1,10 @@
 //! The cbsdng dialect adapter (CBSD's later daemon, mekanix/cbsdng-cbsdngd): binary frames
 //! (`ferry_wire::cbsdng`). A request frame's payload is a command line, run (no shell) as the
 //! listener's command policy allows; its output returns as `(id, 0, chunk)` frames under the
-//! request's id, and its end as `(id, 8, "<exit status>")`. Requests run together; a refused
-//! one ends at once with its reason on an `(id, 8, "127")` after a `(id, 0, reason)`.
+//! request's id, and its end as `(id, 8, "<exit status>")`. Requests run together, in the
+//! principal's file area; a refused one ends at once with its reason on an `(id, 8, "127")`
+//! after a `(id, 0, reason)`. The daemon going down, a kick and a malformed frame are said in
+//! a `(0, 0x10, reason)` frame.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -10,14 +12,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_engine::{JobOrigin, JobSpec, OutputEvent};
-use ferry_wire::cbsdng::{bits, decode_frame, encode_frame, Frame};
-use tokio::sync::mpsc;
+use ferry_wire::cbsdng::{bits, encode_frame, Frame, FrameDecoder, TooLarge};
 use tokio::task::JoinSet;
 
-use super::{Next, Requests};
 use crate::conn::Conn;
-use crate::policy::{Answer, RefusalKind};
-use crate::server::Server;
+use crate::outbox::Outbox;
+use crate::policy::{Access, RefusalKind};
+use crate::reader::{Next, Notice, Reader, Voice};
+use crate::state::Daemon;
 
 /// Serves one admitted connection (the listener table's entry point).
 pub(crate) fn serve(conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -33,60 +35,65 @@ pub(crate) fn refusal(_kind: RefusalKind, message: &str) -> Vec<u8> {
     })
 }
 
-async fn serve_connection(mut conn: Conn) {
-    let origin = super::origin(&conn, "cbsdng");
-    let (out, writer) = super::frame_writer(conn.write);
-    let mut running = JoinSet::new();
-    let mut requests = Requests::new(
-        &mut conn.read,
-        &mut conn.peer.handle,
-        &conn.server,
-        conn.limits,
-        64 * 1024,
-        |bytes| decode_frame(bytes).map_err(|e| e.to_string()),
-    );
-    loop {
-        let next = tokio::select! {
-            next = requests.next(running.is_empty()) => next,
-            Some(_) = running.join_next(), if !running.is_empty() => continue,
-        };
-        match next {
-            Next::Request(frame) => {
-                let line = String::from_utf8_lossy(&frame.payload).into_owned();
-                let argv: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
-                let allowed = if argv.is_empty() {
-                    Err("an empty command".to_owned())
-                } else {
-                    conn.access
-                        .allowed_command(&conn.server.catalog, argv)
-                        .map_err(|refusal| refusal.message)
-                };
-                let server = Arc::clone(&conn.server);
-                running.spawn(run(server, frame.id, allowed, origin.clone(), out.clone()));
-            }
-            Next::Malformed(why) => {
-                let _ = out.send(refusal(RefusalKind::InvalidRequest, &why)).await;
-                break;
-            }
-            Next::GoingDown => {
-                let notice = refusal(RefusalKind::ShuttingDown, "the ferry daemon is going down");
-                let _ = out.send(notice).await;
-            }
-            Next::Ended => break,
+/// What the connection layer says in cbsdng's words: a closing frame with the reason.
+struct CbsdngVoice;
+
+impl Voice<TooLarge> for CbsdngVoice {
+    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
+        Some(refusal(kind, message))
+    }
+
+    fn going_down(&self) -> Notice {
+        Notice {
+            words: Some(refusal(
+                RefusalKind::ShuttingDown,
+                "the ferry daemon is going down",
+            )),
+            closes: false,
         }
     }
-    running.abort_all();
-    drop(out);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+
+    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
+        Some(refusal(RefusalKind::PermissionDenied, message))
+    }
+}
+
+async fn serve_connection(mut conn: Conn) {
+    let Some((mut reader, out)) = Reader::new(&mut conn, FrameDecoder, CbsdngVoice) else {
+        return;
+    };
+    let origin = super::origin(&conn, reader.peer().id());
+    let mut running = JoinSet::new();
+    while let Some(next) = reader.next(true).await {
+        while running.try_join_next().is_some() {}
+        let Next::Request(frame, _) = next else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&frame.payload).into_owned();
+        let argv: Vec<OsString> = line.split_whitespace().map(OsString::from).collect();
+        let (daemon, access, origin, out) = (
+            Arc::clone(&conn.daemon),
+            conn.access.clone(),
+            origin.clone(),
+            out.clone(),
+        );
+        let busy = reader.busy().hold();
+        running.spawn(async move {
+            run(&daemon, &access, frame.id, argv, origin, out).await;
+            drop(busy);
+        });
+    }
+    super::finish_followers(&conn.daemon, &mut running).await;
 }
 
 /// Runs one request and streams its frames.
 async fn run(
-    server: Arc<Server>,
+    server: &Daemon,
+    access: &Access,
     id: u32,
-    allowed: Result<Vec<OsString>, String>,
+    argv: Vec<OsString>,
     origin: JobOrigin,
-    out: mpsc::Sender<Vec<u8>>,
+    out: Outbox,
 ) {
     let frame = |kind, payload: &[u8]| {
         encode_frame(&Frame {
@@ -95,18 +102,16 @@ async fn run(
             payload: payload.to_vec(),
         })
     };
-    let argv = match allowed {
-        Ok(argv) => argv,
-        Err(why) => return ended(&out, id, why).await,
-    };
+    if argv.is_empty() {
+        return ended(&out, id, "an empty command".into()).await;
+    }
     let spec = JobSpec {
-        argv,
         origin,
         ..JobSpec::default()
     };
-    let job = match server.engine.submit(spec) {
-        Ok((job, _)) => job,
-        Err(e) => return ended(&out, id, e.refusal().message).await,
+    let job = match super::submit(server, access, argv, spec) {
+        Ok(job) => job,
+        Err(refusal) => return ended(&out, id, refusal.message).await,
     };
     let mut reader = match server.engine.output(job, true, true, false) {
         Ok(reader) => reader,
@@ -115,7 +120,7 @@ async fn run(
     loop {
         match reader.next().await {
             Ok(Some(OutputEvent::Chunk { data, .. })) => {
-                if out.send(frame(bits::NONE, &data)).await.is_err() {
+                if !out.send(frame(bits::NONE, &data)).await {
                     return;
                 }
             }
@@ -124,7 +129,7 @@ async fn run(
                     return ended(&out, id, error).await;
                 }
                 let status = exit.shell_status().to_string();
-                let _ = out.send(frame(bits::EXIT, status.as_bytes())).await;
+                out.send(frame(bits::EXIT, status.as_bytes())).await;
                 return;
             }
             Ok(Some(_)) => {}
@@ -135,11 +140,11 @@ async fn run(
 }
 
 /// Ends a request that could not run or finish: its reason as output, then status 127.
-async fn ended(out: &mpsc::Sender<Vec<u8>>, id: u32, why: String) {
+async fn ended(out: &Outbox, id: u32, why: String) {
     for (kind, payload) in [
         (bits::NONE, why.into_bytes()),
         (bits::EXIT, b"127".to_vec()),
     ] {
-        let _ = out.send(encode_frame(&Frame { id, kind, payload })).await;
+        out.send(encode_frame(&Frame { id, kind, payload })).await;
     }
 }

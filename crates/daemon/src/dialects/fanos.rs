@@ -10,11 +10,12 @@
 //! netstring gets `ERROR` with Oils' own text, and the connection is closed; other
 //! connections go on.
 //!
-//! The first request must come within the handshake time limit (the dialect has no handshake
-//! of its own); between requests, within the daemon's idle limit (`--idle-timeout`; by
-//! default none: a shell waits for its user as long as it likes). The daemon going down, or
-//! the owner kicking the peer, is said with an `ERROR` reply (after the request in progress,
-//! if any), and the connection is closed.
+//! Commands and sessions start in the principal's file area. The first request must come
+//! within the handshake time limit (the dialect has no handshake of its own); between
+//! requests, within the daemon's idle limit (`--idle-timeout`; by default none: a shell waits
+//! for its user as long as it likes). The daemon going down is said with an `ERROR` reply
+//! (after the request in progress, if any), and so is a kick (at once; the job goes on); the
+//! connection is then closed.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -23,17 +24,16 @@ use std::os::unix::ffi::OsStringExt;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ferry_engine::peers::PeerEvent;
-use ferry_engine::{JobId, JobOrigin, JobSpec, OutputEvent, PassedStdio, Principal};
-use ferry_io::{FrameReader, ReadError};
+use ferry_engine::{JobId, JobOrigin, JobSpec, OutputEvent, PassedStdio};
+use ferry_io::ReadError;
 use ferry_wire::fanos::{
     encode_netstring, parse_request, FanosReply, FanosRequest, NetstringDecoder, NetstringError,
 };
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::conn::{became_true, time_limit, BoxRead, Conn};
-use crate::policy::{blocking, Access, Answer, Refusal, RefusalKind};
-use crate::server::Server;
+use crate::conn::Conn;
+use crate::policy::{blocking, Access, Refusal, RefusalKind};
+use crate::reader::{Next, Notice, Reader, Voice, Watched};
+use crate::state::Daemon;
 
 /// Largest request accepted, in bytes.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -45,128 +45,88 @@ pub(crate) fn serve(conn: Conn) -> Pin<Box<dyn Future<Output = ()> + Send>> {
 
 /// A refusal of a connection that will not be served: one `ERROR` reply.
 pub(crate) fn refusal(_: RefusalKind, message: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    encode_netstring(&FanosReply::Error(message.into()).payload(), &mut bytes);
-    bytes
+    reply(FanosReply::Error(message.into()))
 }
 
-/// Why the connection ends, if the daemon ends it.
-enum Ending {
-    /// The daemon is going down.
-    GoingDown,
-    /// The owner kicked this peer.
-    Kicked(String),
-}
+/// What the connection layer says in FANOS's words: an `ERROR` reply (Oils' own texts for a
+/// malformed netstring); the daemon going down ends the connection after it.
+struct FanosVoice;
 
-impl Ending {
-    fn reply(&self) -> FanosReply {
-        match self {
-            Ending::GoingDown => FanosReply::Error(
-                "the ferry daemon is going down; running jobs are being terminated".into(),
-            ),
-            Ending::Kicked(reason) => {
-                FanosReply::Error(format!("disconnected {reason}; your jobs go on"))
-            }
+impl Voice<NetstringError> for FanosVoice {
+    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
+        Some(refusal(kind, message))
+    }
+
+    fn malformed(&self, fault: &ReadError<NetstringError>) -> Option<Vec<u8>> {
+        let message = match fault {
+            ReadError::Decode(e) => e.to_string(),
+            ReadError::Truncated(_) => NetstringError::UnexpectedEof.to_string(),
+            ReadError::Io(e) => e.to_string(),
+        };
+        Some(refusal(RefusalKind::InvalidRequest, &message))
+    }
+
+    fn going_down(&self) -> Notice {
+        Notice {
+            words: Some(refusal(
+                RefusalKind::ShuttingDown,
+                "the ferry daemon is going down; running jobs are being terminated",
+            )),
+            closes: true,
         }
+    }
+
+    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
+        Some(refusal(RefusalKind::PermissionDenied, message))
     }
 }
 
 async fn serve_connection(mut conn: Conn) {
-    let peer_id = conn.peer.id().to_owned();
-    // Every read goes through recvmsg, one message at a time: fds belong to the request whose
-    // bytes they rode on.
-    let Some(inbox) = conn.fds.clone() else {
+    let decoder = NetstringDecoder { max: MAX_REQUEST };
+    let Some((mut reader, out)) = Reader::new(&mut conn, decoder, FanosVoice) else {
         return;
     };
-    let mut reader: FrameReader<BoxRead> = FrameReader::bounded(conn.read);
-    let mut decoder = NetstringDecoder { max: MAX_REQUEST };
+    let peer = reader.peer().id().to_owned();
     let mut session = ConnectionSession {
-        server: Arc::clone(&conn.server),
-        principal: conn.access.principal().clone(),
+        daemon: Arc::clone(&conn.daemon),
+        access: conn.access.clone(),
         id: None,
     };
-    let mut closing = conn.server.closing.subscribe();
-    let kick = conn.peer.handle.kick();
-    let mut first = true;
-    let mut ending = None;
-    while ending.is_none() {
-        let next = tokio::select! {
-            next = reader.next_with(&mut decoder) => next,
-            Some(PeerEvent::ShuttingDown) = conn.peer.handle.next_event() => {
-                conn.peer.handle.shutdown_told();
-                ending = Some(Ending::GoingDown);
-                continue;
-            }
-            reason = kick.kicked() => {
-                ending = Some(Ending::Kicked(reason));
-                continue;
-            }
-            () = became_true(&mut closing) => return,
-            limit = time_limit(conn.limits.next_request(first)) => {
-                let message = format!("no request within {} ms", limit.as_millis());
-                tracing::info!(peer = peer_id, "fanos: closing a connection: {message}");
-                let _ = reply(&mut conn.write, FanosReply::Error(message)).await;
-                return;
-            }
+    let origin = super::origin(&conn, &peer);
+    while let Some(next) = reader.next(true).await {
+        // Fds belong to the request whose bytes they rode on.
+        let Next::Request(payload, fds) = next else {
+            continue;
         };
-        first = false;
-        let payload = match next {
-            Ok(Some(payload)) => payload,
-            Ok(None) => return,
-            Err(e) => {
-                let message = match e {
-                    ReadError::Decode(e) => e.to_string(),
-                    ReadError::Truncated(_) => NetstringError::UnexpectedEof.to_string(),
-                    ReadError::Io(e) => e.to_string(),
-                };
-                tracing::info!(peer = peer_id, "fanos: closing a connection: {message}");
-                let _ = reply(&mut conn.write, FanosReply::Error(message)).await;
-                return;
-            }
-        };
-        let span = reader.last_frame_span();
-        let passed = inbox.claim(span);
-        inbox.drop_unclaimable(span.1);
-        // The request runs to its end; the daemon going down meanwhile is said after its
+        // The request runs to its end: the daemon going down meanwhile is said after its
         // reply (the engine ends its job), a kick at once (its job goes on).
-        let handled = handle(&payload, passed, &conn.access, &peer_id, &mut session);
+        let handled = handle(&payload, fds, &origin, &mut session);
         tokio::pin!(handled);
         let answer = loop {
-            tokio::select! {
-                answer = &mut handled => break Some(answer),
-                Some(PeerEvent::ShuttingDown) = conn.peer.handle.next_event(), if ending.is_none() => {
-                    conn.peer.handle.shutdown_told();
-                    ending = Some(Ending::GoingDown);
-                }
-                reason = kick.kicked() => {
-                    ending = Some(Ending::Kicked(reason));
-                    break None;
-                }
+            match reader.watch(&mut handled).await {
+                Watched::Done(answer) => break answer,
+                Watched::Left => continue,
+                Watched::Over => return,
             }
         };
-        if let Some(answer) = answer {
-            if reply(&mut conn.write, answer).await.is_err() {
-                return;
-            }
+        if !out.send(reply(answer)).await {
+            return;
         }
-    }
-    if let Some(ending) = ending {
-        let _ = reply(&mut conn.write, ending.reply()).await;
     }
 }
 
-async fn reply(stream: &mut (impl AsyncWrite + Unpin), answer: FanosReply) -> std::io::Result<()> {
+/// A reply's bytes.
+fn reply(answer: FanosReply) -> Vec<u8> {
     let mut bytes = Vec::new();
     encode_netstring(&answer.payload(), &mut bytes);
-    stream.write_all(&bytes).await?;
-    stream.flush().await
+    bytes
 }
 
 /// A FANOS connection's session, made on first use (as the connection's principal) and
 /// closed with the connection.
 struct ConnectionSession {
-    server: Arc<Server>,
-    principal: Principal,
+    daemon: Arc<Daemon>,
+    access: Access,
     id: Option<String>,
 }
 
@@ -175,9 +135,9 @@ impl ConnectionSession {
         if let Some(id) = &self.id {
             return Ok(id.clone());
         }
-        let server = Arc::clone(&self.server);
-        let principal = self.principal.clone();
-        let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+        let server = Arc::clone(&self.daemon);
+        let principal = self.access.principal().clone();
+        let cwd = self.access.job_dir(None);
         let id = blocking(move || server.sessions.create(&cwd, &principal)).await?;
         self.id = Some(id.clone());
         Ok(id)
@@ -188,7 +148,7 @@ impl ConnectionSession {
             Ok(id) => id,
             Err(refusal) => return FanosReply::Error(refusal.message),
         };
-        let server = Arc::clone(&self.server);
+        let server = Arc::clone(&self.daemon);
         let job = JobSpec {
             stdio: Some(stdio),
             origin,
@@ -197,7 +157,7 @@ impl ConnectionSession {
         let submitted =
             blocking(move || server.sessions.submit(&server.engine, &id, &code, job)).await;
         match submitted {
-            Ok((job, _)) => match wait(job, &self.server).await {
+            Ok((job, _)) => match wait(job, &self.daemon).await {
                 Ok(status) => FanosReply::Ok(status.to_string().into_bytes()),
                 Err(error) => FanosReply::Error(error),
             },
@@ -210,7 +170,7 @@ impl ConnectionSession {
             Ok(id) => id,
             Err(refusal) => return FanosReply::Error(refusal.message),
         };
-        let server = Arc::clone(&self.server);
+        let server = Arc::clone(&self.daemon);
         match blocking(move || server.sessions.state(&server.engine, &id)).await {
             Ok(state) => FanosReply::Ok(state.render()),
             Err(refusal) => FanosReply::Error(refusal.message),
@@ -221,7 +181,7 @@ impl ConnectionSession {
 impl Drop for ConnectionSession {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            let server = Arc::clone(&self.server);
+            let server = Arc::clone(&self.daemon);
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = server.sessions.remove(&id) {
                     tracing::warn!("cannot remove FANOS session {id}: {e}");
@@ -243,16 +203,10 @@ fn three_fds(fds: Vec<OwnedFd>, verb: &str) -> Result<PassedStdio, FanosReply> {
 async fn handle(
     payload: &[u8],
     fds: Vec<OwnedFd>,
-    access: &Access,
-    peer: &str,
+    origin: &JobOrigin,
     session: &mut ConnectionSession,
 ) -> FanosReply {
-    let origin = JobOrigin {
-        owner: "unix".into(),
-        dialect: "fanos".into(),
-        peer: Some(peer.to_owned()),
-        principal: access.principal().clone(),
-    };
+    let (access, origin) = (session.access.clone(), origin.clone());
     match parse_request(payload) {
         // Oils' own demo client sends its stdin, stdout and stderr with every request, GETPID
         // and STATE included: those three are taken (and closed) as none.
@@ -260,7 +214,7 @@ async fn handle(
             FanosReply::Ok(std::process::id().to_string().into_bytes())
         }
         FanosRequest::Argv(argv) => match three_fds(fds, "ARGV") {
-            Ok(stdio) => run(argv, stdio, access, origin, &session.server).await,
+            Ok(stdio) => run(argv, stdio, &access, origin, &session.daemon).await,
             Err(refused) => refused,
         },
         FanosRequest::Eval(code) => match (three_fds(fds, "EVAL"), access.sessions_allowed()) {
@@ -291,30 +245,25 @@ async fn run(
     stdio: PassedStdio,
     access: &Access,
     origin: JobOrigin,
-    server: &Server,
+    server: &Daemon,
 ) -> FanosReply {
     let argv = argv.into_iter().map(OsString::from_vec).collect();
-    let argv = match access.allowed_command(&server.catalog, argv) {
-        Ok(argv) => argv,
-        Err(refusal) => return FanosReply::Error(refusal.message),
-    };
     let spec = JobSpec {
-        argv,
         stdio: Some(stdio),
         origin,
         ..JobSpec::default()
     };
-    match server.engine.submit(spec) {
-        Ok((job, _)) => match wait(job, server).await {
+    match super::submit(server, access, argv, spec) {
+        Ok(job) => match wait(job, server).await {
             Ok(status) => FanosReply::Status(status),
             Err(error) => FanosReply::Error(error),
         },
-        Err(e) => FanosReply::Error(e.refusal().message),
+        Err(refusal) => FanosReply::Error(refusal.message),
     }
 }
 
 /// Waits for a job's end; its shell status, or why it never ran.
-async fn wait(job: JobId, server: &Server) -> Result<i32, String> {
+async fn wait(job: JobId, server: &Daemon) -> Result<i32, String> {
     let mut reader = server
         .engine
         .output(job, false, true, false)

@@ -1,6 +1,8 @@
-//! The dialect adapters: each maps its wire format's frames onto engine calls and engine
-//! events onto its frames, over a connection the connection layer admitted. An adapter never
-//! calls another adapter.
+//! The dialect adapters: each maps its codec's requests onto engine calls and engine events
+//! onto its frames, over a connection the connection layer admitted. An adapter reads only
+//! through its connection's one [`crate::reader::Reader`] (which keeps the layer's promises
+//! and says them in the adapter's [`crate::reader::Voice`]) and writes only to its outbox.
+//! An adapter never calls another adapter; what several share is here.
 
 pub(crate) mod c2;
 pub(crate) mod cbsd;
@@ -10,129 +12,59 @@ pub(crate) mod native;
 pub(crate) mod rake64;
 pub(crate) mod tsockm;
 
-use ferry_engine::peers::PeerHandle;
-use ferry_engine::{JobId, JobOrigin, OutputEvent, OutputStream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use std::ffi::OsString;
 
-use crate::conn::{became_true, time_limit, BoxRead, BoxWrite, Conn, Limits};
-use crate::server::Server;
+use ferry_engine::{ExitReport, JobId, JobOrigin, JobSpec, OutputEvent, OutputStream};
 
-/// What a connection's request stream gave next ([`Requests::next`]).
-pub(crate) enum Next<R> {
-    /// A whole request.
-    Request(R),
-    /// No request can be read (why): the bytes are none, or none came whole within the
-    /// time limit. Answer in the dialect's words, then close.
-    Malformed(String),
-    /// The daemon is going down: tell the peer in the dialect's words (it counts as told).
-    GoingDown,
-    /// The peer closed, or the daemon closes the connection.
-    Ended,
-}
+use crate::conn::Conn;
+use crate::policy::{Access, Answer, Refusal, RefusalKind};
+use crate::state::Daemon;
 
-/// A dialect's sans-IO request decoder: a whole request and the bytes it took, `None` when
-/// more bytes are needed, or why the bytes are no request.
-pub(crate) type Decode<R> = fn(&[u8]) -> Result<Option<(R, usize)>, String>;
-
-/// One connection's requests, for dialects whose requests are served as they come: a
-/// sans-IO decoder over what is buffered, more read only when it holds no whole request.
-/// [`Requests::next`] may be cancelled (in a `select!`) without losing bytes. The first
-/// request must be whole by the handshake time limit, later ones within the idle limit (if
-/// any) of the call that waits for them.
-pub(crate) struct Requests<'a, R> {
-    read: &'a mut BoxRead,
-    peer: &'a mut PeerHandle,
-    closing: watch::Receiver<bool>,
-    limits: Limits,
-    first: bool,
-    decode: Decode<R>,
-    buf: Vec<u8>,
-    chunk: Vec<u8>,
-}
-
-impl<'a, R> Requests<'a, R> {
-    /// Reads `conn`'s requests with `decode`, `read_size` bytes at most per read.
-    pub fn new(
-        read: &'a mut BoxRead,
-        peer: &'a mut PeerHandle,
-        server: &Server,
-        limits: Limits,
-        read_size: usize,
-        decode: Decode<R>,
-    ) -> Self {
-        Requests {
-            read,
-            peer,
-            closing: server.closing.subscribe(),
-            limits,
-            first: true,
-            decode,
-            buf: Vec::new(),
-            chunk: vec![0u8; read_size],
-        }
-    }
-
-    /// The next request, or why there is none. `idle` says whether the idle limit applies
-    /// (not while the connection's commands run: their output is its traffic).
-    pub async fn next(&mut self, idle: bool) -> Next<R> {
-        let limit = self
-            .limits
-            .next_request(self.first)
-            .filter(|_| self.first || idle);
-        loop {
-            match (self.decode)(&self.buf) {
-                Ok(Some((request, used))) => {
-                    self.buf.drain(..used);
-                    self.first = false;
-                    return Next::Request(request);
-                }
-                Ok(None) => {}
-                Err(why) => return Next::Malformed(why),
-            }
-            tokio::select! {
-                read = self.read.read(&mut self.chunk) => match read {
-                    Ok(0) | Err(_) => return Next::Ended,
-                    Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
-                },
-                Some(_) = self.peer.next_event() => {
-                    self.peer.shutdown_told();
-                    return Next::GoingDown;
-                }
-                () = became_true(&mut self.closing) => return Next::Ended,
-                limit = time_limit(limit) => {
-                    return Next::Malformed(format!("no whole request within {} ms", limit.as_millis()));
-                }
-            }
-        }
-    }
-}
-
-/// A connection's writer task for dialects whose answers come from several tasks at once:
-/// what is sent on the channel is written in order; the task ends when every sender is gone
-/// (or the peer stops reading).
-pub(crate) fn frame_writer(
-    mut write: BoxWrite,
-) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
-    let (out, mut frames) = mpsc::channel::<Vec<u8>>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(bytes) = frames.recv().await {
-            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
-                break;
-            }
-        }
-    });
-    (out, writer)
-}
-
-/// Who the jobs a connection of `dialect` starts belong to, for their records.
-pub(crate) fn origin(conn: &Conn, dialect: &str) -> JobOrigin {
+/// Who the jobs a connection starts belong to, for their records: its address, dialect,
+/// peer id and principal.
+pub(crate) fn origin(conn: &Conn, peer: &str) -> JobOrigin {
     JobOrigin {
-        owner: conn.peer.address.clone(),
-        dialect: dialect.into(),
-        peer: Some(conn.peer.id().to_owned()),
+        owner: conn.ends.remote.clone(),
+        dialect: conn.contract.name.into(),
+        peer: Some(peer.to_owned()),
         principal: conn.access.principal().clone(),
     }
+}
+
+/// Submits a command of a dialect with no working directory of its own: `argv` as the
+/// connection's command policy allows it, run in its principal's file area (see
+/// [`Access::job_dir`]); the job's id, or why it was refused.
+pub(crate) fn submit(
+    daemon: &Daemon,
+    access: &Access,
+    argv: Vec<OsString>,
+    spec: JobSpec,
+) -> Result<JobId, Refusal> {
+    let argv = access.allowed_command(&daemon.catalog, argv)?;
+    let cwd = match spec.cwd {
+        Some(cwd) => cwd,
+        None => {
+            let dir = access.job_dir(None);
+            // The principal's area is made on its first use (as `put` makes it).
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Refusal::new(
+                    RefusalKind::Internal,
+                    format!("cannot make the file area {}: {e}", dir.display()),
+                )
+            })?;
+            dir
+        }
+    };
+    let spec = JobSpec {
+        argv,
+        cwd: Some(cwd),
+        ..spec
+    };
+    daemon
+        .engine
+        .submit(spec)
+        .map(|(job, _)| job)
+        .map_err(|e| e.refusal())
 }
 
 /// The most of each stream [`collect_output`] keeps: an answer is held whole in memory
@@ -169,14 +101,14 @@ impl Collected {
     }
 }
 
-/// A job's stdout and stderr (each up to [`MAX_COLLECTED`] bytes, then a note that says how
-/// much more there was and where it is) and its shell status, or why it never ran (for
-/// dialects that answer with the output at the end: rake64, C2).
+/// How a job ended and its stdout and stderr (each up to [`MAX_COLLECTED`] bytes, then a note
+/// that says how much more there was and where it is), or why it never ran (for dialects
+/// that answer with the output at the end: rake64, C2).
 pub(crate) async fn collect_output(
-    server: &Server,
+    daemon: &Daemon,
     job: JobId,
-) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
-    let mut reader = server
+) -> Result<(ExitReport, Vec<u8>, Vec<u8>), String> {
+    let mut reader = daemon
         .engine
         .output(job, true, true, false)
         .map_err(|e| e.to_string())?;
@@ -191,11 +123,28 @@ pub(crate) async fn collect_output(
                 if let Some(error) = exit.error {
                     return Err(error);
                 }
-                return Ok((exit.shell_status(), stdout.done(job), stderr.done(job)));
+                return Ok((exit, stdout.done(job), stderr.done(job)));
             }
             Ok(Some(_)) => {}
             Ok(None) => return Err("the job ended without a status".into()),
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// How long a closing connection's followers may take to deliver their jobs' last frames
+/// when the daemon goes down.
+const FOLLOWERS_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ends a connection's followers (the tasks streaming its jobs' output): when the daemon is
+/// going down, they first deliver their jobs' ends (within a limit); when the peer left or
+/// was kicked, they stop at once (the jobs go on).
+pub(crate) async fn finish_followers(daemon: &Daemon, followers: &mut tokio::task::JoinSet<()>) {
+    if *daemon.closing.borrow() {
+        let _ = tokio::time::timeout(FOLLOWERS_FLUSH, async {
+            while followers.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    followers.abort_all();
 }

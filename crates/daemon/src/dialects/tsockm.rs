@@ -1,8 +1,10 @@
-//! The TsockM dialect adapter (seed 002): TsockM's own client works against it unchanged.
+//! The TsockM dialect adapter: TsockM's own client works against it unchanged.
 //!
-//! - A connection's first message is read until the connection ends, or until the seven
-//!   fields are there and [`QUIET`] passes with nothing more (TsockM has no delimiter: a
-//!   request split over two writes is still one request), within the handshake time limit.
+//! - A connection carries one request (see `ferry_wire::tsockm::RequestDecoder`): it ends
+//!   where the connection ends, or, for a login (whose connection stays open), once its seven
+//!   fields are there and the listener table's pause (50 ms) passes with nothing more. Each
+//!   request takes effect in the order its connection was accepted (TsockM's client sends
+//!   each on a new connection, one after another).
 //! - `REQ::COMM` (a login, the body is the user name) makes the connection the peer's push
 //!   connection: it joins the hub, is answered `RES::COMM::200::server::<server addr>::<client
 //!   addr>::<peer id>`, and from then on gets the hub's messages as `RES::MSG::200::<sender
@@ -15,8 +17,10 @@
 //!   reads an `ERR` there, so a lookup of a departed peer is answered `RES::GET_PEER::404`.
 //! - TsockM's client takes one `read()` as one message, and after each `MSG` asks `GET_PEER`
 //!   for the sender's name and takes the next thing it reads as the answer. So each message
-//!   goes in one write, a `MSG` waits for that lookup (at most [`LOOKUP_WAIT`]) before
-//!   anything else is written, and writes to one peer are at least [`PACE`] apart.
+//!   goes in one write, at least 10 ms apart (the listener table paces the writes), and a
+//!   `MSG` waits for that lookup (at most [`LOOKUP_WAIT`]) before anything else is written.
+//! - A kick, missed health checks and the daemon going down are said on a push connection
+//!   with `RES::COMM_END::200::server::server::client::OK`, and it closes.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,29 +29,23 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ferry_engine::peers::{PeerEvent, SendError, SERVER_ID};
+use ferry_io::ReadError;
 use ferry_wire::tsockm::{
-    self, decode, fields_complete, Action, Kind, Message, Status, TsockmError, MAX_REQUEST,
+    self, Action, Incoming, Kind, Message, RequestDecoder, Status, TsockmError,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::conn::{became_true, BoxRead, BoxWrite, Conn};
+use crate::conn::Conn;
+use crate::outbox::Outbox;
 use crate::policy::RefusalKind;
-
-/// How long a request whose seven fields are there may still grow.
-const QUIET: Duration = Duration::from_millis(50);
+use crate::reader::{Next, Notice, Reader, Voice};
 
 /// How long a push connection waits, after a `MSG`, for its client's `GET_PEER` lookup.
 const LOOKUP_WAIT: Duration = Duration::from_secs(1);
 
-/// The least time between two writes to one TsockM client, so that its `read()` never takes
-/// two messages as one.
-const PACE: Duration = Duration::from_millis(10);
-
-/// How long one write to a TsockM client may take: a client that does not read its push
-/// connection is let go (its place held for the grace period).
-const WRITE_WAIT: Duration = Duration::from_secs(10);
+/// How long a push connection's goodbye may take to be written.
+const GOODBYE_WRITE: Duration = Duration::from_millis(500);
 
 /// What a push connection is asked to do by its peer's request connections.
 enum Line {
@@ -100,94 +98,121 @@ fn error(action: Action, status: Status, src: &str, dst: &str, detail: &str) -> 
     Message::new(Kind::Err, action, status, "server", src, dst, &body).encode()
 }
 
-/// What reading a request came to.
-enum Request {
-    /// The request's bytes (the connection ended after them, or went quiet).
-    Bytes(Vec<u8>),
-    /// The connection ended before a byte came.
-    Closed,
-    /// Nothing came in time.
-    Silent,
-    /// Over [`MAX_REQUEST`].
-    TooLong(usize),
+/// What the connection layer says in TsockM's words: an `ERR` on a request connection; on a
+/// push connection (once logged in) a goodbye, `RES::COMM_END` (TsockM's client quits when
+/// it reads an `ERR` there), and health checks.
+struct TsockmVoice {
+    /// The listener's address as the client reached it.
+    here: String,
+    /// The client's address.
+    there: String,
+    /// The connection is a logged-in peer's push connection.
+    pushing: bool,
 }
 
-/// Reads one request (see the module documentation).
-async fn read_request(read: &mut BoxRead, deadline: Instant) -> Request {
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let wait_until = if fields_complete(&buf) {
-            deadline.min(Instant::now() + QUIET)
-        } else {
-            deadline
+/// A push connection's goodbye: the exact bytes TsockM's client takes as its end.
+fn goodbye() -> Message {
+    Message::new(
+        Kind::Res,
+        Action::CommEnd,
+        Status::Ok,
+        "server",
+        "server",
+        "client",
+        "OK",
+    )
+}
+
+impl Voice<TsockmError> for TsockmVoice {
+    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
+        let status = match kind {
+            RefusalKind::InvalidRequest => Status::BadRequest,
+            _ => Status::BadGateway,
         };
-        match tokio::time::timeout_at(wait_until, read.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return if buf.is_empty() {
-                    Request::Closed
-                } else {
-                    Request::Bytes(buf)
-                };
-            }
-            Ok(Ok(n)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > MAX_REQUEST {
-                    return Request::TooLong(buf.len());
-                }
-            }
-            Err(_) if buf.is_empty() => return Request::Silent,
-            Err(_) => return Request::Bytes(buf),
+        if self.pushing {
+            return Some(goodbye().encode());
         }
+        Some(error(
+            Action::None,
+            status,
+            &self.here,
+            &self.there,
+            message,
+        ))
+    }
+
+    fn malformed(&self, fault: &ReadError<TsockmError>) -> Option<Vec<u8>> {
+        let status = match fault {
+            ReadError::Decode(e) => e.status(),
+            _ => Status::BadRequest,
+        };
+        let message = fault.to_string();
+        Some(error(
+            Action::None,
+            status,
+            &self.here,
+            &self.there,
+            &message,
+        ))
+    }
+
+    fn going_down(&self) -> Notice {
+        Notice {
+            words: self.pushing.then(|| goodbye().encode()),
+            closes: true,
+        }
+    }
+
+    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
+        if self.pushing {
+            Some(goodbye().encode())
+        } else {
+            let status = Status::BadGateway;
+            Some(error(
+                Action::None,
+                status,
+                &self.here,
+                &self.there,
+                message,
+            ))
+        }
+    }
+
+    fn ping(&self, _nonce: u64) -> Option<Vec<u8>> {
+        let check = Message::new(
+            Kind::Req,
+            Action::Comm,
+            Status::Ok,
+            "server",
+            &self.here,
+            &self.there,
+            "check?",
+        );
+        self.pushing.then(|| check.encode())
     }
 }
 
+/// The reader of a TsockM connection.
+type TsockmReader = Reader<RequestDecoder, TsockmVoice>;
+
 async fn serve_connection(mut conn: Conn) {
-    let here = conn.local.clone();
-    let there = conn.peer.address.clone();
-    let bytes = match read_request(&mut conn.read, conn.limits.handshake_deadline).await {
-        Request::Bytes(bytes) => bytes,
-        Request::Closed => return,
-        Request::Silent => {
-            let detail = format!("no request within {} ms", conn.limits.handshake.as_millis());
-            let _ = write(
-                &mut conn.write,
-                &error(Action::None, Status::BadRequest, &here, &there, &detail),
-            )
-            .await;
-            return;
-        }
-        Request::TooLong(len) => {
-            let e = TsockmError::TooLong {
-                len,
-                max: MAX_REQUEST,
-            };
-            tracing::info!(peer = conn.peer.id(), "tsockm: {e}");
-            let _ = write(
-                &mut conn.write,
-                &error(Action::None, e.status(), &here, &there, &e.to_string()),
-            )
-            .await;
-            return;
-        }
+    let voice = TsockmVoice {
+        here: conn.ends.local.clone(),
+        there: conn.ends.remote.clone(),
+        pushing: false,
     };
-    let message = match decode(&bytes) {
-        Ok(message) => message,
-        Err(e) => {
-            tracing::info!(peer = conn.peer.id(), "tsockm: bad request: {e}");
-            let _ = write(
-                &mut conn.write,
-                &error(Action::None, e.status(), &here, &there, &e.to_string()),
-            )
-            .await;
-            return;
-        }
+    let Some((mut reader, out)) = Reader::new(&mut conn, RequestDecoder::default(), voice) else {
+        return;
+    };
+    let message = match reader.next(true).await {
+        Some(Next::Request(Incoming::Message(message), _)) => message,
+        _ => return,
     };
     match (message.kind, message.action) {
-        (Kind::Req, Action::Comm) => login(conn, message).await,
+        (Kind::Req, Action::Comm) => login(&conn, reader, out, message).await,
         _ => {
             if let Some(refusal) = serve_request(&conn, &message) {
-                let _ = write(&mut conn.write, &refusal).await;
+                out.send(refusal).await;
             }
         }
     }
@@ -195,9 +220,9 @@ async fn serve_connection(mut conn: Conn) {
 
 /// Serves a request that came on a connection of its own; the `ERR` to answer, if any.
 fn serve_request(conn: &Conn, message: &Message) -> Option<Vec<u8>> {
-    let (here, there) = (conn.local.as_str(), conn.peer.address.as_str());
-    let registry = conn.server.engine.peers();
-    let lines = conn.server.state::<PushLines>();
+    let (here, there) = (conn.ends.local.as_str(), conn.ends.remote.as_str());
+    let registry = conn.daemon.engine.peers();
+    let lines = conn.daemon.state::<PushLines>();
     let sender = message.sender_id.as_str();
     let unknown = || {
         error(
@@ -274,38 +299,33 @@ fn serve_request(conn: &Conn, message: &Message) -> Option<Vec<u8>> {
     }
 }
 
-/// Who a login made of its connection.
-struct LoggedIn {
-    id: String,
-    name: String,
-}
-
 /// A login: the connection becomes the peer's push connection.
-async fn login(mut conn: Conn, message: Message) {
-    let (here, there) = (conn.local.clone(), conn.peer.address.clone());
+async fn login(conn: &Conn, mut reader: TsockmReader, out: Outbox, message: Message) {
+    let (here, there) = (conn.ends.local.clone(), conn.ends.remote.clone());
     // Only the id and name are kept: the member list (up to --hub-presence-max of them) is
     // nothing a TsockM client is told, and held for the connection's life it cost a login
     // ~150 KB in a large hub.
-    let joined = match conn
-        .peer
+    let joined = match reader
+        .peer_mut()
         .handle
         .join(Some(message.body.clone()), tsockm::carries)
     {
-        Ok(joined) => LoggedIn {
-            id: joined.id,
-            name: joined.name,
-        },
+        Ok(joined) => (joined.id, joined.name),
         Err(why) => {
             let detail = format!("cannot log in as '{}': {why}", message.body);
-            let _ = write(
-                &mut conn.write,
-                &error(Action::Comm, Status::BadRequest, &here, &there, &detail),
-            )
+            out.send(error(
+                Action::Comm,
+                Status::BadRequest,
+                &here,
+                &there,
+                &detail,
+            ))
             .await;
             return;
         }
     };
-    tracing::info!(target: "ferry::presence", peer = joined.id, name = joined.name, from = there, "joined the hub (tsockm)");
+    let (id, name) = joined;
+    tracing::info!(target: "ferry::presence", peer = id, name, from = there, "joined the hub (tsockm)");
     let answer = Message::new(
         Kind::Res,
         Action::Comm,
@@ -313,42 +333,35 @@ async fn login(mut conn: Conn, message: Message) {
         "server",
         &here,
         &there,
-        &joined.id,
+        &id,
     );
-    if write(&mut conn.write, &answer.encode()).await.is_err() {
+    if !out.send(answer.encode()).await {
         return;
     }
-    let lines = conn.server.state::<PushLines>();
+    reader.voice().pushing = true;
+    reader.set_member(true);
+    let lines = conn.daemon.state::<PushLines>();
     let (line, requests) = mpsc::channel(16);
-    lines.set(&joined.id, Some(line));
-    let mut push = Push {
+    lines.set(&id, Some(line));
+    let push = Push {
         here,
         there,
-        last_write: Instant::now(),
+        out,
+        registry: conn.daemon.engine.peers().clone(),
     };
-    push.serve(&mut conn, requests).await;
-    lines.set(&joined.id, None);
+    push.serve(&mut reader, requests).await;
+    lines.set(&id, None);
 }
 
 /// A push connection's writing side.
 struct Push {
     here: String,
     there: String,
-    last_write: Instant,
+    out: Outbox,
+    registry: ferry_engine::peers::PeerRegistry,
 }
 
 impl Push {
-    /// Writes one message in one write, paced; whether it went.
-    async fn send(&mut self, write_half: &mut BoxWrite, message: &Message) -> bool {
-        tokio::time::sleep_until(self.last_write + PACE).await;
-        let sent = matches!(
-            tokio::time::timeout(WRITE_WAIT, write(write_half, &message.encode())).await,
-            Ok(Ok(()))
-        );
-        self.last_write = Instant::now();
-        sent
-    }
-
     /// A `RES::MSG` from `from` to this peer.
     fn message(&self, from: &str, text: &str) -> Message {
         Message::new(
@@ -362,40 +375,28 @@ impl Push {
         )
     }
 
-    /// Serves the push connection until it ends, is kicked, or the daemon closes.
-    async fn serve(&mut self, conn: &mut Conn, mut lines: mpsc::Receiver<Line>) {
-        let registry = conn.server.engine.peers().clone();
-        let config = registry.config().clone();
-        let kick = conn.peer.handle.kick();
-        let mut closing = conn.server.closing.subscribe();
-        let mut pings =
-            tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    /// Serves the push connection until it ends (the peer leaves, logs out, is kicked or
+    /// removed, or the daemon closes).
+    async fn serve(&self, reader: &mut TsockmReader, mut lines: mpsc::Receiver<Line>) {
         // The sender whose name the client is about to ask for, and until when we wait.
         let mut awaiting: Option<(String, String, Instant)> = None;
-        let mut stray = [0u8; 512];
-        let goodbye = Message::new(
-            Kind::Res,
-            Action::CommEnd,
-            Status::Ok,
-            "server",
-            "server",
-            "client",
-            "OK",
-        );
         loop {
             let lookup_deadline = awaiting.as_ref().map(|a| a.2);
             tokio::select! {
-                read = conn.read.read(&mut stray) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => tracing::debug!(peer = conn.peer.id(), bytes = n, "tsockm: ignored bytes on a push connection (requests come on connections of their own)"),
-                },
-                Some(event) = conn.peer.handle.next_event(), if awaiting.is_none() => {
-                    let message = match event {
-                        PeerEvent::Message(message) => {
+                next = reader.next(awaiting.is_none()) => {
+                    let message = match next {
+                        None => return,
+                        Some(Next::Request(incoming, _)) => {
+                            if let Incoming::Stray(bytes) = incoming {
+                                tracing::debug!(peer = reader.peer().id(), bytes, "tsockm: ignored bytes on a push connection (requests come on connections of their own)");
+                            }
+                            continue;
+                        }
+                        Some(Next::Event(PeerEvent::Message(message))) => {
                             awaiting = Some((message.from.clone(), message.from_name.clone(), Instant::now() + LOOKUP_WAIT));
                             self.message(&message.from, &message.text)
                         }
-                        PeerEvent::Presence(presence) => {
+                        Some(Next::Event(PeerEvent::Presence(presence))) => {
                             let text = if presence.joined {
                                 format!("{} ({}) joined", presence.name, presence.peer)
                             } else {
@@ -404,13 +405,10 @@ impl Push {
                             awaiting = Some((SERVER_ID.into(), SERVER_ID.into(), Instant::now() + LOOKUP_WAIT));
                             self.message(SERVER_ID, &clean(&text))
                         }
-                        PeerEvent::ShuttingDown => {
-                            let _ = self.send(&mut conn.write, &goodbye).await;
-                            conn.peer.handle.shutdown_told();
-                            return;
-                        }
+                        // Said by the reader.
+                        Some(Next::Event(PeerEvent::ShuttingDown)) => continue,
                     };
-                    if !self.send(&mut conn.write, &message).await {
+                    if !self.out.send(message.encode()).await {
                         return;
                     }
                 }
@@ -418,7 +416,7 @@ impl Push {
                     Line::Lookup(id) => {
                         let name = match &awaiting {
                             Some((from, name, _)) if *from == id => Some(name.clone()),
-                            _ => registry.name_of(&id),
+                            _ => self.registry.name_of(&id),
                         };
                         if awaiting.as_ref().is_some_and(|a| a.0 == id) {
                             awaiting = None;
@@ -427,38 +425,18 @@ impl Push {
                             Some(name) => Message::new(Kind::Res, Action::GetPeer, Status::Ok, "server", &self.here, &self.there, &name),
                             None => Message::new(Kind::Res, Action::GetPeer, Status::NotFound, "server", &self.here, &self.there, Status::NotFound.name()),
                         };
-                        if !self.send(&mut conn.write, &answer).await {
+                        if !self.out.send(answer.encode()).await {
                             return;
                         }
                     }
                     Line::End => {
-                        conn.peer.handle.leave("it logged out (COMM_END)");
-                        let _ = self.send(&mut conn.write, &goodbye).await;
+                        reader.peer_mut().handle.leave("it logged out (COMM_END)");
+                        self.out.send(goodbye().encode()).await;
+                        self.out.end(GOODBYE_WRITE);
                         return;
                     }
                 },
                 () = sleep_until_some(lookup_deadline) => awaiting = None,
-                _ = kick.kicked() => {
-                    let _ = self.send(&mut conn.write, &goodbye).await;
-                    return;
-                }
-                _ = pings.tick(), if awaiting.is_none() => {
-                    let silent = conn.peer.handle.silent_for();
-                    if silent >= config.silence_limit() {
-                        let reason = format!("no answer to {} health checks in {:.1}s", config.ping_misses, silent.as_secs_f32());
-                        tracing::info!(target: "ferry::presence", peer = conn.peer.id(), "removed: {reason}");
-                        conn.peer.handle.missed_pings(&reason);
-                        let _ = self.send(&mut conn.write, &goodbye).await;
-                        return;
-                    }
-                    if silent >= config.ping_interval {
-                        let check = Message::new(Kind::Req, Action::Comm, Status::Ok, "server", &self.here, &self.there, "check?");
-                        if !self.send(&mut conn.write, &check).await {
-                            return;
-                        }
-                    }
-                }
-                () = became_true(&mut closing) => return,
             }
         }
     }
@@ -495,10 +473,4 @@ fn clean(text: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// Writes one message in one write.
-async fn write(write_half: &mut BoxWrite, bytes: &[u8]) -> std::io::Result<()> {
-    write_half.write_all(bytes).await?;
-    write_half.flush().await
 }

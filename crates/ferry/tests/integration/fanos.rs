@@ -480,7 +480,7 @@ fn a_silent_fanos_client_is_closed_after_the_first_request_and_idle_limits() {
     let mut silent = connect(&socket);
     assert_eq!(
         oils_recv(&mut silent).as_deref(),
-        Some("ERROR no request within 300 ms")
+        Some("ERROR no whole request within 300 ms")
     );
     assert_eq!(oils_recv(&mut silent), None, "then closed");
     // One request, then silence: the idle limit.
@@ -489,7 +489,7 @@ fn a_silent_fanos_client_is_closed_after_the_first_request_and_idle_limits() {
     assert!(oils_recv(&mut idle).is_some_and(|r| r.starts_with("OK ")));
     assert_eq!(
         oils_recv(&mut idle).as_deref(),
-        Some("ERROR no request within 500 ms")
+        Some("ERROR no whole request within 500 ms")
     );
     assert_eq!(oils_recv(&mut idle), None, "then closed");
     daemon.assert_serving();

@@ -371,7 +371,7 @@ fn a_member_that_misses_its_pings_is_removed_and_others_see_it_leave() {
             _ => None,
         })
         .await;
-        assert!(reason.contains("no answer to 2 pings"), "{reason}");
+        assert!(reason.contains("no answer to 2 health checks"), "{reason}");
         // Well past the silence limit, the one that answers is still there.
         let members = alive.members().await.expect("members");
         assert_eq!(
@@ -388,7 +388,10 @@ fn a_member_that_misses_its_pings_is_removed_and_others_see_it_leave() {
                 kind: NoticeKind::Kicked,
                 message,
             }) => {
-                assert!(message.contains("no answer to 2 pings"), "{message}");
+                assert!(
+                    message.contains("no answer to 2 health checks"),
+                    "{message}"
+                );
                 break;
             }
             Some(_) => {}

@@ -346,7 +346,7 @@ fn a_silent_connection_is_closed_at_the_time_limit_with_an_err() {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     assert!(
-        answer.contains("::400::") && answer.contains("no request within 300 ms"),
+        answer.contains("::400::") && answer.contains("no whole request within 300 ms"),
         "{answer}"
     );
     wait_until(

@@ -191,7 +191,11 @@ impl<T: DeserializeOwned> crate::Decoder for NativeDecoder<T> {
     type Message = T;
     type Error = WireError;
 
-    fn decode(&mut self, buf: &[u8], _eof: bool) -> Result<Option<(T, usize)>, WireError> {
+    fn decode(
+        &mut self,
+        buf: &[u8],
+        _input: crate::Input,
+    ) -> Result<Option<(T, usize)>, WireError> {
         decode_frame(buf, self.max)
     }
 

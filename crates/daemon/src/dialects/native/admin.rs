@@ -23,13 +23,10 @@ impl Connection {
             }
             ClientMessage::Shutdown { request } => {
                 if let Err(refused) = self.access.owner_only("shut it down") {
-                    tracing::warn!(
-                        from = self.peer.address,
-                        "refused a remote shutdown request"
-                    );
+                    tracing::warn!(from = self.address, "refused a remote shutdown request");
                     return self.refuse(Some(request), refused).await;
                 }
-                tracing::info!(peer = self.peer.id(), "client asked for shutdown");
+                tracing::info!(peer = self.peer_id(), "client asked for shutdown");
                 self.send(&DaemonMessage::Done { request }).await;
                 self.server.shutdown_requested.notify_one();
             }

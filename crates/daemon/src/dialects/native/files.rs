@@ -11,7 +11,8 @@ use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry, OtherEntry};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
-use super::{error_code, Connection, Outgoing};
+use super::{error_code, Connection};
+use crate::outbox::Outbox;
 use crate::policy::{Answer, Refusal, RefusalKind};
 
 /// Files being put at once on one connection.
@@ -73,7 +74,7 @@ impl Connection {
 
     async fn file_error(&self, request: u64, error: FileError) {
         tracing::info!(
-            peer = self.peer.id(),
+            peer = self.peer_id(),
             request,
             "file transfer refused or failed: {error}"
         );
@@ -191,7 +192,7 @@ impl Connection {
     fn get(&mut self, request: u64, path: Vec<u8>) {
         let area = Arc::clone(&self.files);
         let out = self.out.clone();
-        let peer = self.peer.id().to_owned();
+        let peer = self.peer_id().to_owned();
         self.followers.spawn(async move {
             if let Err(error) = send_file(&area, request, path, &out).await {
                 tracing::info!(peer, request, "file transfer refused or failed: {error}");
@@ -286,9 +287,9 @@ impl Connection {
 }
 
 /// Queues a message in a connection's outbox; whether the client is still there.
-async fn queue(out: &mpsc::Sender<Outgoing>, message: DaemonMessage) -> bool {
+async fn queue(out: &Outbox, message: DaemonMessage) -> bool {
     match frame(&message) {
-        Ok(bytes) => out.send(Outgoing::Frame(bytes)).await.is_ok(),
+        Ok(bytes) => out.send(bytes).await,
         Err(_) => false,
     }
 }
@@ -307,7 +308,7 @@ async fn send_file(
     area: &Arc<FileArea>,
     request: u64,
     path: Vec<u8>,
-    out: &mpsc::Sender<Outgoing>,
+    out: &Outbox,
 ) -> Result<(), FileError> {
     let area = Arc::clone(area);
     let mut download = tokio::task::spawn_blocking(move || area.download(check_name(&path)?))

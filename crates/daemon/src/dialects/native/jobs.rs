@@ -19,7 +19,8 @@ use ferry_wire::native::{
 };
 use serde_bytes::ByteBuf;
 
-use super::{Connection, Outgoing};
+use super::Connection;
+use crate::outbox::Outgoing;
 use crate::policy::{blocking, Act, Answer, Refusal, RefusalKind};
 
 /// Jobs in one `Jobs` message: a job's description takes a few hundred bytes (its command
@@ -162,7 +163,7 @@ impl Connection {
         };
         match submitted {
             Ok((job, queued)) => {
-                tracing::debug!(peer = self.peer.id(), job, queued, "job accepted");
+                tracing::debug!(peer = self.peer_id(), job, queued, "job accepted");
                 self.send(&DaemonMessage::Accepted {
                     request,
                     job,
@@ -196,7 +197,7 @@ impl Connection {
             .allowed_command(&self.server.catalog, argv)
             .inspect_err(|refusal| {
                 tracing::warn!(
-                    from = self.peer.address,
+                    from = self.address,
                     "refused a command: {}",
                     refusal.message
                 );
@@ -255,9 +256,9 @@ impl Connection {
     /// Who submits jobs on this connection, for their records and the peer registry.
     pub(super) fn origin(&self) -> JobOrigin {
         JobOrigin {
-            owner: self.peer.address.clone(),
+            owner: self.address.clone(),
             dialect: "ferry".into(),
-            peer: Some(self.peer.id().to_owned()),
+            peer: Some(self.peer_id().to_owned()),
             principal: self.access.principal().clone(),
         }
     }
@@ -276,14 +277,14 @@ impl Connection {
     }
 
     /// The client's stdin, stdout and stderr, passed with the `Run` being dispatched.
-    fn take_passed_stdio(&self) -> Result<PassedStdio, Refusal> {
+    fn take_passed_stdio(&mut self) -> Result<PassedStdio, Refusal> {
         let invalid = |message: String| Refusal::new(RefusalKind::InvalidRequest, message);
-        let Some(inbox) = &self.fd_inbox else {
+        if !self.on_unix {
             return Err(invalid(
                 "file descriptors can be passed on a Unix socket only".into(),
             ));
-        };
-        let fds = inbox.claim(self.frame_span);
+        }
+        let fds = std::mem::take(&mut self.fds);
         if fds.is_empty() {
             return Err(invalid(
                 "Run asked to pass stdio, but no file descriptors came with it".into(),
@@ -329,7 +330,7 @@ impl Connection {
                             tracing::error!(job, "cannot encode output: {e}");
                             break;
                         }
-                        if out.send(Outgoing::Output(Box::new((head, data)))).await.is_err() {
+                        if !out.send(Outgoing::Output(Box::new((head, data)))).await {
                             break;
                         }
                         continue;
@@ -348,7 +349,7 @@ impl Connection {
                             ),
                         };
                         if let Ok(bytes) = frame(&warning) {
-                            if out.send(Outgoing::Frame(bytes)).await.is_err() {
+                            if !out.send(Outgoing::Frame(bytes)).await {
                                 break;
                             }
                         }

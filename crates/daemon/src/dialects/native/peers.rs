@@ -2,8 +2,6 @@
 //! `Message`s, `Presence` and `Ping`s the daemon pushes), and, for the daemon's owner,
 //! `ListPeers` and `KickPeers`.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use ferry_engine::peers::{
     HubMessage, HubStats, Joined, MemberInfo, PeerInfo as Peer, Presence, SendError,
@@ -14,7 +12,8 @@ use ferry_wire::native::{
     ClientMessage, DaemonMessage, HubCounters, HubMember, PeerInfo, Undelivered,
 };
 
-use super::{Connection, Outgoing};
+use super::Connection;
+use crate::outbox::Outgoing;
 use crate::policy::{Refusal, RefusalKind};
 
 /// What a kicked peer is told of why.
@@ -42,8 +41,9 @@ impl Connection {
                 (request, Ok(DaemonMessage::Members { request, members }))
             }
             ClientMessage::Leave { request } => {
-                self.peer.handle.leave("it left");
-                self.hub = None;
+                self.reader.peer_mut().handle.leave("it left");
+                self.member = false;
+                self.reader.set_member(false);
                 (request, Ok(DaemonMessage::Done { request }))
             }
             _ => return,
@@ -53,7 +53,7 @@ impl Connection {
 
     fn list_peers(&self, request: u64) -> Result<DaemonMessage, Refusal> {
         self.access.owner_only("list its peers")?;
-        let me = self.peer.id();
+        let me = self.peer_id();
         let registry = self.server.engine.peers();
         let peers = registry
             .list()
@@ -78,9 +78,9 @@ impl Connection {
                     format!("no peer '{id}' (see `ferry peers`)"),
                 ))
             }
-            None => registry.kick_all(self.peer.id(), KICK_REASON),
+            None => registry.kick_all(self.peer_id(), KICK_REASON),
         };
-        tracing::info!(by = self.peer.id(), ?kicked, "peers kicked");
+        tracing::info!(by = self.peer_id(), ?kicked, "peers kicked");
         Ok(DaemonMessage::Kicked {
             request,
             peers: kicked,
@@ -95,26 +95,32 @@ impl Connection {
     ) -> Result<DaemonMessage, Refusal> {
         let invalid = |message: String| Refusal::new(RefusalKind::InvalidRequest, message);
         let joined = match resume {
-            Some(_) if self.hub.is_some() => {
+            Some(_) if self.member => {
                 return Err(invalid(
                     "this connection is in the hub already: resume from a new connection".into(),
                 ))
             }
             Some(token) => {
                 let (handle, joined) = self
-                    .peer
+                    .reader
+                    .peer()
                     .handle
                     .resume(&token)
                     .map_err(|e| invalid(e.to_string()))?;
                 // This connection now is the member it was; its fresh entry goes.
-                drop(std::mem::replace(&mut self.peer.handle, handle));
-                self.kick = self.peer.handle.kick();
+                self.reader.resumed(handle);
                 joined
             }
-            None => self.peer.handle.join(name, accept_any).map_err(invalid)?,
+            None => self
+                .reader
+                .peer()
+                .handle
+                .join(name, accept_any)
+                .map_err(invalid)?,
         };
         tracing::info!(target: "ferry::presence", peer = joined.id, name = joined.name, "joined the hub (ferry)");
-        self.hub = Some(Instant::now());
+        self.member = true;
+        self.reader.set_member(true);
         Ok(joined_message(request, joined))
     }
 
@@ -130,7 +136,7 @@ impl Connection {
             self.access.owner_only("send messages as the daemon")?;
             registry.send_from_server(to.as_deref(), text)
         } else {
-            self.peer.handle.send(to.as_deref(), text)
+            self.reader.peer().handle.send(to.as_deref(), text)
         };
         let delivery = sent.map_err(|e| {
             let kind = match e {

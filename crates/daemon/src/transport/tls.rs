@@ -1,25 +1,13 @@
 //! TLS for listeners: the server configuration from PEM files, with client certificates
 //! (mutual TLS) verified against a client CA when one is configured.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_io::pem::{read_certificates, read_private_key};
 use rustls::server::WebPkiClientVerifier;
 use tokio_rustls::TlsAcceptor;
 
-use crate::DaemonError;
-
-/// The files a TLS listener is served from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// The server certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Its private key (PEM).
-    pub key: PathBuf,
-    /// A CA whose client certificates authenticate clients without a token (mutual TLS).
-    pub client_ca: Option<PathBuf>,
-}
+use crate::config::{DaemonError, TlsFiles};
 
 /// Builds the acceptor for `files`.
 pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, DaemonError> {

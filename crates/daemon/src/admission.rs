@@ -19,28 +19,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::policy::{Refusal, RefusalKind};
 
-/// Connection limits: defaults for the daemon, or one listener's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Authenticated connections a listener serves at once.
-    pub per_listener: usize,
-    /// Connections a listener holds at once that have not finished authenticating; more are
-    /// closed as they arrive.
-    pub handshakes_per_listener: usize,
-    /// Authenticated connections one network principal holds at once, on all listeners.
-    pub per_principal: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> ConnectionLimits {
-        ConnectionLimits {
-            per_listener: 256,
-            handshakes_per_listener: 64,
-            per_principal: 64,
-        }
-    }
-}
-
 /// One listener's two pools.
 pub(crate) struct ListenerPools {
     /// What the listener is, for messages.

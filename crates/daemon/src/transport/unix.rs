@@ -9,7 +9,7 @@ use ferry_io::private::{ensure_private_dir, socket_dir};
 use rustix::fs::{flock, FlockOperation};
 use tokio::net::UnixListener;
 
-use crate::DaemonError;
+use crate::config::DaemonError;
 
 /// A bound Unix socket. Dropping it removes the socket file; the lock is released when the
 /// process exits (or the guard is dropped).

@@ -1,4 +1,5 @@
-//! The connection layer every dialect shares.
+//! Binding listeners and admitting their connections: the connection layer's front door,
+//! the same for every dialect.
 //!
 //! [`bind`] opens a listener by the rules: a private directory and one daemon per Unix socket;
 //! TLS with a certificate; every listener of an authenticating dialect beyond the owner's
@@ -11,132 +12,37 @@
 //! its adapter trades for an authenticated one once its handshake shows who it is), and a
 //! place in the engine's peer registry. A connection that is not admitted gets one refusal in
 //! its dialect's own words and is closed (one refused before its TLS handshake is closed
-//! without a word: there is no way to say one). An admitted one is handed to its dialect's
-//! adapter as a [`Conn`]; the adapter watches its peer's events
-//! (the shutdown notice), its kick flag and the daemon's closing flag, and says each in its
-//! own way.
-
-pub mod admission;
-mod fifo;
-pub mod record;
-pub mod tls;
-pub mod unix;
+//! without a word: there is no way to say one). An admitted one gets its outbox, its time
+//! limits (none on a FIFO pair, which waits for its client), its place in accept order where
+//! its dialect keeps one, and is handed to its dialect's adapter as a [`Conn`], whose one
+//! reader keeps the rest of the layer's promises (see [`crate::reader`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::peers::{NewPeer, PeerHandle};
+use ferry_engine::peers::NewPeer;
 use ferry_engine::Principal;
 use ferry_io::fdpass::{FdInbox, FdReadHalf};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::listeners::{ListenSpec, Row, Transport};
-use crate::policy::{Access, CommandPolicy, Refusal, RefusalKind};
-
-use self::admission::{Admission, ListenerPools};
-use crate::server::Server;
-use crate::{DaemonConfig, DaemonError, Listener, TlsFiles};
-
-/// The reading half of a connection, whatever its transport.
-pub(crate) type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
-/// The writing half of a connection, whatever its transport.
-pub(crate) type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+use crate::admission::{Admission, ListenerPools};
+use crate::config::{CommandPolicy, DaemonConfig, DaemonError, Listener, TlsFiles};
+use crate::conn::{became_true, peer_name, Conn, Ends, Io, Limits, Peer};
+use crate::listeners::Row;
+use crate::order::Sequencer;
+use crate::outbox::{Outbox, FLUSH_WAIT};
+use crate::policy::{Access, RefusalKind};
+use crate::spec::{ListenSpec, Transport, TransportKind};
+use crate::state::Daemon;
+use crate::transport::{fifo, record, tls, unix, BoxRead, BoxWrite};
 
 /// How long a refusal may take to write before the connection is dropped.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
-
-/// The time limits of a connection.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    /// The handshake time limit: from its accept to the end of its handshake (TLS and its
-    /// dialect's, or in a dialect without one its first request).
-    pub handshake: Duration,
-    /// When the handshake time limit runs out.
-    pub handshake_deadline: Instant,
-    /// Between requests, in a dialect without a handshake: silent longer, it is closed.
-    pub idle: Option<Duration>,
-}
-
-impl Limits {
-    /// Until when the connection may wait for its next request now, and the limit that sets
-    /// it (to name in a message).
-    pub fn next_request(&self, first: bool) -> Option<(Instant, Duration)> {
-        if first {
-            Some((self.handshake_deadline, self.handshake))
-        } else {
-            self.idle.map(|idle| (Instant::now() + idle, idle))
-        }
-    }
-}
-
-/// A connection the layer admitted, handed to its dialect's adapter.
-pub(crate) struct Conn {
-    /// Its reading half. On a Unix socket every read goes through `recvmsg`, and fds that
-    /// come land in `fds` (read it with `FrameReader::bounded`).
-    pub read: BoxRead,
-    /// Its writing half.
-    pub write: BoxWrite,
-    /// Fds received on it (Unix sockets only).
-    pub fds: Option<FdInbox>,
-    /// Its place in the daemon.
-    pub peer: Peer,
-    /// What it may do.
-    pub access: Access,
-    /// Its time limits.
-    pub limits: Limits,
-    /// The listener's address as the peer reached it (TCP; empty on a Unix socket).
-    pub local: String,
-    /// The daemon.
-    pub server: Arc<Server>,
-}
-
-/// Resolves at a time limit's deadline (from [`Limits::next_request`]), with the limit (to
-/// name it); never without one.
-pub(crate) async fn time_limit(
-    limit: Option<(tokio::time::Instant, std::time::Duration)>,
-) -> std::time::Duration {
-    match limit {
-        Some((deadline, limit)) => {
-            tokio::time::sleep_until(deadline).await;
-            limit
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// An admitted connection's place in the daemon: its entry in the peer registry and its
-/// places in the admission pools, all held as long as this lives.
-pub(crate) struct Peer {
-    /// Its registry entry: id, events, kick flag.
-    pub handle: PeerHandle,
-    /// Where it connects from (for logs).
-    pub address: String,
-    admission: Admission,
-}
-
-impl Peer {
-    /// Its id.
-    pub fn id(&self) -> &str {
-        self.handle.id()
-    }
-
-    /// Its handshake showed it is `principal`: it trades its place among the connections
-    /// still authenticating for one among the authenticated (refused when its listener or
-    /// its principal has no room left: close the connection then).
-    /// Its entry in the peer registry then names the principal.
-    pub fn authenticated(&mut self, principal: &Principal) -> Result<(), Refusal> {
-        self.admission.establish(principal)?;
-        self.handle
-            .identify(principal.clone(), peer_name(Some(principal)));
-        Ok(())
-    }
-}
 
 /// A listener, bound and ready to accept.
 pub(crate) struct Bound {
@@ -144,6 +50,8 @@ pub(crate) struct Bound {
     row: &'static Row,
     access: Access,
     pools: Arc<ListenerPools>,
+    /// Its connections in accept order, where its dialect keeps one.
+    order: Option<Arc<Sequencer>>,
     /// The Unix socket's lock and file, released and removed when dropped.
     _guard: Option<unix::UnixSocketGuard>,
 }
@@ -157,7 +65,7 @@ enum Socket {
 /// Binds one listener, enforcing the rules (see the module documentation).
 pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<Bound, DaemonError> {
     let spec = &listener.spec;
-    let row = spec.dialect.row();
+    let row = crate::listeners::row(spec.dialect);
     let (host, port, tls) = match &spec.transport {
         Transport::Unix(path) => {
             let (socket, guard) = unix::bind(path)?;
@@ -175,6 +83,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
                 row,
                 access,
                 pools: pools(spec, listener, config),
+                order: order(row),
                 _guard: Some(guard),
             });
         }
@@ -190,7 +99,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
                 None => CommandPolicy::Catalog,
             };
             let access = Access {
-                principal: Some(Principal::Anonymous(row.name.into())),
+                principal: Some(Principal::Anonymous(row.contract.name.into())),
                 tokens: Arc::from([]),
                 commands,
                 see_all_jobs: false,
@@ -202,6 +111,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
                 row,
                 access,
                 pools: pools(spec, listener, config),
+                order: order(row),
                 _guard: None,
             });
         }
@@ -243,7 +153,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     };
     let client_certs =
         tls && listener_tls_files(listener, config).is_some_and(|t| t.client_ca.is_some());
-    if row.authenticates && config.tokens.is_empty() && !client_certs {
+    if row.contract.authenticates && config.tokens.is_empty() && !client_certs {
         return Err(DaemonError::Config(format!(
             "listener {spec}: a network listener needs a way to authenticate clients: a token (--token-file, or DIR/token with --tls-dir) or client certificates (--client-ca)"
         )));
@@ -275,7 +185,8 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     tracing::info!("listening on {bound_spec} ({})", commands_text(commands));
     // An authenticating dialect learns its peer's principal from a client certificate or its
     // handshake's token; another dialect's peers are anonymous (on loopback, see above).
-    let principal = (!row.authenticates).then(|| Principal::Anonymous(row.name.into()));
+    let principal =
+        (!row.contract.authenticates).then(|| Principal::Anonymous(row.contract.name.into()));
     let access = Access {
         principal,
         tokens: config.tokens.clone().into(),
@@ -288,8 +199,14 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
         row,
         access,
         pools: pools(&bound_spec, listener, config),
+        order: order(row),
         _guard: None,
     })
+}
+
+/// A listener's accept order, if its dialect keeps one.
+fn order(row: &Row) -> Option<Arc<Sequencer>> {
+    row.contract.accept_order.then(Arc::default)
 }
 
 /// A listener's admission pools: its own sizes, or the daemon's.
@@ -332,9 +249,9 @@ fn tls_acceptor(listener: &Listener, config: &DaemonConfig) -> Result<TlsAccepto
 
 /// Accepts connections until the daemon closes, each admitted and served by a task of its
 /// own, then waits for those tasks to end.
-pub(crate) async fn accept_loop(bound: Bound, server: Arc<Server>) {
+pub(crate) async fn accept_loop(bound: Bound, daemon: Arc<Daemon>) {
     let mut connections = JoinSet::new();
-    let mut closing = server.closing.subscribe();
+    let mut closing = daemon.closing.subscribe();
     loop {
         let accepted = tokio::select! {
             accepted = accept(&bound.socket) => accepted,
@@ -343,7 +260,7 @@ pub(crate) async fn accept_loop(bound: Bound, server: Arc<Server>) {
         };
         match accepted {
             Ok(incoming) => {
-                let Some(admission) = Admission::start(&bound.pools, &server.principals) else {
+                let Some(admission) = Admission::start(&bound.pools, &daemon.principals) else {
                     connections.spawn(refuse_handshake(
                         incoming,
                         bound.row,
@@ -351,11 +268,22 @@ pub(crate) async fn accept_loop(bound: Bound, server: Arc<Server>) {
                     ));
                     continue;
                 };
-                let (row, access, server) = (bound.row, bound.access.clone(), Arc::clone(&server));
+                // Taken here, in accept order.
+                let turn = match (&bound.order, &incoming) {
+                    (Some(order), Incoming::Tcp(stream, ..)) => order.take(stream),
+                    _ => None,
+                };
+                let (row, access, daemon) = (bound.row, bound.access.clone(), Arc::clone(&daemon));
                 connections.spawn(async move {
-                    admit(incoming, admission, row, access, Arc::clone(&server)).await;
+                    let admitted = Admitted {
+                        admission,
+                        row,
+                        access,
+                        turn,
+                    };
+                    admit(incoming, admitted, Arc::clone(&daemon)).await;
                     // What the connection held is free now: worth a trim after a burst.
-                    server.engine.connection_ended();
+                    daemon.engine.connection_ended();
                 });
             }
             Err(e) => {
@@ -374,6 +302,18 @@ enum Incoming {
     Unix(UnixStream),
     Tcp(TcpStream, SocketAddr, Option<TlsAcceptor>),
     Fifo(fifo::FifoConnection),
+}
+
+impl Incoming {
+    /// Its transport.
+    fn kind(&self) -> TransportKind {
+        match self {
+            Incoming::Unix(_) => TransportKind::Unix,
+            Incoming::Tcp(_, _, Some(_)) => TransportKind::Tls,
+            Incoming::Tcp(_, _, None) => TransportKind::Tcp,
+            Incoming::Fifo(_) => TransportKind::Fifo,
+        }
+    }
 }
 
 async fn accept(socket: &Socket) -> std::io::Result<Incoming> {
@@ -395,132 +335,166 @@ async fn refuse_handshake(incoming: Incoming, row: &'static Row, pools: Arc<List
     let message = pools.handshakes_full();
     match incoming {
         Incoming::Unix(mut stream) => {
-            tracing::warn!(dialect = row.name, "refused a connection: {message}");
+            tracing::warn!(
+                dialect = row.contract.name,
+                "refused a connection: {message}"
+            );
             refuse(&mut stream, row, RefusalKind::LimitReached, &message).await;
         }
         Incoming::Tcp(mut stream, addr, tls) => {
-            tracing::warn!(%addr, dialect = row.name, "refused a connection: {message}");
+            tracing::warn!(%addr, dialect = row.contract.name, "refused a connection: {message}");
             if tls.is_none() {
                 refuse(&mut stream, row, RefusalKind::LimitReached, &message).await;
             }
         }
         // The pair's one connection at a time never fills a pool of 64.
         Incoming::Fifo(mut pair) => {
-            tracing::warn!(dialect = row.name, "refused a FIFO connection: {message}");
+            tracing::warn!(
+                dialect = row.contract.name,
+                "refused a FIFO connection: {message}"
+            );
             refuse(&mut pair.write, row, RefusalKind::LimitReached, &message).await;
         }
     }
 }
 
-/// A connection that passed its transport's checks.
+/// What the listener decided of a connection it accepted.
 struct Admitted {
+    admission: Admission,
+    row: &'static Row,
+    access: Access,
+    turn: Option<crate::order::Turn>,
+}
+
+/// A connection that passed its transport's checks.
+struct Passed {
     read: BoxRead,
     write: BoxWrite,
     fds: Option<FdInbox>,
     name: String,
-    address: String,
-    /// The listener's own address as the peer reached it (TCP), for dialects that name it.
-    local: String,
+    ends: Ends,
     access: Access,
 }
 
-impl Admitted {
+impl Passed {
     /// A TCP or TLS connection (no fds; named as far as its admission tells).
-    fn network(read: BoxRead, write: BoxWrite, address: String, access: Access) -> Admitted {
-        Admitted {
+    fn network(read: BoxRead, write: BoxWrite, ends: Ends, access: Access) -> Passed {
+        Passed {
             read,
             write,
             fds: None,
             name: peer_name(access.principal.as_ref()),
-            address,
-            local: String::new(),
+            ends,
             access,
         }
     }
 }
 
 /// Admits a connection (see the module documentation) and serves it.
-async fn admit(
-    incoming: Incoming,
-    mut admission: Admission,
-    row: &'static Row,
-    access: Access,
-    server: Arc<Server>,
-) {
-    let limits = Limits {
-        handshake: server.config.handshake_timeout,
-        handshake_deadline: Instant::now() + server.config.handshake_timeout,
-        idle: server.config.idle_timeout.filter(|_| !row.authenticates),
+async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
+    let Admitted {
+        mut admission,
+        row,
+        access,
+        turn,
+    } = admitted;
+    let contract = row.contract;
+    let timeout = daemon.config.handshake_timeout;
+    let transport = incoming.kind();
+    let limits = match transport {
+        // The pair is the daemon's own, opened before any client: it waits as long as it
+        // takes.
+        TransportKind::Fifo => Limits {
+            first: None,
+            idle: None,
+        },
+        _ => Limits {
+            first: Some((Instant::now() + timeout, timeout)),
+            idle: daemon
+                .config
+                .idle_timeout
+                .filter(|_| !contract.authenticates),
+        },
     };
-    let admitted = match incoming {
+    let passed = match incoming {
         Incoming::Unix(stream) => admit_unix(stream, row, access).await,
         Incoming::Tcp(stream, addr, tls) => admit_tcp(stream, addr, tls, row, access, limits).await,
-        Incoming::Fifo(pair) => Some(Admitted {
+        Incoming::Fifo(pair) => Some(Passed {
             read: Box::new(pair.read),
             write: Box::new(pair.write),
             fds: None,
             name: "fifo".into(),
-            address: pair.address,
-            local: String::new(),
+            ends: Ends {
+                local: String::new(),
+                remote: pair.address,
+            },
             access,
         }),
     };
-    let Some(mut admitted) = admitted else { return };
+    let Some(mut passed) = passed else { return };
     // A principal known already (the owner's uid, a client certificate, an anonymous
     // dialect) is authenticated now; a token is shown in the dialect's handshake.
-    if let Some(principal) = &admitted.access.principal {
+    if let Some(principal) = &passed.access.principal {
         if let Err(refusal) = admission.establish(principal) {
             tracing::warn!(
-                from = admitted.address,
-                dialect = row.name,
+                from = passed.ends.remote,
+                dialect = contract.name,
                 "refused a connection: {}",
                 refusal.message
             );
-            refuse(&mut admitted.write, row, refusal.kind, &refusal.message).await;
+            refuse(&mut passed.write, row, refusal.kind, &refusal.message).await;
             return;
         }
     }
-    let handle = server.engine.peers().register(NewPeer {
-        name: admitted.name,
-        address: admitted.address.clone(),
-        dialect: row.name.into(),
-        principal: admitted.access.principal.clone(),
+    let handle = daemon.engine.peers().register(NewPeer {
+        name: passed.name,
+        address: passed.ends.remote.clone(),
+        dialect: contract.name.into(),
+        principal: passed.access.principal.clone(),
     });
     tracing::info!(
         target: "ferry::presence",
         peer = handle.id(),
-        from = admitted.address,
-        dialect = row.name,
+        from = passed.ends.remote,
+        dialect = contract.name,
         "connected"
     );
     let id = handle.id().to_owned();
-    let peer = Peer {
-        handle,
-        address: admitted.address,
-        admission,
-    };
     let Some(serve) = row.serve else { return };
-    serve(Conn {
-        read: record::recorded(
-            admitted.read,
-            server.config.record_wire.as_deref(),
-            row.name,
-            &id,
-        ),
-        write: admitted.write,
-        fds: admitted.fds,
-        peer,
-        access: admitted.access,
+    let read = record::recorded(
+        passed.read,
+        daemon.config.record_wire.as_deref(),
+        contract.name,
+        &id,
+    );
+    let (out, writer) = Outbox::start(passed.write, contract.writes);
+    let io = Io {
+        read,
+        fds: passed.fds,
+        out,
+        peer: Peer::new(handle, admission),
         limits,
-        local: admitted.local,
-        server,
-    })
+        turn,
+    };
+    serve(Conn::new(
+        contract,
+        transport,
+        passed.access,
+        passed.ends,
+        daemon,
+        io,
+    ))
     .await;
-    tracing::info!(target: "ferry::presence", peer = id, dialect = row.name, "disconnected");
+    // What is queued is written, within a limit: a peer that does not read cannot keep it.
+    let stop = writer.abort_handle();
+    if tokio::time::timeout(FLUSH_WAIT, writer).await.is_err() {
+        stop.abort();
+    }
+    tracing::info!(target: "ferry::presence", peer = id, dialect = contract.name, "disconnected");
 }
 
 /// A Unix socket serves its owner only (the peer's uid, `SO_PEERCRED`).
-async fn admit_unix(mut stream: UnixStream, row: &'static Row, access: Access) -> Option<Admitted> {
+async fn admit_unix(mut stream: UnixStream, row: &'static Row, access: Access) -> Option<Passed> {
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(e) => {
@@ -540,13 +514,15 @@ async fn admit_unix(mut stream: UnixStream, row: &'static Row, access: Access) -
     };
     let (read, write) = stream.into_split();
     let fds = FdInbox::default();
-    Some(Admitted {
+    Some(Passed {
         read: Box::new(FdReadHalf::new(read, fds.clone())),
         write: Box::new(write),
         fds: Some(fds),
         name: unix::user_name(cred.uid()),
-        address,
-        local: String::new(),
+        ends: Ends {
+            local: String::new(),
+            remote: address,
+        },
         access,
     })
 }
@@ -562,7 +538,7 @@ async fn admit_tcp(
     row: &Row,
     mut access: Access,
     limits: Limits,
-) -> Option<Admitted> {
+) -> Option<Passed> {
     let address = addr.to_string();
     let local = stream
         .local_addr()
@@ -570,12 +546,21 @@ async fn admit_tcp(
         .unwrap_or_default();
     let Some(tls) = tls else {
         let (read, write) = stream.into_split();
-        return Some(Admitted {
+        let ends = Ends {
             local,
-            ..Admitted::network(Box::new(read), Box::new(write), address, access)
-        });
+            remote: address,
+        };
+        return Some(Passed::network(
+            Box::new(read),
+            Box::new(write),
+            ends,
+            access,
+        ));
     };
-    let handshake = tokio::time::timeout_at(limits.handshake_deadline, tls.accept(stream));
+    let deadline = limits
+        .first
+        .map_or_else(|| Instant::now() + REFUSAL_WRITE, |(deadline, _)| deadline);
+    let handshake = tokio::time::timeout_at(deadline, tls.accept(stream));
     let mut stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -594,7 +579,7 @@ async fn admit_tcp(
         access.principal = Some(Principal::Certificate(
             common.unwrap_or_else(|| "unnamed".into()),
         ));
-    } else if row.authenticates && access.tokens.is_empty() {
+    } else if row.contract.authenticates && access.tokens.is_empty() {
         // No token to check in the handshake: a certificate is the only way in.
         tracing::warn!(%addr, "refused a TLS client without a client certificate");
         let message = "this listener authenticates clients by certificate only: present a client certificate signed by its client CA (--cert and --key)";
@@ -602,21 +587,16 @@ async fn admit_tcp(
         return None;
     }
     let (read, write) = tokio::io::split(stream);
-    Some(Admitted {
+    let ends = Ends {
         local,
-        ..Admitted::network(Box::new(read), Box::new(write), address, access)
-    })
-}
-
-/// A peer's name, as far as its admission tells: the certificate's common name, the
-/// dialect for an anonymous peer, or (until its handshake shows a token) nothing yet.
-fn peer_name(principal: Option<&Principal>) -> String {
-    match principal {
-        Some(Principal::Certificate(name)) => name.clone(),
-        Some(Principal::Token(label)) => label.clone(),
-        Some(Principal::Anonymous(_)) => "anonymous".into(),
-        Some(Principal::Owner) | None => String::new(),
-    }
+        remote: address,
+    };
+    Some(Passed::network(
+        Box::new(read),
+        Box::new(write),
+        ends,
+        access,
+    ))
 }
 
 /// Writes one refusal in the dialect's words on a connection that will not be served, then
@@ -634,9 +614,4 @@ async fn refuse(
     })
     .await;
     let _ = stream.shutdown().await;
-}
-
-/// Resolves once the watched flag is true (or its sender is gone).
-pub(crate) async fn became_true(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|value| *value).await;
 }

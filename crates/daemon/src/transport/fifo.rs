@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::DaemonError;
+use crate::config::DaemonError;
 
 /// A bound FIFO pair.
 pub(crate) struct FifoPair {

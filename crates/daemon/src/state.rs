@@ -1,0 +1,72 @@
+//! What every connection shares: the engine, the daemon's settings, its file area and
+//! sessions, the count of connections per principal, and its shutdown signals. Made once by
+//! `server::run` and handed to every connection.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ferry_engine::files::FileArea;
+use ferry_engine::sessions::SessionStore;
+use ferry_engine::Engine;
+use tokio::sync::{watch, Notify};
+
+use crate::admission::PrincipalCounts;
+use crate::catalog::Catalog;
+use crate::config::DaemonConfig;
+
+/// The daemon, as every connection sees it.
+pub(crate) struct Daemon {
+    /// The engine (jobs, history, peers).
+    pub engine: Engine,
+    /// The commands catalog-only listeners run.
+    pub catalog: Catalog,
+    /// The daemon's file area.
+    pub files: Arc<FileArea>,
+    /// Stateful shell sessions.
+    pub sessions: Arc<SessionStore>,
+    /// The settings.
+    pub config: DaemonConfig,
+    /// Authenticated connections per network principal, on every listener.
+    pub principals: Arc<PrincipalCounts>,
+    /// Becomes true when connections must close (jobs are all ended by then).
+    pub closing: watch::Sender<bool>,
+    /// Woken when the owner asks for shutdown.
+    pub shutdown_requested: Notify,
+    /// What each dialect's adapter shares among its connections (see [`Daemon::state`]).
+    dialect_state: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Daemon {
+    /// The daemon's shared state over `engine`, its file area and sessions, with `config`.
+    pub fn new(
+        engine: Engine,
+        files: FileArea,
+        sessions: SessionStore,
+        config: DaemonConfig,
+    ) -> Daemon {
+        Daemon {
+            engine,
+            catalog: config.catalog.clone(),
+            files: Arc::new(files),
+            sessions: Arc::new(sessions),
+            principals: Arc::new(PrincipalCounts::new(config.connections.per_principal)),
+            config,
+            closing: watch::Sender::new(false),
+            shutdown_requested: Notify::new(),
+            dialect_state: Mutex::default(),
+        }
+    }
+
+    /// The state of type `T` that one dialect's connections share (made on first use), so
+    /// that an adapter keeps its own bookkeeping without the daemon knowing of it.
+    pub fn state<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut states = self.dialect_state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = states
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        // The map holds a `T` under `T`'s TypeId, so the cast cannot fail; a fresh value
+        // would do no harm if it did.
+        Arc::clone(state).downcast::<T>().unwrap_or_default()
+    }
+}

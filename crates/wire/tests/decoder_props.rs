@@ -1,0 +1,423 @@
+//! Property tests for every dialect's connection decoder (what the daemon's one stream reader
+//! drives): a stream of requests split anywhere, in any number of pieces, decodes to the same
+//! requests as the stream whole; arbitrary bytes never panic a decoder and never make it
+//! take more than it holds.
+
+use ferry_wire::{decode_chunks, Decoder, Input};
+use proptest::prelude::*;
+
+/// `stream` cut at `cuts` (indices into it, any order, repeats allowed).
+fn pieces<'a>(stream: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+    at.push(0);
+    at.push(stream.len());
+    at.sort_unstable();
+    at.windows(2).map(|w| &stream[w[0]..w[1]]).collect()
+}
+
+/// Decodes `stream` whole and in `cuts` pieces with fresh decoders; both must agree, take
+/// everything and give `expected`.
+fn same_whole_and_split<D, M>(
+    make: impl Fn() -> D,
+    stream: &[u8],
+    cuts: &[prop::sample::Index],
+    expected: &[M],
+) -> Result<(), TestCaseError>
+where
+    D: Decoder<Message = M>,
+    D::Error: std::fmt::Debug,
+    M: PartialEq + std::fmt::Debug,
+{
+    let whole = decode_chunks(&mut make(), &[stream]).expect("whole stream");
+    let split = decode_chunks(&mut make(), &pieces(stream, cuts)).expect("split stream");
+    prop_assert_eq!(whole.left, 0);
+    prop_assert_eq!(split.left, 0);
+    prop_assert_eq!(&whole.messages[..], expected);
+    prop_assert_eq!(&split.messages[..], expected);
+    Ok(())
+}
+
+/// Feeds arbitrary bytes in arbitrary pieces, with every kind of input after each: no panic,
+/// never more taken than held.
+fn survives<D: Decoder>(mut decoder: D, bytes: &[u8], cuts: &[prop::sample::Index]) {
+    let mut buf = Vec::new();
+    for piece in pieces(bytes, cuts) {
+        buf.extend_from_slice(piece);
+        for input in [Input::Open, Input::Paused, Input::Ended] {
+            let _ = decoder.ends_at_pause(&buf);
+            let _ = decoder.message_len_at_least(&buf);
+            match decoder.decode(&buf, input) {
+                Ok(Some((_, used))) => {
+                    assert!(used <= buf.len(), "took {used} of {}", buf.len());
+                    buf.drain(..used);
+                }
+                Ok(None) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn cuts() -> impl Strategy<Value = Vec<prop::sample::Index>> {
+    proptest::collection::vec(any::<prop::sample::Index>(), 0..6)
+}
+
+fn word() -> impl Strategy<Value = String> {
+    "[a-z0-9._/-]{1,12}"
+}
+
+mod cbsd {
+    use super::*;
+    use ferry_wire::cbsd::{Request, RequestDecoder};
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            proptest::collection::vec(word(), 1..4).prop_map(Request::Command),
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..100))
+                .prop_map(|(id, data)| Request::Input { id, data }),
+            any::<u64>().prop_map(Request::Attach),
+            any::<u64>().prop_map(Request::Kill),
+            Just(Request::List),
+        ]
+    }
+
+    fn line(request: &Request) -> Vec<u8> {
+        match request {
+            Request::Command(words) => format!("command {}\n", words.join(" ")).into_bytes(),
+            Request::Input { id, data } => {
+                let mut bytes = format!("input {id} {}\n", data.len()).into_bytes();
+                bytes.extend_from_slice(data);
+                bytes
+            }
+            Request::Attach(id) => format!("attach {id}\n").into_bytes(),
+            Request::Kill(id) => format!("kill {id}\n").into_bytes(),
+            Request::List => b"list\n".to_vec(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn requests_split_anywhere(requests in proptest::collection::vec(request(), 1..6), cuts in cuts()) {
+            let stream: Vec<u8> = requests.iter().flat_map(line).collect();
+            same_whole_and_split(|| RequestDecoder, &stream, &cuts, &requests)?;
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in cuts()) {
+            survives(RequestDecoder, &bytes, &cuts);
+        }
+    }
+}
+
+mod cbsdng {
+    use super::*;
+    use ferry_wire::cbsdng::{encode_frame, Frame, FrameDecoder};
+
+    proptest! {
+        #[test]
+        fn frames_split_anywhere(frames in proptest::collection::vec((any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..100)), 1..6), cuts in cuts()) {
+            let frames: Vec<Frame> = frames.into_iter().map(|(id, kind, payload)| Frame { id, kind, payload }).collect();
+            let stream: Vec<u8> = frames.iter().flat_map(encode_frame).collect();
+            same_whole_and_split(|| FrameDecoder, &stream, &cuts, &frames)?;
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in cuts()) {
+            survives(FrameDecoder, &bytes, &cuts);
+        }
+    }
+}
+
+mod c2 {
+    use super::*;
+    use ferry_wire::c2::{encode_frame, CspId, FrameDecoder, Incoming};
+
+    proptest! {
+        #[test]
+        fn frames_split_anywhere(frames in proptest::collection::vec((any::<u32>(), proptest::collection::vec(any::<u8>(), 0..100)), 1..6), cuts in cuts()) {
+            let frames: Vec<Incoming> = frames
+                .into_iter()
+                .map(|(raw, data)| Incoming::Frame { id: CspId::decode(raw), data })
+                .collect();
+            let stream: Vec<u8> = frames
+                .iter()
+                .flat_map(|f| match f {
+                    Incoming::Frame { id, data } => encode_frame(*id, data).expect("fits"),
+                    Incoming::Stale(_) => unreachable!(),
+                })
+                .collect();
+            same_whole_and_split(|| FrameDecoder, &stream, &cuts, &frames)?;
+        }
+
+        #[test]
+        fn a_partial_frame_is_given_up_at_a_pause(data in proptest::collection::vec(any::<u8>(), 1..50), cut in any::<prop::sample::Index>()) {
+            let frame = encode_frame(CspId::default(), &data).expect("fits");
+            let cut = 1 + cut.index(frame.len() - 1);
+            let mut decoder = FrameDecoder;
+            prop_assert!(decoder.ends_at_pause(&frame[..cut]));
+            prop_assert_eq!(decoder.decode(&frame[..cut], Input::Open).expect("ok"), None);
+            prop_assert_eq!(decoder.decode(&frame[..cut], Input::Paused).expect("ok"), Some((Incoming::Stale(cut), cut)));
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in cuts()) {
+            survives(FrameDecoder, &bytes, &cuts);
+        }
+    }
+}
+
+mod fanos {
+    use super::*;
+    use ferry_wire::fanos::{encode_netstring, NetstringDecoder};
+
+    proptest! {
+        #[test]
+        fn netstrings_split_anywhere(payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 1..6), cuts in cuts()) {
+            let mut stream = Vec::new();
+            for payload in &payloads {
+                encode_netstring(payload, &mut stream);
+            }
+            same_whole_and_split(|| NetstringDecoder { max: 1000 }, &stream, &cuts, &payloads)?;
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in cuts()) {
+            survives(NetstringDecoder { max: 100 }, &bytes, &cuts);
+        }
+    }
+}
+
+mod tsockm {
+    use super::*;
+    use ferry_wire::tsockm::{Action, Incoming, Kind, Message, RequestDecoder, Status};
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any text, `::` and all: the body is everything after the sixth separator.
+        "[a-zA-Z0-9 :é!?-]{0,40}"
+    }
+
+    fn request() -> impl Strategy<Value = Message> {
+        (
+            prop_oneof![
+                Just(Action::Msg),
+                Just(Action::GetPeer),
+                Just(Action::CommEnd)
+            ],
+            word(),
+            text(),
+        )
+            .prop_map(|(action, sender, body)| {
+                Message::new(
+                    Kind::Req,
+                    action,
+                    Status::Ok,
+                    &sender,
+                    "client",
+                    "127.0.0.1:6969",
+                    &body,
+                )
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn a_request_ends_where_its_connection_ends(message in request(), cuts in cuts()) {
+            // However its writes come, and a pause between them changes nothing.
+            let stream = message.encode();
+            let mut decoder = RequestDecoder::default();
+            prop_assert!(!decoder.ends_at_pause(&stream));
+            prop_assert_eq!(decoder.decode(&stream, Input::Paused).expect("ok"), None);
+            same_whole_and_split(RequestDecoder::default, &stream, &cuts, &[Incoming::Message(message)])?;
+        }
+
+        #[test]
+        fn a_login_ends_at_a_pause_once_its_fields_are_there(name in word(), cut in any::<prop::sample::Index>()) {
+            let login = Message::new(Kind::Req, Action::Comm, Status::Ok, "client", "client", "127.0.0.1:6969", &name).encode();
+            let cut = cut.index(login.len());
+            let mut decoder = RequestDecoder::default();
+            let fields = login[..cut].windows(2).filter(|w| w == b"::").count() == 6;
+            prop_assert_eq!(decoder.ends_at_pause(&login[..cut]), fields);
+            prop_assert!(decoder.ends_at_pause(&login));
+            let (taken, used) = decoder.decode(&login, Input::Paused).expect("ok").expect("whole");
+            prop_assert_eq!(used, login.len());
+            prop_assert!(matches!(taken, Incoming::Message(m) if m.body == name));
+            // What follows on a push connection is stray.
+            prop_assert_eq!(decoder.decode(b"xy", Input::Open).expect("ok"), Some((Incoming::Stray(2), 2)));
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in cuts()) {
+            survives(RequestDecoder::default(), &bytes, &cuts);
+        }
+    }
+}
+
+mod rake64 {
+    use super::*;
+    use ferry_wire::rake64::{text_len, Code, Header, Incoming, Options, RequestDecoder};
+
+    fn padded(header: Header) -> Vec<u8> {
+        header.encode().to_vec()
+    }
+
+    /// One step of a client's side of a conversation: its bytes and what it decodes to.
+    fn step() -> impl Strategy<Value = (Vec<u8>, Vec<Incoming>)> {
+        let text = "[a-z é]{1,30}";
+        prop_oneof![
+            Just((padded(Header::new(Code::Cost, None)), vec![Incoming::Cost])),
+            (text, any::<bool>()).prop_map(|(command, authors)| {
+                let code = if authors { Code::Command } else { Code::Cost };
+                let mut bytes = padded(Header::new(code, Some(text_len(command.as_bytes()))));
+                bytes.extend_from_slice(command.as_bytes());
+                (bytes, vec![Incoming::Command(command.into_bytes())])
+            }),
+            Just((
+                padded(Header::new(Code::Disconnect, None)),
+                vec![Incoming::Disconnect]
+            )),
+            // A filestream of requirements, its count in the header (the authors' form).
+            proptest::collection::vec(
+                ("[a-z]{1,8}", proptest::collection::vec(any::<u8>(), 0..300)),
+                0..3
+            )
+            .prop_map(|files| {
+                let mut bytes = padded(Header::new(Code::Requirements, None));
+                let mut items = vec![Incoming::Requirements];
+                let meta = Header {
+                    options: Options {
+                        stdout: true,
+                        incoming: true,
+                        filestream: true,
+                    },
+                    ..Header::new(Code::Success, Some(files.len() as u64))
+                };
+                bytes.extend_from_slice(&padded(meta));
+                items.push(Incoming::FileCount(files.len() as u64));
+                for (name, data) in files {
+                    bytes.extend_from_slice(&padded(Header::filestream_answer(
+                        Code::Name,
+                        name.len() as u64,
+                    )));
+                    bytes.extend_from_slice(name.as_bytes());
+                    let size = data.len().to_string();
+                    bytes.extend_from_slice(&padded(Header::filestream_answer(
+                        Code::Size,
+                        size.len() as u64,
+                    )));
+                    bytes.extend_from_slice(size.as_bytes());
+                    bytes.extend_from_slice(&data);
+                    items.push(Incoming::Name(name.into_bytes()));
+                    items.push(Incoming::Size(data.len() as u64));
+                    items.push(Incoming::Data {
+                        bytes: data,
+                        last: true,
+                    });
+                }
+                (bytes, items)
+            }),
+            // Asks for a file the server sends, padded or as two bytes followed by the next.
+            Just({
+                let mut bytes = b"!N".to_vec();
+                bytes.extend_from_slice(&padded(Header::new(Code::Size, None)));
+                bytes.extend_from_slice(b"!T");
+                bytes.extend_from_slice(&padded(Header::new(Code::Disconnect, None)));
+                (
+                    bytes,
+                    vec![
+                        Incoming::Ask(Code::Name),
+                        Incoming::Ask(Code::Size),
+                        Incoming::Ask(Code::Transfer),
+                        Incoming::Disconnect,
+                    ],
+                )
+            }),
+        ]
+    }
+
+    /// Joins a file's data chunks (a split stream may bring a file in more pieces).
+    fn joined(items: Vec<Incoming>) -> Vec<Incoming> {
+        let mut out: Vec<Incoming> = Vec::new();
+        for item in items {
+            match (out.last_mut(), item) {
+                (
+                    Some(Incoming::Data { bytes, last: false }),
+                    Incoming::Data { bytes: more, last },
+                ) => {
+                    bytes.extend_from_slice(&more);
+                    if let Some(Incoming::Data { last: done, .. }) = out.last_mut() {
+                        *done = last;
+                    }
+                }
+                (_, item) => out.push(item),
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn conversations_split_anywhere(steps in proptest::collection::vec(step(), 1..6), cuts in cuts()) {
+            let stream: Vec<u8> = steps.iter().flat_map(|(bytes, _)| bytes.clone()).collect();
+            let expected: Vec<Incoming> = steps.into_iter().flat_map(|(_, items)| items).collect();
+            let whole = decode_chunks(&mut RequestDecoder::new(1 << 20), &[&stream]).expect("whole");
+            let split = decode_chunks(&mut RequestDecoder::new(1 << 20), &pieces(&stream, &cuts)).expect("split");
+            prop_assert_eq!(whole.left, 0);
+            prop_assert_eq!(split.left, 0);
+            prop_assert_eq!(joined(whole.messages), expected.clone());
+            prop_assert_eq!(joined(split.messages), expected);
+        }
+
+        #[test]
+        fn the_seeds_count_as_a_payload(count in 0u64..1000) {
+            let digits = count.to_string();
+            let meta = Header {
+                options: Options { stdout: true, incoming: true, filestream: true },
+                ..Header::new(Code::Success, Some(digits.len() as u64))
+            };
+            let mut bytes = padded(meta);
+            bytes.extend_from_slice(digits.as_bytes());
+            let decoded = decode_chunks(&mut RequestDecoder::new(0), &[&bytes]).expect("ok");
+            prop_assert_eq!(decoded.messages, vec![Incoming::FileCount(count)]);
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in cuts()) {
+            survives(RequestDecoder::new(1000), &bytes, &cuts);
+        }
+    }
+}
+
+mod native {
+    use super::*;
+    use ferry_wire::native::{encode_frame, ClientMessage, NativeDecoder};
+
+    fn message() -> impl Strategy<Value = ClientMessage> {
+        prop_oneof![
+            (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..200))
+                .prop_map(|(job, data)| ClientMessage::Stdin { job, data }),
+            any::<u64>().prop_map(|request| ClientMessage::ListPeers { request }),
+            (any::<u64>(), word()).prop_map(|(request, text)| ClientMessage::Say {
+                request,
+                to: None,
+                text,
+                as_daemon: false
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn frames_split_anywhere(messages in proptest::collection::vec(message(), 1..6), cuts in cuts()) {
+            let mut stream = Vec::new();
+            for message in &messages {
+                encode_frame(message, &mut stream).expect("encode");
+            }
+            same_whole_and_split(|| NativeDecoder::<ClientMessage>::new(1 << 16), &stream, &cuts, &messages)?;
+        }
+
+        #[test]
+        fn any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in cuts()) {
+            survives(NativeDecoder::<ClientMessage>::new(1000), &bytes, &cuts);
+        }
+    }
+}
