@@ -20,16 +20,16 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use crate::error::EngineError;
 use crate::log::{JobLog, LogLimits};
 use crate::logfile::{LogHeader, MAX_RECORD_DATA};
 use crate::memory::OutputFlow;
 use crate::store::{millis, JobRecord, RecordState};
-use crate::{EngineError, ExitReport, JobPhase, JobSnapshot, JobSpec, OutputStream, StdinSender};
+use crate::types::{
+    ExitReport, JobId, JobPhase, JobSnapshot, JobSpec, OutputStream, PassedStdio, StdinSender,
+};
 use serde_bytes::ByteBuf;
 use std::os::unix::ffi::OsStrExt;
-
-/// A job id: unique and increasing, also across daemon restarts on the same log directory.
-pub type JobId = u64;
 
 /// Chunks of stdin buffered per job before the writer waits.
 const STDIN_QUEUE: usize = 16;
@@ -60,7 +60,7 @@ struct Status {
     stdin_tx: Option<StdinSender>,
     stdin_rx: Option<mpsc::Receiver<Vec<u8>>>,
     /// Passed fds, until the spawn takes them.
-    stdio: Option<crate::PassedStdio>,
+    stdio: Option<PassedStdio>,
     timed_out: bool,
     /// Signals sent to the job by a client or the daemon.
     signalled: Vec<i32>,

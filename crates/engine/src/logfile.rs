@@ -13,7 +13,8 @@ use std::io::{IoSlice, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::{ExitReport, OutputStream};
+use crate::principal::Principal;
+use crate::types::{ExitReport, OutputStream};
 
 /// Length of a record header in the log file.
 pub const RECORD_HEADER_LEN: usize = 5;
@@ -46,7 +47,7 @@ pub struct LogHeader {
     pub submitted_ms: u64,
     /// Who it belongs to (absent in logs written before principals: the owner's).
     #[serde(default)]
-    pub principal: crate::Principal,
+    pub principal: Principal,
 }
 
 /// The magic bytes that open a log file.
@@ -323,7 +324,7 @@ mod tests {
                 owner,
                 dialect: "ferry".into(),
                 submitted_ms,
-                principal: crate::Principal::Token("ci".into()),
+                principal: Principal::Token("ci".into()),
             };
             let mut bytes = encode_header(&header);
             let len = bytes.len();

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::job::JobId;
+use crate::types::JobId;
 
 /// A group to end: the job, its leader's pid and the leader's start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::logfile::{log_path, summarize, LogHeader};
-use crate::{ExitReport, JobId};
+use crate::principal::Principal;
+use crate::types::{ExitReport, JobId};
 
 /// The schema this build writes. Version 1 is the first.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -76,7 +77,7 @@ pub struct JobRecord {
     pub owner: String,
     /// Who it belongs to (absent in records written before principals: the owner's).
     #[serde(default)]
-    pub principal: crate::Principal,
+    pub principal: Principal,
     /// The dialect it came through (`ferry`, `fanos`).
     #[serde(default)]
     pub dialect: String,
@@ -686,7 +687,7 @@ mod tests {
             argv: vec![ByteBuf::from(b"true".to_vec())],
             cwd: None,
             owner: "test".into(),
-            principal: crate::Principal::Owner,
+            principal: Principal::Owner,
             dialect: "ferry".into(),
             submitted_ms,
             started_ms: None,

@@ -39,7 +39,7 @@ pub use crate::logfile::{LogError, LogHeader, MAX_RECORD_DATA};
 pub use read::{LogReader, OutputEvent};
 
 mod read;
-use crate::{ExitReport, OutputStream};
+use crate::types::{ExitReport, OutputStream};
 
 /// Largest tail kept per job (in memory while it runs).
 pub const MAX_TAIL: u64 = 8 * 1024 * 1024;

@@ -15,7 +15,7 @@ use super::{LogFile, LogProgress, Shared, READ_BATCH};
 use crate::logfile::{
     decode_dropped, decode_header, parse_records, stream_slot, LogError, RecordKind,
 };
-use crate::{ExitReport, OutputStream};
+use crate::types::{ExitReport, OutputStream};
 
 /// One thing a reader yields.
 #[derive(Debug, Clone, PartialEq, Eq)]

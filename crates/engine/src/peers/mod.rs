@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::{JobId, Principal};
+use crate::principal::Principal;
+use crate::types::JobId;
 pub use hub::{
     Delivery, HubConfig, HubMessage, HubStats, Joined, MemberInfo, Presence, Refused, ResumeError,
     SendError, SlowConsumer, MAX_MESSAGE_TEXT, SERVER_ID,

@@ -15,6 +15,7 @@ mod helper;
 mod history;
 mod hub;
 mod jobs;
+mod layering;
 mod lifecycle;
 mod limits;
 mod peers;

@@ -677,6 +677,26 @@ pub struct JobExit {
 }
 
 impl JobExit {
+    /// The exit of a command that ran elsewhere and reported only its return code: a
+    /// negative one is the number of the signal that ended it, negated (as Python reports
+    /// it, and rake64 servers pass it on).
+    pub fn reported(code: i32) -> JobExit {
+        let (code, signal) = if code < 0 {
+            (None, Some(-code))
+        } else {
+            (Some(code), None)
+        };
+        JobExit {
+            code,
+            signal,
+            wall_us: 0,
+            timed_out: false,
+            error: None,
+            killed: false,
+            lost: false,
+        }
+    }
+
     /// The status a shell would report (see [`ferry_common::shell_status`]).
     pub fn shell_status(&self) -> i32 {
         ferry_common::shell_status(self.code, self.signal, self.error.is_some())

@@ -14,7 +14,7 @@ use ferry_client::{Client, Endpoint, Event, JobExit, Listing, RunRequest};
 use ferry_rake::Action;
 
 use super::output::Printer;
-use super::place::Pool;
+use super::place::{Pool, INPUT_CACHE};
 use super::rake64::Rake64;
 use crate::cli::RakeWire;
 use crate::commands::transfer;
@@ -243,9 +243,6 @@ async fn remote(
     }
 }
 
-/// Where a host keeps inputs by content, in the file area of this client.
-pub const INPUT_CACHE: &str = "rake-inputs";
-
 /// The content hash (XXH3-128, hex) of each required file.
 fn input_hashes(dir: &Path, requires: &[String]) -> Result<Vec<String>> {
     requires
@@ -383,21 +380,8 @@ async fn on_rake64_host(
         .await;
     server.close().await;
     match ran {
-        Ok(ended) => Attempt::Ended(exited(ended.code), ended.sent, ended.received),
+        Ok(ended) => Attempt::Ended(JobExit::reported(ended.code), ended.sent, ended.received),
         Err(e) => Attempt::HostFailed(format!("{e:#}")),
-    }
-}
-
-/// The exit of a command that ran elsewhere and reported only its code.
-pub fn exited(code: i32) -> JobExit {
-    JobExit {
-        code: Some(code),
-        signal: None,
-        wall_us: 0,
-        timed_out: false,
-        error: None,
-        killed: false,
-        lost: false,
     }
 }
 

@@ -14,6 +14,9 @@ use ferry_client::{Client, Endpoint};
 use ferry_rake::Host;
 
 use super::rake64::Rake64;
+
+/// Where a host keeps inputs by content, in the file area of this client.
+pub const INPUT_CACHE: &str = "rake-inputs";
 use crate::cli::RakeWire;
 use crate::endpoint::{for_named_host, RemoteOptions};
 
@@ -116,7 +119,7 @@ impl Pool {
             let mut client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
             let cost = client.cost().await?;
             if !inputs.is_empty() && !host.scanned.swap(true, Ordering::Relaxed) {
-                if let Ok(listing) = client.list(super::action::INPUT_CACHE).await {
+                if let Ok(listing) = client.list(INPUT_CACHE).await {
                     host.held.lock().unwrap_or_else(|e| e.into_inner()).extend(
                         listing
                             .files

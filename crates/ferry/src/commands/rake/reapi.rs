@@ -221,7 +221,7 @@ impl Backend {
         printer.finish();
         let received = self.fetch_outputs(dir, &root, &result).await?;
         Ok(Ran {
-            exit: super::action::exited(result.exit_code),
+            exit: JobExit::reported(result.exit_code),
             sent,
             received,
             cached,
