@@ -473,3 +473,23 @@ fn an_answer_keeps_16_mib_of_output_and_says_where_the_rest_is() {
     let log = daemon.run(&["log", &id]);
     assert_eq!(log.stdout.len(), 20_000_000);
 }
+
+/// A C2 peer is anonymous: its commands run in its principal's file area
+/// (`files/anonymous/c2`), never in the daemon's own working directory.
+#[test]
+fn an_anonymous_command_runs_in_its_file_area() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start_networked_in(
+        cwd.path(),
+        &["--allow-any-command"],
+        &["c2:tcp:127.0.0.1:0"],
+    );
+    let out = c2(&daemon, &["pwd"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
+    assert_eq!(
+        dir,
+        daemon.state_dir.join("files").join("anonymous").join("c2")
+    );
+    assert!(!dir.starts_with(cwd.path()));
+}

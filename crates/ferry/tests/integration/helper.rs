@@ -29,33 +29,44 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `ferry daemon` with extra arguments and waits until it answers.
     pub fn start(extra: &[&str]) -> Daemon {
-        Daemon::spawn(extra, &[], true, None)
+        Daemon::spawn(extra, &[], true, None, None)
     }
 
     /// As [`Daemon::start`], the daemon started by `sh` after it ran `shell` (to set a
     /// resource limit, say).
     pub fn start_after(shell: &str, extra: &[&str]) -> Daemon {
-        Daemon::spawn(extra, &[], true, Some(shell))
+        Daemon::spawn(extra, &[], true, Some(shell), None)
     }
 
     /// Starts `ferry daemon` on its Unix socket and on the given network listeners (each
     /// `DIALECT:TRANSPORT:ADDRESS`), with TLS files from `ferry tls init` in `self.tls_dir()`.
     pub fn start_networked(extra: &[&str], listeners: &[&str]) -> Daemon {
-        Daemon::spawn(extra, listeners, true, None)
+        Daemon::spawn(extra, listeners, true, None, None)
+    }
+
+    /// As [`Daemon::start_networked`], the daemon started in the directory `cwd`.
+    pub fn start_networked_in(cwd: &Path, extra: &[&str], listeners: &[&str]) -> Daemon {
+        Daemon::spawn(extra, listeners, true, None, Some(cwd))
     }
 
     /// As [`Daemon::start_networked`], the daemon started by `sh` after it ran `shell`.
     pub fn start_networked_after(shell: &str, extra: &[&str], listeners: &[&str]) -> Daemon {
-        Daemon::spawn(extra, listeners, true, Some(shell))
+        Daemon::spawn(extra, listeners, true, Some(shell), None)
     }
 
     /// As [`Daemon::start_networked`], but the daemon has no token (its TLS directory holds
     /// none): only client certificates can authenticate network clients.
     pub fn start_networked_without_token(extra: &[&str], listeners: &[&str]) -> Daemon {
-        Daemon::spawn(extra, listeners, false, None)
+        Daemon::spawn(extra, listeners, false, None, None)
     }
 
-    fn spawn(extra: &[&str], listeners: &[&str], token: bool, shell: Option<&str>) -> Daemon {
+    fn spawn(
+        extra: &[&str],
+        listeners: &[&str],
+        token: bool,
+        shell: Option<&str>,
+        cwd: Option<&Path>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("run").join("ferry.sock");
         let state_dir = dir.path().join("state");
@@ -96,6 +107,9 @@ impl Daemon {
             }
         }
         command.args(extra);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         Daemon::launch(dir, socket, state_dir, command)
     }
 

@@ -321,7 +321,7 @@ fn every_crate_reads_bottom_up() {
             ));
         }
     }
-    assert!(checked > 100, "only {checked} source files found");
+    assert!(checked > 50, "only {checked} source files found");
     assert!(
         found.is_empty(),
         "files that import one another in a circle:\n{}",

@@ -245,3 +245,138 @@ fn only_the_owner_may_list_or_kick_peers() {
     let _ = remote.kill();
     let _ = remote.wait();
 }
+
+/// A peer of each dialect without a handshake of its own is disconnected by `ferry peers
+/// kick`: told in its dialect's words where it has any, its connection closed within a
+/// second, gone from `ferry peers`. (A FIFO pair is the daemon's own: its connection ends,
+/// and the pair is opened anew for the next client.)
+#[test]
+fn kicked_cbsd_cbsdng_c2_and_rake64_peers_are_told_and_closed() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let listeners = [
+        format!("cbsd:unix:{}", path("cbsd.sock").display()),
+        format!("cbsdng:unix:{}", path("cbsdng.sock").display()),
+        "c2:tcp:127.0.0.1:0".to_owned(),
+        format!("c2:fifo:{},{}", path("in").display(), path("out").display()),
+        "rake64:tcp:127.0.0.1:0".to_owned(),
+    ];
+    let listeners: Vec<&str> = listeners.iter().map(String::as_str).collect();
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &listeners);
+    for form in ["cbsd:unix", "cbsdng:unix", "c2:fifo"] {
+        assert!(daemon.log_shows(&format!("listening on {form}:")));
+    }
+    let unix_address = format!("unix, pid {}", std::process::id());
+    let tcp = |form: &str| {
+        let stream =
+            std::net::TcpStream::connect(("127.0.0.1", daemon.listener_port(form))).expect("tcp");
+        let address = stream.local_addr().expect("addr").to_string();
+        (Box::new(stream) as Box<dyn ReadWriteTimeout>, address)
+    };
+    let unix = |name: &str| {
+        let stream = std::os::unix::net::UnixStream::connect(path(name)).expect("unix");
+        (
+            Box::new(stream) as Box<dyn ReadWriteTimeout>,
+            unix_address.clone(),
+        )
+    };
+    let told = "disconnected by the daemon's owner (ferry peers kick); your jobs go on";
+    let peers_of = |dialect: &str, address: &str| -> Vec<String> {
+        peers(&daemon)
+            .into_iter()
+            .filter(|p| p["dialect"] == dialect && p["address"] == address)
+            .filter_map(|p| p["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // Each dialect, its connection and address, and how its words start (`None`: it has no
+    // words for it).
+    type Case<'a> = (
+        &'a str,
+        (Box<dyn ReadWriteTimeout>, String),
+        Option<&'a str>,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        ("cbsd", unix("cbsd.sock"), Some("0 5 ")),
+        ("cbsdng", unix("cbsdng.sock"), Some("")),
+        ("c2", tcp("c2:tcp"), None),
+        ("rake64", tcp("rake64:tcp"), Some("!F")),
+    ];
+    for (dialect, (mut stream, address), words) in cases {
+        let id = wait_until(
+            &format!("the {dialect} peer listed"),
+            Duration::from_secs(10),
+            || peers_of(dialect, &address).pop(),
+            || format!("{:#?}", peers(&daemon)),
+        );
+        let out = daemon.run(&["peers", "kick", &id]);
+        assert!(out.status.success(), "{out:?}");
+        stream.read_within(Duration::from_secs(1));
+        let mut said = Vec::new();
+        match stream.read_to_end(&mut said) {
+            Ok(_) => {}
+            Err(e) => panic!("{dialect}: still open a second after the kick ({e}): {said:?}"),
+        }
+        let said = String::from_utf8_lossy(&said);
+        match words {
+            Some(start) => assert!(
+                said.starts_with(start) && said.contains(told),
+                "{dialect}: {said:?}"
+            ),
+            None => assert!(said.is_empty(), "{dialect}: {said:?}"),
+        }
+        wait_until(
+            &format!("the kicked {dialect} peer to leave the list"),
+            Duration::from_secs(5),
+            || (!peers(&daemon).iter().any(|p| p["id"] == id.as_str())).then_some(()),
+            || format!("{:#?}", peers(&daemon)),
+        );
+    }
+    // The FIFO pair: its connection ends; the pair is opened anew and serves the next client.
+    let pair = format!("fifo {},{}", path("in").display(), path("out").display());
+    let first = wait_until(
+        "the FIFO pair's peer",
+        Duration::from_secs(10),
+        || peers_of("c2", &pair).pop(),
+        || format!("{:#?}", peers(&daemon)),
+    );
+    assert!(daemon.run(&["peers", "kick", &first]).status.success());
+    wait_until(
+        "the FIFO pair opened anew",
+        Duration::from_secs(5),
+        || {
+            let now = peers_of("c2", &pair);
+            (!now.contains(&first) && !now.is_empty()).then_some(())
+        },
+        || format!("{:#?}", peers(&daemon)),
+    );
+    let out = std::process::Command::new(crate::helper::ferry_bin())
+        .args(["c2", "--fifo"])
+        .arg(format!(
+            "{},{}",
+            path("in").display(),
+            path("out").display()
+        ))
+        .args(["echo", "again"])
+        .output()
+        .expect("ferry c2");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "again\n", "{out:?}");
+    daemon.assert_serving();
+}
+
+/// A connection whose reads can be given a time limit.
+trait ReadWriteTimeout: std::io::Read + std::io::Write {
+    fn read_within(&self, limit: Duration);
+}
+
+impl ReadWriteTimeout for std::net::TcpStream {
+    fn read_within(&self, limit: Duration) {
+        self.set_read_timeout(Some(limit)).expect("timeout");
+    }
+}
+
+impl ReadWriteTimeout for std::os::unix::net::UnixStream {
+    fn read_within(&self, limit: Duration) {
+        self.set_read_timeout(Some(limit)).expect("timeout");
+    }
+}

@@ -359,3 +359,47 @@ fn a_silent_connection_is_closed_at_the_time_limit_with_an_err() {
         || String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned(),
     );
 }
+
+/// TsockM's client sends each `:msg` on a new connection, one after another (connect, write,
+/// close, then the next): pasted in a burst, they must reach the others in the order sent,
+/// although the daemon reads the connections concurrently.
+#[test]
+fn messages_sent_on_sequential_connections_arrive_in_order() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let ann = TsockmClient::login(&server, "ann");
+    let mut bob = TsockmClient::login(&server, "bob");
+    for round in 0..10 {
+        for k in 0..20 {
+            ann.request("MSG", &format!("r{round} m{k}"));
+        }
+        for k in 0..20 {
+            assert_eq!(
+                bob.next_message(),
+                ("ann".into(), format!("r{round} m{k}")),
+                "round {round}"
+            );
+        }
+    }
+    daemon.assert_serving();
+}
+
+/// A request whose body comes in two writes, the second 200 ms after the first (a slow
+/// sender): it ends where its connection ends, and arrives whole; only a login, whose
+/// connection stays open, ends at a pause.
+#[test]
+fn a_message_split_inside_its_body_arrives_whole() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let ann = TsockmClient::login(&server, "ann");
+    let mut bob = TsockmClient::login(&server, "bob");
+    let message = format!("REQ::MSG::200::{}::client::{server}::hello, bob", ann.id);
+    let (first, second) = message.split_at(message.len() - 5);
+    let mut stream = TcpStream::connect(&server).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream.write_all(first.as_bytes()).expect("write");
+    // The sender's own pause, longer than a login's.
+    std::thread::sleep(Duration::from_millis(200));
+    stream.write_all(second.as_bytes()).expect("write");
+    drop(stream);
+    assert_eq!(bob.next_message(), ("ann".into(), "hello, bob".into()));
+    daemon.assert_serving();
+}

@@ -202,18 +202,21 @@ impl Connection {
                     refusal.message
                 );
             })?;
+        // A remote client's directory means nothing here: its jobs run in its file area
+        // (see `Access::job_dir`), as the owner's do when its client names none.
+        spec.cwd = Some(
+            self.access
+                .job_dir(cwd.map(|c| PathBuf::from(os_string(c)))),
+        );
         if self.access.is_owner() {
-            spec.cwd = cwd.map(|c| PathBuf::from(os_string(c)));
             spec.env = env.map(|env| {
                 env.into_iter()
                     .map(|(k, v)| (os_string(k), os_string(v)))
                     .collect()
             });
-        } else {
-            // A remote client's directory and environment mean nothing here, and an
-            // environment could inject code (LD_PRELOAD): use the daemon's.
-            spec.cwd = Some(self.access.files_dir());
         }
+        // Otherwise the daemon's environment: a remote client's could inject code
+        // (LD_PRELOAD).
         if let Some(sandbox) = sandbox {
             let dir = self
                 .sandbox_dir(sandbox.into_vec())

@@ -15,11 +15,9 @@ impl Connection {
         let server = Arc::clone(&self.server);
         let (id, answer) = match request {
             ClientMessage::SessionNew { request, cwd } => {
-                let cwd = match (self.access.is_owner(), cwd) {
-                    (true, Some(cwd)) => PathBuf::from(super::jobs::os_string(cwd)),
-                    (true, None) => std::env::current_dir().unwrap_or_else(|_| "/".into()),
-                    (false, _) => self.access.files_dir(),
-                };
+                let cwd = self
+                    .access
+                    .job_dir(cwd.map(|cwd| PathBuf::from(super::jobs::os_string(cwd))));
                 let principal = self.access.principal().clone();
                 let made = match self.access.sessions_allowed() {
                     Ok(()) => blocking(move || server.sessions.create(&cwd, &principal)).await,
