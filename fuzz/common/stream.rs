@@ -16,3 +16,30 @@ pub fn walk(data: &[u8], mut one: impl FnMut(&[u8]) -> Option<usize>) {
         }
     }
 }
+
+/// Decodes `data` (after its first byte) whole and in pieces whose sizes its first byte picks,
+/// as a connection's reader takes the bytes that come: both agree (the same messages and the
+/// same bytes left over, or a refusal both ways), and no decoder takes more than it holds
+/// (`decode_chunks` checks that as it goes).
+#[allow(dead_code)]
+pub fn split_agrees<D>(make: impl Fn() -> D, data: &[u8])
+where
+    D: ferry_wire::Decoder,
+    D::Message: PartialEq + std::fmt::Debug,
+{
+    let Some((&seed, bytes)) = data.split_first() else {
+        return;
+    };
+    let step = 1 + usize::from(seed % 13);
+    let pieces: Vec<&[u8]> = bytes.chunks(step).collect();
+    let whole = ferry_wire::decode_chunks(&mut make(), &[bytes]);
+    let split = ferry_wire::decode_chunks(&mut make(), &pieces);
+    match (whole, split) {
+        (Ok(whole), Ok(split)) => {
+            assert_eq!(whole.messages, split.messages);
+            assert_eq!(whole.left, split.left);
+        }
+        (Err(_), Err(_)) => {}
+        (whole, split) => panic!("whole: {}, split: {}", whole.is_ok(), split.is_ok()),
+    }
+}

@@ -1,5 +1,6 @@
 //! Fuzzes the C2 decoders: no input may panic; a frame's data lies within it; a request that
-//! decodes re-encodes to one that decodes the same.
+//! decodes re-encodes to one that decodes the same; a connection's frames decode the same whole
+//! and in pieces.
 
 #![no_main]
 
@@ -20,6 +21,7 @@ fn request(data: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    stream::split_agrees(|| ferry_wire::c2::FrameDecoder, data);
     // Over TCP: frame after frame, each holding a request.
     stream::walk(data, |rest| {
         let (_, range, used) = decode_frame(rest)?;

@@ -1,5 +1,6 @@
 //! Fuzzes the CBSD text decoders: no input may panic; what decodes takes no more than the
-//! buffer; a decoded frame re-encodes to the bytes it took.
+//! buffer; a decoded frame re-encodes to the bytes it took; a connection's requests decode the
+//! same whole and in pieces.
 
 #![no_main]
 
@@ -10,6 +11,8 @@ use libfuzzer_sys::fuzz_target;
 mod stream;
 
 fuzz_target!(|data: &[u8]| {
+    // A connection's requests, as the daemon's reader takes them.
+    stream::split_agrees(|| ferry_wire::cbsd::RequestDecoder, data);
     // A connection's requests, one after another.
     stream::walk(data, |rest| {
         let (_, used) = decode_request(rest).ok()??;

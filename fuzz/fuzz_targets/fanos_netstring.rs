@@ -1,6 +1,7 @@
 //! Fuzzes the FANOS netstring decoder and request parser: no input may panic, a decoded
 //! payload lies within its netstring, re-encoding it gives back the bytes consumed, and the
-//! least length a bounded reader goes by never passes the netstring's end.
+//! least length a bounded reader goes by never passes the netstring's end;
+//! a connection's netstrings decode the same whole and in pieces.
 
 #![no_main]
 
@@ -38,6 +39,7 @@ fn one(data: &[u8]) -> Option<usize> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    stream::split_agrees(|| ferry_wire::fanos::NetstringDecoder { max: 4096 }, data);
     // A connection's requests, one netstring after another.
     stream::walk(data, one);
 });

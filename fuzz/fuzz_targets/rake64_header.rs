@@ -1,5 +1,6 @@
-//! Fuzzes the rake64 header decoder: no input may panic; a decoded header takes no more than
-//! the buffer, and a padded header it decodes re-encodes to a header that decodes the same.
+//! Fuzzes the rake64 decoders: no input may panic; a decoded header takes no more than the
+//! buffer, and a padded header it decodes re-encodes to a header that decodes the same; a
+//! client's side of a conversation decodes the same whole and in pieces.
 
 #![no_main]
 
@@ -28,6 +29,8 @@ fn one(data: &[u8]) -> Option<usize> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // A client's side of a conversation, as the daemon's reader takes it.
+    stream::split_agrees(|| ferry_wire::rake64::RequestDecoder::new(1 << 20), data);
     stream::walk(data, one);
     if let Some(n) = bytes_of_chars(data, 16) {
         assert!(n <= data.len());

@@ -1,6 +1,7 @@
 //! Fuzzes the TsockM decoder: no input may panic; what decodes re-encodes to the same bytes;
 //! every error answers with a status TsockM knows; a body that `carries` accepts fits one of
-//! TsockM's client reads.
+//! TsockM's client reads;
+//! a connection's one request decodes the same whole and in pieces.
 
 #![no_main]
 
@@ -9,7 +10,12 @@ use ferry_wire::tsockm::{
 };
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../common/stream.rs"]
+mod stream;
+
 fuzz_target!(|data: &[u8]| {
+    // A connection's one request, as the daemon's reader takes it.
+    stream::split_agrees(ferry_wire::tsockm::RequestDecoder::default, data);
     let _ = fields_complete(data);
     match decode(data) {
         Ok(message) => {

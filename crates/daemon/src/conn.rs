@@ -45,14 +45,16 @@ pub(crate) struct Contract {
     pub writes: Writes,
 }
 
-/// A pause in a stream that ends or gives up a message (see `ferry_wire::Decoder`).
+/// A pause in a stream that ends or gives up a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pause {
-    /// Nothing more came for this long (a message with no delimiter, whose sender's silence
-    /// is its end).
+    /// Nothing more came for this long: a message with no delimiter, whose sender's silence
+    /// is its end, is taken as it is (where its decoder says so, see
+    /// `ferry_wire::Decoder::ends_at_pause`).
     Quiet(Duration),
-    /// The message began this long ago and is still partial (a client that died in the
-    /// middle of one).
+    /// A message began this long ago and is still partial: a client that died in the middle
+    /// of one left it; its bytes are dropped, and the next request is read from a clean
+    /// start.
     Partial(Duration),
 }
 

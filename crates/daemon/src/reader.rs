@@ -6,7 +6,10 @@
 //! - the first request whole within the handshake time limit, later ones within the idle
 //!   limit (while none of the connection's work runs, see [`Busy`]); past a limit, a
 //!   refusal in the dialect's words and the close;
-//! - a pause that ends or gives up a message, where the dialect's format needs one;
+//! - a pause that ends a message where the dialect's format has no delimiter (its decoder
+//!   decides, see `Decoder::ends_at_pause`), or a partial message given up some time after
+//!   its first byte (a client that died in the middle of one: its bytes are dropped, and the
+//!   next request is read from a clean start);
 //! - bounded reads where requests carry fds, so that fds belong to the message they rode on
 //!   (fds that come to a dialect that takes none are closed);
 //! - a malformed request answered in the dialect's words, then the close (others are
@@ -343,14 +346,11 @@ where
                         return None;
                     }
                 },
-                () = sleep_until_some(pause) => {
-                    self.paused_at = Some(self.frames.buffered().len());
-                    match self.frames.decode_buffered(&mut self.decoder, Input::Paused) {
-                        Ok(Some(message)) => return self.deliver(message).await,
-                        Ok(None) => {}
-                        Err(fault) => return self.end_malformed(&fault),
-                    }
-                }
+                () = sleep_until_some(pause) => match self.paused() {
+                    Ok(Some(message)) => return self.deliver(message).await,
+                    Ok(None) => {}
+                    Err(fault) => return self.end_malformed(&fault),
+                },
                 limit = time_limit(limit) => {
                     tracing::info!(
                         peer = self.peer.id(),
@@ -460,18 +460,43 @@ where
         }
     }
 
-    /// When a pause would end or give up what the buffer holds, if the dialect has one and
-    /// the decoder waits for it.
+    /// When a pause would end what the buffer holds (a quiet pause the decoder waits for),
+    /// or give it up (a partial message's limit), if the dialect has one.
     fn pause_deadline(&self) -> Option<Instant> {
         let pause = self.pause?;
         let buf = self.frames.buffered();
-        if buf.is_empty() || self.paused_at == Some(buf.len()) || !self.decoder.ends_at_pause(buf) {
+        if buf.is_empty() || self.paused_at == Some(buf.len()) {
             return None;
         }
-        Some(match pause {
-            Pause::Quiet(quiet) => self.last_read + quiet,
-            Pause::Partial(limit) => self.partial_since? + limit,
-        })
+        match pause {
+            Pause::Quiet(quiet) => self
+                .decoder
+                .ends_at_pause(buf)
+                .then_some(self.last_read + quiet),
+            Pause::Partial(limit) => Some(self.partial_since? + limit),
+        }
+    }
+
+    /// A pause came: the decoder takes what the buffer holds as a message, or the partial
+    /// message is given up.
+    fn paused(&mut self) -> Result<Option<D::Message>, ReadError<D::Error>> {
+        self.paused_at = Some(self.frames.buffered().len());
+        match self.pause {
+            Some(Pause::Partial(limit)) => {
+                let dropped = self.frames.discard();
+                self.partial_since = None;
+                self.paused_at = None;
+                tracing::warn!(
+                    peer = self.peer.id(),
+                    "dropped a partial request of {dropped} bytes that stood {} ms: reading the next from a clean start",
+                    limit.as_millis()
+                );
+                Ok(None)
+            }
+            _ => self
+                .frames
+                .decode_buffered(&mut self.decoder, Input::Paused),
+        }
     }
 
     /// The time limit that applies now: the first request's, or the idle limit (counted

@@ -203,6 +203,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &self.buf
     }
 
+    /// Drops the bytes read and not yet decoded (a partial message given up); how many.
+    pub fn discard(&mut self) -> usize {
+        let dropped = self.buf.len();
+        self.buf.clear();
+        self.offset += dropped as u64;
+        dropped
+    }
+
     /// Whether the stream has ended (a read took no bytes).
     pub fn ended(&self) -> bool {
         self.eof

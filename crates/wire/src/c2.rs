@@ -111,42 +111,32 @@ pub fn decode_frame(buf: &[u8]) -> Option<(CspId, std::ops::Range<usize>, usize)
     (buf.len() >= end).then_some((id, FRAME_HEADER_LEN..end, end))
 }
 
-/// What a C2 connection carries toward the daemon, frame by frame.
+/// A frame toward the daemon: its CSP id and its data (the CBOR).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Incoming {
-    /// A whole frame: its CSP id and data.
-    Frame {
-        /// Its CSP id.
-        id: CspId,
-        /// Its data (the CBOR).
-        data: Vec<u8>,
-    },
-    /// The bytes of a frame that stayed partial through a pause (a client that died in the
-    /// middle of one), given up so that the next request is read from a clean start.
-    Stale(usize),
+pub struct Frame {
+    /// Its CSP id.
+    pub id: CspId,
+    /// Its data.
+    pub data: Vec<u8>,
 }
 
-/// A connection's frames as a [`crate::Decoder`] (what the daemon reads). A partial frame is
-/// given up at a pause ([`Incoming::Stale`]): on a FIFO pair the next client must not read
-/// the rest of a dead one's frame as its own.
+/// A connection's frames as a [`crate::Decoder`] (what the daemon reads).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FrameDecoder;
 
 impl crate::Decoder for FrameDecoder {
-    type Message = Incoming;
+    type Message = Frame;
     type Error = std::convert::Infallible;
 
     fn decode(
         &mut self,
         buf: &[u8],
-        input: crate::Input,
-    ) -> Result<Option<(Incoming, usize)>, Self::Error> {
-        if let Some((id, range, used)) = decode_frame(buf) {
+        _input: crate::Input,
+    ) -> Result<Option<(Frame, usize)>, Self::Error> {
+        Ok(decode_frame(buf).map(|(id, range, used)| {
             let data = buf[range].to_vec();
-            return Ok(Some((Incoming::Frame { id, data }, used)));
-        }
-        Ok((input == crate::Input::Paused && !buf.is_empty())
-            .then_some((Incoming::Stale(buf.len()), buf.len())))
+            (Frame { id, data }, used)
+        }))
     }
 
     fn message_len_at_least(&self, buf: &[u8]) -> usize {
@@ -154,10 +144,6 @@ impl crate::Decoder for FrameDecoder {
             Some(len) => FRAME_HEADER_LEN + usize::from(u16::from_le_bytes([len[0], len[1]])),
             None => FRAME_HEADER_LEN,
         }
-    }
-
-    fn ends_at_pause(&self, buf: &[u8]) -> bool {
-        !buf.is_empty()
     }
 }
 

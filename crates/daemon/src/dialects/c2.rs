@@ -19,7 +19,7 @@ use std::time::Instant;
 use ferry_engine::{JobOrigin, JobSpec};
 use ferry_wire::c2::{
     decode_request, encode_continuation, encode_error, encode_frame, encode_result_continued,
-    split_output, CspId, FrameDecoder, Incoming, MAX_FRAME_DATA,
+    split_output, CspId, Frame, FrameDecoder, MAX_FRAME_DATA,
 };
 
 use super::collect_output;
@@ -77,24 +77,10 @@ async fn serve_connection(mut conn: Conn) {
     let Some((mut reader, out)) = Reader::new(&mut conn, FrameDecoder, C2Voice) else {
         return;
     };
-    let peer = reader.peer().id().to_owned();
-    let origin = super::origin(&conn, &peer);
+    let origin = super::origin(&conn, reader.peer().id());
     while let Some(next) = reader.next(true).await {
-        let Next::Request(incoming, _) = next else {
+        let Next::Request(Frame { id, data }, _) = next else {
             continue;
-        };
-        let (id, data) = match incoming {
-            Incoming::Frame { id, data } => (id, data),
-            Incoming::Stale(bytes) => {
-                // A client that died mid-frame: its bytes are dropped, and the next request
-                // is read from a clean start.
-                tracing::warn!(
-                    peer,
-                    bytes,
-                    "c2: a partial frame stood too long: dropped, resynchronising"
-                );
-                continue;
-            }
         };
         let answer_id = CspId {
             source: DAEMON_ADDRESS,

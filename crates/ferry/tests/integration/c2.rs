@@ -151,7 +151,7 @@ fn a_fifo_pair_serves_requests_one_after_another_and_survives_a_client_dying_mid
     crate::helper::wait_until(
         "the partial frame to be dropped",
         std::time::Duration::from_secs(20),
-        || daemon.log_shows("resynchronising").then_some(()),
+        || daemon.log_shows("dropped a partial request").then_some(()),
         || daemon.log(),
     );
     let out = run(&["echo", "after"]);

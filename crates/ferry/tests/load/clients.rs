@@ -104,13 +104,16 @@ fn rake64_command(port: u16, command: &str) -> Result<Vec<u8>, String> {
     request.resize(64, b' ');
     request.extend_from_slice(command.as_bytes());
     stream.write_all(&request).map_err(|e| e.to_string())?;
+    // Read as the seed's reader does: the code at 0..2, the options at 2..5, the length
+    // from 5.
     let mut header = [0u8; 64];
     stream.read_exact(&mut header).map_err(|e| e.to_string())?;
-    let header = String::from_utf8_lossy(&header).trim_end().to_owned();
+    let header = String::from_utf8_lossy(&header).into_owned();
     let len: usize = header
-        .strip_prefix("!SS")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("answer {header:?}"))?;
+        .starts_with("!SS")
+        .then(|| header[5..].trim().parse().ok())
+        .flatten()
+        .ok_or_else(|| format!("answer {:?}", header.trim_end()))?;
     let mut output = vec![0u8; len];
     stream.read_exact(&mut output).map_err(|e| e.to_string())?;
     let _ = stream.write_all(b"!D");
