@@ -40,7 +40,10 @@ where
 }
 
 fuzz_target!(|data: &[u8]| {
-    stream::split_agrees(|| ferry_wire::native::NativeDecoder::<ferry_wire::ClientMessage>::new(1 << 16), data);
+    stream::split_agrees(
+        || ferry_wire::native::NativeDecoder::<ferry_wire::ClientMessage>::new(1 << 16),
+        data,
+    );
     stream::walk(data, check::<ClientMessage>);
     stream::walk(data, check::<DaemonMessage>);
 });

@@ -30,7 +30,11 @@ fn one(data: &[u8]) -> Option<usize> {
 
 fuzz_target!(|data: &[u8]| {
     // A client's side of a conversation, as the daemon's reader takes it.
-    stream::split_agrees(|| ferry_wire::rake64::RequestDecoder::new(1 << 20), data);
+    stream::split_agrees_as(
+        || ferry_wire::rake64::RequestDecoder::new(1 << 20),
+        data,
+        ferry_wire::rake64::joined_data,
+    );
     stream::walk(data, one);
     if let Some(n) = bytes_of_chars(data, 16) {
         assert!(n <= data.len());

@@ -85,6 +85,37 @@ pub(crate) trait Voice<E: Display>: Send {
     }
 }
 
+/// What the daemon going down is, in words.
+pub(crate) const GOING_DOWN: &str =
+    "the ferry daemon is going down; running jobs are being terminated";
+
+/// The voice of a dialect that says all the connection layer says in one kind of message,
+/// its refusal (a FANOS `ERROR`, a rake64 failure, a cbsdng closing frame).
+pub(crate) struct Refusals {
+    /// The dialect's refusal.
+    pub refusal: fn(RefusalKind, &str) -> Vec<u8>,
+    /// The connection ends after the daemon's going-down notice (else it goes on until the
+    /// daemon closes it, its jobs' ends still to come).
+    pub closes_going_down: bool,
+}
+
+impl<E: Display> Voice<E> for Refusals {
+    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
+        Some((self.refusal)(kind, message))
+    }
+
+    fn going_down(&self) -> Notice {
+        Notice {
+            words: Some((self.refusal)(RefusalKind::ShuttingDown, GOING_DOWN)),
+            closes: self.closes_going_down,
+        }
+    }
+
+    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
+        Some((self.refusal)(RefusalKind::PermissionDenied, message))
+    }
+}
+
 /// What a dialect says when the daemon is going down, and whether the connection then ends
 /// (or goes on until the daemon closes it, its jobs' ends still to come).
 pub(crate) struct Notice {
@@ -311,7 +342,7 @@ where
             let pause = self.pause_deadline();
             let limit = self.time_limit(idle_from);
             let health = self.health.as_ref().filter(|_| events).map(|h| h.next);
-            let reserve = events.then(|| self.out.clone());
+            let room = events.then_some(&self.out);
             tokio::select! {
                 biased;
                 () = became_true(&mut self.closing) => {
@@ -322,7 +353,7 @@ where
                     self.end_disconnected(&format!("disconnected {reason}; your jobs go on"));
                     return None;
                 }
-                event = next_event(reserve, &mut self.peer.handle) => match event {
+                event = next_event(room, &mut self.peer.handle) => match event {
                     PeerEvent::ShuttingDown => {
                         if self.say_going_down() {
                             return None;
@@ -581,7 +612,7 @@ where
 
 /// The peer's next hub event, taken only once its outbox has room (when `room` is given:
 /// events are wanted now); never otherwise.
-async fn next_event(room: Option<Outbox>, handle: &mut PeerHandle) -> PeerEvent {
+async fn next_event(room: Option<&Outbox>, handle: &mut PeerHandle) -> PeerEvent {
     let Some(out) = room else {
         return std::future::pending().await;
     };

@@ -273,11 +273,14 @@ fn parse_fields(code: Code, mut fields: &[u8]) -> Result<Header, Rake64Error> {
     for &byte in fields {
         match byte {
             b' ' => padding = !digits.is_empty() || padding,
-            b'S' | b'I' | b'F' if digits.is_empty() && !padding => match byte {
-                b'S' => header.options.stdout = true,
-                b'I' => header.options.incoming = true,
-                _ => header.options.filestream = true,
-            },
+            // A filestream answer (`!S!NF7`) has room for `F` alone.
+            b'F' if digits.is_empty() && !padding => header.options.filestream = true,
+            b'S' | b'I' if digits.is_empty() && !padding && header.answers.is_none() => {
+                match byte {
+                    b'S' => header.options.stdout = true,
+                    _ => header.options.incoming = true,
+                }
+            }
             b'0'..=b'9' if !padding => digits.push(byte as char),
             other => return Err(Rake64Error::Unexpected(other as char)),
         }
@@ -404,6 +407,31 @@ pub enum Incoming {
     },
     /// `!D`: the session ends.
     Disconnect,
+}
+
+/// `items` with each file's [`Incoming::Data`] pieces joined: what a conversation says,
+/// however its bytes came (the decoder hands a file's bytes out in the pieces that came).
+pub fn joined_data(items: Vec<Incoming>) -> Vec<Incoming> {
+    let mut joined: Vec<Incoming> = Vec::with_capacity(items.len());
+    for item in items {
+        match (joined.last_mut(), item) {
+            (
+                Some(Incoming::Data {
+                    bytes,
+                    last: last @ false,
+                }),
+                Incoming::Data {
+                    bytes: more,
+                    last: ends,
+                },
+            ) => {
+                bytes.extend_from_slice(&more);
+                *last = ends;
+            }
+            (_, item) => joined.push(item),
+        }
+    }
+    joined
 }
 
 /// A client's side of the conversation as a [`crate::Decoder`] (what the server reads): its
@@ -635,6 +663,14 @@ mod tests {
             decode_header(b"!C", true),
             Ok(None),
             "a command always has a length"
+        );
+    }
+
+    #[test]
+    fn a_filestream_answer_has_room_for_f_alone() {
+        assert_eq!(
+            decode_header(&padded("!S!DSI"), false),
+            Err(Rake64Error::Unexpected('S'))
         );
     }
 

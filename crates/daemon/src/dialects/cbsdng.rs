@@ -12,13 +12,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_engine::{JobOrigin, JobSpec, OutputEvent};
-use ferry_wire::cbsdng::{bits, encode_frame, Frame, FrameDecoder, TooLarge};
+use ferry_wire::cbsdng::{bits, encode_frame, Frame, FrameDecoder};
 use tokio::task::JoinSet;
 
 use crate::conn::Conn;
 use crate::outbox::Outbox;
 use crate::policy::{Access, RefusalKind};
-use crate::reader::{Next, Notice, Reader, Voice};
+use crate::reader::{Next, Reader, Refusals};
 use crate::state::Daemon;
 
 /// Serves one admitted connection (the listener table's entry point).
@@ -35,31 +35,15 @@ pub(crate) fn refusal(_kind: RefusalKind, message: &str) -> Vec<u8> {
     })
 }
 
-/// What the connection layer says in cbsdng's words: a closing frame with the reason.
-struct CbsdngVoice;
-
-impl Voice<TooLarge> for CbsdngVoice {
-    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
-        Some(refusal(kind, message))
-    }
-
-    fn going_down(&self) -> Notice {
-        Notice {
-            words: Some(refusal(
-                RefusalKind::ShuttingDown,
-                "the ferry daemon is going down",
-            )),
-            closes: false,
-        }
-    }
-
-    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
-        Some(refusal(RefusalKind::PermissionDenied, message))
-    }
-}
+/// What the connection layer says in cbsdng's words: a closing frame with the reason. The
+/// connection goes on after the going-down notice: its commands' ends are still to come.
+const VOICE: Refusals = Refusals {
+    refusal,
+    closes_going_down: false,
+};
 
 async fn serve_connection(mut conn: Conn) {
-    let Some((mut reader, out)) = Reader::new(&mut conn, FrameDecoder, CbsdngVoice) else {
+    let Some((mut reader, out)) = Reader::new(&mut conn, FrameDecoder, VOICE) else {
         return;
     };
     let origin = super::origin(&conn, reader.peer().id());

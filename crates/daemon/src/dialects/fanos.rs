@@ -25,14 +25,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_engine::{JobId, JobOrigin, JobSpec, OutputEvent, PassedStdio};
-use ferry_io::ReadError;
 use ferry_wire::fanos::{
-    encode_netstring, parse_request, FanosReply, FanosRequest, NetstringDecoder, NetstringError,
+    encode_netstring, parse_request, FanosReply, FanosRequest, NetstringDecoder,
 };
 
 use crate::conn::Conn;
 use crate::policy::{blocking, Access, Refusal, RefusalKind};
-use crate::reader::{Next, Notice, Reader, Voice, Watched};
+use crate::reader::{Next, Reader, Refusals, Watched};
 use crate::state::Daemon;
 
 /// Largest request accepted, in bytes.
@@ -50,40 +49,14 @@ pub(crate) fn refusal(_: RefusalKind, message: &str) -> Vec<u8> {
 
 /// What the connection layer says in FANOS's words: an `ERROR` reply (Oils' own texts for a
 /// malformed netstring); the daemon going down ends the connection after it.
-struct FanosVoice;
-
-impl Voice<NetstringError> for FanosVoice {
-    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
-        Some(refusal(kind, message))
-    }
-
-    fn malformed(&self, fault: &ReadError<NetstringError>) -> Option<Vec<u8>> {
-        let message = match fault {
-            ReadError::Decode(e) => e.to_string(),
-            ReadError::Truncated(_) => NetstringError::UnexpectedEof.to_string(),
-            ReadError::Io(e) => e.to_string(),
-        };
-        Some(refusal(RefusalKind::InvalidRequest, &message))
-    }
-
-    fn going_down(&self) -> Notice {
-        Notice {
-            words: Some(refusal(
-                RefusalKind::ShuttingDown,
-                "the ferry daemon is going down; running jobs are being terminated",
-            )),
-            closes: true,
-        }
-    }
-
-    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
-        Some(refusal(RefusalKind::PermissionDenied, message))
-    }
-}
+const VOICE: Refusals = Refusals {
+    refusal,
+    closes_going_down: true,
+};
 
 async fn serve_connection(mut conn: Conn) {
     let decoder = NetstringDecoder { max: MAX_REQUEST };
-    let Some((mut reader, out)) = Reader::new(&mut conn, decoder, FanosVoice) else {
+    let Some((mut reader, out)) = Reader::new(&mut conn, decoder, VOICE) else {
         return;
     };
     let peer = reader.peer().id().to_owned();

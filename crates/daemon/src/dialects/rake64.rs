@@ -36,13 +36,13 @@ use bytes::Bytes;
 use ferry_common::checksum::FileChecksum;
 use ferry_engine::files::FileArea;
 use ferry_engine::{ExitReport, JobOrigin, JobSpec};
-use ferry_wire::rake64::{text_len, Code, Header, Incoming, Options, Rake64Error, RequestDecoder};
+use ferry_wire::rake64::{text_len, Code, Header, Incoming, Options, RequestDecoder};
 use std::io::Read;
 
 use crate::conn::Conn;
 use crate::outbox::Outbox;
 use crate::policy::{Access, RefusalKind};
-use crate::reader::{Next, Notice, Reader, Voice, Watched};
+use crate::reader::{Next, Reader, Refusals, Watched};
 use crate::state::Daemon;
 
 /// The largest file taken through the filestream.
@@ -70,29 +70,12 @@ pub(crate) fn refusal(_kind: RefusalKind, message: &str) -> Vec<u8> {
     bytes
 }
 
-/// What the connection layer says in rake64's words: a failure, as the seed's client reads
-/// one (its stderr is the reason).
-struct Rake64Voice;
-
-impl Voice<Rake64Error> for Rake64Voice {
-    fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
-        Some(refusal(kind, message))
-    }
-
-    fn going_down(&self) -> Notice {
-        Notice {
-            words: Some(refusal(
-                RefusalKind::ShuttingDown,
-                "the ferry daemon is going down",
-            )),
-            closes: true,
-        }
-    }
-
-    fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
-        Some(refusal(RefusalKind::PermissionDenied, message))
-    }
-}
+/// What the connection layer says in rake64's words: a failure, as the seed's client reads one
+/// (its stderr is the reason); then the connection ends.
+const VOICE: Refusals = Refusals {
+    refusal,
+    closes_going_down: true,
+};
 
 /// A header and its payload, in one write (as the authors' server sends its filestream
 /// answers).
@@ -112,7 +95,7 @@ enum Ended {
 }
 
 /// The reader of a rake64 connection.
-type Rake64Reader = Reader<RequestDecoder, Rake64Voice>;
+type Rake64Reader = Reader<RequestDecoder, Refusals>;
 
 /// The client's next item of the conversation.
 async fn expect(reader: &mut Rake64Reader) -> Result<Incoming, Ended> {
@@ -153,8 +136,7 @@ struct Session {
 }
 
 async fn serve_connection(mut conn: Conn) {
-    let Some((mut reader, out)) =
-        Reader::new(&mut conn, RequestDecoder::new(MAX_FILE), Rake64Voice)
+    let Some((mut reader, out)) = Reader::new(&mut conn, RequestDecoder::new(MAX_FILE), VOICE)
     else {
         return;
     };

@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 use crate::conn::Conn;
 use crate::outbox::{Outbox, OUTBOX_ITEMS};
 use crate::policy::{Access, Refusal, RefusalKind};
-use crate::reader::{Next, Notice, Reader, Voice};
+use crate::reader::{Next, Notice, Reader, Voice, GOING_DOWN};
 use crate::spec::TransportKind;
 use crate::state::Daemon;
 use files::UploadPipe;
@@ -152,7 +152,7 @@ impl Voice<WireError> for NativeVoice {
     fn going_down(&self) -> Notice {
         let notice = DaemonMessage::Notice {
             kind: NoticeKind::ShuttingDown,
-            message: "the ferry daemon is going down; running jobs are being terminated".into(),
+            message: GOING_DOWN.into(),
         };
         Notice {
             words: frame(&notice).ok(),
