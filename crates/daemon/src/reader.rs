@@ -279,7 +279,8 @@ where
         drop(std::mem::replace(&mut self.peer.handle, handle));
     }
 
-    /// The decoder (a conversation whose next message depends on what the adapter said).
+    /// The decoder, to change its settings (the native frame limit, once the handshake is
+    /// done).
     pub fn decoder(&mut self) -> &mut D {
         &mut self.decoder
     }
