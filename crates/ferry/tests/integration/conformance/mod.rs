@@ -14,6 +14,7 @@
 //! principal's file area, never the daemon's; another principal's jobs neither listed nor
 //! touched; an answer's output past the dialect's cap cut with a note.
 
+mod guarantees;
 mod links;
 mod rows;
 
@@ -240,42 +241,42 @@ const GUARANTEES: [Guarantee; 8] = [
     Guarantee {
         name: "kick",
         prepare: None,
-        check: rows::kick,
+        check: guarantees::kick,
     },
     Guarantee {
         name: "going down",
-        prepare: Some(rows::connect_all_then_shut_down),
-        check: rows::going_down,
+        prepare: Some(guarantees::connect_all_then_shut_down),
+        check: guarantees::going_down,
     },
     Guarantee {
         name: "first-request limit",
-        prepare: Some(rows::send_slowly),
-        check: rows::first_request_limit,
+        prepare: Some(guarantees::send_slowly),
+        check: guarantees::first_request_limit,
     },
     Guarantee {
         name: "split and joined",
         prepare: None,
-        check: rows::split_and_joined,
+        check: guarantees::split_and_joined,
     },
     Guarantee {
         name: "malformed",
         prepare: None,
-        check: rows::malformed,
+        check: guarantees::malformed,
     },
     Guarantee {
         name: "job's directory",
         prepare: None,
-        check: rows::job_directory,
+        check: guarantees::job_directory,
     },
     Guarantee {
         name: "other principal",
         prepare: None,
-        check: rows::other_principal,
+        check: guarantees::other_principal,
     },
     Guarantee {
         name: "output cap",
         prepare: None,
-        check: rows::output_cap,
+        check: guarantees::output_cap,
     },
 ];
 
