@@ -123,22 +123,25 @@ fn goodbye() -> Message {
     )
 }
 
+impl TsockmVoice {
+    /// What is said on this connection: an `ERR` on a request connection, the goodbye on a
+    /// push connection (TsockM's client quits when it reads an `ERR` there).
+    fn say(&self, status: Status, message: &str) -> Option<Vec<u8>> {
+        Some(if self.pushing {
+            goodbye().encode()
+        } else {
+            error(Action::None, status, &self.here, &self.there, message)
+        })
+    }
+}
+
 impl Voice<TsockmError> for TsockmVoice {
     fn refused(&self, kind: RefusalKind, message: &str) -> Option<Vec<u8>> {
         let status = match kind {
             RefusalKind::InvalidRequest => Status::BadRequest,
             _ => Status::BadGateway,
         };
-        if self.pushing {
-            return Some(goodbye().encode());
-        }
-        Some(error(
-            Action::None,
-            status,
-            &self.here,
-            &self.there,
-            message,
-        ))
+        self.say(status, message)
     }
 
     fn malformed(&self, fault: &ReadError<TsockmError>) -> Option<Vec<u8>> {
@@ -146,14 +149,7 @@ impl Voice<TsockmError> for TsockmVoice {
             ReadError::Decode(e) => e.status(),
             _ => Status::BadRequest,
         };
-        let message = fault.to_string();
-        Some(error(
-            Action::None,
-            status,
-            &self.here,
-            &self.there,
-            &message,
-        ))
+        self.say(status, &fault.to_string())
     }
 
     fn going_down(&self) -> Notice {
@@ -164,18 +160,7 @@ impl Voice<TsockmError> for TsockmVoice {
     }
 
     fn disconnected(&self, message: &str) -> Option<Vec<u8>> {
-        if self.pushing {
-            Some(goodbye().encode())
-        } else {
-            let status = Status::BadGateway;
-            Some(error(
-                Action::None,
-                status,
-                &self.here,
-                &self.there,
-                message,
-            ))
-        }
+        self.say(Status::BadGateway, message)
     }
 
     fn ping(&self, _nonce: u64) -> Option<Vec<u8>> {
