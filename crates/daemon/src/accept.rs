@@ -39,7 +39,7 @@ use crate::outbox::{Outbox, FLUSH_WAIT};
 use crate::policy::{Access, RefusalKind};
 use crate::spec::{ListenSpec, Transport, TransportKind};
 use crate::state::Daemon;
-use crate::transport::{fifo, record, tls, unix, BoxRead, BoxWrite};
+use crate::transport::{fifo, peer_uid, record, tls, unix, BoxRead, BoxWrite};
 
 /// How long a refusal may take to write before the connection is dropped.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
@@ -99,7 +99,10 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
                 None => CommandPolicy::Catalog,
             };
             let access = Access {
-                principal: Some(Principal::Anonymous(row.contract.name.into())),
+                principal: Some(Principal::anonymous(
+                    row.contract.name,
+                    Some(rustix::process::getuid().as_raw()),
+                )),
                 tokens: Arc::from([]),
                 commands,
                 see_all_jobs: false,
@@ -186,7 +189,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     // An authenticating dialect learns its peer's principal from a client certificate or its
     // handshake's token; another dialect's peers are anonymous (on loopback, see above).
     let principal =
-        (!row.contract.authenticates).then(|| Principal::Anonymous(row.contract.name.into()));
+        (!row.contract.authenticates).then(|| Principal::anonymous(row.contract.name, None));
     let access = Access {
         principal,
         tokens: config.tokens.clone().into(),
@@ -540,10 +543,29 @@ async fn admit_tcp(
     limits: Limits,
 ) -> Option<Passed> {
     let address = addr.to_string();
-    let local = stream
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let local_addr = stream.local_addr().ok();
+    let local = local_addr.map(|a| a.to_string()).unwrap_or_default();
+    // A peer of a dialect without authentication is the user at the other end, where the
+    // kernel can tell (loopback).
+    if let Some(Principal::Anonymous { dialect, uid: None }) = &access.principal {
+        if addr.ip().is_loopback() {
+            let found = local_addr.map(|local| peer_uid::loopback_uid(addr, local));
+            match found {
+                Some(Ok(uid)) => access.principal = Some(Principal::anonymous(dialect, Some(uid))),
+                other => {
+                    let why = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "no local address".into(),
+                    };
+                    tracing::warn!(%addr, "refused a connection: cannot tell its user: {why}");
+                    let mut stream = stream;
+                    let message = "the daemon cannot tell which user this connection belongs to";
+                    refuse(&mut stream, row, RefusalKind::PermissionDenied, message).await;
+                    return None;
+                }
+            }
+        }
+    }
     let Some(tls) = tls else {
         let (read, write) = stream.into_split();
         let ends = Ends {

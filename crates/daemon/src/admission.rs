@@ -67,7 +67,7 @@ impl PrincipalCounts {
 
     /// Takes a place for `principal`; `Ok(None)` for a principal the limit does not apply to.
     fn take(self: &Arc<Self>, principal: &Principal) -> Result<Option<PrincipalPlace>, Refusal> {
-        if matches!(principal, Principal::Owner | Principal::Anonymous(_)) {
+        if matches!(principal, Principal::Owner | Principal::Anonymous { .. }) {
             return Ok(None);
         }
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -235,7 +235,7 @@ mod tests {
         for other in [
             Principal::Certificate("other".into()),
             Principal::Owner,
-            Principal::Anonymous("tsockm".into()),
+            Principal::anonymous("tsockm", Some(1000)),
         ] {
             let mut admission = Admission::start(&one, &counts).expect("start");
             admission

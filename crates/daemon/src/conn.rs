@@ -116,7 +116,7 @@ pub(crate) fn peer_name(principal: Option<&Principal>) -> String {
     match principal {
         Some(Principal::Certificate(name)) => name.clone(),
         Some(Principal::Token(label)) => label.clone(),
-        Some(Principal::Anonymous(_)) => "anonymous".into(),
+        Some(Principal::Anonymous { .. }) => "anonymous".into(),
         Some(Principal::Owner) | None => String::new(),
     }
 }

@@ -86,7 +86,10 @@ impl Access {
     /// Who the connection acts for (an unauthenticated connection reaches no request: the
     /// handshake comes first).
     pub fn principal(&self) -> &Principal {
-        const NOBODY: &Principal = &Principal::Anonymous(String::new());
+        const NOBODY: &Principal = &Principal::Anonymous {
+            dialect: String::new(),
+            uid: None,
+        };
         self.principal.as_ref().unwrap_or(NOBODY)
     }
 
@@ -97,13 +100,17 @@ impl Access {
     }
 
     /// The part of the file area this principal works in: all of it for the owner,
-    /// `clients/NAME` for a certificate, `tokens/LABEL` for a token, `anonymous/DIALECT`.
+    /// `clients/NAME` for a certificate, `tokens/LABEL` for a token, `anonymous/DIALECT/UID`
+    /// (`anonymous/DIALECT/unknown` where the user is not known).
     pub fn files_dir(&self) -> PathBuf {
         match self.principal() {
             Principal::Owner => self.files_root.clone(),
             Principal::Certificate(name) => self.files_root.join("clients").join(name),
             Principal::Token(label) => self.files_root.join("tokens").join(label),
-            Principal::Anonymous(dialect) => self.files_root.join("anonymous").join(dialect),
+            Principal::Anonymous { dialect, uid } => {
+                let user = uid.map_or_else(|| "unknown".to_owned(), |uid| uid.to_string());
+                self.files_root.join("anonymous").join(dialect).join(user)
+            }
         }
     }
 

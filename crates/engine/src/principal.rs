@@ -2,7 +2,8 @@
 //! that made it, and requests may see or touch only what their principal owns (the daemon's
 //! policy decides; see `ferry_daemon`'s `policy`).
 //!
-//! Written as text in records: `owner`, `cert:NAME`, `token:LABEL`, `anonymous:DIALECT`.
+//! Written as text in records: `owner`, `cert:NAME`, `token:LABEL`, `anonymous:DIALECT:UID`
+//! (`anonymous:DIALECT` where the user at the other end is not known).
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,11 +18,26 @@ pub enum Principal {
     Certificate(String),
     /// The label of the token a client showed.
     Token(String),
-    /// An anonymous peer of a dialect without authentication of its own (on loopback).
-    Anonymous(String),
+    /// An anonymous peer of a dialect without authentication of its own: on loopback (or a
+    /// FIFO pair), the user at the other end is known, and each user is a principal of its
+    /// own; beyond it (a listener opted out of loopback) it is not.
+    Anonymous {
+        /// The dialect.
+        dialect: String,
+        /// The uid at the other end, where it is known.
+        uid: Option<u32>,
+    },
 }
 
 impl Principal {
+    /// An anonymous peer of `dialect`, from the user `uid` where it is known.
+    pub fn anonymous(dialect: &str, uid: Option<u32>) -> Principal {
+        Principal::Anonymous {
+            dialect: dialect.into(),
+            uid,
+        }
+    }
+
     /// Whether this is the daemon's owner.
     pub fn is_owner(&self) -> bool {
         *self == Principal::Owner
@@ -34,14 +50,18 @@ impl fmt::Display for Principal {
             Principal::Owner => f.write_str("owner"),
             Principal::Certificate(name) => write!(f, "cert:{name}"),
             Principal::Token(label) => write!(f, "token:{label}"),
-            Principal::Anonymous(dialect) => write!(f, "anonymous:{dialect}"),
+            Principal::Anonymous { dialect, uid: None } => write!(f, "anonymous:{dialect}"),
+            Principal::Anonymous {
+                dialect,
+                uid: Some(uid),
+            } => write!(f, "anonymous:{dialect}:{uid}"),
         }
     }
 }
 
 /// Text that names no principal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a principal (owner, cert:NAME, token:LABEL or anonymous:DIALECT)")]
+#[error("'{0}' is not a principal (owner, cert:NAME, token:LABEL or anonymous:DIALECT[:UID])")]
 pub struct BadPrincipal(String);
 
 impl FromStr for Principal {
@@ -52,9 +72,14 @@ impl FromStr for Principal {
             None if text == "owner" => Principal::Owner,
             Some(("cert", name)) if !name.is_empty() => Principal::Certificate(name.into()),
             Some(("token", label)) if !label.is_empty() => Principal::Token(label.into()),
-            Some(("anonymous", dialect)) if !dialect.is_empty() => {
-                Principal::Anonymous(dialect.into())
-            }
+            Some(("anonymous", rest)) if !rest.is_empty() => match rest.split_once(':') {
+                None => Principal::anonymous(rest, None),
+                Some((dialect, uid)) if !dialect.is_empty() => match uid.parse() {
+                    Ok(uid) => Principal::anonymous(dialect, Some(uid)),
+                    Err(_) => return Err(BadPrincipal(text.into())),
+                },
+                Some(_) => return Err(BadPrincipal(text.into())),
+            },
             _ => return Err(BadPrincipal(text.into())),
         };
         Ok(principal)
@@ -84,11 +109,20 @@ mod tests {
             Principal::Owner,
             Principal::Certificate("alice".into()),
             Principal::Token("ci".into()),
-            Principal::Anonymous("tsockm".into()),
+            Principal::anonymous("tsockm", None),
+            Principal::anonymous("c2", Some(1000)),
         ] {
             assert_eq!(principal.to_string().parse(), Ok(principal.clone()));
         }
-        for bad in ["", "root", "cert:", "token", "wizard:merlin"] {
+        for bad in [
+            "",
+            "root",
+            "cert:",
+            "token",
+            "wizard:merlin",
+            "anonymous:c2:x",
+            "anonymous::1",
+        ] {
             assert!(bad.parse::<Principal>().is_err(), "{bad}");
         }
     }

@@ -215,9 +215,19 @@ fn serve_request(conn: &Conn, message: &Message) -> Option<Vec<u8>> {
             Status::NotFound,
             here,
             there,
-            &format!("no peer '{sender}' is logged in (send REQ::COMM first)"),
+            &format!("no peer '{sender}' of yours is logged in (send REQ::COMM first)"),
         )
     };
+    // A request acts for the member it names only if this connection's principal logged it
+    // in, on this dialect: a TsockM request can speak neither as another user's member nor as
+    // a native one (the owner's, say).
+    let acting = matches!(
+        (message.kind, message.action),
+        (Kind::Req, Action::Msg | Action::GetPeer | Action::CommEnd) | (Kind::Res, Action::Comm)
+    );
+    if acting && !registry.acts_for(sender, "tsockm", conn.access.principal()) {
+        return Some(unknown());
+    }
     match (message.kind, message.action) {
         (Kind::Req, Action::Msg) => {
             registry.heard(sender);

@@ -4,6 +4,7 @@
 //! here so that everything above reads and writes any of them alike.
 
 pub mod fifo;
+pub mod peer_uid;
 pub mod record;
 pub mod tls;
 pub mod unix;

@@ -295,6 +295,17 @@ impl PeerRegistry {
         }
     }
 
+    /// Whether a request naming peer `id` may act for it: only one of its own dialect, made
+    /// by the principal its connection acts for (ids are no secret: every member learns them;
+    /// who may speak as a member is decided by who logged it in, never by the id alone).
+    pub fn acts_for(&self, id: &str, dialect: &str, principal: &Principal) -> bool {
+        self.shared.lock().entries.values().any(|e| {
+            e.info.id == id
+                && e.info.dialect == dialect
+                && e.info.principal.as_ref() == Some(principal)
+        })
+    }
+
     /// Notes that peer `id` was heard from (it answered a ping on a connection of its own);
     /// whether there is such a peer.
     pub fn heard(&self, id: &str) -> bool {

@@ -474,8 +474,9 @@ fn an_answer_keeps_16_mib_of_output_and_says_where_the_rest_is() {
     assert_eq!(log.stdout.len(), 20_000_000);
 }
 
-/// A C2 peer is anonymous: its commands run in its principal's file area
-/// (`files/anonymous/c2`), never in the daemon's own working directory.
+/// A C2 peer is anonymous, and on loopback its user is known: its commands run in its
+/// principal's file area (`files/anonymous/c2/UID`), never in the daemon's own working
+/// directory.
 #[test]
 fn an_anonymous_command_runs_in_its_file_area() {
     let cwd = tempfile::tempdir().expect("tempdir");
