@@ -488,9 +488,8 @@ fn an_anonymous_command_runs_in_its_file_area() {
     let out = c2(&daemon, &["pwd"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let dir = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end());
-    assert_eq!(
-        dir,
-        daemon.state_dir.join("files").join("anonymous").join("c2")
-    );
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let area = daemon.state_dir.join("files").join("anonymous").join("c2");
+    assert_eq!(dir, area.join(uid));
     assert!(!dir.starts_with(cwd.path()));
 }

@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use ferry_client::Event;
@@ -401,5 +402,65 @@ fn a_message_split_inside_its_body_arrives_whole() {
     stream.write_all(second.as_bytes()).expect("write");
     drop(stream);
     assert_eq!(bob.next_message(), ("ann".into(), "hello, bob".into()));
+    daemon.assert_serving();
+}
+
+/// Who a TsockM request speaks for is decided by who logged the member in, never by the id it
+/// names (ids are no secret: every member learns them): a request naming another user's
+/// member (sent here as uid 65534), or a member of another dialect (a native one), is refused
+/// with a 404 and does nothing.
+#[test]
+fn forged_requests_for_another_users_or_dialects_member_are_refused() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let mut ann = TsockmClient::login(&server, "ann");
+    let mut bob = TsockmClient::login(&server, "bob");
+    assert!(ann.next_message().1.contains("bob"), "bob's join");
+    let port = daemon.listener_port("tsockm:tcp");
+    super::hub::runtime().block_on(async {
+        let (_nat, joined) = member(&daemon, "nat").await;
+        let _ = ann.next_message();
+        let _ = bob.next_message();
+        // From this user, as the native member: refused.
+        let answer = raw_request(
+            &server,
+            &[format!("REQ::MSG::200::{}::client::{server}::I am nat", joined.peer).as_bytes()],
+        );
+        assert!(answer.starts_with("ERR::MSG::404::"), "{answer}");
+    });
+    // From another user, as ann: each refused.
+    if rustix::process::geteuid().is_root() {
+        for (action, body) in [("MSG", "forged"), ("GET_PEER", "nobody"), ("COMM_END", "")] {
+            let request = format!("REQ::{action}::200::{}::client::{server}::{body}", ann.id);
+            // One write, then the request's end (a half-close), then the answer.
+            let script = "import socket, sys\n\
+                s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+                s.sendall(sys.argv[2].encode())\n\
+                s.shutdown(socket.SHUT_WR)\n\
+                sys.stdout.write(s.recv(4096).decode())\n";
+            let out = std::process::Command::new("python3")
+                .args(["-c", script, &port.to_string(), &request])
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .expect("python3");
+            let answer = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                answer.starts_with(&format!("ERR::{action}::404::")),
+                "{action}: {answer:?}"
+            );
+        }
+    } else {
+        eprintln!(
+            "skipped the forgery from another user: it needs root to run a client as uid 65534"
+        );
+    }
+    // Nothing happened: ann is still logged in, and what bob reads next is ann's own message.
+    ann.request("MSG", "the real one");
+    assert_eq!(bob.next_message(), ("ann".into(), "the real one".into()));
+    assert!(daemon
+        .run(&["peers", "--json"])
+        .stdout
+        .windows(ann.id.len())
+        .any(|w| w == ann.id.as_bytes()));
     daemon.assert_serving();
 }
