@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod names;
 pub mod signals;
+pub mod text;
 
 /// The status a shell would report for a job: its exit code, 128+N if signal N killed it,
 /// 127 if it never ran (it could not be started, or was cancelled), 1 if nothing is known.

@@ -8,6 +8,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use ferry_common::text::visible;
 use ferry_engine::peers::{PeerInfo, PeerRegistry};
 
 use crate::state::Daemon;
@@ -95,7 +96,9 @@ pub(crate) fn execute(line: &str, peers: &PeerRegistry) -> String {
                     for refused in delivery.refused {
                         out.push_str(&format!(
                             "not delivered to {} ({}): {}\n",
-                            refused.peer, refused.name, refused.reason
+                            refused.peer,
+                            visible(&refused.name),
+                            refused.reason
                         ));
                     }
                     if !delivery.dropped.is_empty() {
@@ -130,7 +133,8 @@ fn list(peers: &[PeerInfo]) -> String {
             };
             [
                 peer.id.clone(),
-                format!("{}{state}", peer.name),
+                // A name is the peer's own: shown with its control characters escaped.
+                format!("{}{state}", visible(&peer.name)),
                 peer.address.clone(),
                 peer.dialect.clone(),
                 age(peer.connected),

@@ -358,9 +358,11 @@ pub fn decode(buf: &[u8]) -> Result<Message, TsockmError> {
     })
 }
 
-/// Whether a TsockM client can show `body` whole, as the body of a pushed message: `Err`
-/// says why not (ferry refuses such a delivery rather than cut it).
+/// Whether a TsockM client can show `body` whole, as the body of a pushed message (with its
+/// control characters as visible escapes, see [`pushed`]): `Err` says why not (ferry refuses
+/// such a delivery rather than cut it).
 pub fn carries(body: &str) -> Result<(), String> {
+    let body = &*pushed(body);
     if body.contains(SEPARATOR) {
         return Err("a TsockM client cuts a message at '::'".into());
     }
@@ -376,6 +378,13 @@ pub fn carries(body: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A message's text as it is pushed to a TsockM client: its control characters as visible
+/// escapes (TsockM's client prints what it reads raw, so a `\n` would forge a line and an
+/// ESC drive the terminal).
+pub fn pushed(text: &str) -> std::borrow::Cow<'_, str> {
+    ferry_common::text::visible(text)
 }
 
 /// A short, printable excerpt of a field for an error.

@@ -344,7 +344,24 @@ async fn login(conn: &Conn, mut reader: TsockmReader, out: Outbox, message: Mess
         out,
         registry: conn.daemon.engine.peers().clone(),
     };
-    push.serve(&mut reader, requests).await;
+    // A name another member goes by was given a suffix: the daemon says which (TsockM's
+    // login answer carries the id alone).
+    let mut awaiting = None;
+    if name != message.body {
+        let text = format!(
+            "you are {name} here: '{}' is another member's name",
+            message.body
+        );
+        if !push
+            .out
+            .send(push.message(SERVER_ID, &clean(&text)).encode())
+            .await
+        {
+            return;
+        }
+        awaiting = Some(Push::lookup_of(SERVER_ID, SERVER_ID));
+    }
+    push.serve(&mut reader, requests, awaiting).await;
     lines.set(&id, None);
 }
 
@@ -370,11 +387,21 @@ impl Push {
         )
     }
 
+    /// The lookup a client makes after a pushed message from `id` (named `name`), waited for
+    /// until a deadline.
+    fn lookup_of(id: &str, name: &str) -> (String, String, Instant) {
+        (id.into(), name.into(), Instant::now() + LOOKUP_WAIT)
+    }
+
     /// Serves the push connection until it ends (the peer leaves, logs out, is kicked or
-    /// removed, or the daemon closes).
-    async fn serve(&self, reader: &mut TsockmReader, mut lines: mpsc::Receiver<Line>) {
-        // The sender whose name the client is about to ask for, and until when we wait.
-        let mut awaiting: Option<(String, String, Instant)> = None;
+    /// removed, or the daemon closes). `awaiting`: the sender whose name the client is about
+    /// to ask for, and until when that is waited for.
+    async fn serve(
+        &self,
+        reader: &mut TsockmReader,
+        mut lines: mpsc::Receiver<Line>,
+        mut awaiting: Option<(String, String, Instant)>,
+    ) {
         loop {
             let lookup_deadline = awaiting.as_ref().map(|a| a.2);
             tokio::select! {
@@ -388,8 +415,8 @@ impl Push {
                             continue;
                         }
                         Some(Next::Event(PeerEvent::Message(message))) => {
-                            awaiting = Some((message.from.clone(), message.from_name.clone(), Instant::now() + LOOKUP_WAIT));
-                            self.message(&message.from, &message.text)
+                            awaiting = Some(Push::lookup_of(&message.from, &message.from_name));
+                            self.message(&message.from, &tsockm::pushed(&message.text))
                         }
                         Some(Next::Event(PeerEvent::Presence(presence))) => {
                             let text = if presence.joined {
@@ -397,7 +424,7 @@ impl Push {
                             } else {
                                 format!("{} ({}) left: {}", presence.name, presence.peer, presence.reason)
                             };
-                            awaiting = Some((SERVER_ID.into(), SERVER_ID.into(), Instant::now() + LOOKUP_WAIT));
+                            awaiting = Some(Push::lookup_of(SERVER_ID, SERVER_ID));
                             self.message(SERVER_ID, &clean(&text))
                         }
                         // Said by the reader.
@@ -450,7 +477,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 /// `...`; a peer's message is never cut, see `tsockm::carries`).
 fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.replace("::", ": ").chars() {
+    for c in tsockm::pushed(&text.replace("::", ": ")).chars() {
         let mut utf8 = [0u8; 4];
         let c = if c
             .encode_utf8(&mut utf8)

@@ -263,6 +263,33 @@ pub enum ResumeError {
     NotYours,
 }
 
+/// Names only the daemon goes by (in any case): a member's line never looks like the
+/// daemon's.
+pub const RESERVED_NAMES: [&str; 3] = [SERVER_ID, "ferry", "daemon"];
+
+/// Whether `name` is the daemon's own.
+fn reserved(name: &str) -> bool {
+    RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// `wanted`, or, while another member goes by it, `wanted#2`, `wanted#3`...: a name is one
+/// member's while it is in the hub (held places included).
+fn unique_name(peers: &Peers, serial: u64, wanted: &str) -> String {
+    let taken = |name: &str| {
+        peers
+            .entries
+            .iter()
+            .any(|(s, e)| *s != serial && e.member.is_some() && e.info.name == name)
+    };
+    if !taken(wanted) {
+        return wanted.to_owned();
+    }
+    (2..)
+        .map(|n| format!("{wanted}#{n}"))
+        .find(|name| !taken(name))
+        .unwrap_or_else(|| wanted.to_owned())
+}
+
 /// Checks a member's name.
 pub fn check_name(name: &str) -> Result<(), String> {
     let chars = name.chars().count();
@@ -284,20 +311,35 @@ pub fn check_name(name: &str) -> Result<(), String> {
 impl PeerHandle {
     /// Joins the hub under `name` (default: the peer's registry name): from now on the peer
     /// takes messages its dialect `accepts` and sees others come and go, and they see it
-    /// join. Joining again changes nothing but the name.
+    /// join. A name another member goes by gets a suffix (`ann#2`: [`Joined::name`] says
+    /// which); the daemon's own names are refused. Joining again changes nothing but the name.
     pub fn join(&self, name: Option<String>, accepts: Accepts) -> Result<Joined, String> {
         if let Some(name) = &name {
             check_name(name)?;
         }
         let shared = self.registry.upgrade().ok_or("the daemon is going down")?;
         let mut peers = shared.lock();
+        let wanted = match name {
+            Some(name) => name,
+            None => peers
+                .entries
+                .get(&self.serial)
+                .ok_or("this connection has left")?
+                .info
+                .name
+                .clone(),
+        };
+        if reserved(&wanted) {
+            return Err(format!(
+                "'{wanted}' is the daemon's own name: choose another"
+            ));
+        }
+        let granted = unique_name(&peers, self.serial, &wanted);
         let entry = peers
             .entries
             .get_mut(&self.serial)
             .ok_or("this connection has left")?;
-        if let Some(name) = name {
-            entry.info.name = name;
-        }
+        entry.info.name = granted;
         let first = entry.member.is_none();
         if first {
             entry.member = Some(Member {

@@ -113,7 +113,7 @@ fn table(peers: &[PeerInfo]) -> String {
             };
             [
                 peer.id.clone(),
-                format!("{}{hub}", peer.name),
+                format!("{}{hub}", ferry_common::text::visible(&peer.name)),
                 peer.dialect.clone(),
                 timestamp(peer.connected_ms),
                 peer.jobs_started.to_string(),

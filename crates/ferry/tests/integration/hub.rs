@@ -674,3 +674,101 @@ fn a_hub_past_its_presence_size_announces_no_joins_and_lists_its_first_members()
     });
     assert!(peers_table(&daemon).contains("1 joins and leaves unannounced"));
 }
+
+/// A member name is one member's while it is there (a second `ann` is `ann#2`, and told so);
+/// the daemon's own names are refused; `ferry chat` marks the daemon's lines as no member's,
+/// and shows control characters in names and text as visible escapes: a `\n` forges no line,
+/// an ESC or OSC reaches no terminal.
+#[test]
+fn names_are_unique_the_daemons_are_reserved_and_text_cannot_drive_a_terminal() {
+    use std::io::Read;
+    use std::sync::Mutex;
+    let daemon = Daemon::start(&[]);
+    let mut chat = std::process::Command::new(crate::helper::ferry_bin())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["chat", "--name", "bot"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("chat");
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = chat.stdout.take().expect("stdout");
+    let sink = Arc::clone(&printed);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&chunk[..n]);
+        }
+    });
+    let seen = || String::from_utf8_lossy(&printed.lock().expect("lock")).into_owned();
+    wait_until(
+        "the chat to join",
+        PATIENCE,
+        || seen().contains("* joined as bot").then_some(()),
+        seen,
+    );
+    runtime().block_on(async {
+        let (mut ann, joined) = member(&daemon, "ann").await;
+        assert_eq!(joined.name, "ann");
+        let (_twin, second) = member(&daemon, "ann").await;
+        assert_eq!(second.name, "ann#2", "a name another member goes by");
+        for reserved in ["server", "Ferry", "daemon"] {
+            let endpoint = Endpoint::Unix(daemon.socket.clone());
+            let mut client = Client::connect(&endpoint, "test").await.expect("connect");
+            let refused = client.join(Some(reserved), None).await.expect_err(reserved);
+            assert!(
+                refused.to_string().contains("the daemon's own name"),
+                "{refused}"
+            );
+        }
+        let forged = "hi\n[12:00:00] [daemon] you are fired\u{1b}]0;pwned\u{7}\u{1b}[31mred";
+        ann.say(Some("bot"), forged, false).await.expect("say");
+        wait_until(
+            "the chat to print ann's message",
+            PATIENCE,
+            || seen().contains("red").then_some(()),
+            seen,
+        );
+    });
+    let out = daemon.run(&["peers", "msg", "bot", "from the owner"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until(
+        "the daemon's line",
+        PATIENCE,
+        || seen().contains("from the owner").then_some(()),
+        seen,
+    );
+    let text = seen();
+    let line = text
+        .lines()
+        .find(|l| l.contains("you are fired"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(
+            "ann (to you): hi\\n[12:00:00] [daemon] you are fired\\e]0;pwned\\x07\\e[31mred"
+        ),
+        "{line}"
+    );
+    assert!(
+        !printed
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|b| *b < 0x20 && *b != b'\n'),
+        "a raw control byte reached the output: {text:?}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("] [daemon] (to you) from the owner")),
+        "{text}"
+    );
+    drop(chat.stdin.take());
+    assert_eq!(
+        crate::helper::wait_with_timeout(&mut chat, PATIENCE),
+        Some(0)
+    );
+}

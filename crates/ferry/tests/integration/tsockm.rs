@@ -464,3 +464,31 @@ fn forged_requests_for_another_users_or_dialects_member_are_refused() {
         .any(|w| w == ann.id.as_bytes()));
     daemon.assert_serving();
 }
+
+/// A TsockM login under a name another member goes by is told the name it got (its login
+/// answer carries only its id), and what TsockM's client would print raw comes with its
+/// control characters as visible escapes.
+#[test]
+fn a_taken_name_is_suffixed_and_pushed_text_carries_no_control_characters() {
+    let (daemon, server) = tsockm_daemon(&[]);
+    let mut ann = TsockmClient::login(&server, "ann");
+    let mut twin = TsockmClient::login(&server, "ann");
+    assert_eq!(
+        twin.next_message(),
+        (
+            "server".into(),
+            "you are ann#2 here: 'ann' is another member's name".into()
+        )
+    );
+    assert_eq!(ann.next_message().1, format!("ann#2 ({}) joined", twin.id));
+    super::hub::runtime().block_on(async {
+        let (mut nat, _) = member(&daemon, "nat").await;
+        let _ = ann.next_message();
+        let _ = twin.next_message();
+        nat.say(Some("ann"), "a\nb\u{1b}[2J", false)
+            .await
+            .expect("say");
+    });
+    assert_eq!(ann.next_message(), ("nat".into(), "a\\nb\\e[2J".into()));
+    daemon.assert_serving();
+}

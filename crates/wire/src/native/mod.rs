@@ -23,6 +23,10 @@ pub const MAX_OUTPUT_CHUNK: usize = 64 * 1024;
 /// Length of the frame header (the big-endian body length).
 pub const FRAME_HEADER_LEN: usize = 4;
 
+/// The sender id of a hub message from the daemon itself (`Message.from`); no member goes by
+/// its name.
+pub const SERVER_PEER: &str = "server";
+
 /// A job id, chosen by the daemon: unique and increasing.
 pub type JobId = u64;
 

@@ -12,6 +12,8 @@ pub mod tsockm;
 
 use anyhow::Result;
 use ferry_client::{Client, Endpoint, Event, HubMember, NoticeKind};
+use ferry_common::text::visible;
+use ferry_wire::native::SERVER_PEER;
 use std::io::IsTerminal;
 
 use crate::cli::{ChatArgs, ChatWire};
@@ -39,8 +41,14 @@ pub fn run(target: &Endpoint, args: ChatArgs) -> Result<i32> {
 async fn native(target: &Endpoint, args: &ChatArgs, screen: &Screen) -> Result<i32> {
     let mut client = super::connect(target).await?;
     let joined = client.join(args.name.as_deref(), None).await?;
+    let taken = match args.name.as_deref() {
+        Some(asked) if asked != joined.name => {
+            format!(" ('{asked}' is another member's name)")
+        }
+        _ => String::new(),
+    };
     screen.print(&format!(
-        "* joined as {} ({}); here: {}",
+        "* joined as {}{taken} ({}); here: {}",
         joined.name,
         joined.peer,
         roster(&joined.members, &joined.peer, joined.total_members)
@@ -138,14 +146,20 @@ async fn say(client: &mut Client, screen: &Screen, to: Option<&str>, text: &str)
 fn show(screen: &Screen, event: Event) -> Option<i32> {
     match event {
         Event::Message {
+            from,
             name,
             sent_ms,
             text,
             direct,
-            ..
         } => {
             let to_you = if direct { " (to you)" } else { "" };
-            screen.print(&format!("[{}] {name}{to_you}: {text}", clock(sent_ms)));
+            // The daemon's lines look like no member's (no member may go by its name).
+            let who = if from == SERVER_PEER {
+                format!("[daemon]{to_you}")
+            } else {
+                format!("{}{to_you}:", visible(&name))
+            };
+            screen.print(&format!("[{}] {who} {}", clock(sent_ms), visible(&text)));
         }
         Event::Presence {
             name,
@@ -153,18 +167,22 @@ fn show(screen: &Screen, event: Event) -> Option<i32> {
             dialect,
             joined: true,
             ..
-        } => screen.print(&format!("* {name} ({peer}, {dialect}) joined")),
+        } => screen.print(&format!("* {} ({peer}, {dialect}) joined", visible(&name))),
         Event::Presence {
             name, peer, reason, ..
-        } => screen.print(&format!("* {name} ({peer}) left: {reason}")),
+        } => screen.print(&format!(
+            "* {} ({peer}) left: {}",
+            visible(&name),
+            visible(&reason)
+        )),
         Event::Notice { kind, message } => {
-            screen.print(&format!("* {message}"));
+            screen.print(&format!("* {}", visible(&message)));
             if matches!(kind, NoticeKind::Kicked | NoticeKind::ShuttingDown) {
                 return Some(1);
             }
         }
-        Event::Warning { message } => screen.print(&format!("* {message}")),
-        Event::Failed { message, .. } => screen.print(&format!("* {message}")),
+        Event::Warning { message } => screen.print(&format!("* {}", visible(&message))),
+        Event::Failed { message, .. } => screen.print(&format!("* {}", visible(&message))),
         Event::Output { .. } | Event::Exit { .. } | Event::LogEnd { .. } => {}
     }
     None

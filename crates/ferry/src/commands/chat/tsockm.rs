@@ -14,6 +14,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
+use ferry_common::text::visible;
 use ferry_wire::tsockm::{decode, Action, Kind, Message, Status, CLIENT_READ};
 
 use super::screen::{Input, Screen};
@@ -167,9 +168,15 @@ impl Client {
                 } else {
                     "(unknown)".into()
                 };
+                // The daemon's lines look like no member's (no member may go by its name).
+                let who = if name == ferry_wire::native::SERVER_PEER {
+                    "[daemon]".to_owned()
+                } else {
+                    format!("{}:", visible(&name))
+                };
                 match unnamed.pop_front() {
-                    Some(text) => screen.print(&format!("[{}] {name}: {text}", clock())),
-                    None => screen.print(&format!("* peer name: {name}")),
+                    Some(text) => screen.print(&format!("[{}] {who} {}", clock(), visible(&text))),
+                    None => screen.print(&format!("* peer name: {}", visible(&name))),
                 }
             }
             (Kind::Req, Action::Comm) => self.send(Kind::Res, Action::Comm, "OK")?,
@@ -177,7 +184,7 @@ impl Client {
                 screen.print("* the server ended the connection");
                 return Ok(false);
             }
-            (Kind::Err, _) => screen.print(&format!("* error: {}", message.body)),
+            (Kind::Err, _) => screen.print(&format!("* error: {}", visible(&message.body))),
             _ => {}
         }
         Ok(true)
