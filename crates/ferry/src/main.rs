@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod endpoint;
 mod follow;
+mod landing;
 mod table;
 
 use std::path::PathBuf;

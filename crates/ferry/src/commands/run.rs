@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Read};
 use std::os::fd::BorrowedFd;
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ferry_client::{Client, Endpoint, Listing, RunRequest, Sender};
@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::cli::RunArgs;
 use crate::commands::transfer;
 use crate::follow::{exit_status, print_job_output, Followed};
+use crate::landing::Landing;
 
 /// Size of one stdin chunk sent to the daemon.
 const STDIN_CHUNK: usize = 64 * 1024;
@@ -144,6 +145,10 @@ async fn fetch_results(
             );
         }
     }
+    // Files land in the current directory, beneath it and through no symbolic link.
+    let landing = Landing::open(Path::new("."), &[])
+        .context("cannot open the current directory for the results")?;
+    let mut refused = Vec::new();
     for entry in &after.files {
         let path = String::from_utf8_lossy(&entry.path).into_owned();
         let matched = patterns.iter().any(|p| p.matches(&path));
@@ -151,14 +156,15 @@ async fn fetch_results(
         if !matched && !new {
             continue;
         }
-        // Names from the daemon are checked like names to the daemon.
-        let relative: PathBuf = ferry_common::names::check_name(&entry.path)
-            .with_context(|| format!("the daemon listed a bad name {path:?}"))?
-            .to_owned();
-        if let Some(parent) = relative.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
+        match landing.create(&entry.path) {
+            Ok(landed) => {
+                transfer::download(client, &format!("{sandbox}/{path}"), landed, false).await?;
+            }
+            Err(refusal) => refused.push(refusal),
         }
-        transfer::download(client, &format!("{sandbox}/{path}"), &relative, false).await?;
+    }
+    if !refused.is_empty() {
+        bail!("{}", crate::landing::refused_files(&refused));
     }
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! chunks (bounded memory for any size), verified with a checksum (XXH3-128), with a progress
 //! bar on a terminal. A file fetched appears under its name only once whole and verified.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::IsTerminal;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -12,6 +13,7 @@ use ferry_client::{Client, Endpoint};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{GetArgs, PutArgs};
+use crate::landing::{Landed, Landing};
 
 fn progress(size: u64, quiet: bool, what: &str) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
@@ -71,64 +73,26 @@ pub fn put(target: &Endpoint, args: PutArgs) -> Result<i32> {
     })
 }
 
-/// Removes a partly received file unless it was completed.
-struct Partial {
-    path: PathBuf,
-    done: bool,
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Fetches `remote` from the file area into `local`; it appears there only once verified.
+/// Fetches `remote` from the file area into `landed`, which takes its name only once whole
+/// and verified, with the mode the daemon sent; the bytes fetched.
 pub(crate) async fn download(
     client: &mut Client,
     remote: &str,
-    local: &Path,
+    mut landed: Landed,
     quiet: bool,
-) -> Result<()> {
-    let dir = match local.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let temp = dir.join(format!(
-        ".{}.ferry-part-{}",
-        local
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let mut partial = Partial {
-        path: temp.clone(),
-        done: false,
-    };
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("cannot create {}", temp.display()))?;
+) -> Result<u64> {
     let bar = progress(0, quiet, remote);
     let got = client
-        .get(remote, &mut out, |done, size| {
+        .get(remote, landed.file(), |done, size| {
             bar.set_length(size);
             bar.set_position(done);
         })
         .await;
     bar.finish_and_clear();
     let meta = got?;
-    out.sync_all()?;
-    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(meta.mode & 0o777))?;
-    std::fs::rename(&temp, local)
-        .with_context(|| format!("cannot move the file to {}", local.display()))?;
-    partial.done = true;
-    Ok(())
+    landed.file().sync_all()?;
+    landed.commit(meta.mode)?;
+    Ok(meta.size)
 }
 
 /// Fetches a file.
@@ -142,9 +106,21 @@ pub fn get(target: &Endpoint, args: GetArgs) -> Result<i32> {
         Some(local) => local.clone(),
         None => name,
     };
+    // The file lands in the directory the user named, under its name, and only there: over a
+    // regular file or nothing, never through a symbolic link.
+    let dir = match local.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = local
+        .file_name()
+        .ok_or_else(|| anyhow!("{} names no file", local.display()))?;
+    let landing =
+        Landing::open(&dir, &[]).with_context(|| format!("cannot open {}", dir.display()))?;
+    let landed = landing.create(file_name.as_bytes())?;
     crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
-        download(&mut client, &args.remote, &local, args.quiet).await?;
+        download(&mut client, &args.remote, landed, args.quiet).await?;
         Ok(0)
     })
 }

@@ -24,6 +24,7 @@ mod rake;
 mod rake64;
 mod reapi;
 mod remote;
+mod returned;
 mod run;
 mod sessions;
 mod sockets;

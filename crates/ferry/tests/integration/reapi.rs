@@ -47,6 +47,8 @@ struct Grid {
     bots: Vec<Child>,
     port: u16,
     security: Option<Security>,
+    /// Workers are started `--hostile`: every result names outputs never declared.
+    hostile: bool,
 }
 
 impl Grid {
@@ -54,7 +56,16 @@ impl Grid {
         Grid::start_with(workers, None)
     }
 
+    /// A grid whose one worker is hostile (see `buildgrid_bot.py --hostile`).
+    fn start_hostile() -> Grid {
+        Grid::start_as(1, None, true)
+    }
+
     fn start_with(workers: usize, security: Option<Security>) -> Grid {
+        Grid::start_as(workers, security, false)
+    }
+
+    fn start_as(workers: usize, security: Option<Security>, hostile: bool) -> Grid {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("buildgrid.yml");
         let text = match &security {
@@ -80,6 +91,7 @@ impl Grid {
             bots: Vec::new(),
             port: 0,
             security,
+            hostile,
         };
         grid.port = wait_until(
             "BuildGrid to listen",
@@ -155,6 +167,9 @@ impl Grid {
                 .arg(security.tls.join("clients/worker-key.pem"))
                 .arg("--token-file")
                 .arg(&security.worker_token);
+        }
+        if self.hostile {
+            bot.arg("--hostile");
         }
         let bot = bot
             .args(["--remote", &format!("127.0.0.1:{}", self.port)])
@@ -322,6 +337,25 @@ fn the_c_example_runs_on_buildgrid_and_again_from_its_action_cache() {
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(grid.ran(), 8, "{}", grid.work());
+}
+
+#[test]
+fn outputs_of_a_hostile_cluster_land_only_where_they_may() {
+    let grid = Grid::start_hostile();
+    let local = Daemon::start(&[]);
+    let exposed = crate::returned::Exposed::new(
+        &format!("HOSTS = reapi://127.0.0.1:{}", grid.port),
+        crate::returned::HARMFUL_COMMAND,
+    );
+    let out = crate::returned::rake(exposed.project.path(), &local, &[]);
+    let mut refused = crate::returned::REFUSED.to_vec();
+    let undeclared = "is not an output the action declared";
+    refused.extend([
+        ("../x", undeclared),
+        ("/abs", undeclared),
+        ("../up", undeclared),
+    ]);
+    exposed.assert_unharmed(&out, &refused);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! One action's run: locally on the local daemon, or remotely in a fresh sandbox on the host
 //! [`super::place`] chose, with its `requires` files put first and the files it made or
-//! changed fetched after (names from the host pass the same checks as `ferry get`'s, so
-//! nothing lands outside the Rakefile's directory). A remote action whose host fails before
+//! changed fetched after (through [`crate::landing`]: nothing lands outside the Rakefile's
+//! directory, through a symbolic link, in `.git/` or over the Rakefile). A remote action whose host fails before
 //! it ends is run again once on another host.
 
 use std::ffi::OsString;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use ferry_client::{Client, Endpoint, Event, JobExit, Listing, RunRequest};
 use ferry_rake::Action;
 
@@ -18,6 +18,7 @@ use super::place::{Pool, INPUT_CACHE};
 use super::rake64::Rake64;
 use crate::cli::RakeWire;
 use crate::commands::transfer;
+use crate::landing::{refused_files, Landing};
 
 /// What every action of a run shares.
 pub struct Work {
@@ -26,6 +27,8 @@ pub struct Work {
     /// The Rakefile's directory: local actions run there, requirements come from there and
     /// results go there.
     pub dir: PathBuf,
+    /// The same directory, opened: where every returned file lands.
+    pub landing: Landing,
     /// The hosts.
     pub pool: Arc<Pool>,
     /// Local actions running at once (each holds a connection to the local daemon, whose
@@ -189,7 +192,10 @@ async fn remote(
     if let Some(backend) = &work.cluster {
         outcome.host.clone_from(&backend.cluster.url);
         let mut printer = Printer::new(tag);
-        return match backend.run(&work.dir, action, &mut printer).await {
+        return match backend
+            .run(&work.dir, &work.landing, action, &mut printer)
+            .await
+        {
             Ok(ran) => {
                 outcome.cached = ran.cached;
                 Attempt::Ended(ran.exit, ran.sent, ran.received)
@@ -202,10 +208,17 @@ async fn remote(
         Err(e) => return Attempt::Failed(format!("{e:#}")),
     };
     let mut tried = Vec::new();
+    // Why the first host failed, said with the reason no other took the action.
+    let mut lost: Option<String> = None;
     loop {
         let index = match work.pool.choose(&tried, &inputs).await {
             Ok(index) => index,
-            Err(e) => return Attempt::Failed(format!("{e:#}")),
+            Err(e) => {
+                return Attempt::Failed(match &lost {
+                    Some(why) => format!("{why}; no other host could take it: {e:#}"),
+                    None => format!("{e:#}"),
+                })
+            }
         };
         let host = &work.pool.hosts[index];
         if !tried.is_empty() {
@@ -222,6 +235,7 @@ async fn remote(
                         "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
                         action.command, host.name
                     ));
+                    lost = Some(format!("{} failed: {why}", host.name));
                     continue;
                 }
                 other => return other,
@@ -237,6 +251,7 @@ async fn remote(
                     "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
                     action.command, host.name
                 ));
+                lost = Some(format!("{} failed: {why}", host.name));
             }
             other => return other,
         }
@@ -358,7 +373,7 @@ async fn on_host(
         }
         Err(e) => return Attempt::HostFailed(e.to_string()),
     };
-    match fetch_results(&mut client, &work.dir, &sandbox, &before).await {
+    match fetch_results(&mut client, &work.landing, &sandbox, &before).await {
         Ok(received) => Attempt::Ended(exit, sent, received),
         Err(e) => Attempt::Failed(format!("cannot fetch its results: {e:#}")),
     }
@@ -376,38 +391,49 @@ async fn on_rake64_host(
         Err(e) => return Attempt::HostFailed(format!("{e:#}")),
     };
     let ran = server
-        .run(&work.dir, &action.command, &action.requires, printer)
+        .run(
+            &work.dir,
+            &work.landing,
+            &action.command,
+            &action.requires,
+            printer,
+        )
         .await;
     server.close().await;
     match ran {
+        // The command ran: files that may not land fail the action, not the host.
+        Ok(ended) if !ended.refused.is_empty() => Attempt::Failed(refused_files(&ended.refused)),
         Ok(ended) => Attempt::Ended(JobExit::reported(ended.code), ended.sent, ended.received),
         Err(e) => Attempt::HostFailed(format!("{e:#}")),
     }
 }
 
-/// Fetches the files the command made or changed in `sandbox` into `dir`; the bytes fetched.
+/// Fetches the files the command made or changed in `sandbox` into `landing`; the bytes
+/// fetched. A name that may not land there fails the action, with every such name.
 async fn fetch_results(
     client: &mut Client,
-    dir: &Path,
+    landing: &Landing,
     sandbox: &str,
     before: &Listing,
 ) -> Result<u64> {
     let after = client.list(sandbox).await?;
     let mut received = 0;
+    let mut refused = Vec::new();
     for entry in &after.files {
         if before.files.contains(entry) {
             continue;
         }
         let path = String::from_utf8_lossy(&entry.path).into_owned();
-        // Names from the host are checked like names to a daemon: never outside `dir`.
-        let relative = ferry_common::names::check_name(&entry.path)
-            .map_err(|e| anyhow!("the host listed a bad name {path:?}: {e}"))?;
-        let local = dir.join(relative);
-        if let Some(parent) = local.parent() {
-            std::fs::create_dir_all(parent)?;
+        match landing.create(&entry.path) {
+            Ok(landed) => {
+                received +=
+                    transfer::download(client, &format!("{sandbox}/{path}"), landed, true).await?;
+            }
+            Err(refusal) => refused.push(refusal),
         }
-        transfer::download(client, &format!("{sandbox}/{path}"), &local, true).await?;
-        received += entry.size;
+    }
+    if !refused.is_empty() {
+        bail!("{}", refused_files(&refused));
     }
     Ok(received)
 }

@@ -53,6 +53,10 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
     };
     let dir = std::fs::canonicalize(&dir)
         .with_context(|| format!("cannot find the directory of {}", path.display()))?;
+    // Returned files land in the directory, never over the Rakefile itself.
+    let protected: Vec<PathBuf> = path.file_name().map(PathBuf::from).into_iter().collect();
+    let landing = crate::landing::Landing::open(&dir, &protected)
+        .with_context(|| format!("cannot open {}", dir.display()))?;
     let cluster = cluster_connection(&args, &rakefile)?;
     crate::client_runtime()?.block_on(async {
         let backend = match &cluster {
@@ -79,6 +83,7 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
         let work = Arc::new(Work {
             local: local.clone(),
             dir,
+            landing,
             pool,
             local_slots: Arc::new(tokio::sync::Semaphore::new(action::LOCAL_AT_ONCE)),
             idle_local: std::sync::Mutex::default(),

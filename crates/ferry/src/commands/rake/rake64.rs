@@ -6,6 +6,7 @@
 //! authors' form, which ferry's server also takes); text payloads count characters (see
 //! `rake64::text_len`), file contents bytes.
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::output::Printer;
+use crate::landing::{Landed, Landing, Refused};
 
 /// How long a lone code waits for padding before it is taken alone.
 const QUIET: Duration = Duration::from_millis(50);
@@ -42,6 +44,8 @@ pub struct Ended {
     pub sent: u64,
     /// Bytes of files received.
     pub received: u64,
+    /// Files sent back that may not land: the action fails with them.
+    pub refused: Vec<Refused>,
 }
 
 impl Rake64 {
@@ -98,16 +102,6 @@ impl Rake64 {
                 }
             }
         }
-    }
-
-    async fn payload(&mut self, len: u64) -> Result<Vec<u8>> {
-        let len = usize::try_from(len).map_err(|_| anyhow!("a payload too long"))?;
-        while self.buf.len() < len {
-            if !self.fill(self.reply_wait).await? {
-                bail!("the server stopped in the middle of a payload");
-            }
-        }
-        Ok(self.buf.drain(..len).collect())
     }
 
     /// The next text payload of `chars` characters (see `rake64::text_len`).
@@ -190,8 +184,14 @@ impl Rake64 {
         Ok(sent)
     }
 
-    /// Receives a filestream into `dir` (names checked as `ferry get`'s); the bytes received.
-    async fn receive_files(&mut self, dir: &Path) -> Result<u64> {
+    /// Receives a filestream into `landing`; the bytes received. A file that may not land
+    /// (see [`Landing`]) is read and dropped, and said in `refused`, so that the stream stays
+    /// in step and the others land.
+    async fn receive_files(
+        &mut self,
+        landing: &Landing,
+        refused: &mut Vec<Refused>,
+    ) -> Result<u64> {
         let meta = self.header(self.reply_wait).await?;
         if meta.code != Code::Success || !meta.options.filestream {
             bail!("expected the filestream's !SSIF header, not {meta}");
@@ -205,31 +205,67 @@ impl Rake64 {
         let mut received = 0;
         for _ in 0..count {
             let name = self.ask(Code::Name).await?;
-            let relative = ferry_common::names::check_name(&name)
-                .map_err(|e| anyhow!("the server sent a bad name: {e}"))?
-                .to_owned();
             let size = self.ask(Code::Size).await?;
             let size: u64 = String::from_utf8_lossy(&size)
                 .trim()
                 .parse()
                 .map_err(|_| anyhow!("the server sent a size that is not a number"))?;
+            let mut landed = match landing.create(&name) {
+                Ok(landed) => Some(landed),
+                Err(refusal) => {
+                    refused.push(refusal);
+                    None
+                }
+            };
             self.send(Header::new(Code::Transfer, None), b"").await?;
-            let data = self.payload(size).await?;
-            let local = dir.join(&relative);
-            if let Some(parent) = local.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&local, &data)
-                .with_context(|| format!("cannot write {}", local.display()))?;
+            let head = self.payload_into(size, &mut landed, refused).await?;
             // The wire carries no mode: a program (an ELF binary, a script) is made executable,
             // so that a later action can run what an earlier one built.
-            if data.starts_with(b"\x7fELF") || data.starts_with(b"#!") {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o755))?;
+            let program = head.starts_with(b"\x7fELF") || head.starts_with(b"#!");
+            if let Some(landed) = landed {
+                if let Err(refusal) = landed.commit(if program { 0o755 } else { 0o644 }) {
+                    refused.push(refusal);
+                }
             }
             received += size;
         }
         Ok(received)
+    }
+
+    /// Reads a payload of `len` bytes into `sink` (dropping it when there is none, or when
+    /// writing fails: that is said in `refused`); its first bytes.
+    async fn payload_into(
+        &mut self,
+        len: u64,
+        sink: &mut Option<Landed>,
+        refused: &mut Vec<Refused>,
+    ) -> Result<Vec<u8>> {
+        let mut head = Vec::new();
+        let mut left = len;
+        loop {
+            let take = self
+                .buf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let chunk = &self.buf[..take];
+            if head.len() < 4 {
+                head.extend_from_slice(&chunk[..chunk.len().min(4 - head.len())]);
+            }
+            if let Some(landed) = sink {
+                if let Err(e) = landed.write_all(chunk) {
+                    refused.push(landed.failed(e));
+                    *sink = None;
+                }
+            }
+            self.buf.drain(..take);
+            left -= take as u64;
+            if left == 0 {
+                return Ok(head);
+            }
+            if !self.fill(self.reply_wait).await? {
+                bail!("the server stopped in the middle of a file");
+            }
+        }
     }
 
     /// Asks for a file's name or size; the answer's payload.
@@ -249,6 +285,7 @@ impl Rake64 {
     pub async fn run(
         &mut self,
         dir: &Path,
+        landing: &Landing,
         command: &str,
         requires: &[String],
         printer: &mut Printer,
@@ -269,8 +306,9 @@ impl Rake64 {
                 let stdout = self.text(reply.length.unwrap_or(0)).await?;
                 printer.write(Stream::Stdout, &stdout);
                 printer.finish();
+                let mut refused = Vec::new();
                 let received = if reply.options.incoming {
-                    self.receive_files(dir).await?
+                    self.receive_files(landing, &mut refused).await?
                 } else {
                     0
                 };
@@ -278,6 +316,7 @@ impl Rake64 {
                     code: 0,
                     sent,
                     received,
+                    refused,
                 })
             }
             Code::Failure => {
@@ -296,6 +335,7 @@ impl Rake64 {
                     code: if code == 0 { 1 } else { code },
                     sent,
                     received: 0,
+                    refused: Vec::new(),
                 })
             }
             _ => bail!("a command was answered {reply}"),

@@ -17,13 +17,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ferry_client::{JobExit, Stream};
 use ferry_rake::Action;
 use ferry_reapi::proto::{command, platform, Action as ReAction, Command, Platform, Tree};
 use ferry_reapi::{files_of_tree, Blob, Cluster, ClusterError, Connection, InputRoot, Progress};
 
 use super::output::{note, Printer};
+use crate::landing::{refused_files, Landing, Refused};
 
 /// The action's working directory inside its input root (and its output directory).
 pub const WORKDIR: &str = "work";
@@ -158,10 +159,12 @@ impl Backend {
         (command, Blob::message(&action))
     }
 
-    /// Runs `action` on the cluster, its output to `printer`, its results into `dir`.
+    /// Runs `action` on the cluster (its requirements read from `dir`), its output to
+    /// `printer`, its results into `landing`.
     pub async fn run(
         &self,
         dir: &std::path::Path,
+        landing: &Landing,
         action: &Action,
         printer: &mut Printer,
     ) -> Result<Ran> {
@@ -219,7 +222,7 @@ impl Backend {
             printer.write(stream, &data);
         }
         printer.finish();
-        let received = self.fetch_outputs(dir, &root, &result).await?;
+        let received = self.fetch_outputs(landing, &root, &result).await?;
         Ok(Ran {
             exit: JobExit::reported(result.exit_code),
             sent,
@@ -267,16 +270,27 @@ impl Backend {
         }
     }
 
-    /// Writes the files of the result that differ from the inputs into `dir`; the bytes.
+    /// Writes the files of the result that differ from the inputs into `landing`; the bytes.
+    /// Only the declared output (the working directory, path "") is taken: any other output
+    /// a result names, and any name that may not land, fails the action with every such name.
     async fn fetch_outputs(
         &self,
-        dir: &std::path::Path,
+        landing: &Landing,
         root: &InputRoot,
         result: &ferry_reapi::proto::ActionResult,
     ) -> Result<u64> {
+        let mut refused = Vec::new();
+        let undeclared = |name: &str| Refused {
+            name: name.to_owned(),
+            problem: "is not an output the action declared (only its working directory is)".into(),
+        };
         // path (relative to the working directory) -> (digest, executable)
         let mut outputs = BTreeMap::new();
         for directory in &result.output_directories {
+            if !directory.path.is_empty() {
+                refused.push(undeclared(&directory.path));
+                continue;
+            }
             let Some(tree_digest) = &directory.tree_digest else {
                 continue;
             };
@@ -288,41 +302,43 @@ impl Backend {
             let tree: Tree = prost::Message::decode(bytes.as_slice()).map_err(|e| {
                 anyhow!("the cluster sent an output tree that does not decode: {e}")
             })?;
-            for file in files_of_tree(&tree)? {
-                let path = if directory.path.is_empty() {
-                    file.path
-                } else {
-                    format!("{}/{}", directory.path, file.path)
-                };
-                outputs.insert(path, (file.digest, file.executable));
+            let files = files_of_tree(&tree)
+                .map_err(|e| anyhow!("the cluster sent an output tree that may not land: {e}"))?;
+            for file in files {
+                outputs.insert(file.path, (file.digest, file.executable));
             }
         }
-        for file in &result.output_files {
-            outputs.insert(
-                file.path.clone(),
-                (file.digest.clone().unwrap_or_default(), file.is_executable),
-            );
-        }
+        refused.extend(
+            result
+                .output_files
+                .iter()
+                .map(|file| undeclared(&file.path)),
+        );
         outputs.retain(|path, (digest, _)| root.files.get(path) != Some(digest));
+        // Every name is checked before any content is asked for.
+        outputs.retain(|path, _| match landing.check(path.as_bytes()) {
+            Ok(_) => true,
+            Err(refusal) => {
+                refused.push(refusal);
+                false
+            }
+        });
         let digests: Vec<_> = outputs.values().map(|(d, _)| d.clone()).collect();
         let contents = self.cluster.read_blobs(&digests).await?;
         let mut received = 0;
         for (path, (digest, executable)) in outputs {
-            // Names from the cluster are checked like names to a daemon: never outside `dir`.
-            let relative = ferry_common::names::check_name(path.as_bytes())
-                .map_err(|e| anyhow!("the cluster sent a bad output name {path:?}: {e}"))?;
-            let local = dir.join(relative);
-            if let Some(parent) = local.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
             let data = contents
                 .get(&digest.hash)
                 .ok_or_else(|| anyhow!("the cluster did not send {path}"))?;
-            std::fs::write(&local, data).with_context(|| format!("writing {}", local.display()))?;
-            use std::os::unix::fs::PermissionsExt;
+            // The wire says which files are executable (`is_executable`).
             let mode = if executable { 0o755 } else { 0o644 };
-            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(mode))?;
-            received += data.len() as u64;
+            match landing.write(path.as_bytes(), data, mode) {
+                Ok(()) => received += data.len() as u64,
+                Err(refusal) => refused.push(refusal),
+            }
+        }
+        if !refused.is_empty() {
+            bail!("{}", refused_files(&refused));
         }
         Ok(received)
     }
