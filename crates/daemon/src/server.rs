@@ -71,6 +71,14 @@ pub async fn run(
     for bound in bound {
         listeners.spawn(accept::accept_loop(bound, Arc::clone(&server)));
     }
+    // Uploads a killed daemon left half-written were never served; now they go.
+    let area = Arc::clone(&server.files);
+    tokio::task::spawn_blocking(move || {
+        let removed = area.sweep_in_flight();
+        if removed > 0 {
+            tracing::info!("removed {removed} upload(s) a previous daemon left unfinished");
+        }
+    });
     let hub_ticker = tokio::spawn(expire_held_places(server.engine.peers().clone()));
     if let Some(dir) = &server.config.record_wire {
         tracing::warn!(

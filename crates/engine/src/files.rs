@@ -10,7 +10,10 @@
 //! Uploads are written to a hidden temporary file in the target directory and renamed to
 //! their name only after the size and the checksum (XXH3-128) match; a transfer that fails
 //! or is abandoned leaves nothing under the final name (the temporary file is removed when
-//! the upload is dropped).
+//! the upload is dropped). Temporary files are named `.ferry-part.INSTANCE.RANDOM`
+//! ([`IN_FLIGHT`]): no listing shows them, no get or link reads them, no upload may take such
+//! a name, and [`FileArea::sweep_in_flight`] removes those a daemon killed mid-upload left
+//! (every instance but the running one's).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -26,6 +29,30 @@ pub use ferry_common::names::{check_name, BadName};
 
 /// The directory, in the area, that holds sandboxes.
 const SANDBOXES: &str = ".sandboxes";
+
+/// How the name of an upload in progress starts: `.ferry-part.INSTANCE.RANDOM`.
+pub const IN_FLIGHT: &str = ".ferry-part.";
+
+/// This process's mark in its uploads' temporary names, so that a sweep of a killed daemon's
+/// leftovers never touches an upload of the running one.
+fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(random_hex)
+}
+
+/// Whether the last component of `name` is an upload in progress (never served).
+fn in_flight(name: &Path) -> bool {
+    name.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(IN_FLIGHT.as_bytes()))
+}
+
+/// An upload in progress, refused as a file: it does not exist yet.
+fn not_there(name: &Path) -> FileError {
+    FileError::Refused {
+        name: name.display().to_string(),
+        problem: "no such file in the file area".into(),
+    }
+}
 
 /// Why a file operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +193,14 @@ impl FileArea {
                 name: name.display().to_string(),
                 problem: "has no file name",
             })?;
+        if in_flight(name) {
+            return Err(FileError::Refused {
+                name: name.display().to_string(),
+                problem: format!(
+                    "names starting with {IN_FLIGHT} are kept for uploads in progress"
+                ),
+            });
+        }
         // What is there now must be a regular file (or nothing): never replace a directory or
         // a device by accident.
         match rustix::fs::statat(&dir, final_name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -183,7 +218,7 @@ impl FileArea {
             Err(Errno::NOENT) => {}
             Err(e) => return Err(io_error(name)(e)),
         }
-        let temp = format!(".ferry-part.{}", random_hex());
+        let temp = format!("{IN_FLIGHT}{}.{}", instance(), random_hex());
         let fd = rustix::fs::openat2(
             &dir,
             temp.as_str(),
@@ -205,6 +240,59 @@ impl FileArea {
             done: false,
             writeback_from: 0,
         })
+    }
+
+    /// Removes, anywhere in the area, the temporary files of uploads that no running daemon
+    /// will finish (those of other instances: a daemon killed mid-upload); how many. Walks
+    /// directory by directory through opened descriptors, following no symbolic link.
+    pub fn sweep_in_flight(&self) -> usize {
+        let mine = format!("{IN_FLIGHT}{}.", instance());
+        let mut removed = 0;
+        let Ok(root) = rustix::io::dup(&self.root) else {
+            return 0;
+        };
+        let mut pending = vec![root];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let bytes = name.to_bytes();
+                if bytes == b"." || bytes == b".." {
+                    continue;
+                }
+                let kind = match entry.file_type() {
+                    rustix::fs::FileType::Unknown => {
+                        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                            Ok(stat) => rustix::fs::FileType::from_raw_mode(stat.st_mode),
+                            Err(_) => continue,
+                        }
+                    }
+                    known => known,
+                };
+                match kind {
+                    rustix::fs::FileType::Directory => {
+                        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                        let resolve = BENEATH.union(ResolveFlags::NO_SYMLINKS);
+                        if let Ok(child) =
+                            rustix::fs::openat2(&dir, name, flags, Mode::empty(), resolve)
+                        {
+                            pending.push(child);
+                        }
+                    }
+                    rustix::fs::FileType::RegularFile
+                        if bytes.starts_with(IN_FLIGHT.as_bytes())
+                            && !bytes.starts_with(mine.as_bytes())
+                            && rustix::fs::unlinkat(&dir, name, AtFlags::empty()).is_ok() =>
+                    {
+                        removed += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        removed
     }
 
     /// Creates a fresh, empty sandbox directory (mode 0700) and returns its name relative to
@@ -274,6 +362,9 @@ impl FileArea {
                         problem: format!("holds more than {limit} files"),
                     });
                 }
+                if kind.is_file() && in_flight(&path) {
+                    continue;
+                }
                 if kind.is_file() {
                     let mtime = (meta.mtime().max(0) as u64) * 1_000_000_000
                         + meta.mtime_nsec().max(0) as u64;
@@ -319,6 +410,17 @@ impl FileArea {
     /// Gives the regular file `from` a second name `to` (a hard link: no bytes are copied),
     /// both beneath the area; `to` must not exist yet.
     pub fn link(&self, from: &Path, to: &Path) -> Result<(), FileError> {
+        if in_flight(from) {
+            return Err(not_there(from));
+        }
+        if in_flight(to) {
+            return Err(FileError::Refused {
+                name: to.display().to_string(),
+                problem: format!(
+                    "names starting with {IN_FLIGHT} are kept for uploads in progress"
+                ),
+            });
+        }
         let from_dir = self.existing_parent(from)?;
         let from_name = file_name(from)?;
         let stat = rustix::fs::statat(&from_dir, from_name, AtFlags::SYMLINK_NOFOLLOW).map_err(
@@ -352,6 +454,9 @@ impl FileArea {
 
     /// Opens `name` for download: it must be a regular file beneath the area.
     pub fn download(&self, name: &Path) -> Result<Download, FileError> {
+        if in_flight(name) {
+            return Err(not_there(name));
+        }
         // O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it.
         let fd = rustix::fs::openat2(
             &self.root,
@@ -588,6 +693,35 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("file.bin")]);
+    }
+
+    #[test]
+    fn uploads_in_flight_are_never_served_and_only_a_dead_instances_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let area = FileArea::open(dir.path()).expect("area");
+        let name = check_name(b"sub/file.bin").expect("name");
+        let mut upload = area.upload(name, 6, 0o640).expect("upload");
+        upload.write(b"abc").expect("write");
+        let stale = dir
+            .path()
+            .join("sub/deep/.ferry-part.0123456789abcdef.fedcba9876543210");
+        std::fs::create_dir_all(stale.parent().expect("parent")).expect("dir");
+        std::fs::write(&stale, b"half").expect("stale");
+        let listing = area.list(Path::new("sub"), 100).expect("list");
+        assert!(listing.files.is_empty(), "{listing:?}");
+        let stale_name = Path::new("sub/deep/.ferry-part.0123456789abcdef.fedcba9876543210");
+        assert!(area.download(stale_name).is_err());
+        assert!(area.upload(stale_name, 1, 0o644).is_err());
+        assert!(area.link(stale_name, Path::new("copy")).is_err());
+        assert_eq!(area.sweep_in_flight(), 1);
+        assert!(!stale.exists());
+        // The running upload was left alone and finishes.
+        upload.write(b"def").expect("write");
+        upload.finish(&sha(b"abcdef")).expect("finish");
+        assert_eq!(
+            std::fs::read(dir.path().join("sub/file.bin")).expect("read"),
+            b"abcdef"
+        );
     }
 
     #[test]

@@ -252,6 +252,101 @@ fn start_put(raw: &mut crate::helper::Raw, request: u64, name: &[u8], size: u64)
 }
 
 #[test]
+fn a_put_cut_by_kill_9_is_never_served_and_is_gone_after_the_restart() {
+    let mut daemon = Daemon::start(&[]);
+    let chunk = 256 * 1024;
+    let sent = 48 * chunk;
+    let mut raw = daemon.raw();
+    start_put(&mut raw, 1, b"inflight/big.bin", 30 << 20);
+    for _ in 0..48 {
+        raw.send(&ClientMessage::PutData {
+            request: 1,
+            data: vec![7; chunk],
+        });
+    }
+    let inflight = files_dir(&daemon).join("inflight");
+    let partial = || -> Vec<(String, u64)> {
+        std::fs::read_dir(&inflight)
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| {
+                        let len = e.metadata().ok()?.len();
+                        Some((e.file_name().to_string_lossy().into_owned(), len))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let temp = wait_until(
+        "the daemon to have written what was sent",
+        Duration::from_secs(20),
+        || {
+            partial()
+                .into_iter()
+                .find(|(name, len)| name.starts_with(".ferry-part.") && *len == sent as u64)
+                .map(|(name, _)| name)
+        },
+        || format!("{:?}", partial()),
+    );
+    // While it is in flight, neither a listing nor a get sees it.
+    let mut other = daemon.raw();
+    let check_invisible = |raw: &mut crate::helper::Raw| {
+        raw.send(&ClientMessage::List {
+            request: 7,
+            path: ByteBuf::from(b"inflight".to_vec()),
+        });
+        match raw.recv() {
+            Some(DaemonMessage::Listing {
+                entries, others, ..
+            }) => assert!(entries.is_empty() && others.is_empty(), "{entries:?}"),
+            other => panic!("expected a listing, got {other:?}"),
+        }
+        for name in ["inflight/big.bin".to_owned(), format!("inflight/{temp}")] {
+            raw.send(&ClientMessage::Get {
+                request: 8,
+                path: ByteBuf::from(name.clone().into_bytes()),
+            });
+            match raw.recv() {
+                Some(DaemonMessage::Error { message, .. }) => {
+                    assert!(message.contains("no such file"), "{name}: {message}")
+                }
+                other => panic!("{name}: expected an error, got {other:?}"),
+            }
+        }
+    };
+    check_invisible(&mut other);
+    daemon.stop_with(libc::SIGKILL);
+    drop((raw, other));
+    assert!(
+        inflight.join(&temp).exists(),
+        "the kill left the partial file"
+    );
+    daemon.restart(&[], None);
+    check_invisible(&mut daemon.raw());
+    wait_until(
+        "the restarted daemon to remove the partial upload",
+        Duration::from_secs(20),
+        || partial().is_empty().then_some(()),
+        || format!("{:?}", partial()),
+    );
+    // The name is free: a whole put of it lands.
+    let local = daemon.dir.path().join("whole.bin");
+    std::fs::write(&local, b"whole").expect("write");
+    let out = daemon
+        .ferry()
+        .arg("put")
+        .arg(&local)
+        .arg("inflight/big.bin")
+        .output()
+        .expect("put");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(inflight.join("big.bin")).expect("read"),
+        b"whole"
+    );
+}
+
+#[test]
 fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
     let daemon = Daemon::start(&[]);
     {
