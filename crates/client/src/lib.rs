@@ -231,6 +231,14 @@ pub enum Event {
         /// It was sent to this client alone.
         direct: bool,
     },
+    /// Events were dropped for this member (its outbox, or one sender's share of it, was
+    /// full).
+    Missed {
+        /// How many, in all.
+        total: u64,
+        /// How many from whom.
+        from: Vec<ferry_wire::native::MissedFrom>,
+    },
     /// A member joined or left the hub.
     Presence {
         /// Its id.
@@ -569,6 +577,7 @@ impl Client {
                 joined,
                 reason,
             },
+            DaemonMessage::Missed { total, from } => Event::Missed { total, from },
             DaemonMessage::Ping { nonce } => {
                 // Answered at once, whoever reads: a member that reads is alive. A full
                 // queue means the connection is busy sending, which the daemon hears too.

@@ -395,6 +395,17 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
                     reason
                 }
             ),
+        (
+            any::<u64>(),
+            proptest::collection::vec((".{0,12}", ".{0,12}", any::<u64>()), 0..3)
+        )
+            .prop_map(|(total, from)| DaemonMessage::Missed {
+                total,
+                from: from
+                    .into_iter()
+                    .map(|(peer, name, count)| MissedFrom { peer, name, count })
+                    .collect()
+            }),
         any::<u64>().prop_map(|nonce| DaemonMessage::Ping { nonce }),
         any::<(u64, u64, u64, u64, u64)>().prop_map(|(request, cost, running, queued, slots)| {
             DaemonMessage::Cost {

@@ -427,6 +427,10 @@ impl Push {
                             awaiting = Some(Push::lookup_of(SERVER_ID, SERVER_ID));
                             self.message(SERVER_ID, &clean(&text))
                         }
+                        Some(Next::Event(PeerEvent::Missed(missed))) => {
+                            awaiting = Some(Push::lookup_of(SERVER_ID, SERVER_ID));
+                            self.message(SERVER_ID, &clean(&missed.describe()))
+                        }
                         // Said by the reader.
                         Some(Next::Event(PeerEvent::ShuttingDown)) => continue,
                     };

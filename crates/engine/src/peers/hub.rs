@@ -4,7 +4,9 @@
 //! - **Order.** A message is pushed into every receiver's outbox under the registry's lock,
 //!   so the messages of one sender reach each receiver in the order sent.
 //! - **Slow consumers.** Pushing never waits. A full outbox drops the message for that peer
-//!   and counts it; under [`SlowConsumer::Disconnect`] a peer whose outbox has stayed full for
+//!   and counts it, and the peer is told what it missed from whom; one member may fill only a
+//!   share of another's outbox, and the daemon's and its owner's messages go ahead of
+//!   members' (see [`super::mailbox`]). Under [`SlowConsumer::Disconnect`] a peer whose outbox has stayed full for
 //!   the configured time is disconnected with a notice (and held, as below, so that it can
 //!   come back); under [`SlowConsumer::Drop`] it only loses what did not fit.
 //! - **Delayed removal.** A member whose connection ends without leaving (or being kicked, or
@@ -18,8 +20,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use super::mailbox::Sender;
 use super::{Entry, PeerEvent, PeerHandle, PeerRegistry, Peers, Pushed, Shared};
 
 /// The longest message text, in bytes.
@@ -153,17 +156,14 @@ pub type Accepts = fn(&str) -> Result<(), String>;
 pub(super) struct Member {
     resume: String,
     accepts: Accepts,
-    /// Since when pushes have found its outbox full.
-    full_since: Option<Instant>,
     /// Set while its connection is gone and its place held.
     pub(super) away: Option<Away>,
     joined: SystemTime,
 }
 
-/// A held member's outbox and deadline.
+/// A held member's deadline (its outbox stays in its entry).
 pub(super) struct Away {
     until: Instant,
-    events: mpsc::Receiver<PeerEvent>,
     /// Its drop count when its connection ended.
     dropped_before: u64,
 }
@@ -345,7 +345,6 @@ impl PeerHandle {
             entry.member = Some(Member {
                 resume: resume_token(),
                 accepts,
-                full_since: None,
                 away: None,
                 joined: SystemTime::now(),
             });
@@ -395,7 +394,6 @@ impl PeerHandle {
         }
         let member = entry.member.as_mut().ok_or(ResumeError::NoSuchToken)?;
         let away = member.away.take().ok_or(ResumeError::StillConnected)?;
-        member.full_since = None;
         let resume = member.resume.clone();
         let (kicked, kick) = watch::channel(None);
         entry.kicked = kicked;
@@ -406,7 +404,7 @@ impl PeerHandle {
         let handle = PeerHandle {
             id: entry.info.id.clone(),
             serial,
-            events: Some(away.events),
+            events: Arc::clone(&entry.outbox),
             kick,
             registry: std::sync::Arc::downgrade(&shared),
         };
@@ -630,16 +628,18 @@ fn send(
     if text.len() > MAX_MESSAGE_TEXT {
         return Err(SendError::TooLong(text.len()));
     }
-    let (from_id, from_name) = match from {
+    // The daemon's and its owner's messages take the daemon's lane; a member's, its share.
+    let (from_id, from_name, from_owner) = match from {
         Some(serial) => {
             let entry = peers
                 .entries
                 .get_mut(&serial)
                 .ok_or_else(|| SendError::UnknownSender(String::new()))?;
             entry.last_heard = Instant::now();
-            (entry.info.id.clone(), entry.info.name.clone())
+            let owner = entry.info.principal.as_ref().is_some_and(|p| p.is_owner());
+            (entry.info.id.clone(), entry.info.name.clone(), owner)
         }
-        None => (SERVER_ID.to_owned(), SERVER_ID.to_owned()),
+        None => (SERVER_ID.to_owned(), SERVER_ID.to_owned(), true),
     };
     let targets = receivers(peers, from, to)?;
     let message = Arc::new(HubMessage {
@@ -655,9 +655,7 @@ fn send(
     });
     peers.stats.messages += 1;
     let mut delivery = Delivery::default();
-    let now = Instant::now();
     let policy = shared.config.slow_consumer;
-    let capacity = shared.config.outbox;
     for serial in targets {
         let Some(entry) = peers.entries.get_mut(&serial) else {
             continue;
@@ -674,22 +672,29 @@ fn send(
             });
             continue;
         }
-        match entry.push(PeerEvent::Message(Arc::clone(&message))) {
+        let sender = match from {
+            Some(serial) if !from_owner => Sender::Member {
+                serial,
+                id: &message.from,
+                name: &message.from_name,
+            },
+            _ => Sender::Daemon {
+                id: &message.from,
+                name: &message.from_name,
+            },
+        };
+        match entry.push_from(PeerEvent::Message(Arc::clone(&message)), sender) {
             Pushed::Queued => {
                 delivery.delivered += 1;
                 peers.stats.deliveries += 1;
-                if let Some(member) = &mut entry.member {
-                    member.full_since = None;
-                }
             }
             Pushed::Full => {
                 peers.stats.dropped += 1;
                 delivery.dropped.push(entry.info.id.clone());
-                if slow_consumer(entry, policy, capacity, now) {
+                if slow_consumer(entry, policy) {
                     peers.stats.slow_disconnects += 1;
                 }
             }
-            Pushed::Gone => {}
         }
     }
     if let Some(traffic) = &peers.traffic {
@@ -698,24 +703,29 @@ fn send(
     Ok(delivery)
 }
 
-/// Applies the slow-consumer policy to a member whose outbox was found full; whether it is
-/// disconnected now.
-fn slow_consumer(entry: &mut Entry, policy: SlowConsumer, capacity: usize, now: Instant) -> bool {
+/// Applies the slow-consumer policy to a member a message was just dropped for; whether it is
+/// disconnected now. A member is slow when it has taken nothing from its outbox for the
+/// policy's time while messages for it were being dropped: one that reads steadily, however
+/// slowly, only misses what did not fit (and is told so), as when one sender floods it.
+fn slow_consumer(entry: &mut Entry, policy: SlowConsumer) -> bool {
     let SlowConsumer::Disconnect { after } = policy else {
         return false;
     };
-    let Some(member) = &mut entry.member else {
+    let Some(member) = &entry.member else {
         return false;
     };
     if member.away.is_some() || entry.kicked.borrow().is_some() {
         return false;
     }
-    let since = *member.full_since.get_or_insert(now);
-    if now.duration_since(since) < after {
+    if entry
+        .outbox
+        .stalled_for()
+        .is_none_or(|stalled| stalled < after)
+    {
         return false;
     }
     let reason = format!(
-        "as a slow consumer: its outbox of {capacity} messages stayed full for {}s (it may come back within its grace period)",
+        "as a slow consumer: it read nothing for {}s while messages for it were being dropped (it may come back within its grace period)",
         after.as_secs_f32()
     );
     tracing::warn!(target: "ferry::presence", peer = entry.info.id, "{reason}");
@@ -746,7 +756,6 @@ fn announce(peers: &mut Peers, subject: u64, joined: bool, reason: String) {
             match entry.push(PeerEvent::Presence(Arc::clone(&presence))) {
                 Pushed::Queued => pushed += 1,
                 Pushed::Full => dropped += 1,
-                Pushed::Gone => {}
             }
         }
     }
@@ -788,12 +797,7 @@ pub(super) fn kick_entry(peers: &mut Peers, serial: u64, reason: &str) -> Option
 
 /// A connection ended: its entry goes, or, for a member that did not leave, is held for the
 /// grace period with its outbox.
-pub(super) fn connection_ended(
-    shared: &Shared,
-    peers: &mut Peers,
-    serial: u64,
-    events: Option<mpsc::Receiver<PeerEvent>>,
-) {
+pub(super) fn connection_ended(shared: &Shared, peers: &mut Peers, serial: u64) {
     let grace = shared.config.grace;
     let Some(entry) = peers.entries.get_mut(&serial) else {
         return;
@@ -801,25 +805,21 @@ pub(super) fn connection_ended(
     // A peer that leaves needs no notice.
     shared.notice_told(entry);
     let hold = entry.member.is_some() && entry.leaving.is_none() && !grace.is_zero();
-    match (hold, events) {
-        (true, Some(events)) => {
-            let dropped_before = entry.info.dropped_events;
-            if let Some(member) = &mut entry.member {
-                member.away = Some(Away {
-                    until: Instant::now() + grace,
-                    events,
-                    dropped_before,
-                });
-            }
-            tracing::debug!(target: "ferry::presence", peer = entry.info.id, "connection ended; its place is held");
+    if hold {
+        let dropped_before = entry.info.dropped_events;
+        if let Some(member) = &mut entry.member {
+            member.away = Some(Away {
+                until: Instant::now() + grace,
+                dropped_before,
+            });
         }
-        _ => {
-            let reason = entry
-                .leaving
-                .take()
-                .unwrap_or_else(|| "its connection ended".to_owned());
-            remove(peers, serial, reason);
-        }
+        tracing::debug!(target: "ferry::presence", peer = entry.info.id, "connection ended; its place is held");
+    } else {
+        let reason = entry
+            .leaving
+            .take()
+            .unwrap_or_else(|| "its connection ended".to_owned());
+        remove(peers, serial, reason);
     }
 }
 

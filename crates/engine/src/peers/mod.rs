@@ -5,7 +5,9 @@
 //! its own dialect's frames, so the engine (and the daemon) can tell a peer something without
 //! knowing how it speaks. Pushing never blocks: when an outbox is full the event is dropped
 //! for that peer and counted (a peer that cannot keep up loses events, never slows anyone
-//! else); what else happens to it is the hub's slow-consumer policy (see [`hub`]). A kick is
+//! else), and the peer is told what it missed from whom; the daemon's events go ahead of
+//! members' messages, and one member cannot take another's whole outbox (see [`mailbox`]).
+//! What else happens to a slow peer is the hub's slow-consumer policy (see [`hub`]). A kick is
 //! not an event but a flag each connection watches, so it works even when the outbox is full.
 //!
 //! Peers that join the hub ([`PeerHandle::join`]) exchange messages and see each other come
@@ -14,13 +16,14 @@
 //! Ids are sqids of a counter (at least 10 characters), never reused while the daemon runs.
 
 pub mod hub;
+pub mod mailbox;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 use crate::principal::Principal;
 use crate::types::JobId;
@@ -28,6 +31,8 @@ pub use hub::{
     Delivery, HubConfig, HubMessage, HubStats, Joined, MemberInfo, Presence, Refused, ResumeError,
     SendError, SlowConsumer, MAX_MESSAGE_TEXT, SERVER_ID,
 };
+use mailbox::{Mailbox, Queued, Sender};
+pub use mailbox::{Missed, MissedFrom};
 
 /// Job ids a peer's entry remembers (the newest; the count covers all).
 const JOBS_REMEMBERED: usize = 100;
@@ -45,6 +50,9 @@ pub enum PeerEvent {
     Message(Arc<HubMessage>),
     /// A peer joined or left the hub.
     Presence(Arc<Presence>),
+    /// Events were dropped for this peer (its outbox, or a sender's share of it, was full):
+    /// how many, from whom.
+    Missed(Arc<Missed>),
 }
 
 /// A peer, as listed.
@@ -94,7 +102,7 @@ pub struct NewPeer {
 
 struct Entry {
     info: PeerInfo,
-    outbox: mpsc::Sender<PeerEvent>,
+    outbox: Arc<Mailbox>,
     kicked: watch::Sender<Option<String>>,
     /// A shutdown notice was queued and not yet told.
     notice_pending: bool,
@@ -108,16 +116,25 @@ struct Entry {
 }
 
 impl Entry {
-    /// Queues `event` without waiting; counts it as dropped when the outbox is full.
+    /// Queues an event of the daemon's own without waiting; counts it as dropped when the
+    /// outbox is full.
     fn push(&mut self, event: PeerEvent) -> Pushed {
-        match self.outbox.try_send(event) {
-            Ok(()) => Pushed::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let daemon = Sender::Daemon {
+            id: SERVER_ID,
+            name: SERVER_ID,
+        };
+        self.push_from(event, daemon)
+    }
+
+    /// Queues `event` from `sender` without waiting; counts it as dropped when it does not
+    /// fit.
+    fn push_from(&mut self, event: PeerEvent, sender: Sender<'_>) -> Pushed {
+        match self.outbox.push(event, sender) {
+            Queued::Yes => Pushed::Queued,
+            Queued::Dropped => {
                 self.info.dropped_events += 1;
                 Pushed::Full
             }
-            // The connection is going away; it needs nothing more.
-            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Gone,
         }
     }
 }
@@ -127,7 +144,6 @@ impl Entry {
 enum Pushed {
     Queued,
     Full,
-    Gone,
 }
 
 /// The registry's state, under one lock.
@@ -233,7 +249,7 @@ impl PeerRegistry {
             .encode(&[serial])
             .unwrap_or_else(|_| format!("peer{serial:06}"));
         let capacity = self.shared.config.outbox.max(1);
-        let (outbox, events) = mpsc::channel(capacity);
+        let outbox = Mailbox::new(capacity);
         let (kicked, kick) = watch::channel(None);
         let entry = Entry {
             info: PeerInfo {
@@ -251,7 +267,7 @@ impl PeerRegistry {
                 member: false,
                 away: false,
             },
-            outbox,
+            outbox: Arc::clone(&outbox),
             kicked,
             notice_pending: false,
             member: None,
@@ -262,7 +278,7 @@ impl PeerRegistry {
         PeerHandle {
             id,
             serial,
-            events: Some(events),
+            events: outbox,
             kick,
             registry: Arc::downgrade(&self.shared),
         }
@@ -275,7 +291,7 @@ impl PeerRegistry {
             .entries
             .values()
             .map(|entry| PeerInfo {
-                outbox_used: entry.info.outbox_capacity - entry.outbox.capacity(),
+                outbox_used: entry.outbox.used(),
                 member: entry.member.is_some(),
                 away: entry.member.as_ref().is_some_and(|m| m.away.is_some()),
                 ..entry.info.clone()
@@ -392,7 +408,7 @@ impl PeerRegistry {
 pub struct PeerHandle {
     id: String,
     serial: u64,
-    events: Option<mpsc::Receiver<PeerEvent>>,
+    events: Arc<Mailbox>,
     kick: watch::Receiver<Option<String>>,
     registry: Weak<Shared>,
 }
@@ -405,15 +421,15 @@ impl PeerHandle {
 
     /// The next event for this peer (waits; `None` once the registry is gone).
     pub async fn next_event(&mut self) -> Option<PeerEvent> {
-        match &mut self.events {
-            Some(events) => events.recv().await,
-            None => None,
+        if self.registry.strong_count() == 0 {
+            return None;
         }
+        Some(self.events.take().await)
     }
 
     /// The next event if one is waiting, without waiting.
     pub fn try_next_event(&mut self) -> Option<PeerEvent> {
-        self.events.as_mut()?.try_recv().ok()
+        self.events.try_take()
     }
 
     /// Runs `f` on this peer's entry, if the registry and the entry still exist.
@@ -498,9 +514,8 @@ impl Drop for PeerHandle {
         let Some(shared) = self.registry.upgrade() else {
             return;
         };
-        let events = self.events.take();
         let mut peers = shared.lock();
-        hub::connection_ended(&shared, &mut peers, self.serial, events);
+        hub::connection_ended(&shared, &mut peers, self.serial);
     }
 }
 

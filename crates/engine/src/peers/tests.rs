@@ -4,12 +4,14 @@ use super::*;
 
 const OUTBOX: usize = 1024;
 
+/// A peer of a token principal (the owner's messages take the daemon's lane: see
+/// `owner`).
 fn peer(registry: &PeerRegistry, name: &str) -> PeerHandle {
     registry.register(NewPeer {
         name: name.into(),
         address: "test".into(),
         dialect: "ferry".into(),
-        principal: Some(Principal::Owner),
+        principal: Some(Principal::Token("test".into())),
     })
 }
 
@@ -177,15 +179,21 @@ fn members_see_joins_messages_in_order_and_leaves() {
 fn names_that_clash_need_ids_and_dialects_refuse_what_they_cannot_carry() {
     let registry = PeerRegistry::default();
     let ann = member(&registry, "ann");
-    let _twin1 = member(&registry, "twin");
-    let _twin2 = member(&registry, "twin");
-    assert!(
-        matches!(ann.send(Some("twin"), "hi".into()), Err(SendError::Ambiguous { ids, .. }) if ids.len() == 2)
-    );
+    let mut twin1 = member(&registry, "twin");
+    let twin2 = peer(&registry, "twin");
+    // A name is one member's: the second twin is told its own.
+    let joined = twin2.join(Some("twin".into()), accept_all).expect("join");
+    assert_eq!(joined.name, "twin#2");
+    drain(&mut twin1);
+    ann.send(Some("twin"), "hi".into())
+        .expect("to the first twin");
+    assert_eq!(texts(&drain(&mut twin1)), vec!["ann:hi"]);
+    assert!(twin2.join(Some("Server".into()), accept_all).is_err());
     let picky = peer(&registry, "picky");
     picky.join(None, no_colons).expect("join");
     let delivery = ann.send(None, "a::b".into()).expect("send");
     assert_eq!(delivery.delivered, 2);
+    drop(twin1);
     assert_eq!(delivery.refused.len(), 1);
     assert_eq!(delivery.refused[0].name, "picky");
     assert_eq!(registry.stats().refused, 1);
@@ -204,39 +212,110 @@ fn a_slow_consumer_is_disconnected_and_counted_without_holding_anyone_up() {
         ..HubConfig::default()
     };
     let registry = registry_with(config);
-    let ann = member(&registry, "ann");
     let slow = member(&registry, "slow");
     let mut quick = member(&registry, "quick");
+    let senders: Vec<PeerHandle> = (0..6)
+        .map(|i| member(&registry, &format!("s{i}")))
+        .collect();
     drain(&mut quick);
-    for i in 0..6 {
-        ann.send(None, format!("m{i}")).expect("send");
-        assert_eq!(texts(&drain(&mut quick)), vec![format!("ann:m{i}")]);
+    // Each sender may hold one of its four places: four fill it, the others are dropped.
+    for (i, sender) in senders.iter().enumerate() {
+        sender.send(Some("slow"), format!("m{i}")).expect("send");
+        sender.send(Some("quick"), format!("m{i}")).expect("send");
+        assert_eq!(texts(&drain(&mut quick)), vec![format!("s{i}:m{i}")]);
     }
     let listed = registry.list();
     let slow_info = listed.iter().find(|p| p.name == "slow").expect("listed");
-    // One presence (quick joined) and three messages filled its outbox of 4.
-    assert_eq!(slow_info.dropped_events, 3);
+    assert_eq!(
+        slow_info.dropped_events,
+        2 + 3,
+        "two messages, and three of the seven joins"
+    );
     assert_eq!(registry.stats().slow_disconnects, 1);
     let reason = futures_now(slow.kick().kicked());
     assert!(reason.starts_with("as a slow consumer"), "{reason}");
 }
 
 #[test]
+fn one_flooding_member_loses_its_own_messages_and_the_slow_member_is_told() {
+    let registry = registry_with(HubConfig {
+        outbox: 8,
+        ..HubConfig::default()
+    });
+    let mut slow = member(&registry, "slow");
+    let flood = member(&registry, "flood");
+    let calm = member(&registry, "calm");
+    let owner = registry.register(NewPeer {
+        name: "owner".into(),
+        address: "test".into(),
+        dialect: "ferry".into(),
+        principal: Some(Principal::Owner),
+    });
+    owner.join(None, accept_all).expect("join");
+    drain(&mut slow);
+    for i in 0..100 {
+        flood.send(Some("slow"), format!("f{i}")).expect("send");
+    }
+    calm.send(Some("slow"), "calm".into()).expect("send");
+    owner
+        .send(Some("slow"), "from the owner".into())
+        .expect("send");
+    registry
+        .send_from_server(Some("slow"), "from the daemon".into())
+        .expect("send");
+    // Never disconnected: its outbox is not full, one sender's share is.
+    assert_eq!(registry.stats().slow_disconnects, 0);
+    let events = drain(&mut slow);
+    match &events[0] {
+        PeerEvent::Missed(missed) => {
+            assert_eq!(missed.total, 98);
+            assert_eq!(missed.from.len(), 1);
+            assert_eq!(
+                (missed.from[0].name.as_str(), missed.from[0].count),
+                ("flood", 98)
+            );
+        }
+        other => panic!("expected the notice first, got {other:?}"),
+    }
+    assert_eq!(
+        texts(&events),
+        vec![
+            "owner:from the owner",
+            "server:from the daemon",
+            "flood:f0",
+            "flood:f1",
+            "calm:calm"
+        ]
+    );
+}
+
+#[test]
 fn under_the_drop_policy_a_slow_consumer_stays_and_loses_only_what_did_not_fit() {
     let config = HubConfig {
-        outbox: 2,
+        outbox: 8,
         slow_consumer: SlowConsumer::Drop,
         ..HubConfig::default()
     };
     let registry = registry_with(config);
-    let ann = member(&registry, "ann");
+    let senders: Vec<PeerHandle> = (0..3)
+        .map(|i| member(&registry, &format!("s{i}")))
+        .collect();
     let mut slow = member(&registry, "slow");
-    for i in 0..5 {
-        ann.send(None, format!("m{i}")).expect("send");
+    for round in 0..4 {
+        for sender in &senders {
+            sender
+                .send(Some("slow"), format!("m{round}"))
+                .expect("send");
+        }
     }
-    assert_eq!(texts(&drain(&mut slow)), vec!["ann:m0", "ann:m1"]);
+    // Each sender may hold two of the eight places.
+    let events = drain(&mut slow);
+    assert_eq!(
+        texts(&events),
+        vec!["s0:m0", "s1:m0", "s2:m0", "s0:m1", "s1:m1", "s2:m1"]
+    );
     assert_eq!(registry.stats().slow_disconnects, 0);
-    assert_eq!(registry.stats().dropped, 3);
+    assert_eq!(registry.stats().dropped, 6);
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod files;
 mod helper;
 mod history;
 mod hub;
+mod hub_fairness;
 mod jobs;
 mod layering;
 mod lifecycle;

@@ -509,6 +509,16 @@ pub enum DaemonMessage {
         /// It was sent to this member alone (not to everyone).
         direct: bool,
     },
+    /// Events were dropped for this member (its outbox, or one sender's share of it, was
+    /// full): how many, from whom. Sent at its next read once its outbox is empty, or at most
+    /// once a second while it is still behind.
+    Missed {
+        /// How many, in all.
+        total: u64,
+        /// How many from whom (`server` for the daemon's own events), in the order first
+        /// missed.
+        from: Vec<MissedFrom>,
+    },
     /// A member joined or left the hub.
     Presence {
         /// Its id.
@@ -587,6 +597,7 @@ impl DaemonMessage {
             | DaemonMessage::Notice { .. }
             | DaemonMessage::Message { .. }
             | DaemonMessage::Presence { .. }
+            | DaemonMessage::Missed { .. }
             | DaemonMessage::Ping { .. } => None,
         }
     }
@@ -795,6 +806,17 @@ pub struct HubMember {
     pub since_ms: u64,
     /// Its connection ended; its place is held.
     pub away: bool,
+}
+
+/// Events a member missed from one sender (in `Missed`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MissedFrom {
+    /// The sender's id.
+    pub peer: String,
+    /// Its name.
+    pub name: String,
+    /// How many.
+    pub count: u64,
 }
 
 /// A receiver that could not take a message (in `Said`).

@@ -34,7 +34,7 @@ mod messages;
 
 pub use messages::{
     ClientMessage, DaemonMessage, ErrorCode, FileEntry, HubCounters, HubMember, JobExit, JobInfo,
-    JobState, NoticeKind, OtherEntry, PeerInfo, Stream, Undelivered,
+    JobState, MissedFrom, NoticeKind, OtherEntry, PeerInfo, Stream, Undelivered,
 };
 
 /// Errors from the frame codec.

@@ -398,6 +398,7 @@ impl Connection {
             match event {
                 PeerEvent::Message(message) => self.push_message(&message).await,
                 PeerEvent::Presence(presence) => self.push_presence(&presence).await,
+                PeerEvent::Missed(missed) => self.push_missed(&missed).await,
                 // Said by the reader.
                 PeerEvent::ShuttingDown => {}
             }

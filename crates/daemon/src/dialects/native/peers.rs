@@ -4,12 +4,12 @@
 
 use bytes::Bytes;
 use ferry_engine::peers::{
-    HubMessage, HubStats, Joined, MemberInfo, PeerInfo as Peer, Presence, SendError,
+    HubMessage, HubStats, Joined, MemberInfo, Missed, PeerInfo as Peer, Presence, SendError,
 };
 use ferry_engine::store::millis;
 use ferry_io::frame;
 use ferry_wire::native::{
-    ClientMessage, DaemonMessage, HubCounters, HubMember, PeerInfo, Undelivered,
+    ClientMessage, DaemonMessage, HubCounters, HubMember, MissedFrom, PeerInfo, Undelivered,
 };
 
 use super::Connection;
@@ -177,6 +177,23 @@ impl Connection {
         });
         // A direct message's frame names no receiver, so it is shared as well.
         let _ = self.out.send(Outgoing::Shared(bytes.clone())).await;
+    }
+
+    /// Tells the member what it missed, from whom.
+    pub(super) async fn push_missed(&self, missed: &Missed) {
+        self.send(&DaemonMessage::Missed {
+            total: missed.total,
+            from: missed
+                .from
+                .iter()
+                .map(|m| MissedFrom {
+                    peer: m.id.clone(),
+                    name: m.name.clone(),
+                    count: m.count,
+                })
+                .collect(),
+        })
+        .await;
     }
 
     /// Queues a presence change.

@@ -175,6 +175,16 @@ fn show(screen: &Screen, event: Event) -> Option<i32> {
             visible(&name),
             visible(&reason)
         )),
+        Event::Missed { total, from } => {
+            let from: Vec<String> = from
+                .iter()
+                .map(|m| format!("{} from {} ({})", m.count, visible(&m.name), m.peer))
+                .collect();
+            screen.print(&format!(
+                "* you missed {total} event(s) (your outbox was full): {}",
+                from.join(", ")
+            ));
+        }
         Event::Notice { kind, message } => {
             screen.print(&format!("* {}", visible(&message)));
             if matches!(kind, NoticeKind::Kicked | NoticeKind::ShuttingDown) {
