@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry_engine::{EngineConfig, EngineError};
+use ferry_engine::{EngineConfig, EngineError, Principal};
 
 use crate::catalog::Catalog;
 use crate::spec::{ListenSpec, ListenSpecError};
@@ -55,6 +55,39 @@ pub struct TlsFiles {
 /// Default largest file a client may put (64 GiB).
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
 
+/// How many bytes each principal's part of the file area may hold (`None`: no limit). The
+/// owner's is never limited: it is the whole area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileQuotas {
+    /// Each anonymous principal's (one per dialect and local user): 1 GiB by default.
+    pub anonymous: Option<u64>,
+    /// Each token's and each client certificate's: 64 GiB by default.
+    pub network: Option<u64>,
+}
+
+impl Default for FileQuotas {
+    fn default() -> FileQuotas {
+        FileQuotas {
+            anonymous: Some(1 << 30),
+            network: Some(64 << 30),
+        }
+    }
+}
+
+impl FileQuotas {
+    /// The quota of `principal`'s part of the file area.
+    pub fn of(&self, principal: &Principal) -> Option<u64> {
+        match principal {
+            Principal::Owner => None,
+            Principal::Anonymous { .. } => self.anonymous,
+            Principal::Token(_) | Principal::Certificate(_) => self.network,
+        }
+    }
+}
+
+/// Default time an upload may go without a byte before it is dropped.
+pub const DEFAULT_UPLOAD_IDLE: Duration = Duration::from_secs(60);
+
 /// Daemon settings.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -86,6 +119,11 @@ pub struct DaemonConfig {
     pub files_dir: PathBuf,
     /// Largest file a client may put.
     pub max_file_size: u64,
+    /// How much each principal's part of the file area may hold.
+    pub quotas: FileQuotas,
+    /// Time an upload may go without a byte before it is dropped and its room given back;
+    /// `None`: as long as it likes.
+    pub upload_idle_timeout: Option<Duration>,
     /// Where stateful shell sessions keep their state.
     pub sessions_dir: PathBuf,
     /// Read admin commands (`:list`, `:kill`, `:msg`...) on stdin and answer on stdout.
@@ -111,6 +149,8 @@ impl DaemonConfig {
             catalog: Catalog::default(),
             files_dir: log_dir.with_file_name("files"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            quotas: FileQuotas::default(),
+            upload_idle_timeout: Some(DEFAULT_UPLOAD_IDLE),
             sessions_dir: log_dir.with_file_name("sessions"),
             console: false,
             record_wire: None,

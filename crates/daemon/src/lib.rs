@@ -36,8 +36,8 @@ mod transport;
 
 pub use catalog::{Catalog, CatalogEntry};
 pub use config::{
-    CommandPolicy, ConnectionLimits, DaemonConfig, DaemonError, Listener, NamedToken, TlsFiles,
-    DEFAULT_MAX_FILE_SIZE,
+    CommandPolicy, ConnectionLimits, DaemonConfig, DaemonError, FileQuotas, Listener, NamedToken,
+    TlsFiles, DEFAULT_MAX_FILE_SIZE, DEFAULT_UPLOAD_IDLE,
 };
 pub use ferry_engine::{limit_malloc_arenas, Principal};
 pub use server::run;

@@ -1,5 +1,5 @@
-//! What every connection shares: the engine, the daemon's settings, its file area and
-//! sessions, the count of connections per principal, and its shutdown signals. Made once by
+//! What every connection shares: the engine, the daemon's settings, its file area (and each
+//! principal's use of it) and sessions, the count of connections per principal, and its shutdown signals. Made once by
 //! `server::run` and handed to every connection.
 
 use std::any::{Any, TypeId};
@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ferry_engine::files::FileArea;
+use ferry_engine::quota::Quotas;
 use ferry_engine::sessions::SessionStore;
 use ferry_engine::Engine;
 use tokio::sync::{watch, Notify};
@@ -23,6 +24,8 @@ pub(crate) struct Daemon {
     pub catalog: Catalog,
     /// The daemon's file area.
     pub files: Arc<FileArea>,
+    /// What each principal's part of it holds, against its quota.
+    pub quotas: Arc<Quotas>,
     /// Stateful shell sessions.
     pub sessions: Arc<SessionStore>,
     /// The settings.
@@ -49,6 +52,7 @@ impl Daemon {
             engine,
             catalog: config.catalog.clone(),
             files: Arc::new(files),
+            quotas: Quotas::new(),
             sessions: Arc::new(sessions),
             principals: Arc::new(PrincipalCounts::new(config.connections.per_principal)),
             config,

@@ -243,13 +243,43 @@ impl FileArea {
     }
 
     /// Removes, anywhere in the area, the temporary files of uploads that no running daemon
-    /// will finish (those of other instances: a daemon killed mid-upload); how many. Walks
-    /// directory by directory through opened descriptors, following no symbolic link.
+    /// will finish (those of other instances: a daemon killed mid-upload); how many.
     pub fn sweep_in_flight(&self) -> usize {
         let mine = format!("{IN_FLIGHT}{}.", instance());
         let mut removed = 0;
+        self.walk(|dir, name, _| {
+            let bytes = name.to_bytes();
+            if bytes.starts_with(IN_FLIGHT.as_bytes())
+                && !bytes.starts_with(mine.as_bytes())
+                && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
+            {
+                removed += 1;
+            }
+        });
+        removed
+    }
+
+    /// The bytes the area's regular files hold (each inode once; uploads in progress left
+    /// out): what counts against a quota.
+    pub fn usage(&self) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        self.walk(|_, name, stat| {
+            if !name.to_bytes().starts_with(IN_FLIGHT.as_bytes())
+                && seen.insert((stat.st_dev, stat.st_ino))
+            {
+                total = total.saturating_add(stat.st_size.max(0) as u64);
+            }
+        });
+        total
+    }
+
+    /// Calls `visit` with every regular file beneath the area (its directory, its name, its
+    /// status), directory by directory through opened descriptors, following no symbolic
+    /// link.
+    fn walk(&self, mut visit: impl FnMut(&OwnedFd, &std::ffi::CStr, &rustix::fs::Stat)) {
         let Ok(root) = rustix::io::dup(&self.root) else {
-            return 0;
+            return;
         };
         let mut pending = vec![root];
         while let Some(dir) = pending.pop() {
@@ -258,20 +288,13 @@ impl FileArea {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let bytes = name.to_bytes();
-                if bytes == b"." || bytes == b".." {
+                if matches!(name.to_bytes(), b"." | b"..") {
                     continue;
                 }
-                let kind = match entry.file_type() {
-                    rustix::fs::FileType::Unknown => {
-                        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                            Ok(stat) => rustix::fs::FileType::from_raw_mode(stat.st_mode),
-                            Err(_) => continue,
-                        }
-                    }
-                    known => known,
+                let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                    continue;
                 };
-                match kind {
+                match rustix::fs::FileType::from_raw_mode(stat.st_mode) {
                     rustix::fs::FileType::Directory => {
                         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
                         let resolve = BENEATH.union(ResolveFlags::NO_SYMLINKS);
@@ -281,18 +304,11 @@ impl FileArea {
                             pending.push(child);
                         }
                     }
-                    rustix::fs::FileType::RegularFile
-                        if bytes.starts_with(IN_FLIGHT.as_bytes())
-                            && !bytes.starts_with(mine.as_bytes())
-                            && rustix::fs::unlinkat(&dir, name, AtFlags::empty()).is_ok() =>
-                    {
-                        removed += 1;
-                    }
+                    rustix::fs::FileType::RegularFile => visit(&dir, name, &stat),
                     _ => {}
                 }
             }
         }
-        removed
     }
 
     /// Creates a fresh, empty sandbox directory (mode 0700) and returns its name relative to

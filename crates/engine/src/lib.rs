@@ -14,6 +14,7 @@ mod memory;
 mod orphans;
 pub mod peers;
 mod principal;
+pub mod quota;
 pub mod sessions;
 pub mod signals;
 pub mod store;

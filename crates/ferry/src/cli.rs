@@ -740,6 +740,22 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_file_size: Option<u64>,
 
+    /// Bytes each anonymous principal (one per dialect and local user, on loopback) may keep
+    /// in its part of the file area; 0: no limit [default: 1073741824 (1 GiB)]. The owner's
+    /// is never limited.
+    #[arg(long, value_name = "BYTES")]
+    pub quota_anonymous: Option<u64>,
+
+    /// Bytes each token or client certificate may keep in its part of the file area; 0: no
+    /// limit [default: 68719476736 (64 GiB)].
+    #[arg(long, value_name = "BYTES")]
+    pub quota_network: Option<u64>,
+
+    /// Time an upload may go without a byte before it is dropped and its room given back;
+    /// 0: no limit [default: 1m].
+    #[arg(long, value_name = "DURATION")]
+    pub upload_idle_timeout: Option<humantime::Duration>,
+
     /// Time between TERM and KILL when a job is terminated (timeout, shutdown) [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub kill_grace: Option<humantime::Duration>,

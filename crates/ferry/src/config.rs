@@ -87,6 +87,12 @@ pub struct Limits {
     pub max_finished: Option<usize>,
     pub max_log_size: Option<u64>,
     pub max_file_size: Option<u64>,
+    /// Bytes each anonymous principal's part of the file area may hold (0: no limit).
+    pub quota_anonymous: Option<u64>,
+    /// Bytes each token's or client certificate's part may hold (0: no limit).
+    pub quota_network: Option<u64>,
+    /// `"1m"`: how long an upload may go without a byte (`"0"`: as long as it likes).
+    pub upload_idle_timeout: Option<Spanned<String>>,
     pub kill_grace: Option<Spanned<String>>,
     pub handshake_timeout: Option<Spanned<String>>,
     /// `"10m"`: the idle limit of dialects without a handshake (`"0"`: none).

@@ -13,8 +13,11 @@ pub(crate) mod rake64;
 pub(crate) mod tsockm;
 
 use std::ffi::OsString;
+use std::path::Path;
 
-use ferry_engine::{ExitReport, JobId, JobOrigin, JobSpec, OutputEvent, OutputStream};
+use ferry_engine::files::{FileArea, FileError, Upload};
+use ferry_engine::quota::Reservation;
+use ferry_engine::{ExitReport, JobId, JobOrigin, JobSpec, OutputEvent, OutputStream, Principal};
 
 use crate::conn::Conn;
 use crate::policy::{Access, Answer, Refusal, RefusalKind};
@@ -65,6 +68,53 @@ pub(crate) fn submit(
         .submit(spec)
         .map(|(job, _)| job)
         .map_err(|e| e.refusal())
+}
+
+/// A file being received for a principal: the upload, and the room its quota reserved for it
+/// (given back unless the upload finishes).
+pub(crate) struct Receiving {
+    upload: Upload,
+    room: Option<Reservation>,
+}
+
+impl Receiving {
+    /// Starts receiving `size` bytes as `name` in `area` (blocking: the quota may walk the
+    /// area), for `principal`, within its quota.
+    pub(crate) fn start(
+        daemon: &Daemon,
+        principal: &Principal,
+        area: &FileArea,
+        name: &Path,
+        size: u64,
+        mode: u32,
+    ) -> Result<Receiving, Refusal> {
+        let room = match daemon.config.quotas.of(principal) {
+            Some(limit) => Some(
+                daemon
+                    .quotas
+                    .reserve(area, limit, name, size)
+                    .map_err(|e| Refusal::new(RefusalKind::LimitReached, e.to_string()))?,
+            ),
+            None => None,
+        };
+        let upload = area.upload(name, size, mode).map_err(|e| e.refusal())?;
+        Ok(Receiving { upload, room })
+    }
+
+    /// Writes the next bytes.
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
+        self.upload.write(data)
+    }
+
+    /// Checks the whole file against `checksum` and gives it its name; its room is in use
+    /// from now on.
+    pub(crate) fn finish(self, checksum: &[u8]) -> Result<(), FileError> {
+        self.upload.finish(checksum)?;
+        if let Some(room) = self.room {
+            room.finish();
+        }
+        Ok(())
+    }
 }
 
 /// The most of each stream [`collect_output`] keeps: an answer is held whole in memory

@@ -39,6 +39,7 @@ use ferry_engine::{ExitReport, JobOrigin, JobSpec};
 use ferry_wire::rake64::{text_len, Code, Header, Incoming, Options, RequestDecoder};
 use std::io::Read;
 
+use super::Receiving;
 use crate::conn::Conn;
 use crate::outbox::Outbox;
 use crate::policy::{Access, RefusalKind};
@@ -128,7 +129,7 @@ struct Session {
     daemon: Arc<Daemon>,
     access: Access,
     origin: JobOrigin,
-    area: FileArea,
+    area: Arc<FileArea>,
     sandbox: PathBuf,
     out: Outbox,
     /// The names of the files the client sent: never sent back.
@@ -149,7 +150,7 @@ async fn serve_connection(mut conn: Conn) {
     })
     .await;
     let (area, sandbox) = match opened {
-        Ok(Ok(opened)) => opened,
+        Ok(Ok((area, sandbox))) => (Arc::new(area), sandbox),
         other => {
             tracing::warn!(peer, "rake64: cannot make a sandbox: {other:?}");
             out.send(refusal(
@@ -322,15 +323,35 @@ impl Session {
                 Incoming::Size(size) => size,
                 other => return Err(out_of_place("a file's size (!S!ZF)", &other)),
             };
-            self.send(b"!T".to_vec()).await?;
             let target = self.sandbox.join(&relative);
-            let mut upload = self
-                .area
-                .upload(&target, size, 0o644)
-                .map_err(|e| Ended::Bad(e.to_string()))?;
+            let (daemon, area) = (Arc::clone(&self.daemon), Arc::clone(&self.area));
+            let principal = self.access.principal().clone();
+            // Off the async threads: the quota may walk the principal's area.
+            let mut upload = tokio::task::spawn_blocking(move || {
+                Receiving::start(&daemon, &principal, &area, &target, size, 0o644)
+            })
+            .await
+            .map_err(|e| Ended::Bad(e.to_string()))?
+            .map_err(|refusal| Ended::Bad(refusal.message))?;
+            self.send(b"!T".to_vec()).await?;
             let mut checksum = FileChecksum::new();
+            let limit = self.daemon.config.upload_idle_timeout;
             loop {
-                let (bytes, last) = match expect(reader).await? {
+                // A file whose bytes stop coming is dropped, and its room given back.
+                let next = match limit {
+                    Some(limit) => {
+                        tokio::time::timeout(limit, expect(reader))
+                            .await
+                            .map_err(|_| {
+                                Ended::Bad(format!(
+                                    "{name}: no bytes came for {}s: the transfer was dropped",
+                                    limit.as_secs_f32()
+                                ))
+                            })?
+                    }
+                    None => expect(reader).await,
+                };
+                let (bytes, last) = match next? {
                     Incoming::Data { bytes, last } => (bytes, last),
                     other => return Err(out_of_place("a file's bytes", &other)),
                 };

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig, HubConfig, SlowConsumer};
 use ferry_daemon::{
-    Catalog, CatalogEntry, CommandPolicy, ConnectionLimits, DaemonConfig, ListenSpec, Listener,
-    NamedToken, TlsFiles,
+    Catalog, CatalogEntry, CommandPolicy, ConnectionLimits, DaemonConfig, FileQuotas, ListenSpec,
+    Listener, NamedToken, TlsFiles,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -183,6 +183,27 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         &limits.idle_timeout,
     )?
     .filter(|d| !d.is_zero());
+    let upload_idle_timeout = duration(
+        args.upload_idle_timeout,
+        "limits.upload_idle_timeout",
+        &limits.upload_idle_timeout,
+    )?
+    .unwrap_or(ferry_daemon::DEFAULT_UPLOAD_IDLE);
+    // 0: no quota.
+    let quota = |flag: Option<u64>, file: Option<u64>, default: Option<u64>| {
+        flag.or(file)
+            .map(|q| (q > 0).then_some(q))
+            .unwrap_or(default)
+    };
+    let defaults = FileQuotas::default();
+    let quotas = FileQuotas {
+        anonymous: quota(
+            args.quota_anonymous,
+            limits.quota_anonymous,
+            defaults.anonymous,
+        ),
+        network: quota(args.quota_network, limits.quota_network, defaults.network),
+    };
     let state_dir = args
         .state_dir
         .clone()
@@ -230,6 +251,8 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
             .max_file_size
             .or(limits.max_file_size)
             .unwrap_or(ferry_daemon::DEFAULT_MAX_FILE_SIZE),
+        quotas,
+        upload_idle_timeout: (!upload_idle_timeout.is_zero()).then_some(upload_idle_timeout),
         sessions_dir: state_dir.join("sessions"),
         console: args.console
             || (!args.background && std::io::IsTerminal::is_terminal(&std::io::stdin())),

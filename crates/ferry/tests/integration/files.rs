@@ -347,6 +347,49 @@ fn a_put_cut_by_kill_9_is_never_served_and_is_gone_after_the_restart() {
 }
 
 #[test]
+fn a_put_that_stalls_is_dropped_and_the_client_told() {
+    let daemon = Daemon::start(&["--upload-idle-timeout", "1s"]);
+    let mut raw = daemon.raw();
+    start_put(&mut raw, 1, b"slow.bin", 1000);
+    raw.send(&ClientMessage::PutData {
+        request: 1,
+        data: vec![1; 10],
+    });
+    match raw.recv() {
+        Some(DaemonMessage::Error {
+            request, message, ..
+        }) => {
+            assert_eq!(request, Some(1));
+            assert_eq!(
+                message,
+                "slow.bin: no bytes came for 1s: the transfer was dropped"
+            );
+        }
+        other => panic!("expected the put dropped, got {other:?}"),
+    }
+    // Its late bytes and end are dropped quietly; the connection serves on.
+    raw.send(&ClientMessage::PutData {
+        request: 1,
+        data: vec![1; 990],
+    });
+    let leftovers = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(files_dir(&daemon))
+            .expect("files")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect()
+    };
+    wait_until(
+        "the stalled put's file to go",
+        Duration::from_secs(10),
+        || leftovers().is_empty().then_some(()),
+        || format!("{:?}", leftovers()),
+    );
+    start_put(&mut raw, 2, b"next.bin", 0);
+    daemon.assert_serving();
+}
+
+#[test]
 fn an_abandoned_or_corrupted_put_leaves_nothing_under_the_final_name() {
     let daemon = Daemon::start(&[]);
     {

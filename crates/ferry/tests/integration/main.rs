@@ -21,6 +21,7 @@ mod layering;
 mod lifecycle;
 mod limits;
 mod peers;
+mod quota;
 mod rake;
 mod rake64;
 mod reapi;

@@ -5,13 +5,17 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_engine::files::{check_name, FileArea, FileError, Upload};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ferry_engine::files::{check_name, FileArea, FileError};
 use ferry_io::frame;
 use ferry_wire::native::{ClientMessage, DaemonMessage, FileEntry, OtherEntry};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use super::{error_code, Connection};
+use crate::dialects::Receiving;
 use crate::outbox::Outbox;
 use crate::policy::{Answer, Refusal, RefusalKind};
 
@@ -28,14 +32,18 @@ const FILE_CHUNK: usize = 256 * 1024;
 /// goes on decoding the next chunks: receiving and writing overlap.
 pub(super) struct UploadPipe {
     chunks: mpsc::Sender<Vec<u8>>,
-    writer: tokio::task::JoinHandle<Result<Upload, FileError>>,
+    writer: tokio::task::JoinHandle<Result<Receiving, FileError>>,
+    /// The file's name, to say which one stalled.
+    name: String,
+    /// When its last bytes came (or it started).
+    last_data: Instant,
 }
 
 /// Chunks queued for an upload's writer.
 const UPLOAD_QUEUE: usize = 8;
 
 impl UploadPipe {
-    pub(super) fn start(mut upload: Upload) -> UploadPipe {
+    pub(super) fn start(mut upload: Receiving, name: String) -> UploadPipe {
         let (chunks, mut queue) = mpsc::channel::<Vec<u8>>(UPLOAD_QUEUE);
         let writer = tokio::task::spawn_blocking(move || {
             while let Some(data) = queue.blocking_recv() {
@@ -43,13 +51,34 @@ impl UploadPipe {
             }
             Ok(upload)
         });
-        UploadPipe { chunks, writer }
+        UploadPipe {
+            chunks,
+            writer,
+            name,
+            last_data: Instant::now(),
+        }
     }
 
     /// Waits for every queued chunk to be written; the upload back, or why it failed.
-    pub(super) async fn finish_writing(self) -> Result<Upload, FileError> {
+    pub(super) async fn finish_writing(self) -> Result<Receiving, FileError> {
         drop(self.chunks);
         self.writer.await.map_err(task_failed)?
+    }
+}
+
+/// Resolves with the put that has gone longest without a byte, once it has gone `limit`
+/// without one; never when there is no limit or no put.
+pub(super) async fn stalled(uploads: &HashMap<u64, UploadPipe>, limit: Option<Duration>) -> u64 {
+    let oldest = uploads
+        .iter()
+        .min_by_key(|(_, pipe)| pipe.last_data)
+        .map(|(request, pipe)| (*request, pipe.last_data));
+    match (limit, oldest) {
+        (Some(limit), Some((request, since))) => {
+            tokio::time::sleep_until((since + limit).into()).await;
+            request
+        }
+        _ => std::future::pending().await,
     }
 }
 
@@ -117,19 +146,29 @@ impl Connection {
                 .await;
         }
         let area = Arc::clone(&self.files);
+        let daemon = Arc::clone(&self.server);
+        let principal = self.access.principal().clone();
+        let shown = String::from_utf8_lossy(&path).into_owned();
         let opened = tokio::task::spawn_blocking(move || {
-            let name = check_name(&path)?;
-            area.upload(name, size, mode)
+            let name = check_name(&path).map_err(|e| FileError::from(e).refusal())?;
+            Receiving::start(&daemon, &principal, &area, name, size, mode)
         })
         .await;
         match opened {
             Ok(Ok(upload)) => {
-                self.uploads.insert(request, UploadPipe::start(upload));
+                self.uploads
+                    .insert(request, UploadPipe::start(upload, shown));
                 self.send(&DaemonMessage::Done { request }).await;
             }
-            Ok(Err(error)) => {
+            Ok(Err(refusal)) => {
                 self.failed_uploads.insert(request);
-                self.file_error(request, error).await;
+                tracing::info!(
+                    peer = self.peer_id(),
+                    request,
+                    "file transfer refused: {}",
+                    refusal.message
+                );
+                self.refuse(Some(request), refusal).await;
             }
             Err(e) => {
                 self.failed_uploads.insert(request);
@@ -139,8 +178,28 @@ impl Connection {
         }
     }
 
+    /// Drops a put that went too long without a byte: its temporary file and its room go,
+    /// and the client is told; the rest of its frames are dropped quietly.
+    pub(super) async fn drop_stalled(&mut self, request: u64) {
+        let Some(pipe) = self.uploads.remove(&request) else {
+            return;
+        };
+        self.failed_uploads.insert(request);
+        let limit = self.server.config.upload_idle_timeout.unwrap_or_default();
+        let message = format!(
+            "{}: no bytes came for {}s: the transfer was dropped",
+            pipe.name,
+            limit.as_secs_f32()
+        );
+        tracing::info!(peer = self.peer_id(), request, "{message}");
+        // Dropping its writer's queue ends it; the upload it holds goes with it.
+        drop(pipe);
+        self.refuse_file(request, RefusalKind::LimitReached, message)
+            .await;
+    }
+
     async fn put_data(&mut self, request: u64, data: Vec<u8>) {
-        let Some(pipe) = self.uploads.get(&request) else {
+        let Some(pipe) = self.uploads.get_mut(&request) else {
             if !self.failed_uploads.contains(&request) {
                 let message = format!("no file transfer {request} is in progress");
                 self.failed_uploads.insert(request);
@@ -149,6 +208,7 @@ impl Connection {
             }
             return;
         };
+        pipe.last_data = Instant::now();
         if pipe.chunks.send(data).await.is_err() {
             // The writer stopped: it failed. Report why; the rest of this put is dropped.
             if let Some(pipe) = self.uploads.remove(&request) {

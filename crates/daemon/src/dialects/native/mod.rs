@@ -359,9 +359,14 @@ impl Connection {
     /// Serves requests and hub events until the connection is over.
     async fn serve_requests(&mut self) {
         loop {
+            let upload_limit = self.server.config.upload_idle_timeout;
             let next = tokio::select! {
                 next = self.reader.next(true) => next,
                 Some(_) = self.followers.join_next(), if !self.followers.is_empty() => continue,
+                request = files::stalled(&self.uploads, upload_limit) => {
+                    self.drop_stalled(request).await;
+                    continue;
+                }
             };
             match next {
                 None => return,
