@@ -86,6 +86,7 @@ pub async fn run(
             dir.display()
         );
     }
+    tracing::info!("jobs are tracked by {}", server.engine.tracking());
     if server.config.console {
         crate::console::spawn(Arc::clone(&server));
     }

@@ -1,4 +1,5 @@
-//! One job: its spawn in a fresh process group, the output pump, stdin feeding and timeout.
+//! One job: its spawn in a fresh process group (and its own cgroup where the daemon may make
+//! one: see [`crate::tracking`]), the output pump, stdin feeding and timeout.
 //!
 //! Each running job has one pump, a thread of the runtime's blocking pool, that polls the
 //! child's stdout and stderr pipes, appends what it reads to the job log, and reaps the child
@@ -25,6 +26,7 @@ use crate::log::{JobLog, LogLimits};
 use crate::logfile::{LogHeader, MAX_RECORD_DATA};
 use crate::memory::OutputFlow;
 use crate::store::{millis, JobRecord, RecordState};
+use crate::tracking::{self, JobTrack, Tracking};
 use crate::types::{
     ExitReport, JobId, JobPhase, JobSnapshot, JobSpec, OutputStream, PassedStdio, StdinSender,
 };
@@ -57,6 +59,8 @@ struct Status {
     pid: Option<u32>,
     /// The leader's start time (clock ticks since boot), to know it again after a crash.
     pid_start: Option<u64>,
+    /// Where every process of the job is tracked (its cgroup, its mark).
+    track: JobTrack,
     stdin_tx: Option<StdinSender>,
     stdin_rx: Option<mpsc::Receiver<Vec<u8>>>,
     /// Passed fds, until the spawn takes them.
@@ -119,6 +123,7 @@ impl Job {
                 started: None,
                 pid: None,
                 pid_start: None,
+                track: JobTrack::default(),
                 stdin_tx,
                 stdin_rx,
                 stdio,
@@ -159,6 +164,12 @@ impl Job {
             started_ms: status.started.map(|(wall, _)| millis(wall)),
             pid: status.pid,
             pid_start: status.pid_start,
+            cgroup: status
+                .track
+                .cgroup
+                .as_ref()
+                .map(|c| ByteBuf::from(c.as_os_str().as_bytes().to_vec())),
+            mark: (!status.track.mark.is_empty()).then(|| status.track.mark.clone()),
             finished_ms: status.finished.map(millis),
             exit,
             stdout_bytes,
@@ -214,7 +225,8 @@ impl Job {
         self.status().stdin_tx = None;
     }
 
-    /// Sends `signal` to the job's process group.
+    /// Sends `signal` to the job: its process group, and every other process of it its
+    /// cgroup or mark finds (one that left the group).
     pub fn signal_group(&self, signal: i32) -> Result<(), EngineError> {
         let status = self.status();
         let pid = match status.phase {
@@ -229,8 +241,12 @@ impl Job {
                 )))
             }
         };
+        let track = status.track.clone();
         drop(status);
         self.status().signalled.push(signal);
+        if let Some(named) = Signal::from_named_raw(signal) {
+            tracking::signal(&track, named);
+        }
         send_to_group(pid, signal).map_err(|e| match e {
             SignalError::Unknown => EngineError::Invalid(format!("unknown signal {signal}")),
             SignalError::Os(source) => EngineError::Io {
@@ -313,6 +329,7 @@ pub(crate) fn spawn(
     job: Arc<Job>,
     runtime: &tokio::runtime::Handle,
     kill_grace: Duration,
+    tracking: &Arc<Tracking>,
     flow: Arc<OutputFlow>,
     on_end: OnEnd,
 ) {
@@ -352,15 +369,36 @@ pub(crate) fn spawn(
     if let Some(env) = &spec.env {
         command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     }
+    let placement = tracking.place(job.id);
+    command.env(tracking::MARKER, &placement.track.mark);
+    if let Some(procs) = placement.procs {
+        // SAFETY: the closure runs in the forked child before it executes the command; it
+        // makes one write(2) (async-signal-safe) of a static buffer to an fd opened by the
+        // parent, allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::io::write(&procs, b"0")
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    // Spawned and noted as a leader under one lock, so that the subreaper's reaps never take
+    // a leader's exit (see tracking::Tracking::reap).
+    let mut leaders = tracking.leaders();
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
+            drop(leaders);
             job.finish_without_running(spawn_error(&program, &spec.cwd, &e), None);
+            tracking::end_leftovers(&placement.track, Duration::ZERO);
             on_end(job.id);
             return;
         }
     };
     let pid = child.id();
+    leaders.insert(pid);
+    drop(leaders);
     // Read before the job is recorded as running: a later daemon ends its group only if this
     // pid still started at this tick.
     let pid_start = crate::orphans::start_time(pid);
@@ -369,6 +407,7 @@ pub(crate) fn spawn(
         status.phase = JobPhase::Running { pid };
         status.pid = Some(pid);
         status.pid_start = pid_start;
+        status.track = placement.track;
         status.started = Some((SystemTime::now(), Instant::now()));
         status.stdin_rx.take()
     };
@@ -382,7 +421,8 @@ pub(crate) fn spawn(
     // The pump blocks (poll, then wait): it runs on the runtime's blocking pool, whose
     // threads are reused from job to job. The daemon sizes the pool above the running-jobs
     // limit.
-    runtime.spawn_blocking(move || pump(job, child, &flow, on_end));
+    let tracking = Arc::clone(tracking);
+    runtime.spawn_blocking(move || pump(job, child, &flow, &tracking, kill_grace, on_end));
 }
 
 /// Finds the program to execute the way a shell would, but with the job's own `PATH` and
@@ -450,7 +490,14 @@ struct OutputPipe {
 
 /// The pump thread: copies stdout and stderr into the log until both end (counting the bytes
 /// in `flow`), then reaps.
-fn pump(job: Arc<Job>, mut child: Child, flow: &OutputFlow, on_end: OnEnd) {
+fn pump(
+    job: Arc<Job>,
+    mut child: Child,
+    flow: &OutputFlow,
+    tracking: &Tracking,
+    grace: Duration,
+    on_end: OnEnd,
+) {
     let mut writer = job.log.writer();
     let mut pipes = Vec::with_capacity(2);
     let outputs = [
@@ -513,8 +560,28 @@ fn pump(job: Arc<Job>, mut child: Child, flow: &OutputFlow, on_end: OnEnd) {
         Ok(exit) => job.finish(exit),
         Err(e) => job.finish_without_running(format!("cannot reap job: {e}"), None),
     }
+    tracking.leaders().remove(&child.id());
     tracing::debug!(job = job.id, "ended");
+    let track = job.status().track.clone();
     on_end(job.id);
+    // A job leaves nothing behind: what it started and left running (a process that left
+    // its group, one that closed its output) ends now, TERM then KILL after the grace; its
+    // cgroup goes. Off this thread when there is something to wait for.
+    if tracking::any_left(&track) {
+        let id = job.id;
+        let spawned = std::thread::Builder::new()
+            .name("ferry-leftovers".into())
+            .spawn(move || {
+                let ended = tracking::end_leftovers(&track, grace);
+                tracing::info!(job = id, "ended {ended} process(es) the job left running");
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(job = job.id, "cannot end what the job left running: {e}");
+        }
+    } else {
+        tracking::end_leftovers(&track, Duration::ZERO);
+    }
+    tracking.reap();
 }
 
 /// Reads what a non-blocking pipe holds, up to one record ([`MAX_RECORD_DATA`] bytes).

@@ -18,6 +18,7 @@ pub mod quota;
 pub mod sessions;
 pub mod signals;
 pub mod store;
+pub mod tracking;
 mod types;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -63,6 +64,9 @@ pub struct EngineConfig {
     pub retention: Retention,
     /// The peer hub's settings (outboxes, grace, slow consumers, pings).
     pub hub: peers::HubConfig,
+    /// Put each job in a cgroup of its own where the daemon may make one (see [`tracking`]);
+    /// off, jobs are tracked by process group and environment mark.
+    pub job_cgroups: bool,
 }
 
 impl EngineConfig {
@@ -83,6 +87,7 @@ impl EngineConfig {
             history: true,
             retention: Retention::default(),
             hub: peers::HubConfig::default(),
+            job_cgroups: true,
         }
     }
 }
@@ -104,6 +109,8 @@ struct Inner {
     flow: Arc<memory::OutputFlow>,
     /// Every connected peer.
     peers: peers::PeerRegistry,
+    /// How jobs' processes are found.
+    tracking: Arc<tracking::Tracking>,
 }
 
 #[derive(Default)]
@@ -139,6 +146,18 @@ impl Engine {
             context: "the engine needs a tokio runtime".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        let tracking = Arc::new(tracking::Tracking::discover(config.job_cgroups));
+        // What the previous daemon of this state directory may have left running, whether or
+        // not its history recorded the jobs.
+        let previous: Vec<orphans::Orphan> = tracking
+            .take_over(config.state_dir())
+            .into_iter()
+            .map(|track| orphans::Orphan {
+                job: 0,
+                leader: None,
+                track,
+            })
+            .collect();
         // The store tells the engine which jobs retention removed, once the engine exists.
         let engine_slot: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
         let (store, next_id) = if config.history {
@@ -148,10 +167,12 @@ impl Engine {
                     inner.forget(ids);
                 }
             });
-            let (store, next_id, orphans) = open_history(&config, forget)?;
+            let (store, next_id, mut orphans) = open_history(&config, forget)?;
+            orphans.extend(previous);
             orphans::end(orphans, config.kill_grace);
             (Some(store), next_id)
         } else {
+            orphans::end(previous, config.kill_grace);
             let next_id = job::next_id_after_previous_runs(&config.log_dir)
                 .map_err(io("cannot read log directory"))?;
             (None, next_id)
@@ -169,10 +190,30 @@ impl Engine {
             peers,
             runtime,
             store,
+            tracking,
         });
         memory::spawn_trimmer(&inner.runtime, &inner.flow);
+        if !inner.tracking.uses_cgroups() {
+            // As the jobs' subreaper, the daemon reaps their orphaned descendants as they end.
+            let tracking = Arc::downgrade(&inner.tracking);
+            inner.runtime.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    let Some(tracking) = tracking.upgrade() else {
+                        return;
+                    };
+                    let _ = tokio::task::spawn_blocking(move || tracking.reap()).await;
+                }
+            });
+        }
         let _ = engine_slot.set(Arc::downgrade(&inner));
         Ok(Engine { inner })
+    }
+
+    /// How jobs' processes are tracked, in words.
+    pub fn tracking(&self) -> String {
+        self.inner.tracking.describe()
     }
 
     /// The settings in force.
@@ -440,6 +481,9 @@ impl Engine {
         while tokio::time::Instant::now() < deadline && !running(self).is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Whatever jobs left running (being ended after their leaders) ends with the daemon.
+        let tracking = Arc::clone(&self.inner.tracking);
+        let _ = tokio::task::spawn_blocking(move || tracking.end_all()).await;
         // The ended jobs' records are committed before the daemon goes.
         let inner = Arc::clone(&self.inner);
         let _ = tokio::task::spawn_blocking(move || {
@@ -543,6 +587,7 @@ impl Inner {
             job,
             &self.runtime,
             self.config.kill_grace,
+            &self.tracking,
             Arc::clone(&self.flow),
             Box::new(move |id| inner.job_ended(id)),
         );

@@ -1,23 +1,29 @@
-//! Process groups that an earlier daemon left running. A daemon killed with -9 cannot end its
-//! jobs: their process groups go on, unowned. The job's record keeps its leader's pid and the
-//! leader's start time (in clock ticks since boot, as `/proc/PID/stat` gives it); the next
-//! daemon, finding the job lost, ends its group (TERM, then KILL after the grace period) only
-//! when a process with that pid still exists and started at that very tick, so that a pid the
-//! system has since given to another process is never signalled.
+//! Processes that an earlier daemon left running. A daemon killed with -9 cannot end its
+//! jobs: their processes go on, unowned. The job's record keeps its leader's pid and the
+//! leader's start time (in clock ticks since boot, as `/proc/PID/stat` gives it), its cgroup
+//! and its environment mark (see [`crate::tracking`]); the next daemon, finding the job lost,
+//! ends them (TERM, then KILL after the grace period): the leader's process group only when a
+//! process with that pid still exists and started at that very tick (so that a pid the
+//! system has since given to another process is never signalled), and every process of the
+//! job's cgroup, or with its mark, however it left the group.
 
 use std::time::Duration;
 
+use rustix::process::Signal;
+
+use crate::tracking::{self, JobTrack};
 use crate::types::JobId;
 
-/// A group to end: the job, its leader's pid and the leader's start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a lost job may have left running.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     /// The job it ran.
     pub job: JobId,
-    /// The leader's pid (also the group's id).
-    pub pid: u32,
-    /// The leader's start time, in clock ticks since boot.
-    pub started: u64,
+    /// Its leader's pid (also the group's id) and the leader's start time, in clock ticks
+    /// since boot, if it started.
+    pub leader: Option<(u32, u64)>,
+    /// Its cgroup and mark.
+    pub track: JobTrack,
 }
 
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it exists.
@@ -29,35 +35,58 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether `orphan`'s leader is still the process that started at its recorded tick.
-fn still_there(orphan: &Orphan) -> bool {
-    start_time(orphan.pid) == Some(orphan.started)
-}
+impl Orphan {
+    /// Whether its leader is still the process that started at its recorded tick.
+    fn leader_there(&self) -> bool {
+        self.leader
+            .is_some_and(|(pid, started)| start_time(pid) == Some(started))
+    }
 
-fn signal_group(orphan: &Orphan, signal: rustix::process::Signal) {
-    if let Some(pid) = rustix::process::Pid::from_raw(orphan.pid as i32) {
-        let _ = rustix::process::kill_process_group(pid, signal);
+    /// Whether anything of it is left.
+    fn anything_left(&self) -> bool {
+        self.leader_there() || tracking::any_left(&self.track)
+    }
+
+    /// Sends `signal` to what is left of it.
+    fn signal(&self, signal: Signal) {
+        if self.leader_there() {
+            if let Some(pid) = self
+                .leader
+                .and_then(|(pid, _)| i32::try_from(pid).ok())
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process_group(pid, signal);
+            }
+        }
+        tracking::signal(&self.track, signal);
     }
 }
 
-/// Ends the groups of `orphans` that are still there: TERM, then KILL to those left after
-/// `grace`. Runs on a thread of its own (it waits). Each is logged.
+/// Ends what `orphans` left that is still there: TERM, then KILL to what is left after
+/// `grace`; their cgroups go. Runs on a thread of its own (it waits). Each is logged.
 pub fn end(orphans: Vec<Orphan>, grace: Duration) {
     let found: Vec<Orphan> = orphans
-        .into_iter()
+        .iter()
         .filter(|orphan| {
-            let there = still_there(orphan);
+            let there = orphan.anything_left();
             if !there {
                 tracing::debug!(
                     job = orphan.job,
-                    pid = orphan.pid,
-                    "the lost job's process is gone (or its pid is another process's now)"
+                    "the lost job left nothing running (or its pid is another process's now)"
                 );
             }
             there
         })
+        .cloned()
         .collect();
+    // Empty cgroups go, in order (a daemon's directory of job cgroups after them).
+    let remove_all = move || {
+        for orphan in &orphans {
+            tracking::end_leftovers(&orphan.track, Duration::ZERO);
+        }
+    };
     if found.is_empty() {
+        remove_all();
         return;
     }
     let spawned = std::thread::Builder::new()
@@ -66,23 +95,22 @@ pub fn end(orphans: Vec<Orphan>, grace: Duration) {
             for orphan in &found {
                 tracing::warn!(
                     job = orphan.job,
-                    pid = orphan.pid,
-                    "ending the process group of a job an earlier daemon left running"
+                    "ending the processes of a job an earlier daemon left running"
                 );
-                signal_group(orphan, rustix::process::Signal::TERM);
+                orphan.signal(Signal::TERM);
             }
             let deadline = std::time::Instant::now() + grace;
             let mut left: Vec<&Orphan> = found.iter().collect();
             while !left.is_empty() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
-                left.retain(|orphan| still_there(orphan));
+                left.retain(|orphan| orphan.anything_left());
             }
             for orphan in left {
                 // Checked again just before: the pid is still the job's leader.
-                if still_there(orphan) {
-                    signal_group(orphan, rustix::process::Signal::KILL);
-                }
+                orphan.signal(Signal::KILL);
             }
+            std::thread::sleep(Duration::from_millis(100));
+            remove_all();
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the thread that ends lost jobs' processes: {e}");
@@ -107,8 +135,8 @@ mod tests {
         end(
             vec![Orphan {
                 job: 1,
-                pid,
-                started: started + 1,
+                leader: Some((pid, started + 1)),
+                track: JobTrack::default(),
             }],
             Duration::from_millis(10),
         );
@@ -118,8 +146,8 @@ mod tests {
         end(
             vec![Orphan {
                 job: 1,
-                pid,
-                started,
+                leader: Some((pid, started)),
+                track: JobTrack::default(),
             }],
             Duration::from_secs(5),
         );

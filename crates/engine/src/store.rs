@@ -93,6 +93,12 @@ pub struct JobRecord {
     /// later daemon ends the group of a lost job only if the pid is still that process.
     #[serde(default)]
     pub pid_start: Option<u64>,
+    /// Its cgroup's directory, where it had one (see `crate::tracking`).
+    #[serde(default)]
+    pub cgroup: Option<ByteBuf>,
+    /// The mark in its processes' environment (`FERRY_JOB`).
+    #[serde(default)]
+    pub mark: Option<String>,
     /// When it ended, if it did.
     #[serde(default)]
     pub finished_ms: Option<u64>,
@@ -129,6 +135,8 @@ impl JobRecord {
             started_ms: None,
             pid: None,
             pid_start: None,
+            cgroup: None,
+            mark: None,
             finished_ms: None,
             state,
             exit: None,
@@ -654,12 +662,17 @@ impl Store {
         let orphans = records
             .iter()
             .filter(|r| r.state == RecordState::Lost)
-            .filter_map(|r| {
-                Some(crate::orphans::Orphan {
-                    job: r.id,
-                    pid: r.pid?,
-                    started: r.pid_start?,
-                })
+            .map(|r| crate::orphans::Orphan {
+                job: r.id,
+                leader: r.pid.zip(r.pid_start),
+                track: crate::tracking::JobTrack {
+                    cgroup: r.cgroup.as_ref().map(|c| {
+                        use std::os::unix::ffi::OsStrExt;
+                        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(c))
+                    }),
+                    mark: r.mark.clone().unwrap_or_default(),
+                    whole_instance: false,
+                },
             })
             .collect();
         Ok((next.max(1), orphans))
@@ -693,6 +706,8 @@ mod tests {
             started_ms: None,
             pid: None,
             pid_start: None,
+            cgroup: None,
+            mark: None,
             finished_ms: None,
             state,
             exit: None,

@@ -717,6 +717,12 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub no_history: bool,
 
+    /// Track each job's processes by its process group and a FERRY_JOB environment mark
+    /// only, even where the daemon could give each job a cgroup of its own (by default it
+    /// does, so that no process a job starts, `setsid` or not, outlives the job).
+    #[arg(long)]
+    pub no_job_cgroups: bool,
+
     /// Ended jobs the history keeps at most; the oldest go first [default: 10000].
     #[arg(long, value_name = "N")]
     pub history_max_jobs: Option<usize>,

@@ -161,7 +161,7 @@ fn kill_dash_nine_with_a_hundred_running_jobs_records_them_as_lost() {
         );
     }
     assert!(
-        daemon.log_shows("ending the process group of a job an earlier daemon left running"),
+        daemon.log_shows("ending the processes of a job an earlier daemon left running"),
         "{}",
         daemon.log()
     );

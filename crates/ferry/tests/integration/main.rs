@@ -9,6 +9,7 @@ mod cbsd;
 mod cli;
 mod conformance;
 mod console;
+mod escape;
 mod fanos;
 mod fds;
 mod files;
