@@ -134,15 +134,25 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     let loopback = addrs.iter().all(|a| a.ip().is_loopback());
     if !tls && !loopback {
         if !listener.allow_non_loopback {
-            let as_tls = ListenSpec {
-                dialect: spec.dialect,
-                transport: Transport::Tls {
-                    host: host.clone(),
-                    port,
-                },
+            // TLS is advised only where the dialect is served over it: the foreign dialects'
+            // own clients speak plaintext.
+            let instead = if spec.dialect.transports().contains(&TransportKind::Tls) {
+                let as_tls = ListenSpec {
+                    dialect: spec.dialect,
+                    transport: Transport::Tls {
+                        host: host.clone(),
+                        port,
+                    },
+                };
+                format!("use TLS ({as_tls} with certificates from `ferry tls init`), or")
+            } else {
+                format!(
+                    "the {} dialect is not served over TLS (its own clients speak plaintext TCP): serve it on a loopback address, or",
+                    spec.dialect.name()
+                )
             };
             return Err(DaemonError::Config(format!(
-                "listener {spec}: plaintext TCP is served on loopback addresses only (127.0.0.0/8, ::1); use TLS ({as_tls} with certificates from `ferry tls init`), or, knowing that anyone who can reach {host} can then use it, set allow_non_loopback = true for this listener in the configuration file"
+                "listener {spec}: plaintext TCP is served on loopback addresses only (127.0.0.0/8, ::1); {instead}, knowing that anyone who can reach {host} can then use it, set allow_non_loopback = true for this listener in the configuration file"
             )));
         }
         tracing::warn!(

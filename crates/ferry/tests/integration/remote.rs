@@ -239,6 +239,17 @@ fn a_plaintext_listener_beyond_loopback_is_refused_at_start() {
     assert!(stderr.contains("use TLS (ferry:tls:[::]:0 "), "{stderr}");
     let advised = ferry_daemon::ListenSpec::parse("ferry:tls:[::]:0");
     assert!(advised.is_ok(), "{advised:?}");
+    // A dialect not served over TLS is advised no TLS form that does not exist.
+    for dialect in ["rake64", "tsockm", "c2"] {
+        let out = start(&format!("{dialect}:tcp:0.0.0.0:0"));
+        assert_eq!(out.status.code(), Some(125));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("the {dialect} dialect is not served over TLS")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(&format!("{dialect}:tls:")), "{stderr}");
+    }
 }
 
 #[test]
