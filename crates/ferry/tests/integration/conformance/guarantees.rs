@@ -217,7 +217,8 @@ pub fn malformed(m: &Matrix, row: &dyn Row) -> Result<Option<String>, String> {
     )))
 }
 
-/// A job runs in its principal's file area, never in the daemon's working directory.
+/// A job runs in its principal's file area, never in the daemon's working directory; an
+/// anonymous loopback peer's is its uid's own.
 pub fn job_directory(m: &Matrix, row: &dyn Row) -> Result<Option<String>, String> {
     let Some(area) = row.area() else {
         return Ok(None);

@@ -96,8 +96,8 @@ impl Row for Cbsd {
         })
     }
 
-    fn area(&self) -> Option<&'static str> {
-        Some("")
+    fn area(&self) -> Option<String> {
+        Some(String::new())
     }
 
     fn not_applicable(&self, guarantee: &str) -> String {
@@ -259,8 +259,8 @@ impl Row for Cbsdng {
         })
     }
 
-    fn area(&self) -> Option<&'static str> {
-        Some("")
+    fn area(&self) -> Option<String> {
+        Some(String::new())
     }
 
     fn not_applicable(&self, guarantee: &str) -> String {

@@ -103,8 +103,8 @@ impl Row for Fanos {
         Box::new(FanosRequests(m))
     }
 
-    fn area(&self) -> Option<&'static str> {
-        Some("")
+    fn area(&self) -> Option<String> {
+        Some(String::new())
     }
 
     fn not_applicable(&self, guarantee: &str) -> String {

@@ -65,7 +65,7 @@ pub trait Row: Sync {
     fn requests<'a>(&self, m: &'a Matrix) -> Box<dyn Requests + 'a>;
 
     /// Where this row's jobs run, below the file area (a prefix); `None`: no commands.
-    fn area(&self) -> Option<&'static str>;
+    fn area(&self) -> Option<String>;
 
     /// Another principal's jobs, neither listed nor touched: checked (`Some`), or `None`
     /// where it does not apply.

@@ -80,9 +80,12 @@ impl Row for Rake64 {
         Box::new(Rake64Requests(m))
     }
 
-    fn area(&self) -> Option<&'static str> {
+    fn area(&self) -> Option<String> {
         // Each connection's sandbox, in the anonymous rake64 principal's area.
-        Some("anonymous/rake64")
+        Some(format!(
+            "anonymous/rake64/{}",
+            rustix::process::getuid().as_raw()
+        ))
     }
 
     fn answers_with_output(&self) -> bool {

@@ -88,7 +88,7 @@ impl Row for Tsockm {
         })
     }
 
-    fn area(&self) -> Option<&'static str> {
+    fn area(&self) -> Option<String> {
         None
     }
 
