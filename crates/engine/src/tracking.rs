@@ -366,6 +366,23 @@ fn cgroup_pids(cgroup: &Path) -> Vec<Pid> {
 fn marked(wanted: impl Fn(&str) -> bool) -> Vec<Pid> {
     let me = std::process::id();
     let prefix = format!("{MARKER}=");
+    processes(|pid, dir| {
+        if pid == me {
+            return false;
+        }
+        let Ok(environ) = std::fs::read(dir.join("environ")) else {
+            return false;
+        };
+        environ
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+            .and_then(|mark| std::str::from_utf8(mark).ok())
+            .is_some_and(&wanted)
+    })
+}
+
+/// The processes of `/proc` that `take` takes (given each one's pid and directory).
+fn processes(mut take: impl FnMut(u32, &Path) -> bool) -> Vec<Pid> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -375,20 +392,9 @@ fn marked(wanted: impl Fn(&str) -> bool) -> Vec<Pid> {
         else {
             continue;
         };
-        if pid == me {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let mark = environ
-            .split(|b| *b == 0)
-            .find_map(|var| var.strip_prefix(prefix.as_bytes()));
-        if let Some(mark) = mark.and_then(|m| std::str::from_utf8(m).ok()) {
-            if wanted(mark) {
-                if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-                    found.push(pid);
-                }
+        if take(pid, &entry.path()) {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                found.push(pid);
             }
         }
     }
@@ -398,36 +404,23 @@ fn marked(wanted: impl Fn(&str) -> bool) -> Vec<Pid> {
 /// The daemon's children that are not jobs' leaders (only those that ended, with `ended`).
 fn orphaned_children(leaders: &HashSet<u32>, ended: bool) -> Vec<Pid> {
     let me = std::process::id();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    processes(|pid, dir| {
         if leaders.contains(&pid) {
-            continue;
+            return false;
         }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            return false;
         };
         // After the command name (in parentheses, anything inside): state, then ppid.
         let Some(rest) = stat.rfind(')').map(|end| &stat[end + 1..]) else {
-            continue;
+            return false;
         };
         let mut fields = rest.split_whitespace();
         let (Some(state), Some(ppid)) = (fields.next(), fields.next()) else {
-            continue;
+            return false;
         };
-        if ppid.parse::<u32>().ok() == Some(me) && (!ended || state == "Z") {
-            if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-                found.push(pid);
-            }
-        }
-    }
-    found
+        ppid.parse::<u32>().ok() == Some(me) && (!ended || state == "Z")
+    })
 }
 
 /// A fresh id for this daemon's marks: 64 random bits, in hex.

@@ -509,19 +509,24 @@ fn bad_hub_settings_are_refused_at_start_with_what_is_wrong() {
     }
 }
 
+/// `ferry chat --name NAME` on `daemon`, reading a pipe and writing one.
+fn chat_from_a_pipe(daemon: &Daemon, name: &str) -> std::process::Child {
+    std::process::Command::new(crate::helper::ferry_bin())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(["chat", "--name", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("chat")
+}
+
 #[test]
 fn ferry_chat_from_a_pipe_sends_lines_prints_what_arrives_and_leaves_at_the_end() {
     use std::io::{BufRead, Write};
     use std::sync::Mutex;
     let daemon = Daemon::start(&[]);
-    let mut chat = std::process::Command::new(crate::helper::ferry_bin())
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(["chat", "--name", "bot"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("chat");
+    let mut chat = chat_from_a_pipe(&daemon, "bot");
     let printed = Arc::new(Mutex::new(String::new()));
     let stdout = chat.stdout.take().expect("stdout");
     let sink = Arc::clone(&printed);
@@ -684,14 +689,7 @@ fn names_are_unique_the_daemons_are_reserved_and_text_cannot_drive_a_terminal() 
     use std::io::Read;
     use std::sync::Mutex;
     let daemon = Daemon::start(&[]);
-    let mut chat = std::process::Command::new(crate::helper::ferry_bin())
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(["chat", "--name", "bot"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("chat");
+    let mut chat = chat_from_a_pipe(&daemon, "bot");
     let printed = Arc::new(Mutex::new(Vec::new()));
     let mut stdout = chat.stdout.take().expect("stdout");
     let sink = Arc::clone(&printed);
