@@ -90,7 +90,9 @@ impl Job {
         let identity = LogHeader {
             id,
             argv: spec
-                .argv
+                .shown
+                .as_ref()
+                .unwrap_or(&spec.argv)
                 .iter()
                 .map(|a| ByteBuf::from(a.as_bytes().to_vec()))
                 .collect(),
@@ -196,7 +198,11 @@ impl Job {
         JobSnapshot {
             id: self.id,
             principal: self.spec.origin.principal.clone(),
-            argv: self.spec.argv.clone(),
+            argv: self
+                .spec
+                .shown
+                .clone()
+                .unwrap_or_else(|| self.spec.argv.clone()),
             phase: status.phase.clone(),
             submitted: self.submitted,
             started: status.started.map(|(wall, _)| wall),

@@ -220,8 +220,17 @@ impl SessionStore {
         }
         settle(&dir);
         let first_cwd = std::fs::read(dir.join("origin")).unwrap_or_else(|_| b"/".to_vec());
+        // Listed as what it is: the caller's words, or bash running the command line.
+        let shown = job.shown.clone().unwrap_or_else(|| {
+            vec![
+                "bash".into(),
+                "-c".into(),
+                OsString::from_vec(code.to_vec()),
+            ]
+        });
         let spec = JobSpec {
             argv: driver_argv(&dir, code),
+            shown: Some(shown),
             cwd: Some(PathBuf::from(OsString::from_vec(first_cwd))),
             env: None,
             ..job

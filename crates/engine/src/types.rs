@@ -113,6 +113,9 @@ impl TryFrom<Vec<std::os::fd::OwnedFd>> for PassedStdio {
 pub struct JobSpec {
     /// Program and arguments; `argv[0]` is looked up in `PATH`.
     pub argv: Vec<OsString>,
+    /// What listings and records show as its command (`argv` when `None`): a session's
+    /// command is the user's command line, not the shell that runs it.
+    pub shown: Option<Vec<OsString>>,
     /// Working directory (the daemon's when `None`).
     pub cwd: Option<PathBuf>,
     /// The job's whole environment (the daemon's when `None`).

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The exit status of a command line ferry cannot parse (the status of any failure of ferry's
+/// own).
+pub const USAGE_FAILED: i32 = 125;
+
 /// ferry: run commands through a daemon that streams their output, keeps their logs, and
 /// reports their exit status and run time.
 ///
@@ -62,11 +66,22 @@ impl Cli {
     /// of every subcommand is most of a client's start-up); any other command line, and any
     /// that asks for help or the version or does not parse so, goes through the whole tree,
     /// which gives the same result and the usual messages.
+    ///
+    /// A command line ferry cannot parse exits with [`USAGE_FAILED`] (125, as `env`, `timeout`
+    /// and `docker run` use for their own failures), so that a script can tell ferry's error
+    /// from a job's status; help and the version exit 0.
     pub fn parse_args() -> Cli {
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        match Cli::parse_run_only(&args) {
-            Some(cli) => cli,
-            None => clap::Parser::parse_from(args),
+        if let Some(cli) = Cli::parse_run_only(&args) {
+            return cli;
+        }
+        match <Cli as clap::Parser>::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(e) => {
+                let code = if e.use_stderr() { USAGE_FAILED } else { 0 };
+                let _ = e.print();
+                std::process::exit(code);
+            }
         }
     }
 
@@ -105,15 +120,21 @@ mod tests {
             "ferry --socket /tmp/s run --fds -- cat -n",
             "ferry run --socket /tmp/s -d -- sleep 1",
             "ferry --host h:1 --no-tls run -- echo --help",
-            "ferry run --bogus -- true",
+            "ferry run ls -l --bogus",
         ] {
             let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
             let quick = Cli::parse_run_only(&args).expect(line);
             let full: Cli = clap::Parser::try_parse_from(&args).expect(line);
             assert_eq!(format!("{quick:?}"), format!("{full:?}"), "{line}");
         }
-        // Not run, help, a global option's value that reads "run": the whole tree.
-        for line in ["ferry ps", "ferry run --help", "ferry --socket run ps"] {
+        // Not run, help, a global option's value that reads "run", an unknown option before
+        // the command: the whole tree (which refuses the last).
+        for line in [
+            "ferry ps",
+            "ferry run --help",
+            "ferry --socket run ps",
+            "ferry run --detatch -- true",
+        ] {
             let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
             assert!(Cli::parse_run_only(&args).is_none(), "{line}");
         }
@@ -168,8 +189,8 @@ pub enum Command {
     /// Stateful shell sessions: commands that share cwd, variables, functions, aliases,
     /// options and the last status, as in one long-lived shell.
     ///
-    /// `ferry session new` prints an id; `ferry run --session ID -- CMD...` runs a command line
-    /// in it; `ferry session state ID` shows it; `ferry sh` is an interactive loop over one.
+    /// `ferry session new` prints an id; `ferry run --session ID -- CMD...` runs a command (or,
+    /// as one word, a command line) in it; `ferry session state ID` shows it; `ferry sh` is an interactive loop over one.
     Session(SessionArgs),
     /// A small interactive shell over one session: each line runs through the daemon in the
     /// session's state, on this terminal (prompt: the session's cwd). Reads from a pipe too.
@@ -344,7 +365,7 @@ pub struct C2Args {
     pub verbose: bool,
 
     /// The command (a catalog name) and its arguments.
-    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true)]
     pub command: Vec<String>,
 }
 
@@ -440,12 +461,7 @@ pub struct ShArgs {
 #[derive(Debug, Args)]
 pub struct FanosArgs {
     /// The request: its words are joined by spaces (NUL-separated after `ARGV`).
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "REQUEST"
-    )]
+    #[arg(required = true, trailing_var_arg = true, value_name = "REQUEST")]
     pub request: Vec<std::ffi::OsString>,
 }
 
@@ -544,18 +560,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_fds: bool,
 
-    /// Run the command line (the words of CMD joined by spaces) in this session's shell
-    /// state; see `ferry session`.
+    /// Run in this session's shell state (see `ferry session`): one word of CMD is a command
+    /// line (`'cd /tmp && ls'`); several are a command and its arguments, passed as given.
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
 
-    /// The command and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// The command and its arguments. Everything before it is ferry's (an unknown option is
+    /// an error, not a command); after `--`, everything is the command's.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
 }
 

@@ -28,7 +28,7 @@ fn new_session(daemon: &Daemon) -> String {
 fn the_issue_example_keeps_cwd_variables_and_functions() {
     let daemon = Daemon::start(&[]);
     let id = new_session(&daemon);
-    // The command line is the words of CMD joined by spaces.
+    // Several words are a command and its arguments.
     let out = daemon.run(&["run", "--no-fds", "--session", &id, "--", "cd", "/tmp"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     in_session(&daemon, &id, "x=42; f() { echo in-f; }");
@@ -36,6 +36,35 @@ fn the_issue_example_keeps_cwd_variables_and_functions() {
         in_session(&daemon, &id, "echo $x; f; pwd"),
         ("42\nin-f\n/tmp\n".into(), Some(0))
     );
+}
+
+#[test]
+fn a_commands_words_arrive_as_given_and_ps_shows_the_users_command() {
+    let daemon = Daemon::start(&[]);
+    let id = new_session(&daemon);
+    let out = daemon.run(&[
+        "run",
+        "--no-fds",
+        "--session",
+        &id,
+        "--",
+        "printf",
+        "%s\\n",
+        "a b",
+        "c",
+        "it's",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a b\nc\nit's\n");
+    in_session(&daemon, &id, "echo one line");
+    let ps = daemon.run(&["ps", "--all"]);
+    let table = String::from_utf8_lossy(&ps.stdout);
+    assert!(table.contains("printf '%s\\n' 'a b' c"), "{table}");
+    assert!(table.contains("bash -c 'echo one line'"), "{table}");
+    assert!(
+        !table.contains("__ferry"),
+        "the session's driver is not shown: {table}"
+    );
+    assert!(table.lines().count() <= 4, "one line per job: {table}");
 }
 
 #[test]

@@ -239,14 +239,17 @@ impl Connection {
     ) -> Result<(JobId, bool), Refusal> {
         self.access.sessions_allowed()?;
         self.check_session(Act::Touch, session).await?;
-        let code = argv
-            .iter()
-            .map(|a| a.as_slice())
-            .collect::<Vec<_>>()
-            .join(&b' ');
+        let code = session_line(argv);
         let server = Arc::clone(&self.server);
         let session = session.to_owned();
+        // A command's words are listed as given; a command line as bash running it.
+        let shown = (argv.len() > 1).then(|| {
+            argv.iter()
+                .map(|word| std::ffi::OsString::from_vec(word.to_vec()))
+                .collect()
+        });
         let job = JobSpec {
+            shown,
             stdio,
             stdin,
             timeout,
@@ -415,5 +418,49 @@ fn job_info(snapshot: &JobSnapshot) -> JobInfo {
         exit,
         unstored_bytes: snapshot.unstored_bytes,
         principal: snapshot.principal.to_string(),
+    }
+}
+
+/// The command line a session runs for `argv`: one word is a command line as a shell reads it
+/// (`ferry sh`, `run --session S -- 'cd /tmp && ls'`); several are a command's words, each
+/// quoted, so that they reach it as given, as a direct `ferry run` passes them.
+fn session_line(argv: &[ByteBuf]) -> Vec<u8> {
+    if let [line] = argv {
+        return line.to_vec();
+    }
+    let mut line = Vec::new();
+    for (n, word) in argv.iter().enumerate() {
+        if n > 0 {
+            line.push(b' ');
+        }
+        line.push(b'\'');
+        for &byte in word.iter() {
+            if byte == b'\'' {
+                line.extend_from_slice(b"'\\''");
+            } else {
+                line.push(byte);
+            }
+        }
+        line.push(b'\'');
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_word_is_a_command_line_and_several_are_quoted_words() {
+        let words = |w: &[&str]| -> Vec<ByteBuf> {
+            w.iter()
+                .map(|w| ByteBuf::from(w.as_bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(session_line(&words(&["cd /tmp && ls"])), b"cd /tmp && ls");
+        assert_eq!(
+            session_line(&words(&["printf", "%s\\n", "a b", "it's"])),
+            b"'printf' '%s\\n' 'a b' 'it'\\''s'"
+        );
     }
 }
