@@ -1,4 +1,5 @@
-//! The command line's own outputs: shell completions that the shells load, man pages.
+//! The command line: what it refuses and how it exits, shell completions that the shells
+//! load, man pages.
 
 use std::process::Command;
 
@@ -60,4 +61,33 @@ fn man_pages_are_written_for_every_subcommand() {
         daemon_page.contains("fanos:unix:PATH"),
         "the listener forms are in it"
     );
+}
+
+#[test]
+fn a_typo_before_the_command_is_refused_with_ferrys_own_status() {
+    let daemon = crate::helper::Daemon::start(&[]);
+    let out = daemon.run(&["run", "--detatch", "--", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unexpected argument '--detatch'") && stderr.contains("--detach"),
+        "{stderr}"
+    );
+    // Nothing ran.
+    let ps = daemon.run(&["ps", "--all"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).lines().count(),
+        1,
+        "{ps:?}"
+    );
+    // After `--`, everything is the command's; help and the version exit 0.
+    let out = daemon.run(&["run", "--no-fds", "--", "echo", "--detatch"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "--detatch\n");
+    for args in [["run", "--help"], ["--version", "ps"]] {
+        let out = Command::new(ferry_bin())
+            .args(args)
+            .output()
+            .expect("ferry");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
 }
