@@ -104,6 +104,7 @@ impl Job {
             principal: spec.origin.principal.clone(),
             dialect: spec.origin.dialect.clone(),
             submitted_ms: millis(submitted),
+            on_client_fds: spec.stdio.is_some(),
         };
         let log = JobLog::new(log_path, &identity, limits, durable)?;
         let stdio = spec.stdio.take();
@@ -209,6 +210,7 @@ impl Job {
             run_time,
             pid: status.pid,
             unstored_bytes: self.log.unstored(),
+            on_client_fds: self.identity.on_client_fds,
         }
     }
 

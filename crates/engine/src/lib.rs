@@ -549,6 +549,7 @@ fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         pid: record.pid,
         unstored_bytes: record.dropped_bytes,
+        on_client_fds: record.on_client_fds,
     }
 }
 

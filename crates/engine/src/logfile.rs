@@ -48,6 +48,10 @@ pub struct LogHeader {
     /// Who it belongs to (absent in logs written before principals: the owner's).
     #[serde(default)]
     pub principal: Principal,
+    /// It ran on its client's own fds (a terminal): its output went there, and no log of it
+    /// was kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_client_fds: bool,
 }
 
 /// The magic bytes that open a log file.
@@ -315,6 +319,7 @@ mod tests {
             argv in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 0..4),
             owner in ".{0,12}",
             submitted_ms in any::<u64>(),
+            on_client_fds in any::<bool>(),
             noise in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let header = LogHeader {
@@ -325,6 +330,7 @@ mod tests {
                 dialect: "ferry".into(),
                 submitted_ms,
                 principal: Principal::Token("ci".into()),
+                on_client_fds,
             };
             let mut bytes = encode_header(&header);
             let len = bytes.len();

@@ -119,6 +119,9 @@ pub struct JobRecord {
     /// Output bytes not kept in the log (between its head and tail, past the cap).
     #[serde(default)]
     pub dropped_bytes: u64,
+    /// It ran on its client's own fds: no log of its output was kept.
+    #[serde(default)]
+    pub on_client_fds: bool,
 }
 
 impl JobRecord {
@@ -144,6 +147,7 @@ impl JobRecord {
             stderr_bytes: 0,
             log_bytes: 0,
             dropped_bytes: 0,
+            on_client_fds: header.on_client_fds,
         }
     }
 
@@ -715,6 +719,7 @@ mod tests {
             stderr_bytes: 0,
             log_bytes,
             dropped_bytes: 0,
+            on_client_fds: false,
         }
     }
 

@@ -178,6 +178,8 @@ pub struct JobSnapshot {
     pub pid: Option<u32>,
     /// Output bytes delivered live but not stored (past the stored-output cap).
     pub unstored_bytes: u64,
+    /// It ran on its client's own fds: no log of its output was kept.
+    pub on_client_fds: bool,
 }
 
 /// How busy a daemon is (see [`Engine::load`]).

@@ -95,6 +95,13 @@ pub async fn print_job_output(
 /// Reports how a followed job ended on stderr (when it did not simply exit) and returns the
 /// status ferry exits with.
 pub fn exit_status(job: u64, exit: &JobExit) -> i32 {
+    if exit.lost {
+        // Its status is unknown: ferry's own failure status, not a job's.
+        eprintln!(
+            "ferry: job {job} was lost: the daemon stopped while it ran, and how it ended is unknown"
+        );
+        return i32::from(crate::FERRY_FAILED);
+    }
     if let Some(error) = &exit.error {
         eprintln!("ferry: job {job}: {error}");
     } else if exit.timed_out {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use cli::{Cli, Command};
 
 /// Exit status when ferry itself fails (as opposed to the job it ran).
-const FERRY_FAILED: u8 = 125;
+pub(crate) const FERRY_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();

@@ -48,10 +48,23 @@ fn job_info() -> impl Strategy<Value = JobInfo> {
         any::<u64>(),
         any::<Option<u64>>(),
         any::<u64>(),
-        (proptest::option::of(job_exit()), any::<u64>()),
+        (
+            proptest::option::of(job_exit()),
+            any::<u64>(),
+            any::<bool>(),
+        ),
     )
         .prop_map(
-            |(id, state, argv, pid, submitted_ms, started_ms, run_us, (exit, unstored_bytes))| {
+            |(
+                id,
+                state,
+                argv,
+                pid,
+                submitted_ms,
+                started_ms,
+                run_us,
+                (exit, unstored_bytes, no_log),
+            )| {
                 JobInfo {
                     id,
                     state,
@@ -63,6 +76,7 @@ fn job_info() -> impl Strategy<Value = JobInfo> {
                     exit,
                     unstored_bytes,
                     principal: "token:ci".into(),
+                    no_log,
                 }
             },
         )

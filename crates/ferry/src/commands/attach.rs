@@ -20,6 +20,11 @@ fn show(target: &Endpoint, job: u64, replay: bool, follow: bool) -> Result<i32> 
     crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
         let info = client.attach(job, replay, follow).await?;
+        if info.no_log {
+            eprintln!(
+                "ferry: job {job} ran on its client's terminal (its own fds): its output went there, and no log of it was kept"
+            );
+        }
         let followed = print_job_output(&mut client, job, None).await?;
         if !follow && info.unstored_bytes > 0 {
             eprintln!(

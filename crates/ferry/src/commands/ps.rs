@@ -43,6 +43,8 @@ struct JsonJob {
     run_time_us: u64,
     command: Vec<String>,
     principal: String,
+    /// It ran on its client's terminal: no log of its output was kept.
+    no_log: bool,
 }
 
 impl From<&JobInfo> for JsonJob {
@@ -66,6 +68,7 @@ impl From<&JobInfo> for JsonJob {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect(),
             principal: job.principal.clone(),
+            no_log: job.no_log,
         }
     }
 }
@@ -128,6 +131,22 @@ fn shell_word(arg: &str) -> String {
     }
 }
 
+/// The command as a shell would take it; a job that ran on its client's terminal says so (its
+/// output went there, and `ferry log` has nothing of it).
+fn command_column(job: &JobInfo) -> String {
+    let command = job
+        .argv
+        .iter()
+        .map(|a| shell_word(&String::from_utf8_lossy(a)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if job.no_log {
+        format!("{command}  (on its terminal: no log)")
+    } else {
+        command
+    }
+}
+
 fn table(jobs: &[JobInfo]) -> String {
     let header = ["ID", "STATE", "EXIT", "STARTED", "TIME", "COMMAND"];
     let rows: Vec<[String; 6]> = jobs
@@ -139,11 +158,7 @@ fn table(jobs: &[JobInfo]) -> String {
                 exit_column(job),
                 job.started_ms.map(timestamp).unwrap_or_else(|| "-".into()),
                 run_time(job.run_us),
-                job.argv
-                    .iter()
-                    .map(|a| shell_word(&String::from_utf8_lossy(a)))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                command_column(job),
             ]
         })
         .collect();

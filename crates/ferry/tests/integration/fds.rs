@@ -41,8 +41,19 @@ fn pipes_are_used_directly_and_nothing_goes_through_the_daemon() {
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .expect("a job id")
         .to_owned();
+    // `log` says so rather than print nothing, and `ps` shows it.
     let log = daemon.run(&["log", &id]);
-    assert!(log.stdout.is_empty() && log.stderr.is_empty(), "{log:?}");
+    assert!(log.stdout.is_empty(), "{log:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&log.stderr),
+        format!("ferry: job {id} ran on its client's terminal (its own fds): its output went there, and no log of it was kept\n")
+    );
+    assert!(listing.contains("\"no_log\":true"), "{listing}");
+    let table = daemon.run(&["ps"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("(on its terminal: no log)"),
+        "{table:?}"
+    );
 }
 
 /// A pseudo-terminal pair: the master, and the slave's path.

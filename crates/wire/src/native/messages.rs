@@ -752,6 +752,10 @@ pub struct JobInfo {
     /// Who it belongs to: `owner`, `cert:NAME`, `token:LABEL` (absent: the owner).
     #[serde(default = "owner")]
     pub principal: String,
+    /// It ran on its client's own fds (a terminal): its output went there, and no log was
+    /// kept (absent: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_log: bool,
 }
 
 fn owner() -> String {

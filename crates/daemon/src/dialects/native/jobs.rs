@@ -418,6 +418,7 @@ fn job_info(snapshot: &JobSnapshot) -> JobInfo {
         exit,
         unstored_bytes: snapshot.unstored_bytes,
         principal: snapshot.principal.to_string(),
+        no_log: snapshot.on_client_fds,
     }
 }
 
