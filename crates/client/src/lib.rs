@@ -177,6 +177,8 @@ pub struct Welcome {
     pub capabilities: Vec<String>,
     /// Largest frame the daemon accepts.
     pub max_frame: u64,
+    /// What the daemon's owner should know (see `DaemonMessage::Welcome`).
+    pub notice: Option<String>,
 }
 
 /// Something the daemon sent that answers no call: job output and exits, notices, warnings.
@@ -429,6 +431,7 @@ impl Client {
                 daemon: String::new(),
                 capabilities: Vec::new(),
                 max_frame: 0,
+                notice: None,
             },
         };
         let mut opening = ferry_io::frame(&ClientMessage::Hello {
@@ -468,6 +471,7 @@ impl Client {
                 daemon,
                 capabilities,
                 max_frame,
+                notice,
                 ..
             })) => {
                 self.welcome = Welcome {
@@ -475,6 +479,7 @@ impl Client {
                     daemon,
                     capabilities,
                     max_frame,
+                    notice,
                 };
                 Ok(())
             }

@@ -111,6 +111,8 @@ struct Inner {
     peers: peers::PeerRegistry,
     /// How jobs' processes are found.
     tracking: Arc<tracking::Tracking>,
+    /// What the owner's first client is told: the previous daemon stopped unexpectedly.
+    start_notice: Mutex<Option<String>>,
 }
 
 #[derive(Default)]
@@ -149,8 +151,10 @@ impl Engine {
         let tracking = Arc::new(tracking::Tracking::discover(config.job_cgroups));
         // What the previous daemon of this state directory may have left running, whether or
         // not its history recorded the jobs.
-        let previous: Vec<orphans::Orphan> = tracking
-            .take_over(config.state_dir())
+        let unclean = tracking.take_over(config.state_dir());
+        let stopped_unexpectedly = unclean.is_some();
+        let previous: Vec<orphans::Orphan> = unclean
+            .unwrap_or_default()
             .into_iter()
             .map(|track| orphans::Orphan {
                 job: 0,
@@ -160,7 +164,7 @@ impl Engine {
             .collect();
         // The store tells the engine which jobs retention removed, once the engine exists.
         let engine_slot: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
-        let (store, next_id) = if config.history {
+        let (store, next_id, lost) = if config.history {
             let slot = Arc::clone(&engine_slot);
             let forget = Box::new(move |ids: &[JobId]| {
                 if let Some(inner) = slot.get().and_then(std::sync::Weak::upgrade) {
@@ -168,15 +172,17 @@ impl Engine {
                 }
             });
             let (store, next_id, mut orphans) = open_history(&config, forget)?;
+            let lost = orphans.len();
             orphans.extend(previous);
             orphans::end(orphans, config.kill_grace);
-            (Some(store), next_id)
+            (Some(store), next_id, Some(lost))
         } else {
             orphans::end(previous, config.kill_grace);
             let next_id = job::next_id_after_previous_runs(&config.log_dir)
                 .map_err(io("cannot read log directory"))?;
-            (None, next_id)
+            (None, next_id, None)
         };
+        let start_notice = stopped_unexpectedly.then(|| start_notice(lost));
         let flow: Arc<memory::OutputFlow> = Arc::default();
         let peers = peers::PeerRegistry::counting_traffic(config.hub.clone(), Arc::clone(&flow));
         let inner = Arc::new(Inner {
@@ -191,6 +197,7 @@ impl Engine {
             runtime,
             store,
             tracking,
+            start_notice: Mutex::new(start_notice),
         });
         memory::spawn_trimmer(&inner.runtime, &inner.flow);
         if !inner.tracking.uses_cgroups() {
@@ -209,6 +216,16 @@ impl Engine {
         }
         let _ = engine_slot.set(Arc::downgrade(&inner));
         Ok(Engine { inner })
+    }
+
+    /// What the owner's first client after the start is told, once: that the previous daemon
+    /// stopped unexpectedly, and how many jobs it lost.
+    pub fn take_start_notice(&self) -> Option<String> {
+        self.inner
+            .start_notice
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// How jobs' processes are tracked, in words.
@@ -527,6 +544,18 @@ fn open_history(
         );
     }
     Ok((store, next_id, orphans))
+}
+
+/// What the owner is told when the previous daemon stopped unexpectedly; `lost`: the jobs it
+/// lost, when the history knows.
+fn start_notice(lost: Option<usize>) -> String {
+    let said = "the daemon had stopped unexpectedly (killed, or the machine stopped) and was started again";
+    match lost {
+        Some(0) => format!("{said}; no job of it was lost"),
+        Some(1) => format!("{said}; 1 job it ran was lost (`ferry ps --all` shows it)"),
+        Some(n) => format!("{said}; {n} jobs it ran were lost (`ferry ps --all` shows them)"),
+        None => format!("{said}; with the history off, what its jobs did is not known"),
+    }
 }
 
 /// A snapshot of a job known only from its record.

@@ -35,6 +35,8 @@ pub struct Tracking {
     cgroups: Option<PathBuf>,
     /// This daemon's part of every job's mark.
     instance: String,
+    /// The state directory's tracking file, once written (see [`Tracking::take_over`]).
+    state_file: Mutex<Option<PathBuf>>,
     /// As a subreaper (without cgroups): the jobs' leaders, which their own threads reap; any
     /// other child of the daemon is a job's orphaned descendant, reaped by [`Tracking::reap`].
     /// Held while a job is spawned and its leader noted, so that a reap never takes a
@@ -55,7 +57,8 @@ pub struct JobTrack {
 }
 
 /// The file, in the state directory, that says how the daemon using it tracks its jobs, so
-/// that the next one ends what it left even of jobs its history never recorded.
+/// that the next one ends what it left even of jobs its history never recorded. A daemon that
+/// stops cleanly removes it: found at start, it says the previous daemon stopped unexpectedly.
 const TRACKING_FILE: &str = "tracking";
 
 /// A cgroup made for a job, and its `cgroup.procs` opened for the job to move itself in.
@@ -91,6 +94,7 @@ impl Tracking {
         Tracking {
             cgroups,
             instance,
+            state_file: Mutex::default(),
             leaders: Arc::default(),
         }
     }
@@ -183,27 +187,32 @@ impl Tracking {
     }
 
     /// Says in `state_dir` how this daemon tracks its jobs, and returns what the previous
-    /// daemon of that directory said: what it may have left running, each job's cgroup
-    /// and all its marked processes (its jobs' records may not all have reached the history
-    /// before it was killed).
-    pub fn take_over(&self, state_dir: &Path) -> Vec<JobTrack> {
+    /// daemon of that directory said, if it did not stop cleanly: what it may have left
+    /// running, each job's cgroup and all its marked processes (its jobs' records may not all
+    /// have reached the history before it was killed). `None`: it stopped cleanly (or there
+    /// was none).
+    pub fn take_over(&self, state_dir: &Path) -> Option<Vec<JobTrack>> {
         let file = state_dir.join(TRACKING_FILE);
-        let previous = std::fs::read(&file).unwrap_or_default();
+        let previous = std::fs::read(&file).ok();
         let mut line = self.instance.clone().into_bytes();
         if let Some(dir) = &self.cgroups {
             line.push(b' ');
             line.extend_from_slice(dir.as_os_str().as_encoded_bytes());
         }
-        if let Err(e) = std::fs::write(&file, &line) {
-            tracing::warn!("cannot write {}: {e}", file.display());
+        match std::fs::write(&file, &line) {
+            Ok(()) => {
+                *self.state_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(file.clone())
+            }
+            Err(e) => tracing::warn!("cannot write {}: {e}", file.display()),
         }
+        let previous = previous?;
         let mut parts = previous.splitn(2, |b| *b == b' ');
         let instance = parts
             .next()
             .map(|i| String::from_utf8_lossy(i).trim().to_owned())
             .unwrap_or_default();
         if instance.is_empty() {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let mut left = vec![JobTrack {
             cgroup: None,
@@ -223,7 +232,7 @@ impl Tracking {
                 ..JobTrack::default()
             });
         }
-        left
+        Some(left)
     }
 
     /// Ends what every job left (at the daemon's shutdown, once the jobs' leaders are gone):
@@ -250,6 +259,15 @@ impl Tracking {
             }
             std::thread::sleep(Duration::from_millis(50));
             self.reap();
+        }
+        // A clean stop: the next daemon has nothing to take over.
+        if let Some(file) = self
+            .state_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = std::fs::remove_file(file);
         }
     }
 }

@@ -274,15 +274,23 @@ fn hub_member() -> impl Strategy<Value = HubMember> {
 
 fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
     prop_oneof![
-        (any::<u32>(), "[a-zA-Z0-9]{10,16}", ".{0,8}", any::<u64>()).prop_map(
-            |(version, peer, daemon, max_frame)| DaemonMessage::Welcome {
-                version,
-                peer,
-                daemon,
-                capabilities: vec!["jobs".into()],
-                max_frame,
-            }
-        ),
+        (
+            any::<u32>(),
+            "[a-zA-Z0-9]{10,16}",
+            ".{0,8}",
+            any::<u64>(),
+            proptest::option::of(".{0,24}")
+        )
+            .prop_map(|(version, peer, daemon, max_frame, notice)| {
+                DaemonMessage::Welcome {
+                    version,
+                    peer,
+                    daemon,
+                    capabilities: vec!["jobs".into()],
+                    max_frame,
+                    notice,
+                }
+            }),
         any::<(u64, u64, bool)>().prop_map(|(request, job, queued)| DaemonMessage::Accepted {
             request,
             job,

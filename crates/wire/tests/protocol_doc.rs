@@ -84,6 +84,7 @@ fn daemon_examples() -> Vec<(&'static str, DaemonMessage)> {
                 daemon: "ferry".into(),
                 capabilities: vec!["jobs".into()],
                 max_frame: 16_777_216,
+                notice: None,
             },
         ),
         (

@@ -37,10 +37,15 @@ pub async fn open(
     target: &Endpoint,
     run: Option<&RunRequest<'_>>,
 ) -> Result<(Client, Option<Started>)> {
-    match target {
-        Endpoint::Unix(socket) => open_local(socket, run).await,
-        Endpoint::Tcp { .. } => Ok(Client::open(target, crate::CLIENT_NAME, run).await?),
+    let opened = match target {
+        Endpoint::Unix(socket) => open_local(socket, run).await?,
+        Endpoint::Tcp { .. } => Client::open(target, crate::CLIENT_NAME, run).await?,
+    };
+    // Said once, to the owner's first client after the daemon's start.
+    if let Some(notice) = &opened.0.welcome().notice {
+        eprintln!("ferry: {notice}");
     }
+    Ok(opened)
 }
 
 /// Connects to the local daemon, starting one when none answers.

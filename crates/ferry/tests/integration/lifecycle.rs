@@ -146,16 +146,43 @@ fn commands_start_the_daemon_after_a_crash_and_shutdown_without_one_is_fine() {
         text.contains(&format!(r#""id":{job}"#)) && text.contains(r#""state":"lost""#),
         "{text}"
     );
-    // `log` and `attach` of the lost job work on the new daemon too.
+    // The client that started it is told, once, what happened.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ferry: the daemon had stopped unexpectedly (killed, or the machine stopped) and was started again; 1 job it ran was lost (`ferry ps --all` shows it)\n"
+    );
+    let again = daemon.run(&["ps"]);
+    assert!(again.stderr.is_empty(), "{again:?}");
+    // `log` and `attach` of the lost job work on the new daemon too; attach says it was
+    // lost, with ferry's own status (its own is unknown).
     let out = daemon.run(&["attach", &job]);
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("lost"),
+        String::from_utf8_lossy(&out.stderr).contains(&format!("job {job} was lost")),
         "{out:?}"
     );
     assert!(daemon.run(&["log", &job]).status.success());
-    // Stop the daemon `ps` started, and the job the dead one left behind.
+    // The new daemon ended the job the dead one left behind; stop it (cleanly: the next
+    // start says nothing).
+    crate::helper::wait_until(
+        "the lost job's process to be ended",
+        std::time::Duration::from_secs(20),
+        || {
+            (!std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists() || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+            })
+            .then_some(())
+        },
+        || daemon.log(),
+    );
     assert!(daemon.run(&["shutdown"]).status.success());
-    crate::helper::send_signal(pid, libc::SIGKILL);
+    let fresh = daemon.run(&["ps"]);
+    assert!(
+        fresh.stderr.is_empty(),
+        "a clean stop is not a crash: {fresh:?}"
+    );
+    assert!(daemon.run(&["shutdown"]).status.success());
     // With no daemon running, `shutdown` says so and succeeds.
     let out = daemon.run(&["shutdown"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");

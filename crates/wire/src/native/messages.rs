@@ -310,6 +310,10 @@ pub enum DaemonMessage {
         capabilities: Vec<String>,
         /// Largest frame body the daemon accepts from now on.
         max_frame: u64,
+        /// Something the daemon's owner should know, said once (to the first owner's client
+        /// after a start): the previous daemon stopped unexpectedly, and what it lost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
     },
     /// A [`ClientMessage::Run`] was accepted.
     Accepted {

@@ -287,6 +287,11 @@ impl Connection {
                     daemon: format!("ferry {}", env!("CARGO_PKG_VERSION")),
                     capabilities: CAPABILITIES.iter().map(|c| c.to_string()).collect(),
                     max_frame: self.server.config.max_frame as u64,
+                    notice: self
+                        .access
+                        .is_owner()
+                        .then(|| self.server.engine.take_start_notice())
+                        .flatten(),
                 })
                 .await;
                 Ok(true)
