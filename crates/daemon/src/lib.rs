@@ -40,7 +40,7 @@ pub use config::{
     TlsFiles, DEFAULT_MAX_FILE_SIZE, DEFAULT_UPLOAD_IDLE,
 };
 pub use ferry_engine::{limit_malloc_arenas, Principal};
-pub use server::run;
+pub use server::{run, state_dir_holder};
 pub use spec::{Dialect, ListenSpec, ListenSpecError, Transport, TransportKind};
 
 /// What the daemon's command line needs of the engine, without linking it: the engine's

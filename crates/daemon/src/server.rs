@@ -30,7 +30,7 @@ const NOTICE_WAIT: Duration = Duration::from_secs(1);
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// The lock file in the state directory.
-const STATE_LOCK: &str = "daemon.lock";
+pub const STATE_LOCK: &str = "daemon.lock";
 
 /// How often places held in the hub are checked for the end of their grace.
 const HUB_TICK: Duration = Duration::from_millis(250);
@@ -127,6 +127,36 @@ async fn expire_held_places(peers: ferry_engine::peers::PeerRegistry) {
 
 /// Takes the state directory for this daemon: an exclusive lock on `STATE/daemon.lock`, held
 /// for the daemon's life, with its pid and listeners written inside for whoever finds it taken.
+/// The daemon that holds the state directory `dir`: its pid (from the kernel's table of
+/// locks, `/proc/locks`, so that asking takes no lock a starting daemon could trip on) and
+/// what it listens on (from the lock file); `None` when no daemon holds it.
+pub fn state_dir_holder(dir: &std::path::Path) -> Option<(u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join(STATE_LOCK);
+    let meta = std::fs::metadata(&path).ok()?;
+    let device = format!(
+        "{:02x}:{:02x}:{}",
+        rustix::fs::major(meta.dev()),
+        rustix::fs::minor(meta.dev()),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END"
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&device.as_str()))
+            .then(|| fields.get(4)?.parse::<u32>().ok())
+            .flatten()
+    })?;
+    let about = std::fs::read_to_string(&path).unwrap_or_default();
+    let listening = about
+        .lines()
+        .find_map(|line| line.strip_prefix("listening on "))
+        .unwrap_or_default()
+        .to_owned();
+    Some((pid, listening))
+}
+
 fn lock_state_dir(config: &DaemonConfig) -> Result<File, DaemonError> {
     let dir = config.engine.state_dir();
     std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {

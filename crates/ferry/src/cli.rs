@@ -673,8 +673,9 @@ pub struct DaemonArgs {
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Listen on DIALECT:TRANSPORT:ADDRESS (repeatable); e.g. ferry:unix:/path/to.sock.
-    /// Replaces the configuration file's listeners. Default: ferry:unix:<the client socket>.
+    /// Listen on DIALECT:TRANSPORT:ADDRESS (repeatable); e.g. ferry:tls:0.0.0.0:7070.
+    /// Replaces the configuration file's listeners. The owner's socket (ferry:unix:<the
+    /// client socket>) is always served too, unless a ferry:unix: listener is given.
     #[arg(long = "listen", value_name = "SPEC", long_help = ferry_daemon::listeners::help())]
     pub listen: Vec<String>,
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig, HubConfig, SlowConsumer};
 use ferry_daemon::{
-    Catalog, CatalogEntry, CommandPolicy, ConnectionLimits, DaemonConfig, FileQuotas, ListenSpec,
-    Listener, NamedToken, TlsFiles,
+    Catalog, CatalogEntry, CommandPolicy, ConnectionLimits, DaemonConfig, Dialect, FileQuotas,
+    ListenSpec, Listener, NamedToken, TlsFiles, TransportKind,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -315,8 +315,23 @@ fn connection_limits(args: &DaemonArgs, limits: &config::Limits) -> Result<Conne
     })
 }
 
-/// The listeners: --listen replaces the file's; without either, the client socket.
+/// The listeners: --listen replaces the file's; without either, the client socket. The
+/// owner's socket (`ferry:unix:` the client socket) is served in every case unless a
+/// `ferry:unix:` listener is given: a daemon started with network listeners alone would
+/// otherwise lock its owner out (no `ferry ps`, no `ferry shutdown`).
 fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Vec<Listener>> {
+    let mut listeners = given_listeners(args, file)?;
+    let owners = |l: &Listener| {
+        l.spec.dialect == Dialect::native() && l.spec.transport.kind() == TransportKind::Unix
+    };
+    if !listeners.iter().any(owners) {
+        listeners.insert(0, Listener::new(ListenSpec::native_unix(socket)));
+    }
+    Ok(listeners)
+}
+
+/// The listeners --listen or the file give (none: none given).
+fn given_listeners(args: &DaemonArgs, file: Option<&Loaded>) -> Result<Vec<Listener>> {
     let checked = |spec: ListenSpec| -> Result<ListenSpec> {
         spec.check_served()?;
         Ok(spec)
@@ -329,7 +344,7 @@ fn listeners(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<
             .collect();
     }
     let Some(file) = file.filter(|f| !f.config.listeners.is_empty()) else {
-        return Ok(vec![Listener::new(ListenSpec::native_unix(socket))]);
+        return Ok(Vec::new());
     };
     file.config
         .listeners

@@ -2,7 +2,7 @@
 //! groups, remove the socket and exit 0.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use crate::helper::{live_processes_in_group, wait_until, wait_with_timeout, Daemon};
@@ -190,4 +190,93 @@ fn commands_start_the_daemon_after_a_crash_and_shutdown_without_one_is_fine() {
         String::from_utf8_lossy(&out.stderr).contains("no daemon is running"),
         "{out:?}"
     );
+}
+
+/// `ferry ARGS` with `socket` and `state` as the client's (and an autostarted daemon's).
+fn ferry_with(socket: &std::path::Path, state: &std::path::Path, args: &[&str]) -> Output {
+    std::process::Command::new(crate::helper::ferry_bin())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env("FERRY_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ferry")
+}
+
+#[test]
+fn network_listeners_keep_the_owners_socket_and_shutdown_finds_a_daemon_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, state, tls) = (
+        dir.path().join("run/ferry.sock"),
+        dir.path().join("state"),
+        dir.path().join("tls"),
+    );
+    crate::remote::tls_init(&tls, &[]);
+    // The README's remote daemon: a TLS listener alone on the command line.
+    let mut daemon = std::process::Command::new(crate::helper::ferry_bin())
+        .arg("daemon")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "--listen",
+            "ferry:tls:127.0.0.1:0",
+            "--allow-any-command",
+            "--tls-dir",
+        ])
+        .arg(&tls)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    crate::helper::wait_until(
+        "the owner's socket",
+        std::time::Duration::from_secs(20),
+        || {
+            ferry_with(&socket, &state, &["ps"])
+                .status
+                .success()
+                .then_some(())
+        },
+        || String::new(),
+    );
+    let out = ferry_with(&socket, &state, &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(daemon.wait().expect("wait").code(), Some(0));
+    // A daemon told to serve the owner elsewhere: `shutdown` with the usual socket finds it by
+    // the state directory it holds.
+    let elsewhere = dir.path().join("elsewhere.sock");
+    let mut daemon = std::process::Command::new(crate::helper::ferry_bin())
+        .arg("daemon")
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--listen")
+        .arg(format!("ferry:unix:{}", elsewhere.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("daemon");
+    crate::helper::wait_until(
+        "the daemon to hold its state directory",
+        std::time::Duration::from_secs(20),
+        || {
+            ferry_with(&elsewhere, &state, &["ps"])
+                .status
+                .success()
+                .then_some(())
+        },
+        || String::new(),
+    );
+    let out = ferry_with(&socket, &state, &["shutdown"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", daemon.id()))
+            && stderr.contains(&format!("ferry:unix:{}", elsewhere.display()))
+            && stderr.contains("stopping it with SIGTERM"),
+        "{stderr}"
+    );
+    assert_eq!(daemon.wait().expect("wait").code(), Some(0));
 }
