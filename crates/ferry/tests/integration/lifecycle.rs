@@ -240,7 +240,7 @@ fn network_listeners_keep_the_owners_socket_and_shutdown_finds_a_daemon_without_
                 .success()
                 .then_some(())
         },
-        || String::new(),
+        String::new,
     );
     let out = ferry_with(&socket, &state, &["shutdown"]);
     assert!(out.status.success(), "{out:?}");
@@ -267,7 +267,7 @@ fn network_listeners_keep_the_owners_socket_and_shutdown_finds_a_daemon_without_
                 .success()
                 .then_some(())
         },
-        || String::new(),
+        String::new,
     );
     let out = ferry_with(&socket, &state, &["shutdown"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
