@@ -19,8 +19,10 @@
 //!
 //! Sets run in order, the actions of a set together. Sets are numbered from 1, in order;
 //! a set holds at least one action; indentation is tabs (one for an action, two for its
-//! `requires`); blank lines are ignored anywhere. A `#` starts a comment only at the start of
-//! a line: in an action it is the command's (`echo a#b`).
+//! `requires`); blank lines are ignored anywhere. A `#` starts a comment at the start of a
+//! line, and after white space on a `NAME = VALUE` or `requires` line (host and file names
+//! hold no ` #`); in an action, where a shell would take it (a word starting with `#`
+//! outside quotes: `echo 'a #b' # comment` keeps `'a #b'`, and `echo a#b` stays whole).
 
 use std::fmt;
 
@@ -161,16 +163,54 @@ fn lex(line: &str) -> Result<Token<'_>, (usize, String)> {
     match indent.len() {
         0 => Ok(top_level(rest)),
         1 => Ok(Token::Action {
-            text: rest.trim_end(),
+            text: without_shell_comment(rest),
         }),
         2 => Ok(Token::Nested {
-            text: rest.trim_end(),
+            text: without_comment(rest),
         }),
         _ => Err((
             3,
             "at most two tabs (one for an action, two for its `requires`)".into(),
         )),
     }
+}
+
+/// `text` without a trailing comment: from a `#` that starts it or follows white space.
+fn without_comment(text: &str) -> &str {
+    let cut = text
+        .char_indices()
+        .find(|&(i, c)| {
+            c == '#'
+                && text[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(char::is_whitespace)
+        })
+        .map_or(text.len(), |(i, _)| i);
+    text[..cut].trim_end()
+}
+
+/// An action's command without its trailing comment, as a shell reads one: a `#` that starts
+/// a word outside quotes (so that a server that runs commands without a shell, as rake64's
+/// do, never gets the comment as arguments).
+fn without_shell_comment(text: &str) -> &str {
+    let mut quote = None;
+    let mut escaped = false;
+    let mut word_start = true;
+    for (i, c) in text.char_indices() {
+        let literal = escaped;
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (Some('\''), '\'') | (Some('"'), '"') => quote = None,
+            (Some('"'), '\\') | (None, '\\') => escaped = true,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if word_start => return text[..i].trim_end(),
+            _ => {}
+        }
+        word_start = quote.is_none() && !literal && c.is_whitespace();
+    }
+    text.trim_end()
 }
 
 /// A top-level line.
@@ -181,7 +221,7 @@ fn top_level(line: &str) -> Token<'_> {
             let value_column = line.len() - value.trim_start().len() + 1;
             return Token::Assignment {
                 name,
-                value: value.trim(),
+                value: without_comment(value.trim()),
                 value_column,
             };
         }

@@ -73,6 +73,33 @@ fn the_example_parses_whole() {
 }
 
 #[test]
+fn trailing_comments_end_hosts_ports_and_requires_but_not_commands() {
+    let source = "\
+PORT  = 7070   # the port of hosts named without one
+HOSTS = build1 build2:7071   # ferry daemons, reached with the usual --tls-dir
+actionset1:
+\tremote-cc -c square.c   # one tab: an action
+\t\trequires square.c util.h    # two tabs: the files it needs
+\techo a#b
+\techo 'a #b' \"c #d\" e\\ #f   # a comment
+";
+    let rakefile = parse("Rakefile", source).expect("parse");
+    assert_eq!(rakefile.port, 7070);
+    let hosts: Vec<String> = rakefile
+        .hosts
+        .iter()
+        .map(|h| format!("{}:{}", h.name, h.port))
+        .collect();
+    assert_eq!(hosts, ["build1:7070", "build2:7071"]);
+    let actions = &rakefile.sets[0].actions;
+    assert_eq!(actions[0].requires, ["square.c", "util.h"]);
+    // An action's comment goes where a shell's would; a `#` inside a word or quotes stays.
+    assert_eq!(actions[0].command, "cc -c square.c");
+    assert_eq!(actions[1].command, "echo a#b");
+    assert_eq!(actions[2].command, "echo 'a #b' \"c #d\" e\\ #f");
+}
+
+#[test]
 fn defaults_and_local_only_rakefiles() {
     let rakefile = parse("R", "actionset1:\n\techo hi\n").expect("parse");
     assert_eq!(rakefile.port, DEFAULT_PORT);
