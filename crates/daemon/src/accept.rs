@@ -465,7 +465,9 @@ async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
         dialect: contract.name.into(),
         principal: passed.access.principal.clone(),
     });
-    tracing::info!(
+    // Every connection is a line at debug (`--verbose`; `--tiny` shows these alone): a busy
+    // daemon's log at the default level says what matters.
+    tracing::debug!(
         target: "ferry::presence",
         peer = handle.id(),
         from = passed.ends.remote,
@@ -503,7 +505,7 @@ async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
     if tokio::time::timeout(FLUSH_WAIT, writer).await.is_err() {
         stop.abort();
     }
-    tracing::info!(target: "ferry::presence", peer = id, dialect = contract.name, "disconnected");
+    tracing::debug!(target: "ferry::presence", peer = id, dialect = contract.name, "disconnected");
 }
 
 /// A Unix socket serves its owner only (the peer's uid, `SO_PEERCRED`).

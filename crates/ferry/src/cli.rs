@@ -222,7 +222,12 @@ pub enum Command {
     C2(C2Args),
     /// How busy the daemon is and what one more job costs there (`ferry rake` places remote
     /// actions on the host of lowest cost): (running + queued jobs) * 1000 / job slots.
-    Cost,
+    Cost(CostArgs),
+    /// Whether the daemon runs, its pid, where it listens, its state directory, where its log
+    /// goes, and how busy it is. Never starts a daemon; exits 1 when none runs.
+    ///
+    /// Follow the log with `tail -f "$(ferry status --log)"`.
+    Status(StatusArgs),
     /// Print shell completions: `ferry completions bash > ~/.local/share/bash-completion/completions/ferry`.
     Completions(CompletionsArgs),
     /// Print the man page ferry(1), or write it and one page per subcommand into --dir.
@@ -468,6 +473,9 @@ pub struct FanosArgs {
 /// `ferry tls`.
 #[derive(Debug, Args)]
 pub struct TlsArgs {
+    #[command(flatten)]
+    pub no_daemon: NoDaemonReached,
+
     #[command(subcommand)]
     pub command: TlsCommand,
 }
@@ -665,9 +673,91 @@ pub struct WaitArgs {
     pub jobs: Vec<u64>,
 }
 
+/// The options that reach a remote daemon, which mean nothing to the daemon itself: hidden
+/// from its help, refused when given (from the environment they are ignored).
+#[derive(Debug, Args)]
+pub struct NotTheDaemons {
+    #[arg(long, hide = true)]
+    pub host: Option<String>,
+    #[arg(long, hide = true)]
+    pub ca: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub cert: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub key: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub no_tls: bool,
+}
+
+impl NotTheDaemons {
+    /// The first of these options given, if any.
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            (self.host.is_some(), "--host"),
+            (self.ca.is_some(), "--ca"),
+            (self.cert.is_some(), "--cert"),
+            (self.key.is_some(), "--key"),
+            (self.no_tls, "--no-tls"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
+}
+
+/// Every option that reaches a daemon, which means nothing to `ferry tls`: hidden from its
+/// help, refused when given (from the environment they are ignored).
+#[derive(Debug, Args)]
+pub struct NoDaemonReached {
+    #[arg(long, hide = true)]
+    pub socket: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub tls_dir: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: NotTheDaemons,
+}
+
+impl NoDaemonReached {
+    /// The first of these options given, if any.
+    pub fn given(&self) -> Option<&'static str> {
+        [
+            (self.socket.is_some(), "--socket"),
+            (self.tls_dir.is_some(), "--tls-dir"),
+            (self.token_file.is_some(), "--token-file"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+        .or_else(|| self.remote.given())
+    }
+}
+
+/// `ferry cost`.
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// One JSON object: cost, running, queued, slots.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ferry status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print only the path of the daemon's log file (an error when it logs elsewhere).
+    #[arg(long, conflicts_with = "json")]
+    pub log: bool,
+}
+
 /// `ferry daemon`. Options given here override the configuration file's values.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
+    #[command(flatten)]
+    pub not_the_daemons: NotTheDaemons,
+
     /// The configuration file (TOML). Default: $XDG_CONFIG_HOME/ferry/daemon.toml (or
     /// ~/.config/ferry/daemon.toml), read only if it exists. See the README for an example.
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]

@@ -18,6 +18,15 @@ pub(crate) const FERRY_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
+    let meaningless = match &cli.command {
+        Command::Daemon(args) => args.not_the_daemons.given().map(|o| (o, "ferry daemon")),
+        Command::Tls(args) => args.no_daemon.given().map(|o| (o, "ferry tls")),
+        _ => None,
+    };
+    if let Some((option, command)) = meaningless {
+        eprintln!("ferry: {option} is a client's option, to reach a daemon: it means nothing to `{command}`");
+        return ExitCode::from(FERRY_FAILED);
+    }
     let socket = cli
         .globals
         .socket
@@ -44,7 +53,8 @@ fn main() -> ExitCode {
             Command::Fanos(args) => commands::fanos::run(cli.globals.socket.as_deref(), args),
             Command::Peers(args) => commands::peers::run(&target, args),
             Command::Chat(args) => commands::chat::run(&target, args),
-            Command::Cost => commands::cost::run(&target),
+            Command::Cost(args) => commands::cost::run(&target, args),
+            Command::Status(args) => commands::status::run(&target, args),
             Command::C2(args) => commands::c2::run(args),
             Command::Rake(args) => commands::rake::run(&target, &remote, args),
             Command::Completions(args) => commands::completions::completions(args),

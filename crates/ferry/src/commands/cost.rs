@@ -3,15 +3,27 @@
 use anyhow::Result;
 use ferry_client::Endpoint;
 
+use crate::cli::CostArgs;
+
 /// Prints the daemon's cost and load.
-pub fn run(target: &Endpoint) -> Result<i32> {
+pub fn run(target: &Endpoint, args: CostArgs) -> Result<i32> {
     crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
         let cost = client.cost().await?;
-        println!(
-            "cost {} ({} running, {} queued, {} job slots)",
-            cost.cost, cost.running, cost.queued, cost.slots
-        );
+        if args.json {
+            let json = serde_json::json!({
+                "cost": cost.cost,
+                "running": cost.running,
+                "queued": cost.queued,
+                "slots": cost.slots,
+            });
+            println!("{json}");
+        } else {
+            println!(
+                "cost {} ({} running, {} queued, {} job slots)",
+                cost.cost, cost.running, cost.queued, cost.slots
+            );
+        }
         Ok(0)
     })
 }

@@ -32,7 +32,13 @@ pub fn run(socket: &Path, args: DaemonArgs) -> Result<()> {
                 .unwrap_or_else(|_| EnvFilter::new(log_level(&args))),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(!args.background)
+        // Colour for a person at a terminal; a log file gets plain text (and NO_COLOR is
+        // honoured, https://no-color.org).
+        .with_ansi(
+            !args.background
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let file = config::load(args.config.as_deref())?;
     let config = build(socket, &args, file.as_ref())?;
@@ -62,7 +68,7 @@ fn log_level(args: &DaemonArgs) -> &'static str {
         "off"
     } else if args.tiny {
         // Connects, leaves and errors.
-        "error,ferry::presence=info"
+        "error,ferry::presence=debug"
     } else if args.verbose {
         "debug"
     } else {

@@ -15,6 +15,7 @@ pub mod rake;
 pub mod run;
 pub mod session;
 pub mod shutdown;
+pub mod status;
 pub mod tls;
 pub mod transfer;
 pub mod wait;

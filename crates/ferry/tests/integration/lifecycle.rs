@@ -280,3 +280,50 @@ fn network_listeners_keep_the_owners_socket_and_shutdown_finds_a_daemon_without_
     );
     assert_eq!(daemon.wait().expect("wait").code(), Some(0));
 }
+
+#[test]
+fn status_names_the_daemon_and_its_log_which_holds_no_terminal_escapes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, state) = (dir.path().join("run/ferry.sock"), dir.path().join("state"));
+    let out = ferry_with(&socket, &state, &["status"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not running"),
+        "{out:?}"
+    );
+    // A command starts the daemon; its log is a file in the state directory.
+    assert!(
+        ferry_with(&socket, &state, &["run", "--no-fds", "--", "true"])
+            .status
+            .success()
+    );
+    let out = ferry_with(&socket, &state, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let log = state.join("daemon.log");
+    for needle in [
+        "running, pid ".to_string(),
+        format!("listening ferry:unix:{}", socket.display()),
+        format!("log       {}", log.display()),
+        "jobs      0 running, 0 queued".to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle} in:\n{text}");
+    }
+    let out = ferry_with(&socket, &state, &["status", "--log"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", log.display())
+    );
+    let json = ferry_with(&socket, &state, &["status", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(value["running"], true);
+    // Written to a file, the log has no colour codes.
+    let written = std::fs::read(&log).expect("log");
+    assert!(!written.is_empty());
+    assert!(
+        !written.contains(&0x1b),
+        "{}",
+        String::from_utf8_lossy(&written)
+    );
+    assert!(ferry_with(&socket, &state, &["shutdown"]).status.success());
+}
