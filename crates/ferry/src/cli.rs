@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 /// own).
 pub const USAGE_FAILED: i32 = 125;
 
-/// ferry: run commands through a daemon that streams their output, keeps their logs, and
-/// reports their exit status and run time.
+/// Run commands through a daemon that streams their output, keeps their logs, and reports
+/// their exit status and run time.
 ///
 /// The daemon starts by itself when a command needs it. Clients find it through --socket,
 /// then $FERRY_SOCKET, then $XDG_RUNTIME_DIR/ferry/ferry.sock (or /tmp/ferry-$UID/ferry.sock).
@@ -285,6 +285,12 @@ pub struct RakeArgs {
     /// Starttime, JobRuntime, Send, Receive, Exitval, Signal, Command).
     #[arg(long, value_name = "FILE")]
     pub joblog: Option<PathBuf>,
+
+    /// Write a summary of every action as JSON lines (set, command, host, first_host,
+    /// reruns, exit_code, signal, error, started_ms, seconds, sent, received, cached) to
+    /// FILE; `-` is stdout, after the actions' own output.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 
     /// How long a host has to answer the cost poll before it is skipped.
     #[arg(long, value_name = "DURATION", default_value = "2s")]
@@ -593,6 +599,11 @@ pub struct AttachArgs {
 /// `ferry log`.
 #[derive(Debug, Args)]
 pub struct LogArgs {
+    /// One JSON object: id, stdout, stderr (bytes that are not UTF-8 replaced),
+    /// unstored_bytes, no_log.
+    #[arg(long)]
+    pub json: bool,
+
     /// The job id.
     pub job: u64,
 }
@@ -664,9 +675,14 @@ pub struct KillArgs {
 /// `ferry wait`.
 #[derive(Debug, Args)]
 pub struct WaitArgs {
-    /// Print nothing (by default, a line on stderr says how many jobs ended and failed).
+    /// Print nothing on stderr (by default each job that did not succeed is named with how it
+    /// ended, then a line says how many jobs ended and failed).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// One JSON line per job on stdout: id, success, exit_code, signal, timed_out, lost, error.
+    #[arg(long)]
+    pub json: bool,
 
     /// The job ids (default: every job queued or running now).
     #[arg(value_name = "JOB")]

@@ -1,7 +1,7 @@
 //! `ferry attach` (follow a job to its end) and `ferry log` (print its stored output).
 
 use anyhow::Result;
-use ferry_client::Endpoint;
+use ferry_client::{Endpoint, Event, Stream};
 
 use crate::cli::{AttachArgs, LogArgs};
 use crate::follow::{exit_status, print_job_output, Followed};
@@ -13,7 +13,45 @@ pub fn attach(target: &Endpoint, args: AttachArgs) -> Result<i32> {
 
 /// Prints a job's stored output; returns 0.
 pub fn log(target: &Endpoint, args: LogArgs) -> Result<i32> {
+    if args.json {
+        return log_json(target, args.job);
+    }
     show(target, args.job, true, false).map(|_| 0)
+}
+
+/// `ferry log --json`: one JSON object with the job's stored stdout and stderr (as text:
+/// bytes that are not UTF-8 are replaced) and what is known of its log.
+fn log_json(target: &Endpoint, job: u64) -> Result<i32> {
+    crate::client_runtime()?.block_on(async {
+        let mut client = super::connect(target).await?;
+        let info = client.attach(job, true, false).await?;
+        let mut streams = [Vec::new(), Vec::new()];
+        loop {
+            match client.next_event().await? {
+                Some(Event::Output {
+                    job: of,
+                    stream,
+                    data,
+                    ..
+                }) if of == job => {
+                    streams[usize::from(stream == Stream::Stderr)].extend_from_slice(&data)
+                }
+                Some(Event::LogEnd { job: of } | Event::Exit { job: of, .. }) if of == job => break,
+                Some(Event::Failed { message, .. }) => anyhow::bail!("{message}"),
+                Some(_) => {}
+                None => anyhow::bail!("the daemon closed the connection"),
+            }
+        }
+        let json = serde_json::json!({
+            "id": job,
+            "stdout": String::from_utf8_lossy(&streams[0]),
+            "stderr": String::from_utf8_lossy(&streams[1]),
+            "unstored_bytes": info.unstored_bytes,
+            "no_log": info.no_log,
+        });
+        println!("{json}");
+        Ok(0)
+    })
 }
 
 fn show(target: &Endpoint, job: u64, replay: bool, follow: bool) -> Result<i32> {

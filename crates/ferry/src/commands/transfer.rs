@@ -21,7 +21,10 @@ fn progress(size: u64, quiet: bool, what: &str) -> ProgressBar {
     }
     let bar = ProgressBar::new(size);
     if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+        // The name takes what the terminal's width leaves (cut, never wrapped).
+        ProgressStyle::with_template(
+            "{wide_msg} [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
     {
         bar.set_style(style.progress_chars("=> "));
     }

@@ -348,7 +348,7 @@ fn wait_follows_every_running_job_to_its_end_and_reports_failures() {
     assert_eq!(out.status.code(), Some(1), "one failed: {out:?}");
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "ferry: 2 job(s) ended, 1 of them without success\n"
+        format!("ferry: job {failing} exited with 3\nferry: 2 job(s) ended, 1 of them without success\n")
     );
     // Both had ended when wait returned.
     let ps = daemon.ferry().args(["ps", "--json"]).output().expect("ps");
@@ -371,4 +371,44 @@ fn wait_follows_every_running_job_to_its_end_and_reports_failures() {
         .output()
         .expect("ferry wait");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // As JSON: a line per job.
+    let out = daemon
+        .ferry()
+        .args([
+            "wait",
+            "-q",
+            "--json",
+            &ok.to_string(),
+            &failing.to_string(),
+        ])
+        .output()
+        .expect("ferry wait");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(lines[0]["id"], ok);
+    assert_eq!(lines[0]["success"], true);
+    assert_eq!(lines[1]["exit_code"], 3);
+    // The log of one as JSON.
+    let out = daemon.run(&[
+        "run",
+        "--no-fds",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert!(out.status.success());
+    let last = ps_json(&daemon)
+        .into_iter()
+        .map(|j| j["id"].as_u64().expect("id"))
+        .max();
+    let log = daemon.run(&["log", "--json", &last.expect("a job").to_string()]);
+    let value: serde_json::Value = serde_json::from_slice(&log.stdout).expect("json");
+    assert_eq!(
+        (value["stdout"].as_str(), value["stderr"].as_str()),
+        (Some("out\n"), Some("err\n"))
+    );
 }

@@ -118,7 +118,12 @@ pub async fn run(work: &Work, action: &Action, tagged: bool) -> Outcome {
     let clock = Instant::now();
     let mut outcome = Outcome {
         command: action.command.clone(),
-        host: "local".into(),
+        // A remote action is on no host until it is placed (it may never be).
+        host: if action.remote {
+            "(not placed)".into()
+        } else {
+            "local".into()
+        },
         first_host: None,
         reruns: 0,
         code: None,

@@ -90,7 +90,7 @@ pub fn run(local: &Endpoint, remote: &RemoteOptions, args: RakeArgs) -> Result<i
             cluster: backend.clone(),
         });
         tokio::select! {
-            outcome = run_sets(&rakefile, &work, args.joblog.as_deref()) => outcome,
+            outcome = run_sets(&rakefile, &work, args.joblog.as_deref(), args.json.as_deref()) => outcome,
             _ = tokio::signal::ctrl_c() => {
                 // Leaving drops every connection: each running action's job gets SIGHUP on its
                 // host, and its sandbox goes; a cluster's operations are cancelled.
@@ -149,7 +149,12 @@ fn select_sets(mut rakefile: Rakefile, names: &[String]) -> Result<Rakefile> {
 }
 
 /// Runs the sets in order; the exit status.
-async fn run_sets(rakefile: &Rakefile, work: &Arc<Work>, joblog: Option<&Path>) -> Result<i32> {
+async fn run_sets(
+    rakefile: &Rakefile,
+    work: &Arc<Work>,
+    joblog: Option<&Path>,
+    json: Option<&Path>,
+) -> Result<i32> {
     let mut outcomes: Vec<(String, Outcome)> = Vec::new();
     let mut failed = false;
     for set in &rakefile.sets {
@@ -192,7 +197,46 @@ async fn run_sets(rakefile: &Rakefile, work: &Arc<Work>, joblog: Option<&Path>) 
         std::fs::write(path, joblog_tsv(&outcomes))
             .with_context(|| format!("cannot write the joblog {}", path.display()))?;
     }
+    if let Some(path) = json {
+        let lines = json_lines(&outcomes);
+        if path == Path::new("-") {
+            print!("{lines}");
+        } else {
+            std::fs::write(path, lines)
+                .with_context(|| format!("cannot write the summary {}", path.display()))?;
+        }
+    }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// The summary as JSON lines, one per action.
+fn json_lines(outcomes: &[(String, Outcome)]) -> String {
+    let mut out = String::new();
+    for (set, o) in outcomes {
+        let started_ms = o
+            .started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis();
+        let line = serde_json::json!({
+            "set": set,
+            "command": o.command,
+            "host": o.host,
+            "first_host": o.first_host,
+            "reruns": o.reruns,
+            "exit_code": o.code,
+            "signal": o.signal,
+            "error": o.error,
+            "started_ms": started_ms,
+            "seconds": o.elapsed.as_secs_f64(),
+            "sent": o.sent,
+            "received": o.received,
+            "cached": o.cached,
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
 }
 
 /// The summary table: each action with its host, exit and time.

@@ -55,6 +55,25 @@ pub struct Pool {
     placing: tokio::sync::Mutex<()>,
 }
 
+/// How a host is named in messages and the summary: as the Rakefile names it, with the
+/// address it is reached at when that is another (a name from the client configuration's
+/// hosts, `hA (10.0.0.5:7070)`), so that no label shows a port the host is not reached at.
+fn label(host: &Host, endpoint: Option<&Endpoint>) -> String {
+    match endpoint {
+        Some(Endpoint::Tcp {
+            host: name, port, ..
+        }) if *name != host.name || *port != host.port => {
+            let address = if name.contains(':') {
+                format!("[{name}]:{port}")
+            } else {
+                format!("{name}:{port}")
+            };
+            format!("{} ({address})", host.name)
+        }
+        _ => host.to_string(),
+    }
+}
+
 impl Pool {
     /// The pool of `hosts`, reached with `options`; a host's poll may take `timeout`.
     pub fn new(
@@ -66,15 +85,19 @@ impl Pool {
     ) -> Result<Pool> {
         let hosts = hosts
             .iter()
-            .map(|host| PoolHost {
-                name: host.to_string(),
-                endpoint: match wire {
+            .map(|host| {
+                let endpoint = match wire {
                     RakeWire::Ferry => {
                         for_named_host(options, &host.name, host.port).map_err(|e| format!("{e:#}"))
                     }
                     // A rake64 server is reached by its address alone.
                     RakeWire::Rake64 => Err(String::new()),
-                },
+                };
+                (host, endpoint)
+            })
+            .map(|(host, endpoint)| PoolHost {
+                name: label(host, endpoint.as_ref().ok()),
+                endpoint,
                 placed: AtomicU64::new(0),
                 held: Mutex::default(),
                 scanned: std::sync::atomic::AtomicBool::new(false),
