@@ -493,6 +493,13 @@ impl Client {
                 "expected Welcome, got {other:?}"
             ))),
             Ok(None) => Err(ClientError::Closed(None)),
+            // A TLS record where a frame's length was expected: a TLS port spoken to in
+            // plaintext.
+            Err(ClientError::Frame(ferry_io::ReadError::Decode(
+                ferry_wire::native::WireError::FrameTooLarge { len, .. },
+            ))) if looks_like_tls(len) => Err(ClientError::Handshake(
+                "that port speaks TLS, and this client spoke plaintext: drop --no-tls (the daemon's CA comes from --tls-dir DIR or --ca FILE)".into(),
+            )),
             // A daemon that refuses us may reset the connection before we read: say so.
             Err(e) => Err(ClientError::Handshake(e.to_string())),
         }
@@ -753,7 +760,30 @@ async fn dial(
 }
 
 /// A TLS handshake the daemon ended without a word: say what that usually means.
+/// Whether a frame's declared length is the start of a TLS record (its content type, 20 to 23,
+/// then version 3.x), as a TLS port's first bytes are.
+fn looks_like_tls(len: usize) -> bool {
+    let [kind, major, minor, _] = u32::try_from(len).unwrap_or(0).to_be_bytes();
+    (20..=23).contains(&kind) && major == 3 && minor <= 4
+}
+
 fn explain_tls_close(error: std::io::Error) -> std::io::Error {
+    // The daemon answered with something that is no TLS record: a plaintext port.
+    let plaintext = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+            )
+        });
+    if plaintext {
+        return std::io::Error::new(
+            error.kind(),
+            "that port does not speak TLS (a plaintext listener, served on loopback only): add --no-tls",
+        );
+    }
     let closed = matches!(
         error.kind(),
         std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset

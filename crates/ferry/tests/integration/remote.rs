@@ -633,3 +633,39 @@ fn each_certificate_client_has_a_file_area_of_its_own() {
         String::from_utf8_lossy(&own.stderr)
     );
 }
+
+#[test]
+fn tls_and_plaintext_mismatches_say_what_to_change() {
+    let daemon = Daemon::start_networked(&[], &["ferry:tls:127.0.0.1:0", "ferry:tcp:127.0.0.1:0"]);
+    let tls = daemon.tls_dir();
+    let ferry = |port: u16, args: &[&str]| {
+        Command::new(ferry_bin())
+            .arg("--host")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .arg("ps")
+            .output()
+            .expect("ferry")
+    };
+    let token = tls.join("token");
+    let token = token.to_str().expect("utf-8");
+    // Plaintext to the TLS port.
+    let out = ferry(daemon.port("tls"), &["--no-tls", "--token-file", token]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ferry: handshake failed: that port speaks TLS, and this client spoke plaintext: drop --no-tls (the daemon's CA comes from --tls-dir DIR or --ca FILE)\n"
+    );
+    // TLS to the plaintext port.
+    let out = ferry(
+        daemon.port("tcp"),
+        &["--tls-dir", tls.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.ends_with("that port does not speak TLS (a plaintext listener, served on loopback only): add --no-tls\n"),
+        "{stderr}"
+    );
+    daemon.assert_serving();
+}
