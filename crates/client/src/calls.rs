@@ -411,6 +411,19 @@ impl Client {
         self.done(request).await
     }
 
+    /// Removes `path` from the file area: a file, or with `recursive` a directory and all it
+    /// holds.
+    pub async fn remove(&mut self, path: &str, recursive: bool) -> Result<(), ClientError> {
+        let request = self.sender.next_request();
+        let message = ClientMessage::Remove {
+            request,
+            path: path.as_bytes().to_vec(),
+            recursive,
+        };
+        self.sender.queue(crate::Queued::Plain(message)).await?;
+        self.done(request).await
+    }
+
     /// How busy the daemon is, and what one more job costs there.
     pub async fn cost(&mut self) -> Result<Cost, ClientError> {
         self.call(

@@ -460,6 +460,36 @@ impl FileArea {
             .map_err(io_error(to))
     }
 
+    /// Removes `name`: a file (a symbolic link is removed, never followed) or, with
+    /// `recursive`, a directory and everything under it, walked through opened directories.
+    pub fn remove(&self, name: &Path, recursive: bool) -> Result<(), FileError> {
+        if in_flight(name) {
+            return Err(not_there(name));
+        }
+        let dir = self.existing_parent(name)?;
+        let last = file_name(name)?;
+        let stat =
+            rustix::fs::statat(&dir, last, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| match e {
+                Errno::NOENT => not_there(name),
+                other => io_error(name)(other),
+            })?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Directory {
+            return rustix::fs::unlinkat(&dir, last, AtFlags::empty()).map_err(io_error(name));
+        }
+        if !recursive {
+            return Err(FileError::Refused {
+                name: name.display().to_string(),
+                problem: "is a directory: remove it and all it holds with --recursive (-r)".into(),
+            });
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let resolve = BENEATH.union(ResolveFlags::NO_SYMLINKS);
+        let opened = rustix::fs::openat2(&dir, last, flags, Mode::empty(), resolve)
+            .map_err(io_error(name))?;
+        remove_contents(&opened).map_err(io_error(name))?;
+        rustix::fs::unlinkat(&dir, last, AtFlags::REMOVEDIR).map_err(io_error(name))
+    }
+
     /// Opens the existing directory holding `name` (none is made).
     fn existing_parent(&self, name: &Path) -> Result<OwnedFd, FileError> {
         match name.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -648,6 +678,39 @@ impl Download {
     pub fn checksum(&self) -> Vec<u8> {
         self.hasher.digest().to_vec()
     }
+}
+
+/// Removes everything in the opened directory `dir`, depth first, following no link.
+fn remove_contents(dir: &OwnedFd) -> Result<(), Errno> {
+    let entries: Vec<(std::ffi::CString, bool)> = rustix::fs::Dir::read_from(dir)?
+        .flatten()
+        .filter(|entry| !matches!(entry.file_name().to_bytes(), b"." | b".."))
+        .map(|entry| {
+            let is_dir = match entry.file_type() {
+                rustix::fs::FileType::Unknown => {
+                    rustix::fs::statat(dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
+                        |stat| {
+                            rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                                == rustix::fs::FileType::Directory
+                        },
+                    )
+                }
+                kind => kind == rustix::fs::FileType::Directory,
+            };
+            (entry.file_name().to_owned(), is_dir)
+        })
+        .collect();
+    for (name, is_dir) in entries {
+        if is_dir {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let child = rustix::fs::openat(dir, &name, flags, Mode::empty())?;
+            remove_contents(&child)?;
+            rustix::fs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
+        } else {
+            rustix::fs::unlinkat(dir, &name, AtFlags::empty())?;
+        }
+    }
+    Ok(())
 }
 
 /// The last component of `name`.

@@ -175,8 +175,15 @@ pub enum Command {
     /// Fetch a file from the daemon's file area (size and checksum checked on arrival).
     ///
     /// LOCAL defaults to REMOTE's file name in the current directory; an existing directory
-    /// receives the file under REMOTE's file name.
+    /// receives the file under REMOTE's file name. An existing file is replaced only with
+    /// --force.
     Get(GetArgs),
+    /// List the files in the daemon's file area (yours: over TLS, your part of it), or under
+    /// DIR there: path, size, modification time; links and other entries are marked.
+    Ls(LsArgs),
+    /// Remove files from the daemon's file area (yours: over TLS, your part of it); a
+    /// directory and all it holds with -r.
+    Rm(RmArgs),
     /// Run the daemon in the foreground, logging to stderr.
     Daemon(Box<DaemonArgs>),
     /// Set up TLS: certificates and a token for remote daemons.
@@ -634,6 +641,33 @@ pub struct GetArgs {
 
     /// Where to write it.
     pub local: Option<PathBuf>,
+
+    /// Replace LOCAL if it exists (it is never replaced otherwise).
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `ferry ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// One JSON object per entry: path, size, mtime_ms (files), or path, kind (others).
+    #[arg(long)]
+    pub json: bool,
+
+    /// The directory to list, relative to the file area (default: all of it).
+    pub dir: Option<String>,
+}
+
+/// `ferry rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Remove directories and everything they hold.
+    #[arg(short, long)]
+    pub recursive: bool,
+
+    /// What to remove, relative to the file area.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
 }
 
 /// `ferry ps`.

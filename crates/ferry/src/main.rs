@@ -47,6 +47,8 @@ fn main() -> ExitCode {
             Command::Shutdown => commands::shutdown::run(&target),
             Command::Put(args) => commands::transfer::put(&target, args),
             Command::Get(args) => commands::transfer::get(&target, args),
+            Command::Ls(args) => commands::files::ls(&target, args),
+            Command::Rm(args) => commands::files::rm(&target, args),
             Command::Prune(args) => commands::prune::run(&target, args),
             Command::Session(args) => commands::session::run(&target, args),
             Command::Sh(args) => commands::session::sh(&target, args),

@@ -219,6 +219,13 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             from,
             to
         }),
+        (any::<u64>(), bytes(16), any::<bool>()).prop_map(|(request, path, recursive)| {
+            ClientMessage::Remove {
+                request,
+                path,
+                recursive,
+            }
+        }),
     ]
 }
 

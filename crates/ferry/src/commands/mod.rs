@@ -7,6 +7,7 @@ pub mod completions;
 pub mod cost;
 pub mod daemon;
 pub mod fanos;
+pub mod files;
 pub mod kill;
 pub mod peers;
 pub mod prune;

@@ -118,6 +118,12 @@ pub fn get(target: &Endpoint, args: GetArgs) -> Result<i32> {
     let file_name = local
         .file_name()
         .ok_or_else(|| anyhow!("{} names no file", local.display()))?;
+    if !args.force && local.symlink_metadata().is_ok() {
+        bail!(
+            "{} exists: --force replaces it (ferry get never overwrites otherwise)",
+            local.display()
+        );
+    }
     let landing =
         Landing::open(&dir, &[]).with_context(|| format!("cannot open {}", dir.display()))?;
     let landed = landing.create(file_name.as_bytes())?;

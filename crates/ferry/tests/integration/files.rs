@@ -608,3 +608,107 @@ fn a_large_file_crosses_tls_both_ways() {
     );
     assert!(std::fs::read(&back).expect("back") == std::fs::read(&local).expect("local"));
 }
+
+#[test]
+fn ls_and_rm_manage_ones_own_part_and_get_never_overwrites_without_force() {
+    let daemon = Daemon::start_networked(&[], &["ferry:tls:127.0.0.1:0"]);
+    let work = daemon.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("work");
+    std::fs::write(work.join("a.txt"), "alpha\n").expect("write");
+    // The owner's files, and a token holder's (over TLS: its own part of the area).
+    for args in [["put", "a.txt", "mine/a.txt"], ["put", "a.txt", "top.txt"]] {
+        let out = daemon
+            .ferry()
+            .current_dir(&work)
+            .args(args)
+            .output()
+            .expect("put");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = daemon
+        .remote()
+        .current_dir(&work)
+        .args(["put", "a.txt", "theirs.txt"])
+        .output()
+        .expect("put");
+    assert!(out.status.success(), "{out:?}");
+    let remote_ls = daemon.remote().args(["ls"]).output().expect("ls");
+    let listed = String::from_utf8_lossy(&remote_ls.stdout);
+    assert!(
+        listed.contains("theirs.txt") && !listed.contains("top.txt"),
+        "{listed}"
+    );
+    let out = daemon.run(&["ls", "mine"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.starts_with("SIZE  MODIFIED") && listed.contains("6     "),
+        "{listed}"
+    );
+    assert!(listed.contains("mine/a.txt"), "{listed}");
+    let json = daemon.run(&["ls", "--json"]);
+    let paths: Vec<String> = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("json")["path"]
+                .as_str()
+                .expect("path")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        paths.contains(&"mine/a.txt".to_string()) && paths.contains(&"top.txt".to_string()),
+        "{paths:?}"
+    );
+    // rm: a file; a directory only with -r; what is not there is an error, and the rest goes on.
+    let out = daemon.run(&["rm", "mine"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("is a directory: remove it and all it holds with --recursive (-r)"),
+        "{out:?}"
+    );
+    let out = daemon.run(&["rm", "-r", "nothing-here", "mine"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing-here: no such file"),
+        "{out:?}"
+    );
+    assert!(!files_dir(&daemon).join("mine").exists());
+    let out = daemon
+        .remote()
+        .args(["rm", "theirs.txt"])
+        .output()
+        .expect("rm");
+    assert!(out.status.success(), "{out:?}");
+    let out = daemon
+        .remote()
+        .args(["rm", "../top.txt"])
+        .output()
+        .expect("rm");
+    assert!(!out.status.success());
+    assert!(files_dir(&daemon).join("top.txt").exists());
+    // get: an existing local file is replaced only with --force.
+    let out = daemon
+        .ferry()
+        .current_dir(&work)
+        .args(["get", "top.txt", "a.txt"])
+        .output()
+        .expect("get");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("a.txt exists: --force replaces it"),
+        "{out:?}"
+    );
+    std::fs::write(work.join("a.txt"), "changed\n").expect("write");
+    let out = daemon
+        .ferry()
+        .current_dir(&work)
+        .args(["get", "--force", "top.txt", "a.txt"])
+        .output()
+        .expect("get");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("a.txt")).expect("read"),
+        "alpha\n"
+    );
+}

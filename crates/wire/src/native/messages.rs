@@ -247,6 +247,17 @@ pub enum ClientMessage {
         #[serde(with = "serde_bytes")]
         to: Vec<u8>,
     },
+    /// Remove a file of the file area, or with `recursive` a directory and all it holds:
+    /// answered with `Done`. A symbolic link is removed, never followed.
+    Remove {
+        /// Client-chosen request id.
+        request: u64,
+        /// What to remove (relative to the file area).
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        /// A directory and everything under it.
+        recursive: bool,
+    },
     /// How busy the daemon is, and what one more job costs there: answered with `Cost`. Any
     /// peer may ask.
     Cost {
@@ -291,6 +302,7 @@ impl ClientMessage {
             ClientMessage::Pong { .. } => "Pong",
             ClientMessage::Cost { .. } => "Cost",
             ClientMessage::Link { .. } => "Link",
+            ClientMessage::Remove { .. } => "Remove",
         }
     }
 }

@@ -97,6 +97,11 @@ impl Connection {
             ClientMessage::Sandbox { request, keep } => self.sandbox(request, keep).await,
             ClientMessage::List { request, path } => self.list(request, path.into_vec()).await,
             ClientMessage::Link { request, from, to } => self.link(request, from, to).await,
+            ClientMessage::Remove {
+                request,
+                path,
+                recursive,
+            } => self.remove(request, path, recursive).await,
             _ => {}
         }
     }
@@ -114,6 +119,17 @@ impl Connection {
     async fn refuse_file(&self, request: u64, kind: RefusalKind, message: String) {
         self.refuse(Some(request), Refusal::new(kind, message))
             .await;
+    }
+
+    async fn remove(&mut self, request: u64, path: Vec<u8>, recursive: bool) {
+        let area = Arc::clone(&self.files);
+        let removed =
+            tokio::task::spawn_blocking(move || area.remove(check_name(&path)?, recursive)).await;
+        match removed {
+            Ok(Ok(())) => self.send(&DaemonMessage::Done { request }).await,
+            Ok(Err(error)) => self.file_error(request, error).await,
+            Err(e) => self.file_error(request, task_failed(e)).await,
+        }
     }
 
     async fn link(&mut self, request: u64, from: Vec<u8>, to: Vec<u8>) {
@@ -295,8 +311,16 @@ impl Connection {
 
     async fn list(&mut self, request: u64, path: Vec<u8>) {
         let area = Arc::clone(&self.files);
-        let listed =
-            tokio::task::spawn_blocking(move || area.list(check_name(&path)?, MAX_LISTING)).await;
+        // An empty path lists the whole area (the client's part of it).
+        let listed = tokio::task::spawn_blocking(move || {
+            let dir = if path.is_empty() {
+                std::path::Path::new(".")
+            } else {
+                check_name(&path)?
+            };
+            area.list(dir, MAX_LISTING)
+        })
+        .await;
         let bytes = |path: PathBuf| ByteBuf::from(path.into_os_string().into_vec());
         match listed.map_err(task_failed) {
             Ok(Ok(found)) => {

@@ -439,7 +439,8 @@ impl Connection {
             | ClientMessage::Get { .. }
             | ClientMessage::Sandbox { .. }
             | ClientMessage::List { .. }
-            | ClientMessage::Link { .. }) => self.file_request(request).await,
+            | ClientMessage::Link { .. }
+            | ClientMessage::Remove { .. }) => self.file_request(request).await,
             request @ (ClientMessage::SessionNew { .. }
             | ClientMessage::SessionState { .. }
             | ClientMessage::SessionClose { .. }) => self.session_request(request).await,
