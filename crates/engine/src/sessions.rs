@@ -5,7 +5,9 @@
 //! Mechanism: every command is one `bash` job (so it runs on whatever stdio the job gets,
 //! passed fds included, and its exit status is the job's, exactly). Bash runs a small driver
 //! ([`DRIVER`]) that restores the state saved by the previous command, evaluates the command
-//! line, and on exit (an `EXIT` trap, so `exit N` saves too) dumps the state again with bash's
+//! line, and on exit (an `EXIT` trap, so `exit N` saves too, and so does a command ended by
+//! INT, QUIT, TERM or HUP: the driver exits 128+N then, so that the next command's `$?` is
+//! that status, as in a shell) dumps the state again with bash's
 //! own `declare -p`, `declare -f`, `alias -p`, `shopt -p` and `shopt -op`, which print
 //! re-readable shell. The dump goes to `state.new` and `summary.new` beside the session; the
 //! engine adopts them ([`SessionStore::settle`]) only when both are complete, so a command
@@ -69,6 +71,10 @@ __ferry_save() {
   } >|"$__ferry_dir/summary.new"
 }
 trap '__ferry_save "$?" 2>/dev/null' EXIT
+trap 'exit 130' INT
+trap 'exit 131' QUIT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 __ferry_restore_options 2>/dev/null
 __ferry_status_is() { return "$1"; }
 if [[ $__ferry_last == 0 ]]; then

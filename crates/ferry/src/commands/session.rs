@@ -61,22 +61,30 @@ pub fn sh(target: &Endpoint, args: ShArgs) -> Result<i32> {
             id: &id,
             current,
         };
+        let mut lines = Lines::new(interactive);
         let mut status = 0;
         loop {
-            if interactive {
+            let prompt = if interactive {
                 let cwd = shell.cwd().await.unwrap_or_else(|_| "?".into());
-                eprint!("ferry:{cwd}$ ");
-            }
-            let Some(line) = read_line()? else { break };
+                format!("ferry:{cwd}$ ")
+            } else {
+                String::new()
+            };
+            let Some(line) = lines.next(&prompt)? else {
+                break;
+            };
             let trimmed = line.trim_ascii();
             if trimmed.is_empty() || trimmed.starts_with(b"#") {
                 continue;
             }
-            if trimmed == b"exit" {
+            // `exit` leaves with the last command's status, `exit N` with N, as a shell does.
+            if let Some(code) = exit_request(trimmed, status) {
+                status = code;
                 break;
             }
             status = shell.run(line, pass_stdio).await?;
         }
+        lines.finish();
         if interactive {
             eprintln!();
         }
@@ -86,6 +94,72 @@ pub fn sh(target: &Endpoint, args: ShArgs) -> Result<i32> {
         }
         Ok(status)
     })
+}
+
+/// The status `exit` or `exit N` asks to leave with (`last` for a bare `exit`); `None` for
+/// any other line.
+fn exit_request(line: &[u8], last: i32) -> Option<i32> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut words = line.split_whitespace();
+    if words.next()? != "exit" {
+        return None;
+    }
+    match (words.next(), words.next()) {
+        (None, _) => Some(last),
+        (Some(code), None) => code.parse::<i64>().ok().map(|n| (n & 0xff) as i32),
+        _ => None,
+    }
+}
+
+/// Where `ferry sh` reads its lines: a line editor with history on a terminal (the history
+/// kept in the state directory's `sh_history`), else stdin a byte at a time, as a shell reads
+/// a script, so that the commands run on that stdin find the lines after theirs unread.
+enum Lines {
+    Editor(Box<rustyline::DefaultEditor>, Option<std::path::PathBuf>),
+    Plain,
+}
+
+impl Lines {
+    fn new(interactive: bool) -> Lines {
+        if !interactive {
+            return Lines::Plain;
+        }
+        let Ok(mut editor) = rustyline::DefaultEditor::new() else {
+            return Lines::Plain;
+        };
+        let history = crate::state_dir_from_env().join("sh_history");
+        let _ = editor.load_history(&history);
+        Lines::Editor(Box::new(editor), Some(history))
+    }
+
+    /// The next line; `None` at the end of input (Ctrl-D). Ctrl-C at the prompt gives an
+    /// empty line (a new prompt), as in a shell.
+    fn next(&mut self, prompt: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            Lines::Plain => read_line(),
+            Lines::Editor(editor, _) => match editor.readline(prompt) {
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                    }
+                    Ok(Some(line.into_bytes()))
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => Ok(Some(Vec::new())),
+                Err(rustyline::error::ReadlineError::Eof) => Ok(None),
+                Err(e) => Err(e).context("cannot read the terminal"),
+            },
+        }
+    }
+
+    /// Keeps the history for the next `ferry sh`.
+    fn finish(&mut self) {
+        if let Lines::Editor(editor, Some(history)) = self {
+            if let Some(dir) = history.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = editor.save_history(history);
+        }
+    }
 }
 
 /// One session driven line by line.

@@ -288,3 +288,70 @@ fn fanos_eval_keeps_state_per_connection_on_the_passed_fds() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "STATUS 5\n");
     assert_eq!(out.status.code(), Some(5));
 }
+
+/// `ferry sh` on a pseudo-terminal that is its controlling terminal, as a login shell's.
+fn sh_on_a_terminal(daemon: &Daemon) -> (std::os::fd::OwnedFd, std::process::Child) {
+    use std::os::unix::process::CommandExt;
+    let (master, slave_path) = crate::fds::pty();
+    let slave = crate::fds::open_slave(&slave_path);
+    let mut command = daemon.ferry();
+    command
+        .arg("sh")
+        .env("TERM", "xterm")
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    // SAFETY: setsid and the TIOCSCTTY ioctl are system calls, safe between fork and exec;
+    // nothing is allocated.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            Ok(())
+        });
+    }
+    (master, command.spawn().expect("ferry sh"))
+}
+
+#[test]
+fn ferry_sh_on_a_terminal_edits_lines_keeps_history_and_statuses_and_exit_n_leaves() {
+    use crate::fds::read_until;
+    let daemon = Daemon::start(&[]);
+    let (master, mut child) = sh_on_a_terminal(&daemon);
+    let typed = |text: &[u8]| {
+        rustix::io::write(&master, text).expect("type");
+    };
+    read_until(&master, "$ ");
+    typed(b"echo one-$((1+1))\r");
+    read_until(&master, "one-2");
+    read_until(&master, "$ ");
+    // Up recalls the last line, as in a shell (no `^[[A` printed).
+    typed(b"\x1b[A\r");
+    let seen = read_until(&master, "one-2");
+    assert!(!seen.contains("^[[A"), "{seen:?}");
+    read_until(&master, "$ ");
+    // A command interrupted with Ctrl-C: the next one sees its status.
+    typed(b"sleep 30\r");
+    crate::helper::wait_until(
+        "the sleep to run",
+        std::time::Duration::from_secs(20),
+        || {
+            let ps = daemon.run(&["ps", "--json"]);
+            String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .any(|line| line.contains("sleep 30") && line.contains("\"running\""))
+                .then_some(())
+        },
+        || daemon.log(),
+    );
+    typed(b"\x03");
+    read_until(&master, "$ ");
+    typed(b"echo status=$?\r");
+    read_until(&master, "status=130");
+    read_until(&master, "$ ");
+    typed(b"exit 3\r");
+    assert_eq!(
+        crate::helper::wait_with_timeout(&mut child, std::time::Duration::from_secs(20)),
+        Some(3)
+    );
+}
