@@ -278,6 +278,8 @@ enum Queued {
     Plain(ClientMessage),
     /// A message with fds riding on its first byte.
     WithFds(ClientMessage, Vec<OwnedFd>),
+    /// A message whose sender waits until it is written (flushed to the socket).
+    Written(ClientMessage, tokio::sync::oneshot::Sender<()>),
 }
 
 /// A connected, handshaken client.
@@ -367,6 +369,19 @@ impl Sender {
         };
         self.queue(Queued::Plain(message)).await
     }
+
+    /// As [`Sender::signal`], returning once the request is written to the daemon (for a
+    /// client about to stop itself: `ferry run` on Ctrl-Z).
+    pub async fn signal_written(&self, job: JobId, signal: i32) -> Result<(), ClientError> {
+        let message = ClientMessage::Signal {
+            request: 0,
+            job,
+            signal,
+        };
+        let (written, done) = tokio::sync::oneshot::channel();
+        self.queue(Queued::Written(message, written)).await?;
+        done.await.map_err(|_| ClientError::Closed(None))
+    }
 }
 
 /// Writes queued messages in order until every sender is gone or the connection fails.
@@ -379,6 +394,14 @@ async fn write_queue(
         let sent = match queued {
             Queued::Bytes(bytes) => write_flushed(&mut writer, &bytes).await,
             Queued::Plain(message) => ferry_io::write_frame(&mut writer, &message).await.is_ok(),
+            Queued::Written(message, written) => {
+                let sent = match ferry_io::frame(&message) {
+                    Ok(bytes) => write_flushed(&mut writer, &bytes).await,
+                    Err(_) => false,
+                };
+                let _ = written.send(());
+                sent
+            }
             Queued::WithFds(message, fds) => match (&unix_socket, ferry_io::frame(&message)) {
                 (Some(socket), Ok(bytes)) => {
                     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|fd| fd.as_fd()).collect();

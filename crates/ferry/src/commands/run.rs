@@ -219,6 +219,10 @@ pub(crate) fn own_stdio() -> [BorrowedFd<'static>; 3] {
 /// The handlers are installed before the job is submitted: a job on ferry's own fds can be
 /// seen running before its id comes back, and a signal sent to ferry then waits in the
 /// handler instead of killing ferry.
+///
+/// Ctrl-Z stops the job with ferry, as a job run directly would stop: SIGTSTP goes to the
+/// job's process group, then ferry stops itself (SIGSTOP); `fg` (SIGCONT to ferry) continues
+/// both.
 struct SignalForwarder {
     streams: Vec<(Signal, i32)>,
 }
@@ -233,6 +237,10 @@ impl SignalForwarder {
             let resized = signal(SignalKind::window_change()).context("cannot handle signals")?;
             streams.push((resized, libc::SIGWINCH));
         }
+        for number in [libc::SIGTSTP, libc::SIGCONT] {
+            let stream = signal(SignalKind::from_raw(number)).context("cannot handle signals")?;
+            streams.push((stream, number));
+        }
         Ok(SignalForwarder { streams })
     }
 
@@ -241,14 +249,28 @@ impl SignalForwarder {
             let sender = sender.clone();
             tokio::spawn(async move {
                 let mut count = 0;
+                let repeated = ![libc::SIGWINCH, libc::SIGTSTP, libc::SIGCONT].contains(&number);
                 while stream.recv().await.is_some() {
                     count += 1;
-                    if count >= 3 && number != libc::SIGWINCH {
+                    if count >= 3 && repeated {
                         eprintln!("ferry: giving up waiting for job {job}");
                         std::process::exit(128 + number);
                     }
-                    if sender.signal(job, number).await.is_err() {
+                    let sent = if number == libc::SIGTSTP {
+                        // Written before ferry stops, or it would never go.
+                        sender.signal_written(job, number).await
+                    } else {
+                        sender.signal(job, number).await
+                    };
+                    if sent.is_err() {
                         return;
+                    }
+                    if number == libc::SIGTSTP {
+                        // The job is stopping: so does ferry, until `fg` continues it.
+                        let _ = rustix::process::kill_process(
+                            rustix::process::getpid(),
+                            rustix::process::Signal::STOP,
+                        );
                     }
                 }
             });

@@ -365,3 +365,84 @@ fn fds_passed_the_wrong_way_are_refused_and_the_daemon_goes_on() {
         "{out:?}"
     );
 }
+
+/// The state letter of process `pid` (`R`, `S`, `T` for stopped...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+#[test]
+fn ctrl_z_stops_the_job_with_ferry_and_fg_continues_both() {
+    use std::os::unix::process::CommandExt;
+    let daemon = Daemon::start(&[]);
+    let (master, slave_path) = pty();
+    let slave = open_slave(&slave_path);
+    let mut command = daemon.ferry();
+    command
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "while :; do echo tick; sleep 0.05; done",
+        ])
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    // SAFETY: setsid and the TIOCSCTTY ioctl are system calls, safe between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("ferry run");
+    read_until(&master, "tick");
+    let job_pid = wait_until(
+        "the job's pid",
+        Duration::from_secs(20),
+        || {
+            let ps = daemon.run(&["ps", "--json"]);
+            let line = String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .next()?
+                .to_owned();
+            let value: serde_json::Value = serde_json::from_str(&line).ok()?;
+            value["pid"].as_u64().map(|pid| pid as u32)
+        },
+        || daemon.log(),
+    );
+    // Ctrl-Z on the terminal: ferry and the job both stop.
+    rustix::io::write(&master, b"\x1a").expect("type");
+    wait_until(
+        "ferry and the job to stop",
+        Duration::from_secs(20),
+        || {
+            (process_state(child.id()) == Some('T') && process_state(job_pid) == Some('T'))
+                .then_some(())
+        },
+        || {
+            format!(
+                "ferry {:?}, job {:?}",
+                process_state(child.id()),
+                process_state(job_pid)
+            )
+        },
+    );
+    // `fg`: SIGCONT to ferry, which continues the job.
+    send_signal(child.id(), libc::SIGCONT);
+    wait_until(
+        "the job to run again",
+        Duration::from_secs(20),
+        || (process_state(job_pid) != Some('T')).then_some(()),
+        || format!("job {:?}", process_state(job_pid)),
+    );
+    read_until(&master, "tick");
+    rustix::io::write(&master, b"\x03").expect("type");
+    assert_eq!(
+        wait_with_timeout(&mut child, Duration::from_secs(20)),
+        Some(130)
+    );
+}
