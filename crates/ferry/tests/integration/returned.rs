@@ -246,9 +246,17 @@ fn ferry_get_never_writes_through_a_symbolic_link_and_run_get_never_into_git() {
     };
     let put = ferry(&["put", "payload", "payload"]);
     assert!(put.status.success(), "{put:?}");
+    // Without --force the link is an existing name; with it, still never followed.
     let got = ferry(&["get", "payload", "mine"]);
     let stderr = String::from_utf8_lossy(&got.stderr);
     assert!(!got.status.success());
+    assert!(
+        stderr.contains("mine exists: --force replaces it"),
+        "{stderr}"
+    );
+    let forced = ferry(&["get", "--force", "payload", "mine"]);
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(!forced.status.success());
     assert!(stderr.contains("mine: is a symbolic link here"), "{stderr}");
     assert_eq!(read(&outside.path().join("victim")), "safe");
     // A job in a sandbox that makes .git/hooks: its results are fetched, that one refused.
