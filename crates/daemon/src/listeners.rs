@@ -166,6 +166,11 @@ impl Dialect {
     }
 }
 
+/// The name of every row of the table (served in this build or not), in its order.
+pub fn dialect_names() -> Vec<&'static str> {
+    ROWS.iter().map(|row| row.contract.name).collect()
+}
+
 /// Every form this build serves, `(dialect, transport)`, in the table's order: what the
 /// conformance matrix runs its promises against.
 pub fn served_forms() -> Vec<(Dialect, TransportKind)> {

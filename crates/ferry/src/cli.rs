@@ -204,7 +204,7 @@ pub enum Command {
     ///
     /// Exits with the last command's status at end of input or `exit`.
     Sh(ShArgs),
-    /// Send one FANOS request (seed 003) to a `fanos:unix:PATH` listener given by --socket,
+    /// Send one request of Oils' FANOS protocol to a `fanos:unix:PATH` listener given by --socket,
     /// with ferry's stdin, stdout and stderr attached for EVAL and ARGV; prints the reply.
     ///
     /// Examples: `ferry fanos --socket PATH GETPID`, `ferry fanos --socket PATH 'EVAL ls'`,
@@ -304,8 +304,8 @@ pub struct RakeArgs {
     pub cost_timeout: humantime::Duration,
 
     /// What the HOSTS speak: ferry daemons (`ferry`), or rake64 servers (`rake64`: the
-    /// seed's protocol, plain TCP, such as `ferry daemon --listen rake64:tcp:...` or the seed
-    /// authors' own server).
+    /// CITS3002 distributed rake's protocol, plain TCP, such as `ferry daemon --listen
+    /// rake64:tcp:...` or the rake authors' own server).
     #[arg(long, value_enum, default_value = "ferry")]
     pub wire: RakeWire,
 
@@ -392,7 +392,7 @@ pub struct C2Args {
 pub enum RakeWire {
     /// The native protocol (ferry daemons).
     Ferry,
-    /// The seed's 64-byte-header protocol.
+    /// The CITS3002 distributed rake's 64-byte-header protocol.
     Rake64,
 }
 
@@ -809,7 +809,7 @@ pub struct DaemonArgs {
     pub not_the_daemons: NotTheDaemons,
 
     /// The configuration file (TOML). Default: $XDG_CONFIG_HOME/ferry/daemon.toml (or
-    /// ~/.config/ferry/daemon.toml), read only if it exists. See the README for an example.
+    /// ~/.config/ferry/daemon.toml), read only if it exists. See docs/configuration.md for an example.
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 

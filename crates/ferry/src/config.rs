@@ -1,7 +1,7 @@
 //! The daemon's configuration file (TOML): listeners, TLS, token, catalog and limits.
 //!
 //! Every value can also be given on the command line, which wins. Errors name the file, the
-//! line and the key. The README shows a commented example.
+//! line and the key. docs/configuration.md shows a commented example.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -241,14 +241,14 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_example_is_a_valid_file() {
-        let readme = include_str!("../../../README.md");
+    fn the_documented_example_is_a_valid_file() {
+        let readme = include_str!("../../../docs/configuration.md");
         let start = readme
             .find("```toml\n# Where job logs live")
-            .expect("the README's daemon.toml example");
+            .expect("docs/configuration.md's daemon.toml example");
         let example = &readme[start + "```toml\n".len()..];
         let example = &example[..example.find("```").expect("its end")];
-        let loaded = parse(example).expect("the README's example parses");
+        let loaded = parse(example).expect("the documented example parses");
         let config = &loaded.config;
         assert_eq!(config.limits.max_connections, Some(64));
         assert_eq!(config.limits.max_handshakes, Some(64));

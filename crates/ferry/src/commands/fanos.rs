@@ -1,4 +1,4 @@
-//! `ferry fanos`: one FANOS request (seed 003) to a `fanos:unix:PATH` listener, with ferry's
+//! `ferry fanos`: one request of Oils' FANOS protocol to a `fanos:unix:PATH` listener, with ferry's
 //! own stdin, stdout and stderr passed along for `EVAL` and `ARGV`, as Oils' client does.
 
 use std::ffi::OsString;

@@ -9,6 +9,7 @@ mod cbsd;
 mod cli;
 mod conformance;
 mod console;
+mod doc_examples;
 mod escape;
 mod fanos;
 mod fds;

@@ -1,4 +1,4 @@
-//! `ferry rake`: runs a Rakefile (seed 001). Sets run in order; the actions of a set run
+//! `ferry rake`: runs a Rakefile (the CITS3002 distributed rake's format). Sets run in order; the actions of a set run
 //! together. A local action runs on the local daemon (started if needed), in the Rakefile's
 //! directory with the client's environment. A remote action is placed, when it starts, on the
 //! HOSTS daemon of lowest cost ([`place`]), runs in a fresh sandbox there with its `requires`

@@ -1,5 +1,5 @@
-//! `ferry rake --wire rake64`: the client side of the seed's protocol, for rake64 servers
-//! (ferry's own `rake64` listener, or the seed authors' server): `!E` cost polls, `!R` and a
+//! `ferry rake --wire rake64`: the client side of the distributed rake's protocol, for rake64 servers
+//! (ferry's own `rake64` listener, or the rake authors' server): `!E` cost polls, `!R` and a
 //! filestream for requirements, `!C` commands, `!S`/`!F` replies, files back through the
 //! filestream. Every connection ends with `!D` (the authors' server spins on a connection
 //! closed without it). The file count of a filestream we send is in its `!SSIF` header (the
