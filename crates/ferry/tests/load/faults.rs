@@ -422,12 +422,35 @@ pub fn killed_mid_upload(_scale: &Scale) -> Row {
         let _ = put.kill();
         let _ = put.wait();
         drop(source);
-        std::thread::sleep(Duration::from_millis(500));
-        let listed = daemon.run(&["get", "half.bin", "/dev/null"]);
-        if listed.status.success() {
+        // The daemon has seen the client go when the upload's temporary file is gone.
+        let files = daemon.state_dir.join("files");
+        if poll_until(Duration::from_secs(10), || {
+            (!holds_an_upload_in_flight(&files)).then_some(())
+        })
+        .is_none()
+        {
+            return Err("the killed upload's temporary file was never removed".into());
+        }
+        let listed = daemon.run(&["ls", "--json"]);
+        if !listed.status.success() {
+            return Err(format!("ferry ls failed: {listed:?}"));
+        }
+        if String::from_utf8_lossy(&listed.stdout).contains("half.bin") {
             return Err("a half upload appeared under its name".into());
         }
         Ok(("4 MiB sent, client killed: no half.bin".into(), 0))
+    })
+}
+
+/// Whether `dir` holds, at its top, the temporary file of an upload in progress.
+fn holds_an_upload_in_flight(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|entry| {
+            entry
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(ferry_engine::files::IN_FLIGHT.as_bytes())
+        })
     })
 }
 

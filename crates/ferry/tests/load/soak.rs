@@ -118,7 +118,7 @@ fn puts_and_gets(soak: &Soak) {
         let name = format!("soak/{}.bin", n % 20);
         let put = soak.ferry(&["put", "--quiet", path(&local), &name]);
         let back = soak.work.join("back.bin");
-        let get = soak.ferry(&["get", "--quiet", &name, path(&back)]);
+        let get = soak.ferry(&["get", "--quiet", "--force", &name, path(&back)]);
         if !put.status.success() || !get.status.success() {
             soak.fail(format!("put/get {n}: {put:?} {get:?}"));
         } else if std::fs::read(&back).ok().as_deref() != Some(&data[..]) {
