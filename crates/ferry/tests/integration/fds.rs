@@ -76,6 +76,26 @@ pub fn open_slave(path: &str) -> File {
         .expect("open pts")
 }
 
+/// Gives `command` the pseudo-terminal at `slave_path` as its stdin, stdout, stderr and
+/// controlling terminal (in a session of its own), as a login shell has its terminal.
+pub fn on_its_terminal(command: &mut std::process::Command, slave_path: &str) {
+    use std::os::unix::process::CommandExt;
+    let slave = open_slave(slave_path);
+    command
+        .stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    // SAFETY: setsid and the TIOCSCTTY ioctl are system calls, safe between fork and exec;
+    // nothing is allocated.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            Ok(())
+        });
+    }
+}
+
 /// Reads the master until `needle` shows up (or panics after 20 s).
 pub fn read_until(master: &OwnedFd, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -374,30 +394,17 @@ fn process_state(pid: u32) -> Option<char> {
 
 #[test]
 fn ctrl_z_stops_the_job_with_ferry_and_fg_continues_both() {
-    use std::os::unix::process::CommandExt;
     let daemon = Daemon::start(&[]);
     let (master, slave_path) = pty();
-    let slave = open_slave(&slave_path);
     let mut command = daemon.ferry();
-    command
-        .args([
-            "run",
-            "--",
-            "sh",
-            "-c",
-            "while :; do echo tick; sleep 0.05; done",
-        ])
-        .stdin(slave.try_clone().expect("dup"))
-        .stdout(slave.try_clone().expect("dup"))
-        .stderr(slave);
-    // SAFETY: setsid and the TIOCSCTTY ioctl are system calls, safe between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::setsid()?;
-            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
-            Ok(())
-        });
-    }
+    command.args([
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "while :; do echo tick; sleep 0.05; done",
+    ]);
+    on_its_terminal(&mut command, &slave_path);
     let mut child = command.spawn().expect("ferry run");
     read_until(&master, "tick");
     let job_pid = wait_until(

@@ -291,25 +291,10 @@ fn fanos_eval_keeps_state_per_connection_on_the_passed_fds() {
 
 /// `ferry sh` on a pseudo-terminal that is its controlling terminal, as a login shell's.
 fn sh_on_a_terminal(daemon: &Daemon) -> (std::os::fd::OwnedFd, std::process::Child) {
-    use std::os::unix::process::CommandExt;
     let (master, slave_path) = crate::fds::pty();
-    let slave = crate::fds::open_slave(&slave_path);
     let mut command = daemon.ferry();
-    command
-        .arg("sh")
-        .env("TERM", "xterm")
-        .stdin(slave.try_clone().expect("dup"))
-        .stdout(slave.try_clone().expect("dup"))
-        .stderr(slave);
-    // SAFETY: setsid and the TIOCSCTTY ioctl are system calls, safe between fork and exec;
-    // nothing is allocated.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::setsid()?;
-            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
-            Ok(())
-        });
-    }
+    command.arg("sh").env("TERM", "xterm");
+    crate::fds::on_its_terminal(&mut command, &slave_path);
     (master, command.spawn().expect("ferry sh"))
 }
 
