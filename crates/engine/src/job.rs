@@ -25,7 +25,8 @@ use crate::error::EngineError;
 use crate::log::{JobLog, LogLimits};
 use crate::logfile::{LogHeader, MAX_RECORD_DATA};
 use crate::memory::OutputFlow;
-use crate::store::{millis, JobRecord, RecordState};
+use crate::queue::DEFAULT_GROUP;
+use crate::store::{millis, JobRecord, Recipe, RecordState};
 use crate::tracking::{self, JobTrack, Tracking};
 use crate::types::{
     ExitReport, JobId, JobPhase, JobSnapshot, JobSpec, OutputStream, PassedStdio, StdinSender,
@@ -72,21 +73,32 @@ struct Status {
     finished: Option<SystemTime>,
     /// Output bytes its log did not keep.
     dropped: u64,
+    /// Since when `pause` has it stopped.
+    paused_since: Option<Instant>,
+    /// Time it spent stopped before.
+    paused_before: Duration,
+}
+
+impl Status {
+    /// Time spent stopped by `pause`, until now.
+    fn paused_time(&self) -> Duration {
+        self.paused_before + self.paused_since.map_or(Duration::ZERO, |at| at.elapsed())
+    }
 }
 
 /// Called once a job has ended, with its id.
 pub(crate) type OnEnd = Box<dyn FnOnce(JobId) + Send>;
 
 impl Job {
-    /// A job; its log file is created now when `durable`.
+    /// A job submitted at `submitted`; its log file is created now when `durable`.
     pub fn new(
         id: JobId,
         mut spec: JobSpec,
+        submitted: SystemTime,
         log_path: &Path,
         limits: LogLimits,
         durable: bool,
     ) -> std::io::Result<Job> {
-        let submitted = SystemTime::now();
         let identity = LogHeader {
             id,
             argv: spec
@@ -134,6 +146,8 @@ impl Job {
                 signalled: Vec::new(),
                 finished: None,
                 dropped: 0,
+                paused_since: None,
+                paused_before: Duration::ZERO,
             }),
         })
     }
@@ -179,8 +193,73 @@ impl Job {
             stderr_bytes,
             log_bytes,
             dropped_bytes: status.dropped,
+            paused_ms: u64::try_from(status.paused_time().as_millis()).unwrap_or(u64::MAX),
+            recipe: Some(self.recipe()),
             ..JobRecord::from_header(&self.identity, state)
         }
+    }
+
+    /// How the job runs again.
+    fn recipe(&self) -> Recipe {
+        let bytes = |s: &std::ffi::OsString| ByteBuf::from(s.as_bytes().to_vec());
+        let spec = &self.spec;
+        Recipe {
+            command: spec
+                .shown
+                .is_some()
+                .then(|| spec.argv.iter().map(bytes).collect()),
+            env: spec
+                .env
+                .as_ref()
+                .map(|env| env.iter().map(|(k, v)| (bytes(k), bytes(v))).collect()),
+            timeout_ms: spec
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            group: spec.group.clone(),
+            label: spec.label.clone(),
+            after: spec.after.clone(),
+            after_any: spec.after_any,
+            session: spec.session.clone(),
+            stdin: spec.stdin,
+        }
+    }
+
+    /// The job's group.
+    pub fn group(&self) -> &str {
+        self.spec.group.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
+
+    /// Whether it ended with status 0 (`None` while it has not ended).
+    pub fn succeeded(&self) -> Option<bool> {
+        match &self.status().phase {
+            JobPhase::Finished(report) => {
+                Some(report.error.is_none() && report.shell_status() == 0)
+            }
+            _ => None,
+        }
+    }
+
+    /// Stops the running job's processes (SIGSTOP); `Ok(false)` when it was stopped already.
+    pub fn pause(&self) -> Result<bool, EngineError> {
+        if self.status().paused_since.is_some() {
+            return Ok(false);
+        }
+        self.signal_group(libc::SIGSTOP)?;
+        let mut status = self.status();
+        if matches!(status.phase, JobPhase::Running { .. }) && status.paused_since.is_none() {
+            status.paused_since = Some(Instant::now());
+        }
+        Ok(true)
+    }
+
+    /// Continues a job `pause` stopped (SIGCONT); `Ok(false)` when it was not stopped.
+    pub fn resume(&self) -> Result<bool, EngineError> {
+        let Some(since) = self.status().paused_since.take() else {
+            return Ok(false);
+        };
+        self.status().paused_before += since.elapsed();
+        self.signal_group(libc::SIGCONT)?;
+        Ok(true)
     }
 
     fn status(&self) -> MutexGuard<'_, Status> {
@@ -211,6 +290,12 @@ impl Job {
             pid: status.pid,
             unstored_bytes: self.log.unstored(),
             on_client_fds: self.identity.on_client_fds,
+            group: self.group().to_owned(),
+            label: self.spec.label.clone(),
+            after: self.spec.after.clone(),
+            paused: status.paused_since.is_some(),
+            paused_time: status.paused_time(),
+            finished: status.finished,
         }
     }
 
@@ -250,28 +335,51 @@ impl Job {
             }
         };
         let track = status.track.clone();
+        // A stopped job takes a signal that ends it only once continued, as a shell's
+        // `kill %N` does it: the pause ends.
+        let continue_it = status.paused_since.is_some()
+            && ![libc::SIGSTOP, libc::SIGCONT, libc::SIGTSTP].contains(&signal);
         drop(status);
         self.status().signalled.push(signal);
         if let Some(named) = Signal::from_named_raw(signal) {
             tracking::signal(&track, named);
         }
-        send_to_group(pid, signal).map_err(|e| match e {
+        let sent = send_to_group(pid, signal).map_err(|e| match e {
             SignalError::Unknown => EngineError::Invalid(format!("unknown signal {signal}")),
             SignalError::Os(source) => EngineError::Io {
                 context: format!("cannot signal job {}", self.id),
                 source,
             },
-        })
+        });
+        if sent.is_ok() && continue_it {
+            let _ = self.resume();
+        }
+        sent
     }
 
     /// Ends a job that never ran.
     pub fn finish_without_running(&self, error: String, signal: Option<i32>) {
-        let report = ExitReport {
+        self.finish_unrun(ExitReport {
             signal,
             error: Some(error),
             killed: signal.is_some(),
             ..ExitReport::default()
-        };
+        });
+    }
+
+    /// Ends a job that will never run because job `because_of`, which it waits for, did not
+    /// succeed.
+    pub fn finish_dependency_failed(&self, because_of: JobId) {
+        self.finish_unrun(ExitReport {
+            error: Some(format!(
+                "dependency failed: job {because_of}, which it waits for, did not succeed"
+            )),
+            dependency_failed: Some(because_of),
+            ..ExitReport::default()
+        });
+    }
+
+    fn finish_unrun(&self, report: ExitReport) {
         {
             let mut status = self.status();
             status.phase = JobPhase::Finished(report.clone());
@@ -292,6 +400,9 @@ impl Job {
                 .started
                 .map(|(_, at)| at.elapsed())
                 .unwrap_or_default();
+            if let Some(since) = status.paused_since.take() {
+                status.paused_before += since.elapsed();
+            }
             let report = ExitReport {
                 code: exit.code(),
                 signal: exit.signal(),
@@ -301,6 +412,7 @@ impl Job {
                 killed: exit
                     .signal()
                     .is_some_and(|signal| status.signalled.contains(&signal)),
+                dependency_failed: None,
                 lost: false,
             };
             status.phase = JobPhase::Finished(report.clone());

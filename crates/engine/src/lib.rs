@@ -5,8 +5,10 @@
 //! (further jobs wait in a queue), and reports exit status and run time. It knows nothing of any
 //! wire format: the daemon's dialect adapters translate their frames into calls on [`Engine`].
 
+mod control;
 mod error;
 pub mod files;
+mod groups;
 mod job;
 pub mod log;
 pub mod logfile;
@@ -14,6 +16,7 @@ mod memory;
 mod orphans;
 pub mod peers;
 mod principal;
+pub mod queue;
 pub mod quota;
 pub mod sessions;
 pub mod signals;
@@ -21,25 +24,29 @@ pub mod store;
 pub mod tracking;
 mod types;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::EngineError;
 pub use log::{LogError, LogLimits, LogReader, OutputEvent};
 pub use logfile::{encode_record, parse_records, RecordKind};
 pub use memory::limit_malloc_arenas;
 pub use principal::{BadPrincipal, Principal};
+pub use queue::{GroupInfo, DEFAULT_GROUP};
 pub use store::{Pruned, Retention, StoreError};
 pub use types::{
     ExitReport, JobId, JobOrigin, JobPhase, JobSnapshot, JobSpec, Load, OutputStream, PassedStdio,
 };
 
 use job::Job;
+
+/// The longest label a job may have, in bytes.
+pub const MAX_LABEL: usize = 256;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -115,13 +122,20 @@ struct Inner {
     start_notice: Mutex<Option<String>>,
 }
 
-#[derive(Default)]
 struct State {
     next_id: JobId,
     jobs: BTreeMap<JobId, Arc<Job>>,
-    queue: VecDeque<JobId>,
-    running: usize,
+    /// Which waiting job starts next, under which limits.
+    runq: queue::RunQueue,
     finished: VecDeque<JobId>,
+}
+
+/// A job a new job waits for, as found before the state lock is taken.
+enum Dependency {
+    /// In memory: whether it succeeded is asked under the lock.
+    Known(Arc<Job>),
+    /// Ended and known from the history: whether it succeeded.
+    Ended(bool),
 }
 
 impl Engine {
@@ -164,24 +178,37 @@ impl Engine {
             .collect();
         // The store tells the engine which jobs retention removed, once the engine exists.
         let engine_slot: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
-        let (store, next_id, lost) = if config.history {
+        let (store, next_id, lost, requeued) = if config.history {
             let slot = Arc::clone(&engine_slot);
             let forget = Box::new(move |ids: &[JobId]| {
                 if let Some(inner) = slot.get().and_then(std::sync::Weak::upgrade) {
                     inner.forget(ids);
                 }
             });
-            let (store, next_id, mut orphans) = open_history(&config, forget)?;
+            let (store, recovered) = open_history(&config, forget)?;
+            let mut orphans = recovered.orphans;
             let lost = orphans.len();
             orphans.extend(previous);
             orphans::end(orphans, config.kill_grace);
-            (Some(store), next_id, Some(lost))
+            (
+                Some(store),
+                recovered.next_id,
+                Some(lost),
+                recovered.requeued,
+            )
         } else {
             orphans::end(previous, config.kill_grace);
             let next_id = job::next_id_after_previous_runs(&config.log_dir)
                 .map_err(io("cannot read log directory"))?;
-            (None, next_id, None)
+            (None, next_id, None, Vec::new())
         };
+        let mut runq = queue::RunQueue::new(config.max_running);
+        if let Some(store) = &store {
+            for (name, group) in groups::load(store.database())? {
+                let parallel = usize::try_from(group.parallel).unwrap_or(usize::MAX);
+                runq.set_group(&name, parallel, group.paused);
+            }
+        }
         let start_notice = stopped_unexpectedly.then(|| start_notice(lost));
         let flow: Arc<memory::OutputFlow> = Arc::default();
         let peers = peers::PeerRegistry::counting_traffic(config.hub.clone(), Arc::clone(&flow));
@@ -189,7 +216,9 @@ impl Engine {
             config,
             state: Mutex::new(State {
                 next_id,
-                ..State::default()
+                jobs: BTreeMap::new(),
+                runq,
+                finished: VecDeque::new(),
             }),
             shutting_down: AtomicBool::new(false),
             flow,
@@ -215,7 +244,44 @@ impl Engine {
             });
         }
         let _ = engine_slot.set(Arc::downgrade(&inner));
-        Ok(Engine { inner })
+        let engine = Engine { inner };
+        engine.queue_again(requeued);
+        Ok(engine)
+    }
+
+    /// Queues again, in order and under their ids, the jobs an earlier daemon had queued.
+    fn queue_again(&self, records: Vec<store::JobRecord>) {
+        if !records.is_empty() {
+            tracing::info!(
+                jobs = records.len(),
+                "queued again the jobs an earlier daemon had queued when it stopped"
+            );
+        }
+        for record in records {
+            let id = record.id;
+            let submitted = UNIX_EPOCH + Duration::from_millis(record.submitted_ms);
+            let spec = control::spec_of(&record, true);
+            let dependencies = match self.dependencies(&spec, id) {
+                Ok(dependencies) => dependencies,
+                // A job it waited for is gone from the history: it cannot know the outcome.
+                Err(_) => vec![Dependency::Ended(false)],
+            };
+            let log_path = logfile::log_path(&self.inner.config.log_dir, id);
+            let durable = self.inner.store.is_some();
+            match Job::new(
+                id,
+                spec,
+                submitted,
+                &log_path,
+                self.inner.config.log_limits,
+                durable,
+            ) {
+                Ok(job) => {
+                    self.inner.admit(Arc::new(job), dependencies);
+                }
+                Err(e) => tracing::error!(job = id, "cannot queue the job again: {e}"),
+            }
+        }
     }
 
     /// What the owner's first client after the start is told, once: that the previous daemon
@@ -243,8 +309,8 @@ impl Engine {
     pub fn load(&self) -> Load {
         let state = self.inner.lock();
         Load {
-            running: state.running as u64,
-            queued: state.queue.len() as u64,
+            running: state.runq.running() as u64,
+            queued: state.runq.queued() as u64,
             slots: self.inner.config.max_running as u64,
         }
     }
@@ -268,46 +334,81 @@ impl Engine {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
+        if let Some(label) = &spec.label {
+            if label.len() > MAX_LABEL {
+                return Err(EngineError::Invalid(format!(
+                    "a label is at most {MAX_LABEL} bytes"
+                )));
+            }
+        }
         let mut state = self.inner.lock();
-        let start_now = state.running < self.inner.config.max_running;
-        if !start_now && state.queue.len() >= self.inner.config.max_queued {
+        let group = spec.group.as_deref().unwrap_or(DEFAULT_GROUP);
+        if state.runq.group(group).is_none() {
+            return Err(EngineError::Invalid(format!(
+                "there is no group '{group}' (`ferry group add {group} --parallel N` makes one)"
+            )));
+        }
+        if state.runq.queued() >= self.inner.config.max_queued {
             return Err(EngineError::Limit(format!(
                 "{} jobs are running and {} are queued (the limits); try again later",
-                state.running,
-                state.queue.len()
+                state.runq.running(),
+                state.runq.queued()
             )));
         }
         let id = state.next_id;
         state.next_id += 1;
         drop(state);
+        let dependencies = self.dependencies(&spec, id)?;
         // The log file (with the job's header) is made outside the lock: it is a file create.
         let log_path = logfile::log_path(&self.inner.config.log_dir, id);
         let durable = self.inner.store.is_some();
-        let job = Job::new(id, spec, &log_path, self.inner.config.log_limits, durable).map_err(
-            |source| EngineError::Io {
-                context: format!("cannot create the log of job {id}"),
-                source,
-            },
-        )?;
+        let job = Job::new(
+            id,
+            spec,
+            SystemTime::now(),
+            &log_path,
+            self.inner.config.log_limits,
+            durable,
+        )
+        .map_err(|source| EngineError::Io {
+            context: format!("cannot create the log of job {id}"),
+            source,
+        })?;
         let job = Arc::new(job);
         if let Some(peer) = &job.spec.origin.peer {
             self.inner.peers.started(peer, id);
         }
-        // Decided again: slots may have freed or filled while the file was made.
-        let mut state = self.inner.lock();
-        let start_now = state.running < self.inner.config.max_running;
-        state.jobs.insert(id, Arc::clone(&job));
-        if start_now {
-            state.running += 1;
-        } else {
-            state.queue.push_back(id);
+        let queued = self.inner.admit(job, dependencies);
+        Ok((id, queued))
+    }
+
+    /// The jobs `spec` waits for, checked: earlier than `id`, known, and of its principal.
+    fn dependencies(&self, spec: &JobSpec, id: JobId) -> Result<Vec<Dependency>, EngineError> {
+        let mut found = Vec::with_capacity(spec.after.len());
+        for &after in &spec.after {
+            if after >= id {
+                return Err(EngineError::Invalid(format!(
+                    "job {id} can wait only for an earlier job, not for job {after}"
+                )));
+            }
+            let unknown = || EngineError::Invalid(format!("there is no job {after} to wait for"));
+            let (principal, dependency) = match self.job(after) {
+                Ok(job) => (job.spec.origin.principal.clone(), Dependency::Known(job)),
+                Err(_) => {
+                    let record = self.record(after)?.ok_or_else(unknown)?;
+                    let report = record.report();
+                    let succeeded = report.error.is_none() && report.shell_status() == 0;
+                    (record.principal, Dependency::Ended(succeeded))
+                }
+            };
+            if principal != spec.origin.principal {
+                return Err(EngineError::Invalid(format!(
+                    "job {after} is not yours to wait for"
+                )));
+            }
+            found.push(dependency);
         }
-        drop(state);
-        if start_now {
-            self.inner.start(Arc::clone(&job));
-        }
-        self.inner.record(&job, false);
-        Ok((id, !start_now))
+        Ok(found)
     }
 
     /// Sends bytes to a job's stdin, waiting while its stdin buffer is full. Bytes for a job
@@ -444,19 +545,15 @@ impl Engine {
     /// Sends `signal` to a running job's whole process group, or cancels a queued job.
     pub fn signal(&self, id: JobId, signal: i32) -> Result<(), EngineError> {
         let job = self.job(id)?;
-        {
-            let mut state = self.inner.lock();
-            if let Some(pos) = state.queue.iter().position(|&queued| queued == id) {
-                state.queue.remove(pos);
-                drop(state);
-                job.finish_without_running(
-                    format!("cancelled by signal {signal} while queued"),
-                    Some(signal),
-                );
-                self.inner.record(&job, true);
-                self.inner.forget_old(id);
-                return Ok(());
-            }
+        if self.inner.lock().runq.cancel(id) {
+            job.finish_without_running(
+                format!("cancelled by signal {signal} while queued"),
+                Some(signal),
+            );
+            self.inner.record(&job, true);
+            self.inner.forget_old(id);
+            self.inner.settle(vec![(id, None, false)]);
+            return Ok(());
         }
         job.signal_group(signal)
     }
@@ -473,7 +570,7 @@ impl Engine {
         if self.inner.shutting_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        let queued: Vec<JobId> = self.inner.lock().queue.drain(..).collect();
+        let queued: Vec<JobId> = self.inner.lock().runq.drain();
         for id in queued {
             if let Ok(job) = self.job(id) {
                 job.finish_without_running("cancelled: the daemon shut down".into(), None);
@@ -526,15 +623,17 @@ impl Engine {
 fn open_history(
     config: &EngineConfig,
     on_removed: store::OnRemoved,
-) -> Result<(store::Store, JobId, Vec<orphans::Orphan>), EngineError> {
+) -> Result<(store::Store, store::Recovered), EngineError> {
     let store = store::Store::open(
         config.state_dir(),
         &config.log_dir,
         config.retention,
         on_removed,
     )?;
-    let (next_id, orphans) = store.recover(&config.log_dir)?;
-    let next_id = next_id.max(job::next_id_from_file(&config.log_dir));
+    let mut recovered = store.recover(&config.log_dir)?;
+    recovered.next_id = recovered
+        .next_id
+        .max(job::next_id_from_file(&config.log_dir));
     let pruned = store.apply_retention()?;
     if pruned.jobs > 0 {
         tracing::info!(
@@ -543,7 +642,7 @@ fn open_history(
             "retention removed old jobs from the history"
         );
     }
-    Ok((store, next_id, orphans))
+    Ok((store, recovered))
 }
 
 /// What the owner is told when the previous daemon stopped unexpectedly; `lost`: the jobs it
@@ -559,8 +658,9 @@ fn start_notice(lost: Option<usize>) -> String {
 }
 
 /// A snapshot of a job known only from its record.
-fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
+pub(crate) fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
     let report = record.report();
+    let recipe = record.recipe.as_ref();
     let submitted = UNIX_EPOCH + Duration::from_millis(record.submitted_ms);
     JobSnapshot {
         id: record.id,
@@ -579,6 +679,16 @@ fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
         pid: record.pid,
         unstored_bytes: record.dropped_bytes,
         on_client_fds: record.on_client_fds,
+        group: recipe
+            .and_then(|r| r.group.clone())
+            .unwrap_or_else(|| DEFAULT_GROUP.to_owned()),
+        label: recipe.and_then(|r| r.label.clone()),
+        after: recipe.map(|r| r.after.clone()).unwrap_or_default(),
+        paused: false,
+        paused_time: Duration::from_millis(record.paused_ms),
+        finished: record
+            .finished_ms
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
     }
 }
 
@@ -624,29 +734,93 @@ impl Inner {
     }
 
     /// Called by a job's pump thread once the job has ended: frees its slot and starts the
-    /// next queued job.
+    /// jobs that may start now.
     fn job_ended(self: &Arc<Self>, id: JobId) {
-        if let Some(job) = self.lock().jobs.get(&id).cloned() {
-            self.record(&job, true);
-        }
-        let next = {
+        let job = self.lock().jobs.get(&id).cloned();
+        let Some(job) = job else {
+            return;
+        };
+        self.record(&job, true);
+        let succeeded = job.succeeded().unwrap_or(false);
+        self.forget_old(id);
+        self.settle(vec![(id, Some(job.group().to_owned()), succeeded)]);
+    }
+
+    /// Takes a new job into the run queue (or ends it at once when a job it waits for has
+    /// failed), and starts it if it may start now. Returns whether it waits.
+    fn admit(self: &Arc<Self>, job: Arc<Job>, dependencies: Vec<Dependency>) -> bool {
+        let mut pending = BTreeSet::new();
+        let mut failed = None;
+        let start_now = {
             let mut state = self.lock();
-            state.running = state.running.saturating_sub(1);
-            if self.shutting_down.load(Ordering::SeqCst) {
-                None
-            } else {
-                let next = state
-                    .queue
-                    .pop_front()
-                    .and_then(|id| state.jobs.get(&id).cloned());
-                if next.is_some() {
-                    state.running += 1;
+            state.jobs.insert(job.id, Arc::clone(&job));
+            for (dependency, &after) in dependencies.iter().zip(&job.spec.after) {
+                let outcome = match dependency {
+                    Dependency::Known(other) => other.succeeded(),
+                    Dependency::Ended(succeeded) => Some(*succeeded),
+                };
+                match outcome {
+                    None => {
+                        pending.insert(after);
+                    }
+                    Some(false) if !job.spec.after_any => failed = failed.or(Some(after)),
+                    Some(_) => {}
                 }
-                next
+            }
+            if failed.is_some() || self.shutting_down.load(Ordering::SeqCst) {
+                false
+            } else {
+                let max = self.config.max_running;
+                let group = job.group().to_owned();
+                state
+                    .runq
+                    .admit(job.id, &group, pending, job.spec.after_any, max)
             }
         };
-        self.forget_old(id);
-        if let Some(job) = next {
+        if let Some(because_of) = failed {
+            job.finish_dependency_failed(because_of);
+            self.record(&job, true);
+            self.forget_old(job.id);
+            return false;
+        }
+        if start_now {
+            self.start(Arc::clone(&job));
+        }
+        self.record(&job, false);
+        !start_now
+    }
+
+    /// Takes the ends of jobs (id, the group whose slot it held, whether it succeeded) into
+    /// the run queue, ends the waiting jobs that now never start (their dependency failed,
+    /// and so on down the chain), and starts every job that may start now.
+    fn settle(self: &Arc<Self>, mut ended: Vec<(JobId, Option<String>, bool)>) {
+        let mut never = Vec::new();
+        let startable: Vec<Arc<Job>> = {
+            let mut state = self.lock();
+            while let Some((id, group, succeeded)) = ended.pop() {
+                for failed in state.runq.ended(id, group.as_deref(), succeeded) {
+                    ended.push((failed.job, None, false));
+                    if let Some(job) = state.jobs.get(&failed.job) {
+                        never.push((Arc::clone(job), failed.because_of));
+                    }
+                }
+            }
+            if self.shutting_down.load(Ordering::SeqCst) {
+                Vec::new()
+            } else {
+                let max = self.config.max_running;
+                let ids = state.runq.startable(max);
+                ids.iter()
+                    .filter_map(|id| state.jobs.get(id).cloned())
+                    .collect()
+            }
+        };
+        for (job, because_of) in never {
+            job.finish_dependency_failed(because_of);
+            self.record(&job, true);
+            self.forget_old(job.id);
+        }
+        for job in startable {
             self.start(Arc::clone(&job));
             self.record(&job, false);
         }

@@ -239,6 +239,7 @@ impl SessionStore {
             shown: Some(shown),
             cwd: Some(PathBuf::from(OsString::from_vec(first_cwd))),
             env: None,
+            session: Some(id.to_owned()),
             ..job
         };
         let (job, queued) = engine.submit(spec)?;

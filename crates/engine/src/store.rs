@@ -122,6 +122,46 @@ pub struct JobRecord {
     /// It ran on its client's own fds: no log of its output was kept.
     #[serde(default)]
     pub on_client_fds: bool,
+    /// How it is run again (`restart`, a re-queue after a crash); absent in records written
+    /// before restarts.
+    #[serde(default)]
+    pub recipe: Option<Recipe>,
+    /// Time it spent stopped by `pause`, in milliseconds.
+    #[serde(default)]
+    pub paused_ms: u64,
+}
+
+/// What a record keeps to run its job again: what it ran, where, with what, in which group.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recipe {
+    /// The program and arguments it ran, where they differ from the record's `argv` (what
+    /// it is shown as: a session's command line).
+    #[serde(default)]
+    pub command: Option<Vec<ByteBuf>>,
+    /// Its whole environment (the daemon's when absent).
+    #[serde(default)]
+    pub env: Option<Vec<(ByteBuf, ByteBuf)>>,
+    /// Its time limit.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Its group (the default when absent).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Its label.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The jobs it waits for.
+    #[serde(default)]
+    pub after: Vec<JobId>,
+    /// It runs whatever their outcome.
+    #[serde(default)]
+    pub after_any: bool,
+    /// The session it ran in.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Its stdin came from its client (so it cannot run again without one).
+    #[serde(default)]
+    pub stdin: bool,
 }
 
 impl JobRecord {
@@ -148,7 +188,21 @@ impl JobRecord {
             log_bytes: 0,
             dropped_bytes: 0,
             on_client_fds: header.on_client_fds,
+            recipe: None,
+            paused_ms: 0,
         }
+    }
+
+    /// Whether the job was waiting when its daemon stopped and can be queued again: it needs
+    /// no client (no forwarded stdin, no passed fds) and no session, and its record says how
+    /// to run it.
+    pub fn may_queue_again(&self) -> bool {
+        self.state == RecordState::Queued
+            && !self.on_client_fds
+            && self
+                .recipe
+                .as_ref()
+                .is_some_and(|recipe| !recipe.stdin && recipe.session.is_none())
     }
 
     /// Whether the job is over (finished or lost).
@@ -351,6 +405,11 @@ impl Store {
             }
         }
         Ok(records)
+    }
+
+    /// The database, for the groups' table (see `crate::groups`).
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     /// One record.
@@ -584,15 +643,24 @@ fn remove(db: &Database, log_dir: &Path, rules: Rules) -> PruneResult {
     Ok((pruned, removed))
 }
 
+/// What [`Store::recover`] found.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The first job id to use.
+    pub next_id: JobId,
+    /// The processes of the jobs found lost (they may still run).
+    pub orphans: Vec<crate::orphans::Orphan>,
+    /// The jobs an earlier daemon had queued that run again, oldest first.
+    pub requeued: Vec<JobRecord>,
+}
+
 impl Store {
     /// Reconciles the store with the log files after a start (see the module documentation):
-    /// jobs whose log has an end are recorded finished, jobs without one lost. Returns the
-    /// first id to use, and the process groups of the jobs found lost (they may still run).
-    pub fn recover(
-        &self,
-        log_dir: &Path,
-    ) -> Result<(JobId, Vec<crate::orphans::Orphan>), StoreError> {
+    /// jobs whose log has an end are recorded finished; jobs recorded queued that can run
+    /// again without their client are handed back to be queued again; the others are lost.
+    pub fn recover(&self, log_dir: &Path) -> Result<Recovered, StoreError> {
         let mut records = self.all()?;
+        let mut requeued = Vec::new();
         let mut next = self.next_id()?;
         let mut changed: BTreeMap<JobId, JobRecord> = BTreeMap::new();
         let entries = std::fs::read_dir(log_dir).map_err(|source| StoreError::Io {
@@ -635,6 +703,10 @@ impl Store {
                         .and_then(|m| m.modified().ok())
                         .map(millis);
                 }
+                None if record.may_queue_again() => {
+                    requeued.push(record);
+                    continue;
+                }
                 None => {
                     record.state = RecordState::Lost;
                     record.exit = None;
@@ -642,14 +714,18 @@ impl Store {
             }
             changed.insert(id, record);
         }
-        // Jobs the store saw start whose log is gone: lost, without output.
+        // Jobs the store saw queued or started whose log is gone: queued again, or lost
+        // without output.
         for (id, mut record) in records {
             next = next.max(id + 1);
-            if !record.ended() {
+            if record.may_queue_again() {
+                requeued.push(record);
+            } else if !record.ended() {
                 record.state = RecordState::Lost;
                 changed.insert(id, record);
             }
         }
+        requeued.sort_by_key(|record| record.id);
         if !changed.is_empty() {
             let lost = changed
                 .values()
@@ -679,7 +755,11 @@ impl Store {
                 },
             })
             .collect();
-        Ok((next.max(1), orphans))
+        Ok(Recovered {
+            next_id: next.max(1),
+            orphans,
+            requeued,
+        })
     }
 
     /// The first id never used, as the store remembers it.
@@ -720,6 +800,12 @@ mod tests {
             log_bytes,
             dropped_bytes: 0,
             on_client_fds: false,
+            recipe: Some(Recipe {
+                group: Some("g".into()),
+                after: vec![3],
+                ..Recipe::default()
+            }),
+            paused_ms: 0,
         }
     }
 

@@ -43,6 +43,9 @@ pub struct ExitReport {
     /// The signal that ended it was sent by a client (`kill`) or by a shutdown.
     #[serde(default)]
     pub killed: bool,
+    /// It never ran because this job, which it waited for, did not succeed.
+    #[serde(default)]
+    pub dependency_failed: Option<JobId>,
     /// The daemon stopped while the job was queued or running: how it ended is unknown
     /// (never stored: a record says so by its state).
     #[serde(skip)]
@@ -128,6 +131,16 @@ pub struct JobSpec {
     pub stdio: Option<PassedStdio>,
     /// Who asked, through which dialect (recorded in the history).
     pub origin: JobOrigin,
+    /// The group it runs in, under that group's limit (the default group when `None`).
+    pub group: Option<String>,
+    /// A label of the user's, for listings and filters.
+    pub label: Option<String>,
+    /// Jobs that must end before it starts: successfully, unless `after_any`.
+    pub after: Vec<JobId>,
+    /// Start once `after` have ended, whatever their outcome.
+    pub after_any: bool,
+    /// The session whose shell runs it (its `shown` words are the command line).
+    pub session: Option<String>,
 }
 
 /// Who submitted a job, for its record.
@@ -180,6 +193,18 @@ pub struct JobSnapshot {
     pub unstored_bytes: u64,
     /// It ran on its client's own fds: no log of its output was kept.
     pub on_client_fds: bool,
+    /// Its group.
+    pub group: String,
+    /// Its label.
+    pub label: Option<String>,
+    /// The jobs it waits or waited for.
+    pub after: Vec<JobId>,
+    /// Stopped by `pause` now.
+    pub paused: bool,
+    /// Time spent stopped by `pause` (counted in `run_time` too).
+    pub paused_time: Duration,
+    /// When it ended.
+    pub finished: Option<SystemTime>,
 }
 
 /// How busy a daemon is (see [`Engine::load`]).
