@@ -39,6 +39,15 @@ pub struct RunRequest<'a> {
     pub session: Option<String>,
     /// Run on these fds (stdin, stdout, stderr), passed over the Unix socket.
     pub pass_stdio: Option<[BorrowedFd<'a>; 3]>,
+    /// Run under this group's limit (the default group when `None`).
+    pub group: Option<String>,
+    /// A label for listings and filters.
+    pub label: Option<String>,
+    /// Start once these jobs have ended successfully (whatever their outcome with
+    /// `after_any`).
+    pub after: Vec<JobId>,
+    /// See `after`.
+    pub after_any: bool,
 }
 
 impl RunRequest<'_> {
@@ -69,6 +78,10 @@ impl RunRequest<'_> {
                 .map(|s| ByteBuf::from(s.as_bytes().to_vec())),
             pass_stdio: self.pass_stdio.is_some(),
             session: self.session.clone(),
+            group: self.group.clone(),
+            label: self.label.clone(),
+            after: self.after.clone(),
+            after_any: self.after_any,
         };
         (request, message)
     }

@@ -10,6 +10,7 @@
 //! forwards stdin and signals while the client reads.
 
 mod calls;
+mod manage;
 pub mod tls;
 mod transfer;
 
@@ -32,9 +33,10 @@ use tokio::sync::mpsc;
 pub use calls::{Cost, Joined, Listing, Pruned, RunRequest, Said, Started};
 pub use ferry_common::SessionState;
 pub use ferry_wire::native::{
-    ErrorCode, FileEntry, HubCounters, HubMember, JobExit, JobInfo, JobState, NoticeKind,
-    OtherEntry, PeerInfo, Stream, Undelivered,
+    ErrorCode, FileEntry, GroupAction, GroupInfo, HubCounters, HubMember, JobDetails, JobExit,
+    JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream, Undelivered,
 };
+pub use manage::Target;
 pub use transfer::FileMeta;
 
 /// The reading half of a connection, whatever its transport.

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use control::spec_of;
 pub use error::EngineError;
 pub use log::{LogError, LogLimits, LogReader, OutputEvent};
 pub use logfile::{encode_record, parse_records, RecordKind};

@@ -161,6 +161,20 @@ pub enum Command {
     Ps(PsArgs),
     /// Send a signal to a job's whole process group (or cancel a queued job).
     Kill(KillArgs),
+    /// Everything known of a job: command, directory, environment (names; values with
+    /// --env), who submitted it, group, label, dependencies, times, status, log size.
+    Show(crate::commands::manage::ShowArgs),
+    /// Run an ended job again as it ran: its command, directory, environment, time limit,
+    /// group and label (its output kept; no stdin). Prints the new job's id.
+    Restart(crate::commands::manage::RestartArgs),
+    /// Stop a running job (SIGSTOP to its process group; it keeps its slot), or with --group
+    /// a whole group (its running jobs stopped, its queued jobs kept waiting).
+    Pause(crate::commands::manage::PauseArgs),
+    /// Continue a job or a group that `pause` stopped.
+    Resume(crate::commands::manage::PauseArgs),
+    /// Groups of jobs, each with its own limit of jobs running at once (under the daemon's
+    /// --max-jobs): add, list, set, rm.
+    Group(crate::commands::manage::GroupArgs),
     /// Wait until jobs end: the ones named, or every job queued or running now.
     ///
     /// Exits 0 when every one exited 0, 1 otherwise (as `pueue wait` does for its tasks).
@@ -586,6 +600,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
 
+    /// Run in this group, under its limit of jobs at once (see `ferry group`; default: the
+    /// group `default`).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
+    /// A label for the job, shown by `ps` and `show` and matched by `ps --label`.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+
+    /// Queue the job until these earlier jobs have ended successfully (comma-separated or
+    /// repeated); if one does not succeed, the job never runs and is `dependency-failed`.
+    #[arg(long, value_name = "ID", value_delimiter = ',', num_args = 1..)]
+    pub after: Vec<u64>,
+
+    /// With --after: run once they have ended, whatever their outcome.
+    #[arg(long, requires = "after")]
+    pub after_any: bool,
+
     /// The command and its arguments. Everything before it is ferry's (an unknown option is
     /// an error, not a command); after `--`, everything is the command's.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
@@ -608,8 +640,29 @@ pub struct AttachArgs {
 pub struct LogArgs {
     /// One JSON object: id, stdout, stderr (bytes that are not UTF-8 replaced),
     /// unstored_bytes, no_log.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["lines", "head", "follow"])]
     pub json: bool,
+
+    /// Only the last N lines (of the streams shown).
+    #[arg(short = 'n', long, value_name = "N", conflicts_with = "head")]
+    pub lines: Option<usize>,
+
+    /// Only the first N lines.
+    #[arg(long, value_name = "N")]
+    pub head: Option<usize>,
+
+    /// Only the job's stdout.
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+
+    /// Only the job's stderr.
+    #[arg(long)]
+    pub stderr: bool,
+
+    /// Then follow its output live until it ends, as `attach` does (`tail -f`); exits with
+    /// its status.
+    #[arg(short, long, conflicts_with = "head")]
+    pub follow: bool,
 
     /// The job id.
     pub job: u64,
@@ -681,6 +734,20 @@ pub struct PsArgs {
     /// only this daemon run's.
     #[arg(short, long)]
     pub all: bool,
+
+    /// Only jobs in these states (comma-separated or repeated): queued, running, paused,
+    /// exited (ended on its own, any status), failed (ended with a status other than 0:
+    /// non-zero, killed, timed out, never started, dependency failed), lost.
+    #[arg(long, value_name = "STATE", value_delimiter = ',', num_args = 1..)]
+    pub state: Vec<crate::commands::ps::StateFilter>,
+
+    /// Only jobs of this group.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+
+    /// Only jobs with this label.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
 }
 
 /// `ferry prune`.

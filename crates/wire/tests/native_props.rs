@@ -41,7 +41,10 @@ fn job_info() -> impl Strategy<Value = JobInfo> {
         prop_oneof![
             Just(JobState::Queued),
             Just(JobState::Running),
-            Just(JobState::Finished)
+            Just(JobState::Finished),
+            Just(JobState::Paused),
+            Just(JobState::DependencyFailed),
+            Just(JobState::Lost)
         ],
         byte_bufs(),
         any::<Option<u32>>(),
@@ -77,6 +80,11 @@ fn job_info() -> impl Strategy<Value = JobInfo> {
                     unstored_bytes,
                     principal: "token:ci".into(),
                     no_log,
+                    group: if no_log { "default" } else { "builds" }.into(),
+                    label: started_ms.map(|ms| format!("label {ms}")),
+                    after: pid.map(u64::from).into_iter().collect(),
+                    paused_us: run_us / 2,
+                    ended_ms: started_ms.map(|ms| ms.saturating_add(run_us)),
                 }
             },
         )
@@ -127,6 +135,10 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                         follow,
                         sandbox: None,
                         pass_stdio,
+                        group: session.clone(),
+                        label: session.clone().filter(|_| follow),
+                        after: timeout_ms.into_iter().collect(),
+                        after_any: stdin && follow,
                         session,
                     }
                 }
@@ -226,6 +238,46 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 recursive,
             }
         }),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(request, job, follow)| {
+            ClientMessage::Restart {
+                request,
+                job,
+                follow,
+            }
+        }),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of("[a-z0-9._-]{0,12}"),
+            any::<bool>()
+        )
+            .prop_map(|(request, job, group, pause)| if pause {
+                ClientMessage::Pause {
+                    request,
+                    job,
+                    group,
+                }
+            } else {
+                ClientMessage::Resume {
+                    request,
+                    job,
+                    group,
+                }
+            }),
+        (any::<u64>(), any::<u64>(), any::<bool>())
+            .prop_map(|(request, job, env)| ClientMessage::Show { request, job, env }),
+        (any::<u64>(), ".{0,12}", any::<u64>(), 0u8..3).prop_map(
+            |(request, name, parallel, action)| ClientMessage::Group {
+                request,
+                name,
+                action: match action {
+                    0 => GroupAction::Add { parallel },
+                    1 => GroupAction::Set { parallel },
+                    _ => GroupAction::Remove,
+                },
+            }
+        ),
+        any::<u64>().prop_map(|request| ClientMessage::ListGroups { request }),
     ]
 }
 

@@ -18,7 +18,7 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
         (
             "hello",
             ClientMessage::Hello {
-                version: 2,
+                version: 3,
                 client: "cli".into(),
                 token: None,
             },
@@ -37,6 +37,10 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
                 sandbox: None,
                 pass_stdio: false,
                 session: None,
+                group: None,
+                label: None,
+                after: Vec::new(),
+                after_any: false,
             },
         ),
         (

@@ -16,6 +16,10 @@ pub fn log(target: &Endpoint, args: LogArgs) -> Result<i32> {
     if args.json {
         return log_json(target, args.job);
     }
+    let sliced = args.lines.is_some() || args.head.is_some() || args.stdout || args.stderr;
+    if sliced || args.follow {
+        return super::log_slice::run(target, &args);
+    }
     show(target, args.job, true, false).map(|_| 0)
 }
 

@@ -9,6 +9,8 @@ pub mod daemon;
 pub mod fanos;
 pub mod files;
 pub mod kill;
+pub mod log_slice;
+pub mod manage;
 pub mod peers;
 pub mod prune;
 pub mod ps;

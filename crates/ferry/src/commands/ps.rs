@@ -8,12 +8,64 @@ use serde::Serialize;
 
 use crate::cli::PsArgs;
 
+/// A `--state` of `ferry ps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateFilter {
+    /// Waiting to start.
+    Queued,
+    /// Running (not paused).
+    Running,
+    /// Stopped by `ferry pause`.
+    Paused,
+    /// Ended on its own, whatever its status.
+    Exited,
+    /// Ended with a status other than 0 (non-zero, killed, timed out, never started,
+    /// dependency failed).
+    Failed,
+    /// Lost: the daemon stopped while it was queued or running.
+    Lost,
+}
+
+impl StateFilter {
+    /// Whether `job` is in this state.
+    fn matches(self, job: &JobInfo) -> bool {
+        let failed = job
+            .exit
+            .as_ref()
+            .is_some_and(|exit| exit.shell_status() != 0 || exit.error.is_some());
+        match self {
+            StateFilter::Queued => job.state == JobState::Queued,
+            StateFilter::Running => job.state == JobState::Running,
+            StateFilter::Paused => job.state == JobState::Paused,
+            StateFilter::Exited => {
+                job.state == JobState::Finished
+                    && job.exit.as_ref().is_some_and(|e| e.code.is_some())
+            }
+            StateFilter::Failed => {
+                matches!(job.state, JobState::Finished | JobState::DependencyFailed) && failed
+            }
+            StateFilter::Lost => job.state == JobState::Lost,
+        }
+    }
+}
+
+/// Whether `job` passes `ps`'s filters (each given one must hold; one of several states).
+fn wanted(args: &PsArgs, job: &JobInfo) -> bool {
+    (args.state.is_empty() || args.state.iter().any(|state| state.matches(job)))
+        && args.group.as_ref().is_none_or(|group| &job.group == group)
+        && args
+            .label
+            .as_ref()
+            .is_none_or(|label| job.label.as_ref() == Some(label))
+}
+
 /// Prints the daemon's jobs.
 pub fn run(target: &Endpoint, args: PsArgs) -> Result<i32> {
-    let jobs = crate::client_runtime()?.block_on(async {
+    let mut jobs = crate::client_runtime()?.block_on(async {
         let mut client = super::connect(target).await?;
         anyhow::Ok(client.jobs(args.all).await?)
     })?;
+    jobs.retain(|job| wanted(&args, job));
     let mut out = String::new();
     if args.json {
         for job in &jobs {
@@ -45,6 +97,11 @@ struct JsonJob {
     principal: String,
     /// It ran on its client's terminal: no log of its output was kept.
     no_log: bool,
+    group: String,
+    label: Option<String>,
+    after: Vec<u64>,
+    paused_us: u64,
+    ended: Option<String>,
 }
 
 impl From<&JobInfo> for JsonJob {
@@ -69,16 +126,23 @@ impl From<&JobInfo> for JsonJob {
                 .collect(),
             principal: job.principal.clone(),
             no_log: job.no_log,
+            group: job.group.clone(),
+            label: job.label.clone(),
+            after: job.after.clone(),
+            paused_us: job.paused_us,
+            ended: job.ended_ms.map(timestamp),
         }
     }
 }
 
 /// The state shown to people: finished jobs say how they ended.
-fn state_name(job: &JobInfo) -> &'static str {
+pub(crate) fn state_name(job: &JobInfo) -> &'static str {
     match (job.state, &job.exit) {
         (JobState::Lost, _) => "lost",
         (JobState::Queued, _) => "queued",
         (JobState::Running, _) => "running",
+        (JobState::Paused, _) => "paused",
+        (JobState::DependencyFailed, _) => "dependency-failed",
         (JobState::Finished, Some(exit)) if exit.timed_out => "timeout",
         (JobState::Finished, Some(exit)) if exit.error.is_some() && exit.signal.is_some() => {
             "cancelled"
@@ -147,23 +211,47 @@ fn command_column(job: &JobInfo) -> String {
     }
 }
 
+/// The table; GROUP and LABEL columns only when a job listed has one other than the default.
 fn table(jobs: &[JobInfo]) -> String {
-    let header = ["ID", "STATE", "EXIT", "STARTED", "TIME", "COMMAND"];
-    let rows: Vec<[String; 6]> = jobs
+    let grouped = jobs
         .iter()
-        .map(|job| {
-            [
-                job.id.to_string(),
-                state_name(job).to_owned(),
-                exit_column(job),
-                job.started_ms.map(timestamp).unwrap_or_else(|| "-".into()),
-                run_time(job.run_us),
-                command_column(job),
-            ]
-        })
-        .collect();
-    crate::table::render(header, &rows)
+        .any(|job| job.group != DEFAULT_GROUP || job.label.is_some());
+    let row = |job: &JobInfo| {
+        let mut row = vec![
+            job.id.to_string(),
+            state_name(job).to_owned(),
+            exit_column(job),
+            job.started_ms.map(timestamp).unwrap_or_else(|| "-".into()),
+            run_time(job.run_us),
+        ];
+        if grouped {
+            row.push(job.group.clone());
+            row.push(job.label.clone().unwrap_or_else(|| "-".into()));
+        }
+        row.push(command_column(job));
+        row
+    };
+    if grouped {
+        let header = [
+            "ID", "STATE", "EXIT", "STARTED", "TIME", "GROUP", "LABEL", "COMMAND",
+        ];
+        let rows: Vec<[String; 8]> = jobs
+            .iter()
+            .filter_map(|job| row(job).try_into().ok())
+            .collect();
+        crate::table::render(header, &rows)
+    } else {
+        let header = ["ID", "STATE", "EXIT", "STARTED", "TIME", "COMMAND"];
+        let rows: Vec<[String; 6]> = jobs
+            .iter()
+            .filter_map(|job| row(job).try_into().ok())
+            .collect();
+        crate::table::render(header, &rows)
+    }
 }
+
+/// The group a job without one is in.
+const DEFAULT_GROUP: &str = "default";
 
 #[cfg(test)]
 mod tests {

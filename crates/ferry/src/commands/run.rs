@@ -60,6 +60,10 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         follow: !args.detach,
         pass_stdio: pass_stdio.then(own_stdio),
         session: args.session.clone(),
+        group: args.group.clone(),
+        label: args.label.clone(),
+        after: args.after.clone(),
+        after_any: args.after_any,
         ..RunRequest::default()
     };
     let sandboxed = !args.put.is_empty() || !args.get.is_empty() || args.get_new || args.keep;

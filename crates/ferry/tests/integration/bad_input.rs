@@ -159,6 +159,10 @@ fn requests_about_unknown_jobs_get_errors_and_the_connection_goes_on() {
         sandbox: None,
         pass_stdio: false,
         session: None,
+        group: None,
+        label: None,
+        after: Vec::new(),
+        after_any: false,
     });
     match raw.recv() {
         Some(DaemonMessage::Error {
@@ -198,6 +202,10 @@ fn a_client_that_vanishes_mid_job_leaves_the_daemon_serving() {
             sandbox: None,
             pass_stdio: false,
             session: None,
+            group: None,
+            label: None,
+            after: Vec::new(),
+            after_any: false,
         });
         // Read a little, send half a frame, then vanish.
         assert!(raw.recv().is_some());

@@ -608,6 +608,10 @@ pub fn run_message(
         sandbox: None,
         pass_stdio,
         session: session.map(str::to_owned),
+        group: None,
+        label: None,
+        after: Vec::new(),
+        after_any: false,
     }
 }
 

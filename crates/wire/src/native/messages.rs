@@ -59,6 +59,19 @@ pub enum ClientMessage {
         /// `SessionNew`), in the state the session's earlier commands left.
         #[serde(default)]
         session: Option<String>,
+        /// Run under this group's limit (absent: the default group).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        /// A label for listings and filters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        /// Start only once these earlier jobs have ended successfully (any outcome with
+        /// `after_any`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        after: Vec<JobId>,
+        /// See `after`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        after_any: bool,
     },
     /// Bytes for a job's stdin.
     Stdin {
@@ -264,6 +277,59 @@ pub enum ClientMessage {
         /// Client-chosen request id.
         request: u64,
     },
+    /// Run an ended job again as it ran (command, directory, environment, limit, group,
+    /// label; no stdin): answered with `Accepted` (then, with `follow`, its output).
+    Restart {
+        /// Client-chosen request id.
+        request: u64,
+        /// The ended job.
+        job: JobId,
+        /// Stream the new job's output and exit to this connection.
+        follow: bool,
+    },
+    /// Stop a running job (SIGSTOP), or pause a group (its running jobs stopped, its queued
+    /// jobs kept waiting): answered with `Done`.
+    Pause {
+        /// Client-chosen request id.
+        request: u64,
+        /// The job, or a group by name: exactly one of the two.
+        job: Option<JobId>,
+        /// See `job`.
+        group: Option<String>,
+    },
+    /// Continue what `Pause` stopped: answered with `Done`.
+    Resume {
+        /// Client-chosen request id.
+        request: u64,
+        /// The job, or a group by name: exactly one of the two.
+        job: Option<JobId>,
+        /// See `job`.
+        group: Option<String>,
+    },
+    /// A job's whole description: answered with `Details`.
+    Show {
+        /// Client-chosen request id.
+        request: u64,
+        /// The job.
+        job: JobId,
+        /// Send its environment's values, not only their names.
+        env: bool,
+    },
+    /// Make a group, change its limit, or remove it: answered with `Done`. Adding,
+    /// changing and removing are the owner's.
+    Group {
+        /// Client-chosen request id.
+        request: u64,
+        /// The group's name.
+        name: String,
+        /// What to do.
+        action: GroupAction,
+    },
+    /// List the groups: answered with `Groups`. Any peer may ask.
+    ListGroups {
+        /// Client-chosen request id.
+        request: u64,
+    },
     /// The answer to a `Ping`.
     Pong {
         /// The ping's nonce.
@@ -303,6 +369,12 @@ impl ClientMessage {
             ClientMessage::Cost { .. } => "Cost",
             ClientMessage::Link { .. } => "Link",
             ClientMessage::Remove { .. } => "Remove",
+            ClientMessage::Restart { .. } => "Restart",
+            ClientMessage::Pause { .. } => "Pause",
+            ClientMessage::Resume { .. } => "Resume",
+            ClientMessage::Show { .. } => "Show",
+            ClientMessage::Group { .. } => "Group",
+            ClientMessage::ListGroups { .. } => "ListGroups",
         }
     }
 }
@@ -561,6 +633,22 @@ pub enum DaemonMessage {
         /// Job slots (jobs that may run at once).
         slots: u64,
     },
+    /// A job's whole description (answers `Show`).
+    Details {
+        /// The `Show` request id.
+        request: u64,
+        /// The job, as listings show it.
+        info: JobInfo,
+        /// The rest of it.
+        details: JobDetails,
+    },
+    /// The groups (answers `ListGroups`).
+    Groups {
+        /// The request id.
+        request: u64,
+        /// Every group, by name.
+        groups: Vec<GroupInfo>,
+    },
     /// The daemon checks that a silent member is alive: answer with `Pong`.
     Ping {
         /// Echo it in the `Pong`.
@@ -605,7 +693,9 @@ impl DaemonMessage {
             | DaemonMessage::Joined { request, .. }
             | DaemonMessage::Said { request, .. }
             | DaemonMessage::Members { request, .. }
-            | DaemonMessage::Cost { request, .. } => Some(*request),
+            | DaemonMessage::Cost { request, .. }
+            | DaemonMessage::Details { request, .. }
+            | DaemonMessage::Groups { request, .. } => Some(*request),
             DaemonMessage::Error { request, .. } => *request,
             DaemonMessage::Welcome { .. }
             | DaemonMessage::Output { .. }
@@ -734,6 +824,11 @@ impl JobExit {
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// Stopped by `Pause` (it holds its slot).
+    Paused,
+    /// It never ran: a job it waited for did not succeed.
+    #[serde(rename = "dependency-failed")]
+    DependencyFailed,
     /// Waiting for a free running slot.
     Queued,
     /// Spawned and not yet finished.
@@ -772,6 +867,89 @@ pub struct JobInfo {
     /// kept (absent: false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_log: bool,
+    /// Its group.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Its label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The jobs it waits or waited for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<JobId>,
+    /// Microseconds it spent stopped by `Pause` (counted in `run_us` too).
+    #[serde(default)]
+    pub paused_us: u64,
+    /// When it ended (ms since the Unix epoch).
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+}
+
+fn default_group() -> String {
+    "default".into()
+}
+
+/// What `Group` does.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupAction {
+    /// Make it, with this limit.
+    Add {
+        /// Jobs of it that may run at once.
+        parallel: u64,
+    },
+    /// Change its limit.
+    Set {
+        /// Jobs of it that may run at once.
+        parallel: u64,
+    },
+    /// Remove it (refused while it has jobs, and for `default`).
+    Remove,
+}
+
+/// A group, as `Groups` lists it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Its name.
+    pub name: String,
+    /// Jobs of it that may run at once.
+    pub parallel: u64,
+    /// Jobs of it running now.
+    pub running: u64,
+    /// Jobs of it waiting.
+    pub queued: u64,
+    /// Paused: its waiting jobs do not start.
+    pub paused: bool,
+}
+
+/// What `Details` tells beyond a job's `JobInfo`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobDetails {
+    /// The program and arguments it ran, where they differ from `JobInfo.argv` (a
+    /// session's command line is shown; its shell runs).
+    pub command: Option<Vec<ByteBuf>>,
+    /// Its working directory.
+    pub cwd: Option<ByteBuf>,
+    /// Its environment: names, with values only when `Show.env` asked (null: the daemon's
+    /// own environment).
+    pub env: Option<Vec<(ByteBuf, Option<ByteBuf>)>>,
+    /// The connection that submitted it.
+    pub connection: String,
+    /// The dialect it came through.
+    pub dialect: String,
+    /// It runs after its `after` jobs whatever their outcome.
+    pub after_any: bool,
+    /// Its time limit.
+    pub timeout_ms: Option<u64>,
+    /// The session it ran in.
+    pub session: Option<String>,
+    /// Its stdin came from its client.
+    pub stdin: bool,
+    /// Bytes of output it wrote: stdout, stderr.
+    pub stdout_bytes: u64,
+    /// See `stdout_bytes`.
+    pub stderr_bytes: u64,
+    /// Bytes its log file takes (once it ended).
+    pub log_bytes: u64,
 }
 
 fn owner() -> String {

@@ -9,7 +9,9 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The protocol version this crate speaks. A daemon refuses a client whose version differs.
 /// Version 2: `Welcome.peer` is the peer's id text; `ListPeers` and `KickPeers`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: groups, dependencies, labels, `Restart`, `Pause`/`Resume`, `Show`; the job
+/// states `paused` and `dependency-failed`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame body accepted before the handshake has succeeded.
 pub const HANDSHAKE_MAX_FRAME: usize = 4 * 1024;
@@ -33,8 +35,9 @@ pub type JobId = u64;
 mod messages;
 
 pub use messages::{
-    ClientMessage, DaemonMessage, ErrorCode, FileEntry, HubCounters, HubMember, JobExit, JobInfo,
-    JobState, MissedFrom, NoticeKind, OtherEntry, PeerInfo, Stream, Undelivered,
+    ClientMessage, DaemonMessage, ErrorCode, FileEntry, GroupAction, GroupInfo, HubCounters,
+    HubMember, JobDetails, JobExit, JobInfo, JobState, MissedFrom, NoticeKind, OtherEntry,
+    PeerInfo, Stream, Undelivered,
 };
 
 /// Errors from the frame codec.

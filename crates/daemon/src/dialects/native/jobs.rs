@@ -132,9 +132,20 @@ impl Connection {
             sandbox,
             pass_stdio,
             session,
+            group,
+            label,
+            after,
+            after_any,
         } = run
         else {
             return;
+        };
+        let queueing = JobSpec {
+            group,
+            label,
+            after,
+            after_any,
+            ..JobSpec::default()
         };
         // Fds are claimed first, so that a refused Run does not leave them behind.
         let stdio = if pass_stdio {
@@ -148,15 +159,20 @@ impl Connection {
         let timeout = timeout_ms.map(Duration::from_millis);
         let submitted = match session {
             Some(session) => {
-                self.session_job(&session, &argv, stdio, stdin, timeout)
-                    .await
+                let spec = JobSpec {
+                    stdio,
+                    stdin,
+                    timeout,
+                    ..queueing
+                };
+                self.session_job(&session, &argv, spec).await
             }
             None => {
                 let spec = JobSpec {
                     stdio,
                     stdin,
                     timeout,
-                    ..JobSpec::default()
+                    ..queueing
                 };
                 self.plain_job(spec, argv, cwd, env, sandbox).await
             }
@@ -228,14 +244,13 @@ impl Connection {
         self.server.engine.submit(spec).map_err(|e| e.refusal())
     }
 
-    /// Submits a command line to run in a session.
-    async fn session_job(
+    /// Submits a command line to run in a session; `job` gives the rest (stdio, stdin,
+    /// timeout, group, label, dependencies).
+    pub(super) async fn session_job(
         &self,
         session: &str,
         argv: &[ByteBuf],
-        stdio: Option<PassedStdio>,
-        stdin: bool,
-        timeout: Option<Duration>,
+        job: JobSpec,
     ) -> Result<(JobId, bool), Refusal> {
         self.access.sessions_allowed()?;
         self.check_session(Act::Touch, session).await?;
@@ -250,11 +265,8 @@ impl Connection {
         });
         let job = JobSpec {
             shown,
-            stdio,
-            stdin,
-            timeout,
             origin: self.origin(),
-            ..JobSpec::default()
+            ..job
         };
         blocking(move || server.sessions.submit(&server.engine, &session, &code, job)).await
     }
@@ -270,7 +282,7 @@ impl Connection {
     }
 
     /// Whether this connection may `act` on job `job` (see `Access::check`).
-    fn check_job(&self, act: Act, job: JobId) -> Result<(), Refusal> {
+    pub(super) fn check_job(&self, act: Act, job: JobId) -> Result<(), Refusal> {
         if self.access.is_owner() {
             return Ok(()); // no lookup on the owner's path (each `Stdin` frame comes here)
         }
@@ -304,7 +316,7 @@ impl Connection {
     }
 
     /// Starts a task that streams a job's output to this connection.
-    async fn follow(
+    pub(super) async fn follow(
         &mut self,
         job: JobId,
         replay: bool,
@@ -383,7 +395,7 @@ pub(super) fn os_string(bytes: ByteBuf) -> OsString {
 }
 
 /// A job's end, as the wire carries it.
-fn job_exit(report: &ExitReport) -> JobExit {
+pub(super) fn job_exit(report: &ExitReport) -> JobExit {
     JobExit {
         code: report.code,
         signal: report.signal,
@@ -396,11 +408,15 @@ fn job_exit(report: &ExitReport) -> JobExit {
 }
 
 /// A job, as the wire lists it.
-fn job_info(snapshot: &JobSnapshot) -> JobInfo {
+pub(super) fn job_info(snapshot: &JobSnapshot) -> JobInfo {
     let (state, exit) = match &snapshot.phase {
         JobPhase::Queued => (JobState::Queued, None),
+        JobPhase::Running { .. } if snapshot.paused => (JobState::Paused, None),
         JobPhase::Running { .. } => (JobState::Running, None),
         JobPhase::Finished(report) if report.lost => (JobState::Lost, Some(job_exit(report))),
+        JobPhase::Finished(report) if report.dependency_failed.is_some() => {
+            (JobState::DependencyFailed, Some(job_exit(report)))
+        }
         JobPhase::Finished(report) => (JobState::Finished, Some(job_exit(report))),
     };
     JobInfo {
@@ -419,6 +435,11 @@ fn job_info(snapshot: &JobSnapshot) -> JobInfo {
         unstored_bytes: snapshot.unstored_bytes,
         principal: snapshot.principal.to_string(),
         no_log: snapshot.on_client_fds,
+        group: snapshot.group.clone(),
+        label: snapshot.label.clone(),
+        after: snapshot.after.clone(),
+        paused_us: u64::try_from(snapshot.paused_time.as_micros()).unwrap_or(u64::MAX),
+        ended_ms: snapshot.finished.map(millis),
     }
 }
 

@@ -11,6 +11,7 @@
 mod admin;
 mod files;
 mod jobs;
+mod manage;
 mod peers;
 mod sessions;
 
@@ -299,7 +300,10 @@ impl Connection {
             ClientMessage::Hello { version, .. } => Err(Fatal::new(
                 ErrorCode::VersionMismatch,
                 format!(
-                    "client speaks protocol version {version}, this daemon speaks {PROTOCOL_VERSION}"
+                    "client speaks protocol version {version}, this daemon (ferry {}, pid {}) speaks {PROTOCOL_VERSION}: use the ferry of the daemon's version, or stop this daemon (`kill {}`) and let your ferry start its own",
+                    env!("CARGO_PKG_VERSION"),
+                    std::process::id(),
+                    std::process::id()
                 ),
             )),
             other => Err(Fatal::new(
@@ -452,6 +456,12 @@ impl Connection {
             | ClientMessage::Leave { .. }) => self.peer_request(request).await,
             // Hearing from the client is all a pong is for.
             ClientMessage::Pong { .. } => {}
+            request @ (ClientMessage::Restart { .. }
+            | ClientMessage::Pause { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::Show { .. }
+            | ClientMessage::Group { .. }
+            | ClientMessage::ListGroups { .. }) => self.manage_request(request).await,
             request @ (ClientMessage::Shutdown { .. }
             | ClientMessage::Prune { .. }
             | ClientMessage::Cost { .. }) => self.admin_request(request).await,
