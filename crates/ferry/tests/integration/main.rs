@@ -23,6 +23,7 @@ mod layering;
 mod lifecycle;
 mod limits;
 mod peers;
+mod queueing;
 mod quota;
 mod rake;
 mod rake64;
