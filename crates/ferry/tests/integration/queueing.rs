@@ -40,7 +40,7 @@ fn jobs(daemon: &Daemon, extra: &[&str]) -> Vec<serde_json::Value> {
 fn state_of(daemon: &Daemon, id: &str) -> String {
     jobs(daemon, &[])
         .iter()
-        .find(|job| job["id"].to_string() == id)
+        .find(|job| job["id"].as_u64() == id.parse().ok())
         .map(|job| job["state"].as_str().unwrap_or("").to_owned())
         .unwrap_or_default()
 }
@@ -211,7 +211,7 @@ fn pause_stops_the_jobs_processes_and_resume_continues_them() {
         || {
             jobs(&daemon, &[])
                 .iter()
-                .find(|job| job["id"].to_string() == id)
+                .find(|job| job["id"].as_u64() == id.parse().ok())
                 .and_then(|job| job["pid"].as_u64())
         },
         || ok(&daemon, &["ps"]),
