@@ -48,6 +48,10 @@ pub struct RunRequest<'a> {
     pub after: Vec<JobId>,
     /// See `after`.
     pub after_any: bool,
+    /// Run on a pseudo-terminal of the daemon's of this size (rows, columns), as `ssh -t`.
+    pub tty: Option<(u16, u16)>,
+    /// With `tty`: the terminal's type, for the job's `TERM`.
+    pub term: Option<String>,
 }
 
 impl RunRequest<'_> {
@@ -82,6 +86,11 @@ impl RunRequest<'_> {
             label: self.label.clone(),
             after: self.after.clone(),
             after_any: self.after_any,
+            tty: self.tty.map(|(rows, cols)| ferry_wire::native::TtySize {
+                rows,
+                cols,
+                term: self.term.clone(),
+            }),
         };
         (request, message)
     }

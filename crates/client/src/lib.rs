@@ -34,7 +34,7 @@ pub use calls::{Cost, Joined, Listing, Pruned, RunRequest, Said, Started};
 pub use ferry_common::SessionState;
 pub use ferry_wire::native::{
     ErrorCode, FileEntry, GroupAction, GroupInfo, HubCounters, HubMember, JobDetails, JobExit,
-    JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream, Undelivered,
+    JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream, TtySize, Undelivered,
 };
 pub use manage::Target;
 pub use transfer::FileMeta;
@@ -370,6 +370,17 @@ impl Sender {
             signal,
         };
         self.queue(Queued::Plain(message)).await
+    }
+
+    /// Tells the daemon the new size of job `job`'s terminal (a job run with a tty).
+    pub async fn resize(&self, job: JobId, rows: u16, cols: u16) -> Result<(), ClientError> {
+        let size = TtySize {
+            rows,
+            cols,
+            term: None,
+        };
+        self.queue(Queued::Plain(ClientMessage::Resize { job, size }))
+            .await
     }
 
     /// As [`Sender::signal`], returning once the request is written to the daemon (for a

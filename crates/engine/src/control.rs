@@ -93,6 +93,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets the size of a job's pseudo-terminal (see `JobSpec::tty`).
+    pub fn resize(&self, id: JobId, rows: u16, cols: u16) -> Result<(), EngineError> {
+        self.job(id)?.resize(rows, cols)
+    }
+
     /// Continues a job [`Engine::pause`] stopped.
     pub fn resume(&self, id: JobId) -> Result<(), EngineError> {
         let job = self.job(id)?;
@@ -251,5 +256,8 @@ pub fn spec_of(record: &JobRecord, with_dependencies: bool) -> JobSpec {
         },
         after_any: with_dependencies && recipe.after_any,
         session: recipe.session,
+        // It runs again without a client: no terminal.
+        tty: None,
+        term: None,
     }
 }

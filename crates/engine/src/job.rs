@@ -8,6 +8,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,6 +78,8 @@ struct Status {
     paused_since: Option<Instant>,
     /// Time it spent stopped before.
     paused_before: Duration,
+    /// The master side of its pseudo-terminal, when it runs on one.
+    tty_master: Option<Arc<OwnedFd>>,
 }
 
 impl Status {
@@ -148,6 +151,7 @@ impl Job {
                 dropped: 0,
                 paused_since: None,
                 paused_before: Duration::ZERO,
+                tty_master: None,
             }),
         })
     }
@@ -250,6 +254,20 @@ impl Job {
             status.paused_since = Some(Instant::now());
         }
         Ok(true)
+    }
+
+    /// Sets the size of the job's pseudo-terminal (its processes get SIGWINCH).
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), EngineError> {
+        let Some(master) = self.status().tty_master.clone() else {
+            return Err(EngineError::Invalid(format!(
+                "job {} does not run on a terminal of the daemon's",
+                self.id
+            )));
+        };
+        set_size(&master, rows, cols).map_err(|source| EngineError::Io {
+            context: format!("cannot resize job {}'s terminal", self.id),
+            source,
+        })
     }
 
     /// Continues a job `pause` stopped (SIGCONT); `Ok(false)` when it was not stopped.
@@ -473,8 +491,19 @@ pub(crate) fn spawn(
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    if let Some((rows, cols)) = spec.tty {
+        match on_a_terminal(&mut command, rows, cols) {
+            Ok(master) => job.status().tty_master = Some(Arc::new(master)),
+            Err(e) => {
+                job.finish_without_running(format!("cannot make a terminal for it: {e}"), None);
+                on_end(job.id);
+                return;
+            }
+        }
+    } else {
+        command.process_group(0);
+    }
     let passed = job.status().stdio.take();
     if let Some(passed) = passed {
         // The job writes straight to the client's fds; the pump only waits for its exit.
@@ -488,6 +517,9 @@ pub(crate) fn spawn(
     }
     if let Some(env) = &spec.env {
         command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    if let Some(term) = &spec.term {
+        command.env("TERM", term);
     }
     let placement = tracking.place(job.id);
     command.env(tracking::MARKER, &placement.track.mark);
@@ -519,6 +551,9 @@ pub(crate) fn spawn(
     let pid = child.id();
     leaders.insert(pid);
     drop(leaders);
+    // The terminal's slave side belongs to the job alone now: its master reads the end of
+    // the output once the job's processes have closed it.
+    drop(command);
     // Read before the job is recorded as running: a later daemon ends its group only if this
     // pid still started at this tick.
     let pid_start = crate::orphans::start_time(pid);
@@ -532,8 +567,20 @@ pub(crate) fn spawn(
         status.stdin_rx.take()
     };
     tracing::debug!(job = job.id, pid, "spawned {:?}", spec.argv);
-    if let (Some(stdin), Some(rx)) = (child.stdin.take(), stdin_rx) {
-        runtime.spawn(feed_stdin(OwnedFd::from(stdin), rx));
+    let tty_master = job.status().tty_master.clone();
+    match (child.stdin.take(), stdin_rx, tty_master) {
+        (Some(stdin), Some(rx), _) => {
+            runtime.spawn(feed_stdin(OwnedFd::from(stdin), rx));
+        }
+        (None, Some(rx), Some(master)) => {
+            let fed = std::thread::Builder::new()
+                .name("ferry-tty-input".into())
+                .spawn(move || feed_terminal(&master, rx));
+            if let Err(e) = fed {
+                tracing::error!(job = job.id, "cannot feed the job's terminal: {e}");
+            }
+        }
+        _ => {}
     }
     if let Some(timeout) = spec.timeout {
         runtime.spawn(enforce_timeout(Arc::clone(&job), pid, timeout, kill_grace));
@@ -624,6 +671,18 @@ fn pump(
         (child.stdout.take().map(OwnedFd::from), OutputStream::Stdout),
         (child.stderr.take().map(OwnedFd::from), OutputStream::Stderr),
     ];
+    let master = job.status().tty_master.as_ref().map(|m| m.try_clone());
+    let outputs = match master {
+        Some(Ok(master)) => [
+            (Some(master), OutputStream::Stdout),
+            (None, OutputStream::Stderr),
+        ],
+        Some(Err(e)) => {
+            tracing::error!(job = job.id, "cannot read the job's terminal: {e}");
+            outputs
+        }
+        None => outputs,
+    };
     for (fd, stream) in outputs {
         let Some(fd) = fd else { continue };
         // A smaller pipe only costs speed.
@@ -656,6 +715,8 @@ fn pump(
             }
             let (data, open) = match read_available(&pipe.fd) {
                 Ok(read) => read,
+                // A terminal's master reads EIO once every process closed the slave side.
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => return false,
                 Err(e) => {
                     tracing::error!(job = job.id, "cannot read job output: {e}");
                     return false;
@@ -729,6 +790,76 @@ fn shrink(buf: Vec<u8>) -> Bytes {
     } else {
         Bytes::from(buf)
     }
+}
+
+/// Gives `command` a new pseudo-terminal of `rows` by `cols` as its stdin, stdout, stderr
+/// and controlling terminal, in a session (and process group) of its own; returns the
+/// master side.
+fn on_a_terminal(command: &mut Command, rows: u16, cols: u16) -> std::io::Result<OwnedFd> {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    set_size(&master, rows, cols)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(std::ffi::OsStr::from_bytes(name.to_bytes()))?
+        .into();
+    command
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
+    // SAFETY: the closure runs in the forked child before it executes the command; it makes
+    // two system calls (setsid, and the TIOCSCTTY ioctl on its new stdin), async-signal-safe,
+    // allocating nothing and taking no lock.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            Ok(())
+        });
+    }
+    Ok(master)
+}
+
+/// Sets a terminal's size.
+fn set_size(master: &OwnedFd, rows: u16, cols: u16) -> std::io::Result<()> {
+    let size = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    Ok(rustix::termios::tcsetwinsize(master, size)?)
+}
+
+/// Types what comes for the job's stdin at its terminal; at the end of it (the client's
+/// stdin ended), an end-of-file character, as a terminal's Ctrl-D.
+fn feed_terminal(master: &OwnedFd, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let write_all = |mut data: &[u8]| -> bool {
+        while !data.is_empty() {
+            match rustix::io::write(master, data) {
+                Ok(n) => data = &data[n..],
+                Err(rustix::io::Errno::INTR) => {}
+                // The master is non-blocking (the pump reads it): wait for room.
+                Err(rustix::io::Errno::AGAIN) => {
+                    let mut fds = [PollFd::new(master, PollFlags::OUT)];
+                    let _ = poll(&mut fds, None);
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    while let Some(data) = rx.blocking_recv() {
+        if !write_all(&data) {
+            return;
+        }
+    }
+    write_all(b"\x04");
 }
 
 async fn feed_stdin(fd: OwnedFd, mut rx: mpsc::Receiver<Vec<u8>>) {

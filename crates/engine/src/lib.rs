@@ -327,6 +327,11 @@ impl Engine {
         if spec.argv.is_empty() {
             return Err(EngineError::Invalid("empty command".into()));
         }
+        if spec.tty.is_some() && (spec.stdio.is_some() || !spec.stdin) {
+            return Err(EngineError::Invalid(
+                "a job on a terminal of the daemon's takes its stdin from its client, and no passed file descriptors".into(),
+            ));
+        }
         if spec.stdin && spec.stdio.is_some() {
             return Err(EngineError::Invalid(
                 "a job on passed file descriptors takes no forwarded stdin".into(),

@@ -141,6 +141,11 @@ pub struct JobSpec {
     pub after_any: bool,
     /// The session whose shell runs it (its `shown` words are the command line).
     pub session: Option<String>,
+    /// Run on a pseudo-terminal of the daemon's of this size (rows, columns): its output
+    /// comes as stdout, its stdin is typed at the terminal.
+    pub tty: Option<(u16, u16)>,
+    /// Its `TERM`, whatever its environment (a terminal's type, from its client).
+    pub term: Option<String>,
 }
 
 /// Who submitted a job, for its record.

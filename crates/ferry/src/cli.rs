@@ -595,6 +595,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_fds: bool,
 
+    /// Run on a terminal, as `ssh -t`: on a remote daemon, a pseudo-terminal of the daemon's
+    /// the size of this one (resizes follow), with this terminal in raw mode until the job
+    /// ends (so Ctrl-C and Ctrl-Z reach the job as its terminal's keys); on the local daemon,
+    /// this terminal itself (as --fds).
+    #[arg(short = 't', long, conflicts_with_all = ["detach", "session", "no_fds"])]
+    pub tty: bool,
+
     /// Run in this session's shell state (see `ferry session`): one word of CMD is a command
     /// line (`'cd /tmp && ls'`); several are a command and its arguments, passed as given.
     #[arg(long, value_name = "ID")]

@@ -139,6 +139,11 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                         label: session.clone().filter(|_| follow),
                         after: timeout_ms.into_iter().collect(),
                         after_any: stdin && follow,
+                        tty: pass_stdio.then(|| TtySize {
+                            rows: 24,
+                            cols: 80,
+                            term: Some("xterm".into()),
+                        }),
                         session,
                     }
                 }
@@ -278,6 +283,14 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             }
         ),
         any::<u64>().prop_map(|request| ClientMessage::ListGroups { request }),
+        any::<(u64, u16, u16)>().prop_map(|(job, rows, cols)| ClientMessage::Resize {
+            job,
+            size: TtySize {
+                rows,
+                cols,
+                term: None
+            }
+        }),
     ]
 }
 

@@ -41,6 +41,7 @@ fn client_examples() -> Vec<(&'static str, ClientMessage)> {
                 label: None,
                 after: Vec::new(),
                 after_any: false,
+                tty: None,
             },
         ),
         (

@@ -19,6 +19,7 @@ pub mod run;
 pub mod session;
 pub mod shutdown;
 pub mod status;
+pub mod terminal;
 pub mod tls;
 pub mod transfer;
 pub mod wait;

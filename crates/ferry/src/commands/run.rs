@@ -34,7 +34,9 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
     // A local daemon runs the job where this shell would, with its environment; a remote
     // daemon ignores both, so they are not sent (the environment may hold secrets).
     let local = matches!(target, Endpoint::Unix(_));
-    let pass_stdio = if args.fds {
+    // -t on the local daemon is this terminal itself; on a remote one, a terminal there.
+    let remote_tty = (args.tty && !local).then(super::terminal::size);
+    let pass_stdio = if args.fds || (args.tty && local) {
         if !local {
             bail!("--fds needs the daemon's Unix socket: a remote daemon cannot use this terminal");
         }
@@ -44,8 +46,13 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
     };
     // Stdin that is /dev/null (as under xargs, cron or hyperfine) is the job's default
     // stdin already: nothing to forward, no thread to start.
-    let forward_stdin = !args.detach && !args.no_stdin && !pass_stdio && !stdin_is_dev_null();
+    let forward_stdin = remote_tty.is_some()
+        || (!args.detach && !args.no_stdin && !pass_stdio && !stdin_is_dev_null());
     let signals = SignalForwarder::install(pass_stdio)?;
+    let resizes = match remote_tty {
+        Some(_) => Some(signal(SignalKind::window_change()).context("cannot handle signals")?),
+        None => None,
+    };
     let mut run = RunRequest {
         argv: args.command.clone(),
         cwd: if local {
@@ -64,6 +71,8 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         label: args.label.clone(),
         after: args.after.clone(),
         after_any: args.after_any,
+        tty: remote_tty,
+        term: remote_tty.and_then(|_| std::env::var("TERM").ok()),
         ..RunRequest::default()
     };
     let sandboxed = !args.put.is_empty() || !args.get.is_empty() || args.get_new || args.keep;
@@ -85,11 +94,26 @@ async fn run_async(target: &Endpoint, args: RunArgs) -> Result<i32> {
         return Ok(0);
     }
     let sender = client.sender();
+    // Keys go to the remote terminal as typed (Ctrl-C, Ctrl-Z included) until the job ends.
+    let raw = remote_tty.and_then(|_| super::terminal::RawMode::enter());
+    if let Some(mut resizes) = resizes {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while resizes.recv().await.is_some() {
+                let (rows, cols) = super::terminal::size();
+                if sender.resize(job, rows, cols).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     if forward_stdin {
         forward_stdin_thread(sender.clone(), job);
     }
     signals.forward(&sender, job);
-    let status = match print_job_output(&mut client, job, Some(&sender)).await? {
+    let followed = print_job_output(&mut client, job, Some(&sender)).await;
+    drop(raw);
+    let status = match followed? {
         Followed::Exit(exit) => exit_status(job, &exit),
         Followed::LogEnd => bail!("the daemon ended job {job}'s output without an exit"),
     };
@@ -257,6 +281,7 @@ impl SignalForwarder {
                 while stream.recv().await.is_some() {
                     count += 1;
                     if count >= 3 && repeated {
+                        super::terminal::restore();
                         eprintln!("ferry: giving up waiting for job {job}");
                         std::process::exit(128 + number);
                     }

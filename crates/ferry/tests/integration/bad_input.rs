@@ -163,6 +163,7 @@ fn requests_about_unknown_jobs_get_errors_and_the_connection_goes_on() {
         label: None,
         after: Vec::new(),
         after_any: false,
+        tty: None,
     });
     match raw.recv() {
         Some(DaemonMessage::Error {
@@ -206,6 +207,7 @@ fn a_client_that_vanishes_mid_job_leaves_the_daemon_serving() {
             label: None,
             after: Vec::new(),
             after_any: false,
+            tty: None,
         });
         // Read a little, send half a frame, then vanish.
         assert!(raw.recv().is_some());

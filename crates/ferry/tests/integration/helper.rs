@@ -612,6 +612,7 @@ pub fn run_message(
         label: None,
         after: Vec::new(),
         after_any: false,
+        tty: None,
     }
 }
 

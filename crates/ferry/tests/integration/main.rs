@@ -29,6 +29,7 @@ mod rake;
 mod rake64;
 mod reapi;
 mod remote;
+mod remote_tty;
 mod returned;
 mod run;
 mod sessions;

@@ -72,6 +72,18 @@ pub enum ClientMessage {
         /// See `after`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         after_any: bool,
+        /// Run on a pseudo-terminal of the daemon's, of this size (as `ssh -t`): its output
+        /// comes as `stdout`, `Stdin` is typed at it, `Resize` changes its size. Needs
+        /// `stdin: true`; no `pass_stdio`, no `session`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tty: Option<TtySize>,
+    },
+    /// The new size of a job's pseudo-terminal (the client's terminal was resized).
+    Resize {
+        /// The job.
+        job: JobId,
+        /// Its size now.
+        size: TtySize,
     },
     /// Bytes for a job's stdin.
     Stdin {
@@ -375,6 +387,7 @@ impl ClientMessage {
             ClientMessage::Show { .. } => "Show",
             ClientMessage::Group { .. } => "Group",
             ClientMessage::ListGroups { .. } => "ListGroups",
+            ClientMessage::Resize { .. } => "Resize",
         }
     }
 }
@@ -886,6 +899,19 @@ pub struct JobInfo {
 
 fn default_group() -> String {
     "default".into()
+}
+
+/// A terminal's size, in characters.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TtySize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+    /// The client terminal's type (its `TERM`), for the job's `TERM`: letters, digits and
+    /// `.+-_`, at most 64 bytes (absent in `Resize`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<String>,
 }
 
 /// What `Group` does.

@@ -37,7 +37,7 @@ mod messages;
 pub use messages::{
     ClientMessage, DaemonMessage, ErrorCode, FileEntry, GroupAction, GroupInfo, HubCounters,
     HubMember, JobDetails, JobExit, JobInfo, JobState, MissedFrom, NoticeKind, OtherEntry,
-    PeerInfo, Stream, Undelivered,
+    PeerInfo, Stream, TtySize, Undelivered,
 };
 
 /// Errors from the frame codec.

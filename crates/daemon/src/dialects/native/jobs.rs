@@ -41,6 +41,16 @@ impl Connection {
                     self.refuse(None, refusal).await;
                 }
             }
+            ClientMessage::Resize { job, size } => {
+                let resized = self.check_job(Act::Touch, job).and_then(|()| {
+                    engine
+                        .resize(job, size.rows, size.cols)
+                        .map_err(|e| e.refusal())
+                });
+                if let Err(refusal) = resized {
+                    self.refuse(None, refusal).await;
+                }
+            }
             ClientMessage::CloseStdin { job } => {
                 let closed = self
                     .check_job(Act::Touch, job)
@@ -136,15 +146,30 @@ impl Connection {
             label,
             after,
             after_any,
+            tty,
         } = run
         else {
             return;
         };
+        if tty.is_some() && session.is_some() {
+            let refusal = Refusal::new(
+                RefusalKind::InvalidRequest,
+                "a session command runs on no terminal of the daemon's: drop tty or session",
+            );
+            return self.refuse(Some(request), refusal).await;
+        }
         let queueing = JobSpec {
             group,
             label,
             after,
             after_any,
+            tty: tty.as_ref().map(|size| (size.rows, size.cols)),
+            term: tty.and_then(|size| size.term).filter(|term| {
+                term.len() <= 64
+                    && term
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+            }),
             ..JobSpec::default()
         };
         // Fds are claimed first, so that a refused Run does not leave them behind.

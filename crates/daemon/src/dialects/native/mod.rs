@@ -434,6 +434,7 @@ impl Connection {
             request @ (ClientMessage::Run { .. }
             | ClientMessage::Stdin { .. }
             | ClientMessage::CloseStdin { .. }
+            | ClientMessage::Resize { .. }
             | ClientMessage::Attach { .. }
             | ClientMessage::ListJobs { .. }
             | ClientMessage::Signal { .. }) => self.job_request(request).await,
