@@ -77,3 +77,31 @@ fn run_t_needs_no_terminal_here_and_keeps_the_catalog() {
         "{out:?}"
     );
 }
+
+#[test]
+fn an_interactive_shell_over_tls_has_job_control_and_exit_leaves_with_its_status() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["ferry:tls:127.0.0.1:0"]);
+    let (master, slave_path) = pty();
+    let mut command = daemon.remote();
+    command
+        .env("TERM", "xterm")
+        .args(["run", "-t", "--", "bash", "--norc", "--noprofile", "-i"]);
+    on_its_terminal(&mut command, &slave_path);
+    let mut client = command.spawn().expect("ferry run -t bash -i");
+    // Quoted apart so that only the output, not the echoed line, reads "flags=...:end".
+    rustix::io::write(&master, b"echo \"fl\"\"ags=$-:e\"\"nd\"\r").expect("type");
+    let seen = read_until(&master, ":end");
+    let flags = seen
+        .rsplit("flags=")
+        .next()
+        .and_then(|rest| rest.split(":end").next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(flags.contains('m'), "job control is on: {seen}");
+    assert!(!seen.contains("no job control"), "{seen}");
+    rustix::io::write(&master, b"exit 7\r").expect("type");
+    assert_eq!(
+        wait_with_timeout(&mut client, Duration::from_secs(20)),
+        Some(7)
+    );
+}
