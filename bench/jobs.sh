@@ -4,6 +4,10 @@
 #   overhead per job under concurrency; target <= 2x);
 # - N detached jobs submitted one after another then waited for (`ferry run -d` then
 #   `ferry wait`) against pueue (`pueue add` then `pueue wait`; target >= 20x its throughput);
+# - N jobs submitted into a group that runs 2 at a time, then waited for (`ferry group add g
+#   --parallel 2`, `ferry run -d --group g`, `ferry wait`) against pueue with the same group
+#   limit (`pueue group add g`, `pueue parallel -g g 2`, `pueue add -g g`, `pueue wait -g g`;
+#   target >= 50x its throughput);
 # - the idle daemon's RSS after one job (target <= 6 MB), against pueued's, and after a burst
 #   of 1000 jobs.
 #
@@ -66,6 +70,19 @@ for _ in $(seq "$PUEUE_JOBS"); do $pueue add -- true >/dev/null; done
 $pueue wait >/dev/null 2>&1
 pueue_detached=$(echo "$(seconds) - $start" | bc)
 
+# Into a group that runs two at a time, on both.
+"$FERRY" group add g --parallel 2
+start=$(seconds)
+for _ in $(seq "$JOBS"); do "$FERRY" run -d --group g -- true >/dev/null; done
+"$FERRY" wait -q
+ferry_grouped=$(echo "$(seconds) - $start" | bc)
+$pueue group add g >/dev/null
+$pueue parallel -g g 2 >/dev/null
+start=$(seconds)
+for _ in $(seq "$PUEUE_JOBS"); do $pueue add -g g -- true >/dev/null; done
+$pueue wait -g g >/dev/null 2>&1
+pueue_grouped=$(echo "$(seconds) - $start" | bc)
+
 # A burst of 1000 jobs, then idle again.
 seq 1000 | xargs -P4 -n1 "$FERRY" run -- true >/dev/null
 sleep 2
@@ -73,19 +90,23 @@ burst_rss=$(rss_kib "$daemon_pid")
 
 awk -F, -v rows="${BENCH_ROWS:-/dev/null}" -v n="$JOBS" -v pn="$PUEUE_JOBS" \
   -v fd="$ferry_detached" -v pd="$pueue_detached" \
+  -v fg="$ferry_grouped" -v pg="$pueue_grouped" \
   -v idle="$idle_rss" -v pueued="$pueued_rss" -v burst="$burst_rss" '
   FNR == 1 { next }
   { mean[FNR - 1] = $2 }
   END {
     x = mean[1] / mean[2]
     fr = n / fd; pr = pn / pd; d = fr / pr
+    gr = n / fg; pgr = pn / pg; g = gr / pgr
     printf "\n| work | ferry | peer | ratio | target |\n|---|---|---|---|---|\n"
     printf "| seq %d \\| xargs -P2 -n1 ferry run -- true | %.2f s | xargs ... true %.2f s | %.2fx | <= 2x |\n", n, mean[1], mean[2], x
     printf "| detached jobs submitted, then waited for | %.0f jobs/s (%d) | pueue %.1f jobs/s (%d) | %.0fx | >= 20x |\n", fr, n, pr, pn, d
+    printf "| jobs into a group of 2 at a time, then waited for | %.0f jobs/s (%d) | pueue %.1f jobs/s (%d) | %.0fx | >= 50x |\n", gr, n, pgr, pn, g
     printf "| idle daemon RSS after one job | %.1f MB | pueued %.1f MB | | <= 6 MB |\n", idle / 1024, pueued / 1024
     printf "| daemon RSS after a burst of 1000 jobs | %.1f MB | | | near idle |\n", burst / 1024
     printf "seq %d, xargs -P2 -n1 ferry run -- true (time over the peer)\t%.2f s\txargs -P2 -n1 true %.2f s\t%.2f\t<= 2x\t%s\t%.3f\n", n, mean[1], mean[2], x, (x <= 2 ? "yes" : "NO"), 1 / x >> rows
     printf "detached jobs submitted, then waited for (throughput over the peer)\t%.0f jobs/s\tpueue %.1f jobs/s\t%.1f\t>= 20x\t%s\t%.3f\n", fr, pr, d, (d >= 20 ? "yes" : "NO"), d >> rows
+    printf "jobs into a group of 2 at a time, then waited for (throughput over the peer)\t%.0f jobs/s\tpueue %.1f jobs/s\t%.1f\t>= 50x\t%s\t%.3f\n", gr, pgr, g, (g >= 50 ? "yes" : "NO"), g >> rows
     printf "idle daemon RSS after one job\t%.1f MB\tpueued %.1f MB\t\t<= 6 MB\t%s\t%.3f\n", idle / 1024, pueued / 1024, (idle <= 6144 ? "yes" : "NO"), pueued / idle >> rows
     printf "daemon RSS after a burst of 1000 jobs\t%.1f MB\t\t\tnear idle: <= 1.5 x %.1f MB\t%s\t\n", burst / 1024, idle / 1024, (burst <= idle * 1.5 ? "yes" : "NO") >> rows
   }' "$work/xargs.csv"
