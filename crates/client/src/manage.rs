@@ -42,29 +42,31 @@ impl Client {
 
     /// Stops a running job, or pauses a group.
     pub async fn pause(&mut self, target: Target) -> Result<(), ClientError> {
-        let request = self.sender.next_request();
-        let (job, group) = target.split();
-        self.sender
-            .queue(crate::Queued::Plain(ClientMessage::Pause {
-                request,
-                job,
-                group,
-            }))
-            .await?;
-        self.done(request).await
+        self.pause_or_resume(target, true).await
     }
 
     /// Continues a paused job or group.
     pub async fn resume(&mut self, target: Target) -> Result<(), ClientError> {
+        self.pause_or_resume(target, false).await
+    }
+
+    async fn pause_or_resume(&mut self, target: Target, pause: bool) -> Result<(), ClientError> {
         let request = self.sender.next_request();
         let (job, group) = target.split();
-        self.sender
-            .queue(crate::Queued::Plain(ClientMessage::Resume {
+        let message = if pause {
+            ClientMessage::Pause {
                 request,
                 job,
                 group,
-            }))
-            .await?;
+            }
+        } else {
+            ClientMessage::Resume {
+                request,
+                job,
+                group,
+            }
+        };
+        self.sender.queue(crate::Queued::Plain(message)).await?;
         self.done(request).await
     }
 

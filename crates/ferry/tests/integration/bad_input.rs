@@ -91,16 +91,31 @@ fn anything_before_the_handshake_is_refused() {
 #[test]
 fn a_wrong_protocol_version_is_refused() {
     let daemon = Daemon::start(&[]);
-    let mut raw = Raw::connect(&daemon.socket);
-    raw.send(&ClientMessage::Hello {
-        version: PROTOCOL_VERSION + 1,
-        client: "future".into(),
-        token: None,
-    });
-    let (code, message) = raw.expect_error();
-    assert_eq!(code, ErrorCode::VersionMismatch);
-    assert!(message.contains("protocol version"), "{message}");
-    raw.expect_closed();
+    // A newer client, and an older one (version 2, before groups): each is told the daemon's
+    // version and pid, and what to do.
+    for version in [PROTOCOL_VERSION + 1, PROTOCOL_VERSION - 1] {
+        let mut raw = Raw::connect(&daemon.socket);
+        raw.send(&ClientMessage::Hello {
+            version,
+            client: "another ferry".into(),
+            token: None,
+        });
+        let (code, message) = raw.expect_error();
+        assert_eq!(code, ErrorCode::VersionMismatch);
+        assert!(
+            message.contains(&format!("client speaks protocol version {version}")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("pid {}", daemon.pid())),
+            "{message}"
+        );
+        assert!(
+            message.contains("use the ferry of the daemon's version"),
+            "{message}"
+        );
+        raw.expect_closed();
+    }
     daemon.assert_serving();
 }
 

@@ -437,3 +437,40 @@ fn queued_jobs_of_a_daemon_killed_with_sigkill_are_queued_again_in_order() {
         serde_json::from_str(&ok(&daemon, &["show", "--json", &queued[2]])).expect("json");
     assert_eq!(shown["group"], "serial");
 }
+
+#[test]
+fn a_job_waits_only_for_jobs_of_its_own_principal() {
+    let daemon = Daemon::start_networked(&["--allow-any-command"], &["ferry:tls:127.0.0.1:0"]);
+    let owners = detach(&daemon, &["--", "sleep", "5"]);
+    let out = daemon
+        .remote()
+        .args(["run", "--detach", "--after", &owners, "--", "true"])
+        .output()
+        .expect("ferry run --after");
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("job {owners} is not yours to wait for")),
+        "{stderr}"
+    );
+    // Its own jobs, it may wait for; and groups are the owner's to make.
+    let own = daemon
+        .remote()
+        .args(["run", "--detach", "--", "true"])
+        .output()
+        .expect("ferry run");
+    let own = stdout(&own).trim().to_owned();
+    let after = daemon
+        .remote()
+        .args(["run", "--after", &own, "--", "echo", "after"])
+        .output()
+        .expect("ferry run --after");
+    assert_eq!(stdout(&after), "after\n", "{after:?}");
+    let group = daemon
+        .remote()
+        .args(["group", "add", "mine"])
+        .output()
+        .expect("ferry group add");
+    assert_eq!(group.status.code(), Some(125), "{group:?}");
+    ok(&daemon, &["kill", &owners]);
+}
