@@ -84,7 +84,7 @@ fn daemon_examples() -> Vec<(&'static str, DaemonMessage)> {
         (
             "welcome",
             DaemonMessage::Welcome {
-                version: 2,
+                version: 3,
                 peer: "R8gTnNYsUl".into(),
                 daemon: "ferry".into(),
                 capabilities: vec!["jobs".into()],
