@@ -72,6 +72,11 @@ impl Cli {
     /// from a job's status; help and the version exit 0.
     pub fn parse_args() -> Cli {
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Some(version) = Cli::version_only(&args) {
+            // clap would build the tree of every subcommand to print one line.
+            println!("{version}");
+            std::process::exit(0);
+        }
         if let Some(cli) = Cli::parse_run_only(&args) {
             return cli;
         }
@@ -82,6 +87,16 @@ impl Cli {
                 let _ = e.print();
                 std::process::exit(code);
             }
+        }
+    }
+
+    /// What `ferry --version` (or `-V`) alone prints, as clap prints it.
+    fn version_only(args: &[std::ffi::OsString]) -> Option<String> {
+        match args {
+            [_, flag] if flag == "--version" || flag == "-V" => {
+                Some(format!("ferry {}", env!("CARGO_PKG_VERSION")))
+            }
+            _ => None,
         }
     }
 
@@ -111,6 +126,19 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::Cli;
+
+    #[test]
+    fn the_version_alone_is_what_clap_prints() {
+        use clap::CommandFactory;
+        let args: Vec<std::ffi::OsString> = vec!["ferry".into(), "--version".into()];
+        let ours = Cli::version_only(&args).expect("the version alone");
+        let clap = Cli::command().render_version();
+        assert_eq!(format!("{ours}\n"), clap);
+        let short: Vec<std::ffi::OsString> = vec!["ferry".into(), "-V".into()];
+        assert_eq!(Cli::version_only(&short), Some(ours));
+        let more: Vec<std::ffi::OsString> = vec!["ferry".into(), "run".into(), "--version".into()];
+        assert_eq!(Cli::version_only(&more), None);
+    }
 
     #[test]
     fn run_parsed_alone_is_run_parsed_with_every_subcommand() {
