@@ -306,15 +306,22 @@ fn ferry_sh_on_a_terminal_edits_lines_keeps_history_and_statuses_and_exit_n_leav
     let typed = |text: &[u8]| {
         rustix::io::write(&master, text).expect("type");
     };
+    // Reads until `needle`, then until the next prompt (which may have come in the same read).
+    let then_prompt = |needle: &str| {
+        let seen = read_until(&master, needle);
+        let after = seen.rfind(needle).map_or("", |at| &seen[at..]);
+        if !after.contains("$ ") {
+            read_until(&master, "$ ");
+        }
+        seen
+    };
     read_until(&master, "$ ");
     typed(b"echo one-$((1+1))\r");
-    read_until(&master, "one-2");
-    read_until(&master, "$ ");
+    then_prompt("one-2");
     // Up recalls the last line, as in a shell (no `^[[A` printed).
     typed(b"\x1b[A\r");
-    let seen = read_until(&master, "one-2");
+    let seen = then_prompt("one-2");
     assert!(!seen.contains("^[[A"), "{seen:?}");
-    read_until(&master, "$ ");
     // A command interrupted with Ctrl-C: the next one sees its status.
     typed(b"sleep 30\r");
     crate::helper::wait_until(
@@ -332,8 +339,7 @@ fn ferry_sh_on_a_terminal_edits_lines_keeps_history_and_statuses_and_exit_n_leav
     typed(b"\x03");
     read_until(&master, "$ ");
     typed(b"echo status=$?\r");
-    read_until(&master, "status=130");
-    read_until(&master, "$ ");
+    then_prompt("status=130");
     typed(b"exit 3\r");
     assert_eq!(
         crate::helper::wait_with_timeout(&mut child, std::time::Duration::from_secs(20)),
