@@ -51,13 +51,19 @@ pub(crate) fn spawn_trimmer(runtime: &tokio::runtime::Handle, flow: &Arc<OutputF
     let flow: Weak<OutputFlow> = Arc::downgrade(flow);
     runtime.spawn(async move {
         let mut since_trim = 0u64;
+        // What ends after a burst (connections closing, jobs' records and windows freed)
+        // may come just after the trim the burst's pause brought: one more trim follows the
+        // next pause after anything at all has flowed, so that it is given back too.
+        let mut follow_up = false;
         loop {
             tokio::time::sleep(QUIET).await;
             let Some(flow) = flow.upgrade() else { return };
             let flowed = flow.0.swap(0, Ordering::Relaxed);
             drop(flow);
             since_trim = since_trim.saturating_add(flowed);
-            if flowed == 0 && since_trim >= TRIM_AFTER {
+            let due = since_trim >= TRIM_AFTER || (follow_up && since_trim > 0);
+            if flowed == 0 && due {
+                follow_up = since_trim >= TRIM_AFTER;
                 since_trim = 0;
                 let _ = tokio::task::spawn_blocking(return_free_memory).await;
             }
