@@ -35,6 +35,7 @@ pub use ferry_common::SessionState;
 pub use ferry_wire::native::{
     ErrorCode, FileEntry, GroupAction, GroupInfo, HubCounters, HubMember, JobDetails, JobExit,
     JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream, TtySize, Undelivered,
+    DEFAULT_GROUP,
 };
 pub use manage::Target;
 pub use transfer::FileMeta;

@@ -54,7 +54,7 @@ pub fn ls(target: &Endpoint, args: LsArgs) -> Result<i32> {
                 .map(|other| ["-".into(), format!("({})", other.kind), shown(&other.path)]),
         );
         rows.sort_by(|a, b| a[2].cmp(&b[2]));
-        out.push_str(&crate::table::render(["SIZE", "MODIFIED", "PATH"], &rows));
+        out.push_str(&crate::table::render(&["SIZE", "MODIFIED", "PATH"], &rows));
     }
     print!("{out}");
     Ok(0)

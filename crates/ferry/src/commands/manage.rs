@@ -185,7 +185,7 @@ pub fn group(target: &Endpoint, args: GroupArgs) -> Result<i32> {
                         })
                         .collect();
                     let header = ["GROUP", "PARALLEL", "RUNNING", "QUEUED", "PAUSED"];
-                    out.push_str(&crate::table::render(header, &rows));
+                    out.push_str(&crate::table::render(&header, &rows));
                 }
                 print!("{out}");
             }

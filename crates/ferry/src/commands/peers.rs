@@ -125,5 +125,5 @@ fn table(peers: &[PeerInfo]) -> String {
     let header = [
         "ID", "NAME", "DIALECT", "SINCE", "JOBS", "OUTBOX", "ADDRESS",
     ];
-    crate::table::render(header, &rows)
+    crate::table::render(&header, &rows)
 }

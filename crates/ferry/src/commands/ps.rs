@@ -3,7 +3,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
-use ferry_client::{Endpoint, JobInfo, JobState};
+use ferry_client::{Endpoint, JobInfo, JobState, DEFAULT_GROUP};
 use serde::Serialize;
 
 use crate::cli::PsArgs;
@@ -216,42 +216,31 @@ fn table(jobs: &[JobInfo]) -> String {
     let grouped = jobs
         .iter()
         .any(|job| job.group != DEFAULT_GROUP || job.label.is_some());
-    let row = |job: &JobInfo| {
-        let mut row = vec![
-            job.id.to_string(),
-            state_name(job).to_owned(),
-            exit_column(job),
-            job.started_ms.map(timestamp).unwrap_or_else(|| "-".into()),
-            run_time(job.run_us),
-        ];
-        if grouped {
-            row.push(job.group.clone());
-            row.push(job.label.clone().unwrap_or_else(|| "-".into()));
-        }
-        row.push(command_column(job));
-        row
-    };
+    let mut header = vec!["ID", "STATE", "EXIT", "STARTED", "TIME"];
     if grouped {
-        let header = [
-            "ID", "STATE", "EXIT", "STARTED", "TIME", "GROUP", "LABEL", "COMMAND",
-        ];
-        let rows: Vec<[String; 8]> = jobs
-            .iter()
-            .filter_map(|job| row(job).try_into().ok())
-            .collect();
-        crate::table::render(header, &rows)
-    } else {
-        let header = ["ID", "STATE", "EXIT", "STARTED", "TIME", "COMMAND"];
-        let rows: Vec<[String; 6]> = jobs
-            .iter()
-            .filter_map(|job| row(job).try_into().ok())
-            .collect();
-        crate::table::render(header, &rows)
+        header.extend(["GROUP", "LABEL"]);
     }
+    header.push("COMMAND");
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            let mut row = vec![
+                job.id.to_string(),
+                state_name(job).to_owned(),
+                exit_column(job),
+                job.started_ms.map(timestamp).unwrap_or_else(|| "-".into()),
+                run_time(job.run_us),
+            ];
+            if grouped {
+                row.push(job.group.clone());
+                row.push(job.label.clone().unwrap_or_else(|| "-".into()));
+            }
+            row.push(command_column(job));
+            row
+        })
+        .collect();
+    crate::table::render(&header, &rows)
 }
-
-/// The group a job without one is in.
-const DEFAULT_GROUP: &str = "default";
 
 #[cfg(test)]
 mod tests {

@@ -898,7 +898,7 @@ pub struct JobInfo {
 }
 
 fn default_group() -> String {
-    "default".into()
+    super::DEFAULT_GROUP.into()
 }
 
 /// A terminal's size, in characters.

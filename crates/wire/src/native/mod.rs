@@ -29,6 +29,9 @@ pub const FRAME_HEADER_LEN: usize = 4;
 /// its name.
 pub const SERVER_PEER: &str = "server";
 
+/// The group of a job that names none (`Run.group` absent, `JobInfo.group` absent).
+pub const DEFAULT_GROUP: &str = "default";
+
 /// A job id, chosen by the daemon: unique and increasing.
 pub type JobId = u64;
 

@@ -264,7 +264,7 @@ fn summary(outcomes: &[(String, Outcome)]) -> String {
             ]
         })
         .collect();
-    crate::table::render(["SET", "EXIT", "TIME", "HOST", "ACTION"], &rows)
+    crate::table::render(&["SET", "EXIT", "TIME", "HOST", "ACTION"], &rows)
 }
 
 /// The joblog: GNU parallel's columns, tab-separated, one line per action.
