@@ -47,7 +47,7 @@ impl Engine {
         check_parallel(parallel)?;
         {
             let mut state = self.inner.lock();
-            let paused = self.group_exists(&state.runq, name)?.paused;
+            let paused = group_exists(&state.runq, name)?.paused;
             state.runq.set_group(name, parallel, paused);
         }
         self.save_group(name)?;
@@ -64,7 +64,7 @@ impl Engine {
         }
         {
             let mut state = self.inner.lock();
-            self.group_exists(&state.runq, name)?;
+            group_exists(&state.runq, name)?;
             if let Err((running, queued)) = state.runq.remove_group(name) {
                 return Err(EngineError::Invalid(format!(
                     "group '{name}' has {running} running and {queued} queued job(s): wait for them, or kill them, first"
@@ -156,7 +156,7 @@ impl Engine {
     fn mark_group_paused(&self, name: &str, paused: bool) -> Result<Vec<Arc<Job>>, EngineError> {
         let running = {
             let mut state = self.inner.lock();
-            let parallel = self.group_exists(&state.runq, name)?.parallel;
+            let parallel = group_exists(&state.runq, name)?.parallel;
             state.runq.set_group(name, parallel, paused);
             state
                 .jobs
@@ -167,18 +167,6 @@ impl Engine {
         };
         self.save_group(name)?;
         Ok(running)
-    }
-
-    fn group_exists<'a>(
-        &self,
-        runq: &'a crate::queue::RunQueue,
-        name: &str,
-    ) -> Result<&'a crate::queue::Group, EngineError> {
-        runq.group(name).ok_or_else(|| {
-            EngineError::Invalid(format!(
-                "there is no group '{name}' (`ferry group list` shows them)"
-            ))
-        })
     }
 
     /// Stores a group as it stands now.
@@ -192,6 +180,18 @@ impl Engine {
         });
         Ok(groups::save(store.database(), name, record)?)
     }
+}
+
+/// Group `name`, or the error that says there is none.
+fn group_exists<'a>(
+    runq: &'a crate::queue::RunQueue,
+    name: &str,
+) -> Result<&'a crate::queue::Group, EngineError> {
+    runq.group(name).ok_or_else(|| {
+        EngineError::Invalid(format!(
+            "there is no group '{name}' (`ferry group list` shows them)"
+        ))
+    })
 }
 
 /// A group's name: 1 to 64 letters, digits, `-`, `_` or `.`.

@@ -236,9 +236,7 @@ impl Job {
     /// Whether it ended with status 0 (`None` while it has not ended).
     pub fn succeeded(&self) -> Option<bool> {
         match &self.status().phase {
-            JobPhase::Finished(report) => {
-                Some(report.error.is_none() && report.shell_status() == 0)
-            }
+            JobPhase::Finished(report) => Some(report.succeeded()),
             _ => None,
         }
     }

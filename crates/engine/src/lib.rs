@@ -402,8 +402,7 @@ impl Engine {
                 Ok(job) => (job.spec.origin.principal.clone(), Dependency::Known(job)),
                 Err(_) => {
                     let record = self.record(after)?.ok_or_else(unknown)?;
-                    let report = record.report();
-                    let succeeded = report.error.is_none() && report.shell_status() == 0;
+                    let succeeded = record.report().succeeded();
                     (record.principal, Dependency::Ended(succeeded))
                 }
             };

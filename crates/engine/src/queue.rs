@@ -181,8 +181,7 @@ impl RunQueue {
         false
     }
 
-    /// Whether a job waits before it may start (not yet started): cancel it. Returns
-    /// whether it was waiting.
+    /// Takes a waiting job out of the queue (it is cancelled); whether it was waiting.
     pub fn cancel(&mut self, job: JobId) -> bool {
         let Some(waiting) = self.waiting.remove(&job) else {
             return false;

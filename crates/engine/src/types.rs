@@ -58,6 +58,11 @@ impl ExitReport {
         ferry_common::shell_status(self.code, self.signal, self.error.is_some())
     }
 
+    /// Whether the job ran and ended with status 0 (what a job waiting for it asks).
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.shell_status() == 0
+    }
+
     /// The run time in microseconds, as records and the wire carry it.
     pub fn wall_us(&self) -> u64 {
         micros::of(self.wall)
