@@ -109,17 +109,22 @@ pub fn run(target: &Endpoint, args: &LogArgs) -> Result<i32> {
     })
 }
 
-/// Reads the stored output, printing the slice asked for; `read` gets each stream's end.
-async fn read_stored(client: &mut Client, args: &LogArgs, read: &mut [u64; 2]) -> Result<Stored> {
-    let job = args.job;
-    let mut lines = args.lines.map(|keep| Lines {
-        keep,
-        ..Lines::default()
-    });
-    let mut head_left = args.head;
-    let ended = loop {
+/// What comes next of job `job` on a client attached to it.
+enum Next {
+    /// A chunk of its output: its stream, its offset there, the bytes.
+    Chunk(Stream, u64, Vec<u8>),
+    /// It ended.
+    Exit(JobExit),
+    /// Its stored output was all sent (an attach that does not follow).
+    End,
+}
+
+/// Waits for what comes next of job `job` (notices and warnings said on the way); `until`
+/// names what the connection's end would cut short.
+async fn next(client: &mut Client, job: u64, until: &str) -> Result<Next> {
+    loop {
         let Some(event) = client.next_event().await? else {
-            bail!("the daemon closed the connection before job {job}'s log was read");
+            bail!("the daemon closed the connection before {until}");
         };
         match event {
             Event::Output {
@@ -127,28 +132,50 @@ async fn read_stored(client: &mut Client, args: &LogArgs, read: &mut [u64; 2]) -
                 stream,
                 offset,
                 data,
-            } if of == job => {
-                read[usize::from(stream == Stream::Stderr)] = offset + data.len() as u64;
-                if !shown(args, stream) {
-                    continue;
-                }
-                if let Some(lines) = &mut lines {
-                    lines.add(stream, &data);
-                } else if let Some(left) = &mut head_left {
-                    let (upto, count) = first_lines(&data, *left);
-                    emit(stream, &data[..upto])?;
-                    *left -= count;
-                    if *left == 0 {
-                        break Stored::Enough;
-                    }
-                } else {
-                    emit(stream, &data)?;
-                }
-            }
-            Event::Exit { job: of, exit } if of == job => break Stored::Exit(exit),
-            Event::LogEnd { job: of } if of == job => break Stored::End,
+            } if of == job => return Ok(Next::Chunk(stream, offset, data)),
+            Event::Exit { job: of, exit } if of == job => return Ok(Next::Exit(exit)),
+            Event::LogEnd { job: of } if of == job => return Ok(Next::End),
             Event::Failed { message, .. } => bail!("{message}"),
+            Event::Notice { message, .. } | Event::Warning { message } => {
+                eprintln!("ferry: {message}")
+            }
             _ => {}
+        }
+    }
+}
+
+/// Reads the stored output, printing the slice asked for; `read` gets each stream's end.
+async fn read_stored(client: &mut Client, args: &LogArgs, read: &mut [u64; 2]) -> Result<Stored> {
+    let job = args.job;
+    let until = format!("job {job}'s log was read");
+    let mut lines = args.lines.map(|keep| Lines {
+        keep,
+        ..Lines::default()
+    });
+    let mut head_left = args.head;
+    let ended = loop {
+        let (stream, data) = match next(client, job, &until).await? {
+            Next::Chunk(stream, offset, data) => {
+                read[usize::from(stream == Stream::Stderr)] = offset + data.len() as u64;
+                (stream, data)
+            }
+            Next::Exit(exit) => break Stored::Exit(exit),
+            Next::End => break Stored::End,
+        };
+        if !shown(args, stream) {
+            continue;
+        }
+        if let Some(lines) = &mut lines {
+            lines.add(stream, &data);
+        } else if let Some(left) = &mut head_left {
+            let (upto, count) = first_lines(&data, *left);
+            emit(stream, &data[..upto])?;
+            *left -= count;
+            if *left == 0 {
+                break Stored::Enough;
+            }
+        } else {
+            emit(stream, &data)?;
         }
     };
     if let Some(lines) = lines {
@@ -176,31 +203,20 @@ fn first_lines(data: &[u8], wanted: usize) -> (usize, usize) {
 /// Prints the job's output past `read` (each stream's offset) live until it exits.
 async fn follow_on(client: &mut Client, args: &LogArgs, read: [u64; 2]) -> Result<i32> {
     let job = args.job;
+    let until = format!("job {job} ended");
     loop {
-        let Some(event) = client.next_event().await? else {
-            bail!("the daemon closed the connection before job {job} ended");
-        };
-        match event {
-            Event::Output {
-                job: of,
-                stream,
-                offset,
-                data,
-            } if of == job => {
+        match next(client, job, &until).await? {
+            Next::Chunk(stream, offset, data) => {
                 let from = read[usize::from(stream == Stream::Stderr)];
-                let end = offset + data.len() as u64;
-                if end <= from || !shown(args, stream) {
+                if offset + data.len() as u64 <= from || !shown(args, stream) {
                     continue;
                 }
                 let skip = usize::try_from(from.saturating_sub(offset)).unwrap_or(data.len());
                 emit(stream, &data[skip.min(data.len())..])?;
             }
-            Event::Exit { job: of, exit } if of == job => return Ok(exit_status(job, &exit)),
-            Event::Failed { message, .. } => bail!("{message}"),
-            Event::Notice { message, .. } | Event::Warning { message } => {
-                eprintln!("ferry: {message}")
-            }
-            _ => {}
+            Next::Exit(exit) => return Ok(exit_status(job, &exit)),
+            // Only an attach that does not follow ends so.
+            Next::End => bail!("the daemon ended job {job}'s output without an exit"),
         }
     }
 }
