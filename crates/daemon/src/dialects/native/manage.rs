@@ -9,11 +9,12 @@ use serde_bytes::ByteBuf;
 
 use super::jobs::job_info;
 use super::Connection;
-use crate::policy::{blocking, Act, Refusal, RefusalKind};
+use crate::policy::{blocking, Act, Answer, Refusal, RefusalKind};
 
 impl Connection {
     pub(super) async fn manage_request(&mut self, request: ClientMessage) {
         let engine = self.server.engine.clone();
+        let pause = matches!(request, ClientMessage::Pause { .. });
         match request {
             ClientMessage::Restart {
                 request,
@@ -24,17 +25,13 @@ impl Connection {
                 request,
                 job,
                 group,
-            } => {
-                let done = self.pause_or_resume(job, group, true);
-                self.answer(request, done.map(|()| DaemonMessage::Done { request }))
-                    .await;
             }
-            ClientMessage::Resume {
+            | ClientMessage::Resume {
                 request,
                 job,
                 group,
             } => {
-                let done = self.pause_or_resume(job, group, false);
+                let done = self.pause_or_resume(job, group, pause);
                 self.answer(request, done.map(|()| DaemonMessage::Done { request }))
                     .await;
             }
@@ -98,7 +95,7 @@ impl Connection {
         pause: bool,
     ) -> Result<(), Refusal> {
         let engine: &Engine = &self.server.engine;
-        let answer = |e: ferry_engine::EngineError| crate::policy::Answer::refusal(&e);
+        let answer = |e: ferry_engine::EngineError| e.refusal();
         match (job, group) {
             (Some(job), None) => {
                 self.check_job(Act::Touch, job)?;
@@ -163,11 +160,7 @@ impl Connection {
                 };
                 self.session_job(&session, &line, queueing).await
             }
-            None => self
-                .server
-                .engine
-                .submit(spec)
-                .map_err(|e| crate::policy::Answer::refusal(&e)),
+            None => self.server.engine.submit(spec).map_err(|e| e.refusal()),
         };
         match submitted {
             Ok((new, queued)) => {
