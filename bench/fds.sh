@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for fd passing (issue 4): `ferry run --fds -- head -c 2G /dev/zero >/dev/null`
+# Benchmark for fd passing: `ferry run --fds -- head -c 2G /dev/zero >/dev/null`
 # against running `head -c 2G /dev/zero >/dev/null` directly, side by side in one hyperfine
 # run; also a stateful session command (`ferry run --session`) against `bash -c true`, for
 # what a session costs. Prints a table with the ratio and the target. Not a test.

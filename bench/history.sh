@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for durable history (issue 5): `ferry run -- true` latency against a daemon that
+# Benchmark for durable history: `ferry run -- true` latency against a daemon that
 # keeps the history (records in redb, a log file per job) and against one with history off
 # (`--no-history`, the in-memory mode), side by side in one hyperfine run. Prints a table with
 # the store's cost and the target (at most 10%). Not a test.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for many jobs and the daemon's memory (issue 15), side by side in one run:
+# Benchmark for many jobs and the daemon's memory, side by side in one run:
 # - `seq N | xargs -P2 -n1 ferry run -- true` against the same xargs of the floor's two
 #   programs (a release "hello world" that runs /bin/true: two process starts per job, as a
 #   client and its job are; target <= 1.3x), and against `xargs ... true`;

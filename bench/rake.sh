@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for `ferry rake` (issue 12), side by side in one run:
+# Benchmark for `ferry rake`, side by side in one run:
 # - one set of 2000 local `true` actions, against `seq 2000 | xargs -P2 -n1 true` and
 #   `seq 2000 | parallel -j2 true` (GNU parallel);
 # - the seed's C example (three files compiled in one set, linked, run) across three loopback

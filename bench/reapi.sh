@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for `ferry rake --reapi` (issue 14), side by side in one run: the seed's C example
+# Benchmark for `ferry rake --reapi`, side by side in one run: the rake authors' C example
 # (three files compiled in one set, linked, run) on a real BuildGrid (installed by .ci/deps) with
 # one and with two workers (the test worker, tests/fixtures/buildgrid_bot.py), cold (--no-cache:
 # every action executes) and with a warm action cache, against the same Rakefile on a pool of

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for remote daemons (issue 3): `ferry put` of a file over TLS on loopback, against
+# Benchmark for remote daemons: `ferry put` of a file over TLS on loopback, against
 # `scp` to a private sshd on loopback (key auth), and against raw loopback TCP (socat), in one
 # hyperfine run. Prints a table with the ratios and the targets. Not a test.
 #
