@@ -934,8 +934,8 @@ pub async fn open_or_start(
     }
 }
 
-/// Launches `program daemon --socket PATH --background` detached, with its log appended to
-/// `log_file`. Suitable as the `start` argument of [`open_or_start`].
+/// Launches the daemon program (`ferryd`) as `program --socket PATH --background`, detached,
+/// with its log appended to `log_file`. Suitable as the `start` argument of [`open_or_start`].
 pub fn spawn_background_daemon(
     program: &Path,
     socket: &Path,
@@ -949,7 +949,6 @@ pub fn spawn_background_daemon(
         .append(true)
         .open(log_file)?;
     Command::new(program)
-        .arg("daemon")
         .arg("--socket")
         .arg(socket)
         .arg("--background")

@@ -24,6 +24,44 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The ferry daemon: runs commands for ferry's clients (and the clients of the protocols it
+/// speaks), streams their output, keeps their logs and history.
+///
+/// `ferry daemon [OPTIONS]` runs this program with the same options; a client that needs a
+/// daemon starts one by itself. It stays in the foreground until SIGTERM, SIGINT or `ferry
+/// shutdown`.
+#[derive(Debug, Parser)]
+#[command(name = "ferryd", version)]
+pub struct DaemonCli {
+    /// The owner's Unix socket, where clients find the daemon.
+    #[arg(long, env = "FERRY_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub args: Box<DaemonArgs>,
+}
+
+impl DaemonCli {
+    /// The command line, parsed; one that does not parse exits with [`USAGE_FAILED`].
+    pub fn parse_args() -> DaemonCli {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = DaemonCli::command().mut_arg("listen", |arg| {
+            arg.long_help(ferry_daemon::listeners::help())
+        });
+        let parsed = command
+            .try_get_matches()
+            .and_then(|matches| DaemonCli::from_arg_matches(&matches));
+        match parsed {
+            Ok(cli) => cli,
+            Err(e) => {
+                let code = if e.use_stderr() { USAGE_FAILED } else { 0 };
+                let _ = e.print();
+                std::process::exit(code);
+            }
+        }
+    }
+}
+
 /// The options every subcommand takes: where the daemon is and how to reach it.
 #[derive(Debug, Args)]
 pub struct Globals {
@@ -72,6 +110,10 @@ impl Cli {
     /// from a job's status; help and the version exit 0.
     pub fn parse_args() -> Cli {
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Some(error) = crate::launch::exec_daemon_if_asked(&args) {
+            eprintln!("ferry: {}", crate::error_chain(&error));
+            std::process::exit(USAGE_FAILED);
+        }
         if let Some(version) = Cli::version_only(&args) {
             // clap would build the tree of every subcommand to print one line.
             println!("{version}");
@@ -918,7 +960,8 @@ pub struct DaemonArgs {
     /// Listen on DIALECT:TRANSPORT:ADDRESS (repeatable); e.g. ferry:tls:0.0.0.0:7070.
     /// Replaces the configuration file's listeners. The owner's socket (ferry:unix:<the
     /// client socket>) is always served too, unless a ferry:unix: listener is given.
-    #[arg(long = "listen", value_name = "SPEC", long_help = ferry_daemon::listeners::help())]
+    /// (`ferryd --help` lists the forms, from the daemon's table of listeners.)
+    #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<String>,
 
     /// Directory for job logs and the daemon's state

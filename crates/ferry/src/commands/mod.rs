@@ -26,7 +26,7 @@ pub mod wait;
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ferry_client::{
     open_or_start, spawn_background_daemon, Client, ClientError, Endpoint, RunRequest, Started,
 };
@@ -58,9 +58,9 @@ async fn open_local(
     socket: &Path,
     run: Option<&RunRequest<'_>>,
 ) -> Result<(Client, Option<Started>)> {
-    let program = std::env::current_exe().context("cannot find the ferry executable")?;
     let log_file = crate::state_dir_from_env().join("daemon.log");
     let opened = open_or_start(socket, crate::CLIENT_NAME, run, || {
+        let program = crate::launch::daemon_program().map_err(std::io::Error::other)?;
         spawn_background_daemon(&program, socket, &log_file)
     })
     .await;

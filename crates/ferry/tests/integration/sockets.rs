@@ -25,7 +25,7 @@ fn socket_option_goes_before_or_after_the_subcommand() {
     }
 }
 
-/// Counts `ferry daemon` processes whose command line names `socket`.
+/// Counts daemon (`ferryd`) processes whose command line names `socket`.
 fn daemons_on(socket: &std::path::Path) -> Vec<u32> {
     let needle = socket.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
@@ -42,7 +42,8 @@ fn daemons_on(socket: &std::path::Path) -> Vec<u32> {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            !zombie && args.iter().any(|a| a == "daemon") && args.contains(&needle)
+            let ferryd = args.first().is_some_and(|a| a.ends_with("/ferryd"));
+            !zombie && ferryd && args.contains(&needle)
         })
         .collect()
 }
