@@ -37,6 +37,11 @@ pub struct DaemonCli {
     #[arg(long, env = "FERRY_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
+    /// Write ferryd.1 and ferry-daemon.1 into DIR and exit (`ferry man --dir` asks for them:
+    /// the daemon's table of listeners is in this program only).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub man_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub args: Box<DaemonArgs>,
 }
@@ -44,11 +49,8 @@ pub struct DaemonCli {
 impl DaemonCli {
     /// The command line, parsed; one that does not parse exits with [`USAGE_FAILED`].
     pub fn parse_args() -> DaemonCli {
-        use clap::{CommandFactory, FromArgMatches};
-        let command = DaemonCli::command().mut_arg("listen", |arg| {
-            arg.long_help(ferry_daemon::listeners::help())
-        });
-        let parsed = command
+        use clap::FromArgMatches;
+        let parsed = DaemonCli::command_with_forms()
             .try_get_matches()
             .and_then(|matches| DaemonCli::from_arg_matches(&matches));
         match parsed {
@@ -59,6 +61,14 @@ impl DaemonCli {
                 std::process::exit(code);
             }
         }
+    }
+
+    /// The command's definition, with the forms of `--listen` from the listener table.
+    pub fn command_with_forms() -> clap::Command {
+        use clap::CommandFactory;
+        DaemonCli::command().mut_arg("listen", |arg| {
+            arg.long_help(ferry_daemon::listeners::help())
+        })
     }
 }
 
