@@ -6,12 +6,13 @@
 //! once both pipes reach EOF. Stdin is fed by a
 //! tokio task from a bounded channel; the timeout is a tokio task too.
 
-use std::ffi::OsStr;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,8 +28,9 @@ use crate::log::{JobLog, LogLimits};
 use crate::logfile::{LogHeader, MAX_RECORD_DATA};
 use crate::memory::OutputFlow;
 use crate::queue::DEFAULT_GROUP;
+use crate::spawn::{self, Process, Spawn};
 use crate::store::{millis, JobRecord, Recipe, RecordState};
-use crate::tracking::{self, JobTrack, Tracking};
+use crate::tracking::{self, JobTrack, Placement, Tracking};
 use crate::types::{
     ExitReport, JobId, JobPhase, JobSnapshot, JobSpec, OutputStream, PassedStdio, StdinSender,
 };
@@ -479,79 +481,24 @@ pub(crate) fn spawn(
             return;
         }
     };
-    let mut command = Command::new(&resolved);
-    command
-        .arg0(&program)
-        .args(&spec.argv[1..])
-        .stdin(if spec.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((rows, cols)) = spec.tty {
-        match on_a_terminal(&mut command, rows, cols) {
-            Ok(master) => job.status().tty_master = Some(Arc::new(master)),
-            Err(e) => {
-                job.finish_without_running(format!("cannot make a terminal for it: {e}"), None);
-                on_end(job.id);
-                return;
-            }
-        }
-    } else {
-        command.process_group(0);
-    }
-    let passed = job.status().stdio.take();
-    if let Some(passed) = passed {
-        // The job writes straight to the client's fds; the pump only waits for its exit.
-        command
-            .stdin(Stdio::from(passed.stdin))
-            .stdout(Stdio::from(passed.stdout))
-            .stderr(Stdio::from(passed.stderr));
-    }
-    if let Some(cwd) = &spec.cwd {
-        command.current_dir(cwd);
-    }
-    if let Some(env) = &spec.env {
-        command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
-    }
-    if let Some(term) = &spec.term {
-        command.env("TERM", term);
-    }
     let placement = tracking.place(job.id);
-    command.env(tracking::MARKER, &placement.track.mark);
-    if let Some(procs) = placement.procs {
-        // SAFETY: the closure runs in the forked child before it executes the command; it
-        // makes one write(2) (async-signal-safe) of a static buffer to an fd opened by the
-        // parent, allocates nothing and takes no lock.
-        unsafe {
-            command.pre_exec(move || {
-                rustix::io::write(&procs, b"0")
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
-    }
+    let passed = job.status().stdio.take();
     // Spawned and noted as a leader under one lock, so that the subreaper's reaps never take
     // a leader's exit (see tracking::Tracking::reap).
     let mut leaders = tracking.leaders();
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => {
+    let mut process = match start_process(&job, &resolved, &placement, passed) {
+        Ok(process) => process,
+        Err(message) => {
             drop(leaders);
-            job.finish_without_running(spawn_error(&program, &spec.cwd, &e), None);
+            job.finish_without_running(message, None);
             tracking::end_leftovers(&placement.track, Duration::ZERO);
             on_end(job.id);
             return;
         }
     };
-    let pid = child.id();
+    let pid = process.pid;
     leaders.insert(pid);
     drop(leaders);
-    // The terminal's slave side belongs to the job alone now: its master reads the end of
-    // the output once the job's processes have closed it.
-    drop(command);
     // Read before the job is recorded as running: a later daemon ends its group only if this
     // pid still started at this tick.
     let pid_start = crate::orphans::start_time(pid);
@@ -566,9 +513,9 @@ pub(crate) fn spawn(
     };
     tracing::debug!(job = job.id, pid, "spawned {:?}", spec.argv);
     let tty_master = job.status().tty_master.clone();
-    match (child.stdin.take(), stdin_rx, tty_master) {
+    match (process.stdin.take(), stdin_rx, tty_master) {
         (Some(stdin), Some(rx), _) => {
-            runtime.spawn(feed_stdin(OwnedFd::from(stdin), rx));
+            runtime.spawn(feed_stdin(stdin, rx));
         }
         (None, Some(rx), Some(master)) => {
             let fed = std::thread::Builder::new()
@@ -587,7 +534,113 @@ pub(crate) fn spawn(
     // threads are reused from job to job. The daemon sizes the pool above the running-jobs
     // limit.
     let tracking = Arc::clone(tracking);
-    runtime.spawn_blocking(move || pump(job, child, &flow, &tracking, kill_grace, on_end));
+    runtime.spawn_blocking(move || pump(job, process, &flow, &tracking, kill_grace, on_end));
+}
+
+/// Starts the job's first process: in its cgroup with `clone3` where it has one and no
+/// terminal (see [`crate::spawn`]), else with the standard library (`posix_spawn` when no hook
+/// is needed). The error is the job's message.
+fn start_process(
+    job: &Job,
+    resolved: &Path,
+    placement: &Placement,
+    mut passed: Option<PassedStdio>,
+) -> Result<Process, String> {
+    let spec = &job.spec;
+    let program = &spec.argv[0];
+    if let (Some(cgroup), None) = (&placement.cgroup, spec.tty) {
+        let stdio = match passed.take() {
+            Some(p) => spawn::Stdio::Passed([p.stdin, p.stdout, p.stderr]),
+            None => spawn::Stdio::Piped { stdin: spec.stdin },
+        };
+        let launch = spawn::Launch {
+            path: resolved,
+            argv: &spec.argv,
+            env: job_environment(spec, &placement.track.mark),
+            cwd: spec.cwd.as_deref(),
+            stdio,
+            cgroup,
+        };
+        match spawn::into_cgroup(launch) {
+            Spawn::Started(process) => return Ok(process),
+            Spawn::Failed(e) => return Err(spawn_error(program, &spec.cwd, &e)),
+            Spawn::Unsupported(spawn::Stdio::Passed([stdin, stdout, stderr])) => {
+                passed = Some(PassedStdio {
+                    stdin,
+                    stdout,
+                    stderr,
+                })
+            }
+            Spawn::Unsupported(spawn::Stdio::Piped { .. }) => {}
+        }
+    }
+    let mut command = Command::new(resolved);
+    command
+        .arg0(program)
+        .args(&spec.argv[1..])
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((rows, cols)) = spec.tty {
+        match on_a_terminal(&mut command, rows, cols) {
+            Ok(master) => job.status().tty_master = Some(Arc::new(master)),
+            Err(e) => return Err(format!("cannot make a terminal for it: {e}")),
+        }
+    } else {
+        command.process_group(0);
+    }
+    if let Some(passed) = passed {
+        // The job writes straight to the client's fds; the pump only waits for its exit.
+        command
+            .stdin(Stdio::from(passed.stdin))
+            .stdout(Stdio::from(passed.stdout))
+            .stderr(Stdio::from(passed.stderr));
+    }
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    command
+        .env_clear()
+        .envs(job_environment(spec, &placement.track.mark));
+    let procs = placement
+        .procs()
+        .map_err(|e| format!("cannot open the job's cgroup: {e}"))?;
+    if let Some(procs) = procs {
+        // SAFETY: the closure runs in the forked child before it executes the command; it
+        // makes one write(2) (async-signal-safe) of a static buffer to an fd opened by the
+        // parent, allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::io::write(&procs, b"0")
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| spawn_error(program, &spec.cwd, &e))?;
+    // `command` goes here: the terminal's slave side belongs to the job alone now, and its
+    // master reads the end of the output once the job's processes have closed it.
+    Ok(Process::from_child(child))
+}
+
+/// The job's whole environment: its own (the daemon's when it has none), `TERM` when it has a
+/// terminal, and its tracking mark. One value per name, the last given winning.
+fn job_environment(spec: &JobSpec, mark: &str) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = match &spec.env {
+        Some(env) => env.iter().cloned().collect(),
+        None => std::env::vars_os().collect(),
+    };
+    if let Some(term) = &spec.term {
+        env.insert("TERM".into(), term.into());
+    }
+    env.insert(tracking::MARKER.into(), mark.into());
+    env
 }
 
 /// Finds the program to execute the way a shell would, but with the job's own `PATH` and
@@ -657,7 +710,7 @@ struct OutputPipe {
 /// in `flow`), then reaps.
 fn pump(
     job: Arc<Job>,
-    mut child: Child,
+    mut process: Process,
     flow: &OutputFlow,
     tracking: &Tracking,
     grace: Duration,
@@ -666,8 +719,8 @@ fn pump(
     let mut writer = job.log.writer();
     let mut pipes = Vec::with_capacity(2);
     let outputs = [
-        (child.stdout.take().map(OwnedFd::from), OutputStream::Stdout),
-        (child.stderr.take().map(OwnedFd::from), OutputStream::Stderr),
+        (process.stdout.take(), OutputStream::Stdout),
+        (process.stderr.take(), OutputStream::Stderr),
     ];
     let master = job.status().tty_master.as_ref().map(|m| m.try_clone());
     let outputs = match master {
@@ -735,11 +788,11 @@ fn pump(
     drop(pipes);
     // A job's end leaves free memory in this thread's arena, as output does.
     flow.add(crate::memory::JOB_END_WEIGHT);
-    match child.wait() {
+    match process.wait() {
         Ok(exit) => job.finish(exit),
         Err(e) => job.finish_without_running(format!("cannot reap job: {e}"), None),
     }
-    tracking.leaders().remove(&child.id());
+    tracking.leaders().remove(&process.pid);
     tracing::debug!(job = job.id, "ended");
     let track = job.status().track.clone();
     on_end(job.id);

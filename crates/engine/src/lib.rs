@@ -20,6 +20,7 @@ pub mod queue;
 pub mod quota;
 pub mod sessions;
 pub mod signals;
+mod spawn;
 pub mod store;
 pub mod tracking;
 mod types;

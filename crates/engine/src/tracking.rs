@@ -3,8 +3,9 @@
 //!
 //! - **A cgroup per job** (cgroup v2, as systemd does for its units), where the daemon may
 //!   make one: `ferry-jobs.PID/job-N` under the daemon's own cgroup. The job's first process
-//!   moves itself there before it executes the command (a write of `0` to the cgroup's
-//!   `cgroup.procs`, opened by the daemon), so every process it ever starts is inside;
+//!   is created there (`clone3` with `CLONE_INTO_CGROUP`, [`crate::spawn`]), or, where the
+//!   kernel lacks that, moves itself there before it executes the command (a write of `0` to
+//!   the cgroup's `cgroup.procs`), so every process it ever starts is inside;
 //!   ending the job signals every process of the cgroup, and `cgroup.kill` ends what is left.
 //! - **Otherwise** the process group, and a mark in every job's environment
 //!   (`FERRY_JOB=INSTANCE.N`, inherited by whatever the job starts unless it clears its
@@ -61,12 +62,31 @@ pub struct JobTrack {
 /// stops cleanly removes it: found at start, it says the previous daemon stopped unexpectedly.
 const TRACKING_FILE: &str = "tracking";
 
-/// A cgroup made for a job, and its `cgroup.procs` opened for the job to move itself in.
+/// A cgroup made for a job, and its directory opened: the job's first process is created in
+/// it (`clone3` with `CLONE_INTO_CGROUP`, see [`crate::spawn`]) or moves itself in through its
+/// `cgroup.procs` ([`Placement::procs`]).
 pub(crate) struct Placement {
     /// The job's track.
     pub track: JobTrack,
-    /// `cgroup.procs` of its cgroup, when it has one.
-    pub procs: Option<OwnedFd>,
+    /// Its cgroup's directory, when it has one.
+    pub cgroup: Option<OwnedFd>,
+}
+
+impl Placement {
+    /// The cgroup's `cgroup.procs`, opened for writing (close-on-exec), for a process to
+    /// move itself in with a write of `0`.
+    pub fn procs(&self) -> std::io::Result<Option<OwnedFd>> {
+        let Some(dir) = &self.cgroup else {
+            return Ok(None);
+        };
+        let procs = rustix::fs::openat(
+            dir,
+            "cgroup.procs",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(Some(procs))
+    }
 }
 
 impl Tracking {
@@ -145,7 +165,7 @@ impl Tracking {
                     mark,
                     whole_instance: false,
                 },
-                procs: None,
+                cgroup: None,
             };
         };
         let cgroup = dir.join(format!("job-{job}"));
@@ -153,20 +173,24 @@ impl Tracking {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
             _ => Ok(()),
         };
-        // Opened close-on-exec: the job's first process writes to it before it executes.
-        let procs = made.and_then(|()| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(cgroup.join("cgroup.procs"))
+        let opened = made.and_then(|()| {
+            rustix::fs::open(
+                &cgroup,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(std::io::Error::from)
         });
-        match procs {
-            Ok(procs) => Placement {
+        match opened {
+            Ok(dir) => Placement {
                 track: JobTrack {
                     cgroup: Some(cgroup),
                     mark,
                     whole_instance: false,
                 },
-                procs: Some(OwnedFd::from(procs)),
+                cgroup: Some(dir),
             },
             Err(e) => {
                 tracing::warn!(
@@ -180,7 +204,7 @@ impl Tracking {
                         mark,
                         whole_instance: false,
                     },
-                    procs: None,
+                    cgroup: None,
                 }
             }
         }
