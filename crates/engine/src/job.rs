@@ -548,7 +548,8 @@ fn start_process(
 ) -> Result<Process, String> {
     let spec = &job.spec;
     let program = &spec.argv[0];
-    if let (Some(cgroup), None) = (&placement.cgroup, spec.tty) {
+    let clone_into = placement.clone_into && spec.tty.is_none();
+    if let (Some(cgroup), true) = (&placement.cgroup, clone_into) {
         let stdio = match passed.take() {
             Some(p) => spawn::Stdio::Passed([p.stdin, p.stdout, p.stderr]),
             None => spawn::Stdio::Piped { stdin: spec.stdin },

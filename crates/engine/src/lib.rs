@@ -76,6 +76,9 @@ pub struct EngineConfig {
     /// Put each job in a cgroup of its own where the daemon may make one (see [`tracking`]);
     /// off, jobs are tracked by process group and environment mark.
     pub job_cgroups: bool,
+    /// Create a job's first process in its cgroup (`clone3` with `CLONE_INTO_CGROUP`) where the
+    /// kernel can; off, it moves itself in after `fork`, as on kernels before 5.7.
+    pub clone_into_cgroup: bool,
 }
 
 impl EngineConfig {
@@ -97,6 +100,7 @@ impl EngineConfig {
             retention: Retention::default(),
             hub: peers::HubConfig::default(),
             job_cgroups: true,
+            clone_into_cgroup: true,
         }
     }
 }
@@ -164,7 +168,10 @@ impl Engine {
             context: "the engine needs a tokio runtime".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        let tracking = Arc::new(tracking::Tracking::discover(config.job_cgroups));
+        let tracking = Arc::new(tracking::Tracking::discover(
+            config.job_cgroups,
+            config.clone_into_cgroup,
+        ));
         // What the previous daemon of this state directory may have left running, whether or
         // not its history recorded the jobs.
         let unclean = tracking.take_over(config.state_dir());

@@ -34,6 +34,8 @@ pub const MARKER: &str = "FERRY_JOB";
 pub struct Tracking {
     /// The directory holding one cgroup per job, when the daemon may make them.
     cgroups: Option<PathBuf>,
+    /// Jobs' first processes are created in their cgroups (`clone3`), where the kernel can.
+    clone_into: bool,
     /// This daemon's part of every job's mark.
     instance: String,
     /// The state directory's tracking file, once written (see [`Tracking::take_over`]).
@@ -70,6 +72,9 @@ pub(crate) struct Placement {
     pub track: JobTrack,
     /// Its cgroup's directory, when it has one.
     pub cgroup: Option<OwnedFd>,
+    /// Whether the job's first process may be created in the cgroup (`clone3`), rather than
+    /// move itself in.
+    pub clone_into: bool,
 }
 
 impl Placement {
@@ -93,7 +98,7 @@ impl Tracking {
     /// Tracks with cgroups when `cgroups_allowed` and the daemon may make them under its own
     /// cgroup; otherwise with process groups and marks (the daemon becomes a child
     /// subreaper).
-    pub fn discover(cgroups_allowed: bool) -> Tracking {
+    pub fn discover(cgroups_allowed: bool, clone_into: bool) -> Tracking {
         let instance = instance_id();
         let cgroups = if cgroups_allowed {
             match job_cgroups_dir() {
@@ -113,6 +118,7 @@ impl Tracking {
         }
         Tracking {
             cgroups,
+            clone_into,
             instance,
             state_file: Mutex::default(),
             leaders: Arc::default(),
@@ -166,6 +172,7 @@ impl Tracking {
                     whole_instance: false,
                 },
                 cgroup: None,
+                clone_into: false,
             };
         };
         let cgroup = dir.join(format!("job-{job}"));
@@ -191,6 +198,7 @@ impl Tracking {
                     whole_instance: false,
                 },
                 cgroup: Some(dir),
+                clone_into: self.clone_into,
             },
             Err(e) => {
                 tracing::warn!(
@@ -205,6 +213,7 @@ impl Tracking {
                         whole_instance: false,
                     },
                     cgroup: None,
+                    clone_into: false,
                 }
             }
         }

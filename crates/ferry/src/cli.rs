@@ -1031,6 +1031,11 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub no_job_cgroups: bool,
 
+    /// Move each job into its cgroup after fork (a write to cgroup.procs), as on kernels
+    /// before 5.7, instead of creating it there with clone3 (for tests of that path).
+    #[arg(long, hide = true)]
+    pub no_clone_into_cgroup: bool,
+
     /// Ended jobs the history keeps at most; the oldest go first [default: 10000].
     #[arg(long, value_name = "N")]
     pub history_max_jobs: Option<usize>,

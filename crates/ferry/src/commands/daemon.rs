@@ -229,6 +229,7 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
     let history = &values.history;
     engine.history = !args.no_history && history.enabled.unwrap_or(true);
     engine.job_cgroups = !args.no_job_cgroups;
+    engine.clone_into_cgroup = !args.no_clone_into_cgroup;
     if let Some(max) = args.history_max_jobs.or(history.max_jobs) {
         engine.retention.max_jobs = max;
     }

@@ -1,7 +1,8 @@
 //! Jobs cannot escape their end: a grandchild that calls `setsid` (leaving the job's process
 //! group) ends when its job's leader exits, when the job is killed, and after the daemon was
-//! killed with -9 and started again; with a cgroup per job (where the daemon may make one)
-//! and with process groups and the environment mark (`--no-job-cgroups`).
+//! killed with -9 and started again; with a cgroup per job (where the daemon may make one:
+//! the job created in it, or moved into it after fork as on older kernels) and with process
+//! groups and the environment mark (`--no-job-cgroups`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -108,6 +109,13 @@ fn no_grandchild_outlives_its_job(extra: &[&str], tracking: &str) {
 #[test]
 fn with_a_cgroup_per_job_no_setsid_grandchild_outlives_its_job() {
     no_grandchild_outlives_its_job(&[], "a cgroup per job");
+}
+
+#[test]
+fn with_a_cgroup_per_job_moved_into_after_fork_no_setsid_grandchild_outlives_its_job() {
+    // As on kernels without clone3's CLONE_INTO_CGROUP: the job's first process writes itself
+    // into its cgroup before it executes the command.
+    no_grandchild_outlives_its_job(&["--no-clone-into-cgroup"], "a cgroup per job");
 }
 
 #[test]
