@@ -119,3 +119,46 @@ fn retention_removes_the_oldest_ended_jobs_by_count_size_and_age() {
     assert_eq!(left, vec![5, 6, 7]);
     assert_eq!(*removed.lock().expect("lock"), vec![1, 2, 3, 4]);
 }
+
+#[test]
+fn retention_sees_the_jobs_committed_after_its_first_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        dir.path(),
+        dir.path(),
+        Retention {
+            max_jobs: 100,
+            max_output: u64::MAX,
+            max_age: None,
+        },
+        Box::new(|_| {}),
+    )
+    .expect("open");
+    let now = millis(SystemTime::now());
+    store
+        .put_now(&[
+            record(1, RecordState::Finished, now, 10),
+            record(2, RecordState::Running, now, 0),
+        ])
+        .expect("put");
+    // The first pass reads the history: job 1 is the only ended one.
+    assert_eq!(store.prune(None, Some(1)).expect("prune").jobs, 0);
+    // Then through the store thread: job 2 ends, jobs 3 and 4 run and end.
+    for (id, state) in [
+        (2, RecordState::Finished),
+        (3, RecordState::Running),
+        (3, RecordState::Finished),
+        (4, RecordState::Lost),
+        (5, RecordState::Running),
+    ] {
+        store.put(record(id, state, now, 10), None);
+        store.flush();
+    }
+    // Four ended jobs now (1..=4), keep the newest one; job 5 runs and stays.
+    let pruned = store.prune(None, Some(1)).expect("prune");
+    assert_eq!(pruned, Pruned { jobs: 3, bytes: 30 });
+    let left: Vec<JobId> = store.all().expect("all").into_keys().collect();
+    assert_eq!(left, vec![4, 5]);
+    // What was removed is gone from what retention knows too: nothing more to remove.
+    assert_eq!(store.prune(None, Some(1)).expect("prune").jobs, 0);
+}
