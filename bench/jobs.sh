@@ -10,7 +10,7 @@
 #   limit (`pueue group add g`, `pueue parallel -g g 2`, `pueue add -g g`, `pueue wait -g g`;
 #   target >= 50x its throughput);
 # - the idle daemon's RSS after one job (target <= 6 MB), against pueued's, and after a burst
-#   of 1000 jobs.
+#   of 1000 jobs, and 5 s after 1 GiB of output streamed through it (target: within 2 MB of idle).
 #
 #   bash bench/jobs.sh                     # JOBS=2000 PUEUE_JOBS=200 (pueue takes ~0.3 s a task)
 set -euo pipefail
@@ -93,10 +93,15 @@ seq 1000 | xargs -P4 -n1 "$FERRY" run -- true >/dev/null
 sleep 2
 burst_rss=$(rss_kib "$daemon_pid")
 
+# Output streaming through the daemon, 1 GiB, then 5 s idle: its memory must go back.
+"$FERRY" run -- head -c 1G /dev/zero >/dev/null
+sleep 5
+stream_rss=$(rss_kib "$daemon_pid")
+
 awk -F, -v rows="${BENCH_ROWS:-/dev/null}" -v n="$JOBS" -v pn="$PUEUE_JOBS" \
   -v fd="$ferry_detached" -v pd="$pueue_detached" \
   -v fg="$ferry_grouped" -v pg="$pueue_grouped" \
-  -v idle="$idle_rss" -v pueued="$pueued_rss" -v burst="$burst_rss" '
+  -v idle="$idle_rss" -v pueued="$pueued_rss" -v burst="$burst_rss" -v stream="$stream_rss" '
   FNR == 1 { next }
   { mean[FNR - 1] = $2 }
   END {
@@ -111,10 +116,12 @@ awk -F, -v rows="${BENCH_ROWS:-/dev/null}" -v n="$JOBS" -v pn="$PUEUE_JOBS" \
     printf "| jobs into a group of 2 at a time, then waited for | %.0f jobs/s (%d) | pueue %.1f jobs/s (%d) | %.0fx | >= 50x |\n", gr, n, pgr, pn, g
     printf "| idle daemon RSS after one job | %.1f MB | pueued %.1f MB | | <= 6 MB |\n", idle / 1024, pueued / 1024
     printf "| daemon RSS after a burst of 1000 jobs | %.1f MB | | | near idle |\n", burst / 1024
+    printf "| daemon RSS 5 s after streaming 1 GiB | %.1f MB | idle %.1f MB | | within 2 MB of idle |\n", stream / 1024, idle / 1024
     printf "seq %d, xargs -P2 -n1 ferry run -- true (time over the floor: hello world running /bin/true)\t%.2f s\tfloor %.2f s\t%.2f\t<= 1.3x\t%s\t%.3f\n", n, mean[1], mean[3], xf, (xf <= 1.3 ? "yes" : "NO"), 1 / xf >> rows
     printf "seq %d, xargs -P2 -n1 ferry run -- true (time over xargs ... true)\t%.2f s\txargs -P2 -n1 true %.2f s\t%.2f\t\t\t%.3f\n", n, mean[1], mean[2], x, 1 / x >> rows
     printf "detached jobs submitted, then waited for (throughput over the peer)\t%.0f jobs/s\tpueue %.1f jobs/s\t%.1f\t>= 20x\t%s\t%.3f\n", fr, pr, d, (d >= 20 ? "yes" : "NO"), d >> rows
     printf "jobs into a group of 2 at a time, then waited for (throughput over the peer)\t%.0f jobs/s\tpueue %.1f jobs/s\t%.1f\t>= 50x\t%s\t%.3f\n", gr, pgr, g, (g >= 50 ? "yes" : "NO"), g >> rows
     printf "idle daemon RSS after one job\t%.1f MB\tpueued %.1f MB\t\t<= 6 MB\t%s\t%.3f\n", idle / 1024, pueued / 1024, (idle <= 6144 ? "yes" : "NO"), pueued / idle >> rows
     printf "daemon RSS after a burst of 1000 jobs\t%.1f MB\t\t\tnear idle: <= 1.5 x %.1f MB\t%s\t\n", burst / 1024, idle / 1024, (burst <= idle * 1.5 ? "yes" : "NO") >> rows
+    printf "daemon RSS 5 s after streaming 1 GiB\t%.1f MB\tidle %.1f MB\t\twithin 2 MB of idle\t%s\t\n", stream / 1024, idle / 1024, (stream <= idle + 2048 ? "yes" : "NO") >> rows
   }' "$work/xargs.csv"
