@@ -6,10 +6,11 @@
 //! spawn through `fork` (a `pre_exec` hook) where `posix_spawn` would `vfork`. `clone3` with
 //! `CLONE_INTO_CGROUP` (Linux 5.7) creates the process in the cgroup instead, taking that lock
 //! only for reading. The standard library cannot pass that flag, so jobs that have a cgroup
-//! and no terminal are started here: `clone3` like `fork` (no shared memory, the child on a
-//! copy of this thread's stack), then, in the child, only system calls on what the parent
-//! prepared (its standard fds, its directory, its process group, the signal state), and
-//! `execve`. Where the kernel or a seccomp filter refuses `clone3`, [`into_cgroup`] says
+//! and no terminal are started here: `clone3` as `posix_spawn` uses `clone` on x86-64 (the
+//! child shares the daemon's memory on a stack of its own while the calling thread waits for
+//! its `execve`: no page table copied, nothing copied on write afterwards), like `fork`
+//! elsewhere; then, in the child, only system calls on what the parent prepared (its standard
+//! fds, its directory, its process group, the signal state), and `execve`. Where the kernel or a seccomp filter refuses `clone3`, [`into_cgroup`] says
 //! [`Spawn::Unsupported`] (once; later calls do not try) and the caller uses the standard
 //! library and the write to `cgroup.procs`.
 //!
@@ -225,27 +226,7 @@ fn prepare_and_clone(launch: &Launch<'_>) -> std::io::Result<Option<Process>> {
         ],
         report: report_write.as_raw_fd(),
     };
-    let args = CloneArgs {
-        flags: CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: launch.cgroup.as_raw_fd() as u64,
-        ..CloneArgs::default()
-    };
-    // SAFETY: clone3 without CLONE_VM and without a stack of its own is fork(2) with one more
-    // flag: the child gets a copy of this process holding only the calling thread, and
-    // continues here on its copy of this thread's stack. It then runs `run_child` alone,
-    // which makes only async-signal-safe system calls on values prepared above (it allocates
-    // nothing, takes no lock, returns never). `args` is a valid clone_args of the size given.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid == 0 {
-        run_child(&plan);
-    }
+    let pid = clone_into(launch.cgroup, &plan);
     drop(report_write);
     drop(child_fds);
     if pid < 0 {
@@ -283,6 +264,112 @@ fn prepare_and_clone(launch: &Launch<'_>) -> std::io::Result<Option<Process>> {
     // The child exits at once after reporting: reap it.
     let _ = process.wait();
     Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+}
+
+/// Bytes of the stack the child runs on between `clone3` and `execve` (x86-64).
+#[cfg(target_arch = "x86_64")]
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Clones a child into the cgroup `cgroup` that runs `plan` (it never returns here); the
+/// child's pid, or -1 with errno set.
+///
+/// On x86-64 as `posix_spawn` does: the child shares this process's memory (`CLONE_VM`) on a
+/// stack of its own, and this thread waits until it has executed the program or exited
+/// (`CLONE_VFORK`); no page table is copied, and nothing of the daemon is copied on write
+/// afterwards. Every signal is blocked meanwhile; the child resets handlers before it
+/// unblocks them, so that no handler of the daemon runs in it. Elsewhere like `fork`.
+fn clone_into(cgroup: &OwnedFd, plan: &ChildPlan<'_>) -> isize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut stack = Box::<[u8]>::new_uninit_slice(CHILD_STACK);
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP | libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack.as_mut_ptr() as u64,
+            stack_size: CHILD_STACK as u64,
+            cgroup: cgroup.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        let child_entry: extern "C" fn(*const ChildPlan<'_>) -> ! = child_entry;
+        // SAFETY: all signals are blocked for this thread around the clone, and its mask is
+        // restored after; `all` and `old` are sigset_t values of this frame, `all` filled by
+        // sigfillset.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        let pid: isize;
+        // SAFETY: clone3 with `args`, a valid clone_args of the size given, naming a stack
+        // this frame owns until the call returns, which with CLONE_VFORK is after the child
+        // has executed its program or exited. The child starts on that stack with the
+        // registers of this call: it aligns the stack and calls `child_entry` with `plan`
+        // (r12), which never returns; `plan` and all it points to live in the caller's frame
+        // and heap, untouched until then. The parent path falls through with the result in
+        // rax; the syscall clobbers rcx and r11 and touches no stack of this thread.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "and rsp, -16",
+                "mov rdi, r12",
+                "call r13",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 as isize => pid,
+                in("rdi") &args as *const CloneArgs,
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") plan as *const ChildPlan<'_>,
+                in("r13") child_entry,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+        drop(stack);
+        if pid < 0 {
+            // SAFETY: setting this thread's errno, as a failed libc call would.
+            unsafe { *libc::__errno_location() = -pid as i32 };
+            return -1;
+        }
+        pid
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cgroup.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM and without a stack of its own is fork(2) with one
+        // more flag: the child gets a copy of this process holding only the calling thread,
+        // and continues here on its copy of this thread's stack, where it runs `run_child`
+        // alone (async-signal-safe system calls on values prepared before, no allocation, no
+        // lock, no return). `args` is a valid clone_args of the size given.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid == 0 {
+            run_child(plan);
+        }
+        pid as isize
+    }
+}
+
+/// Where the x86-64 child starts, on its own stack.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn child_entry(plan: *const ChildPlan<'_>) -> ! {
+    // SAFETY: `clone_into` passes a pointer to a plan that outlives the child's use of it
+    // (the parent waits, CLONE_VFORK).
+    run_child(unsafe { &*plan })
 }
 
 fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -327,16 +414,23 @@ fn child_steps(plan: &ChildPlan<'_>) -> Result<std::convert::Infallible, i32> {
             check(libc::chdir(cwd.as_ptr()))?;
         }
         check(libc::setpgid(0, 0))?;
-        // The daemon ignores SIGPIPE (the Rust runtime does); its jobs must not. The daemon's
-        // own dispositions were reset at its start (signals::reset_inherited_signal_state),
-        // and handlers it installed are reset by execve.
+        // No handler of the daemon may run here (this child may share its memory): each
+        // signal with one gets the default action before signals are unblocked. The daemon
+        // ignores SIGPIPE (the Rust runtime does); its jobs must not. Its other dispositions
+        // were reset at its start (signals::reset_inherited_signal_state).
         let mut default: libc::sigaction = std::mem::zeroed();
         default.sa_sigaction = libc::SIG_DFL;
-        check(libc::sigaction(
-            libc::SIGPIPE,
-            &default,
-            std::ptr::null_mut(),
-        ))?;
+        for signal in 1..=64 {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+                continue; // not a signal number, or SIGKILL/SIGSTOP
+            }
+            let handled =
+                current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN;
+            if handled || signal == libc::SIGPIPE {
+                check(libc::sigaction(signal, &default, std::ptr::null_mut()))?;
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         check(libc::sigemptyset(&mut empty))?;
         check(libc::sigprocmask(
