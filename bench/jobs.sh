@@ -37,6 +37,11 @@ daemon_pid=${pids[-1]}
 "$FERRY" run -- true
 sleep 2
 idle_rss=$(rss_kib "$daemon_pid")
+# Output streaming through the daemon, 1 GiB, then 5 s idle: its memory must go back (measured
+# before the runs below, whose jobs are another matter: the burst's row).
+"$FERRY" run -- head -c 1G /dev/zero >/dev/null
+sleep 5
+stream_rss=$(rss_kib "$daemon_pid")
 
 # pueue with its own directories, two tasks at a time (as ferry runs as many as cores).
 mkdir -p "$work/pueue/run" "$work/pueue/data"
@@ -93,10 +98,6 @@ seq 1000 | xargs -P4 -n1 "$FERRY" run -- true >/dev/null
 sleep 2
 burst_rss=$(rss_kib "$daemon_pid")
 
-# Output streaming through the daemon, 1 GiB, then 5 s idle: its memory must go back.
-"$FERRY" run -- head -c 1G /dev/zero >/dev/null
-sleep 5
-stream_rss=$(rss_kib "$daemon_pid")
 
 awk -F, -v rows="${BENCH_ROWS:-/dev/null}" -v n="$JOBS" -v pn="$PUEUE_JOBS" \
   -v fd="$ferry_detached" -v pd="$pueue_detached" \
