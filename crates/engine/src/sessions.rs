@@ -9,10 +9,15 @@
 //! INT, QUIT, TERM or HUP: the driver exits 128+N then, so that the next command's `$?` is
 //! that status, as in a shell) dumps the state again with bash's
 //! own `declare -p`, `declare -f`, `alias -p`, `shopt -p` and `shopt -op`, which print
-//! re-readable shell. The dump goes to `state.new` and `summary.new` beside the session; the
-//! engine adopts them ([`SessionStore::settle`]) only when both are complete, so a command
-//! killed mid-dump leaves the previous state. A command that replaces the shell (`exec prog`)
-//! or sets its own `EXIT` trap leaves the state as it was before it.
+//! re-readable shell. The dump goes to `state.new` beside the session; the engine adopts it
+//! (`settle`) only when it is complete, so a command killed mid-dump leaves the previous
+//! state. A command that replaces the shell (`exec prog`) or sets its own `EXIT` trap leaves
+//! the state as it was before it.
+//!
+//! What `ferry session state` shows (the variables one by one, NUL-separated, with the working
+//! directory and the last status: `summary`) is written only when asked for, by the driver in
+//! its `summary` mode, which restores the state and writes nothing else: a command pays for
+//! one dump, not two.
 //!
 //! One command runs in a session at a time: a second one is refused while the first runs.
 
@@ -25,56 +30,79 @@ use std::sync::{Mutex, OnceLock};
 use crate::{Engine, EngineError, JobId, JobPhase, JobSpec, Principal};
 
 /// The bash program that runs one command of a session: `$1` is the session's directory,
-/// `$2` the command line. Aliases expand, as in an interactive shell.
-pub const DRIVER: &str = r#"__ferry_dir=$1
+/// `$2` the command line. Aliases expand, as in an interactive shell. A signal that comes
+/// while the state is restored ends the command once it is (as 128+N, the state saved), not
+/// the shell halfway. With `$3` `summary` it
+/// runs no command: it restores the state and writes `summary.new` (its scratch file apart,
+/// so that it may run beside a command).
+pub const DRIVER: &str = r#"__ferry_signalled=
+trap '__ferry_signalled=130' INT
+trap '__ferry_signalled=131' QUIT
+trap '__ferry_signalled=143' TERM
+trap '__ferry_signalled=129' HUP
+__ferry_dir=$1
 __ferry_code=$2
+__ferry_mode=$3
+__ferry_scratch=$__ferry_dir/names${__ferry_mode:+.$__ferry_mode}
 set --
 shopt -s expand_aliases
 __ferry_last=0
 __ferry_restore_options() { :; }
 if [[ -f $__ferry_dir/state.sh ]]; then
-  compgen -e >|"$__ferry_dir/names" && mapfile -t __ferry_names <"$__ferry_dir/names"
-  for __ferry_n in "${__ferry_names[@]}"; do unset -v "$__ferry_n"; done 2>/dev/null
+  compgen -e >|"$__ferry_scratch" && mapfile -t __ferry_names <"$__ferry_scratch"
+  ((${#__ferry_names[@]})) && unset -v "${__ferry_names[@]}" 2>/dev/null
   . "$__ferry_dir/state.sh" 2>/dev/null
 fi
-__ferry_skip() {
-  case $1 in
-    __ferry_*|BASH|BASHOPTS|BASHPID|BASH_*|COLUMNS|COMP_WORDBREAKS|DIRSTACK|EPOCHREALTIME|\
+__ferry_kept() {
+  compgen -v >|"$__ferry_scratch" && mapfile -t __ferry_names <"$__ferry_scratch"
+  __ferry_vars=()
+  for __ferry_n in "${__ferry_names[@]}"; do
+    case $__ferry_n in
+      __ferry_*|BASH|BASHOPTS|BASHPID|BASH_*|COLUMNS|COMP_WORDBREAKS|DIRSTACK|EPOCHREALTIME|\
 EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTNAME|HOSTTYPE|LINENO|LINES|MACHTYPE|OPTERR|OPTIND|\
-OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SECONDS|SHELLOPTS|SHLVL|SRANDOM|UID|_) return 0 ;;
-  esac
-  return 1
+OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SECONDS|SHELLOPTS|SHLVL|SRANDOM|UID|_) ;;
+      *) __ferry_vars+=("$__ferry_n") ;;
+    esac
+  done
 }
+__ferry_summary() {
+  __ferry_kept
+  {
+    printf '%s\0%d\0' "$PWD" "$1"
+    for __ferry_n in "${__ferry_vars[@]}"; do
+      declare -p -- "$__ferry_n"; printf '\0'
+    done
+    printf 'ferry-end\0'
+  } >|"$__ferry_dir/summary.new"
+}
+if [[ $__ferry_mode == summary ]]; then
+  __ferry_summary "$__ferry_last" 2>/dev/null
+  exit 0
+fi
 __ferry_save() {
   __ferry_status=$1
   { printf '__ferry_restore_options() {\n'; shopt -op; shopt -p; printf '}\n'; } >|"$__ferry_dir/state.new"
   set +euo pipefail
-  compgen -v >|"$__ferry_dir/names" && mapfile -t __ferry_names <"$__ferry_dir/names"
-  compgen -A function >|"$__ferry_dir/names" && mapfile -t __ferry_functions <"$__ferry_dir/names"
+  __ferry_kept
+  compgen -A function >|"$__ferry_scratch" && mapfile -t __ferry_functions <"$__ferry_scratch"
+  __ferry_user_functions=()
+  for __ferry_n in "${__ferry_functions[@]}"; do
+    [[ $__ferry_n == __ferry_* ]] || __ferry_user_functions+=("$__ferry_n")
+  done
   {
     printf 'builtin cd -- %q\n' "$PWD"
-    for __ferry_n in "${__ferry_names[@]}"; do
-      __ferry_skip "$__ferry_n" || declare -p -- "$__ferry_n"
-    done
-    for __ferry_n in "${__ferry_functions[@]}"; do
-      [[ $__ferry_n == __ferry_* ]] || declare -f -- "$__ferry_n"
-    done
+    ((${#__ferry_vars[@]})) && declare -p -- "${__ferry_vars[@]}"
+    ((${#__ferry_user_functions[@]})) && declare -f -- "${__ferry_user_functions[@]}"
     alias -p
     printf '__ferry_last=%d\n# ferry-state-end\n' "$__ferry_status"
   } >>"$__ferry_dir/state.new"
-  {
-    printf '%s\0%d\0' "$PWD" "$__ferry_status"
-    for __ferry_n in "${__ferry_names[@]}"; do
-      __ferry_skip "$__ferry_n" || { declare -p -- "$__ferry_n"; printf '\0'; }
-    done
-    printf 'ferry-end\0'
-  } >|"$__ferry_dir/summary.new"
 }
 trap '__ferry_save "$?" 2>/dev/null' EXIT
 trap 'exit 130' INT
 trap 'exit 131' QUIT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+[[ -z $__ferry_signalled ]] || exit "$__ferry_signalled"
 __ferry_restore_options 2>/dev/null
 __ferry_status_is() { return "$1"; }
 if [[ $__ferry_last == 0 ]]; then
@@ -135,6 +163,8 @@ pub struct SessionStore {
     busy: Mutex<HashMap<String, JobId>>,
     /// `declare -p` lines of a fresh shell in the daemon's environment.
     baseline: OnceLock<Vec<Vec<u8>>>,
+    /// Held while a summary is made (one at a time: they share the scratch files).
+    summarizing: Mutex<()>,
 }
 
 impl SessionStore {
@@ -153,6 +183,7 @@ impl SessionStore {
             dir: dir.to_owned(),
             busy: Mutex::new(HashMap::new()),
             baseline: OnceLock::new(),
+            summarizing: Mutex::default(),
         })
     }
 
@@ -259,12 +290,27 @@ impl SessionStore {
         if !running {
             settle(&dir);
         }
-        let (cwd, status, declarations) = match std::fs::read(dir.join("summary")) {
-            Ok(summary) => parse_summary(&summary).ok_or_else(|| {
+        let summary = match std::fs::read(dir.join("summary")) {
+            Ok(summary) => Some(summary),
+            // Not asked for since the last command: made now, from the saved state.
+            Err(_) if dir.join("state.sh").is_file() => {
+                let _one_at_a_time = self.summarizing.lock().unwrap_or_else(|e| e.into_inner());
+                let summary = summarize(&dir)?;
+                if summary.ends_with(SUMMARY_END) {
+                    let kept = dir.join("summary.kept");
+                    let _ = std::fs::write(&kept, &summary)
+                        .and_then(|()| std::fs::rename(&kept, dir.join("summary")));
+                }
+                Some(summary)
+            }
+            Err(_) => None,
+        };
+        let (cwd, status, declarations) = match summary {
+            Some(summary) => parse_summary(&summary).ok_or_else(|| {
                 SessionError::Invalid(format!("session {id}'s saved state is damaged"))
             })?,
             // No command has run yet: the state of a fresh shell in the origin.
-            Err(_) => (
+            None => (
                 std::fs::read(dir.join("origin")).unwrap_or_default(),
                 0,
                 self.baseline()?.clone(),
@@ -303,17 +349,9 @@ impl SessionStore {
             move |source| SessionError::Io { context, source }
         };
         std::fs::create_dir(&dir).map_err(io("cannot make a scratch session"))?;
-        let ran = std::process::Command::new("bash")
-            .args(driver_argv(&dir, b"").iter().skip(1))
-            .current_dir("/")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        let summary = std::fs::read(dir.join("summary.new"));
+        let summary = summarize(&dir);
         let _ = std::fs::remove_dir_all(&dir);
-        ran.map_err(io("cannot run bash for sessions"))?;
-        let summary = summary.map_err(io("a fresh bash left no state"))?;
+        let summary = summary?;
         let (_, _, declarations) = parse_summary(&summary).ok_or_else(|| {
             SessionError::Invalid("a fresh bash left a damaged state dump".into())
         })?;
@@ -354,21 +392,40 @@ fn driver_argv(dir: &Path, code: &[u8]) -> Vec<OsString> {
     ]
 }
 
-/// Adopts the state the last command dumped, if the dump is complete; discards it otherwise.
-fn settle(dir: &Path) {
-    let state = std::fs::read(dir.join("state.new"));
+/// Runs the driver in its `summary` mode on `dir` and reads the `summary.new` it wrote (which
+/// is removed).
+fn summarize(dir: &Path) -> Result<Vec<u8>, SessionError> {
+    let io = |context: &str| {
+        let context = context.to_owned();
+        move |source| SessionError::Io { context, source }
+    };
+    let mut argv = driver_argv(dir, b"");
+    argv.push("summary".into());
+    let ran = std::process::Command::new("bash")
+        .args(argv.iter().skip(1))
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    ran.map_err(io("cannot run bash for sessions"))?;
     let summary = std::fs::read(dir.join("summary.new"));
-    if let (Ok(state), Ok(summary)) = (&state, &summary) {
-        if state.ends_with(STATE_END) && summary.ends_with(SUMMARY_END) {
-            let adopted = std::fs::rename(dir.join("state.new"), dir.join("state.sh"))
-                .and_then(|()| std::fs::rename(dir.join("summary.new"), dir.join("summary")));
-            if adopted.is_ok() {
-                return;
-            }
+    let _ = std::fs::remove_file(dir.join("summary.new"));
+    summary.map_err(io("bash left no summary of the session's state"))
+}
+
+/// Adopts the state the last command dumped, if the dump is complete (the summary of the
+/// previous state goes with it); discards it otherwise.
+fn settle(dir: &Path) {
+    if let Ok(state) = std::fs::read(dir.join("state.new")) {
+        if state.ends_with(STATE_END)
+            && std::fs::rename(dir.join("state.new"), dir.join("state.sh")).is_ok()
+        {
+            let _ = std::fs::remove_file(dir.join("summary"));
+            return;
         }
     }
     let _ = std::fs::remove_file(dir.join("state.new"));
-    let _ = std::fs::remove_file(dir.join("summary.new"));
 }
 
 /// Splits a summary (`cwd NUL status NUL declaration NUL ... ferry-end NUL`).

@@ -324,14 +324,19 @@ fn ferry_sh_on_a_terminal_edits_lines_keeps_history_and_statuses_and_exit_n_leav
     assert!(!seen.contains("^[[A"), "{seen:?}");
     // A command interrupted with Ctrl-C: the next one sees its status.
     typed(b"sleep 30\r");
+    // The sleep itself runs (not only the session's shell, still restoring the state).
+    let marked: &[u8] = b"sleep\x0030\x00";
     crate::helper::wait_until(
         "the sleep to run",
         std::time::Duration::from_secs(20),
         || {
-            let ps = daemon.run(&["ps", "--json"]);
-            String::from_utf8_lossy(&ps.stdout)
-                .lines()
-                .any(|line| line.contains("sleep 30") && line.contains("\"running\""))
+            std::fs::read_dir("/proc")
+                .ok()?
+                .flatten()
+                .any(|entry| {
+                    std::fs::read(entry.path().join("cmdline"))
+                        .is_ok_and(|cmdline| cmdline == marked)
+                })
                 .then_some(())
         },
         || daemon.log(),
