@@ -79,22 +79,30 @@ fn records_roundtrip_and_older_fields_default() {
     assert_eq!(read.exit, None);
 }
 
-#[test]
-fn retention_removes_the_oldest_ended_jobs_by_count_size_and_age() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = std::sync::Arc::clone(&removed);
-    let store = Store::open(
-        dir.path(),
-        dir.path(),
+/// A store in `dir` whose retention keeps 100 jobs (of any size and age).
+fn store_keeping_100(dir: &std::path::Path, on_removed: OnRemoved) -> Store {
+    Store::open(
+        dir,
+        dir,
         Retention {
             max_jobs: 100,
             max_output: u64::MAX,
             max_age: None,
         },
-        Box::new(move |ids| seen.lock().expect("lock").extend_from_slice(ids)),
+        on_removed,
     )
-    .expect("open");
+    .expect("open")
+}
+
+#[test]
+fn retention_removes_the_oldest_ended_jobs_by_count_size_and_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&removed);
+    let store = store_keeping_100(
+        dir.path(),
+        Box::new(move |ids| seen.lock().expect("lock").extend_from_slice(ids)),
+    );
     let now = millis(SystemTime::now());
     let records: Vec<JobRecord> = (1..=6)
         .map(|id| record(id, RecordState::Finished, now - (10 - id) * 3_600_000, 100))
@@ -123,17 +131,7 @@ fn retention_removes_the_oldest_ended_jobs_by_count_size_and_age() {
 #[test]
 fn retention_sees_the_jobs_committed_after_its_first_pass() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path(),
-        dir.path(),
-        Retention {
-            max_jobs: 100,
-            max_output: u64::MAX,
-            max_age: None,
-        },
-        Box::new(|_| {}),
-    )
-    .expect("open");
+    let store = store_keeping_100(dir.path(), Box::new(|_| {}));
     let now = millis(SystemTime::now());
     store
         .put_now(&[

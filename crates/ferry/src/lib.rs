@@ -93,24 +93,20 @@ pub fn client_main() -> ExitCode {
 /// shutdown` (`ferry daemon` runs it with the same options).
 pub fn daemon_main() -> ExitCode {
     let cli = cli::DaemonCli::parse_args();
-    if let Some(dir) = &cli.man_dir {
-        return match commands::completions::daemon_man_pages(dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ferryd: {}", error_chain(&e));
-                ExitCode::from(FERRY_FAILED)
-            }
-        };
-    }
-    if let Some(option) = cli.args.not_the_daemons.given() {
-        eprintln!("ferryd: {option} is a client's option, to reach a daemon: it means nothing to the daemon");
-        return ExitCode::from(FERRY_FAILED);
-    }
-    let socket = cli
-        .socket
-        .clone()
-        .unwrap_or_else(ferry_client::default_socket_path);
-    match commands::daemon::run(&socket, *cli.args) {
+    let result = if let Some(dir) = &cli.man_dir {
+        commands::completions::daemon_man_pages(dir)
+    } else if let Some(option) = cli.args.not_the_daemons.given() {
+        Err(anyhow::anyhow!(
+            "{option} is a client's option, to reach a daemon: it means nothing to the daemon"
+        ))
+    } else {
+        let socket = cli
+            .socket
+            .clone()
+            .unwrap_or_else(ferry_client::default_socket_path);
+        commands::daemon::run(&socket, *cli.args)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferryd: {}", error_chain(&e));
