@@ -113,6 +113,53 @@ fn run_starts_a_daemon_on_the_default_socket_and_racing_clients_start_only_one()
 }
 
 #[test]
+fn a_client_without_ferryd_beside_it_starts_it_from_path_or_says_where_it_looked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A `ferry` alone in a directory of its own (a copy: the client finds itself by its
+    // executable's real path).
+    let alone = dir.path().join("bin");
+    std::fs::create_dir(&alone).expect("bin");
+    let client = alone.join("ferry");
+    std::fs::copy(ferry_bin(), &client).expect("copy ferry");
+    let ferryd_dir = std::path::Path::new(env!("CARGO_BIN_EXE_ferryd"))
+        .parent()
+        .expect("ferryd's directory")
+        .to_owned();
+    let socket = dir.path().join("ferry.sock");
+    let run = |path: &str, args: &[&str]| {
+        Command::new(&client)
+            .args(args)
+            .env("PATH", path)
+            .env("FERRY_SOCKET", &socket)
+            .env("FERRY_STATE_DIR", dir.path().join("state"))
+            .output()
+            .expect("ferry")
+    };
+    // Nowhere: a clear error, nothing started.
+    let out = run("/usr/bin:/bin", &["run", "--", "echo", "hi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("cannot find the daemon's program `ferryd`")
+            && stderr.contains(&*alone.to_string_lossy()),
+        "{stderr}"
+    );
+    assert!(daemons_on(&socket).is_empty());
+    // On PATH: started from there, and the job runs.
+    let path = format!("{}:/usr/bin:/bin", ferryd_dir.display());
+    let out = run(&path, &["run", "--", "echo", "hi"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "{out:?}");
+    let started = daemons_on(&socket);
+    assert_eq!(started.len(), 1, "one ferryd serves {}", socket.display());
+    let out = run(&path, &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    let gone = poll_until(Duration::from_secs(10), || {
+        daemons_on(&socket).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "ferryd stopped at shutdown");
+}
+
+#[test]
 fn a_stale_socket_is_replaced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("ferry.sock");
