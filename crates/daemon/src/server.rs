@@ -269,11 +269,19 @@ fn fit_fd_limit(config: &DaemonConfig) {
 }
 
 /// A log write past a file-size limit (RLIMIT_FSIZE) must fail with EFBIG, not kill the
-/// daemon with SIGXFSZ. Jobs get the default disposition back before they exec.
+/// daemon with SIGXFSZ: where such a limit is set, the signal is ignored. (Without one it is
+/// never sent, and jobs inherit nothing unusual.) Jobs started in a cgroup of their own, or
+/// with a hook, get the default disposition back before they exec; a job started by
+/// `posix_spawn` (no cgroups) inherits the ignored signal, as children of `nohup` do.
 fn ignore_file_size_signal() {
-    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and touches
-    // no memory of ours.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    let limited = rustix::process::getrlimit(rustix::process::Resource::Fsize)
+        .current
+        .is_some();
+    if limited {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and
+        // touches no memory of ours.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
     }
 }

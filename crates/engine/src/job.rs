@@ -612,10 +612,11 @@ fn start_process(
         .map_err(|e| format!("cannot open the job's cgroup: {e}"))?;
     if let Some(procs) = procs {
         // SAFETY: the closure runs in the forked child before it executes the command; it
-        // makes one write(2) (async-signal-safe) of a static buffer to an fd opened by the
-        // parent, allocates nothing and takes no lock.
+        // makes one write(2) of a static buffer to an fd opened by the parent and one
+        // signal(2), both async-signal-safe; it allocates nothing and takes no lock.
         unsafe {
             command.pre_exec(move || {
+                default_file_size_signal();
                 rustix::io::write(&procs, b"0")
                     .map(|_| ())
                     .map_err(std::io::Error::from)
@@ -865,16 +866,26 @@ fn on_a_terminal(command: &mut Command, rows: u16, cols: u16) -> std::io::Result
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave));
     // SAFETY: the closure runs in the forked child before it executes the command; it makes
-    // two system calls (setsid, and the TIOCSCTTY ioctl on its new stdin), async-signal-safe,
-    // allocating nothing and taking no lock.
+    // three system calls (signal, setsid, and the TIOCSCTTY ioctl on its new stdin),
+    // async-signal-safe, allocating nothing and taking no lock.
     unsafe {
         command.pre_exec(|| {
+            default_file_size_signal();
             rustix::process::setsid()?;
             rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
             Ok(())
         });
     }
     Ok(master)
+}
+
+/// Gives SIGXFSZ its default action (the daemon may ignore it: see the daemon's server), in a
+/// child between fork and exec.
+fn default_file_size_signal() {
+    // SAFETY: signal(2) with SIG_DFL is async-signal-safe and installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+    }
 }
 
 /// Sets a terminal's size.

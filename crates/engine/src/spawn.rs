@@ -414,21 +414,21 @@ fn child_steps(plan: &ChildPlan<'_>) -> Result<std::convert::Infallible, i32> {
             check(libc::chdir(cwd.as_ptr()))?;
         }
         check(libc::setpgid(0, 0))?;
-        // No handler of the daemon may run here (this child may share its memory): each
-        // signal with one gets the default action before signals are unblocked. The daemon
-        // ignores SIGPIPE (the Rust runtime does); its jobs must not. Its other dispositions
-        // were reset at its start (signals::reset_inherited_signal_state).
+        // No handler of the daemon may run here (this child may share its memory), and the
+        // job starts as a fresh process would: every signal the daemon handles or ignores
+        // (SIGPIPE, as the Rust runtime does; SIGXFSZ, so that a log write past a file-size
+        // limit fails instead of killing it) gets the default action before signals are
+        // unblocked. The dispositions the daemon inherited were reset at its start
+        // (signals::reset_inherited_signal_state). A signal the C library reserves for
+        // itself refuses the change and stays as it is.
         let mut default: libc::sigaction = std::mem::zeroed();
         default.sa_sigaction = libc::SIG_DFL;
         for signal in 1..=64 {
             let mut current: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
-                continue; // not a signal number, or SIGKILL/SIGSTOP
-            }
-            let handled =
-                current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN;
-            if handled || signal == libc::SIGPIPE {
-                check(libc::sigaction(signal, &default, std::ptr::null_mut()))?;
+            if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction != libc::SIG_DFL
+            {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();

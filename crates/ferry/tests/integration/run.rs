@@ -134,6 +134,45 @@ fn a_closed_stdout_gives_the_job_sigpipe() {
 }
 
 /// The daemon's resident memory now, in KiB.
+/// The signals a process ignores, from its /proc status (`SigIgn`, a hex mask).
+fn ignored_signals(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(u64::MAX)
+}
+
+#[test]
+fn jobs_start_with_sigpipe_and_sigxfsz_at_their_defaults() {
+    // Under a file-size limit the daemon ignores SIGXFSZ (a log write past it must fail, not
+    // kill the daemon); the Rust runtime ignores SIGPIPE. A job ignores neither: on a pipe and
+    // on passed fds, created in its cgroup, and moved into it after fork as on older kernels.
+    let pipe_and_file_size = (1u64 << (libc::SIGPIPE - 1)) | (1u64 << (libc::SIGXFSZ - 1));
+    for extra in [&[][..], &["--no-clone-into-cgroup"]] {
+        let daemon = Daemon::start_after("ulimit -f 1000000", extra);
+        let daemon_status =
+            std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("status");
+        assert_eq!(
+            ignored_signals(&daemon_status) & pipe_and_file_size,
+            pipe_and_file_size,
+            "the daemon ignores both: {daemon_status}"
+        );
+        for how in [&["run"][..], &["run", "--fds"]] {
+            let mut args = how.to_vec();
+            args.extend(["--", "cat", "/proc/self/status"]);
+            let out = daemon.run(&args);
+            let status = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{extra:?} {how:?}: {out:?}");
+            assert_eq!(
+                ignored_signals(&status) & pipe_and_file_size,
+                0,
+                "{extra:?} {how:?}: {status}"
+            );
+        }
+    }
+}
+
 fn rss_kib(pid: u32) -> u64 {
     crate::helper::memory_kib(pid, "VmRSS")
 }
