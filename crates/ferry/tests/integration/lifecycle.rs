@@ -231,17 +231,19 @@ fn network_listeners_keep_the_owners_socket_and_shutdown_finds_a_daemon_without_
         .stderr(Stdio::null())
         .spawn()
         .expect("daemon");
+    // Waited for by connecting (a `ferry ps` before the daemon listens would start another).
     crate::helper::wait_until(
         "the owner's socket",
         std::time::Duration::from_secs(20),
         || {
-            ferry_with(&socket, &state, &["ps"])
-                .status
-                .success()
-                .then_some(())
+            std::os::unix::net::UnixStream::connect(&socket)
+                .ok()
+                .map(drop)
         },
         String::new,
     );
+    let out = ferry_with(&socket, &state, &["ps"]);
+    assert!(out.status.success(), "the owner's socket serves: {out:?}");
     let out = ferry_with(&socket, &state, &["shutdown"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(daemon.wait().expect("wait").code(), Some(0));
@@ -262,10 +264,9 @@ fn network_listeners_keep_the_owners_socket_and_shutdown_finds_a_daemon_without_
         "the daemon to hold its state directory",
         std::time::Duration::from_secs(20),
         || {
-            ferry_with(&elsewhere, &state, &["ps"])
-                .status
-                .success()
-                .then_some(())
+            std::os::unix::net::UnixStream::connect(&elsewhere)
+                .ok()
+                .map(drop)
         },
         String::new,
     );
