@@ -1,5 +1,6 @@
 //! Printing a followed job's output: stdout chunks to ferry's stdout, stderr chunks to ferry's
-//! stderr, each written out at once (no buffering), until the job exits or its log ends.
+//! stderr, each written out at once (no buffering), until the job exits or its log ends; and
+//! the one reader of a job's next event that `ferry log`'s slices share.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -12,6 +13,41 @@ pub enum Followed {
     Exit(JobExit),
     /// The stored log ended (for `ferry log` of a running job).
     LogEnd,
+}
+
+/// What comes next of job `job` on a client attached to it.
+pub enum Next {
+    /// A chunk of its output: its stream, its offset there, the bytes.
+    Chunk(Stream, u64, Vec<u8>),
+    /// It ended.
+    Exit(JobExit),
+    /// Its stored output was all sent (an attach that does not follow).
+    End,
+}
+
+/// Waits for what comes next of job `job` (notices and warnings said on the way); `until`
+/// names what the connection's end would cut short.
+pub async fn next_of_job(client: &mut Client, job: u64, until: &str) -> Result<Next> {
+    loop {
+        let Some(event) = client.next_event().await? else {
+            bail!("the daemon closed the connection before {until}");
+        };
+        match event {
+            Event::Output {
+                job: of,
+                stream,
+                offset,
+                data,
+            } if of == job => return Ok(Next::Chunk(stream, offset, data)),
+            Event::Exit { job: of, exit } if of == job => return Ok(Next::Exit(exit)),
+            Event::LogEnd { job: of } if of == job => return Ok(Next::End),
+            Event::Failed { message, .. } => bail!("{message}"),
+            Event::Notice { message, .. } | Event::Warning { message } => {
+                eprintln!("ferry: {message}")
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Writes all of `bytes` to `fd`, retrying on interruption.
@@ -40,54 +76,40 @@ pub async fn print_job_output(
     let stderr = std::io::stderr();
     let mut stdout_broken = false;
     let mut expected = [0u64; 2];
+    let until = format!("job {job} ended");
     loop {
-        let Some(event) = client.next_event().await? else {
-            bail!("the daemon closed the connection before job {job} ended");
+        let (stream, offset, data) = match next_of_job(client, job, &until).await? {
+            Next::Chunk(stream, offset, data) => (stream, offset, data),
+            Next::Exit(exit) => return Ok(Followed::Exit(exit)),
+            Next::End => return Ok(Followed::LogEnd),
         };
-        match event {
-            Event::Output {
-                job: of,
-                data,
-                stream,
-                offset,
-            } if of == job => {
-                let slot = usize::from(stream == Stream::Stderr);
-                if offset > expected[slot] {
-                    eprintln!(
+        let slot = usize::from(stream == Stream::Stderr);
+        if offset > expected[slot] {
+            eprintln!(
                         "ferry: {} bytes of job {job}'s {} were not stored: past the daemon's --max-log-size the log keeps the head and the tail of the output (or this client fell behind)",
                         offset - expected[slot],
                         if slot == 0 { "stdout" } else { "stderr" }
                     );
-                }
-                expected[slot] = offset + data.len() as u64;
-                match stream {
-                    Stream::Stdout if !stdout_broken => {
-                        if let Err(e) = write_all(stdout.as_fd(), &data) {
-                            stdout_broken = true;
-                            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                                if let Some(sender) = sender {
-                                    let _ = sender.signal(job, libc::SIGPIPE).await;
-                                }
-                            } else {
-                                eprintln!("ferry: cannot write to stdout: {e}");
-                            }
+        }
+        expected[slot] = offset + data.len() as u64;
+        match stream {
+            Stream::Stdout if !stdout_broken => {
+                if let Err(e) = write_all(stdout.as_fd(), &data) {
+                    stdout_broken = true;
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        if let Some(sender) = sender {
+                            let _ = sender.signal(job, libc::SIGPIPE).await;
                         }
-                    }
-                    Stream::Stdout => {}
-                    Stream::Stderr => {
-                        // Nowhere to report a failing stderr: drop the bytes.
-                        let _ = write_all(stderr.as_fd(), &data);
+                    } else {
+                        eprintln!("ferry: cannot write to stdout: {e}");
                     }
                 }
             }
-            Event::Exit { job: of, exit } if of == job => return Ok(Followed::Exit(exit)),
-            Event::LogEnd { job: of } if of == job => return Ok(Followed::LogEnd),
-            Event::Notice { message, .. } | Event::Warning { message } => {
-                eprintln!("ferry: {message}")
+            Stream::Stdout => {}
+            Stream::Stderr => {
+                // Nowhere to report a failing stderr: drop the bytes.
+                let _ = write_all(stderr.as_fd(), &data);
             }
-            // The daemon ended this job's stream with an error (only this client follows it).
-            Event::Failed { message, .. } => bail!("{message}"),
-            _ => {}
         }
     }
 }

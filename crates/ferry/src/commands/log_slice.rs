@@ -7,10 +7,10 @@ use std::collections::VecDeque;
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use ferry_client::{Client, Endpoint, Event, JobExit, Stream};
+use ferry_client::{Client, Endpoint, JobExit, Stream};
 
 use crate::cli::LogArgs;
-use crate::follow::exit_status;
+use crate::follow::{exit_status, next_of_job, Next};
 
 /// Lines of output, in the order they were completed, each with its stream.
 #[derive(Default)]
@@ -109,41 +109,6 @@ pub fn run(target: &Endpoint, args: &LogArgs) -> Result<i32> {
     })
 }
 
-/// What comes next of job `job` on a client attached to it.
-enum Next {
-    /// A chunk of its output: its stream, its offset there, the bytes.
-    Chunk(Stream, u64, Vec<u8>),
-    /// It ended.
-    Exit(JobExit),
-    /// Its stored output was all sent (an attach that does not follow).
-    End,
-}
-
-/// Waits for what comes next of job `job` (notices and warnings said on the way); `until`
-/// names what the connection's end would cut short.
-async fn next(client: &mut Client, job: u64, until: &str) -> Result<Next> {
-    loop {
-        let Some(event) = client.next_event().await? else {
-            bail!("the daemon closed the connection before {until}");
-        };
-        match event {
-            Event::Output {
-                job: of,
-                stream,
-                offset,
-                data,
-            } if of == job => return Ok(Next::Chunk(stream, offset, data)),
-            Event::Exit { job: of, exit } if of == job => return Ok(Next::Exit(exit)),
-            Event::LogEnd { job: of } if of == job => return Ok(Next::End),
-            Event::Failed { message, .. } => bail!("{message}"),
-            Event::Notice { message, .. } | Event::Warning { message } => {
-                eprintln!("ferry: {message}")
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Reads the stored output, printing the slice asked for; `read` gets each stream's end.
 async fn read_stored(client: &mut Client, args: &LogArgs, read: &mut [u64; 2]) -> Result<Stored> {
     let job = args.job;
@@ -154,7 +119,7 @@ async fn read_stored(client: &mut Client, args: &LogArgs, read: &mut [u64; 2]) -
     });
     let mut head_left = args.head;
     let ended = loop {
-        let (stream, data) = match next(client, job, &until).await? {
+        let (stream, data) = match next_of_job(client, job, &until).await? {
             Next::Chunk(stream, offset, data) => {
                 read[usize::from(stream == Stream::Stderr)] = offset + data.len() as u64;
                 (stream, data)
@@ -205,7 +170,7 @@ async fn follow_on(client: &mut Client, args: &LogArgs, read: [u64; 2]) -> Resul
     let job = args.job;
     let until = format!("job {job} ended");
     loop {
-        match next(client, job, &until).await? {
+        match next_of_job(client, job, &until).await? {
             Next::Chunk(stream, offset, data) => {
                 let from = read[usize::from(stream == Stream::Stderr)];
                 if offset + data.len() as u64 <= from || !shown(args, stream) {
