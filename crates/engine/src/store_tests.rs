@@ -3,33 +3,24 @@
 use super::*;
 
 fn record(id: JobId, state: RecordState, submitted_ms: u64, log_bytes: u64) -> JobRecord {
-    JobRecord {
+    let header = LogHeader {
         id,
         argv: vec![ByteBuf::from(b"true".to_vec())],
         cwd: None,
         owner: "test".into(),
-        principal: Principal::Owner,
         dialect: "ferry".into(),
         submitted_ms,
-        started_ms: None,
-        pid: None,
-        pid_start: None,
-        cgroup: None,
-        mark: None,
-        finished_ms: None,
-        state,
-        exit: None,
-        stdout_bytes: 0,
-        stderr_bytes: 0,
-        log_bytes,
-        dropped_bytes: 0,
+        principal: Principal::Owner,
         on_client_fds: false,
+    };
+    JobRecord {
+        log_bytes,
         recipe: Some(Recipe {
             group: Some("g".into()),
             after: vec![3],
             ..Recipe::default()
         }),
-        paused_ms: 0,
+        ..JobRecord::from_header(&header, state)
     }
 }
 
