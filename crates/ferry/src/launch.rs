@@ -10,17 +10,16 @@ use anyhow::{bail, Context, Result};
 /// The daemon's program name.
 pub const DAEMON_PROGRAM: &str = "ferryd";
 
-/// The global options that take a value as the next argument (`--socket PATH`): skipped when
-/// looking for the `daemon` subcommand on a command line.
-const GLOBALS_WITH_VALUES: [&str; 7] = [
-    "--socket",
-    "--host",
-    "--tls-dir",
-    "--ca",
-    "--token-file",
-    "--cert",
-    "--key",
-];
+/// The global options that take a value as the next argument (`--socket PATH`), from their
+/// definition: skipped when looking for the `daemon` subcommand on a command line.
+fn globals_with_values() -> Vec<String> {
+    use clap::Args;
+    crate::cli::Globals::augment_args(clap::Command::new("ferry"))
+        .get_arguments()
+        .filter(|arg| arg.get_action().takes_values())
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect()
+}
 
 /// Where `ferryd` is: beside this `ferry` (as `cargo build` and `cargo install` put them),
 /// else on `PATH`.
@@ -90,6 +89,10 @@ pub fn exec_daemon_if_asked(args: &[OsString]) -> Option<anyhow::Error> {
 /// A `ferry daemon` command line split into the global options before `daemon` and the
 /// arguments after it; `None` when `daemon` is not its subcommand.
 fn split_at_daemon(args: &[OsString]) -> Option<(&[OsString], &[OsString])> {
+    if !args.iter().skip(1).any(|arg| arg == "daemon") {
+        return None;
+    }
+    let mut with_values: Option<Vec<String>> = None;
     let mut i = 1;
     while i < args.len() {
         let arg = &args[i];
@@ -99,7 +102,8 @@ fn split_at_daemon(args: &[OsString]) -> Option<(&[OsString], &[OsString])> {
         if arg.to_str().is_some_and(|a| !a.starts_with('-')) {
             return None; // another subcommand
         }
-        if GLOBALS_WITH_VALUES.iter().any(|g| arg == *g) {
+        let with_values = with_values.get_or_insert_with(globals_with_values);
+        if with_values.iter().any(|g| arg == g.as_str()) {
             i += 1;
         }
         i += 1;
