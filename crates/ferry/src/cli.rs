@@ -120,10 +120,6 @@ impl Cli {
     /// from a job's status; help and the version exit 0.
     pub fn parse_args() -> Cli {
         let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        if let Some(error) = crate::launch::exec_daemon_if_asked(&args) {
-            eprintln!("ferry: {}", crate::error_chain(&error));
-            std::process::exit(USAGE_FAILED);
-        }
         if let Some(version) = Cli::version_only(&args) {
             // clap would build the tree of every subcommand to print one line.
             println!("{version}");

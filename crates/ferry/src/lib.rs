@@ -25,6 +25,11 @@ pub(crate) const FERRY_FAILED: u8 = 125;
 /// The `ferry` program: parses the command line and runs the subcommand (`ferry daemon`
 /// becomes `ferryd`).
 pub fn client_main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(error) = launch::exec_daemon_if_asked(&args) {
+        eprintln!("ferry: {}", error_chain(&error));
+        return ExitCode::from(FERRY_FAILED);
+    }
     let cli = Cli::parse_args();
     // (`ferry daemon` never comes here: launch.rs hands it to ferryd, which refuses these.)
     if let Command::Tls(args) = &cli.command {
