@@ -133,7 +133,6 @@ fn a_closed_stdout_gives_the_job_sigpipe() {
     assert!(text.contains(r#""signal":13"#), "{text}");
 }
 
-/// The daemon's resident memory now, in KiB.
 /// The signals a process ignores, from its /proc status (`SigIgn`, a hex mask).
 fn ignored_signals(status: &str) -> u64 {
     status
@@ -173,8 +172,76 @@ fn jobs_start_with_sigpipe_and_sigxfsz_at_their_defaults() {
     }
 }
 
+/// The daemon's resident memory now, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     crate::helper::memory_kib(pid, "VmRSS")
+}
+
+/// The resident pages of a process's program code (its executable mappings of its own
+/// binary), in KiB, from `/proc/PID/smaps`.
+fn program_code_rss_kib(pid: u32) -> u64 {
+    let program = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut in_code = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 5 && fields[0].contains('-') && !fields[0].ends_with(':') {
+            in_code = fields[1].contains('x')
+                && fields.get(5).map(std::path::Path::new) == Some(program.as_path());
+        } else if in_code && fields.first() == Some(&"Rss:") {
+            total += fields[1].parse::<u64>().expect("Rss figure");
+        }
+    }
+    total
+}
+
+#[test]
+fn an_idle_daemon_lets_go_of_its_program_pages_and_serves_on() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.run(&["run", "--", "echo", "warm"]);
+    assert_eq!(out.stdout, b"warm\n");
+    // Start-up and the job touched the program's code; a second of quiet lets go of it.
+    let busy = program_code_rss_kib(daemon.pid());
+    assert!(busy > 0, "the daemon's code is mapped: {busy} KiB");
+    crate::helper::wait_until(
+        "the idle daemon to let go of its program's pages",
+        Duration::from_secs(20),
+        || (program_code_rss_kib(daemon.pid()) * 2 < busy).then_some(()),
+        || {
+            format!(
+                "program code resident: {} KiB, {busy} KiB after the job",
+                program_code_rss_kib(daemon.pid())
+            )
+        },
+    );
+    // Everything maps back as it is used: jobs with output, on passed fds, in a group, with
+    // a time limit.
+    let out = daemon.run(&[
+        "run",
+        "--no-fds",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.stdout, b"out\n");
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.status.code(), Some(3));
+    let out = daemon.run(&["run", "--fds", "--", "echo", "passed"]);
+    assert_eq!(
+        (out.stdout.as_slice(), out.status.code()),
+        (&b"passed\n"[..], Some(0))
+    );
+    let out = daemon.run(&["run", "--timeout", "1s", "--", "sleep", "30"]);
+    assert!(!out.status.success(), "{out:?}");
+    let out = daemon.run(&["ps", "--all", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        4,
+        "{out:?}"
+    );
+    assert!(program_code_rss_kib(daemon.pid()) > 0);
 }
 
 #[test]
