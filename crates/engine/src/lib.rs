@@ -469,7 +469,10 @@ impl Engine {
             Err(unknown) => {
                 let record = self.record(id)?.ok_or(unknown)?;
                 let path = logfile::log_path(&self.inner.config.log_dir, id);
-                if replay {
+                // A finished job that wrote nothing: its record says all (its log was not
+                // flushed, and a power cut may have left it empty).
+                if replay && (record.state != store::RecordState::Finished || record.wrote_output())
+                {
                     Ok(LogReader::stored(&path, record.report(), false))
                 } else {
                     Ok(LogReader::exit_only(record.report()))

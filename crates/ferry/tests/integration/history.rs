@@ -303,6 +303,41 @@ fn a_damaged_log_is_an_error_for_its_job_alone() {
     }
 }
 
+#[test]
+fn a_job_that_wrote_nothing_is_shown_from_its_record_whatever_became_of_its_log() {
+    // The store does not flush the log of a job that wrote nothing (its record holds all
+    // there is), so a power cut may leave that log empty or gone: its job still reads whole.
+    let mut daemon = Daemon::start(&[]);
+    daemon.run_script("true");
+    daemon.run_script("exit 4");
+    daemon.run_script("echo kept");
+    daemon.restart(&[], None);
+    let log = |id: u64| daemon.state_dir.join(format!("jobs/{id}.log"));
+    std::fs::write(log(1), b"").expect("empty the log");
+    std::fs::remove_file(log(2)).expect("remove the log");
+    // `attach` exits with the job's status, `log` with its own.
+    for (verb, second_status) in [("log", 0), ("attach", 4)] {
+        assert_eq!(
+            shown(&daemon, verb, 1),
+            (String::new(), String::new(), Some(0))
+        );
+        assert_eq!(
+            shown(&daemon, verb, 2),
+            (String::new(), String::new(), Some(second_status))
+        );
+        assert_eq!(
+            shown(&daemon, verb, 3),
+            ("kept\n".into(), String::new(), Some(0))
+        );
+    }
+    // A job that wrote something still needs its log.
+    std::fs::remove_file(log(3)).expect("remove the log");
+    let (_, err, status) = shown(&daemon, "log", 3);
+    assert_eq!(status, Some(125));
+    assert!(err.contains("is missing"), "{err}");
+    daemon.assert_serving();
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("fixture") {
