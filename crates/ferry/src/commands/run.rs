@@ -186,7 +186,14 @@ async fn fetch_results(
         }
         match landing.create(&entry.path) {
             Ok(landed) => {
-                transfer::download(client, &format!("{sandbox}/{path}"), landed, false).await?;
+                transfer::download(
+                    client,
+                    &format!("{sandbox}/{path}"),
+                    landed,
+                    false,
+                    transfer::Flush::Durable,
+                )
+                .await?;
             }
             Err(refusal) => refused.push(refusal),
         }

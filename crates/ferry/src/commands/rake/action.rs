@@ -299,19 +299,32 @@ async fn put_inputs(
     requires: &[String],
     inputs: &[String],
 ) -> Result<u64> {
-    let held: std::collections::HashSet<String> = match client.list(INPUT_CACHE).await {
-        Ok(listing) => listing
-            .files
-            .iter()
-            .map(|f| String::from_utf8_lossy(&f.path).into_owned())
-            .collect(),
-        Err(_) => Default::default(),
+    // What the host's cache holds: known from its cost poll, which listed it once this run
+    // (and from what this run sent it since); a content gone meanwhile fails its link, and
+    // is sent.
+    let pool_host = &work.pool.hosts[host];
+    let held: std::collections::HashSet<String> = if pool_host.scanned() {
+        pool_host
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    } else {
+        let held: std::collections::HashSet<String> = match client.list(INPUT_CACHE).await {
+            Ok(listing) => listing
+                .files
+                .iter()
+                .map(|f| String::from_utf8_lossy(&f.path).into_owned())
+                .collect(),
+            Err(_) => Default::default(),
+        };
+        pool_host
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(held.iter().cloned());
+        held
     };
-    work.pool.hosts[host]
-        .held
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(held.iter().cloned());
     let mut sent = 0;
     for (name, hash) in requires.iter().zip(inputs) {
         let cached = format!("{INPUT_CACHE}/{hash}");
@@ -431,8 +444,14 @@ async fn fetch_results(
         let path = String::from_utf8_lossy(&entry.path).into_owned();
         match landing.create(&entry.path) {
             Ok(landed) => {
-                received +=
-                    transfer::download(client, &format!("{sandbox}/{path}"), landed, true).await?;
+                received += transfer::download(
+                    client,
+                    &format!("{sandbox}/{path}"),
+                    landed,
+                    true,
+                    transfer::Flush::AsMakeDoes,
+                )
+                .await?;
             }
             Err(refusal) => refused.push(refusal),
         }

@@ -39,6 +39,11 @@ impl PoolHost {
     pub fn endpoint(&self) -> Option<&Endpoint> {
         self.endpoint.as_ref().ok()
     }
+
+    /// Whether its input cache was listed this run (`held` says what it holds).
+    pub fn scanned(&self) -> bool {
+        self.scanned.load(Ordering::Relaxed)
+    }
 }
 
 /// The Rakefile's hosts.
@@ -168,6 +173,7 @@ impl Pool {
     /// inputs already, then the one this run sent the fewest actions. Its index.
     pub async fn choose(self: &Arc<Self>, exclude: &[usize], inputs: &[String]) -> Result<usize> {
         let _one_at_a_time = self.placing.lock().await;
+
         let mut polls = tokio::task::JoinSet::new();
         for index in (0..self.hosts.len()).filter(|i| !exclude.contains(i)) {
             let (pool, inputs) = (Arc::clone(self), inputs.to_vec());
