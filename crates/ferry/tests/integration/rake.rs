@@ -451,6 +451,70 @@ fn inputs_a_host_holds_are_not_sent_again_and_that_host_wins_a_tie() {
     assert!(stdout.contains("100000 input.txt"), "{stdout}");
 }
 
+#[test]
+fn connections_to_a_host_are_kept_for_the_whole_run() {
+    // Twelve sets of one remote action, then a set of four: every poll and every action
+    // takes a connection the run keeps open, instead of one each.
+    let (daemons, _shared, token) = pool(2, &[]);
+    let host = &daemons[1];
+    let project = tempfile::tempdir().expect("tempdir");
+    let mut rakefile = hosts_line(&daemons[1..]);
+    for set in 1..=12 {
+        rakefile.push_str(&format!("actionset{set}:\n\tremote-echo {set}\n"));
+    }
+    rakefile.push_str("actionset13:\n");
+    for n in 0..4 {
+        rakefile.push_str(&format!("\tremote-echo last-{n}\n"));
+    }
+    std::fs::write(project.path().join("Rakefile"), rakefile).expect("Rakefile");
+    let out = rake(project.path(), &daemons[0], &token, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for n in 0..4 {
+        assert!(stdout.contains(&format!("last-{n}")), "{stdout}");
+    }
+    let jobs = host.run(&["ps", "--all", "--json"]);
+    let ids: Vec<u64> = String::from_utf8_lossy(&jobs.stdout)
+        .lines()
+        .map(|line| {
+            let job: serde_json::Value = serde_json::from_str(line).expect("json");
+            job["id"].as_u64().expect("id")
+        })
+        .collect();
+    assert_eq!(ids.len(), 16, "{jobs:?}");
+    // Who submitted each job: the connection's address, one per connection.
+    let connections: std::collections::BTreeSet<String> = ids
+        .iter()
+        .map(|id| {
+            let shown = host.run(&["show", &id.to_string()]);
+            String::from_utf8_lossy(&shown.stdout)
+                .lines()
+                .find_map(|line| line.strip_prefix("submitted by: "))
+                .expect("submitted by")
+                .to_owned()
+        })
+        .collect();
+    // The last set's four actions run at once, on four connections at most; a set may open
+    // one more while the previous set's connection is still removing its sandbox.
+    assert!(
+        connections.len() <= 6,
+        "16 actions came over {} connections: {connections:?}",
+        connections.len()
+    );
+    // Every sandbox went with its action.
+    let sandboxes = host.state_dir.join("files/tokens/default/.sandboxes");
+    wait_until(
+        "the actions' sandboxes to be removed",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_dir(&sandboxes)
+                .map_or(true, |mut entries| entries.next().is_none())
+                .then_some(())
+        },
+        || format!("{sandboxes:?} still holds sandboxes"),
+    );
+}
+
 /// Starts `ferry rake ARGS` in `dir` (the Rakefile's one remote action sleeps), waits until
 /// `host` runs it, interrupts the rake, and waits until `host` runs nothing.
 fn interrupt_leaves_nothing_running(

@@ -14,7 +14,7 @@ use ferry_client::{Client, Endpoint, Event, JobExit, Listing, RunRequest};
 use ferry_rake::Action;
 
 use super::output::Printer;
-use super::place::{Pool, INPUT_CACHE};
+use super::place::{Connection, Pool, INPUT_CACHE};
 use super::rake64::Rake64;
 use crate::cli::RakeWire;
 use crate::commands::transfer;
@@ -246,11 +246,11 @@ async fn remote(
                 other => return other,
             }
         }
-        let Some(endpoint) = host.endpoint() else {
+        if host.endpoint().is_none() {
             return Attempt::Failed(format!("{} cannot be reached", host.name));
-        };
+        }
         let mut printer = Printer::new(tag.clone());
-        match on_host(work, index, endpoint, action, &inputs, &mut printer).await {
+        match on_host(work, index, action, &inputs, &mut printer).await {
             Attempt::HostFailed(why) if tried.len() < 2 => {
                 super::output::note(&format!(
                     "ferry: rake: `{}` lost its host {} ({why}): running it again elsewhere",
@@ -347,30 +347,44 @@ async fn put_inputs(
     Ok(sent)
 }
 
-/// Runs a remote action on one host: sandbox, requirements, command, results.
+/// A sandbox on host `host`, over a connection the pool kept (or a new one when that one has
+/// gone stale), and that connection.
+async fn sandbox_on(work: &Work, host: usize) -> Result<(Client, String)> {
+    let Connection { mut client, kept } = work.pool.connection(host).await?;
+    match client.sandbox(false).await {
+        Ok(sandbox) => Ok((client, sandbox)),
+        Err(_) if kept => {
+            let mut client = work.pool.new_connection(host).await?.client;
+            let sandbox = client.sandbox(false).await?;
+            Ok((client, sandbox))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs a remote action on one host: sandbox, requirements, command, results. The connection
+/// goes back to the pool once the sandbox is removed.
 async fn on_host(
     work: &Work,
     host: usize,
-    endpoint: &Endpoint,
     action: &Action,
     inputs: &[String],
     printer: &mut Printer,
 ) -> Attempt {
-    let mut client = match Client::connect(endpoint, crate::CLIENT_NAME).await {
-        Ok(client) => client,
-        Err(e) => return Attempt::HostFailed(e.to_string()),
+    let (mut client, sandbox) = match sandbox_on(work, host).await {
+        Ok(ready) => ready,
+        Err(e) => return Attempt::HostFailed(format!("{e:#}")),
     };
     // Until the command has run, a failure is the host's (or the connection's).
-    let prepared: Result<(String, Listing, u64)> = async {
-        let sandbox = client.sandbox(false).await?;
+    let prepared: Result<(Listing, u64)> = async {
         let sent = put_inputs(&mut client, work, host, &sandbox, &action.requires, inputs).await?;
         let before = client.list(&sandbox).await?;
-        Ok((sandbox, before, sent))
+        Ok((before, sent))
     }
     .await;
     // The requirements were read (and hashed) before placement: what fails here is the host
     // or the connection.
-    let (sandbox, before, sent) = match prepared {
+    let (before, sent) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => return Attempt::HostFailed(format!("{e:#}")),
     };
@@ -391,7 +405,16 @@ async fn on_host(
         }
         Err(e) => return Attempt::HostFailed(e.to_string()),
     };
-    match fetch_results(&mut client, &work.landing, &sandbox, &before).await {
+    let fetched = fetch_results(&mut client, &work.landing, &sandbox, &before).await;
+    // The sandbox goes (the daemon would remove it with the connection), and the connection
+    // is kept for the run's next poll or action; off this action's path.
+    let pool = Arc::clone(&work.pool);
+    tokio::spawn(async move {
+        if client.remove(&sandbox, true).await.is_ok() {
+            pool.keep(host, client);
+        }
+    });
+    match fetched {
         Ok(received) => Attempt::Ended(exit, sent, received),
         Err(e) => Attempt::Failed(format!("cannot fetch its results: {e:#}")),
     }

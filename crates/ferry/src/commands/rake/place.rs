@@ -3,6 +3,10 @@
 //! lowest cost, and among equal costs to the host this run has sent the fewest actions, so
 //! that equal hosts share the work. Placements are made one at a time, so that the actions of
 //! a set that start together see each other's placements.
+//!
+//! Connections to the hosts are kept for the run: a poll or an action takes one that is open
+//! and idle (or opens one), and gives it back when it is done with it, so that a run of many
+//! actions does not pay a connection and its greeting for every poll and every action.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +36,17 @@ pub struct PoolHost {
     pub held: Mutex<HashSet<String>>,
     /// Its input cache was listed this run.
     scanned: std::sync::atomic::AtomicBool,
+    /// Connections to it that are open and idle, for the next poll or action.
+    idle: Mutex<Vec<Client>>,
+}
+
+/// A connection to a pool host, and whether it was kept from an earlier request (and so may
+/// have gone stale: the host restarted, or closed it).
+pub struct Connection {
+    /// The connection.
+    pub client: Client,
+    /// It was kept idle, not opened now.
+    pub kept: bool,
 }
 
 impl PoolHost {
@@ -106,6 +121,7 @@ impl Pool {
                 placed: AtomicU64::new(0),
                 held: Mutex::default(),
                 scanned: std::sync::atomic::AtomicBool::new(false),
+                idle: Mutex::default(),
             })
             .collect();
         Ok(Pool {
@@ -129,6 +145,38 @@ impl Pool {
         }
     }
 
+    /// A connection to host `index`: one kept idle, else a new one.
+    pub async fn connection(&self, index: usize) -> Result<Connection> {
+        let host = &self.hosts[index];
+        let kept = host.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(client) = kept {
+            return Ok(Connection { client, kept: true });
+        }
+        self.new_connection(index).await
+    }
+
+    /// A new connection to host `index`.
+    pub async fn new_connection(&self, index: usize) -> Result<Connection> {
+        let endpoint = self.hosts[index]
+            .endpoint
+            .as_ref()
+            .map_err(|why| anyhow::anyhow!("{why}"))?;
+        let client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
+        Ok(Connection {
+            client,
+            kept: false,
+        })
+    }
+
+    /// Keeps a connection to host `index`, done with its requests, for the next one.
+    pub fn keep(&self, index: usize, client: Client) {
+        self.hosts[index]
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(client);
+    }
+
     /// Host `index`'s cost, within the poll's time limit; with `inputs`, it also learns
     /// (once per run) which inputs that host's cache holds.
     async fn poll(&self, index: usize, inputs: &[String]) -> std::result::Result<u64, String> {
@@ -140,12 +188,15 @@ impl Pool {
                 server.close().await;
                 return cost;
             }
-            let endpoint = host
-                .endpoint
-                .as_ref()
-                .map_err(|why| anyhow::anyhow!("{why}"))?;
-            let mut client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
-            let cost = client.cost().await?;
+            let Connection { mut client, kept } = self.connection(index).await?;
+            let cost = match client.cost().await {
+                // A kept connection may have gone stale: once more on a new one.
+                Err(_) if kept => {
+                    client = self.new_connection(index).await?.client;
+                    client.cost().await?
+                }
+                cost => cost?,
+            };
             if !inputs.is_empty() && !host.scanned.swap(true, Ordering::Relaxed) {
                 if let Ok(listing) = client.list(INPUT_CACHE).await {
                     host.held.lock().unwrap_or_else(|e| e.into_inner()).extend(
@@ -156,6 +207,7 @@ impl Pool {
                     );
                 }
             }
+            self.keep(index, client);
             Ok(cost.cost)
         };
         match tokio::time::timeout(self.timeout, poll).await {
