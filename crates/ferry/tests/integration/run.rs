@@ -215,8 +215,8 @@ fn an_idle_daemon_lets_go_of_its_program_pages_and_serves_on() {
             )
         },
     );
-    // Everything maps back as it is used: jobs with output, on passed fds, in a group, with
-    // a time limit.
+    // Everything maps back as it is used: jobs with output, on passed fds, with a time limit,
+    // and the history's listing.
     let out = daemon.run(&[
         "run",
         "--no-fds",
