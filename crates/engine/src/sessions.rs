@@ -50,21 +50,20 @@ shopt -s expand_aliases
 __ferry_last=0
 __ferry_restore_options() { :; }
 if [[ -f $__ferry_dir/state.sh ]]; then
-  compgen -e >|"$__ferry_scratch" && mapfile -t __ferry_names <"$__ferry_scratch"
+  compgen -e -X FERRY_JOB >|"$__ferry_scratch" && mapfile -t __ferry_names <"$__ferry_scratch"
   ((${#__ferry_names[@]})) && unset -v "${__ferry_names[@]}" 2>/dev/null
   . "$__ferry_dir/state.sh" 2>/dev/null
 fi
+# The shell's own variables, the driver's and the job's mark (each command has its own),
+# which a state never holds (a pattern for compgen -X, with extglob).
+__ferry_skip='@(__ferry_*|FERRY_JOB|BASH|BASHOPTS|BASHPID|BASH_*|COLUMNS|COMP_WORDBREAKS|DIRSTACK|'
+__ferry_skip+='EPOCHREALTIME|EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTNAME|HOSTTYPE|LINENO|'
+__ferry_skip+='LINES|MACHTYPE|OPTERR|OPTIND|OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SECONDS|SHELLOPTS|'
+__ferry_skip+='SHLVL|SRANDOM|UID|_)'
 __ferry_kept() {
-  compgen -v >|"$__ferry_scratch" && mapfile -t __ferry_names <"$__ferry_scratch"
   __ferry_vars=()
-  for __ferry_n in "${__ferry_names[@]}"; do
-    case $__ferry_n in
-      __ferry_*|BASH|BASHOPTS|BASHPID|BASH_*|COLUMNS|COMP_WORDBREAKS|DIRSTACK|EPOCHREALTIME|\
-EPOCHSECONDS|EUID|FUNCNAME|GROUPS|HISTCMD|HOSTNAME|HOSTTYPE|LINENO|LINES|MACHTYPE|OPTERR|OPTIND|\
-OSTYPE|PIPESTATUS|PPID|PWD|RANDOM|SECONDS|SHELLOPTS|SHLVL|SRANDOM|UID|_) ;;
-      *) __ferry_vars+=("$__ferry_n") ;;
-    esac
-  done
+  shopt -s extglob
+  compgen -v -X "$__ferry_skip" >|"$__ferry_scratch" && mapfile -t __ferry_vars <"$__ferry_scratch"
 }
 __ferry_summary() {
   __ferry_kept

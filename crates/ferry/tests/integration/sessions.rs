@@ -39,6 +39,40 @@ fn the_issue_example_keeps_cwd_variables_and_functions() {
 }
 
 #[test]
+fn each_session_command_carries_its_own_jobs_mark() {
+    // The mark (`FERRY_JOB`) finds what a job started; a command must not get the previous
+    // command's back from the saved state, whatever the mark is exported as.
+    let daemon = Daemon::start(&["--no-job-cgroups"]);
+    let id = new_session(&daemon);
+    let mut marks = Vec::new();
+    for _ in 0..3 {
+        let (mark, status) = in_session(&daemon, &id, "echo $FERRY_JOB; export FERRY_JOB=x");
+        assert_eq!(status, Some(0));
+        marks.push(mark.trim().to_owned());
+    }
+    let ps = daemon.run(&["ps", "--all", "--json"]);
+    let ids: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .map(|line| {
+            let job: serde_json::Value = serde_json::from_str(line).expect("json");
+            job["id"].to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "{ps:?}");
+    for (mark, id) in marks.iter().zip(&ids) {
+        assert!(
+            mark.ends_with(&format!(".{id}")),
+            "job {id} carried {mark:?}: {marks:?}"
+        );
+    }
+    let state = daemon.run(&["session", "state", &id]);
+    assert!(
+        !String::from_utf8_lossy(&state.stdout).contains("FERRY_JOB"),
+        "{state:?}"
+    );
+}
+
+#[test]
 fn a_commands_words_arrive_as_given_and_ps_shows_the_users_command() {
     let daemon = Daemon::start(&[]);
     let id = new_session(&daemon);
