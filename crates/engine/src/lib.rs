@@ -471,8 +471,7 @@ impl Engine {
                 let path = logfile::log_path(&self.inner.config.log_dir, id);
                 // A finished job that wrote nothing: its record says all (its log was not
                 // flushed, and a power cut may have left it empty).
-                if replay && (record.state != store::RecordState::Finished || record.wrote_output())
-                {
+                if replay && record.needs_log() {
                     Ok(LogReader::stored(&path, record.report(), false))
                 } else {
                     Ok(LogReader::exit_only(record.report()))

@@ -207,9 +207,14 @@ impl JobRecord {
                 .is_some_and(|recipe| !recipe.stdin && recipe.session.is_none())
     }
 
-    /// Whether the job wrote any output (its log holds records beyond its header and end).
-    pub fn wrote_output(&self) -> bool {
-        self.stdout_bytes > 0 || self.stderr_bytes > 0 || self.dropped_bytes > 0
+    /// Whether its log holds anything this record does not: output, or (a job not finished)
+    /// how far it came. A finished job that wrote nothing has a log of a header and an end,
+    /// both in its record: that log is neither flushed nor read.
+    pub fn needs_log(&self) -> bool {
+        self.state != RecordState::Finished
+            || self.stdout_bytes > 0
+            || self.stderr_bytes > 0
+            || self.dropped_bytes > 0
     }
 
     /// Whether the job is over (finished or lost).
@@ -532,10 +537,9 @@ fn store_thread(
         for op in batch {
             match op {
                 Op::Put(record, log) => {
-                    // The log first: a record the store calls finished has its log on disk.
-                    // A job that wrote nothing has nothing there its record does not hold,
-                    // and its log is not read (`Engine::output`): no flush for it.
-                    if let Some(log) = log.filter(|_| record.wrote_output()) {
+                    // The log first: a record the store calls finished has its log on disk
+                    // (when it needs one).
+                    if let Some(log) = log.filter(|_| record.needs_log()) {
                         if let Err(e) = std::fs::File::open(&log).and_then(|f| f.sync_all()) {
                             if e.kind() != std::io::ErrorKind::NotFound {
                                 tracing::warn!(job = record.id, "cannot sync job log: {e}");
