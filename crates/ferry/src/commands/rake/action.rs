@@ -14,7 +14,7 @@ use ferry_client::{Client, Endpoint, Event, JobExit, Listing, RunRequest};
 use ferry_rake::Action;
 
 use super::output::Printer;
-use super::place::{Connection, Pool, INPUT_CACHE};
+use super::place::{Pool, INPUT_CACHE};
 use super::rake64::Rake64;
 use crate::cli::RakeWire;
 use crate::commands::transfer;
@@ -299,32 +299,17 @@ async fn put_inputs(
     requires: &[String],
     inputs: &[String],
 ) -> Result<u64> {
-    // What the host's cache holds: known from its cost poll, which listed it once this run
-    // (and from what this run sent it since); a content gone meanwhile fails its link, and
-    // is sent.
+    // What the host's cache holds: listed once this run (by its cost poll, as a rule), and
+    // what this run sent it since; a content gone meanwhile fails its link, and is sent.
     let pool_host = &work.pool.hosts[host];
-    let held: std::collections::HashSet<String> = if pool_host.scanned() {
-        pool_host
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    } else {
-        let held: std::collections::HashSet<String> = match client.list(INPUT_CACHE).await {
-            Ok(listing) => listing
-                .files
-                .iter()
-                .map(|f| String::from_utf8_lossy(&f.path).into_owned())
-                .collect(),
-            Err(_) => Default::default(),
-        };
-        pool_host
-            .held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(held.iter().cloned());
-        held
-    };
+    if !requires.is_empty() {
+        pool_host.scan_cache(client).await;
+    }
+    let held = pool_host
+        .held
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut sent = 0;
     for (name, hash) in requires.iter().zip(inputs) {
         let cached = format!("{INPUT_CACHE}/{hash}");
@@ -338,28 +323,13 @@ async fn put_inputs(
             .len();
         transfer::upload(client, &local, &cached, true).await?;
         client.link(&cached, &target).await?;
-        work.pool.hosts[host]
+        pool_host
             .held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(hash.clone());
     }
     Ok(sent)
-}
-
-/// A sandbox on host `host`, over a connection the pool kept (or a new one when that one has
-/// gone stale), and that connection.
-async fn sandbox_on(work: &Work, host: usize) -> Result<(Client, String)> {
-    let Connection { mut client, kept } = work.pool.connection(host).await?;
-    match client.sandbox(false).await {
-        Ok(sandbox) => Ok((client, sandbox)),
-        Err(_) if kept => {
-            let mut client = work.pool.new_connection(host).await?.client;
-            let sandbox = client.sandbox(false).await?;
-            Ok((client, sandbox))
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Runs a remote action on one host: sandbox, requirements, command, results. The connection
@@ -371,7 +341,8 @@ async fn on_host(
     inputs: &[String],
     printer: &mut Printer,
 ) -> Attempt {
-    let (mut client, sandbox) = match sandbox_on(work, host).await {
+    let sandbox = work.pool.ask(host, async |c| c.sandbox(false).await).await;
+    let (mut client, sandbox) = match sandbox {
         Ok(ready) => ready,
         Err(e) => return Attempt::HostFailed(format!("{e:#}")),
     };

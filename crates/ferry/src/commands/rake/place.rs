@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use ferry_client::{Client, Endpoint};
+use ferry_client::{Client, ClientError, Endpoint};
 use ferry_rake::Host;
 
 use super::rake64::Rake64;
@@ -40,24 +40,25 @@ pub struct PoolHost {
     idle: Mutex<Vec<Client>>,
 }
 
-/// A connection to a pool host, and whether it was kept from an earlier request (and so may
-/// have gone stale: the host restarted, or closed it).
-pub struct Connection {
-    /// The connection.
-    pub client: Client,
-    /// It was kept idle, not opened now.
-    pub kept: bool,
-}
-
 impl PoolHost {
     /// How to reach it.
     pub fn endpoint(&self) -> Option<&Endpoint> {
         self.endpoint.as_ref().ok()
     }
 
-    /// Whether its input cache was listed this run (`held` says what it holds).
-    pub fn scanned(&self) -> bool {
-        self.scanned.load(Ordering::Relaxed)
+    /// Lists its input cache over `client`, once per run, into `held`.
+    pub async fn scan_cache(&self, client: &mut Client) {
+        if self.scanned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(listing) = client.list(INPUT_CACHE).await {
+            self.held.lock().unwrap_or_else(|e| e.into_inner()).extend(
+                listing
+                    .files
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(&f.path).into_owned()),
+            );
+        }
     }
 }
 
@@ -145,27 +146,31 @@ impl Pool {
         }
     }
 
-    /// A connection to host `index`: one kept idle, else a new one.
-    pub async fn connection(&self, index: usize) -> Result<Connection> {
-        let host = &self.hosts[index];
-        let kept = host.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        if let Some(client) = kept {
-            return Ok(Connection { client, kept: true });
+    /// Asks host `index` over a connection kept idle (once more over a new one when that
+    /// one has gone stale: the host restarted, or closed it) or over a new one; that
+    /// connection and the answer.
+    pub async fn ask<T>(
+        &self,
+        index: usize,
+        mut ask: impl AsyncFnMut(&mut Client) -> Result<T, ClientError>,
+    ) -> Result<(Client, T)> {
+        let kept = self.hosts[index]
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if let Some(mut client) = kept {
+            if let Ok(answer) = ask(&mut client).await {
+                return Ok((client, answer));
+            }
         }
-        self.new_connection(index).await
-    }
-
-    /// A new connection to host `index`.
-    pub async fn new_connection(&self, index: usize) -> Result<Connection> {
         let endpoint = self.hosts[index]
             .endpoint
             .as_ref()
             .map_err(|why| anyhow::anyhow!("{why}"))?;
-        let client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
-        Ok(Connection {
-            client,
-            kept: false,
-        })
+        let mut client = Client::connect(endpoint, crate::CLIENT_NAME).await?;
+        let answer = ask(&mut client).await?;
+        Ok((client, answer))
     }
 
     /// Keeps a connection to host `index`, done with its requests, for the next one.
@@ -188,24 +193,9 @@ impl Pool {
                 server.close().await;
                 return cost;
             }
-            let Connection { mut client, kept } = self.connection(index).await?;
-            let cost = match client.cost().await {
-                // A kept connection may have gone stale: once more on a new one.
-                Err(_) if kept => {
-                    client = self.new_connection(index).await?.client;
-                    client.cost().await?
-                }
-                cost => cost?,
-            };
-            if !inputs.is_empty() && !host.scanned.swap(true, Ordering::Relaxed) {
-                if let Ok(listing) = client.list(INPUT_CACHE).await {
-                    host.held.lock().unwrap_or_else(|e| e.into_inner()).extend(
-                        listing
-                            .files
-                            .iter()
-                            .map(|f| String::from_utf8_lossy(&f.path).into_owned()),
-                    );
-                }
+            let (mut client, cost) = self.ask(index, async |c| c.cost().await).await?;
+            if !inputs.is_empty() {
+                host.scan_cache(&mut client).await;
             }
             self.keep(index, client);
             Ok(cost.cost)
@@ -225,7 +215,6 @@ impl Pool {
     /// inputs already, then the one this run sent the fewest actions. Its index.
     pub async fn choose(self: &Arc<Self>, exclude: &[usize], inputs: &[String]) -> Result<usize> {
         let _one_at_a_time = self.placing.lock().await;
-
         let mut polls = tokio::task::JoinSet::new();
         for index in (0..self.hosts.len()).filter(|i| !exclude.contains(i)) {
             let (pool, inputs) = (Arc::clone(self), inputs.to_vec());
