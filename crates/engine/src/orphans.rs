@@ -28,23 +28,14 @@ pub struct Orphan {
 
 /// The start time of process `pid` (field 22 of `/proc/PID/stat`), if it exists.
 pub fn start_time(pid: u32) -> Option<u64> {
-    // One read where `read_to_string` makes six (a `statx`, then a buffer grown from 32
+    // Two reads where `read_to_string` makes seven (a `statx`, then a buffer grown from 32
     // bytes): this runs on every job's path. The line is a few hundred bytes, at most about
     // 1.1 KB (a 16-byte name and 52 numbers).
-    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    let mut buf = [0u8; 2048];
-    let mut len = 0;
-    while len < buf.len() {
-        match std::io::Read::read(&mut file, &mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-    }
+    let file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut stat = Vec::with_capacity(2048);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, 2048), &mut stat).ok()?;
     // The command name (field 2) is in parentheses and may hold any bytes: count from the
     // last closing one. Field 3 follows it; field 22 is the 20th after that.
-    let stat = &buf[..len];
     let name_end = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[name_end + 1..]).ok()?;
     rest.split_whitespace().nth(19)?.parse().ok()
