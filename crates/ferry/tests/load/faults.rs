@@ -220,18 +220,44 @@ pub fn daemon_killed_under_load(scale: &Scale) -> Row {
         let out = daemon.run(&["run", "--detach", "--", "sleep", "300"]);
         pids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The sleeps' own pids, once every one runs: the check below is about them, not about
+    // any `sleep 300` on the machine.
+    let sleeping = poll_until(Duration::from_secs(10), || {
+        let ps = daemon.run(&["ps", "--json"]);
+        let listed: Vec<serde_json::Value> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        let sleeping: Vec<u32> = listed
+            .iter()
+            .filter(|job| pids.iter().any(|id| job["id"].as_u64() == id.parse().ok()))
+            .filter_map(|job| job["pid"].as_u64().and_then(|pid| u32::try_from(pid).ok()))
+            .collect();
+        (sleeping.len() == jobs).then_some(sleeping)
+    })
+    .unwrap_or_default();
+    let still_sleeping = || -> Vec<String> {
+        sleeping
+            .iter()
+            .filter_map(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                (cmdline == b"sleep\x00300\x00").then(|| {
+                    let cgroup =
+                        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                    format!("{pid} in {}", cgroup.trim())
+                })
+            })
+            .collect()
+    };
+    // The check sees the sleeps while they run, so that it can see them afterwards.
+    let seen_before = still_sleeping().len();
     daemon.stop_with(libc::SIGKILL);
     daemon.restart(&["--max-jobs", "128"], None);
     let ps = daemon.run(&["ps", "--all", "--json"]);
     let text = String::from_utf8_lossy(&ps.stdout).into_owned();
     let lost = text.matches("\"lost\"").count();
     let gone = poll_until(Duration::from_secs(20), || {
-        let out = Command::new("pgrep")
-            .args(["-f", "^sleep 300$"])
-            .output()
-            .ok()?;
-        out.stdout.is_empty().then_some(())
+        still_sleeping().is_empty().then_some(())
     });
     let next = daemon.run(&["run", "--detach", "--", "true"]);
     let next: u64 = String::from_utf8_lossy(&next.stdout)
@@ -239,10 +265,18 @@ pub fn daemon_killed_under_load(scale: &Scale) -> Row {
         .parse()
         .unwrap_or(0);
     let mut failure = None;
-    if lost != jobs {
+    if sleeping.len() != jobs || seen_before != jobs {
+        failure = Some(format!(
+            "{} of {jobs} sleeps listed, {seen_before} seen running",
+            sleeping.len()
+        ));
+    } else if lost != jobs {
         failure = Some(format!("{lost} of {jobs} recorded lost"));
     } else if gone.is_none() {
-        failure = Some("orphaned sleeps still run".into());
+        failure = Some(format!(
+            "orphaned sleeps still run: {}",
+            still_sleeping().join(", ")
+        ));
     } else if before.iter().any(|id| *id >= next) {
         failure = Some(format!("id {next} reused"));
     }
