@@ -49,6 +49,19 @@ impl Process {
         }
     }
 
+    /// Reaps the process if it has ended; `None` if it still runs.
+    pub fn try_wait(&self) -> std::io::Result<Option<ExitStatus>> {
+        let pid = rustix::process::Pid::from_raw(self.pid as i32)
+            .ok_or_else(|| std::io::Error::other("no process 0"))?;
+        loop {
+            match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG) {
+                Ok(status) => return Ok(status.map(|(_, s)| ExitStatus::from_raw(s.as_raw()))),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Waits for the process to end and reaps it.
     pub fn wait(&self) -> std::io::Result<ExitStatus> {
         let pid = rustix::process::Pid::from_raw(self.pid as i32)

@@ -2,11 +2,13 @@
 //! one: see [`crate::tracking`]; how its first process starts is `start`), the output pump,
 //! stdin feeding and timeout.
 //!
-//! Each running job has one pump, a thread of the runtime's blocking pool, that polls the
-//! child's stdout and stderr pipes, appends what it reads to the job log, and reaps the child
-//! once both pipes reach EOF. Stdin is fed by a
-//! tokio task from a bounded channel; the timeout is a tokio task too.
+//! Each running job has one pump (`pump`) that appends what the child writes to its stdout
+//! and stderr pipes to the job log and reaps the child once both pipes reach EOF: a task of
+//! the runtime while the job writes little, a thread of its blocking pool once it writes
+//! much. Stdin is fed by a tokio task from a bounded channel; the timeout is a tokio task
+//! too.
 
+mod pump;
 mod start;
 
 use std::os::fd::OwnedFd;
@@ -15,8 +17,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use rustix::buffer::spare_capacity;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{kill_process_group, Pid, Signal};
 use tokio::io::AsyncWriteExt;
@@ -24,15 +24,12 @@ use tokio::sync::mpsc;
 
 use crate::error::EngineError;
 use crate::log::{JobLog, LogLimits};
-use crate::logfile::{LogHeader, MAX_RECORD_DATA};
+use crate::logfile::LogHeader;
 use crate::memory::OutputFlow;
 use crate::queue::DEFAULT_GROUP;
-use crate::spawn::Process;
 use crate::store::{millis, JobRecord, Recipe, RecordState};
 use crate::tracking::{self, JobTrack, Tracking};
-use crate::types::{
-    ExitReport, JobId, JobPhase, JobSnapshot, JobSpec, OutputStream, PassedStdio, StdinSender,
-};
+use crate::types::{ExitReport, JobId, JobPhase, JobSnapshot, JobSpec, PassedStdio, StdinSender};
 use serde_bytes::ByteBuf;
 use start::{resolve_program, start_process};
 use std::os::unix::ffi::OsStrExt;
@@ -530,158 +527,16 @@ pub(crate) fn spawn(
     if let Some(timeout) = spec.timeout {
         runtime.spawn(enforce_timeout(Arc::clone(&job), pid, timeout, kill_grace));
     }
-    // The pump blocks (poll, then wait): it runs on the runtime's blocking pool, whose
-    // threads are reused from job to job. The daemon sizes the pool above the running-jobs
-    // limit.
-    let tracking = Arc::clone(tracking);
-    runtime.spawn_blocking(move || pump(job, process, &flow, &tracking, kill_grace, on_end));
-}
-
-/// Capacity asked for the job's output pipes (the kernel may grant less): a larger pipe lets
-/// a fast writer run ahead while the pump handles the previous chunk, so chunks come bigger.
-const PIPE_CAPACITY: usize = 1024 * 1024;
-
-/// One of the job's output pipes, non-blocking, as the pump polls it.
-struct OutputPipe {
-    fd: OwnedFd,
-    stream: OutputStream,
-}
-
-/// The pump thread: copies stdout and stderr into the log until both end (counting the bytes
-/// in `flow`), then reaps.
-fn pump(
-    job: Arc<Job>,
-    mut process: Process,
-    flow: &OutputFlow,
-    tracking: &Tracking,
-    grace: Duration,
-    on_end: OnEnd,
-) {
-    let mut writer = job.log.writer();
-    let mut pipes = Vec::with_capacity(2);
-    let outputs = [
-        (process.stdout.take(), OutputStream::Stdout),
-        (process.stderr.take(), OutputStream::Stderr),
-    ];
-    let master = job.status().tty_master.as_ref().map(|m| m.try_clone());
-    let outputs = match master {
-        Some(Ok(master)) => [
-            (Some(master), OutputStream::Stdout),
-            (None, OutputStream::Stderr),
-        ],
-        Some(Err(e)) => {
-            tracing::error!(job = job.id, "cannot read the job's terminal: {e}");
-            outputs
-        }
-        None => outputs,
+    // The pump is a task of the runtime while the job writes little, and moves to the
+    // runtime's blocking pool (whose threads are reused from job to job; the daemon sizes it
+    // above the running-jobs limit) once it writes much: see `pump`.
+    let parts = pump::PumpParts {
+        flow,
+        tracking: Arc::clone(tracking),
+        grace: kill_grace,
+        on_end,
     };
-    for (fd, stream) in outputs {
-        let Some(fd) = fd else { continue };
-        // A smaller pipe only costs speed.
-        let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_CAPACITY);
-        if let Err(e) = rustix::io::ioctl_fionbio(&fd, true) {
-            tracing::error!(job = job.id, "cannot make job output non-blocking: {e}");
-        }
-        pipes.push(OutputPipe { fd, stream });
-    }
-    let mut log_failed = false;
-    while !pipes.is_empty() {
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = pipes
-                .iter()
-                .map(|pipe| PollFd::new(&pipe.fd, PollFlags::IN))
-                .collect();
-            match poll(&mut fds, None) {
-                Ok(_) => fds.iter().map(|fd| !fd.revents().is_empty()).collect(),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    tracing::error!(job = job.id, "poll on job output failed: {e}");
-                    break;
-                }
-            }
-        };
-        let mut ready = ready.into_iter();
-        pipes.retain(|pipe| {
-            if !ready.next().unwrap_or(false) {
-                return true;
-            }
-            let (data, open) = match read_available(&pipe.fd) {
-                Ok(read) => read,
-                // A terminal's master reads EIO once every process closed the slave side.
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => return false,
-                Err(e) => {
-                    tracing::error!(job = job.id, "cannot read job output: {e}");
-                    return false;
-                }
-            };
-            if !data.is_empty() {
-                flow.add(data.len());
-                if let Err(e) = writer.append(pipe.stream, data) {
-                    if !log_failed {
-                        tracing::error!(job = job.id, "cannot write job log: {e}");
-                        log_failed = true;
-                    }
-                }
-            }
-            open
-        });
-    }
-    drop(pipes);
-    // A job's end leaves free memory in this thread's arena, as output does.
-    flow.add(crate::memory::JOB_END_WEIGHT);
-    match process.wait() {
-        Ok(exit) => job.finish(exit),
-        Err(e) => job.finish_without_running(format!("cannot reap job: {e}"), None),
-    }
-    tracking.leaders().remove(&process.pid);
-    tracing::debug!(job = job.id, "ended");
-    let track = job.status().track.clone();
-    on_end(job.id);
-    // A job leaves nothing behind: what it started and left running (a process that left
-    // its group, one that closed its output) ends now, TERM then KILL after the grace; its
-    // cgroup goes. Off this thread when there is something to wait for.
-    if tracking::any_left(&track) {
-        let id = job.id;
-        let spawned = std::thread::Builder::new()
-            .name("ferry-leftovers".into())
-            .spawn(move || {
-                let ended = tracking::end_leftovers(&track, grace);
-                tracing::info!(job = id, "ended {ended} process(es) the job left running");
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(job = job.id, "cannot end what the job left running: {e}");
-        }
-    } else {
-        tracking::end_leftovers(&track, Duration::ZERO);
-    }
-    tracking.reap();
-}
-
-/// Reads what a non-blocking pipe holds, up to one record ([`MAX_RECORD_DATA`] bytes).
-/// Returns the bytes and whether the pipe is still open.
-fn read_available(fd: &OwnedFd) -> std::io::Result<(Bytes, bool)> {
-    let mut buf = Vec::with_capacity(MAX_RECORD_DATA);
-    loop {
-        match rustix::io::read(fd, spare_capacity(&mut buf)) {
-            Ok(0) => return Ok((shrink(buf), false)),
-            Ok(_) if buf.len() == MAX_RECORD_DATA => return Ok((shrink(buf), true)),
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => return Ok((shrink(buf), true)),
-            Err(e) if buf.is_empty() => return Err(e.into()),
-            // Keep what was read; the error comes back on the next read.
-            Err(_) => return Ok((shrink(buf), true)),
-        }
-    }
-}
-
-/// Reads under a quarter of the buffer get an allocation of their own size, so that the
-/// window's memory is at most four times the data it holds.
-fn shrink(buf: Vec<u8>) -> Bytes {
-    if buf.len() < buf.capacity() / 4 {
-        Bytes::copy_from_slice(&buf)
-    } else {
-        Bytes::from(buf)
-    }
+    runtime.spawn(pump::pump(job, process, parts));
 }
 
 /// Sets a terminal's size.

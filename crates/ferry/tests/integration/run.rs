@@ -289,3 +289,58 @@ fn memory_of_finished_jobs_goes_back_to_the_system() {
         },
     );
 }
+
+/// The daemon's threads.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's tasks")
+        .count()
+}
+
+#[test]
+fn jobs_that_write_little_hold_no_thread_and_a_loud_one_still_arrives_whole_and_in_order() {
+    let daemon = Daemon::start(&[]);
+    let out = daemon.run(&["run", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    let before = thread_count(daemon.pid());
+    // Forty jobs that say a line, then wait: their pumps wait on the runtime's event loop.
+    const QUIET: usize = 40;
+    for _ in 0..QUIET {
+        let out = daemon.run(&["run", "-d", "--", "sh", "-c", "echo up; exec sleep 60"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    crate::helper::wait_until(
+        "every quiet job to have said its line",
+        Duration::from_secs(20),
+        || {
+            let out = daemon.run(&["ps", "--state", "running", "--json"]);
+            let running = String::from_utf8_lossy(&out.stdout).lines().count();
+            let said = (1..=QUIET + 1)
+                .filter(|id| daemon.run(&["log", &id.to_string()]).stdout == b"up\n")
+                .count();
+            (running == QUIET && said == QUIET).then_some(())
+        },
+        || String::from_utf8_lossy(&daemon.run(&["ps"]).stdout).into_owned(),
+    );
+    let during = thread_count(daemon.pid());
+    assert!(
+        during < before + QUIET / 4,
+        "{during} threads with {QUIET} quiet jobs running, {before} before"
+    );
+    // A job that writes a few megabytes on both streams, a little first: its pump moves to a
+    // thread of its own part way, and nothing is lost or reordered.
+    let script = "echo first; echo first-err >&2; \
+                  head -c 3000000 /dev/zero | tr '\\0' a; echo; echo last-err >&2; echo last";
+    let out = daemon.run(&["run", "--", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0));
+    let expected = format!("first\n{}\nlast\n", "a".repeat(3_000_000));
+    assert!(
+        out.stdout == expected.as_bytes(),
+        "{} bytes",
+        out.stdout.len()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "first-err\nlast-err\n"
+    );
+}
