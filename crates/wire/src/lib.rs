@@ -9,6 +9,7 @@
 //! - [`cbsd`]: the CBSD socket daemon's text lines and frames (seed 000).
 //! - [`cbsdng`]: CBSD's later daemon's binary frames.
 //! - [`fanos`]: the FANOS dialect's netstrings, requests and replies (seed 003).
+//! - [`http`]: HTTP/1.1 requests and responses, for the HTTP listener.
 //! - [`tsockm`]: TsockM's `::`-separated messages (seed 002).
 //! - [`rake64`]: the distributed rake's 64-byte headers (seed 001).
 //!
@@ -19,6 +20,7 @@ pub mod c2;
 pub mod cbsd;
 pub mod cbsdng;
 pub mod fanos;
+pub mod http;
 pub mod native;
 pub mod rake64;
 pub mod tsockm;
