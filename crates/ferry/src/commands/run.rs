@@ -176,31 +176,24 @@ async fn fetch_results(
     // Files land in the current directory, beneath it and through no symbolic link.
     let landing = Landing::open(Path::new("."), &[])
         .context("cannot open the current directory for the results")?;
-    let mut refused = Vec::new();
-    for entry in &after.files {
-        let path = String::from_utf8_lossy(&entry.path).into_owned();
-        let matched = patterns.iter().any(|p| p.matches(&path));
-        let new = before.is_some_and(|before| !before.files.contains(entry));
-        if !matched && !new {
-            continue;
-        }
-        match landing.create(&entry.path) {
-            Ok(landed) => {
-                transfer::download(
-                    client,
-                    &format!("{sandbox}/{path}"),
-                    landed,
-                    false,
-                    transfer::Flush::Durable,
-                )
-                .await?;
-            }
-            Err(refusal) => refused.push(refusal),
-        }
-    }
-    if !refused.is_empty() {
-        bail!("{}", crate::landing::refused_files(&refused));
-    }
+    let wanted: Vec<_> = after
+        .files
+        .iter()
+        .filter(|entry| {
+            let path = String::from_utf8_lossy(&entry.path);
+            patterns.iter().any(|p| p.matches(&path))
+                || before.is_some_and(|before| !before.files.contains(entry))
+        })
+        .collect();
+    transfer::download_into(
+        client,
+        sandbox,
+        &wanted,
+        &landing,
+        false,
+        transfer::Flush::Durable,
+    )
+    .await?;
     Ok(())
 }
 

@@ -9,11 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use ferry_client::{Client, Endpoint};
+use ferry_client::{Client, Endpoint, FileEntry};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{GetArgs, PutArgs};
-use crate::landing::{Landed, Landing};
+use crate::landing::{refused_files, Landed, Landing};
 
 fn progress(size: u64, quiet: bool, what: &str) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
@@ -110,6 +110,35 @@ pub(crate) async fn download(
     }
     landed.commit(meta.mode)?;
     Ok(meta.size)
+}
+
+/// Fetches the regular files `entries` of the directory `dir` in the file area into
+/// `landing`, each under its path there; the bytes fetched. A name that may not land fails the
+/// whole, naming every such name (the others are fetched).
+pub(crate) async fn download_into(
+    client: &mut Client,
+    dir: &str,
+    entries: &[&FileEntry],
+    landing: &Landing,
+    quiet: bool,
+    flush: Flush,
+) -> Result<u64> {
+    let mut received = 0;
+    let mut refused = Vec::new();
+    for entry in entries {
+        let path = String::from_utf8_lossy(&entry.path);
+        match landing.create(&entry.path) {
+            Ok(landed) => {
+                received +=
+                    download(client, &format!("{dir}/{path}"), landed, quiet, flush).await?;
+            }
+            Err(refusal) => refused.push(refusal),
+        }
+    }
+    if !refused.is_empty() {
+        bail!("{}", refused_files(&refused));
+    }
+    Ok(received)
 }
 
 /// Fetches a file.

@@ -429,31 +429,20 @@ async fn fetch_results(
     before: &Listing,
 ) -> Result<u64> {
     let after = client.list(sandbox).await?;
-    let mut received = 0;
-    let mut refused = Vec::new();
-    for entry in &after.files {
-        if before.files.contains(entry) {
-            continue;
-        }
-        let path = String::from_utf8_lossy(&entry.path).into_owned();
-        match landing.create(&entry.path) {
-            Ok(landed) => {
-                received += transfer::download(
-                    client,
-                    &format!("{sandbox}/{path}"),
-                    landed,
-                    true,
-                    transfer::Flush::AsMakeDoes,
-                )
-                .await?;
-            }
-            Err(refusal) => refused.push(refusal),
-        }
-    }
-    if !refused.is_empty() {
-        bail!("{}", refused_files(&refused));
-    }
-    Ok(received)
+    let made: Vec<_> = after
+        .files
+        .iter()
+        .filter(|entry| !before.files.contains(entry))
+        .collect();
+    transfer::download_into(
+        client,
+        sandbox,
+        &made,
+        landing,
+        true,
+        transfer::Flush::AsMakeDoes,
+    )
+    .await
 }
 
 /// Prints a followed job's output until it exits.
