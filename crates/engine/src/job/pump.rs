@@ -65,19 +65,14 @@ pub(super) async fn pump(job: Arc<Job>, mut process: Process, parts: PumpParts) 
         Ok(()) => wait_for_exit(process).await,
         Err(pipes) => {
             // A job that writes much: on a thread that may block on the disk or a reader.
-            let (pumped, flowing) = (Arc::clone(&job), Arc::clone(&flow));
-            let copied = tokio::task::spawn_blocking(move || {
+            let (pumped, flowing, pid) = (Arc::clone(&job), Arc::clone(&flow), process.pid);
+            tokio::task::spawn_blocking(move || {
                 copy_blocking(&pumped, pipes, &mut writer, &flowing);
-                (process.pid, process.wait())
+                process.wait()
             })
-            .await;
-            match copied {
-                Ok(exit) => exit,
-                Err(e) => {
-                    tracing::error!(job = job.id, "the job's pump failed: {e}");
-                    return;
-                }
-            }
+            .await
+            // A pump thread that failed still ends the job and frees its slot.
+            .map_or_else(|e| (pid, Err(std::io::Error::other(e))), |exit| (pid, exit))
         }
     };
     // A job's end leaves free memory in the arena of the thread that ran it, as output does.
