@@ -236,6 +236,19 @@ impl Client {
         self.done(request).await
     }
 
+    /// The dashboard's one-time URL (the owner only): the daemon opens an HTTP listener on a
+    /// free loopback port if it has none.
+    pub async fn web_url(&mut self) -> Result<String, ClientError> {
+        self.call(
+            |request| ClientMessage::Web { request },
+            |message| match message {
+                DaemonMessage::Web { url, .. } => Some(url),
+                _ => None,
+            },
+        )
+        .await
+    }
+
     /// Makes a fresh sandbox in the file area (kept after this connection with `keep`); its
     /// path there.
     pub async fn sandbox(&mut self, keep: bool) -> Result<String, ClientError> {

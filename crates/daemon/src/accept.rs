@@ -18,6 +18,7 @@
 //! reader keeps the rest of the layer's promises (see [`crate::reader`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ use crate::order::Sequencer;
 use crate::outbox::{Outbox, FLUSH_WAIT};
 use crate::policy::{Access, RefusalKind};
 use crate::spec::{ListenSpec, Transport, TransportKind};
-use crate::state::Daemon;
+use crate::state::{Daemon, ListenerStats};
 use crate::transport::{fifo, peer_uid, record, tls, unix, BoxRead, BoxWrite};
 
 /// How long a refusal may take to write before the connection is dropped.
@@ -52,6 +53,8 @@ pub(crate) struct Bound {
     pools: Arc<ListenerPools>,
     /// Its connections in accept order, where its dialect keeps one.
     order: Option<Arc<Sequencer>>,
+    /// What it counts.
+    stats: Arc<ListenerStats>,
     /// The Unix socket's lock and file, released and removed when dropped.
     _guard: Option<unix::UnixSocketGuard>,
 }
@@ -84,6 +87,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
                 access,
                 pools: pools(spec, listener, config),
                 order: order(row),
+                stats: listener_stats(row, spec),
                 _guard: Some(guard),
             });
         }
@@ -115,6 +119,7 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
                 access,
                 pools: pools(spec, listener, config),
                 order: order(row),
+                stats: listener_stats(row, spec),
                 _guard: None,
             });
         }
@@ -166,7 +171,8 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
     };
     let client_certs =
         tls && listener_tls_files(listener, config).is_some_and(|t| t.client_ca.is_some());
-    if row.contract.authenticates && config.tokens.is_empty() && !client_certs {
+    // A row that takes the daemon's web token always has a way in.
+    if row.contract.authenticates && !row.owner_token && config.tokens.is_empty() && !client_certs {
         return Err(DaemonError::Config(format!(
             "listener {spec}: a network listener needs a way to authenticate clients: a token (--token-file, or DIR/token with --tls-dir) or client certificates (--client-ca)"
         )));
@@ -213,7 +219,35 @@ pub(crate) async fn bind(listener: &Listener, config: &DaemonConfig) -> Result<B
         access,
         pools: pools(&bound_spec, listener, config),
         order: order(row),
+        stats: listener_stats(row, &bound_spec),
         _guard: None,
+    })
+}
+
+impl Bound {
+    /// What it counts (which the daemon lists once it serves it).
+    pub(crate) fn stats(&self) -> Arc<ListenerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The host and port a TCP listener got.
+    pub(crate) fn address(&self) -> Option<(String, u16)> {
+        match &self.socket {
+            Socket::Tcp(listener, _) => listener
+                .local_addr()
+                .ok()
+                .map(|a| (a.ip().to_string(), a.port())),
+            _ => None,
+        }
+    }
+}
+
+/// A listener's counters, named by its dialect and its spec as bound.
+fn listener_stats(row: &Row, spec: &ListenSpec) -> Arc<ListenerStats> {
+    Arc::new(ListenerStats {
+        dialect: row.contract.name,
+        listener: spec.to_string(),
+        ..ListenerStats::default()
     })
 }
 
@@ -274,6 +308,7 @@ pub(crate) async fn accept_loop(bound: Bound, daemon: Arc<Daemon>) {
         match accepted {
             Ok(incoming) => {
                 let Some(admission) = Admission::start(&bound.pools, &daemon.principals) else {
+                    bound.stats.refused.fetch_add(1, Ordering::Relaxed);
                     connections.spawn(refuse_handshake(
                         incoming,
                         bound.row,
@@ -287,12 +322,14 @@ pub(crate) async fn accept_loop(bound: Bound, daemon: Arc<Daemon>) {
                     _ => None,
                 };
                 let (row, access, daemon) = (bound.row, bound.access.clone(), Arc::clone(&daemon));
+                let stats = Arc::clone(&bound.stats);
                 connections.spawn(async move {
                     let admitted = Admitted {
                         admission,
                         row,
                         access,
                         turn,
+                        stats,
                     };
                     admit(incoming, admitted, Arc::clone(&daemon)).await;
                     // What the connection held is free now: worth a trim after a burst.
@@ -377,6 +414,7 @@ struct Admitted {
     row: &'static Row,
     access: Access,
     turn: Option<crate::order::Turn>,
+    stats: Arc<ListenerStats>,
 }
 
 /// A connection that passed its transport's checks.
@@ -410,6 +448,7 @@ async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
         row,
         access,
         turn,
+        stats,
     } = admitted;
     let contract = row.contract;
     let timeout = daemon.config.handshake_timeout;
@@ -440,11 +479,15 @@ async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
             ends: Ends {
                 local: String::new(),
                 remote: pair.address,
+                uid: None,
             },
             access,
         }),
     };
-    let Some(mut passed) = passed else { return };
+    let Some(mut passed) = passed else {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
     // A principal known already (the owner's uid, a client certificate, an anonymous
     // dialect) is authenticated now; a token is shown in the dialect's handshake.
     if let Some(principal) = &passed.access.principal {
@@ -456,6 +499,7 @@ async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
                 refusal.message
             );
             refuse(&mut passed.write, row, refusal.kind, &refusal.message).await;
+            stats.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
     }
@@ -491,6 +535,8 @@ async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
         limits,
         turn,
     };
+    stats.accepted.fetch_add(1, Ordering::Relaxed);
+    stats.open.fetch_add(1, Ordering::Relaxed);
     serve(Conn::new(
         contract,
         transport,
@@ -500,6 +546,7 @@ async fn admit(incoming: Incoming, admitted: Admitted, daemon: Arc<Daemon>) {
         io,
     ))
     .await;
+    stats.open.fetch_sub(1, Ordering::Relaxed);
     // What is queued is written, within a limit: a peer that does not read cannot keep it.
     let stop = writer.abort_handle();
     if tokio::time::timeout(FLUSH_WAIT, writer).await.is_err() {
@@ -537,6 +584,7 @@ async fn admit_unix(mut stream: UnixStream, row: &'static Row, access: Access) -
         ends: Ends {
             local: String::new(),
             remote: address,
+            uid: Some(cred.uid()),
         },
         access,
     })
@@ -558,12 +606,22 @@ async fn admit_tcp(
     let local_addr = stream.local_addr().ok();
     let local = local_addr.map(|a| a.to_string()).unwrap_or_default();
     // A peer of a dialect without authentication is the user at the other end, where the
-    // kernel can tell (loopback).
-    if let Some(Principal::Anonymous { dialect, uid: None }) = &access.principal {
-        if addr.ip().is_loopback() {
+    // kernel can tell (loopback); so is one of a dialect that takes the web token.
+    let anonymous = matches!(
+        &access.principal,
+        Some(Principal::Anonymous { uid: None, .. })
+    );
+    let mut uid = None;
+    if (anonymous || row.owner_token) && addr.ip().is_loopback() {
+        {
             let found = local_addr.map(|local| peer_uid::loopback_uid(addr, local));
             match found {
-                Some(Ok(uid)) => access.principal = Some(Principal::anonymous(dialect, Some(uid))),
+                Some(Ok(found)) => {
+                    uid = Some(found);
+                    if anonymous {
+                        access.principal = Some(Principal::anonymous(row.contract.name, uid));
+                    }
+                }
                 other => {
                     let why = match other {
                         Some(Err(e)) => e.to_string(),
@@ -583,6 +641,7 @@ async fn admit_tcp(
         let ends = Ends {
             local,
             remote: address,
+            uid,
         };
         return Some(Passed::network(
             Box::new(read),
@@ -624,6 +683,7 @@ async fn admit_tcp(
     let ends = Ends {
         local,
         remote: address,
+        uid,
     };
     Some(Passed::network(
         Box::new(read),

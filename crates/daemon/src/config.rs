@@ -111,6 +111,10 @@ pub struct DaemonConfig {
     /// The tokens TCP and TLS clients may present (unless a client certificate vouches), each
     /// with its label: a client that shows one acts as `token:LABEL`.
     pub tokens: Vec<NamedToken>,
+    /// The daemon's web token: shown on its HTTP listeners from the owner's own uid on
+    /// loopback, it acts for the owner (`ferry web` hands it to the browser). Empty until the
+    /// daemon starts, which makes a fresh one for each run (see [`new_web_token`]).
+    pub web_token: String,
     /// Let TCP and TLS listeners run any command, not only the catalog's.
     pub allow_any_command: bool,
     /// The commands catalog-only listeners run.
@@ -133,6 +137,17 @@ pub struct DaemonConfig {
     pub record_wire: Option<PathBuf>,
 }
 
+/// A fresh web token: 256 random bits, in hex.
+pub fn new_web_token() -> String {
+    let mut bytes = [0u8; 32];
+    // The kernel's random source does not fail for 32 bytes; were it to, the token would be
+    // refused below rather than be predictable.
+    if rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) != Ok(32) {
+        return String::new();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl DaemonConfig {
     /// Defaults: one native listener on `socket`, logs in `log_dir`.
     pub fn new(socket: PathBuf, log_dir: PathBuf) -> DaemonConfig {
@@ -145,6 +160,7 @@ impl DaemonConfig {
             idle_timeout: None,
             tls: None,
             tokens: Vec::new(),
+            web_token: String::new(),
             allow_any_command: false,
             catalog: Catalog::default(),
             files_dir: log_dir.with_file_name("files"),

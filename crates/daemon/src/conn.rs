@@ -76,6 +76,9 @@ pub(crate) struct Ends {
     pub local: String,
     /// Where the peer connects from (`127.0.0.1:51234`, `unix, pid 42`, a FIFO pair).
     pub remote: String,
+    /// The uid at the other end of a loopback TCP connection, where its dialect asks (the
+    /// web token acts for the owner only from the owner's uid).
+    pub uid: Option<u32>,
 }
 
 /// An admitted connection's place in the daemon: its entry in the peer registry and its

@@ -39,6 +39,10 @@ pub(crate) struct Row {
     pub serve: Option<Serve>,
     /// A refusal (of a connection that will not be served) in the dialect's own words.
     pub refusal: fn(RefusalKind, &str) -> Vec<u8>,
+    /// Its listeners also take the daemon's web token, which acts for the owner from the
+    /// owner's own uid on loopback (so the uid at the other end of a loopback connection is
+    /// learnt, and a connection whose uid cannot be learnt is refused).
+    pub owner_token: bool,
 }
 
 /// The contract of a dialect read as it comes, with no pause, no order, batched writes.
@@ -54,7 +58,7 @@ const fn plain(name: &'static str) -> Contract {
 }
 
 /// The table.
-static ROWS: [Row; 7] = [
+static ROWS: [Row; 8] = [
     Row {
         contract: Contract {
             authenticates: true,
@@ -66,6 +70,7 @@ static ROWS: [Row; 7] = [
         default_port: Some(7070),
         serve: Some(dialects::native::serve),
         refusal: dialects::native::refusal,
+        owner_token: false,
     },
     Row {
         contract: Contract {
@@ -77,6 +82,7 @@ static ROWS: [Row; 7] = [
         default_port: None,
         serve: Some(dialects::fanos::serve),
         refusal: dialects::fanos::refusal,
+        owner_token: false,
     },
     Row {
         contract: plain("cbsd"),
@@ -85,6 +91,7 @@ static ROWS: [Row; 7] = [
         default_port: None,
         serve: Some(dialects::cbsd::serve),
         refusal: dialects::cbsd::refusal,
+        owner_token: false,
     },
     Row {
         contract: plain("cbsdng"),
@@ -93,6 +100,7 @@ static ROWS: [Row; 7] = [
         default_port: None,
         serve: Some(dialects::cbsdng::serve),
         refusal: dialects::cbsdng::refusal,
+        owner_token: false,
     },
     Row {
         contract: Contract {
@@ -105,6 +113,7 @@ static ROWS: [Row; 7] = [
         default_port: Some(6238),
         serve: Some(dialects::rake64::serve),
         refusal: dialects::rake64::refusal,
+        owner_token: false,
     },
     Row {
         contract: Contract {
@@ -124,6 +133,7 @@ static ROWS: [Row; 7] = [
         default_port: Some(6969),
         serve: Some(dialects::tsockm::serve),
         refusal: dialects::tsockm::refusal,
+        owner_token: false,
     },
     Row {
         contract: Contract {
@@ -137,6 +147,20 @@ static ROWS: [Row; 7] = [
         default_port: None,
         serve: Some(dialects::c2::serve),
         refusal: dialects::c2::refusal,
+        owner_token: false,
+    },
+    Row {
+        contract: Contract {
+            // Every request carries its token (a header or the dashboard's cookie).
+            authenticates: true,
+            ..plain("http")
+        },
+        origin: "an HTTP/1.1 JSON API, event streams, Prometheus metrics and the dashboard",
+        transports: &[TransportKind::Tcp, TransportKind::Tls],
+        default_port: Some(8080),
+        serve: Some(dialects::http::serve),
+        refusal: dialects::http::refusal,
+        owner_token: true,
     },
 ];
 
@@ -330,6 +354,8 @@ mod tests {
             "fanos:unix:/tmp/fanos.sock",
             "c2:fifo:/tmp/c2/in,/tmp/c2/out",
             "c2:tcp:127.0.0.1:8011",
+            "http:tcp:127.0.0.1:8080",
+            "http:tls:[::1]:8443",
         ] {
             let parsed = ListenSpec::parse(spec).expect(spec);
             assert_eq!(parsed.to_string(), spec);
@@ -357,6 +383,8 @@ mod tests {
             "tsockm:tcp:127.0.0.1",
             "c2:tcp:127.0.0.1:1",
             "c2:fifo:/a,/b",
+            "http:tcp:127.0.0.1",
+            "http:tls:0.0.0.0",
         ] {
             assert!(
                 ListenSpec::parse(spec).expect(spec).check_served().is_ok(),

@@ -50,6 +50,10 @@ pub async fn run(
         listener.spec.check_served()?;
     }
     let _state_lock = lock_state_dir(&config)?;
+    let mut config = config;
+    if config.web_token.is_empty() {
+        config.web_token = crate::config::new_web_token();
+    }
     let engine = Engine::new(config.engine.clone())?;
     let files = FileArea::open(&config.files_dir).map_err(|source| DaemonError::Io {
         context: format!("cannot open the file area {}", config.files_dir.display()),
@@ -69,6 +73,7 @@ pub async fn run(
     let server = Arc::new(Daemon::new(engine, files, sessions, config));
     let mut listeners = JoinSet::new();
     for bound in bound {
+        server.add_listener(bound.stats());
         listeners.spawn(accept::accept_loop(bound, Arc::clone(&server)));
     }
     // Uploads a killed daemon left half-written were never served; now they go.

@@ -12,9 +12,26 @@ use ferry_engine::sessions::SessionStore;
 use ferry_engine::Engine;
 use tokio::sync::{watch, Notify};
 
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
 use crate::admission::PrincipalCounts;
 use crate::catalog::Catalog;
 use crate::config::DaemonConfig;
+
+/// What one listener counts: its connections admitted, refused and open now.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerStats {
+    /// Its dialect's name.
+    pub dialect: &'static str,
+    /// Its spec, as bound (a port 0 replaced by the port it got).
+    pub listener: String,
+    /// Connections admitted.
+    pub accepted: AtomicU64,
+    /// Connections refused at admission.
+    pub refused: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicI64,
+}
 
 /// The daemon, as every connection sees it.
 pub(crate) struct Daemon {
@@ -36,6 +53,9 @@ pub(crate) struct Daemon {
     pub closing: watch::Sender<bool>,
     /// Woken when the owner asks for shutdown.
     pub shutdown_requested: Notify,
+    /// What each listener counts (for `/metrics`), and where `ferry web` finds an HTTP
+    /// listener; listeners opened while the daemon runs join it.
+    listeners: Mutex<Vec<Arc<ListenerStats>>>,
     /// What each dialect's adapter shares among its connections (see [`Daemon::state`]).
     dialect_state: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
@@ -58,8 +78,25 @@ impl Daemon {
             config,
             closing: watch::Sender::new(false),
             shutdown_requested: Notify::new(),
+            listeners: Mutex::default(),
             dialect_state: Mutex::default(),
         }
+    }
+
+    /// Counts a listener's connections from now on.
+    pub fn add_listener(&self, stats: Arc<ListenerStats>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stats);
+    }
+
+    /// What every listener counts.
+    pub fn listener_stats(&self) -> Vec<Arc<ListenerStats>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The state of type `T` that one dialect's connections share (made on first use), so

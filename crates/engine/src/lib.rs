@@ -21,6 +21,7 @@ pub mod quota;
 pub mod sessions;
 pub mod signals;
 mod spawn;
+pub mod stats;
 pub mod store;
 pub mod tracking;
 mod types;
@@ -126,6 +127,8 @@ struct Inner {
     tracking: Arc<tracking::Tracking>,
     /// What the owner's first client is told: the previous daemon stopped unexpectedly.
     start_notice: Mutex<Option<String>>,
+    /// What is counted for monitoring.
+    stats: Arc<stats::JobStats>,
 }
 
 struct State {
@@ -187,6 +190,7 @@ impl Engine {
             .collect();
         // The store tells the engine which jobs retention removed, once the engine exists.
         let engine_slot: Arc<std::sync::OnceLock<std::sync::Weak<Inner>>> = Arc::default();
+        let stats: Arc<stats::JobStats> = Arc::default();
         let (store, next_id, lost, requeued) = if config.history {
             let slot = Arc::clone(&engine_slot);
             let forget = Box::new(move |ids: &[JobId]| {
@@ -194,7 +198,7 @@ impl Engine {
                     inner.forget(ids);
                 }
             });
-            let (store, recovered) = open_history(&config, forget)?;
+            let (store, recovered) = open_history(&config, forget, Arc::clone(&stats))?;
             let mut orphans = recovered.orphans;
             let lost = orphans.len();
             orphans.extend(previous);
@@ -236,6 +240,7 @@ impl Engine {
             store,
             tracking,
             start_notice: Mutex::new(start_notice),
+            stats,
         });
         memory::spawn_trimmer(&inner.runtime, &inner.flow);
         if !inner.tracking.uses_cgroups() {
@@ -392,6 +397,7 @@ impl Engine {
         if let Some(peer) = &job.spec.origin.peer {
             self.inner.peers.started(peer, id);
         }
+        self.inner.stats.submitted();
         let queued = self.inner.admit(job, dependencies);
         Ok((id, queued))
     }
@@ -557,6 +563,24 @@ impl Engine {
         jobs.iter().map(|job| job.snapshot()).collect()
     }
 
+    /// What the engine counts for monitoring.
+    pub fn stats(&self) -> &stats::JobStats {
+        &self.inner.stats
+    }
+
+    /// The bytes every job of this daemon run has written so far (stdout, stderr): the ended
+    /// ones' as counted at their ends, the others' as their logs hold now.
+    pub fn output_bytes(&self) -> (u64, u64) {
+        let (mut stdout, mut stderr) = self.inner.stats.ended_output();
+        let jobs: Vec<Arc<Job>> = self.inner.lock().jobs.values().cloned().collect();
+        for job in jobs.iter().filter(|job| !job.log.is_finished()) {
+            let (out, err) = job.log.lengths();
+            stdout += out;
+            stderr += err;
+        }
+        (stdout, stderr)
+    }
+
     /// Sends `signal` to a running job's whole process group, or cancels a queued job.
     pub fn signal(&self, id: JobId, signal: i32) -> Result<(), EngineError> {
         let job = self.job(id)?;
@@ -566,6 +590,7 @@ impl Engine {
                 Some(signal),
             );
             self.inner.record(&job, true);
+            self.inner.count_end(&job);
             self.inner.forget_old(id);
             self.inner.settle(vec![(id, None, false)]);
             return Ok(());
@@ -638,12 +663,14 @@ impl Engine {
 fn open_history(
     config: &EngineConfig,
     on_removed: store::OnRemoved,
+    stats: Arc<stats::JobStats>,
 ) -> Result<(store::Store, store::Recovered), EngineError> {
     let store = store::Store::open(
         config.state_dir(),
         &config.log_dir,
         config.retention,
         on_removed,
+        stats,
     )?;
     let mut recovered = store.recover(&config.log_dir)?;
     recovered.next_id = recovered
@@ -708,6 +735,13 @@ pub(crate) fn snapshot_of(record: &store::JobRecord) -> JobSnapshot {
 }
 
 impl Inner {
+    /// Counts an ended job's outcome, run time and output.
+    fn count_end(&self, job: &Job) {
+        if let JobPhase::Finished(report) = job.snapshot().phase {
+            self.stats.ended(&report, job.log.lengths());
+        }
+    }
+
     /// Queues `job`'s record for the history; `ended` syncs its log first.
     fn record(&self, job: &Job, ended: bool) {
         if let Some(store) = &self.store {
@@ -737,6 +771,7 @@ impl Inner {
 
     /// Spawns `job` (its running slot is already counted).
     fn start(self: &Arc<Self>, job: Arc<Job>) {
+        self.stats.started();
         let inner = Arc::clone(self);
         job::spawn(
             job,
@@ -756,6 +791,7 @@ impl Inner {
             return;
         };
         self.record(&job, true);
+        self.count_end(&job);
         let succeeded = job.succeeded().unwrap_or(false);
         self.forget_old(id);
         self.settle(vec![(id, Some(job.group().to_owned()), succeeded)]);
@@ -795,6 +831,7 @@ impl Inner {
         if let Some(because_of) = failed {
             job.finish_dependency_failed(because_of);
             self.record(&job, true);
+            self.count_end(&job);
             self.forget_old(job.id);
             return false;
         }
@@ -833,6 +870,7 @@ impl Inner {
         for (job, because_of) in never {
             job.finish_dependency_failed(because_of);
             self.record(&job, true);
+            self.count_end(&job);
             self.forget_old(job.id);
         }
         for job in startable {

@@ -354,6 +354,7 @@ impl Store {
         log_dir: &Path,
         retention: Retention,
         on_removed: OnRemoved,
+        stats: std::sync::Arc<crate::stats::JobStats>,
     ) -> Result<Store, StoreError> {
         let db = redb::Builder::new()
             .set_cache_size(STORE_CACHE_BYTES)
@@ -380,7 +381,7 @@ impl Store {
         let log_dir = log_dir.to_owned();
         std::thread::Builder::new()
             .name("ferry-store".into())
-            .spawn(move || store_thread(&writer, &log_dir, queue, retention, on_removed))
+            .spawn(move || store_thread(&writer, &log_dir, queue, retention, on_removed, &stats))
             .map_err(|source| StoreError::Io {
                 context: "cannot start the history store's thread".into(),
                 source,
@@ -507,6 +508,7 @@ fn store_thread(
     queue: mpsc::Receiver<Op>,
     retention: Retention,
     on_removed: OnRemoved,
+    stats: &crate::stats::JobStats,
 ) {
     let mut since_retention = 0usize;
     let mut ended = EndedJobs::default();
@@ -554,7 +556,10 @@ fn store_thread(
             }
         }
         if !records.is_empty() {
-            match commit(db, records.values()) {
+            let began = std::time::Instant::now();
+            let committed = commit(db, records.values());
+            stats.committed(began.elapsed());
+            match committed {
                 Ok(()) => ended.note(records.values()),
                 Err(e) => {
                     tracing::error!("cannot record {} job(s) in the history: {e}", records.len())

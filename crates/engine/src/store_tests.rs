@@ -81,6 +81,7 @@ fn store_keeping_100(dir: &std::path::Path, on_removed: OnRemoved) -> Store {
             max_age: None,
         },
         on_removed,
+        Default::default(),
     )
     .expect("open")
 }

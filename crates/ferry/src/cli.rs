@@ -257,6 +257,13 @@ pub enum Command {
     Wait(WaitArgs),
     /// Ask the daemon to shut down: running jobs are terminated (TERM, then KILL).
     Shutdown,
+    /// Open the dashboard in a browser: the jobs live, their output, the peers, the hub.
+    ///
+    /// Asks the daemon for the dashboard's one-time URL (it opens an HTTP listener on a free
+    /// loopback port if it has none) and opens it with xdg-open, or prints it. The URL holds
+    /// the daemon's web token: the page turns it into a cookie that only this browser holds.
+    /// The same listener serves the JSON API (/api/v1) and Prometheus metrics (/metrics).
+    Web(WebArgs),
     /// Send a local file into the daemon's file area (size and checksum checked on arrival).
     ///
     /// REMOTE is relative to the file area (default: LOCAL's file name); directories are
@@ -843,6 +850,14 @@ pub struct PruneArgs {
     /// Keep only the newest N ended jobs.
     #[arg(long, value_name = "N")]
     pub keep: Option<u64>,
+}
+
+/// `ferry web`.
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Print the URL instead of opening a browser.
+    #[arg(long)]
+    pub print: bool,
 }
 
 /// `ferry kill`.

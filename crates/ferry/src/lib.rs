@@ -64,6 +64,7 @@ pub fn client_main() -> ExitCode {
             Command::Group(args) => commands::manage::group(&target, args),
             Command::Wait(args) => commands::wait::run(&target, args),
             Command::Shutdown => commands::shutdown::run(&target),
+            Command::Web(args) => commands::web::run(&target, args),
             Command::Put(args) => commands::transfer::put(&target, args),
             Command::Get(args) => commands::transfer::get(&target, args),
             Command::Ls(args) => commands::files::ls(&target, args),

@@ -8,6 +8,7 @@ pub(crate) mod c2;
 pub(crate) mod cbsd;
 pub(crate) mod cbsdng;
 pub(crate) mod fanos;
+pub(crate) mod http;
 pub(crate) mod native;
 pub(crate) mod rake64;
 pub(crate) mod tsockm;

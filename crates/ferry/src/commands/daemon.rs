@@ -248,6 +248,8 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         idle_timeout,
         tls,
         tokens,
+        // Made fresh by the daemon at its start.
+        web_token: String::new(),
         allow_any_command: args.allow_any_command || values.allow_any_command.unwrap_or(false),
         catalog: catalog(values),
         files_dir: args

@@ -23,6 +23,7 @@ pub mod terminal;
 pub mod tls;
 pub mod transfer;
 pub mod wait;
+pub mod web;
 
 use std::path::Path;
 

@@ -141,6 +141,12 @@ pub enum ClientMessage {
         /// Client-chosen request id.
         request: u64,
     },
+    /// Ask for the dashboard's one-time URL (the owner only): the daemon opens an HTTP
+    /// listener on a free loopback port if it has none. Answered with `Web`.
+    Web {
+        /// Client-chosen request id.
+        request: u64,
+    },
     /// Start sending a file into the daemon's file area. Answered with `Done` (send the data)
     /// or `Error`.
     PutStart {
@@ -361,6 +367,7 @@ impl ClientMessage {
             ClientMessage::ListJobs { .. } => "ListJobs",
             ClientMessage::Signal { .. } => "Signal",
             ClientMessage::Shutdown { .. } => "Shutdown",
+            ClientMessage::Web { .. } => "Web",
             ClientMessage::PutStart { .. } => "PutStart",
             ClientMessage::PutData { .. } => "PutData",
             ClientMessage::PutEnd { .. } => "PutEnd",
@@ -662,6 +669,14 @@ pub enum DaemonMessage {
         /// Every group, by name.
         groups: Vec<GroupInfo>,
     },
+    /// The dashboard's one-time URL (answers `Web`): it carries the daemon's web token, which
+    /// the page turns into a cookie.
+    Web {
+        /// The request id.
+        request: u64,
+        /// `http://127.0.0.1:PORT/?token=TOKEN`.
+        url: String,
+    },
     /// The daemon checks that a silent member is alive: answer with `Pong`.
     Ping {
         /// Echo it in the `Pong`.
@@ -708,7 +723,8 @@ impl DaemonMessage {
             | DaemonMessage::Members { request, .. }
             | DaemonMessage::Cost { request, .. }
             | DaemonMessage::Details { request, .. }
-            | DaemonMessage::Groups { request, .. } => Some(*request),
+            | DaemonMessage::Groups { request, .. }
+            | DaemonMessage::Web { request, .. } => Some(*request),
             DaemonMessage::Error { request, .. } => *request,
             DaemonMessage::Welcome { .. }
             | DaemonMessage::Output { .. }

@@ -1,4 +1,5 @@
-//! The daemon's administration on a native connection, for its owner: `Shutdown` and `Prune`.
+//! The daemon's administration on a native connection: `Cost` for any peer; for its owner,
+//! `Shutdown`, `Web` (the dashboard's URL) and `Prune`.
 
 use std::time::Duration;
 
@@ -29,6 +30,15 @@ impl Connection {
                 tracing::info!(peer = self.peer_id(), "client asked for shutdown");
                 self.send(&DaemonMessage::Done { request }).await;
                 self.server.shutdown_requested.notify_one();
+            }
+            ClientMessage::Web { request } => {
+                if let Err(refused) = self.access.owner_only("open its dashboard") {
+                    return self.refuse(Some(request), refused).await;
+                }
+                let url = crate::dialects::http::web_url(&self.server)
+                    .await
+                    .map(|url| DaemonMessage::Web { request, url });
+                self.answer(request, url).await;
             }
             ClientMessage::Prune {
                 request,

@@ -464,6 +464,7 @@ impl Connection {
             | ClientMessage::Group { .. }
             | ClientMessage::ListGroups { .. }) => self.manage_request(request).await,
             request @ (ClientMessage::Shutdown { .. }
+            | ClientMessage::Web { .. }
             | ClientMessage::Prune { .. }
             | ClientMessage::Cost { .. }) => self.admin_request(request).await,
         }
