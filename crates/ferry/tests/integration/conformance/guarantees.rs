@@ -14,7 +14,7 @@ use crate::helper::poll_until;
 pub fn kick(m: &Matrix, row: &dyn Row) -> Result<Option<String>, String> {
     let mut link = row.connect(m);
     let marker = m.path(&format!("kicked-{}", row.form().replace(':', "-")));
-    let job = row.start(&mut link, &m.job(&marker));
+    let job = row.start(m, &mut link, &m.job(&marker));
     let id = m.peer_id(row.dialect(), &link.address());
     let out = m.daemon.run(&["peers", "kick", &id]);
     if !out.status.success() {

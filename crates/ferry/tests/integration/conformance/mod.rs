@@ -64,6 +64,8 @@ impl Matrix {
             "tsockm:tcp:127.0.0.1:0".to_owned(),
             format!("c2:fifo:{},{}", path("c2.in"), path("c2.out")),
             "c2:tcp:127.0.0.1:0".to_owned(),
+            "http:tcp:127.0.0.1:0".to_owned(),
+            "http:tls:127.0.0.1:0".to_owned(),
         ];
         let listeners: Vec<&str> = listeners.iter().map(String::as_str).collect();
         let daemon = Daemon::start_networked_in(

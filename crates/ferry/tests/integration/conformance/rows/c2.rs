@@ -69,7 +69,7 @@ impl Row for C2 {
         self.0 != "c2:fifo"
     }
 
-    fn start(&self, link: &mut Link, argv: &[String]) -> bool {
+    fn start(&self, _m: &Matrix, link: &mut Link, argv: &[String]) -> bool {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         link.write_all(&c2_request(&argv)).expect("request");
         true

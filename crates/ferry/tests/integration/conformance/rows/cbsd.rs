@@ -55,7 +55,7 @@ impl Row for Cbsd {
         Link::unix(&m.path("cbsd.sock"))
     }
 
-    fn start(&self, link: &mut Link, argv: &[String]) -> bool {
+    fn start(&self, _m: &Matrix, link: &mut Link, argv: &[String]) -> bool {
         link.write_all(format!("command {}\n", argv.join(" ")).as_bytes())
             .expect("command");
         true
@@ -215,7 +215,7 @@ impl Row for Cbsdng {
         Link::unix(&m.path("cbsdng.sock"))
     }
 
-    fn start(&self, link: &mut Link, argv: &[String]) -> bool {
+    fn start(&self, _m: &Matrix, link: &mut Link, argv: &[String]) -> bool {
         link.write_all(&cbsdng_request(5, &argv.join(" ")))
             .expect("request");
         true

@@ -54,7 +54,7 @@ impl Row for Fanos {
         Link::unix(&m.path("fanos.sock"))
     }
 
-    fn start(&self, link: &mut Link, argv: &[String]) -> bool {
+    fn start(&self, _m: &Matrix, link: &mut Link, argv: &[String]) -> bool {
         let null = std::fs::OpenOptions::new()
             .write(true)
             .open("/dev/null")

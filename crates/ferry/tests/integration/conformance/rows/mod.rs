@@ -4,6 +4,7 @@
 mod c2;
 mod cbsd;
 mod fanos;
+mod http;
 mod native;
 mod rake64;
 mod tsockm;
@@ -43,7 +44,7 @@ pub trait Row: Sync {
 
     /// Sends a request that starts `argv` on `link` (its answer not read); `false` when the
     /// dialect runs no commands.
-    fn start(&self, link: &mut Link, argv: &[String]) -> bool;
+    fn start(&self, m: &Matrix, link: &mut Link, argv: &[String]) -> bool;
 
     /// Runs `argv` on a connection of its own; its stdout (`None`: no commands).
     fn output(&self, m: &Matrix, argv: &[&str]) -> Option<Vec<u8>>;
@@ -117,6 +118,8 @@ pub fn all() -> Vec<Box<dyn Row>> {
         Box::new(tsockm::Tsockm),
         Box::new(c2::C2("c2:fifo")),
         Box::new(c2::C2("c2:tcp")),
+        Box::new(http::Http("http:tcp")),
+        Box::new(http::Http("http:tls")),
     ]
 }
 

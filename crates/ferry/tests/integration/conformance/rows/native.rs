@@ -102,7 +102,7 @@ impl Row for Native {
         }
     }
 
-    fn start(&self, link: &mut Link, argv: &[String]) -> bool {
+    fn start(&self, _m: &Matrix, link: &mut Link, argv: &[String]) -> bool {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         link.write_all(&native_bytes(&run_message(1, &argv, false, None)))
             .expect("run");

@@ -41,7 +41,7 @@ impl Row for Rake64 {
         Link::tcp(m.port("rake64:tcp"))
     }
 
-    fn start(&self, link: &mut Link, argv: &[String]) -> bool {
+    fn start(&self, _m: &Matrix, link: &mut Link, argv: &[String]) -> bool {
         link.write_all(&rake64_command(&argv.join(" ")))
             .expect("command");
         true

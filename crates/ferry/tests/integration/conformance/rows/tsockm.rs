@@ -47,7 +47,7 @@ impl Row for Tsockm {
         Tsockm::login(m, "conformance").0
     }
 
-    fn start(&self, _link: &mut Link, _argv: &[String]) -> bool {
+    fn start(&self, _m: &Matrix, _link: &mut Link, _argv: &[String]) -> bool {
         false
     }
 
