@@ -510,7 +510,7 @@ fn bad_hub_settings_are_refused_at_start_with_what_is_wrong() {
 }
 
 /// `ferry chat --name NAME` on `daemon`, reading a pipe and writing one.
-fn chat_from_a_pipe(daemon: &Daemon, name: &str) -> std::process::Child {
+pub(crate) fn chat_from_a_pipe(daemon: &Daemon, name: &str) -> std::process::Child {
     std::process::Command::new(crate::helper::ferry_bin())
         .arg("--socket")
         .arg(&daemon.socket)

@@ -16,6 +16,7 @@ mod fds;
 mod files;
 mod helper;
 mod history;
+mod http;
 mod http_client;
 mod hub;
 mod hub_fairness;

@@ -85,11 +85,17 @@ pub(super) async fn job_events(
     if !out.send(event_stream_head()).await {
         return Reply::Streamed(false);
     }
-    run_stream(reader, &session.out, follow_job(log, out)).await
+    let engine = session.daemon.engine.clone();
+    run_stream(reader, &session.out, follow_job(log, out, engine, job)).await
 }
 
 /// Writes a job's output events and its end; whether the stream ended whole.
-async fn follow_job(mut log: ferry_engine::LogReader, out: Outbox) -> bool {
+async fn follow_job(
+    mut log: ferry_engine::LogReader,
+    out: Outbox,
+    engine: ferry_engine::Engine,
+    job: JobId,
+) -> bool {
     let mut streams = [TextStream::default(), TextStream::default()];
     loop {
         let frame = match log.next().await {
@@ -108,6 +114,16 @@ async fn follow_job(mut log: ferry_engine::LogReader, out: Outbox) -> bool {
                 let mut frames = Vec::new();
                 for (text, name) in streams.iter_mut().zip(["stdout", "stderr"]) {
                     frames.extend(text.flush(name));
+                }
+                // Output past the log's cap: a stream that fell behind the live output did not
+                // see it (the bytes it carried tell).
+                let unstored = engine.snapshot(job).map_or(0, |s| s.unstored_bytes);
+                if unstored > 0 {
+                    let message = format!("{unstored} bytes past the log's cap were not stored: a stream that fell behind the live output did not see them");
+                    frames.extend(event(
+                        "notice",
+                        &json!({ "unstored_bytes": unstored, "message": message }),
+                    ));
                 }
                 frames.extend(event("exit", &json::exit(&report)));
                 return out.send(frames).await;
