@@ -9,6 +9,7 @@ mod cbsd;
 mod cli;
 mod conformance;
 mod console;
+mod dashboard;
 mod doc_examples;
 mod escape;
 mod fanos;
