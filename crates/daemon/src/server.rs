@@ -71,6 +71,17 @@ pub async fn run(
         bound.push(accept::bind(listener, &config).await?);
     }
     let server = Arc::new(Daemon::new(engine, files, sessions, config));
+    let _ = server.open_listener.set(Box::new(|daemon, listener| {
+        Box::pin(async move {
+            let bound = accept::bind(&listener, &daemon.config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let address = bound.address().unwrap_or_else(|| ("127.0.0.1".into(), 0));
+            daemon.add_listener(bound.stats());
+            tokio::spawn(accept::accept_loop(bound, daemon));
+            Ok(address)
+        })
+    }));
     let mut listeners = JoinSet::new();
     for bound in bound {
         server.add_listener(bound.stats());

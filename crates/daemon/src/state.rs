@@ -33,8 +33,22 @@ pub(crate) struct ListenerStats {
     pub open: AtomicI64,
 }
 
+/// Opens a listener while the daemon runs (set by `server::run`, which knows how to bind and
+/// accept: the adapters above do not): the host and port it got.
+pub(crate) type OpenListener = Box<
+    dyn Fn(
+            Arc<Daemon>,
+            crate::config::Listener,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(String, u16), String>> + Send>,
+        > + Send
+        + Sync,
+>;
+
 /// The daemon, as every connection sees it.
 pub(crate) struct Daemon {
+    /// How a listener is opened while the daemon runs (`ferry web`'s).
+    pub open_listener: std::sync::OnceLock<OpenListener>,
     /// The engine (jobs, history, peers).
     pub engine: Engine,
     /// The commands catalog-only listeners run.
@@ -79,6 +93,7 @@ impl Daemon {
             closing: watch::Sender::new(false),
             shutdown_requested: Notify::new(),
             listeners: Mutex::default(),
+            open_listener: std::sync::OnceLock::new(),
             dialect_state: Mutex::default(),
         }
     }

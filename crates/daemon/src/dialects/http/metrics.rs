@@ -58,10 +58,9 @@ fn walk(dir: &std::path::Path) -> u64 {
 
 /// The scrape.
 pub(super) async fn scrape(session: &Session) -> Reply {
+    // Counts only (no command, output or name of a job): any authenticated principal may
+    // read them, so that a monitoring system scrapes with a token of its own.
     let daemon = &session.daemon;
-    if let Err(refusal) = session.access.owner_only("read its metrics") {
-        return Reply::from(refusal);
-    }
     let sizes = daemon.state::<FileAreaSize>();
     let cached = *sizes.0.lock().unwrap_or_else(|e| e.into_inner());
     let file_area_bytes = match cached {

@@ -302,13 +302,16 @@ pub(crate) async fn web_url(daemon: &Arc<Daemon>) -> Result<String, Refusal> {
             if daemon.config.tokens.is_empty() {
                 listener.commands = Some(crate::config::CommandPolicy::Any);
             }
-            let bound = crate::accept::bind(&listener, &daemon.config)
+            let open = daemon.open_listener.get().ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::Internal,
+                    "the daemon cannot open listeners now",
+                )
+            })?;
+            let (host, port) = open(Arc::clone(daemon), listener)
                 .await
-                .map_err(|e| Refusal::new(RefusalKind::Internal, e.to_string()))?;
-            let (host, port) = bound.address().unwrap_or_else(|| ("127.0.0.1".into(), 0));
-            daemon.add_listener(bound.stats());
+                .map_err(|e| Refusal::new(RefusalKind::Internal, e))?;
             tracing::info!("opened an HTTP listener for the dashboard on {host}:{port}");
-            tokio::spawn(crate::accept::accept_loop(bound, Arc::clone(daemon)));
             (host, port)
         }
     };

@@ -170,28 +170,31 @@ impl TextStream {
             ));
         }
         self.next = offset + data.len() as u64;
-        let (bytes, at) = if self.held.is_empty() {
-            (data.to_vec(), offset)
+        let joined;
+        let (bytes, at): (&[u8], u64) = if self.held.is_empty() {
+            (data, offset)
         } else {
-            let mut joined = std::mem::take(&mut self.held);
-            joined.extend_from_slice(data);
-            (joined, self.held_at)
+            let mut both = std::mem::take(&mut self.held);
+            both.extend_from_slice(data);
+            joined = both;
+            (&joined, self.held_at)
         };
-        let whole = match std::str::from_utf8(&bytes) {
+        let whole = match std::str::from_utf8(bytes) {
             Ok(_) => bytes.len(),
             // Incomplete at the end only: hold the start of the last character back.
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
             // Not UTF-8: the bytes go as they are.
             Err(_) => {
-                frames.extend(event(name, &binary(at, &bytes)));
+                frames.extend(event(name, &binary(at, bytes)));
                 return frames;
             }
         };
         self.held = bytes[whole..].to_vec();
         self.held_at = at + whole as u64;
         if whole > 0 {
-            let text = String::from_utf8_lossy(&bytes[..whole]);
-            frames.extend(event(name, &json!({ "offset": at, "text": text })));
+            // Checked above: the bytes up to `whole` are UTF-8.
+            let text = std::str::from_utf8(&bytes[..whole]).unwrap_or_default();
+            frames.extend(text_event(name, at, text));
         }
         frames
     }
@@ -204,6 +207,19 @@ impl TextStream {
         let held = std::mem::take(&mut self.held);
         event(name, &binary(self.held_at, &held))
     }
+}
+
+/// A text output event as a chunk, written in one pass: the JSON string escapes every line
+/// end, so the data is one `data:` line.
+fn text_event(name: &str, offset: u64, text: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(text.len() + text.len() / 16 + 64);
+    body.extend_from_slice(b"event: ");
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(format!("\ndata: {{\"offset\":{offset},\"text\":").as_bytes());
+    // Writing a string into a vector cannot fail.
+    let _ = serde_json::to_writer(&mut body, text);
+    body.extend_from_slice(b"}\n\n");
+    encode_chunk(&body)
 }
 
 /// Bytes that are not UTF-8, in base64.
