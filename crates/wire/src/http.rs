@@ -323,6 +323,15 @@ pub fn encode_response(
     Ok(out)
 }
 
+/// A whole response as a `HEAD` request is answered: its status line and fields alone (its
+/// `Content-Length` still that of the body left out).
+pub fn head_of(response: &[u8]) -> &[u8] {
+    match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => &response[..end + 4],
+        None => response,
+    }
+}
+
 /// The head of a response whose body follows in chunks ([`encode_chunk`], then
 /// [`LAST_CHUNK`]).
 pub fn encode_stream_head(status: u16, fields: &[(&str, &str)]) -> Result<Vec<u8>, BadField> {
@@ -362,6 +371,14 @@ pub fn encode_event(kind: Option<&str>, data: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_answer_keeps_the_head_and_the_bodys_length() {
+        let whole = encode_response(200, &[("Content-Type", "text/plain")], b"body").expect("ok");
+        let head = head_of(&whole);
+        assert!(head.ends_with(b"Content-Length: 4\r\n\r\n"), "{head:?}");
+        assert_eq!(&whole[head.len()..], b"body");
+    }
 
     #[test]
     fn a_get_with_keep_alive_and_a_post_with_a_body_follow_each_other() {

@@ -35,6 +35,20 @@ pub(crate) fn origin(conn: &Conn, peer: &str) -> JobOrigin {
     }
 }
 
+/// Whether a connection with `access` may `act` on job `job` (its owner looked up, from the
+/// history when the job is no longer in memory): the one check every adapter's job requests
+/// go through.
+pub(crate) fn check_job(
+    daemon: &Daemon,
+    access: &Access,
+    act: crate::policy::Act,
+    job: JobId,
+) -> Result<(), Refusal> {
+    use crate::policy::Answer as _;
+    let owner = daemon.engine.principal_of(job).map_err(|e| e.refusal())?;
+    access.check(act, &owner, &format!("job {job}"))
+}
+
 /// Submits a command of a dialect with no working directory of its own: `argv` as the
 /// connection's command policy allows it, run in its principal's file area (see
 /// [`Access::job_dir`]); the job's id, or why it was refused.

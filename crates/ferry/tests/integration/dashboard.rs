@@ -96,6 +96,28 @@ fn eval(rt: &tokio::runtime::Runtime, browser: &Client, script: &str) -> serde_j
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// Waits until the text of the element `selector` holds `needle`.
+fn wait_for_text(
+    rt: &tokio::runtime::Runtime,
+    browser: &Client,
+    what: &str,
+    selector: &str,
+    needle: &str,
+) {
+    let script = format!("return document.querySelector(\"{selector}\").textContent");
+    wait_until(
+        what,
+        PATIENCE,
+        || {
+            let text = eval(rt, browser, &script);
+            text.as_str()
+                .is_some_and(|t| t.contains(needle))
+                .then_some(())
+        },
+        || eval(rt, browser, &script).to_string(),
+    );
+}
+
 #[test]
 fn the_dashboard_shows_a_cli_job_live_kills_it_and_talks_to_the_hub() {
     let daemon = Daemon::start_networked(&["--allow-any-command"], &["http:tcp:127.0.0.1:0"]);
@@ -151,27 +173,12 @@ fn the_dashboard_shows_a_cli_job_live_kills_it_and_talks_to_the_hub() {
     );
     rt.block_on(async { browser.find(Locator::Css(&row)).await?.click().await })
         .expect("select the job");
-    wait_until(
+    wait_for_text(
+        &rt,
+        &browser,
         "its output, live",
-        PATIENCE,
-        || {
-            let text = eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#output').textContent",
-            );
-            text.as_str()
-                .is_some_and(|t| t.contains("line 5 <b>not bold</b>"))
-                .then_some(())
-        },
-        || {
-            eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#output').textContent",
-            )
-            .to_string()
-        },
+        "#output",
+        "line 5 <b>not bold</b>",
     );
     let coloured = eval(
         &rt,
@@ -223,27 +230,12 @@ fn the_dashboard_shows_a_cli_job_live_kills_it_and_talks_to_the_hub() {
             .to_string()
         },
     );
-    wait_until(
+    wait_for_text(
+        &rt,
+        &browser,
         "the output to say how it ended",
-        PATIENCE,
-        || {
-            let text = eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#output').textContent",
-            );
-            text.as_str()
-                .is_some_and(|t| t.contains("killed by signal 15"))
-                .then_some(())
-        },
-        || {
-            eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#output').textContent",
-            )
-            .to_string()
-        },
+        "#output",
+        "killed by signal 15",
     );
     let shown = daemon.run(&["ps", "--json"]);
     assert!(
@@ -263,27 +255,12 @@ fn the_dashboard_shows_a_cli_job_live_kills_it_and_talks_to_the_hub() {
             heard.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    wait_until(
+    wait_for_text(
+        &rt,
+        &browser,
         "the page to see ann join",
-        PATIENCE,
-        || {
-            let log = eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#hub-log').textContent",
-            );
-            log.as_str()
-                .is_some_and(|t| t.contains("ann (ferry) joined"))
-                .then_some(())
-        },
-        || {
-            eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#hub-log').textContent",
-            )
-            .to_string()
-        },
+        "#hub-log",
+        "ann (ferry) joined",
     );
     rt.block_on(async {
         browser

@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use ferry_engine::{JobId, JobOrigin, JobPhase, JobSpec, OutputEvent, OutputStream};
+use ferry_engine::{JobId, JobOrigin, JobSpec, OutputEvent, OutputStream};
 use ferry_wire::http::{Method, Request};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -154,15 +154,7 @@ async fn list(session: &Session, request: &Request) -> Answer {
 
 /// Whether this connection may `act` on `job`.
 fn check_job(session: &Session, act: Act, job: JobId) -> Result<(), Reply> {
-    let owner = session
-        .daemon
-        .engine
-        .principal_of(job)
-        .map_err(|e| Reply::from(e.refusal()))?;
-    session
-        .access
-        .check(act, &owner, &format!("job {job}"))
-        .map_err(Reply::from)
+    crate::dialects::check_job(&session.daemon, &session.access, act, job).map_err(Reply::from)
 }
 
 /// One job's details.
@@ -177,40 +169,9 @@ async fn details(session: &Session, id: JobId) -> Answer {
         .cwd
         .as_ref()
         .map(|cwd| String::from_utf8_lossy(cwd).into_owned()));
-    let (stdout, stderr) = match snapshot.phase {
-        JobPhase::Finished(_) | JobPhase::Running { .. } | JobPhase::Queued => {
-            log_lengths(session, id).await
-        }
-    };
-    value["stdout_bytes"] = json!(stdout);
-    value["stderr_bytes"] = json!(stderr);
+    value["stdout_bytes"] = json!(record.stdout_bytes);
+    value["stderr_bytes"] = json!(record.stderr_bytes);
     Ok((200, value))
-}
-
-/// How much of each stream the job's log holds now.
-async fn log_lengths(session: &Session, id: JobId) -> (u64, u64) {
-    let Ok(mut reader) = session.daemon.engine.output(id, true, false, false) else {
-        return (0, 0);
-    };
-    let (mut stdout, mut stderr) = (0, 0);
-    while let Ok(Some(event)) = reader.next().await {
-        match event {
-            OutputEvent::Chunk {
-                stream,
-                offset,
-                data,
-            } => {
-                let end = offset + data.len() as u64;
-                match stream {
-                    OutputStream::Stdout => stdout = end,
-                    OutputStream::Stderr => stderr = end,
-                }
-            }
-            OutputEvent::Exit(_) | OutputEvent::End => break,
-            OutputEvent::StoreFailed(_) => {}
-        }
-    }
-    (stdout, stderr)
 }
 
 /// A range of one stream of a job's stored log, as text (never HTML):

@@ -1,18 +1,12 @@
 //! The JSON shapes of the HTTP API (docs/http.md lists them): jobs, their ends, peers, hub
 //! members and messages, and the `ps` state filters.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ferry_engine::peers::{HubMessage, MemberInfo, PeerInfo, Presence};
+use ferry_engine::store::millis;
 use ferry_engine::{ExitReport, JobPhase, JobSnapshot};
 use serde_json::{json, Value};
-
-/// Milliseconds since the epoch.
-pub(crate) fn millis(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

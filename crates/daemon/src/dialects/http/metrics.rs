@@ -41,21 +41,6 @@ struct Scraped {
 #[derive(Default)]
 pub(crate) struct FileAreaSize(Mutex<Option<(Instant, u64)>>);
 
-/// The bytes of every file below `dir`.
-fn walk(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => walk(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// The scrape.
 pub(super) async fn scrape(session: &Session) -> Reply {
     // Counts only (no command, output or name of a job): any authenticated principal may
@@ -66,8 +51,8 @@ pub(super) async fn scrape(session: &Session) -> Reply {
     let file_area_bytes = match cached {
         Some((at, bytes)) if at.elapsed() < FILE_AREA_REFRESH => bytes,
         _ => {
-            let root = daemon.config.files_dir.clone();
-            let bytes = tokio::task::spawn_blocking(move || walk(&root))
+            let area = std::sync::Arc::clone(&daemon.files);
+            let bytes = tokio::task::spawn_blocking(move || area.usage())
                 .await
                 .unwrap_or(0);
             *sizes.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), bytes));
@@ -314,7 +299,7 @@ impl Collector for Scraped {
         gauge(
             e,
             "ferry_file_area_bytes",
-            "Bytes in the daemon's file area (measured every 10 s at most).",
+            "Bytes the daemon's file area holds, as its quotas count them (measured every 10 s at most).",
             self.file_area_bytes as i64,
         )
     }

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use ferry_io::ReadError;
 use ferry_wire::http::{
-    encode_chunk, encode_event, encode_response, encode_stream_head, HttpError, Method, Request,
-    RequestDecoder, LAST_CHUNK,
+    encode_chunk, encode_event, encode_response, encode_stream_head, head_of, HttpError, Method,
+    Request, RequestDecoder, LAST_CHUNK,
 };
 
 use crate::conn::{Conn, Ends};
@@ -236,7 +236,11 @@ impl Session {
                 error_response(status, &message, keep_alive)
             }
         };
-        let bytes = if head { without_body(bytes) } else { bytes };
+        let bytes = if head {
+            head_of(&bytes).to_vec()
+        } else {
+            bytes
+        };
         if !self.out.send(bytes).await {
             return false;
         }
@@ -330,12 +334,4 @@ pub(crate) fn json_response(status: u16, value: &serde_json::Value, keep_alive: 
         fields.push(("Connection", "close"));
     }
     response(status, &fields, value.to_string().as_bytes())
-}
-
-/// A response to `HEAD`: its head alone.
-fn without_body(bytes: Vec<u8>) -> Vec<u8> {
-    match bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(end) => bytes[..end + 4].to_vec(),
-        None => bytes,
-    }
 }

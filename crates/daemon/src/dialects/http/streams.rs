@@ -150,9 +150,8 @@ async fn follow_job(
 /// back until it is whole.
 #[derive(Default)]
 struct TextStream {
-    /// Bytes held back, and the offset of the first.
+    /// Bytes held back: the last ones before `next`.
     held: Vec<u8>,
-    held_at: u64,
     /// Where the next byte is expected.
     next: u64,
 }
@@ -169,16 +168,17 @@ impl TextStream {
                 &json!({ "stream": name, "from": self.next, "to": offset }),
             ));
         }
-        self.next = offset + data.len() as u64;
         let joined;
         let (bytes, at): (&[u8], u64) = if self.held.is_empty() {
             (data, offset)
         } else {
+            let at = offset - self.held.len() as u64;
             let mut both = std::mem::take(&mut self.held);
             both.extend_from_slice(data);
             joined = both;
-            (&joined, self.held_at)
+            (&joined, at)
         };
+        self.next = offset + data.len() as u64;
         let whole = match std::str::from_utf8(bytes) {
             Ok(_) => bytes.len(),
             // Incomplete at the end only: hold the start of the last character back.
@@ -190,7 +190,6 @@ impl TextStream {
             }
         };
         self.held = bytes[whole..].to_vec();
-        self.held_at = at + whole as u64;
         if whole > 0 {
             // Checked above: the bytes up to `whole` are UTF-8.
             let text = std::str::from_utf8(&bytes[..whole]).unwrap_or_default();
@@ -205,7 +204,7 @@ impl TextStream {
             return Vec::new();
         }
         let held = std::mem::take(&mut self.held);
-        event(name, &binary(self.held_at, &held))
+        event(name, &binary(self.next - held.len() as u64, &held))
     }
 }
 

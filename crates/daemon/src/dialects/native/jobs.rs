@@ -311,12 +311,7 @@ impl Connection {
         if self.access.is_owner() {
             return Ok(()); // no lookup on the owner's path (each `Stdin` frame comes here)
         }
-        let owner = self
-            .server
-            .engine
-            .principal_of(job)
-            .map_err(|e| e.refusal())?;
-        self.access.check(act, &owner, &format!("job {job}"))
+        crate::dialects::check_job(&self.server, &self.access, act, job)
     }
 
     /// The client's stdin, stdout and stderr, passed with the `Run` being dispatched.

@@ -164,6 +164,16 @@ impl Matrix {
         self.peers().iter().any(|peer| peer["id"] == id)
     }
 
+    /// A job of the owner's (`sleep 30`, started from its socket), for another principal to
+    /// be refused: its id.
+    pub fn owners_job(&self) -> Result<u64, String> {
+        let out = self.daemon.run(&["run", "--detach", "--", "sleep", "30"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| format!("cannot start the owner's job: {out:?}"))
+    }
+
     /// The argv of a job that runs a second and then writes `marker` (which tells it ran to
     /// its end).
     pub fn job(&self, marker: &Path) -> Vec<String> {
