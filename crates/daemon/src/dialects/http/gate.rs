@@ -55,9 +55,11 @@ pub(super) fn check(
             )))
         }
     };
+    // A connection acts for one principal: the one its first request (or its client
+    // certificate) showed.
     match &session.access.principal {
         Some(known) if *known == principal => {}
-        Some(known) if session.authenticated => {
+        Some(known) => {
             return Err(Reply::Error(
                 403,
                 format!(
@@ -65,7 +67,7 @@ pub(super) fn check(
                 ),
             ))
         }
-        _ => {
+        None => {
             reader
                 .peer_mut()
                 .authenticated(&principal)
@@ -73,7 +75,6 @@ pub(super) fn check(
             session.access.principal = Some(principal);
         }
     }
-    session.authenticated = true;
     if request.method.changes_things() {
         check_origin(session, request, via_cookie)?;
     }

@@ -190,8 +190,6 @@ pub(crate) struct Session {
     pub out: Outbox,
     /// The peer's id in the registry.
     pub peer: String,
-    /// A request of it was authenticated: its principal is fixed.
-    pub authenticated: bool,
 }
 
 async fn serve_connection(mut conn: Conn) {
@@ -206,7 +204,6 @@ async fn serve_connection(mut conn: Conn) {
         transport: conn.transport,
         out,
         peer: reader.peer().id().to_owned(),
-        authenticated: false,
     };
     while let Some(next) = reader.next(false).await {
         let Next::Request(request, _) = next else {
