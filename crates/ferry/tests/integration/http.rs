@@ -683,7 +683,24 @@ fn metrics_count_what_was_done() {
     web.ask("POST", &format!("/api/v1/jobs/{sleeper}/kill"), None);
     web.output(sleeper);
     let running = web.run(&["sleep", "30"]);
-    let scraped = web.ask("GET", "/metrics", None);
+    // The test's earlier connections are closed by the daemon a moment after the test drops
+    // them: scraped once only the scrape's own is open.
+    let open = format!(
+        "ferry_connections_open{{dialect=\"http\",listener=\"http:tcp:127.0.0.1:{}\"}} ",
+        web.port
+    );
+    let scraped = wait_until(
+        "the test's earlier connections to be closed",
+        PATIENCE,
+        || {
+            let scraped = web.ask("GET", "/metrics", None);
+            let body = String::from_utf8_lossy(&scraped.body);
+            body.lines()
+                .any(|line| line == format!("{open}1"))
+                .then_some(scraped)
+        },
+        || String::from_utf8_lossy(&web.ask("GET", "/metrics", None).body).into_owned(),
+    );
     assert_eq!(scraped.status, 200);
     assert!(scraped
         .header("content-type")
