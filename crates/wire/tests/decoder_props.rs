@@ -499,6 +499,28 @@ mod http {
     }
 
     proptest! {
+        /// Any text written as a JSON string reads back the same (as serde_json reads it).
+        #[test]
+        fn json_strings_read_back_as_they_were(text in any::<String>(), pad in 0usize..9) {
+            let text = format!("{}{text}", "x".repeat(pad));
+            let mut out = Vec::new();
+            write_json_string(&mut out, &text);
+            let back: String = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, text);
+        }
+
+        /// Text made of the characters that need escapes, at every alignment.
+        #[test]
+        fn escapes_are_found_at_every_place(chars in proptest::collection::vec(prop::sample::select(vec!['a', '"', '\\', '\n', '\u{0}', '\u{1f}', ' ', 'é', '\u{7f}']), 0..40)) {
+            let text: String = chars.into_iter().collect();
+            let mut out = Vec::new();
+            write_json_string(&mut out, &text);
+            let back: String = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(back, text);
+        }
+    }
+
+    proptest! {
         #[test]
         fn requests_split_anywhere(requests in proptest::collection::vec(request(), 1..5), cuts in cuts()) {
             let stream: Vec<u8> = requests.iter().flat_map(|(bytes, _)| bytes.clone()).collect();

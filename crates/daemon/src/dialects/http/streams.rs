@@ -13,7 +13,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use ferry_engine::peers::PeerEvent;
 use ferry_engine::{JobId, OutputEvent, OutputStream};
-use ferry_wire::http::{encode_chunk, encode_event, Request, LAST_CHUNK};
+use ferry_wire::http::{
+    encode_chunk, encode_chunk_with, encode_event, write_json_string, Request, LAST_CHUNK,
+};
 use serde_json::{json, Value};
 
 use super::gate::query_value;
@@ -208,17 +210,16 @@ impl TextStream {
     }
 }
 
-/// A text output event as a chunk, written in one pass: the JSON string escapes every line
-/// end, so the data is one `data:` line.
+/// A text output event as a chunk, written in place in one pass: the JSON string escapes
+/// every line end, so the data is one `data:` line.
 fn text_event(name: &str, offset: u64, text: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(text.len() + text.len() / 16 + 64);
-    body.extend_from_slice(b"event: ");
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(format!("\ndata: {{\"offset\":{offset},\"text\":").as_bytes());
-    // Writing a string into a vector cannot fail.
-    let _ = serde_json::to_writer(&mut body, text);
-    body.extend_from_slice(b"}\n\n");
-    encode_chunk(&body)
+    encode_chunk_with(text.len() + text.len() / 16 + 64, |out| {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(format!("\ndata: {{\"offset\":{offset},\"text\":").as_bytes());
+        write_json_string(out, text);
+        out.extend_from_slice(b"}\n\n");
+    })
 }
 
 /// Bytes that are not UTF-8, in base64.
