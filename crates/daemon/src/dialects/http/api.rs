@@ -135,7 +135,7 @@ async fn list(session: &Session, request: &Request) -> Answer {
     let group = query_value(request, "group");
     let label = query_value(request, "label");
     let all = matches!(query_value(request, "all"), Some("1" | "true"));
-    let engine = session.daemon.engine.clone();
+    let engine = session.conn.daemon.engine.clone();
     let jobs = if all {
         blocking(move || engine.history()).await?
     } else {
@@ -143,7 +143,7 @@ async fn list(session: &Session, request: &Request) -> Answer {
     };
     let jobs: Vec<Value> = jobs
         .iter()
-        .filter(|job| session.access.may(Act::See, &job.principal))
+        .filter(|job| session.conn.access.may(Act::See, &job.principal))
         .filter(|job| states.is_empty() || states.iter().any(|s| json::matches_state(job, s)))
         .filter(|job| group.is_none_or(|g| job.group == g))
         .filter(|job| label.is_none_or(|l| job.label.as_deref() == Some(l)))
@@ -154,13 +154,14 @@ async fn list(session: &Session, request: &Request) -> Answer {
 
 /// Whether this connection may `act` on `job`.
 fn check_job(session: &Session, act: Act, job: JobId) -> Result<(), Reply> {
-    crate::dialects::check_job(&session.daemon, &session.access, act, job).map_err(Reply::from)
+    crate::dialects::check_job(&session.conn.daemon, &session.conn.access, act, job)
+        .map_err(Reply::from)
 }
 
 /// One job's details.
 async fn details(session: &Session, id: JobId) -> Answer {
     check_job(session, Act::See, id)?;
-    let engine = session.daemon.engine.clone();
+    let engine = session.conn.daemon.engine.clone();
     let (snapshot, record) = blocking(move || engine.details(id)).await?;
     let mut value = json::job(&snapshot);
     value["dialect"] = json!(record.dialect);
@@ -195,7 +196,7 @@ async fn log(session: &Session, request: &Request, id: JobId) -> Reply {
         (Ok(offset), Ok(length)) => (offset, length.min(MAX_LOG_RANGE)),
         (Err(reply), _) | (_, Err(reply)) => return reply,
     };
-    let mut reader = match session.daemon.engine.output(id, true, false, false) {
+    let mut reader = match session.conn.daemon.engine.output(id, true, false, false) {
         Ok(reader) => reader,
         Err(e) => return Reply::from(e.refusal()),
     };
@@ -254,12 +255,7 @@ fn body<T: for<'de> Deserialize<'de>>(request: &Request) -> Result<T, Reply> {
 
 /// Whom this connection's jobs belong to.
 fn origin(session: &Session) -> JobOrigin {
-    JobOrigin {
-        owner: session.ends.remote.clone(),
-        dialect: "http".into(),
-        peer: Some(session.peer.clone()),
-        principal: session.access.principal().clone(),
-    }
+    crate::dialects::origin(&session.conn, &session.peer)
 }
 
 /// Runs a job (the listener's command policy applies); 201 with its id.
@@ -280,7 +276,7 @@ fn run(session: &Session, request: &Request) -> Answer {
 }
 
 fn submit(session: &Session, argv: Vec<OsString>, spec: JobSpec) -> Answer {
-    let id = crate::dialects::submit(&session.daemon, &session.access, argv, spec)?;
+    let id = crate::dialects::submit(&session.conn.daemon, &session.conn.access, argv, spec)?;
     Ok((201, json!({ "id": id })))
 }
 
@@ -288,6 +284,7 @@ fn submit(session: &Session, argv: Vec<OsString>, spec: JobSpec) -> Answer {
 async fn restart(session: &Session, id: JobId) -> Answer {
     check_job(session, Act::See, id)?;
     let snapshot = session
+        .conn
         .daemon
         .engine
         .snapshot(id)
@@ -319,6 +316,7 @@ fn kill(session: &Session, request: &Request, id: JobId) -> Answer {
         .ok_or_else(|| Reply::Error(400, format!("'{name}' is not a signal")))?;
     check_job(session, Act::Touch, id)?;
     session
+        .conn
         .daemon
         .engine
         .signal(id, signal)
@@ -329,10 +327,11 @@ fn kill(session: &Session, request: &Request, id: JobId) -> Answer {
 /// The daemon's peers and the hub's counters (the owner only).
 fn peers(session: &Session) -> Answer {
     session
+        .conn
         .access
         .owner_only("list its peers")
         .map_err(Reply::from)?;
-    let registry = session.daemon.engine.peers();
+    let registry = session.conn.daemon.engine.peers();
     let peers: Vec<Value> = registry
         .list()
         .iter()
@@ -361,10 +360,12 @@ fn peers(session: &Session) -> Answer {
 /// Disconnects a peer (the owner only).
 fn kick(session: &Session, id: &str) -> Answer {
     session
+        .conn
         .access
         .owner_only("disconnect its peers")
         .map_err(Reply::from)?;
     if !session
+        .conn
         .daemon
         .engine
         .peers()
@@ -378,6 +379,7 @@ fn kick(session: &Session, id: &str) -> Answer {
 /// The hub's members.
 fn members(session: &Session) -> (u16, Value) {
     let members: Vec<Value> = session
+        .conn
         .daemon
         .engine
         .peers()
@@ -403,10 +405,10 @@ struct SayRequest {
 /// Sends a hub message, from a member of this principal's or (the owner) from the daemon.
 fn say(session: &Session, request: &Request) -> Answer {
     let asked: SayRequest = body(request)?;
-    let registry = session.daemon.engine.peers();
+    let registry = session.conn.daemon.engine.peers();
     let sent = match &asked.from {
         Some(from) => {
-            if !registry.acts_for(from, "http", session.access.principal()) {
+            if !registry.acts_for(from, "http", session.conn.access.principal()) {
                 return Err(Reply::Error(
                     403,
                     format!(
@@ -417,7 +419,7 @@ fn say(session: &Session, request: &Request) -> Answer {
             registry.send_as(from, asked.to.as_deref(), asked.text)
         }
         None => {
-            owner_or_refuse(&session.access, "send messages as the daemon")?;
+            owner_or_refuse(&session.conn.access, "send messages as the daemon")?;
             registry.send_from_server(asked.to.as_deref(), asked.text)
         }
     };
@@ -438,7 +440,7 @@ fn owner_or_refuse(access: &Access, what: &str) -> Result<(), Reply> {
 
 /// What the dashboard charts: counters it turns into rates.
 fn stats(session: &Session) -> (u16, Value) {
-    let engine = &session.daemon.engine;
+    let engine = &session.conn.daemon.engine;
     let counted = engine.stats().snapshot();
     let (stdout, stderr) = engine.output_bytes();
     let mut by_dialect = std::collections::BTreeMap::<String, u64>::new();

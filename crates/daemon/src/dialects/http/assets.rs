@@ -47,7 +47,7 @@ pub(super) fn file(name: &str) -> Reply {
 /// browser to `/`, so that the token leaves the address bar and the history.
 pub(super) fn page(session: &Session, request: &Request) -> Reply {
     if let Some(token) = query_value(request, "token") {
-        let secure = if session.transport == TransportKind::Tls {
+        let secure = if session.conn.transport == TransportKind::Tls {
             "; Secure"
         } else {
             ""

@@ -24,6 +24,7 @@ pub(crate) fn cookie_name(port: u16) -> String {
 /// The listener's port, from the connection's local address.
 pub(crate) fn listener_port(session: &Session) -> u16 {
     session
+        .conn
         .ends
         .local
         .rsplit_once(':')
@@ -39,7 +40,7 @@ pub(super) fn check(
 ) -> Result<(), Reply> {
     check_host(session, request)?;
     let (token, via_cookie) = token(session, request);
-    let principal = match (&session.access.principal, token) {
+    let principal = match (&session.conn.access.principal, token) {
         (Some(known), None) if session.authenticated_by_transport() => known.clone(),
         (_, Some(token)) => principal_of(session, token)?,
         (_, None) => {
@@ -57,7 +58,7 @@ pub(super) fn check(
     };
     // A connection acts for one principal: the one its first request (or its client
     // certificate) showed.
-    match &session.access.principal {
+    match &session.conn.access.principal {
         Some(known) if *known == principal => {}
         Some(known) => {
             return Err(Reply::Error(
@@ -72,7 +73,7 @@ pub(super) fn check(
                 .peer_mut()
                 .authenticated(&principal)
                 .map_err(Reply::from)?;
-            session.access.principal = Some(principal);
+            session.conn.access.principal = Some(principal);
         }
     }
     if request.method.changes_things() {
@@ -84,7 +85,7 @@ pub(super) fn check(
 impl Session {
     /// The transport vouched for the peer already (a verified client certificate).
     fn authenticated_by_transport(&self) -> bool {
-        matches!(self.access.principal, Some(Principal::Certificate(_)))
+        matches!(self.conn.access.principal, Some(Principal::Certificate(_)))
     }
 }
 
@@ -102,12 +103,12 @@ fn check_host(session: &Session, request: &Request) -> Result<(), Reply> {
         }
         _ => (host, None),
     };
-    let default_port = match session.transport {
+    let default_port = match session.conn.transport {
         TransportKind::Tls => 443,
         _ => 80,
     };
     let port_matches = given_port.unwrap_or(default_port) == port;
-    let name_matches = session.transport == TransportKind::Tls || is_loopback_name(name);
+    let name_matches = session.conn.transport == TransportKind::Tls || is_loopback_name(name);
     if port_matches && name_matches {
         return Ok(());
     }
@@ -171,10 +172,10 @@ pub(crate) fn query_value<'r>(request: &'r Request, key: &str) -> Option<&'r str
 /// The principal `token` names: the web token (from the owner's uid on loopback) the owner,
 /// a configured token its label.
 fn principal_of(session: &Session, token: &str) -> Result<Principal, Reply> {
-    let web = session.daemon.config.web_token.as_bytes();
+    let web = session.conn.daemon.config.web_token.as_bytes();
     if !web.is_empty() && bool::from(token.as_bytes().ct_eq(web)) {
         let owner = rustix::process::getuid().as_raw();
-        return match session.ends.uid {
+        return match session.conn.ends.uid {
             Some(uid) if uid == owner => Ok(Principal::Owner),
             Some(uid) => Err(Reply::Error(
                 403,
@@ -187,6 +188,7 @@ fn principal_of(session: &Session, token: &str) -> Result<Principal, Reply> {
         };
     }
     session
+        .conn
         .access
         .token_principal(Some(token))
         .ok_or_else(|| Reply::Error(401, "the token is not one of this daemon's".into()))
@@ -200,7 +202,7 @@ fn check_origin(session: &Session, request: &Request, via_cookie: bool) -> Resul
         .header_text("sec-fetch-site")
         .is_some_and(|site| !matches!(site, "same-origin" | "none"));
     let host = request.header_text("host").unwrap_or_default();
-    let scheme = match session.transport {
+    let scheme = match session.conn.transport {
         TransportKind::Tls => "https",
         _ => "http",
     };

@@ -45,7 +45,7 @@ pub(crate) struct FileAreaSize(Mutex<Option<(Instant, u64)>>);
 pub(super) async fn scrape(session: &Session) -> Reply {
     // Counts only (no command, output or name of a job): any authenticated principal may
     // read them, so that a monitoring system scrapes with a token of its own.
-    let daemon = &session.daemon;
+    let daemon = &session.conn.daemon;
     let sizes = daemon.state::<FileAreaSize>();
     let cached = *sizes.0.lock().unwrap_or_else(|e| e.into_inner());
     let file_area_bytes = match cached {

@@ -31,11 +31,10 @@ use ferry_wire::http::{
     Request, RequestDecoder, LAST_CHUNK,
 };
 
-use crate::conn::{Conn, Ends};
+use crate::conn::Conn;
 use crate::outbox::Outbox;
-use crate::policy::{Access, Refusal, RefusalKind};
+use crate::policy::{Refusal, RefusalKind};
 use crate::reader::{Next, Notice, Reader, Voice, GOING_DOWN};
-use crate::spec::TransportKind;
 use crate::state::Daemon;
 
 /// The reader of an HTTP connection.
@@ -182,11 +181,9 @@ impl From<Refusal> for Reply {
 
 /// One connection's state between its requests.
 pub(crate) struct Session {
-    pub daemon: Arc<Daemon>,
-    /// What it may do: its principal is set by its first authenticated request.
-    pub access: Access,
-    pub ends: Ends,
-    pub transport: TransportKind,
+    /// The connection (its I/O taken by the reader); its access's principal is set by its
+    /// first authenticated request.
+    pub conn: Conn,
     pub out: Outbox,
     /// The peer's id in the registry.
     pub peer: String,
@@ -197,14 +194,8 @@ async fn serve_connection(mut conn: Conn) {
     else {
         return;
     };
-    let mut session = Session {
-        daemon: Arc::clone(&conn.daemon),
-        access: conn.access.clone(),
-        ends: conn.ends.clone(),
-        transport: conn.transport,
-        out,
-        peer: reader.peer().id().to_owned(),
-    };
+    let peer = reader.peer().id().to_owned();
+    let mut session = Session { conn, out, peer };
     while let Some(next) = reader.next(false).await {
         let Next::Request(request, _) = next else {
             continue;

@@ -64,11 +64,12 @@ pub(super) async fn job_events(
     reader: &mut HttpReader,
     job: JobId,
 ) -> Reply {
-    let owner = match session.daemon.engine.principal_of(job) {
+    let owner = match session.conn.daemon.engine.principal_of(job) {
         Ok(owner) => owner,
         Err(e) => return Reply::from(e.refusal()),
     };
     if let Err(refusal) = session
+        .conn
         .access
         .check(Act::See, &owner, &format!("job {job}"))
     {
@@ -79,7 +80,7 @@ pub(super) async fn job_events(
         Some("now") => false,
         Some(other) => return Reply::Error(400, format!("from is start or now, not '{other}'")),
     };
-    let log = match session.daemon.engine.output(job, replay, true, false) {
+    let log = match session.conn.daemon.engine.output(job, replay, true, false) {
         Ok(log) => log,
         Err(e) => return Reply::from(e.refusal()),
     };
@@ -87,7 +88,7 @@ pub(super) async fn job_events(
     if !out.send(event_stream_head()).await {
         return Reply::Streamed(false);
     }
-    let engine = session.daemon.engine.clone();
+    let engine = session.conn.daemon.engine.clone();
     run_stream(reader, &session.out, follow_job(log, out, engine, job)).await
 }
 
@@ -241,15 +242,16 @@ pub(super) async fn job_changes(
     if !out.send(event_stream_head()).await {
         return Reply::Streamed(false);
     }
-    let mut changes = session.daemon.engine.stats().changes();
+    let mut changes = session.conn.daemon.engine.stats().changes();
     let work = async {
         loop {
             let jobs: Vec<Value> = session
+                .conn
                 .daemon
                 .engine
                 .list()
                 .iter()
-                .filter(|job| session.access.may(Act::See, &job.principal))
+                .filter(|job| session.conn.access.may(Act::See, &job.principal))
                 .map(json::job)
                 .collect();
             if !out.send(event("jobs", &json!({ "jobs": jobs }))).await {
