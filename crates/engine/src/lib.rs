@@ -742,8 +742,10 @@ impl Inner {
         }
     }
 
-    /// Queues `job`'s record for the history; `ended` syncs its log first.
+    /// Queues `job`'s record for the history (`ended` syncs its log first), and tells live
+    /// views that it changed: every change of a job's state comes through here.
     fn record(&self, job: &Job, ended: bool) {
+        self.stats.changed();
         if let Some(store) = &self.store {
             let log = ended.then(|| job.log.path().to_owned());
             job.record_in_order(|record| store.put(record, log));

@@ -189,12 +189,10 @@ pub struct StatsSnapshot {
 impl JobStats {
     pub(crate) fn submitted(&self) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
-        self.changed();
     }
 
     pub(crate) fn started(&self) {
         self.started.fetch_add(1, Ordering::Relaxed);
-        self.changed();
     }
 
     /// A job ended as `report` says, having written `output` (stdout, stderr).
@@ -206,10 +204,9 @@ impl JobStats {
         }
         self.ended_output[0].fetch_add(output.0, Ordering::Relaxed);
         self.ended_output[1].fetch_add(output.1, Ordering::Relaxed);
-        self.changed();
     }
 
-    /// A job changed in a way a live view shows (paused, resumed, removed).
+    /// A job changed in a way a live view shows: submitted, started, paused, resumed, ended.
     pub(crate) fn changed(&self) {
         self.changes.send_modify(|generation| *generation += 1);
     }
@@ -241,8 +238,8 @@ impl JobStats {
         }
     }
 
-    /// A receiver that sees the generation move whenever a job is submitted, starts, ends or
-    /// changes.
+    /// A receiver that sees the generation move whenever a job is submitted, starts, is
+    /// paused or resumed, or ends.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
