@@ -44,16 +44,10 @@ pub(super) fn check(
         (Some(known), None) if session.authenticated_by_transport() => known.clone(),
         (_, Some(token)) => principal_of(session, token)?,
         (_, None) => {
-            return Err(Reply::Whole(super::response(
+            return Err(Reply::Error(
                 401,
-                &[
-                    ("Content-Type", "application/json"),
-                    ("WWW-Authenticate", "Bearer realm=\"ferry\""),
-                ],
-                serde_json::json!({ "error": { "status": 401, "message": "this daemon needs its token: open the URL that `ferry web` prints, or send `Authorization: Bearer TOKEN`" } })
-                    .to_string()
-                    .as_bytes(),
-            )))
+                "this daemon needs its token: open the URL that `ferry web` prints, or send `Authorization: Bearer TOKEN`".into(),
+            ))
         }
     };
     // A connection acts for one principal: the one its first request (or its client

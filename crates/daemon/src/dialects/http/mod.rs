@@ -123,11 +123,15 @@ impl Voice<HttpError> for HttpVoice {
     }
 }
 
-/// A JSON error response: `{"error": {"status": N, "message": "..."}}`; `keep_alive`: the
-/// connection goes on after it.
+/// A JSON error response: `{"error": {"status": N, "message": "..."}}` (a 401 with
+/// `WWW-Authenticate`); `keep_alive`: the connection goes on after it.
 pub(crate) fn error_response(status: u16, message: &str, keep_alive: bool) -> Vec<u8> {
     let body = serde_json::json!({ "error": { "status": status, "message": message } });
     let mut fields = vec![("Content-Type", "application/json")];
+    if status == 401 {
+        // A 401 names the scheme that would be taken.
+        fields.push(("WWW-Authenticate", "Bearer realm=\"ferry\""));
+    }
     if !keep_alive {
         fields.push(("Connection", "close"));
     }
