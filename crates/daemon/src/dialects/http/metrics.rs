@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ferry_engine::stats::{HistogramSnapshot, StatsSnapshot};
 use ferry_engine::JobPhase;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -115,32 +115,42 @@ fn family<F>(
     values: F,
 ) -> Result<(), std::fmt::Error>
 where
-    F: FnOnce(&mut prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error>,
+    F: FnOnce(&mut MetricEncoder) -> Result<(), std::fmt::Error>,
 {
     let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
     values(&mut metric)
 }
 
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, MetricType::Counter, |m| {
-        m.encode_counter::<NoLabelSet, _, u64>(&value, None)
-    })
+/// A value as Prometheus takes it: a count (`u64`, a counter) or a level (`i64`, a gauge).
+trait Sample: Copy {
+    /// Its metric type.
+    const KIND: MetricType;
+    /// Writes it.
+    fn encode(self, m: &mut MetricEncoder) -> Result<(), std::fmt::Error>;
 }
 
-fn gauge(
+impl Sample for u64 {
+    const KIND: MetricType = MetricType::Counter;
+    fn encode(self, m: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
+        m.encode_counter::<NoLabelSet, _, u64>(&self, None)
+    }
+}
+
+impl Sample for i64 {
+    const KIND: MetricType = MetricType::Gauge;
+    fn encode(self, m: &mut MetricEncoder) -> Result<(), std::fmt::Error> {
+        m.encode_gauge(&self)
+    }
+}
+
+/// A family of one value.
+fn single<T: Sample>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    value: i64,
+    value: T,
 ) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, MetricType::Gauge, |m| {
-        m.encode_gauge(&value)
-    })
+    family(encoder, name, help, T::KIND, |m| value.encode(m))
 }
 
 fn histogram(
@@ -156,26 +166,17 @@ fn histogram(
     })
 }
 
-/// A labelled family of counters or gauges.
-fn labelled(
+/// A family of labelled values.
+fn labelled<T: Sample>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    kind: MetricType,
-    values: &[(Labels, i64)],
+    values: &[(Labels, T)],
 ) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, kind, |m| {
-        for (labels, value) in values {
-            let mut one = m.encode_family(labels)?;
-            match kind {
-                MetricType::Counter => one.encode_counter::<NoLabelSet, _, u64>(
-                    &u64::try_from(*value).unwrap_or(0),
-                    None,
-                )?,
-                _ => one.encode_gauge(value)?,
-            }
-        }
-        Ok(())
+    family(encoder, name, help, T::KIND, |m| {
+        values
+            .iter()
+            .try_for_each(|(labels, value)| value.encode(&mut m.encode_family(labels)?))
     })
 }
 
@@ -190,32 +191,24 @@ impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut encoder;
         let jobs = &self.jobs;
-        counter(e, "ferry_jobs_submitted", "Jobs submitted.", jobs.submitted)?;
-        counter(e, "ferry_jobs_started", "Jobs started.", jobs.started)?;
-        let ended: Vec<(Labels, i64)> = jobs
+        single(e, "ferry_jobs_submitted", "Jobs submitted.", jobs.submitted)?;
+        single(e, "ferry_jobs_started", "Jobs started.", jobs.started)?;
+        let ended: Vec<(Labels, u64)> = jobs
             .ended
             .iter()
-            .map(|(outcome, n)| (vec![("outcome", outcome.name().to_owned())], *n as i64))
+            .map(|(outcome, n)| (vec![("outcome", outcome.name().to_owned())], *n))
             .collect();
-        labelled(
-            e,
-            "ferry_jobs_ended",
-            "Jobs ended, by outcome.",
-            MetricType::Counter,
-            &ended,
-        )?;
+        labelled(e, "ferry_jobs_ended", "Jobs ended, by outcome.", &ended)?;
         labelled(
             e,
             "ferry_jobs_running",
             "Jobs running now, by group.",
-            MetricType::Gauge,
             &by_group(&self.running),
         )?;
         labelled(
             e,
             "ferry_jobs_queued",
             "Jobs waiting for a slot now, by group.",
-            MetricType::Gauge,
             &by_group(&self.queued),
         )?;
         histogram(
@@ -225,66 +218,63 @@ impl Collector for Scraped {
             &jobs.run_time,
         )?;
         let output = [
-            (vec![("stream", "stdout".to_owned())], self.output.0 as i64),
-            (vec![("stream", "stderr".to_owned())], self.output.1 as i64),
+            (vec![("stream", "stdout".to_owned())], self.output.0),
+            (vec![("stream", "stderr".to_owned())], self.output.1),
         ];
         labelled(
             e,
             "ferry_output_bytes",
             "Bytes jobs wrote, by stream.",
-            MetricType::Counter,
             &output,
         )?;
-        let pick = |f: fn(&(Labels, u64, u64, i64)) -> i64| -> Vec<(Labels, i64)> {
+        let pick = |f: fn(&(Labels, u64, u64, i64)) -> u64| -> Vec<(Labels, u64)> {
             self.listeners.iter().map(|l| (l.0.clone(), f(l))).collect()
         };
+        let open: Vec<(Labels, i64)> = self.listeners.iter().map(|l| (l.0.clone(), l.3)).collect();
         labelled(
             e,
             "ferry_connections_accepted",
             "Connections admitted, by dialect and listener.",
-            MetricType::Counter,
-            &pick(|l| l.1 as i64),
+            &pick(|l| l.1),
         )?;
         labelled(
             e,
             "ferry_connections_refused",
             "Connections refused at admission, by dialect and listener.",
-            MetricType::Counter,
-            &pick(|l| l.2 as i64),
+            &pick(|l| l.2),
         )?;
         labelled(
             e,
             "ferry_connections_open",
             "Connections open now, by dialect and listener.",
-            MetricType::Gauge,
-            &pick(|l| l.3),
+            &open,
         )?;
         let hub = &self.hub;
-        gauge(
+        single(
             e,
             "ferry_hub_members",
             "Members of the hub now.",
             self.members as i64,
         )?;
-        counter(
+        single(
             e,
             "ferry_hub_messages",
             "Messages sent in the hub.",
             hub.messages,
         )?;
-        counter(
+        single(
             e,
             "ferry_hub_deliveries",
             "Messages delivered to members.",
             hub.deliveries,
         )?;
-        counter(
+        single(
             e,
             "ferry_hub_dropped",
             "Messages dropped for members that did not keep up.",
             hub.dropped,
         )?;
-        counter(
+        single(
             e,
             "ferry_hub_refused",
             "Messages a member's dialect could not carry.",
@@ -296,7 +286,7 @@ impl Collector for Scraped {
             "Time the job history took to commit a batch.",
             &jobs.commit_time,
         )?;
-        gauge(
+        single(
             e,
             "ferry_file_area_bytes",
             "Bytes the daemon's file area holds, as its quotas count them (measured every 10 s at most).",
