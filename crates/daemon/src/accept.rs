@@ -613,26 +613,24 @@ async fn admit_tcp(
     );
     let mut uid = None;
     if (anonymous || row.owner_token) && addr.ip().is_loopback() {
-        {
-            let found = local_addr.map(|local| peer_uid::loopback_uid(addr, local));
-            match found {
-                Some(Ok(found)) => {
-                    uid = Some(found);
-                    if anonymous {
-                        access.principal = Some(Principal::anonymous(row.contract.name, uid));
-                    }
+        let found = local_addr.map(|local| peer_uid::loopback_uid(addr, local));
+        match found {
+            Some(Ok(found)) => {
+                uid = Some(found);
+                if anonymous {
+                    access.principal = Some(Principal::anonymous(row.contract.name, uid));
                 }
-                other => {
-                    let why = match other {
-                        Some(Err(e)) => e.to_string(),
-                        _ => "no local address".into(),
-                    };
-                    tracing::warn!(%addr, "refused a connection: cannot tell its user: {why}");
-                    let mut stream = stream;
-                    let message = "the daemon cannot tell which user this connection belongs to";
-                    refuse(&mut stream, row, RefusalKind::PermissionDenied, message).await;
-                    return None;
-                }
+            }
+            other => {
+                let why = match other {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "no local address".into(),
+                };
+                tracing::warn!(%addr, "refused a connection: cannot tell its user: {why}");
+                let mut stream = stream;
+                let message = "the daemon cannot tell which user this connection belongs to";
+                refuse(&mut stream, row, RefusalKind::PermissionDenied, message).await;
+                return None;
             }
         }
     }
