@@ -135,6 +135,8 @@ pub struct DaemonConfig {
     /// Record every byte each peer sends under this directory, in `DIALECT/PEER-ID` files (a
     /// debugging aid; recordings hold tokens).
     pub record_wire: Option<PathBuf>,
+    /// The hub's cluster, if it joins one (`--hub-cluster`).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// A fresh web token: 256 random bits, in hex.
@@ -170,6 +172,7 @@ impl DaemonConfig {
             sessions_dir: log_dir.with_file_name("sessions"),
             console: false,
             record_wire: None,
+            cluster: None,
         }
     }
 }

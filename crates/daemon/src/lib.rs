@@ -20,6 +20,7 @@
 mod accept;
 mod admission;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 mod conn;
 mod console;

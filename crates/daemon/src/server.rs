@@ -82,6 +82,12 @@ pub async fn run(
             Ok(address)
         })
     }));
+    let cluster = match &server.config.cluster {
+        Some(config) => {
+            Some(crate::cluster::Cluster::start(config, server.engine.peers().clone()).await?)
+        }
+        None => None,
+    };
     let mut listeners = JoinSet::new();
     for bound in bound {
         server.add_listener(bound.stats());
@@ -110,6 +116,10 @@ pub async fn run(
         () = shutdown => tracing::info!("shutdown signal received"),
         () = server.shutdown_requested.notified() => tracing::info!("shutdown requested by the owner"),
     }
+    // The cluster holds this daemon's members for them to resume elsewhere.
+    if let Some(cluster) = &cluster {
+        cluster.stop().await;
+    }
     // Every peer hears it before its jobs' exits, each in its own dialect.
     let peers = server.engine.peers();
     let told = peers.tell_all_going_down();
@@ -128,6 +138,7 @@ pub async fn run(
     }
     drop(listeners);
     hub_ticker.abort();
+    drop(cluster);
     tracing::info!("daemon stopped");
     Ok(())
 }

@@ -1180,6 +1180,38 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N")]
     pub ping_misses: Option<u32>,
 
+    /// Join the hub to a cluster of daemons over NATS (with JetStream): members of every
+    /// daemon of the cluster see one another, as `name@daemon` (`nats://HOST:4222`,
+    /// `tls://...`; several servers comma-separated).
+    #[arg(long, value_name = "URL", env = "FERRY_HUB_CLUSTER")]
+    pub hub_cluster: Option<String>,
+
+    /// The cluster's name: daemons with the same name on the same NATS share one hub
+    /// [default: ferry].
+    #[arg(long, value_name = "NAME")]
+    pub hub_cluster_name: Option<String>,
+
+    /// This daemon's name in the cluster [default: the host name's first label].
+    #[arg(long, value_name = "NAME")]
+    pub hub_node: Option<String>,
+
+    /// The NATS user (its password comes from FERRY_HUB_CLUSTER_PASSWORD or the file's
+    /// `hub.password`).
+    #[arg(long, value_name = "USER")]
+    pub hub_cluster_user: Option<String>,
+
+    /// A NATS `.creds` file (JWT and nkey seed) to connect with.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["hub_cluster_user", "hub_cluster_nkey"])]
+    pub hub_cluster_creds: Option<PathBuf>,
+
+    /// A file holding the NATS nkey seed to connect with.
+    #[arg(long, value_name = "FILE", conflicts_with = "hub_cluster_user")]
+    pub hub_cluster_nkey: Option<PathBuf>,
+
+    /// The CA certificate (PEM) to trust for the NATS server's TLS; TLS is then required.
+    #[arg(long, value_name = "FILE")]
+    pub hub_cluster_ca: Option<PathBuf>,
+
     /// Detach from the terminal's session (used when a client starts the daemon).
     #[arg(long, hide = true)]
     pub background: bool,

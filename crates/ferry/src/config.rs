@@ -58,6 +58,18 @@ pub struct HubSection {
     pub ping_interval: Option<Spanned<String>>,
     pub ping_misses: Option<u32>,
     pub presence_max: Option<usize>,
+    /// The NATS URL of the hub's cluster.
+    pub cluster: Option<String>,
+    pub cluster_name: Option<String>,
+    /// This daemon's name in the cluster.
+    pub node: Option<String>,
+    /// NATS credentials: a user and password, a `.creds` file or an nkey seed file.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
+    /// The CA certificate of the NATS server's TLS.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[history]`.

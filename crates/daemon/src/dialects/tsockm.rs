@@ -347,7 +347,12 @@ async fn login(conn: &Conn, mut reader: TsockmReader, out: Outbox, message: Mess
     // A name another member goes by was given a suffix: the daemon says which (TsockM's
     // login answer carries the id alone).
     let mut awaiting = None;
-    if name != message.body {
+    // In a cluster the name comes qualified by the daemon (`ann@build1`).
+    if name
+        .rsplit_once('@')
+        .map_or(name.as_str(), |(bare, _)| bare)
+        != message.body
+    {
         let text = format!(
             "you are {name} here: '{}' is another member's name",
             message.body

@@ -109,6 +109,8 @@ pub struct HubMessage {
     /// The message as framed by a dialect whose frame is the same for every receiver, made
     /// by the first of its connections to send it, so that a broadcast is encoded once.
     pub framed: OnceLock<bytes::Bytes>,
+    /// Its position in the cluster's stream (0 outside a cluster).
+    pub seq: u64,
 }
 
 /// A peer joined or left the hub.
@@ -154,11 +156,23 @@ pub type Accepts = fn(&str) -> Result<(), String>;
 
 /// A member's part of its registry entry.
 pub(super) struct Member {
-    resume: String,
-    accepts: Accepts,
+    pub(super) resume: String,
+    pub(super) accepts: Accepts,
     /// Set while its connection is gone and its place held.
     pub(super) away: Option<Away>,
-    joined: SystemTime,
+    pub(super) joined: SystemTime,
+}
+
+impl Member {
+    /// A member that resumed here with `resume`, having joined at `joined` elsewhere.
+    pub(super) fn resumed(resume: &str, accepts: Accepts, joined: SystemTime) -> Member {
+        Member {
+            resume: resume.to_owned(),
+            accepts,
+            away: None,
+            joined,
+        }
+    }
 }
 
 /// A held member's deadline (its outbox stays in its entry).
@@ -245,6 +259,9 @@ pub enum SendError {
     /// The text is empty.
     #[error("a message needs some text")]
     Empty,
+    /// The daemon's link to its cluster is too far behind to take more.
+    #[error("the hub's cluster link is behind: try again shortly")]
+    ClusterBehind,
 }
 
 /// Why a member could not resume.
@@ -274,7 +291,7 @@ fn reserved(name: &str) -> bool {
 
 /// `wanted`, or, while another member goes by it, `wanted#2`, `wanted#3`...: a name is one
 /// member's while it is in the hub (held places included).
-fn unique_name(peers: &Peers, serial: u64, wanted: &str) -> String {
+pub(super) fn unique_name(peers: &Peers, serial: u64, wanted: &str) -> String {
     let taken = |name: &str| {
         peers
             .entries
@@ -356,7 +373,7 @@ impl PeerHandle {
         }
         Ok(Joined {
             id: self.id.clone(),
-            name: name.clone(),
+            name: peers.shown(&name),
             resume: resume.unwrap_or_default(),
             members: members_up_to(&peers, peers.presence_max),
             total_members: member_count(&peers) as u64,
@@ -383,8 +400,10 @@ impl PeerHandle {
                     .as_ref()
                     .is_some_and(|m| same_secret(&m.resume, token))
             })
-            .map(|(serial, _)| *serial)
-            .ok_or(ResumeError::NoSuchToken)?;
+            .map(|(serial, _)| *serial);
+        let Some(serial) = serial else {
+            return self.resume_remote(&shared, &mut peers, token);
+        };
         let entry = peers
             .entries
             .get_mut(&serial)
@@ -410,6 +429,10 @@ impl PeerHandle {
         };
         let name = entry.info.name.clone();
         peers.stats.resumed += 1;
+        peers.publish(super::cluster::ClusterEvent::Back {
+            id: handle.id.clone(),
+        });
+        let name = peers.shown(&name);
         tracing::debug!(target: "ferry::presence", peer = handle.id, name, "came back within its grace");
         let joined = Joined {
             id: handle.id.clone(),
@@ -502,17 +525,25 @@ impl PeerRegistry {
         members(&self.shared.lock())
     }
 
-    /// The name of the peer with id `id` (the daemon's own for [`SERVER_ID`]).
+    /// The name of the peer with id `id` (the daemon's own for [`SERVER_ID`]), as the hub
+    /// shows it.
     pub fn name_of(&self, id: &str) -> Option<String> {
         if id == SERVER_ID {
             return Some(SERVER_ID.to_owned());
         }
         let peers = self.shared.lock();
-        peers
+        let local = peers
             .entries
             .values()
             .find(|e| e.info.id == id)
-            .map(|e| e.info.name.clone())
+            .map(|e| peers.shown(&e.info.name));
+        local.or_else(|| {
+            peers
+                .remote_members()
+                .into_iter()
+                .find(|m| m.id == id)
+                .map(|m| m.name)
+        })
     }
 
     /// The hub's counters.
@@ -544,7 +575,7 @@ impl PeerRegistry {
             peers.stats.expired += 1;
             remove(&mut peers, *serial, reason);
         }
-        expired.len()
+        expired.len() + peers.expire_remote(now, grace)
     }
 }
 
@@ -553,32 +584,40 @@ fn members(peers: &Peers) -> Vec<MemberInfo> {
     members_up_to(peers, usize::MAX)
 }
 
-/// How many members the hub has.
-fn member_count(peers: &Peers) -> usize {
+/// How many members the hub has (in a cluster, every daemon's).
+pub(super) fn member_count(peers: &Peers) -> usize {
     peers
         .entries
         .values()
         .filter(|e| e.member.is_some())
         .count()
+        + peers.remote_count()
 }
 
-/// The first `most` members, as listed.
-fn members_up_to(peers: &Peers, most: usize) -> Vec<MemberInfo> {
-    peers
-        .entries
-        .values()
-        .filter_map(|entry| {
-            let member = entry.member.as_ref()?;
-            Some(MemberInfo {
-                id: entry.info.id.clone(),
-                name: entry.info.name.clone(),
-                dialect: entry.info.dialect.clone(),
-                since: member.joined,
-                away: member.away.is_some(),
-            })
+/// The first `most` members, as listed (this daemon's first).
+pub(super) fn members_up_to(peers: &Peers, most: usize) -> Vec<MemberInfo> {
+    let local = peers.entries.values().filter_map(|entry| {
+        let member = entry.member.as_ref()?;
+        Some(MemberInfo {
+            id: entry.info.id.clone(),
+            name: peers.shown(&entry.info.name),
+            dialect: entry.info.dialect.clone(),
+            since: member.joined,
+            away: member.away.is_some(),
         })
-        .take(most)
-        .collect()
+    });
+    local.chain(peers.remote_members()).take(most).collect()
+}
+
+/// Checks a message's text.
+pub(super) fn check_text(text: &str) -> Result<(), SendError> {
+    if text.is_empty() {
+        return Err(SendError::Empty);
+    }
+    if text.len() > MAX_MESSAGE_TEXT {
+        return Err(SendError::TooLong(text.len()));
+    }
+    Ok(())
 }
 
 /// Who a message goes to.
@@ -622,12 +661,10 @@ fn send(
     to: Option<&str>,
     text: String,
 ) -> Result<Delivery, SendError> {
-    if text.is_empty() {
-        return Err(SendError::Empty);
+    if peers.cluster.is_some() {
+        return super::cluster::send(peers, from, to, text);
     }
-    if text.len() > MAX_MESSAGE_TEXT {
-        return Err(SendError::TooLong(text.len()));
-    }
+    check_text(&text)?;
     // The daemon's and its owner's messages take the daemon's lane; a member's, its share.
     let (from_id, from_name, from_owner) = match from {
         Some(serial) => {
@@ -652,6 +689,7 @@ fn send(
         sent: SystemTime::now(),
         text,
         framed: OnceLock::new(),
+        seq: 0,
     });
     peers.stats.messages += 1;
     let mut delivery = Delivery::default();
@@ -707,7 +745,7 @@ fn send(
 /// disconnected now. A member is slow when it has taken nothing from its outbox for the
 /// policy's time while messages for it were being dropped: one that reads steadily, however
 /// slowly, only misses what did not fit (and is told so), as when one sender floods it.
-fn slow_consumer(entry: &mut Entry, policy: SlowConsumer) -> bool {
+pub(super) fn slow_consumer(entry: &mut Entry, policy: SlowConsumer) -> bool {
     let SlowConsumer::Disconnect { after } = policy else {
         return false;
     };
@@ -734,25 +772,38 @@ fn slow_consumer(entry: &mut Entry, policy: SlowConsumer) -> bool {
 }
 
 /// Tells every other member that the member `subject` joined or left (unless the hub is
-/// larger than `presence_max`).
+/// larger than `presence_max`); in a cluster, tells the cluster, and every daemon tells its
+/// own members as it reads it.
 fn announce(peers: &mut Peers, subject: u64, joined: bool, reason: String) {
-    if member_count(peers) > peers.presence_max {
-        peers.stats.unannounced += 1;
+    if peers.cluster.is_some() {
+        peers.publish_presence(subject, joined, reason);
         return;
     }
     let Some(entry) = peers.entries.get(&subject) else {
         return;
     };
-    let presence = Arc::new(Presence {
+    let presence = Presence {
         peer: entry.info.id.clone(),
         name: entry.info.name.clone(),
         dialect: entry.info.dialect.clone(),
         joined,
         reason,
-    });
+    };
+    let id = entry.info.id.clone();
+    announce_here(peers, presence, Some(&id));
+}
+
+/// Tells this daemon's members (but `except`) of a join or leave (unless the hub is larger
+/// than `presence_max`).
+pub(super) fn announce_here(peers: &mut Peers, presence: Presence, except: Option<&str>) {
+    if member_count(peers) > peers.presence_max {
+        peers.stats.unannounced += 1;
+        return;
+    }
+    let presence = Arc::new(presence);
     let (mut pushed, mut dropped) = (0, 0);
-    for (serial, entry) in peers.entries.iter_mut() {
-        if *serial != subject && entry.member.is_some() {
+    for entry in peers.entries.values_mut() {
+        if Some(entry.info.id.as_str()) != except && entry.member.is_some() {
             match entry.push(PeerEvent::Presence(Arc::clone(&presence))) {
                 Pushed::Queued => pushed += 1,
                 Pushed::Full => dropped += 1,
@@ -813,7 +864,12 @@ pub(super) fn connection_ended(shared: &Shared, peers: &mut Peers, serial: u64) 
                 dropped_before,
             });
         }
-        tracing::debug!(target: "ferry::presence", peer = entry.info.id, "connection ended; its place is held");
+        let id = entry.info.id.clone();
+        tracing::debug!(target: "ferry::presence", peer = id, "connection ended; its place is held");
+        if let Some(entry) = peers.entries.get(&serial) {
+            let taken = peers.taken_by(entry);
+            peers.publish(super::cluster::ClusterEvent::Away { id, taken });
+        }
     } else {
         let reason = entry
             .leaving

@@ -192,6 +192,39 @@ impl Mailbox {
         Queued::Yes
     }
 
+    /// The stream position of the oldest message waiting (in a cluster).
+    pub(super) fn oldest_message_seq(&self) -> Option<u64> {
+        let lanes = self.lock();
+        lanes
+            .daemon
+            .iter()
+            .chain(lanes.members.iter().map(|(_, event)| event))
+            .filter_map(|event| match event {
+                PeerEvent::Message(message) if message.seq > 0 => Some(message.seq),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Counts `count` events missed from `id` (named `name`), to be told at the next read.
+    pub(super) fn missed_from(&self, id: &str, name: &str, count: u64) {
+        let mut lanes = self.lock();
+        let order = lanes.missed.len();
+        let missed = lanes.missed.entry(id.to_owned()).or_insert_with(|| {
+            (
+                order,
+                MissedFrom {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    count: 0,
+                },
+            )
+        });
+        missed.1.count += count;
+        drop(lanes);
+        self.ready.notify_one();
+    }
+
     /// How long events have been dropped with none taken since (the slow-consumer policy's
     /// test); `None` when nothing was dropped since the last take.
     pub(super) fn stalled_for(&self) -> Option<Duration> {

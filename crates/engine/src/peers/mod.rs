@@ -15,6 +15,7 @@
 //!
 //! Ids are sqids of a counter (at least 10 characters), never reused while the daemon runs.
 
+pub mod cluster;
 pub mod hub;
 pub mod mailbox;
 
@@ -113,6 +114,9 @@ struct Entry {
     leaving: Option<String>,
     /// When the peer was last heard from (any request, any answer to a ping).
     last_heard: Instant,
+    /// A member that resumed here from another daemon of the cluster, while its messages are
+    /// replayed from the stream: what came for it meanwhile, to be queued after them.
+    replaying: Option<Vec<Arc<HubMessage>>>,
 }
 
 impl Entry {
@@ -156,6 +160,10 @@ struct Peers {
     /// Where the bytes the hub moves are counted, so that memory is given back after a burst
     /// (see `crate::memory`).
     traffic: Option<Arc<crate::memory::OutputFlow>>,
+    /// The hub's slow-consumer policy.
+    slow_consumer: Option<hub::SlowConsumer>,
+    /// The hub's cluster, if it is in one.
+    cluster: Option<cluster::Cluster>,
 }
 
 #[derive(Default)]
@@ -165,12 +173,38 @@ struct Shared {
     /// Shutdown notices queued and not yet told.
     untold: AtomicUsize,
     told: Notify,
+    /// The next serial.
+    next: AtomicU64,
+    /// Makes ids of serials.
+    sqids: sqids::Sqids,
+    /// Mixed into ids in a cluster, so that they are unique in it (0: none).
+    salt: AtomicU64,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Peers> {
         // The map holds no invariant a panic could break half-way.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new serial.
+    fn next_serial(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The id of serial `serial`.
+    fn id_of(&self, serial: u64) -> String {
+        let salt = self.salt.load(Ordering::Relaxed);
+        let numbers = if salt == 0 {
+            vec![serial]
+        } else {
+            vec![salt, serial]
+        };
+        // Encoding numbers cannot fail with the default alphabet; the serial itself is a
+        // unique id all the same.
+        self.sqids
+            .encode(&numbers)
+            .unwrap_or_else(|_| format!("peer{salt:x}{serial:06}"))
     }
 
     /// Marks a pending shutdown notice of `entry` as told.
@@ -186,8 +220,6 @@ impl Shared {
 #[derive(Clone)]
 pub struct PeerRegistry {
     shared: Arc<Shared>,
-    next: Arc<AtomicU64>,
-    sqids: Arc<sqids::Sqids>,
 }
 
 impl Default for PeerRegistry {
@@ -213,13 +245,14 @@ impl PeerRegistry {
             shared: Arc::new(Shared {
                 peers: Mutex::new(Peers {
                     presence_max: config.presence_max,
+                    slow_consumer: Some(config.slow_consumer),
                     ..Peers::default()
                 }),
                 config,
+                next: AtomicU64::new(1),
+                sqids,
                 ..Shared::default()
             }),
-            next: Arc::new(AtomicU64::new(1)),
-            sqids: Arc::new(sqids),
         }
     }
 
@@ -241,62 +274,70 @@ impl PeerRegistry {
     /// Registers a connection as a peer; it stays listed until the handle is dropped (and,
     /// for a member of the hub, the grace period after).
     pub fn register(&self, peer: NewPeer) -> PeerHandle {
-        let serial = self.next.fetch_add(1, Ordering::Relaxed);
-        // Encoding one number cannot fail with the default alphabet; the serial itself is a
-        // unique id all the same.
-        let id = self
-            .sqids
-            .encode(&[serial])
-            .unwrap_or_else(|_| format!("peer{serial:06}"));
-        let capacity = self.shared.config.outbox.max(1);
-        let outbox = Mailbox::new(capacity);
-        let (kicked, kick) = watch::channel(None);
-        let entry = Entry {
-            info: PeerInfo {
-                id: id.clone(),
-                name: peer.name,
-                address: peer.address,
-                dialect: peer.dialect,
-                principal: peer.principal,
-                connected: SystemTime::now(),
-                jobs_started: 0,
-                jobs: Vec::new(),
-                outbox_used: 0,
-                outbox_capacity: capacity,
-                dropped_events: 0,
-                member: false,
-                away: false,
-            },
-            outbox: Arc::clone(&outbox),
-            kicked,
-            notice_pending: false,
-            member: None,
-            leaving: None,
-            last_heard: Instant::now(),
+        let serial = self.shared.next_serial();
+        let info = PeerInfo {
+            id: self.shared.id_of(serial),
+            name: peer.name,
+            address: peer.address,
+            dialect: peer.dialect,
+            principal: peer.principal,
+            connected: SystemTime::now(),
+            jobs_started: 0,
+            jobs: Vec::new(),
+            outbox_used: 0,
+            outbox_capacity: 0,
+            dropped_events: 0,
+            member: false,
+            away: false,
         };
+        let (handle, entry) = new_entry(&self.shared, serial, info);
         self.shared.lock().entries.insert(serial, entry);
-        PeerHandle {
-            id,
-            serial,
-            events: outbox,
-            kick,
-            registry: Arc::downgrade(&self.shared),
-        }
+        handle
     }
 
-    /// Every peer, in the order they connected.
+    /// Mixes a random salt into the ids made from now on (for a cluster).
+    fn salt_ids(&self) {
+        let mut bytes = [0u8; 4];
+        let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+        let salt = u64::from(u32::from_le_bytes(bytes)).max(1);
+        self.shared.salt.store(salt, Ordering::Relaxed);
+    }
+
+    /// Every peer, in the order they connected; in a cluster, then the other daemons'
+    /// members (named `name@daemon`, at the address `daemon (cluster)`).
     pub fn list(&self) -> Vec<PeerInfo> {
-        self.shared
-            .lock()
-            .entries
-            .values()
-            .map(|entry| PeerInfo {
-                outbox_used: entry.outbox.used(),
-                member: entry.member.is_some(),
-                away: entry.member.as_ref().is_some_and(|m| m.away.is_some()),
-                ..entry.info.clone()
-            })
-            .collect()
+        let peers = self.shared.lock();
+        let local = peers.entries.values().map(|entry| PeerInfo {
+            outbox_used: entry.outbox.used(),
+            member: entry.member.is_some(),
+            away: entry.member.as_ref().is_some_and(|m| m.away.is_some()),
+            name: if entry.member.is_some() {
+                peers.shown(&entry.info.name)
+            } else {
+                entry.info.name.clone()
+            },
+            ..entry.info.clone()
+        });
+        let remote = peers.remote_members().into_iter().map(|m| PeerInfo {
+            address: m
+                .name
+                .rsplit_once('@')
+                .map(|(_, node)| format!("{node} (cluster)"))
+                .unwrap_or_default(),
+            id: m.id,
+            name: m.name,
+            dialect: m.dialect,
+            principal: None,
+            connected: m.since,
+            jobs_started: 0,
+            jobs: Vec::new(),
+            outbox_used: 0,
+            outbox_capacity: 0,
+            dropped_events: 0,
+            member: true,
+            away: m.away,
+        });
+        local.chain(remote).collect()
     }
 
     /// Notes that peer `id` started `job`.
@@ -399,6 +440,34 @@ impl PeerRegistry {
         .await
         .is_ok()
     }
+}
+
+/// A new entry for `info` (its outbox made to the hub's size), and its handle.
+fn new_entry(shared: &Arc<Shared>, serial: u64, info: PeerInfo) -> (PeerHandle, Entry) {
+    let capacity = shared.config.outbox.max(1);
+    let outbox = Mailbox::new(capacity);
+    let (kicked, kick) = watch::channel(None);
+    let handle = PeerHandle {
+        id: info.id.clone(),
+        serial,
+        events: Arc::clone(&outbox),
+        kick,
+        registry: Arc::downgrade(shared),
+    };
+    let entry = Entry {
+        info: PeerInfo {
+            outbox_capacity: capacity,
+            ..info
+        },
+        outbox,
+        kicked,
+        notice_pending: false,
+        member: None,
+        leaving: None,
+        last_heard: Instant::now(),
+        replaying: None,
+    };
+    (handle, entry)
 }
 
 /// A connection's place in the registry: its id, its outbox's receiving end and its kick

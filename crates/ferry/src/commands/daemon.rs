@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use ferry_daemon::cluster::{ClusterConfig, Credentials};
 use ferry_daemon::engine::{reset_inherited_signal_state, EngineConfig, HubConfig, SlowConsumer};
 use ferry_daemon::{
     Catalog, CatalogEntry, CommandPolicy, ConnectionLimits, DaemonConfig, Dialect, FileQuotas,
@@ -267,7 +268,63 @@ fn build(socket: &Path, args: &DaemonArgs, file: Option<&Loaded>) -> Result<Daem
         console: args.console
             || (!args.background && std::io::IsTerminal::is_terminal(&std::io::stdin())),
         record_wire: args.record_wire.clone(),
+        cluster: cluster(args, file)?,
     })
+}
+
+/// The hub's cluster from the command line and the file, if it joins one.
+fn cluster(args: &DaemonArgs, file: Option<&Loaded>) -> Result<Option<ClusterConfig>> {
+    use ferry_daemon::cluster::config::{check_subject_token, default_node, DEFAULT_CLUSTER_NAME};
+    let empty = config::HubSection::default();
+    let section = file.map_or(&empty, |f| &f.config.hub);
+    let Some(url) = args.hub_cluster.clone().or_else(|| section.cluster.clone()) else {
+        return Ok(None);
+    };
+    let name = args
+        .hub_cluster_name
+        .clone()
+        .or_else(|| section.cluster_name.clone())
+        .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.to_owned());
+    check_subject_token("cluster name (--hub-cluster-name, hub.cluster_name)", &name)
+        .map_err(anyhow::Error::msg)?;
+    let node = args
+        .hub_node
+        .clone()
+        .or_else(|| section.node.clone())
+        .unwrap_or_else(default_node);
+    check_subject_token("daemon name (--hub-node, hub.node)", &node).map_err(anyhow::Error::msg)?;
+    let user = args
+        .hub_cluster_user
+        .clone()
+        .or_else(|| section.user.clone());
+    let creds = args
+        .hub_cluster_creds
+        .clone()
+        .or_else(|| section.creds.clone());
+    let nkey = args
+        .hub_cluster_nkey
+        .clone()
+        .or_else(|| section.nkey.clone());
+    let credentials = match (user, creds, nkey) {
+        (None, None, None) => Credentials::None,
+        (Some(user), None, None) => {
+            let password = std::env::var("FERRY_HUB_CLUSTER_PASSWORD")
+                .ok()
+                .or_else(|| section.password.clone())
+                .context("a NATS user needs a password: set FERRY_HUB_CLUSTER_PASSWORD or hub.password")?;
+            Credentials::UserPassword { user, password }
+        }
+        (None, Some(creds), None) => Credentials::CredsFile(creds),
+        (None, None, Some(nkey)) => Credentials::NkeySeedFile(nkey),
+        _ => bail!("give the hub's cluster one kind of NATS credentials: a user, a .creds file or an nkey seed"),
+    };
+    Ok(Some(ClusterConfig {
+        url,
+        name,
+        node,
+        credentials,
+        ca: args.hub_cluster_ca.clone().or_else(|| section.ca.clone()),
+    }))
 }
 
 /// The command catalog of the file's `[catalog.NAME]` tables.

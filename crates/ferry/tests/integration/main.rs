@@ -7,6 +7,7 @@ mod bad_input;
 mod c2;
 mod cbsd;
 mod cli;
+mod cluster;
 mod conformance;
 mod console;
 mod dashboard;

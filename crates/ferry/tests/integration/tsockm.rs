@@ -32,15 +32,15 @@ fn read_once(stream: &mut TcpStream) -> String {
 
 /// A logged-in TsockM client: its push connection, its id and its address as the server
 /// sees it.
-struct TsockmClient {
+pub(crate) struct TsockmClient {
     comm: TcpStream,
-    id: String,
+    pub(crate) id: String,
     address: String,
     server: String,
 }
 
 impl TsockmClient {
-    fn login(server: &str, name: &str) -> TsockmClient {
+    pub(crate) fn login(server: &str, name: &str) -> TsockmClient {
         let mut comm = TcpStream::connect(server).expect("connect");
         let address = comm.local_addr().expect("addr").to_string();
         comm.write_all(format!("REQ::COMM::200::client::client::{server}::{name}").as_bytes())
@@ -62,7 +62,7 @@ impl TsockmClient {
 
     /// Sends one request on a connection of its own, closed after its one write (as
     /// TsockM's client does).
-    fn request(&self, action: &str, body: &str) {
+    pub(crate) fn request(&self, action: &str, body: &str) {
         let mut stream = TcpStream::connect(&self.server).expect("connect");
         let message = format!(
             "REQ::{action}::200::{}::client::{}::{body}",
@@ -73,7 +73,7 @@ impl TsockmClient {
 
     /// The next pushed `MSG`, with the sender's name looked up as TsockM's client does:
     /// (name, text).
-    fn next_message(&mut self) -> (String, String) {
+    pub(crate) fn next_message(&mut self) -> (String, String) {
         let pushed = read_once(&mut self.comm);
         let fields: Vec<&str> = pushed.splitn(7, "::").collect();
         assert_eq!(&fields[..3], ["RES", "MSG", "200"], "{pushed}");

@@ -42,7 +42,14 @@ async fn native(target: &Endpoint, args: &ChatArgs, screen: &Screen) -> Result<i
     let mut client = super::connect(target).await?;
     let joined = client.join(args.name.as_deref(), None).await?;
     let taken = match args.name.as_deref() {
-        Some(asked) if asked != joined.name => {
+        // In a cluster the name comes qualified by the daemon (`ann@build1`).
+        Some(asked)
+            if asked
+                != joined
+                    .name
+                    .rsplit_once('@')
+                    .map_or(joined.name.as_str(), |(n, _)| n) =>
+        {
             format!(" ('{asked}' is another member's name)")
         }
         _ => String::new(),

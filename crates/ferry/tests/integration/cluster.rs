@@ -1,0 +1,419 @@
+//! One hub across three daemons on a real NATS server (Debian's `nats-server`, with
+//! JetStream): members of every daemon (native and TsockM) see one list and exchange
+//! broadcasts and direct messages, each once and in order per sender; a daemon killed -9 has
+//! its members leave after the grace period; a member resumes on another daemon; NATS
+//! restarted mid-conversation loses nothing silently; credentials are required when NATS asks
+//! for them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use std::time::Duration;
+
+use ferry_client::{Client, Endpoint, Event};
+
+use super::hub::{member, next, runtime};
+use super::tsockm::TsockmClient;
+use crate::helper::{send_signal, wait_until, wait_with_timeout, Daemon};
+
+/// A `nats-server` with JetStream on a loopback port, its store in a temporary directory;
+/// stopped when dropped.
+pub struct Nats {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Its client port.
+    pub port: u16,
+    extra: Vec<String>,
+}
+
+impl Nats {
+    /// Starts `nats-server -js` on a free port, with `extra` arguments (`--user`...).
+    pub fn start(extra: &[&str]) -> Nats {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nats = Nats {
+            dir,
+            child: None,
+            port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        nats.launch("-1");
+        nats
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    fn launch(&mut self, port: &str) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.log())
+            .expect("log");
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
+            .arg(self.dir.path().join("store"))
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("nats-server (.ci/deps installs it)");
+        self.child = Some(child);
+        let log = || std::fs::read_to_string(self.log()).unwrap_or_default();
+        let before = log().len();
+        let needle = "Listening for client connections on 127.0.0.1:";
+        self.port = wait_until(
+            "nats-server to be ready",
+            Duration::from_secs(20),
+            || {
+                let text = log();
+                let new = text.get(before..)?;
+                if !new.contains("Server is ready") {
+                    return None;
+                }
+                let at = new.find(needle)? + needle.len();
+                new[at..].split_whitespace().next()?.parse().ok()
+            },
+            log,
+        );
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it (SIGTERM) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port.to_string();
+        self.launch(&port);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), libc::SIGTERM);
+            if wait_with_timeout(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A daemon named `node` in the cluster on `nats`, with a TsockM listener and `extra`
+/// arguments.
+fn node(nats: &Nats, node: &str, extra: &[&str]) -> Daemon {
+    let url = nats.url();
+    let mut args = vec!["--hub-cluster", &url, "--hub-node", node];
+    args.extend_from_slice(extra);
+    Daemon::start_networked(&args, &["tsockm:tcp:127.0.0.1:0"])
+}
+
+/// The address of a daemon's TsockM listener.
+fn tsockm_of(daemon: &Daemon) -> String {
+    format!("127.0.0.1:{}", daemon.listener_port("tsockm:tcp"))
+}
+
+/// Waits until `client` sees `name` join.
+async fn sees_join(client: &mut Client, name: &str) -> String {
+    next(client, &format!("{name} to join"), |e| match e {
+        Event::Presence {
+            peer,
+            name: n,
+            joined: true,
+            ..
+        } if n == name => Some(peer),
+        _ => None,
+    })
+    .await
+}
+
+/// The next `count` messages `client` receives: (sender name, text, direct).
+async fn messages(client: &mut Client, count: usize) -> Vec<(String, String, bool)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let message = next(client, "a message", |e| match e {
+            Event::Message {
+                name, text, direct, ..
+            } => Some((name, text, direct)),
+            Event::Missed { total, from } => panic!("missed {total} from {from:?}"),
+            _ => None,
+        })
+        .await;
+        got.push(message);
+    }
+    got
+}
+
+/// Each sender's texts, in the order they arrived.
+fn by_sender(got: &[(String, String, bool)]) -> HashMap<String, Vec<String>> {
+    let mut senders: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, text, _) in got {
+        senders.entry(name.clone()).or_default().push(text.clone());
+    }
+    senders
+}
+
+fn numbered(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix} {i}")).collect()
+}
+
+/// Waits until `daemon`'s `ferry peers` shows `name` held (away).
+fn held(daemon: &Daemon, name: &str) {
+    let table = || String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned();
+    let away = format!("{name} (away)");
+    wait_until(
+        &format!("{name} to be held"),
+        Duration::from_secs(20),
+        || table().contains(&away).then_some(()),
+        table,
+    );
+}
+
+#[test]
+fn three_daemons_share_one_hub_in_order_and_once() {
+    let nats = Nats::start(&[]);
+    let a = node(&nats, "a", &[]);
+    let b = node(&nats, "b", &[]);
+    let c = node(&nats, "c", &[]);
+    runtime().block_on(async {
+        let (mut ann, ann_joined) = member(&a, "ann").await;
+        assert_eq!(ann_joined.name, "ann@a");
+        let (mut cat, cat_joined) = member(&c, "cat").await;
+        assert!(
+            cat_joined.members.iter().any(|m| m.name == "ann@a"),
+            "{:?}",
+            cat_joined.members
+        );
+        sees_join(&mut ann, "cat@c").await;
+        // A TsockM member on b: its login is announced everywhere, qualified.
+        let mut bob = TsockmClient::login(&tsockm_of(&b), "bob");
+        sees_join(&mut ann, "bob@b").await;
+        sees_join(&mut cat, "bob@b").await;
+        // Broadcasts from two daemons at once, and direct messages across daemons.
+        const EACH: usize = 40;
+        for (ann_text, cat_text) in numbered("ann", EACH).iter().zip(numbered("cat", EACH)) {
+            let said = ann.say(None, ann_text, false).await.expect("say");
+            assert_eq!(said.delivered, 2, "{said:?}");
+            cat.say(None, &cat_text, false).await.expect("say");
+        }
+        let said = ann
+            .say(Some("cat@c"), "to cat alone", false)
+            .await
+            .expect("say");
+        assert_eq!(said.delivered, 1);
+        let said = cat
+            .say(Some(&ann_joined.peer), "to ann by id", false)
+            .await
+            .expect("say");
+        assert_eq!(said.delivered, 1);
+        let at_cat = messages(&mut cat, EACH + 1).await;
+        let at_ann = messages(&mut ann, EACH + 1).await;
+        assert_eq!(
+            by_sender(&at_cat).remove("ann@a"),
+            Some([numbered("ann", EACH), vec!["to cat alone".into()]].concat())
+        );
+        assert_eq!(at_cat.last().map(|m| m.2), Some(true));
+        assert_eq!(
+            by_sender(&at_ann).remove("cat@c"),
+            Some([numbered("cat", EACH), vec!["to ann by id".into()]].concat())
+        );
+        // The TsockM member got both senders' broadcasts, each once, in order.
+        let mut at_bob: HashMap<String, Vec<String>> = HashMap::new();
+        for _ in 0..2 * EACH {
+            let (name, text) = bob.next_message();
+            at_bob.entry(name).or_default().push(text);
+        }
+        assert_eq!(at_bob.remove("ann@a"), Some(numbered("ann", EACH)));
+        assert_eq!(at_bob.remove("cat@c"), Some(numbered("cat", EACH)));
+        // A TsockM member's broadcast reaches a native member on another daemon.
+        bob.request("MSG", "hi from b");
+        let (name, text) = next(&mut ann, "bob's message", |e| match e {
+            Event::Message { name, text, .. } => Some((name, text)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((name.as_str(), text.as_str()), ("bob@b", "hi from b"));
+        // The owner's `ferry peers msg` reaches members everywhere, and `ferry peers` lists
+        // the other daemons' members.
+        let out = c.run(&["peers", "msg", "ann@a", "from c's owner"]);
+        assert!(out.status.success(), "{out:?}");
+        let (name, text) = next(&mut ann, "the owner's message", |e| match e {
+            Event::Message { name, text, .. } => Some((name, text)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            (name.as_str(), text.as_str()),
+            ("server@c", "from c's owner")
+        );
+        let table = String::from_utf8_lossy(&c.run(&["peers"]).stdout).into_owned();
+        for name in ["ann@a", "bob@b", "cat@c"] {
+            assert!(table.contains(name), "{name} in:\n{table}");
+        }
+    });
+}
+
+#[test]
+fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
+    let nats = Nats::start(&[]);
+    let grace = ["--hub-grace", "4s"];
+    let mut a = node(&nats, "a", &grace);
+    let b = node(&nats, "b", &grace);
+    let c = node(&nats, "c", &grace);
+    runtime().block_on(async {
+        let (ann, ann_joined) = member(&a, "ann").await;
+        let (_abe, _) = member(&a, "abe").await;
+        let (mut cat, cat_joined) = member(&c, "cat").await;
+        assert!(cat_joined.members.iter().any(|m| m.name == "abe@a"));
+        assert_eq!(a.stop_with(libc::SIGKILL), None);
+        drop(ann);
+        // Once c hears no more of a, its members are held; messages for ann wait in the
+        // cluster's stream.
+        held(&c, "ann@a");
+        held(&b, "ann@a");
+        cat.say(Some("ann@a"), "while you were away", false)
+            .await
+            .expect("say");
+        // ann comes back on b within the grace: same id, and what was sent to her meanwhile.
+        let endpoint = Endpoint::Unix(b.socket.clone());
+        let mut again = Client::connect(&endpoint, "cluster-test")
+            .await
+            .expect("connect");
+        let resumed = again
+            .join(None, Some(&ann_joined.resume))
+            .await
+            .expect("resume on b");
+        assert_eq!(resumed.peer, ann_joined.peer);
+        assert_eq!(resumed.name, "ann@b");
+        let got = messages(&mut again, 1).await;
+        assert_eq!(got[0].1, "while you were away");
+        // abe did not come back: cat sees him leave once the grace is over (and not ann).
+        let (name, reason) = next(&mut cat, "abe's leave", |e| match e {
+            Event::Presence {
+                name,
+                joined: false,
+                reason,
+                ..
+            } => Some((name, reason)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(name, "abe@a");
+        assert!(reason.contains("did not come back within 4s"), "{reason}");
+        let said = cat
+            .say(Some(&ann_joined.peer), "and now on b", false)
+            .await
+            .expect("say");
+        assert_eq!(said.delivered, 1);
+        assert_eq!(messages(&mut again, 1).await[0].1, "and now on b");
+    });
+}
+
+#[test]
+fn nats_restarted_mid_conversation_loses_nothing() {
+    let mut nats = Nats::start(&[]);
+    let a = node(&nats, "a", &[]);
+    let c = node(&nats, "c", &[]);
+    runtime().block_on(async {
+        let (mut ann, _) = member(&a, "ann").await;
+        let (mut cat, _) = member(&c, "cat").await;
+        sees_join(&mut ann, "cat@c").await;
+        const EACH: usize = 150;
+        let texts = numbered("ann", 2 * EACH);
+        for text in &texts[..EACH] {
+            ann.say(None, text, false).await.expect("say");
+        }
+        // NATS goes down with messages in flight, and comes back on the same store.
+        nats.restart();
+        for text in &texts[EACH..] {
+            ann.say(None, text, false).await.expect("say");
+        }
+        let got = messages(&mut cat, 2 * EACH).await;
+        assert_eq!(by_sender(&got).remove("ann@a"), Some(texts));
+        // And the conversation goes on both ways.
+        cat.say(Some("ann"), "still here", false)
+            .await
+            .expect("say");
+        assert_eq!(messages(&mut ann, 1).await[0].1, "still here");
+    });
+}
+
+#[test]
+fn nats_credentials_are_required_when_configured() {
+    let nats = Nats::start(&["--user", "ferry", "--pass", "s3cret"]);
+    let url = nats.url();
+    // Without them, the daemon does not start, and says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(crate::helper::ferry_bin())
+        .arg("daemon")
+        .arg("--socket")
+        .arg(dir.path().join("ferry.sock"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--hub-cluster", &url, "--hub-node", "a"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ferry daemon");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot join the hub cluster 'ferry'")
+            && stderr.to_lowercase().contains("authorization"),
+        "{stderr}"
+    );
+    // A wrong password neither.
+    let wrong = Command::new(crate::helper::ferry_bin())
+        .arg("daemon")
+        .arg("--socket")
+        .arg(dir.path().join("ferry.sock"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args([
+            "--hub-cluster",
+            &url,
+            "--hub-node",
+            "a",
+            "--hub-cluster-user",
+            "ferry",
+        ])
+        .env("FERRY_HUB_CLUSTER_PASSWORD", "wrong")
+        .stdin(Stdio::null())
+        .output()
+        .expect("ferry daemon");
+    assert!(!wrong.status.success());
+    // With them (the password from the environment, or the configuration file), it does.
+    let mut command = Command::new(crate::helper::ferry_bin());
+    command
+        .arg("daemon")
+        .args([
+            "--hub-cluster",
+            &url,
+            "--hub-node",
+            "a",
+            "--hub-cluster-user",
+            "ferry",
+        ])
+        .env("FERRY_HUB_CLUSTER_PASSWORD", "s3cret")
+        .stdin(Stdio::null());
+    let a = Daemon::launch_in(tempfile::tempdir().expect("tempdir"), command);
+    let b = Daemon::start_with_config(|_, _| {
+        format!(
+            "[hub]\ncluster = \"{url}\"\nnode = \"b\"\nuser = \"ferry\"\npassword = \"s3cret\"\n"
+        )
+    });
+    runtime().block_on(async {
+        let (mut ann, _) = member(&a, "ann").await;
+        let (_bob, _) = member(&b, "bob").await;
+        sees_join(&mut ann, "bob@b").await;
+    });
+}
