@@ -417,3 +417,88 @@ fn nats_credentials_are_required_when_configured() {
         sees_join(&mut ann, "bob@b").await;
     });
 }
+
+#[test]
+fn a_member_whose_connection_ended_resumes_on_another_daemon() {
+    let nats = Nats::start(&[]);
+    let a = node(&nats, "a", &[]);
+    let b = node(&nats, "b", &[]);
+    let c = node(&nats, "c", &[]);
+    runtime().block_on(async {
+        let (ann, ann_joined) = member(&a, "ann").await;
+        let (mut cat, _) = member(&c, "cat").await;
+        drop(ann);
+        held(&c, "ann@a");
+        cat.say(Some("ann"), "one", false).await.expect("say");
+        cat.say(None, "two", false).await.expect("say");
+        // ann takes her place on b: what was sent to her meanwhile comes first, in order.
+        let endpoint = Endpoint::Unix(b.socket.clone());
+        let mut again = Client::connect(&endpoint, "cluster-test")
+            .await
+            .expect("connect");
+        let resumed = again
+            .join(None, Some(&ann_joined.resume))
+            .await
+            .expect("resume on b");
+        assert_eq!(
+            (resumed.peer.as_str(), resumed.name.as_str()),
+            (ann_joined.peer.as_str(), "ann@b")
+        );
+        cat.say(Some(&ann_joined.peer), "three", false)
+            .await
+            .expect("say");
+        let got = messages(&mut again, 3).await;
+        let texts: Vec<&str> = got.iter().map(|m| m.1.as_str()).collect();
+        assert_eq!(texts, ["one", "two", "three"]);
+        // a let her place go without a word; everyone lists her on b.
+        let peers_of =
+            |daemon: &Daemon| String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned();
+        wait_until(
+            "a to drop ann's held place",
+            Duration::from_secs(20),
+            || {
+                (peers_of(&a).contains("ann@b (hub)") && !peers_of(&a).contains("ann@a"))
+                    .then_some(())
+            },
+            || peers_of(&a),
+        );
+        assert!(peers_of(&c).contains("ann@b (hub)"), "{}", peers_of(&c));
+        // cat never saw her leave: the next event it has is the message it sends itself
+        // a reply to.
+        again.say(Some("cat"), "back", false).await.expect("say");
+        let (name, text) = next(&mut cat, "ann's message", |e| match e {
+            Event::Presence { name, joined, .. } => panic!("{name} joined={joined}: unexpected"),
+            Event::Message { name, text, .. } => Some((name, text)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((name.as_str(), text.as_str()), ("ann@b", "back"));
+    });
+}
+
+#[test]
+fn the_presence_limit_counts_every_daemon_s_members() {
+    let nats = Nats::start(&[]);
+    let a = node(&nats, "a", &[]);
+    let c = node(&nats, "c", &["--hub-presence-max", "2"]);
+    runtime().block_on(async {
+        let (mut ann, _) = member(&a, "ann").await;
+        let (mut cat, _) = member(&c, "cat").await;
+        sees_join(&mut ann, "cat@c").await;
+        // A third member: announced on a (its limit is 1000), not on c (2).
+        let (_abe, _) = member(&a, "abe").await;
+        sees_join(&mut ann, "abe@a").await;
+        ann.say(None, "after abe", false).await.expect("say");
+        let text = next(&mut cat, "ann's message", |e| match e {
+            Event::Presence { name, .. } => {
+                panic!("{name}'s presence was announced past the limit")
+            }
+            Event::Message { text, .. } => Some(text),
+            _ => None,
+        })
+        .await;
+        assert_eq!(text, "after abe");
+        let listed = String::from_utf8_lossy(&c.run(&["peers"]).stdout).into_owned();
+        assert!(listed.contains("abe@a (hub)"), "{listed}");
+    });
+}
