@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
-use ferry_engine::peers::cluster::{ClusterEvent, ClusterLink, Replay, Roster};
+use ferry_engine::peers::cluster::{
+    Beat, ClusterEvent, ClusterLink, ClusterWire, Replay, Roster, RosterPage,
+};
 use ferry_engine::peers::PeerRegistry;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::StreamExt;
 
@@ -27,23 +28,6 @@ const ROSTER_PAGE: usize = 1000;
 /// How long the stream keeps events at least (a member resuming on another daemon is replayed
 /// from it).
 const KEEP_AT_LEAST: Duration = Duration::from_secs(600);
-
-/// A daemon's beat.
-#[derive(Debug, Serialize, Deserialize)]
-struct Beat {
-    /// Its run (a restarted daemon is a new one).
-    boot: String,
-    /// The last stream position it applied.
-    processed: u64,
-}
-
-/// One page of a daemon's roster.
-#[derive(Debug, Serialize, Deserialize)]
-struct RosterPage {
-    node: String,
-    boot: String,
-    roster: Roster,
-}
 
 /// NATS subjects and names of one cluster.
 #[derive(Clone)]
@@ -287,13 +271,7 @@ async fn publish(
     let mut serial = 0u64;
     while let Some(event) = events.recv().await {
         let stopping = event == ClusterEvent::Stopping;
-        let payload = match serde_json::to_vec(&event) {
-            Ok(payload) => bytes::Bytes::from(payload),
-            Err(e) => {
-                tracing::error!("cannot encode a hub event: {e}");
-                continue;
-            }
-        };
+        let payload = bytes::Bytes::from(event.encode());
         serial += 1;
         let id = format!("{}-{}-{serial}", names.node, names.boot);
         let mut wait = Duration::from_millis(50);
@@ -343,13 +321,13 @@ async fn read_stream(
             };
             let seq = info.stream_sequence;
             let origin = origin_of(message.subject.as_str()).to_owned();
-            match serde_json::from_slice::<ClusterEvent>(&message.payload) {
+            match ClusterEvent::decode(&message.payload) {
                 Ok(event) => registry.apply(seq, &origin, event),
                 Err(e) => {
                     tracing::warn!(
                         origin,
                         seq,
-                        "a hub event in the cluster's stream is not valid ({e}): ignored"
+                        "a hub event in the cluster's stream: {e}; ignored"
                     );
                 }
             }
@@ -389,9 +367,7 @@ async fn beat(
             boot: names.boot.clone(),
             processed: registry.cluster_processed(),
         };
-        if let Ok(payload) = serde_json::to_vec(&beat) {
-            let _ = client.publish(names.my_beat(), payload.into()).await;
-        }
+        let _ = client.publish(names.my_beat(), beat.encode().into()).await;
     }
 }
 
@@ -457,9 +433,12 @@ async fn watch_beats(
                 if node == names.node {
                     continue;
                 }
-                let Ok(beat) = serde_json::from_slice::<Beat>(&beat.payload) else {
-                    tracing::warn!(node, "a beat that is not valid: ignored");
-                    continue;
+                let beat = match Beat::decode(&beat.payload) {
+                    Ok(beat) => beat,
+                    Err(e) => {
+                        tracing::warn!(node, "a beat: {e}; ignored");
+                        continue;
+                    }
                 };
                 if nodes.seen(&node, &beat.boot, beat.processed) {
                     let (client, names, registry) = (client.clone(), names.clone(), registry.clone());
@@ -512,12 +491,12 @@ async fn ask_rosters(
             // "No responders": no other daemon yet.
             continue;
         }
-        match serde_json::from_slice::<RosterPage>(&answer.payload) {
+        match RosterPage::decode(&answer.payload) {
             Ok(page) => match pages.iter_mut().find(|p| p.node == page.node) {
                 Some(known) => known.roster.members.extend(page.roster.members),
                 None => pages.push(page),
             },
-            Err(e) => tracing::warn!("a roster that is not valid ({e}): ignored"),
+            Err(e) => tracing::warn!("a roster: {e}; ignored"),
         }
     }
     Ok(pages)
@@ -555,9 +534,7 @@ async fn answer_rosters(client: async_nats::Client, names: Names, registry: Peer
                 boot: names.boot.clone(),
                 roster: Roster { members, processed },
             };
-            if let Ok(payload) = serde_json::to_vec(&page) {
-                let _ = client.publish(reply.clone(), payload.into()).await;
-            }
+            let _ = client.publish(reply.clone(), page.encode().into()).await;
         }
     }
 }
@@ -623,7 +600,7 @@ async fn read_range(
         lost += seq.saturating_sub(next);
         next = seq + 1;
         let origin = origin_of(message.subject.as_str()).to_owned();
-        if let Ok(event) = serde_json::from_slice::<ClusterEvent>(&message.payload) {
+        if let Ok(event) = ClusterEvent::decode(&message.payload) {
             events.push((seq, origin, event));
         }
     }

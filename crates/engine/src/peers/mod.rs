@@ -116,7 +116,8 @@ struct Entry {
     last_heard: Instant,
     /// A member that resumed here from another daemon of the cluster, while its messages are
     /// replayed from the stream: what came for it meanwhile, to be queued after them.
-    replaying: Option<Vec<Arc<HubMessage>>>,
+    /// (Each with whether it is from an owner.)
+    replaying: Option<Vec<(Arc<HubMessage>, bool)>>,
 }
 
 impl Entry {

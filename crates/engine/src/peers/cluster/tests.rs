@@ -1,0 +1,357 @@
+//! Unit and property tests of the cluster's side of the registry: daemons simulated by
+//! registries whose published events are applied to all of them in one order, as the stream
+//! does; and the cluster's messages decoded from any bytes.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::peers::hub::{Accepts, ResumeError, SendError};
+use crate::peers::{NewPeer, PeerEvent, PeerHandle, PeerRegistry};
+use crate::principal::Principal;
+
+/// One daemon of a simulated cluster: its registry and what it published, not yet in the
+/// stream.
+struct Node {
+    name: String,
+    registry: PeerRegistry,
+    published: mpsc::Receiver<ClusterEvent>,
+    replays: mpsc::UnboundedReceiver<Replay>,
+}
+
+/// Members of every dialect take every text here.
+fn any_dialect(_: &str) -> Accepts {
+    |_| Ok(())
+}
+
+/// A cluster of registries and its stream.
+struct Stream {
+    nodes: Vec<Node>,
+    events: Vec<(String, ClusterEvent)>,
+}
+
+impl Stream {
+    fn new(names: &[&str]) -> Stream {
+        let nodes = names
+            .iter()
+            .map(|name| {
+                let registry = PeerRegistry::default();
+                let (events, published) = mpsc::channel(1024);
+                let (replays, replay_requests) = mpsc::unbounded_channel();
+                registry.join_cluster(
+                    ClusterLink {
+                        node: (*name).to_owned(),
+                        events,
+                        replays,
+                        accepts: any_dialect,
+                    },
+                    0,
+                );
+                Node {
+                    name: (*name).to_owned(),
+                    registry,
+                    published,
+                    replays: replay_requests,
+                }
+            })
+            .collect();
+        Stream {
+            nodes,
+            events: Vec::new(),
+        }
+    }
+
+    /// Moves what every node published into the stream, and applies the new events to every
+    /// node, in the stream's order; answers replays from the stream.
+    fn flow(&mut self) {
+        let mut new = Vec::new();
+        for node in &mut self.nodes {
+            while let Ok(event) = node.published.try_recv() {
+                new.push((node.name.clone(), event));
+            }
+        }
+        for (origin, event) in new {
+            self.events.push((origin.clone(), event.clone()));
+            let seq = self.events.len() as u64;
+            for node in &self.nodes {
+                node.registry.apply(seq, &origin, event.clone());
+            }
+        }
+        for node in &mut self.nodes {
+            while let Ok(replay) = node.replays.try_recv() {
+                let events = (replay.from..=replay.to)
+                    .filter_map(|seq| {
+                        let (origin, event) = self.events.get(seq as usize - 1)?;
+                        Some((seq, origin.clone(), event.clone()))
+                    })
+                    .collect();
+                node.registry.replayed(&replay.id, events, 0);
+            }
+        }
+    }
+
+    fn registry(&self, name: &str) -> &PeerRegistry {
+        &self
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("node")
+            .registry
+    }
+}
+
+fn member(registry: &PeerRegistry, name: &str) -> PeerHandle {
+    let handle = registry.register(NewPeer {
+        name: name.into(),
+        address: "test".into(),
+        dialect: "ferry".into(),
+        principal: Some(Principal::Token("test".into())),
+    });
+    handle.join(None, |_| Ok(())).expect("join");
+    handle
+}
+
+/// The messages waiting for `handle`: (sender name, text).
+fn texts(handle: &mut PeerHandle) -> Vec<(String, String)> {
+    std::iter::from_fn(|| handle.try_next_event())
+        .filter_map(|event| match event {
+            PeerEvent::Message(m) => Some((m.from_name.clone(), m.text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_node_delivers_in_the_stream_s_order_and_names_are_qualified() {
+    let mut stream = Stream::new(&["a", "b"]);
+    let ann = member(stream.registry("a"), "ann");
+    let mut bob = member(stream.registry("b"), "bob");
+    stream.flow();
+    assert_eq!(
+        stream
+            .registry("b")
+            .members()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        ["bob@b", "ann@a"]
+    );
+    for i in 0..5 {
+        let delivery = ann.send(None, format!("m{i}")).expect("send");
+        assert_eq!(delivery.delivered, 1);
+    }
+    // Nothing is delivered until the stream brings it back.
+    assert!(texts(&mut bob).is_empty());
+    stream.flow();
+    let got = texts(&mut bob);
+    assert_eq!(got.len(), 5);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, (from, text))| from == "ann@a" && *text == format!("m{i}")));
+    // By qualified name, by bare name, and an unknown one.
+    ann.send(Some("bob@b"), "direct".into()).expect("send");
+    ann.send(Some("bob"), "bare".into()).expect("send");
+    assert!(matches!(
+        ann.send(Some("nobody"), "x".into()),
+        Err(SendError::NoSuchPeer(_))
+    ));
+    stream.flow();
+    let got: Vec<String> = texts(&mut bob).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, ["direct", "bare"]);
+}
+
+#[test]
+fn a_node_speaks_for_its_own_members_only() {
+    let mut stream = Stream::new(&["a", "b", "c"]);
+    let ann = member(stream.registry("a"), "ann");
+    let mut cat = member(stream.registry("c"), "cat");
+    stream.flow();
+    texts(&mut cat);
+    // b claims a message from ann, a member of a: the others ignore it (what b does with
+    // its own members is b's).
+    let forged = ClusterEvent::Message {
+        from: ann.id().to_owned(),
+        from_name: "ann".into(),
+        principal: "owner".into(),
+        to: None,
+        sent_ms: 0,
+        text: "forged".into(),
+    };
+    for node in ["a", "c"] {
+        stream.registry(node).apply(100, "b", forged.clone());
+    }
+    assert!(texts(&mut cat).is_empty());
+    // Nor may b say she left.
+    let left = ClusterEvent::Left {
+        id: ann.id().to_owned(),
+        name: "ann".into(),
+        dialect: "ferry".into(),
+        reason: "forged".into(),
+    };
+    stream.registry("c").apply(101, "b", left);
+    assert!(stream
+        .registry("c")
+        .members()
+        .iter()
+        .any(|m| m.name == "ann@a"));
+}
+
+#[test]
+fn a_held_member_resumes_on_another_node_with_what_was_sent_meanwhile() {
+    let mut stream = Stream::new(&["a", "b", "c"]);
+    let ann = member(stream.registry("a"), "ann");
+    let cat = member(stream.registry("c"), "cat");
+    let joined_ann = ann.id().to_owned();
+    stream.flow();
+    // Joining again changes nothing but tells the token.
+    let token = ann.join(None, |_| Ok(())).expect("join again").resume;
+    drop(ann);
+    stream.flow();
+    cat.send(Some("ann"), "one".into()).expect("send");
+    cat.send(None, "two".into()).expect("send");
+    stream.flow();
+    let fresh = stream.registry("b").register(NewPeer {
+        name: "x".into(),
+        address: "test".into(),
+        dialect: "ferry".into(),
+        principal: Some(Principal::Token("test".into())),
+    });
+    let (mut again, joined) = fresh.resume(&token).expect("resume on b");
+    assert_eq!(joined.id, joined_ann);
+    assert_eq!(joined.name, "ann@b");
+    cat.send(Some(&joined_ann), "three".into()).expect("send");
+    stream.flow();
+    let got: Vec<String> = texts(&mut again).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, ["one", "two", "three"]);
+    // a gave her place up; everyone lists her on b, once.
+    for node in ["a", "b", "c"] {
+        let names: Vec<String> = stream
+            .registry(node)
+            .members()
+            .into_iter()
+            .filter(|m| m.id == joined_ann)
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["ann@b"], "on {node}");
+    }
+    // Another principal cannot take a place.
+    let other = stream.registry("c").register(NewPeer {
+        principal: Some(Principal::Token("other".into())),
+        ..NewPeer::default()
+    });
+    drop(again);
+    stream.flow();
+    assert!(matches!(other.resume(&token), Err(ResumeError::NotYours)));
+}
+
+#[test]
+fn a_gap_in_the_stream_is_told_to_every_member() {
+    let stream = Stream::new(&["a"]);
+    let mut ann = member(stream.registry("a"), "ann");
+    stream.registry("a").apply(5, "b", ClusterEvent::Stopping);
+    let missed = std::iter::from_fn(|| ann.try_next_event()).find_map(|e| match e {
+        PeerEvent::Missed(m) => Some(m.total),
+        _ => None,
+    });
+    assert_eq!(missed, Some(4));
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-z@# ]{0,12}"
+}
+
+fn member_strategy() -> impl Strategy<Value = ClusterMember> {
+    (text(), text(), text(), any::<u64>(), text(), text()).prop_map(
+        |(id, name, dialect, since_ms, principal, place)| ClusterMember {
+            id,
+            name,
+            dialect,
+            since_ms,
+            principal,
+            place,
+        },
+    )
+}
+
+fn event_strategy() -> impl Strategy<Value = ClusterEvent> {
+    prop_oneof![
+        member_strategy().prop_map(ClusterEvent::Joined),
+        member_strategy().prop_map(ClusterEvent::Moved),
+        (text(), text(), text(), text()).prop_map(|(id, name, dialect, reason)| {
+            ClusterEvent::Left {
+                id,
+                name,
+                dialect,
+                reason,
+            }
+        }),
+        (text(), any::<u64>()).prop_map(|(id, taken)| ClusterEvent::Away { id, taken }),
+        text().prop_map(|id| ClusterEvent::Back { id }),
+        (
+            text(),
+            text(),
+            text(),
+            proptest::option::of(text()),
+            any::<u64>(),
+            text()
+        )
+            .prop_map(|(from, from_name, principal, to, sent_ms, text)| {
+                ClusterEvent::Message {
+                    from,
+                    from_name,
+                    principal,
+                    to,
+                    sent_ms,
+                    text,
+                }
+            }),
+        Just(ClusterEvent::Stopping),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn events_survive_their_encoding(event in event_strategy()) {
+        prop_assert_eq!(ClusterEvent::decode(&event.encode()).ok(), Some(event));
+    }
+
+    #[test]
+    fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = ClusterEvent::decode(&bytes);
+        let _ = Beat::decode(&bytes);
+        let _ = RosterPage::decode(&bytes);
+    }
+
+    #[test]
+    fn any_events_from_any_nodes_keep_the_member_list_whole(
+        events in proptest::collection::vec((0..3usize, event_strategy()), 0..40),
+    ) {
+        let stream = Stream::new(&["a", "b"]);
+        let ann = member(stream.registry("a"), "ann");
+        let origins = ["a", "b", "c"];
+        for (seq, (origin, mut event)) in events.into_iter().enumerate() {
+            // Half of them name a's own member.
+            if seq % 2 == 0 {
+                match &mut event {
+                    ClusterEvent::Joined(m) | ClusterEvent::Moved(m) => m.id = ann.id().into(),
+                    ClusterEvent::Left { id, .. }
+                    | ClusterEvent::Away { id, .. }
+                    | ClusterEvent::Back { id } => *id = ann.id().into(),
+                    ClusterEvent::Message { from, .. } => *from = ann.id().into(),
+                    ClusterEvent::Stopping => {}
+                }
+            }
+            stream.registry("a").apply(seq as u64 + 1, origins[origin], event);
+        }
+        // Whatever the others said, a's own member is still there, once, and no member of
+        // a is claimed by another node.
+        let members = stream.registry("a").members();
+        prop_assert_eq!(members.iter().filter(|m| m.id == ann.id()).count(), 1);
+        prop_assert!(members
+            .iter()
+            .filter(|m| m.id != ann.id())
+            .all(|m| !m.name.ends_with("@a")));
+    }
+}
