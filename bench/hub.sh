@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The peer hub's benchmark: broadcast fan-out (deliveries per second) with 100 and with 1000
 # connected native peers, their clients in one process on the daemon's Unix socket, and the
-# daemon's memory per idle hub member with 10 000 of them. Prints one table.
+# daemon's memory per idle hub member with 10 000 of them. Then one hub across three daemons
+# on Debian's nats-server (JetStream; installed when missing): broadcast fan-out with 300
+# members spread over them, one sender on each, and the time one message takes to reach a
+# member of another daemon against one of the sender's own (and on a daemon outside any
+# cluster). Prints one table.
 #
-#   bash bench/hub.sh                # MESSAGES=10000 IDLE=10000 by default
+#   bash bench/hub.sh                # MESSAGES=10000 IDLE=10000 CLUSTER_MESSAGES=6000 ROUNDS=2000
 #   MESSAGES=5000 IDLE=2000 bash bench/hub.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +15,10 @@ cd "$(dirname "$0")/.."
 
 MESSAGES=${MESSAGES:-10000}
 IDLE=${IDLE:-10000}
+CLUSTER_MESSAGES=${CLUSTER_MESSAGES:-6000}
+ROUNDS=${ROUNDS:-2000}
+
+command -v nats-server >/dev/null || need_packages nats-server
 
 build_ferry
 cargo build --release --quiet -p ferry-client --example hub_load
@@ -74,3 +82,38 @@ printf '| broadcast fan-out, 100 peers | %s deliveries/s | >= 500000 |\n' "${rat
 printf '| broadcast fan-out, 1000 peers | %s deliveries/s | |\n' "${rate[1000]}"
 printf '| daemon RSS, %s idle hub members (all joined in %s s) | %s KiB -> %s KiB: %s bytes per peer | <= 32768 bytes per peer |\n' \
   "$IDLE" "$joined_in" "$before" "$after" "$per_peer"
+
+# One hub across three daemons on one nats-server (JetStream on a scratch store, a free port).
+nats_log=$work/nats.log
+nats-server -a 127.0.0.1 -p -1 -js -sd "$work/nats-store" 2>"$nats_log" &
+pids+=($!)
+for _ in $(seq 200); do grep -q "Server is ready" "$nats_log" 2>/dev/null && break; sleep 0.05; done
+nats_port=$(sed -n 's/.*Listening for client connections on 127.0.0.1:\([0-9]*\).*/\1/p' "$nats_log" | head -1)
+[ -n "$nats_port" ] || { echo "nats-server did not start: $(cat "$nats_log")" >&2; exit 1; }
+cluster_sockets=()
+for node in a b c; do
+  start_daemon "$work/node-$node.sock" --state-dir "$work/state-$node" --hub-outbox 4096 \
+    --max-connections 30000 --max-handshakes 30000 -s \
+    --hub-cluster "nats://127.0.0.1:$nats_port" --hub-node "$node"
+  cluster_sockets+=("$work/node-$node.sock")
+done
+joined=$(IFS=,; echo "${cluster_sockets[*]}")
+line=$("$LOAD" fanout "$joined" 300 "$CLUSTER_MESSAGES")
+echo "fan-out, 3 daemons, 300 peers: $line" >&2
+cluster_rate=$(sed -n 's/.*deliveries_per_s=\([0-9]*\).*/\1/p' <<<"$line")
+lat=$("$LOAD" latency "${cluster_sockets[0]}" "${cluster_sockets[1]}" "$ROUNDS")
+echo "latency, cluster: $lat" >&2
+# A fresh daemon outside any cluster (the first one still holds the places of the members
+# that left it).
+start_daemon "$work/solo.sock" --state-dir "$work/state-solo" -s
+solo=$("$LOAD" latency "$work/solo.sock" "$work/solo.sock" "$ROUNDS")
+echo "latency, one daemon outside a cluster: $solo" >&2
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+across=$(field across_p50_ms "$lat")
+same=$(field same_p50_ms "$lat")
+alone=$(field same_p50_ms "$solo")
+emit_row "hub cluster broadcast, 3 daemons, 300 members" "$cluster_rate deliveries/s" "" "" ">= 300000/s" "$([ "$cluster_rate" -ge 300000 ] && echo yes || echo NO)" ""
+emit_row "hub cluster, one message to another daemon's member (median)" "$across ms" "same daemon $same ms; no cluster $alone ms" "" "< 2 ms" "$(awk -v t="$across" 'BEGIN { print (t < 2 ? "yes" : "NO") }')" ""
+printf '| broadcast fan-out, 3 daemons on NATS, 300 peers | %s deliveries/s | >= 300000 |\n' "$cluster_rate"
+printf '| one message across daemons, p50 (p99) | %s ms (%s ms); same daemon %s ms (%s ms); no cluster %s ms (%s ms) | < 2 ms at the median |\n' \
+  "$across" "$(field across_p99_ms "$lat")" "$same" "$(field same_p99_ms "$lat")" "$alone" "$(field same_p99_ms "$solo")"

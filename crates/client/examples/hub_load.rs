@@ -1,9 +1,13 @@
 //! Load for the peer hub's benchmark (`bench/hub.sh`), many native peers in one process:
 //!
-//! - `hub_load fanout SOCKET PEERS MESSAGES`: PEERS members read while one more sends
-//!   MESSAGES broadcasts, streamed without waiting for each answer but never more than a
-//!   window ahead of the slowest reader (so that no outbox overflows); prints
-//!   `deliveries_per_s=N`.
+//! - `hub_load fanout SOCKET[,SOCKET...] PEERS MESSAGES`: PEERS members (spread over the
+//!   daemons of a hub cluster when several sockets are given) read while one more on each
+//!   daemon sends (MESSAGES broadcasts in all), streamed without waiting for each answer but
+//!   never more than a window ahead of the slowest reader (so that no outbox overflows);
+//!   prints `deliveries_per_s=N`.
+//! - `hub_load latency SOCKET_A SOCKET_B ROUNDS`: a member of daemon A sends ROUNDS messages,
+//!   one at a time, to a member of A and one of B (daemons of one cluster); prints the median
+//!   and 99th percentile of the time each took to arrive, on the same daemon and across.
 //! - `hub_load idle SOCKET PEERS`: PEERS members join and stay; prints `ready` once all have
 //!   joined, and leaves when stdin closes.
 
@@ -21,21 +25,29 @@ const CONNECT_BATCH: usize = 256;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: hub_load fanout SOCKET PEERS MESSAGES | hub_load idle SOCKET PEERS";
+    let usage = "usage: hub_load fanout SOCKET[,SOCKET...] PEERS MESSAGES | hub_load idle SOCKET PEERS | hub_load latency SOCKET_A SOCKET_B ROUNDS";
     let (Some(mode), Some(socket), Some(peers)) = (args.get(1), args.get(2), args.get(3)) else {
         eprintln!("{usage}");
         std::process::exit(2);
     };
-    let peers: usize = peers.parse().expect("PEERS is a number");
-    let endpoint = Endpoint::Unix(socket.into());
+    let endpoints: Vec<Endpoint> = socket
+        .split(',')
+        .map(|s| Endpoint::Unix(s.into()))
+        .collect();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         match mode.as_str() {
             "fanout" => {
+                let peers: usize = peers.parse().expect("PEERS is a number");
                 let messages: u64 = args.get(4).and_then(|m| m.parse().ok()).expect("MESSAGES");
-                fanout(&endpoint, peers, messages).await;
+                fanout(&endpoints, peers, messages).await;
             }
-            "idle" => idle(&endpoint, peers).await,
+            "idle" => idle(&endpoints[0], peers.parse().expect("PEERS is a number")).await,
+            "latency" => {
+                let other = Endpoint::Unix(peers.into());
+                let rounds: usize = args.get(4).and_then(|m| m.parse().ok()).expect("ROUNDS");
+                latency(&endpoints[0], &other, rounds).await;
+            }
             _ => {
                 eprintln!("{usage}");
                 std::process::exit(2);
@@ -46,6 +58,11 @@ fn main() {
 
 /// Connects `n` members of the hub.
 async fn members(endpoint: &Endpoint, n: usize) -> Vec<Client> {
+    named_members(endpoint, n, "load").await
+}
+
+/// Connects `n` members of the hub named PREFIX0, PREFIX1...
+async fn named_members(endpoint: &Endpoint, n: usize, prefix: &'static str) -> Vec<Client> {
     let mut clients = Vec::with_capacity(n);
     while clients.len() < n {
         let batch = CONNECT_BATCH.min(n - clients.len());
@@ -57,7 +74,7 @@ async fn members(endpoint: &Endpoint, n: usize) -> Vec<Client> {
                     .await
                     .expect("connect");
                 client
-                    .join(Some(&format!("load{}", start + i)), None)
+                    .join(Some(&format!("{prefix}{}", start + i)), None)
                     .await
                     .expect("join");
                 client
@@ -70,9 +87,24 @@ async fn members(endpoint: &Endpoint, n: usize) -> Vec<Client> {
     clients
 }
 
-async fn fanout(endpoint: &Endpoint, peers: usize, messages: u64) {
-    let readers = members(endpoint, peers).await;
-    let mut sender = members(endpoint, 1).await.pop().expect("sender");
+async fn fanout(endpoints: &[Endpoint], peers: usize, messages: u64) {
+    let mut readers = Vec::with_capacity(peers);
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let share = peers / endpoints.len() + usize::from(i < peers % endpoints.len());
+        readers.extend(members(endpoint, share).await);
+    }
+    let mut senders = Vec::new();
+    for endpoint in endpoints {
+        senders.extend(members(endpoint, 1).await);
+    }
+    // In a cluster, a member hears of the others' joins through the cluster: let them all
+    // arrive before counting.
+    for reader in &mut readers {
+        while let Ok(Ok(Some(_))) =
+            tokio::time::timeout(std::time::Duration::from_millis(2), reader.next_event()).await
+        {
+        }
+    }
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..peers).map(|_| AtomicU64::new(0)).collect());
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -93,33 +125,44 @@ async fn fanout(endpoint: &Endpoint, peers: usize, messages: u64) {
             got
         }));
     }
-    // The sender streams its messages from a task of its own while this one reads the
-    // answers (a refusal or a drop would come back as a failure).
-    let outgoing = sender.sender();
-    let window = Arc::clone(&progress);
-    let sending = tokio::spawn(async move {
-        for k in 0..messages {
-            while k >= WINDOW
-                && window
-                    .iter()
-                    .map(|p| p.load(Ordering::Relaxed))
-                    .min()
-                    .unwrap_or(0)
-                    + WINDOW
-                    <= k
-            {
-                tokio::task::yield_now().await;
+    // The senders stream their messages from tasks of their own while this one reads the
+    // answers (a refusal or a drop would come back as a failure). The window counts every
+    // sender's messages.
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut sending = Vec::new();
+    for (i, sender) in senders.iter().enumerate() {
+        let outgoing = sender.sender();
+        let window = Arc::clone(&progress);
+        let sent = Arc::clone(&sent);
+        let count = messages / senders.len() as u64
+            + u64::from((i as u64) < messages % senders.len() as u64);
+        sending.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let k = sent.fetch_add(1, Ordering::Relaxed);
+                while k >= WINDOW
+                    && window
+                        .iter()
+                        .map(|p| p.load(Ordering::Relaxed))
+                        .min()
+                        .unwrap_or(0)
+                        + WINDOW
+                        <= k
+                {
+                    tokio::task::yield_now().await;
+                }
+                outgoing
+                    .say(None, "fan-out message of a typical chat line's length")
+                    .await
+                    .expect("say");
             }
-            outgoing
-                .say(None, "fan-out message of a typical chat line's length")
-                .await
-                .expect("say");
-        }
-    });
+        }));
+    }
     let mut failed = 0;
     let draining = async {
+        let mut senders = senders;
         loop {
-            match sender.next_event().await {
+            let events = senders.iter_mut().map(|s| Box::pin(s.next_event()));
+            match futures_select_all(events).await {
                 Ok(Some(Event::Failed { .. })) => failed += 1,
                 Ok(Some(_)) => {}
                 _ => break,
@@ -135,11 +178,82 @@ async fn fanout(endpoint: &Endpoint, peers: usize, messages: u64) {
             }
         } => {}
     }
-    sending.await.expect("sender");
+    for sender in sending {
+        sender.await.expect("sender");
+    }
     let seconds = start.elapsed().as_secs_f64();
     println!(
         "deliveries_per_s={:.0} delivered={delivered} failed={failed} seconds={seconds:.2}",
         delivered as f64 / seconds
+    );
+}
+
+/// The first of `futures` to finish.
+async fn futures_select_all<F: std::future::Future + Unpin>(
+    futures: impl Iterator<Item = F>,
+) -> F::Output {
+    let mut futures: Vec<F> = futures.collect();
+    std::future::poll_fn(move |cx| {
+        for future in &mut futures {
+            if let std::task::Poll::Ready(output) = std::pin::Pin::new(future).poll(cx) {
+                return std::task::Poll::Ready(output);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn latency(a: &Endpoint, b: &Endpoint, rounds: usize) {
+    let mut sender = named_members(a, 1, "lat-sender")
+        .await
+        .pop()
+        .expect("sender");
+    let mut near = named_members(a, 1, "lat-near")
+        .await
+        .pop()
+        .expect("member of A");
+    let mut far = named_members(b, 1, "lat-far")
+        .await
+        .pop()
+        .expect("member of B");
+    // Wait until every daemon knows every member (joins cross the cluster). The sender's
+    // answers come in as it reads.
+    let outgoing = sender.sender();
+    let draining =
+        tokio::spawn(async move { while let Ok(Some(_)) = sender.next_event().await {} });
+    let mut ready = false;
+    while !ready {
+        ready = outgoing.say(Some("lat-far0"), "ping").await.is_ok()
+            && outgoing.say(Some("lat-near0"), "ping").await.is_ok();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let text = format!("round {round}");
+        let start = Instant::now();
+        outgoing.say(None, &text).await.expect("say");
+        for (i, member) in [&mut near, &mut far].into_iter().enumerate() {
+            loop {
+                match member.next_event().await {
+                    Ok(Some(Event::Message { text: got, .. })) if got == text => break,
+                    Ok(Some(_)) => {}
+                    other => panic!("member left: {other:?}"),
+                }
+            }
+            times[i].push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let stats = |times: &mut Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        (at(0.5), at(0.99))
+    };
+    draining.abort();
+    let (near_p50, near_p99) = stats(&mut times[0]);
+    let (far_p50, far_p99) = stats(&mut times[1]);
+    println!(
+        "same_p50_ms={near_p50:.3} same_p99_ms={near_p99:.3} across_p50_ms={far_p50:.3} across_p99_ms={far_p99:.3}"
     );
 }
 
