@@ -256,6 +256,12 @@ fn three_daemons_share_one_hub_in_order_and_once() {
             (name.as_str(), text.as_str()),
             ("server@c", "from c's owner")
         );
+        // `ferry chat`'s `:list`, from a pipe, shows everyone with their daemon.
+        let listed = c.run_with_input(&["chat", "--name", "dan"], b":list\n");
+        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+        for name in ["ann@a", "bob@b", "cat@c", "dan@c"] {
+            assert!(listed.contains(name), "{name} in:\n{listed}");
+        }
         let table = String::from_utf8_lossy(&c.run(&["peers"]).stdout).into_owned();
         for name in ["ann@a", "bob@b", "cat@c"] {
             assert!(table.contains(name), "{name} in:\n{table}");
@@ -500,5 +506,78 @@ fn the_presence_limit_counts_every_daemon_s_members() {
         assert_eq!(text, "after abe");
         let listed = String::from_utf8_lossy(&c.run(&["peers"]).stdout).into_owned();
         assert!(listed.contains("abe@a (hub)"), "{listed}");
+    });
+}
+
+#[test]
+fn an_nkey_seed_file_is_enough_where_nats_knows_its_public_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = nkeys::KeyPair::new_user();
+    let seed = dir.path().join("daemon.nk");
+    std::fs::write(&seed, key.seed().expect("seed")).expect("seed file");
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "authorization {{ users = [ {{ nkey: {} }} ] }}\n",
+            key.public_key()
+        ),
+    )
+    .expect("nats config");
+    let nats = Nats::start(&["-c", config.to_str().expect("utf-8 path")]);
+    let seed = seed.to_str().expect("utf-8 path");
+    let a = node(&nats, "a", &["--hub-cluster-nkey", seed]);
+    let b = node(&nats, "b", &["--hub-cluster-nkey", seed]);
+    runtime().block_on(async {
+        let (mut ann, _) = member(&a, "ann").await;
+        let (_bob, _) = member(&b, "bob").await;
+        sees_join(&mut ann, "bob@b").await;
+    });
+    // Another key is refused.
+    let other = dir.path().join("other.nk");
+    std::fs::write(&other, nkeys::KeyPair::new_user().seed().expect("seed")).expect("seed file");
+    let out = Command::new(crate::helper::ferry_bin())
+        .arg("daemon")
+        .arg("--socket")
+        .arg(dir.path().join("ferry.sock"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args([
+            "--hub-cluster",
+            &nats.url(),
+            "--hub-node",
+            "c",
+            "--hub-cluster-nkey",
+        ])
+        .arg(&other)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ferry daemon");
+    assert!(!out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_daemon_that_stops_cleanly_has_its_members_leave_after_the_grace() {
+    let nats = Nats::start(&[]);
+    let a = node(&nats, "a", &["--hub-grace", "2s"]);
+    let mut b = node(&nats, "b", &["--hub-grace", "2s"]);
+    runtime().block_on(async {
+        let (mut ann, _) = member(&a, "ann").await;
+        let (_bob, _) = member(&b, "bob").await;
+        sees_join(&mut ann, "bob@b").await;
+        assert_eq!(b.stop_with(libc::SIGTERM), Some(0), "{}", b.log());
+        // Held first (it may resume on a within the grace), then gone.
+        held(&a, "bob@b");
+        let reason = next(&mut ann, "bob's leave", |e| match e {
+            Event::Presence {
+                name,
+                joined: false,
+                reason,
+                ..
+            } if name == "bob@b" => Some(reason),
+            _ => None,
+        })
+        .await;
+        assert!(reason.contains("did not come back within 2s"), "{reason}");
     });
 }
