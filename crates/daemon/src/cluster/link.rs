@@ -107,8 +107,9 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, DaemonErr
     if let Some(ca) = &config.ca {
         options = options.add_root_certificates(ca.clone()).require_tls(true);
     }
+    let servers: Vec<&str> = config.url.split(',').map(str::trim).collect();
     options
-        .connect(config.url.as_str())
+        .connect(servers)
         .await
         .map_err(|e| failed(e.to_string()))
 }

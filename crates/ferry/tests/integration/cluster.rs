@@ -560,7 +560,16 @@ fn an_nkey_seed_file_is_enough_where_nats_knows_its_public_key() {
 fn a_daemon_that_stops_cleanly_has_its_members_leave_after_the_grace() {
     let nats = Nats::start(&[]);
     let a = node(&nats, "a", &["--hub-grace", "2s"]);
-    let mut b = node(&nats, "b", &["--hub-grace", "2s"]);
+    // Several NATS servers may be named (here the same one twice).
+    let servers = format!("{},{}", nats.url(), nats.url());
+    let mut b = Daemon::start(&[
+        "--hub-cluster",
+        &servers,
+        "--hub-node",
+        "b",
+        "--hub-grace",
+        "2s",
+    ]);
     runtime().block_on(async {
         let (mut ann, _) = member(&a, "ann").await;
         let (_bob, _) = member(&b, "bob").await;
