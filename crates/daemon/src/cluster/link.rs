@@ -74,8 +74,11 @@ fn accepts_for(dialect: &str) -> ferry_engine::peers::hub::Accepts {
     }
 }
 
-/// Connects to NATS as `config` says.
-async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, DaemonError> {
+/// Connects to NATS as `config` says; `connected` is set to the time of each (re)connection.
+async fn connect(
+    config: &ClusterConfig,
+    connected: Arc<Mutex<Instant>>,
+) -> Result<async_nats::Client, DaemonError> {
     let failed = |what: String| {
         DaemonError::Config(format!(
             "cannot join the hub cluster '{}' at {}: {what}",
@@ -88,6 +91,14 @@ async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, DaemonErr
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis(100u64.saturating_mul(attempts as u64).min(1000))
+        })
+        .event_callback(move |event| {
+            let connected = Arc::clone(&connected);
+            async move {
+                if matches!(event, async_nats::Event::Connected) {
+                    *connected.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                }
+            }
         });
     options = match &config.credentials {
         Credentials::None => options,
@@ -125,7 +136,8 @@ pub(super) async fn start(
             config.name
         ))
     };
-    let client = connect(config).await?;
+    let connected = Arc::new(Mutex::new(Instant::now()));
+    let client = connect(config, Arc::clone(&connected)).await?;
     let names = Names {
         cluster: config.name.clone(),
         node: config.node.clone(),
@@ -187,7 +199,6 @@ pub(super) async fn start(
         "the hub joined its cluster"
     );
     let stopped = Arc::new(Notify::new());
-    let connected = Arc::new(Mutex::new(Instant::now()));
     let tasks = vec![
         tokio::spawn(publish(
             js.clone(),
@@ -202,12 +213,7 @@ pub(super) async fn start(
             messages,
             registry.clone(),
         )),
-        tokio::spawn(beat(
-            client.clone(),
-            names.clone(),
-            registry.clone(),
-            Arc::clone(&connected),
-        )),
+        tokio::spawn(beat(client.clone(), names.clone(), registry.clone())),
         tokio::spawn(watch_beats(
             client.clone(),
             names.clone(),
@@ -348,22 +354,11 @@ async fn read_stream(
     }
 }
 
-/// Says every [`BEAT_EVERY`] that this daemon is alive; notes when NATS was last reconnected.
-async fn beat(
-    client: async_nats::Client,
-    names: Names,
-    registry: PeerRegistry,
-    connected: Arc<Mutex<Instant>>,
-) {
+/// Says every [`BEAT_EVERY`] that this daemon is alive.
+async fn beat(client: async_nats::Client, names: Names, registry: PeerRegistry) {
     let mut tick = tokio::time::interval(BEAT_EVERY);
-    let mut was_connected = true;
     loop {
         tick.tick().await;
-        let now_connected = client.connection_state() == async_nats::connection::State::Connected;
-        if now_connected && !was_connected {
-            *connected.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        }
-        was_connected = now_connected;
         let beat = Beat {
             boot: names.boot.clone(),
             processed: registry.cluster_processed(),

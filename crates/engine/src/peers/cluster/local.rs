@@ -60,7 +60,10 @@ fn targets(peers: &Peers, from: &str, to: Option<&str>) -> Result<Vec<Target>, S
         1 => Ok(named),
         _ => Err(SendError::Ambiguous {
             name: to.to_owned(),
-            ids: named.into_iter().map(|t| t.name).collect(),
+            ids: named
+                .into_iter()
+                .map(|t| format!("{} for {}", t.id, t.name))
+                .collect(),
         }),
     }
 }
