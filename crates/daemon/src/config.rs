@@ -136,7 +136,7 @@ pub struct DaemonConfig {
     /// debugging aid; recordings hold tokens).
     pub record_wire: Option<PathBuf>,
     /// The hub's cluster, if it joins one (`--hub-cluster`).
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A fresh web token: 256 random bits, in hex.
@@ -148,6 +148,40 @@ pub fn new_web_token() -> String {
         return String::new();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hub cluster's settings (`--hub-cluster`, `[hub] cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The NATS server(s): `nats://HOST:PORT` (`tls://` for TLS), comma-separated.
+    pub url: String,
+    /// The cluster's name: daemons with the same name on the same NATS share one hub.
+    pub name: String,
+    /// This daemon's name in the cluster (members show as `ann@NODE`).
+    pub node: String,
+    /// How the daemon proves itself to NATS.
+    pub credentials: Credentials,
+    /// CA certificate to trust for the NATS server's TLS (PEM).
+    pub ca: Option<PathBuf>,
+}
+
+/// NATS credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// None (or those in the URL).
+    #[default]
+    None,
+    /// A user and a password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A `.creds` file (a JWT and an nkey seed).
+    CredsFile(PathBuf),
+    /// A file holding an nkey seed.
+    NkeySeedFile(PathBuf),
 }
 
 impl DaemonConfig {

@@ -1,44 +1,10 @@
-//! How a daemon reaches its hub's cluster: the NATS server, its credentials and TLS, the
-//! cluster's name and this daemon's name in it.
+//! How a daemon reaches its hub's cluster: the settings' checks and defaults (the settings
+//! themselves are values of `crate::config`).
 
-use std::path::PathBuf;
+pub use crate::config::{ClusterConfig, Credentials};
 
 /// The default cluster name.
 pub const DEFAULT_CLUSTER_NAME: &str = "ferry";
-
-/// A hub cluster's settings (`--hub-cluster`, `[hub] cluster`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// The NATS server(s): `nats://HOST:PORT` (`tls://` for TLS), comma-separated.
-    pub url: String,
-    /// The cluster's name: daemons with the same name on the same NATS share one hub.
-    pub name: String,
-    /// This daemon's name in the cluster (members show as `ann@NODE`).
-    pub node: String,
-    /// How the daemon proves itself to NATS.
-    pub credentials: Credentials,
-    /// CA certificate to trust for the NATS server's TLS (PEM).
-    pub ca: Option<PathBuf>,
-}
-
-/// NATS credentials.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Credentials {
-    /// None (or those in the URL).
-    #[default]
-    None,
-    /// A user and a password.
-    UserPassword {
-        /// The user.
-        user: String,
-        /// The password.
-        password: String,
-    },
-    /// A `.creds` file (a JWT and an nkey seed).
-    CredsFile(PathBuf),
-    /// A file holding an nkey seed.
-    NkeySeedFile(PathBuf),
-}
 
 /// Checks a name used in NATS subjects and stream names (a cluster's, a daemon's).
 pub fn check_subject_token(what: &str, name: &str) -> Result<(), String> {

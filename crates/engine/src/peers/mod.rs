@@ -15,7 +15,6 @@
 //!
 //! Ids are sqids of a counter (at least 10 characters), never reused while the daemon runs.
 
-pub mod cluster;
 pub mod hub;
 pub mod mailbox;
 
@@ -28,6 +27,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::principal::Principal;
 use crate::types::JobId;
+pub use hub::cluster;
 pub use hub::{
     Delivery, HubConfig, HubMessage, HubStats, Joined, MemberInfo, Presence, Refused, ResumeError,
     SendError, SlowConsumer, MAX_MESSAGE_TEXT, SERVER_ID,
@@ -164,7 +164,7 @@ struct Peers {
     /// The hub's slow-consumer policy.
     slow_consumer: Option<hub::SlowConsumer>,
     /// The hub's cluster, if it is in one.
-    cluster: Option<cluster::Cluster>,
+    cluster: Option<hub::cluster::Cluster>,
 }
 
 #[derive(Default)]

@@ -22,6 +22,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::watch;
 
+pub mod cluster;
 mod types;
 
 use super::mailbox::Sender;
@@ -178,7 +179,7 @@ impl PeerHandle {
         };
         let name = entry.info.name.clone();
         peers.stats.resumed += 1;
-        peers.publish(super::cluster::ClusterEvent::Back {
+        peers.publish(cluster::ClusterEvent::Back {
             id: handle.id.clone(),
         });
         let name = peers.shown(&name);
@@ -411,7 +412,7 @@ fn send(
     text: String,
 ) -> Result<Delivery, SendError> {
     if peers.cluster.is_some() {
-        return super::cluster::send(peers, from, to, text);
+        return cluster::send(peers, from, to, text);
     }
     check_text(&text)?;
     // The daemon's and its owner's messages take the daemon's lane; a member's, its share.
@@ -617,7 +618,7 @@ pub(super) fn connection_ended(shared: &Shared, peers: &mut Peers, serial: u64) 
         tracing::debug!(target: "ferry::presence", peer = id, "connection ended; its place is held");
         if let Some(entry) = peers.entries.get(&serial) {
             let taken = peers.taken_by(entry);
-            peers.publish(super::cluster::ClusterEvent::Away { id, taken });
+            peers.publish(cluster::ClusterEvent::Away { id, taken });
         }
     } else {
         let reason = entry

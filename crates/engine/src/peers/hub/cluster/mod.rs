@@ -32,10 +32,10 @@ mod local;
 #[cfg(test)]
 mod tests;
 
-pub(super) use local::send;
+pub(in crate::peers) use local::send;
 
-use super::hub::{announce_here, Accepts, Presence};
-use super::{Entry, Peers};
+use super::{announce_here, Accepts, Presence};
+use crate::peers::{Entry, Peers};
 
 /// Why bytes from the cluster are not one of its messages.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +185,7 @@ pub struct ClusterLink {
 }
 
 /// The registry's cluster state.
-pub(super) struct Cluster {
+pub(in crate::peers) struct Cluster {
     link: ClusterLink,
     /// Other daemons' members, by id.
     remote: std::collections::BTreeMap<String, Remote>,
@@ -221,7 +221,7 @@ fn from_millis(ms: u64) -> SystemTime {
 }
 
 /// SHA-256 of a resume token, in hex.
-pub(super) fn place_of(token: &str) -> String {
+pub(in crate::peers) fn place_of(token: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -242,7 +242,7 @@ impl Cluster {
 
 impl Peers {
     /// Queues `event` for the cluster; whether it was taken.
-    pub(super) fn publish(&mut self, event: ClusterEvent) -> bool {
+    pub(in crate::peers) fn publish(&mut self, event: ClusterEvent) -> bool {
         let Some(cluster) = &mut self.cluster else {
             return false;
         };
@@ -260,12 +260,12 @@ impl Peers {
     }
 
     /// This daemon's name in its cluster, if it is in one.
-    pub(super) fn node(&self) -> Option<&str> {
+    pub(in crate::peers) fn node(&self) -> Option<&str> {
         self.cluster.as_ref().map(|c| c.link.node.as_str())
     }
 
     /// A local member's name as the hub shows it (qualified in a cluster).
-    pub(super) fn shown(&self, name: &str) -> String {
+    pub(in crate::peers) fn shown(&self, name: &str) -> String {
         match self.node() {
             Some(node) => Cluster::qualified(name, node),
             None => name.to_owned(),
@@ -273,12 +273,12 @@ impl Peers {
     }
 
     /// How many members other daemons have.
-    pub(super) fn remote_count(&self) -> usize {
+    pub(in crate::peers) fn remote_count(&self) -> usize {
         self.cluster.as_ref().map_or(0, |c| c.remote.len())
     }
 
     /// Other daemons' members, as listed.
-    pub(super) fn remote_members(&self) -> Vec<super::MemberInfo> {
+    pub(in crate::peers) fn remote_members(&self) -> Vec<crate::peers::MemberInfo> {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
@@ -286,7 +286,7 @@ impl Peers {
         members.sort_by(|a, b| (&a.node, a.member.since_ms).cmp(&(&b.node, b.member.since_ms)));
         members
             .into_iter()
-            .map(|r| super::MemberInfo {
+            .map(|r| crate::peers::MemberInfo {
                 id: r.member.id.clone(),
                 name: Cluster::qualified(&r.member.name, &r.node),
                 dialect: r.member.dialect.clone(),
@@ -315,7 +315,7 @@ impl Peers {
     }
 
     /// Announces a local member's join (or leave) to the cluster.
-    pub(super) fn publish_presence(&mut self, serial: u64, joined: bool, reason: String) {
+    pub(in crate::peers) fn publish_presence(&mut self, serial: u64, joined: bool, reason: String) {
         let Some(entry) = self.entries.get(&serial) else {
             return;
         };
@@ -337,7 +337,7 @@ impl Peers {
 
     /// Where a member that is away had got to: the message before the oldest still in its
     /// outbox, or the last applied.
-    pub(super) fn taken_by(&self, entry: &Entry) -> u64 {
+    pub(in crate::peers) fn taken_by(&self, entry: &Entry) -> u64 {
         let processed = self.cluster.as_ref().map_or(0, |c| c.processed);
         entry
             .outbox
@@ -346,7 +346,7 @@ impl Peers {
     }
 
     /// Ends remote places held past `now`, telling local members they left.
-    pub(super) fn expire_remote(&mut self, now: Instant, grace: Duration) -> usize {
+    pub(in crate::peers) fn expire_remote(&mut self, now: Instant, grace: Duration) -> usize {
         let Some(cluster) = &mut self.cluster else {
             return 0;
         };
