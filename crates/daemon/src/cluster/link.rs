@@ -156,7 +156,11 @@ pub(super) async fn start(
             ..Default::default()
         })
         .await
-        .map_err(|e| fail(format!("cannot make the JetStream stream: {e}")))?;
+        .map_err(|e| {
+            fail(format!(
+                "cannot make the JetStream stream: {e} (the NATS server needs JetStream: nats-server -js, or `jetstream {{}}` in its configuration)"
+            ))
+        })?;
     let last = stream
         .get_info()
         .await

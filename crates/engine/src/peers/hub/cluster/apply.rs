@@ -110,7 +110,7 @@ impl PeerRegistry {
         let gap = seq.saturating_sub(cluster.processed.saturating_add(1));
         cluster.processed = cluster.processed.max(seq);
         let own = origin == cluster.link.node;
-        if gap > 0 && cluster.processed > gap {
+        if gap > 0 {
             tell_missed(
                 &mut peers,
                 gap,
