@@ -340,6 +340,7 @@ async fn read_stream(
                         seq,
                         "a hub event in the cluster's stream: {e}; ignored"
                     );
+                    registry.skip(seq);
                 }
             }
         }

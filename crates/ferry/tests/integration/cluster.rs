@@ -167,6 +167,22 @@ fn numbered(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix} {i}")).collect()
 }
 
+/// Waits until `daemon` lists each of `names` (the other daemons' joins reach it through the
+/// cluster), so that a member joining there next finds them in its answer rather than being
+/// told of them as they arrive.
+fn knows(daemon: &Daemon, names: &[&str]) {
+    let table = || String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned();
+    wait_until(
+        &format!("the daemon to know {names:?}"),
+        Duration::from_secs(20),
+        || {
+            let table = table();
+            names.iter().all(|name| table.contains(name)).then_some(())
+        },
+        table,
+    );
+}
+
 /// Waits until `daemon`'s `ferry peers` shows `name` held (away).
 fn held(daemon: &Daemon, name: &str) {
     let table = || String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned();
@@ -188,6 +204,7 @@ fn three_daemons_share_one_hub_in_order_and_once() {
     runtime().block_on(async {
         let (mut ann, ann_joined) = member(&a, "ann").await;
         assert_eq!(ann_joined.name, "ann@a");
+        knows(&c, &["ann@a"]);
         let (mut cat, cat_joined) = member(&c, "cat").await;
         assert!(
             cat_joined.members.iter().any(|m| m.name == "ann@a"),
@@ -279,6 +296,7 @@ fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
     runtime().block_on(async {
         let (ann, ann_joined) = member(&a, "ann").await;
         let (_abe, _) = member(&a, "abe").await;
+        knows(&c, &["ann@a", "abe@a"]);
         let (mut cat, cat_joined) = member(&c, "cat").await;
         assert!(cat_joined.members.iter().any(|m| m.name == "abe@a"));
         assert_eq!(a.stop_with(libc::SIGKILL), None);
@@ -431,6 +449,7 @@ fn a_member_whose_connection_ended_resumes_on_another_daemon() {
     let c = node(&nats, "c", &[]);
     runtime().block_on(async {
         let (ann, ann_joined) = member(&a, "ann").await;
+        knows(&c, &["ann@a"]);
         let (mut cat, _) = member(&c, "cat").await;
         drop(ann);
         held(&c, "ann@a");
@@ -488,6 +507,7 @@ fn the_presence_limit_counts_every_daemon_s_members() {
     let c = node(&nats, "c", &["--hub-presence-max", "2"]);
     runtime().block_on(async {
         let (mut ann, _) = member(&a, "ann").await;
+        knows(&c, &["ann@a"]);
         let (mut cat, _) = member(&c, "cat").await;
         sees_join(&mut ann, "cat@c").await;
         // A third member: announced on a (its limit is 1000), not on c (2).
@@ -587,5 +607,50 @@ fn a_daemon_that_stops_cleanly_has_its_members_leave_after_the_grace() {
         })
         .await;
         assert!(reason.contains("did not come back within 2s"), "{reason}");
+    });
+}
+
+#[test]
+fn what_is_not_a_hub_event_or_not_its_daemon_s_to_say_is_ignored_and_said() {
+    let nats = Nats::start(&[]);
+    let a = node(&nats, "a", &[]);
+    let c = node(&nats, "c", &[]);
+    runtime().block_on(async {
+        let (mut ann, ann_joined) = member(&a, "ann").await;
+        let (mut cat, _) = member(&c, "cat").await;
+        sees_join(&mut ann, "cat@c").await;
+        // Anyone holding the cluster's credentials writes into its stream: bytes that are no
+        // event, and a message in ann's name from a daemon that is not hers.
+        let intruder = async_nats::connect(nats.url()).await.expect("connect to NATS");
+        let js = async_nats::jetstream::new(intruder);
+        let forged = format!(
+            r#"{{"kind":"message","from":"{}","from_name":"ann","principal":"owner","to":null,"sent_ms":0,"text":"forged"}}"#,
+            ann_joined.peer
+        );
+        for payload in [b"\xff not json".to_vec(), forged.into_bytes()] {
+            js.publish("ferry.ferry.hub.evil", payload.into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+        // The daemons go on: ann's own next message is the first thing cat gets.
+        ann.say(None, "genuine", false).await.expect("say");
+        let got = messages(&mut cat, 1).await;
+        assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("ann@a", "genuine"));
+        // Each daemon said what it ignored, and why.
+        for daemon in [&a, &c] {
+            wait_until(
+                "the daemon to log what it ignored",
+                Duration::from_secs(20),
+                || {
+                    let log = daemon.log();
+                    (log.contains("a hub event in the cluster's stream: not a ferry hub-cluster message")
+                        && log.contains("a daemon spoke for a member it does not hold: ignored"))
+                    .then_some(())
+                },
+                || daemon.log(),
+            );
+        }
     });
 }

@@ -100,23 +100,22 @@ impl PeerRegistry {
         }
     }
 
+    /// Notes stream position `seq` as read without an event to apply (what was there is not
+    /// one); positions skipped before it are told as missed.
+    pub fn skip(&self, seq: u64) {
+        let mut peers = self.shared.lock();
+        reach(&mut peers, seq);
+    }
+
     /// Applies the event at stream position `seq`, published by daemon `origin`.
     pub fn apply(&self, seq: u64, origin: &str, event: ClusterEvent) {
         let mut peers = self.shared.lock();
         let grace = self.shared.config.grace;
+        reach(&mut peers, seq);
         let Some(cluster) = &mut peers.cluster else {
             return;
         };
-        let gap = seq.saturating_sub(cluster.processed.saturating_add(1));
-        cluster.processed = cluster.processed.max(seq);
         let own = origin == cluster.link.node;
-        if gap > 0 {
-            tell_missed(
-                &mut peers,
-                gap,
-                "the cluster's stream (events lost in NATS)",
-            );
-        }
         match event {
             ClusterEvent::Message {
                 from,
@@ -234,6 +233,19 @@ impl PeerRegistry {
         for (message, owner) in waiting {
             push_message(&mut peers, serial, &message, owner);
         }
+    }
+}
+
+/// Moves the last applied stream position to `seq`; positions skipped on the way (events
+/// the stream no longer holds) are told to every member.
+fn reach(peers: &mut Peers, seq: u64) {
+    let Some(cluster) = &mut peers.cluster else {
+        return;
+    };
+    let gap = seq.saturating_sub(cluster.processed.saturating_add(1));
+    cluster.processed = cluster.processed.max(seq);
+    if gap > 0 {
+        tell_missed(peers, gap, "the cluster's stream (events lost in NATS)");
     }
 }
 
