@@ -283,6 +283,23 @@ fn three_daemons_share_one_hub_in_order_and_once() {
         for name in ["ann@a", "bob@b", "cat@c"] {
             assert!(table.contains(name), "{name} in:\n{table}");
         }
+        // TsockM members on the other two daemons as well: a TsockM broadcast reaches the
+        // TsockM members of the other daemons (the daemon's lines, the logins, aside).
+        let mut tia = TsockmClient::login(&tsockm_of(&a), "tia");
+        let mut tic = TsockmClient::login(&tsockm_of(&c), "tic");
+        for name in ["tia@a", "tic@c"] {
+            sees_join(&mut ann, name).await;
+        }
+        knows(&a, &["tic@c"]);
+        tia.request("MSG", "from tia on a");
+        let heard = |tsockm: &mut TsockmClient| loop {
+            let (name, text) = tsockm.next_message();
+            if name != "server" {
+                break (name, text);
+            }
+        };
+        assert_eq!(heard(&mut tic), ("tia@a".into(), "from tia on a".into()));
+        assert_eq!(heard(&mut bob), ("tia@a".into(), "from tia on a".into()));
     });
 }
 
