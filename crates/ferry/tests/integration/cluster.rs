@@ -285,7 +285,7 @@ fn three_daemons_share_one_hub_in_order_and_once() {
         }
         // TsockM members on the other two daemons as well: a TsockM broadcast reaches the
         // TsockM members of the other daemons (the daemon's lines, the logins, aside).
-        let mut tia = TsockmClient::login(&tsockm_of(&a), "tia");
+        let tia = TsockmClient::login(&tsockm_of(&a), "tia");
         let mut tic = TsockmClient::login(&tsockm_of(&c), "tic");
         for name in ["tia@a", "tic@c"] {
             sees_join(&mut ann, name).await;
