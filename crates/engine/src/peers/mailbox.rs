@@ -111,6 +111,24 @@ struct Lanes {
     stalled_since: Option<Instant>,
 }
 
+impl Lanes {
+    /// Counts `count` events missed from `id` (named `name`), in the order first missed.
+    fn count_missed(&mut self, id: &str, name: &str, count: u64) {
+        let order = self.missed.len();
+        let missed = self.missed.entry(id.to_owned()).or_insert_with(|| {
+            (
+                order,
+                MissedFrom {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    count: 0,
+                },
+            )
+        });
+        missed.1.count += count;
+    }
+}
+
 /// One peer's outbox (see the module documentation). Shared by its registry entry, which
 /// pushes, and its connection, which takes.
 pub(super) struct Mailbox {
@@ -162,18 +180,7 @@ impl Mailbox {
             }
         };
         if !fits {
-            let order = lanes.missed.len();
-            let missed = lanes.missed.entry(id.to_owned()).or_insert_with(|| {
-                (
-                    order,
-                    MissedFrom {
-                        id: id.to_owned(),
-                        name: name.to_owned(),
-                        count: 0,
-                    },
-                )
-            });
-            missed.1.count += 1;
+            lanes.count_missed(id, name, 1);
             lanes.stalled_since.get_or_insert_with(Instant::now);
             drop(lanes);
             // It may be told now, if its connection is waiting on an empty outbox.
@@ -208,20 +215,7 @@ impl Mailbox {
 
     /// Counts `count` events missed from `id` (named `name`), to be told at the next read.
     pub(super) fn missed_from(&self, id: &str, name: &str, count: u64) {
-        let mut lanes = self.lock();
-        let order = lanes.missed.len();
-        let missed = lanes.missed.entry(id.to_owned()).or_insert_with(|| {
-            (
-                order,
-                MissedFrom {
-                    id: id.to_owned(),
-                    name: name.to_owned(),
-                    count: 0,
-                },
-            )
-        });
-        missed.1.count += count;
-        drop(lanes);
+        self.lock().count_missed(id, name, count);
         self.ready.notify_one();
     }
 

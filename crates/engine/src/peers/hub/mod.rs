@@ -403,6 +403,44 @@ fn receivers(peers: &Peers, from: Option<u64>, to: Option<&str>) -> Result<Vec<u
     }
 }
 
+/// Who sends a message.
+pub(in crate::peers) struct Author {
+    /// Its id ([`SERVER_ID`] for the daemon).
+    pub(in crate::peers) id: String,
+    /// Its name.
+    pub(in crate::peers) name: String,
+    /// Who it acts for (the owner, for the daemon).
+    pub(in crate::peers) principal: Option<crate::principal::Principal>,
+}
+
+impl Author {
+    /// Whether it speaks for the daemon's owner (its messages take the daemon's lane).
+    fn is_owner(&self) -> bool {
+        self.principal.as_ref().is_some_and(|p| p.is_owner())
+    }
+}
+
+/// The author of a message from `from` (a serial; `None`: the daemon), heard from now.
+fn author(peers: &mut Peers, from: Option<u64>) -> Result<Author, SendError> {
+    let Some(serial) = from else {
+        return Ok(Author {
+            id: SERVER_ID.to_owned(),
+            name: SERVER_ID.to_owned(),
+            principal: Some(crate::principal::Principal::Owner),
+        });
+    };
+    let entry = peers
+        .entries
+        .get_mut(&serial)
+        .ok_or_else(|| SendError::UnknownSender(String::new()))?;
+    entry.last_heard = Instant::now();
+    Ok(Author {
+        id: entry.info.id.clone(),
+        name: entry.info.name.clone(),
+        principal: entry.info.principal.clone(),
+    })
+}
+
 /// Sends a message from `from` (a serial; `None`: the daemon) under the lock.
 fn send(
     shared: &Shared,
@@ -411,27 +449,17 @@ fn send(
     to: Option<&str>,
     text: String,
 ) -> Result<Delivery, SendError> {
-    if peers.cluster.is_some() {
-        return cluster::send(peers, from, to, text);
-    }
     check_text(&text)?;
+    let author = author(peers, from)?;
+    if peers.cluster.is_some() {
+        return cluster::send(peers, author, to, text);
+    }
     // The daemon's and its owner's messages take the daemon's lane; a member's, its share.
-    let (from_id, from_name, from_owner) = match from {
-        Some(serial) => {
-            let entry = peers
-                .entries
-                .get_mut(&serial)
-                .ok_or_else(|| SendError::UnknownSender(String::new()))?;
-            entry.last_heard = Instant::now();
-            let owner = entry.info.principal.as_ref().is_some_and(|p| p.is_owner());
-            (entry.info.id.clone(), entry.info.name.clone(), owner)
-        }
-        None => (SERVER_ID.to_owned(), SERVER_ID.to_owned(), true),
-    };
+    let from_owner = author.is_owner();
     let targets = receivers(peers, from, to)?;
     let message = Arc::new(HubMessage {
-        from: from_id,
-        from_name,
+        from: author.id,
+        from_name: author.name,
         to: to
             .and(targets.first())
             .and_then(|s| peers.entries.get(s))

@@ -117,25 +117,11 @@ impl PeerRegistry {
         };
         let own = origin == cluster.link.node;
         match event {
-            ClusterEvent::Message {
-                from,
-                from_name,
-                principal,
-                to,
-                sent_ms,
-                text,
-            } => {
-                if own || speaks_for(&peers, origin, &from) {
-                    let message = Arc::new(HubMessage {
-                        from,
-                        from_name: Cluster::qualified(&from_name, origin),
-                        to,
-                        sent: from_millis(sent_ms),
-                        text,
-                        framed: OnceLock::new(),
-                        seq,
-                    });
-                    deliver(&mut peers, &message, principal == "owner", None);
+            event @ ClusterEvent::Message { .. } => {
+                if let Some((message, owner)) = message_of(seq, origin, event) {
+                    if own || speaks_for(&peers, origin, &message.from) {
+                        deliver(&mut peers, &message, owner);
+                    }
                 }
             }
             ClusterEvent::Joined(member) => {
@@ -205,34 +191,50 @@ impl PeerRegistry {
             .get_mut(&serial)
             .and_then(|e| e.replaying.take())
             .unwrap_or_default();
-        for (seq, origin, event) in events {
-            if let ClusterEvent::Message {
-                from,
-                from_name,
-                principal,
-                to,
-                sent_ms,
-                text,
-            } = event
-            {
-                if from == id || to.as_deref().is_some_and(|to| to != id) {
-                    continue;
-                }
-                let message = Arc::new(HubMessage {
-                    from,
-                    from_name: Cluster::qualified(&from_name, &origin),
-                    to,
-                    sent: from_millis(sent_ms),
-                    text,
-                    framed: OnceLock::new(),
-                    seq,
-                });
-                push_message(&mut peers, serial, &message, principal == "owner");
-            }
+        let replayed = events
+            .into_iter()
+            .filter_map(|(seq, origin, event)| message_of(seq, &origin, event))
+            .filter(|(message, _)| is_for(message, id));
+        for (message, owner) in replayed {
+            push_message(&mut peers, serial, &message, owner);
         }
         for (message, owner) in waiting {
             push_message(&mut peers, serial, &message, owner);
         }
+    }
+}
+
+/// The message event at stream position `seq` from daemon `origin` as delivered (its sender's
+/// name qualified), and whether its sender speaks for an owner; `None` for other events.
+fn message_of(seq: u64, origin: &str, event: ClusterEvent) -> Option<(Arc<HubMessage>, bool)> {
+    let ClusterEvent::Message {
+        from,
+        from_name,
+        principal,
+        to,
+        sent_ms,
+        text,
+    } = event
+    else {
+        return None;
+    };
+    let message = HubMessage {
+        from,
+        from_name: Cluster::qualified(&from_name, origin),
+        to,
+        sent: from_millis(sent_ms),
+        text,
+        framed: OnceLock::new(),
+        seq,
+    };
+    Some((Arc::new(message), principal == "owner"))
+}
+
+/// Whether `message` is for the member `id`: sent to it, or to everyone by another.
+fn is_for(message: &HubMessage, id: &str) -> bool {
+    match &message.to {
+        Some(to) => to == id,
+        None => message.from != id,
     }
 }
 
@@ -389,18 +391,11 @@ fn presence_of(member: &ClusterMember, node: &str, joined: bool, reason: String)
 }
 
 /// Delivers a message read from the stream to this daemon's members it is for.
-fn deliver(peers: &mut Peers, message: &Arc<HubMessage>, from_owner: bool, only: Option<u64>) {
+fn deliver(peers: &mut Peers, message: &Arc<HubMessage>, from_owner: bool) {
     let serials: Vec<u64> = peers
         .entries
         .iter()
-        .filter(|(serial, e)| {
-            e.member.is_some()
-                && only.is_none_or(|o| o == **serial)
-                && match &message.to {
-                    Some(to) => e.info.id == *to,
-                    None => e.info.id != message.from,
-                }
-        })
+        .filter(|(_, e)| e.member.is_some() && is_for(message, &e.info.id))
         .map(|(serial, _)| *serial)
         .collect();
     for serial in serials {

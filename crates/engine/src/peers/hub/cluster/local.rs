@@ -2,15 +2,13 @@
 //! daemon from the stream) and taking a place another daemon held.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::{from_millis, millis, place_of, Cluster, ClusterEvent, Replay};
 use crate::peers::hub::{
-    check_text, members_up_to, Accepts, Delivery, Joined, Member, Refused, ResumeError, SendError,
-    SERVER_ID,
+    members_up_to, Accepts, Author, Delivery, Joined, Member, Refused, ResumeError, SendError,
 };
 use crate::peers::{PeerHandle, PeerInfo, Peers};
-use crate::principal::Principal;
 
 /// A receiver of a message sent in a cluster.
 struct Target {
@@ -72,32 +70,16 @@ fn targets(peers: &Peers, from: &str, to: Option<&str>) -> Result<Vec<Target>, S
 /// reads it from the stream.
 pub(in crate::peers) fn send(
     peers: &mut Peers,
-    from: Option<u64>,
+    author: Author,
     to: Option<&str>,
     text: String,
 ) -> Result<Delivery, SendError> {
-    check_text(&text)?;
-    let (from_id, from_name, principal) = match from {
-        Some(serial) => {
-            let entry = peers
-                .entries
-                .get_mut(&serial)
-                .ok_or_else(|| SendError::UnknownSender(String::new()))?;
-            entry.last_heard = Instant::now();
-            let principal = entry
-                .info
-                .principal
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            (entry.info.id.clone(), entry.info.name.clone(), principal)
-        }
-        None => (
-            SERVER_ID.to_owned(),
-            SERVER_ID.to_owned(),
-            Principal::Owner.to_string(),
-        ),
-    };
+    let (from_id, from_name) = (author.id, author.name);
+    let principal = author
+        .principal
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let targets = targets(peers, &from_id, to)?;
     let mut delivery = Delivery::default();
     for target in &targets {
