@@ -137,6 +137,20 @@ async fn sees_join(client: &mut Client, name: &str) -> String {
     .await
 }
 
+/// Waits until `client` sees `name` leave; the reason.
+async fn leaves(client: &mut Client, name: &str) -> String {
+    next(client, &format!("{name} to leave"), |e| match e {
+        Event::Presence {
+            name: n,
+            joined: false,
+            reason,
+            ..
+        } if n == name => Some(reason),
+        _ => None,
+    })
+    .await
+}
+
 /// The next `count` messages `client` receives: (sender name, text, direct).
 async fn messages(client: &mut Client, count: usize) -> Vec<(String, String, bool)> {
     let mut got = Vec::new();
@@ -254,23 +268,18 @@ fn three_daemons_share_one_hub_in_order_and_once() {
         assert_eq!(at_bob.remove("cat@c"), Some(numbered("cat", EACH)));
         // A TsockM member's broadcast reaches a native member on another daemon.
         bob.request("MSG", "hi from b");
-        let (name, text) = next(&mut ann, "bob's message", |e| match e {
-            Event::Message { name, text, .. } => Some((name, text)),
-            _ => None,
-        })
-        .await;
-        assert_eq!((name.as_str(), text.as_str()), ("bob@b", "hi from b"));
+        let got = messages(&mut ann, 1).await;
+        assert_eq!(
+            (got[0].0.as_str(), got[0].1.as_str()),
+            ("bob@b", "hi from b")
+        );
         // The owner's `ferry peers msg` reaches members everywhere, and `ferry peers` lists
         // the other daemons' members.
         let out = c.run(&["peers", "msg", "ann@a", "from c's owner"]);
         assert!(out.status.success(), "{out:?}");
-        let (name, text) = next(&mut ann, "the owner's message", |e| match e {
-            Event::Message { name, text, .. } => Some((name, text)),
-            _ => None,
-        })
-        .await;
+        let got = messages(&mut ann, 1).await;
         assert_eq!(
-            (name.as_str(), text.as_str()),
+            (got[0].0.as_str(), got[0].1.as_str()),
             ("server@c", "from c's owner")
         );
         // `ferry chat`'s `:list`, from a pipe, shows everyone with their daemon.
@@ -339,16 +348,7 @@ fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
         let got = messages(&mut again, 1).await;
         assert_eq!(got[0].1, "while you were away");
         // abe did not come back: cat sees him leave once the grace is over (and not ann).
-        let reason = next(&mut cat, "abe's leave", |e| match e {
-            Event::Presence {
-                name,
-                joined: false,
-                reason,
-                ..
-            } if name == "abe@a" => Some(reason),
-            _ => None,
-        })
-        .await;
+        let reason = leaves(&mut cat, "abe@a").await;
         assert!(reason.contains("did not come back within 4s"), "{reason}");
         let said = cat
             .say(Some(&ann_joined.peer), "and now on b", false)
@@ -388,23 +388,33 @@ fn nats_restarted_mid_conversation_loses_nothing() {
     });
 }
 
-#[test]
-fn nats_credentials_are_required_when_configured() {
-    let nats = Nats::start(&["--user", "ferry", "--pass", "s3cret"]);
-    let url = nats.url();
-    // Without them, the daemon does not start, and says why.
+/// Runs `ferry daemon ARGS` (with `password` in FERRY_HUB_CLUSTER_PASSWORD) and checks that
+/// it refuses to start; what it said.
+fn refused(args: &[&str], password: Option<&str>) -> std::process::Output {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(crate::helper::ferry_bin())
+    let mut command = Command::new(crate::helper::ferry_bin());
+    command
         .arg("daemon")
         .arg("--socket")
         .arg(dir.path().join("ferry.sock"))
         .arg("--state-dir")
         .arg(dir.path().join("state"))
-        .args(["--hub-cluster", &url, "--hub-node", "a"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("ferry daemon");
-    assert!(!out.status.success());
+        .args(args)
+        .stdin(Stdio::null());
+    if let Some(password) = password {
+        command.env("FERRY_HUB_CLUSTER_PASSWORD", password);
+    }
+    let out = command.output().expect("ferry daemon");
+    assert!(!out.status.success(), "{out:?}");
+    out
+}
+
+#[test]
+fn nats_credentials_are_required_when_configured() {
+    let nats = Nats::start(&["--user", "ferry", "--pass", "s3cret"]);
+    let url = nats.url();
+    // Without them, the daemon does not start, and says why.
+    let out = refused(&["--hub-cluster", &url, "--hub-node", "a"], None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("cannot join the hub cluster 'ferry'")
@@ -412,37 +422,20 @@ fn nats_credentials_are_required_when_configured() {
         "{stderr}"
     );
     // A wrong password neither.
-    let wrong = Command::new(crate::helper::ferry_bin())
-        .arg("daemon")
-        .arg("--socket")
-        .arg(dir.path().join("ferry.sock"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args([
-            "--hub-cluster",
-            &url,
-            "--hub-node",
-            "a",
-            "--hub-cluster-user",
-            "ferry",
-        ])
-        .env("FERRY_HUB_CLUSTER_PASSWORD", "wrong")
-        .stdin(Stdio::null())
-        .output()
-        .expect("ferry daemon");
-    assert!(!wrong.status.success());
+    let user = [
+        "--hub-cluster",
+        &url,
+        "--hub-node",
+        "a",
+        "--hub-cluster-user",
+        "ferry",
+    ];
+    refused(&user, Some("wrong"));
     // With them (the password from the environment, or the configuration file), it does.
     let mut command = Command::new(crate::helper::ferry_bin());
     command
         .arg("daemon")
-        .args([
-            "--hub-cluster",
-            &url,
-            "--hub-node",
-            "a",
-            "--hub-cluster-user",
-            "ferry",
-        ])
+        .args(user)
         .env("FERRY_HUB_CLUSTER_PASSWORD", "s3cret")
         .stdin(Stdio::null());
     let a = Daemon::launch_in(tempfile::tempdir().expect("tempdir"), command);
@@ -572,24 +565,19 @@ fn an_nkey_seed_file_is_enough_where_nats_knows_its_public_key() {
     // Another key is refused.
     let other = dir.path().join("other.nk");
     std::fs::write(&other, nkeys::KeyPair::new_user().seed().expect("seed")).expect("seed file");
-    let out = Command::new(crate::helper::ferry_bin())
-        .arg("daemon")
-        .arg("--socket")
-        .arg(dir.path().join("ferry.sock"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args([
+    let url = nats.url();
+    let other = other.to_str().expect("utf-8 path");
+    refused(
+        &[
             "--hub-cluster",
-            &nats.url(),
+            &url,
             "--hub-node",
             "c",
             "--hub-cluster-nkey",
-        ])
-        .arg(&other)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ferry daemon");
-    assert!(!out.status.success(), "{out:?}");
+            other,
+        ],
+        None,
+    );
 }
 
 #[test]
@@ -613,16 +601,7 @@ fn a_daemon_that_stops_cleanly_has_its_members_leave_after_the_grace() {
         assert_eq!(b.stop_with(libc::SIGTERM), Some(0), "{}", b.log());
         // Held first (it may resume on a within the grace), then gone.
         held(&a, "bob@b");
-        let reason = next(&mut ann, "bob's leave", |e| match e {
-            Event::Presence {
-                name,
-                joined: false,
-                reason,
-                ..
-            } if name == "bob@b" => Some(reason),
-            _ => None,
-        })
-        .await;
+        let reason = leaves(&mut ann, "bob@b").await;
         assert!(reason.contains("did not come back within 2s"), "{reason}");
     });
 }

@@ -118,6 +118,25 @@ fn wait_for_text(
     );
 }
 
+/// Waits until `script` returns `value`; a failure shows the jobs table.
+fn wait_for_jobs_table(
+    rt: &tokio::runtime::Runtime,
+    browser: &Client,
+    what: &str,
+    script: &str,
+    value: serde_json::Value,
+) {
+    wait_until(
+        what,
+        PATIENCE,
+        || (eval(rt, browser, script) == value).then_some(()),
+        || {
+            let table = "return document.querySelector('#jobs').innerText";
+            eval(rt, browser, table).to_string()
+        },
+    );
+}
+
 #[test]
 fn the_dashboard_shows_a_cli_job_live_kills_it_and_talks_to_the_hub() {
     let daemon = Daemon::start_networked(&["--allow-any-command"], &["http:tcp:127.0.0.1:0"]);
@@ -151,25 +170,12 @@ fn the_dashboard_shows_a_cli_job_live_kills_it_and_talks_to_the_hub() {
     assert!(out.status.success(), "{out:?}");
     let job = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let row = format!("#jobs tbody tr[data-id='{job}']");
-    wait_until(
+    wait_for_jobs_table(
+        &rt,
+        &browser,
         "the CLI's job in the jobs table",
-        PATIENCE,
-        || {
-            (eval(
-                &rt,
-                &browser,
-                &format!("return document.querySelector(\"{row}\") !== null"),
-            ) == true)
-                .then_some(())
-        },
-        || {
-            eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#jobs').innerText",
-            )
-            .to_string()
-        },
+        &format!("return document.querySelector(\"{row}\") !== null"),
+        true.into(),
     );
     rt.block_on(async { browser.find(Locator::Css(&row)).await?.click().await })
         .expect("select the job");
@@ -210,25 +216,12 @@ fn the_dashboard_shows_a_cli_job_live_kills_it_and_talks_to_the_hub() {
             .await
     })
     .expect("click kill");
-    wait_until(
+    wait_for_jobs_table(
+        &rt,
+        &browser,
         "the job to end, killed",
-        PATIENCE,
-        || {
-            (eval(
-                &rt,
-                &browser,
-                &format!("return document.querySelector(\"{row}\").dataset.state"),
-            ) == "killed")
-                .then_some(())
-        },
-        || {
-            eval(
-                &rt,
-                &browser,
-                "return document.querySelector('#jobs').innerText",
-            )
-            .to_string()
-        },
+        &format!("return document.querySelector(\"{row}\").dataset.state"),
+        "killed".into(),
     );
     wait_for_text(
         &rt,
