@@ -20,7 +20,6 @@ impl PeerRegistry {
             link,
             remote: Default::default(),
             processed,
-            unpublished: 0,
         });
         // Ids must be unique in the whole cluster from now on.
         self.salt_ids();
@@ -38,15 +37,6 @@ impl PeerRegistry {
             .cluster
             .as_ref()
             .map_or(0, |c| c.processed)
-    }
-
-    /// Hub events not published because the link was behind.
-    pub fn cluster_unpublished(&self) -> u64 {
-        self.shared
-            .lock()
-            .cluster
-            .as_ref()
-            .map_or(0, |c| c.unpublished)
     }
 
     /// This daemon's members, for a daemon that asks.

@@ -191,8 +191,6 @@ pub(in crate::peers) struct Cluster {
     remote: std::collections::BTreeMap<String, Remote>,
     /// The last stream position applied.
     processed: u64,
-    /// Events that could not be queued for publishing (the link was that far behind).
-    unpublished: u64,
 }
 
 /// A member of another daemon.
@@ -242,14 +240,13 @@ impl Cluster {
 
 impl Peers {
     /// Queues `event` for the cluster; whether it was taken.
-    pub(in crate::peers) fn publish(&mut self, event: ClusterEvent) -> bool {
-        let Some(cluster) = &mut self.cluster else {
+    pub(in crate::peers) fn publish(&self, event: ClusterEvent) -> bool {
+        let Some(cluster) = &self.cluster else {
             return false;
         };
         match cluster.link.events.try_send(event) {
             Ok(()) => true,
             Err(_) => {
-                cluster.unpublished += 1;
                 tracing::warn!(
                     target: "ferry::presence",
                     "the cluster link is behind: a hub event was not published"
