@@ -66,14 +66,6 @@ fn origin_of(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or_default()
 }
 
-/// What a member of each dialect can carry.
-fn accepts_for(dialect: &str) -> ferry_engine::peers::hub::Accepts {
-    match dialect {
-        "tsockm" => ferry_wire::tsockm::carries,
-        _ => |_| Ok(()),
-    }
-}
-
 /// Connects to NATS as `config` says; `connected` is set to the time of each (re)connection.
 async fn connect(
     config: &ClusterConfig,
@@ -186,7 +178,7 @@ pub(super) async fn start(
             node: names.node.clone(),
             events: events.clone(),
             replays,
-            accepts: accepts_for,
+            accepts: crate::listeners::hub_accepts,
         },
         last,
     );

@@ -284,7 +284,10 @@ pub(super) async fn hub_events(
     let name = query_value(request, "name")
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
-    let joined = match reader.peer().handle.join(name, |_| Ok(())) {
+    let joined = match reader.peer().handle.join(
+        name,
+        crate::listeners::hub_accepts(session.conn.contract.name),
+    ) {
         Ok(joined) => joined,
         Err(e) => return Reply::Error(400, e),
     };

@@ -115,7 +115,7 @@ impl Connection {
                 .reader
                 .peer()
                 .handle
-                .join(name, accept_any)
+                .join(name, crate::listeners::hub_accepts("ferry"))
                 .map_err(invalid)?,
         };
         tracing::info!(target: "ferry::presence", peer = joined.id, name = joined.name, "joined the hub (ferry)");
@@ -207,11 +207,6 @@ impl Connection {
         })
         .await;
     }
-}
-
-/// The native wire carries any text the hub takes.
-fn accept_any(_: &str) -> Result<(), String> {
-    Ok(())
 }
 
 fn joined_message(request: u64, joined: Joined) -> DaemonMessage {
