@@ -43,6 +43,15 @@ pub(crate) struct Contract {
     pub accept_order: bool,
     /// How its answers are written.
     pub writes: Writes,
+    /// What a hub member of this dialect can be sent (a text its frames cannot carry whole is
+    /// refused for it, and the sender told; members on other daemons of a hub cluster are
+    /// checked by their own dialect's).
+    pub hub_accepts: ferry_engine::peers::hub::Accepts,
+}
+
+/// Any text (a dialect whose frames carry every message whole).
+pub(crate) fn any_text(_: &str) -> Result<(), String> {
+    Ok(())
 }
 
 /// A pause in a stream that ends or gives up a message.

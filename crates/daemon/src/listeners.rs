@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ferry_engine::peers::hub::Accepts;
 
-use crate::conn::{Conn, Contract, Pause};
+use crate::conn::{any_text, Conn, Contract, Pause};
 use crate::dialects;
 use crate::outbox::Writes;
 use crate::policy::RefusalKind;
@@ -45,21 +45,12 @@ pub(crate) struct Row {
     /// owner's own uid on loopback (so the uid at the other end of a loopback connection is
     /// learnt, and a connection whose uid cannot be learnt is refused).
     pub owner_token: bool,
-    /// What a hub member of this dialect can be sent (a text its frames cannot carry whole is
-    /// refused for it, and the sender told); members on other daemons of a hub cluster are
-    /// checked by their dialect's row too.
-    pub hub_accepts: Accepts,
-}
-
-/// Any text (a dialect whose frames carry every message whole).
-fn any_text(_: &str) -> Result<(), String> {
-    Ok(())
 }
 
 /// What a hub member of the dialect named `name` can be sent, from its row (any text for a
 /// name the table does not have: a member of a newer daemon of a hub cluster).
 pub(crate) fn hub_accepts(name: &str) -> Accepts {
-    Dialect::named(name).map_or(any_text, |dialect| row(dialect).hub_accepts)
+    Dialect::named(name).map_or(any_text, |dialect| row(dialect).contract.hub_accepts)
 }
 
 /// The contract of a dialect read as it comes, with no pause, no order, batched writes.
@@ -71,6 +62,7 @@ const fn plain(name: &'static str) -> Contract {
         pause: None,
         accept_order: false,
         writes: Writes::Batched,
+        hub_accepts: any_text,
     }
 }
 
@@ -88,7 +80,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::native::serve),
         refusal: dialects::native::refusal,
         owner_token: false,
-        hub_accepts: any_text,
     },
     Row {
         contract: Contract {
@@ -101,7 +92,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::fanos::serve),
         refusal: dialects::fanos::refusal,
         owner_token: false,
-        hub_accepts: any_text,
     },
     Row {
         contract: plain("cbsd"),
@@ -111,7 +101,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::cbsd::serve),
         refusal: dialects::cbsd::refusal,
         owner_token: false,
-        hub_accepts: any_text,
     },
     Row {
         contract: plain("cbsdng"),
@@ -121,7 +110,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::cbsdng::serve),
         refusal: dialects::cbsdng::refusal,
         owner_token: false,
-        hub_accepts: any_text,
     },
     Row {
         contract: Contract {
@@ -135,7 +123,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::rake64::serve),
         refusal: dialects::rake64::refusal,
         owner_token: false,
-        hub_accepts: any_text,
     },
     Row {
         contract: Contract {
@@ -148,6 +135,8 @@ static ROWS: [Row; 8] = [
                 gap: Duration::from_millis(10),
                 timeout: Duration::from_secs(10),
             },
+            // Its client cuts at `::`, the byte 0xAA and 1024 bytes.
+            hub_accepts: ferry_wire::tsockm::carries,
             ..plain("tsockm")
         },
         origin: "the TsockM chat server",
@@ -156,8 +145,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::tsockm::serve),
         refusal: dialects::tsockm::refusal,
         owner_token: false,
-        // Its client cuts at `::`, the byte 0xAA and 1024 bytes.
-        hub_accepts: ferry_wire::tsockm::carries,
     },
     Row {
         contract: Contract {
@@ -172,7 +159,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::c2::serve),
         refusal: dialects::c2::refusal,
         owner_token: false,
-        hub_accepts: any_text,
     },
     Row {
         contract: Contract {
@@ -186,7 +172,6 @@ static ROWS: [Row; 8] = [
         serve: Some(dialects::http::serve),
         refusal: dialects::http::refusal,
         owner_token: true,
-        hub_accepts: any_text,
     },
 ];
 

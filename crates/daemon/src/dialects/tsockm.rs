@@ -300,10 +300,11 @@ async fn login(conn: &Conn, mut reader: TsockmReader, out: Outbox, message: Mess
     // Only the id and name are kept: the member list (up to --hub-presence-max of them) is
     // nothing a TsockM client is told, and held for the connection's life it cost a login
     // ~150 KB in a large hub.
-    let joined = match reader.peer_mut().handle.join(
-        Some(message.body.clone()),
-        crate::listeners::hub_accepts(conn.contract.name),
-    ) {
+    let joined = match reader
+        .peer_mut()
+        .handle
+        .join(Some(message.body.clone()), conn.contract.hub_accepts)
+    {
         Ok(joined) => (joined.id, joined.name),
         Err(why) => {
             let detail = format!("cannot log in as '{}': {why}", message.body);

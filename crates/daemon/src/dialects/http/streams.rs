@@ -284,10 +284,11 @@ pub(super) async fn hub_events(
     let name = query_value(request, "name")
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
-    let joined = match reader.peer().handle.join(
-        name,
-        crate::listeners::hub_accepts(session.conn.contract.name),
-    ) {
+    let joined = match reader
+        .peer()
+        .handle
+        .join(name, session.conn.contract.hub_accepts)
+    {
         Ok(joined) => joined,
         Err(e) => return Reply::Error(400, e),
     };

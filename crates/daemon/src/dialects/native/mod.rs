@@ -204,6 +204,8 @@ struct Connection {
     fds: Vec<OwnedFd>,
     /// It joined the hub.
     member: bool,
+    /// What it can be sent as a member (its contract's).
+    hub_accepts: ferry_engine::peers::hub::Accepts,
 }
 
 impl Connection {
@@ -231,6 +233,7 @@ impl Connection {
             on_unix: conn.transport == TransportKind::Unix,
             fds: Vec::new(),
             member: false,
+            hub_accepts: conn.contract.hub_accepts,
         };
         let outcome = match connection.handshake().await {
             Ok(true) => match connection.open_files_area().await {

@@ -115,7 +115,7 @@ impl Connection {
                 .reader
                 .peer()
                 .handle
-                .join(name, crate::listeners::hub_accepts("ferry"))
+                .join(name, self.hub_accepts)
                 .map_err(invalid)?,
         };
         tracing::info!(target: "ferry::presence", peer = joined.id, name = joined.name, "joined the hub (ferry)");
