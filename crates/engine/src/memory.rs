@@ -17,7 +17,8 @@
 //!
 //! Connections leave the same behind when they end (their buffers, a TLS session's state): each
 //! counts as [`CONNECTION_END_WEIGHT`] (400 slowloris peers closed at their time limit had left
-//! the daemon 9.5 MB larger).
+//! the daemon 9.5 MB larger). So does each hub member's held place when its grace ends (its
+//! outbox and what waits in it).
 //!
 //! Most of an idle daemon's resident memory is not its own data but the pages of its program
 //! that start-up and the last requests touched (5.5 of 9 MB after one job: the kernel maps up
@@ -51,6 +52,12 @@ impl OutputFlow {
     /// Counts `bytes` of output.
     pub fn add(&self, bytes: usize) {
         self.0.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// What was counted since the trimmer (or this) last looked.
+    #[cfg(test)]
+    pub fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::Relaxed)
     }
 }
 

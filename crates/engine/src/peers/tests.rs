@@ -378,6 +378,26 @@ fn a_held_place_ends_after_the_grace_and_others_see_the_leave() {
 }
 
 #[test]
+fn places_ending_together_are_not_told_of_each_other_and_count_toward_a_trim() {
+    let flow = Arc::new(crate::memory::OutputFlow::default());
+    let registry = PeerRegistry::counting_traffic(HubConfig::default(), Arc::clone(&flow));
+    let mut ann = member(&registry, "ann");
+    let (bob, cat) = (member(&registry, "bob"), member(&registry, "cat"));
+    drain(&mut ann);
+    drop((bob, cat));
+    flow.take();
+    let later = Instant::now() + HubConfig::default().grace + Duration::from_secs(1);
+    assert_eq!(registry.expire_away(later), 2);
+    assert_eq!(presence(&drain(&mut ann)), vec!["-bob", "-cat"]);
+    assert_eq!(registry.stats().expired, 2);
+    // Two ended places, and a notice each to ann only (bob's place was not told of cat's leave).
+    assert_eq!(
+        flow.take(),
+        2 * crate::memory::CONNECTION_END_WEIGHT as u64 + 2 * 128
+    );
+}
+
+#[test]
 fn kicked_leavers_and_ping_timeouts_leave_at_once() {
     let registry = PeerRegistry::default();
     let mut ann = member(&registry, "ann");

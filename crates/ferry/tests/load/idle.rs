@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::helper::poll_until;
 use super::helper::Daemon;
 use super::{measured, native_member, next_message, rss_kib, Row, Scale};
 
@@ -142,7 +143,7 @@ pub fn idle_peers(scale: &Scale) -> Row {
         .build()
         .expect("runtime");
     measured("idle peers, a few talking", &daemon, 8 * 1024, || {
-        runtime.block_on(async {
+        let (figure, lost) = runtime.block_on(async {
             let before = rss_kib(daemon.pid());
             let started = Instant::now();
             let endpoint = ferry_client::Endpoint::Unix(daemon.socket.clone());
@@ -198,6 +199,7 @@ pub fn idle_peers(scale: &Scale) -> Row {
             }
             held.abort_all();
             while held.join_next().await.is_some() {}
+            drop((ann, bob, tom));
             if members != idle + 2 + 1 {
                 return Err(format!("{members} members listed, {} expected", idle + 3));
             }
@@ -212,6 +214,27 @@ pub fn idle_peers(scale: &Scale) -> Row {
                 ),
                 lost,
             ))
+        })?;
+        // The members' connections are gone: the hub holds their places for its grace (13 s),
+        // then ends them together; only then is their memory free to come back.
+        let ended = Instant::now();
+        let mut owner = runtime
+            .block_on(ferry_client::Client::connect(
+                &ferry_client::Endpoint::Unix(daemon.socket.clone()),
+                "load",
+            ))
+            .map_err(|e| e.to_string())?;
+        poll_until(Duration::from_secs(30), || {
+            let peers = runtime.block_on(owner.peers()).ok()?;
+            peers.iter().all(|peer| !peer.member).then_some(())
         })
+        .ok_or("the held places did not end within 30 s")?;
+        Ok((
+            format!(
+                "{figure}; their held places ended {:.1} s after",
+                ended.elapsed().as_secs_f64()
+            ),
+            lost,
+        ))
     })
 }
