@@ -6,6 +6,7 @@
 //!
 //! - [`native`]: the native `ferry` protocol (4-byte big-endian length + CBOR body).
 //! - [`c2`]: KubOS C2's CSP frames and CBOR maps (seed 004).
+//! - [`cluster`]: the hub cluster's JSON messages on NATS.
 //! - [`cbsd`]: the CBSD socket daemon's text lines and frames (seed 000).
 //! - [`cbsdng`]: CBSD's later daemon's binary frames.
 //! - [`fanos`]: the FANOS dialect's netstrings, requests and replies (seed 003).
@@ -19,6 +20,7 @@
 pub mod c2;
 pub mod cbsd;
 pub mod cbsdng;
+pub mod cluster;
 pub mod fanos;
 pub mod http;
 pub mod native;

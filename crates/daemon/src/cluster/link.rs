@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
-use ferry_engine::peers::cluster::{
-    Beat, ClusterEvent, ClusterLink, ClusterWire, Replay, Roster, RosterPage,
-};
+use ferry_engine::peers::cluster::{ClusterEvent, ClusterLink, Replay};
 use ferry_engine::peers::PeerRegistry;
+use ferry_wire::cluster::{Beat, Message, RosterPage};
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::StreamExt;
 
 use super::config::{ClusterConfig, Credentials};
+use super::events;
 use super::{Cluster, BEAT_EVERY, SILENT_AFTER};
 use crate::config::DaemonError;
 
@@ -185,7 +185,7 @@ pub(super) async fn start(
     let mut nodes = Nodes::default();
     for page in rosters {
         nodes.seen(&page.node, &page.boot, page.roster.processed);
-        registry.apply_roster(&page.node, page.roster);
+        registry.apply_roster(&page.node, events::roster_from_wire(page.roster));
     }
     tracing::info!(
         cluster = names.cluster,
@@ -274,7 +274,7 @@ async fn publish(
     let mut serial = 0u64;
     while let Some(event) = events.recv().await {
         let stopping = event == ClusterEvent::Stopping;
-        let payload = bytes::Bytes::from(event.encode());
+        let payload = bytes::Bytes::from(events::encode(event));
         serial += 1;
         let id = format!("{}-{}-{serial}", names.node, names.boot);
         let mut wait = Duration::from_millis(50);
@@ -324,7 +324,7 @@ async fn read_stream(
             };
             let seq = info.stream_sequence;
             let origin = origin_of(message.subject.as_str()).to_owned();
-            match ClusterEvent::decode(&message.payload) {
+            match events::decode(&message.payload) {
                 Ok(event) => registry.apply(seq, &origin, event),
                 Err(e) => {
                     tracing::warn!(
@@ -439,7 +439,7 @@ async fn watch_beats(
                         match ask_rosters(&client, names.roster_of(&node), &names).await {
                             Ok(pages) => {
                                 for page in pages.into_iter().filter(|p| p.node == node) {
-                                    registry.apply_roster(&page.node, page.roster);
+                                    registry.apply_roster(&page.node, events::roster_from_wire(page.roster));
                                 }
                             }
                             Err(e) => tracing::warn!(node, "cannot ask for its members: {e}"),
@@ -511,7 +511,7 @@ async fn answer_rosters(client: async_nats::Client, names: Names, registry: Peer
     };
     while let Some(request) = requests.next().await {
         let Some(reply) = request.reply else { continue };
-        let roster = registry.roster();
+        let roster = events::roster_to_wire(registry.roster());
         let processed = roster.processed;
         let mut chunks: Vec<Vec<_>> = roster
             .members
@@ -525,7 +525,7 @@ async fn answer_rosters(client: async_nats::Client, names: Names, registry: Peer
             let page = RosterPage {
                 node: names.node.clone(),
                 boot: names.boot.clone(),
-                roster: Roster { members, processed },
+                roster: ferry_wire::cluster::Roster { members, processed },
             };
             let _ = client.publish(reply.clone(), page.encode().into()).await;
         }
@@ -593,7 +593,7 @@ async fn read_range(
         lost += seq.saturating_sub(next);
         next = seq + 1;
         let origin = origin_of(message.subject.as_str()).to_owned();
-        if let Ok(event) = ClusterEvent::decode(&message.payload) {
+        if let Ok(event) = events::decode(&message.payload) {
             events.push((seq, origin, event));
         }
     }

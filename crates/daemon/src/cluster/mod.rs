@@ -1,7 +1,8 @@
 //! One hub across many daemons, on NATS: the daemon's cluster link.
 //!
-//! Every daemon of a cluster (same NATS, same cluster name) publishes its hub's events (see
-//! `ferry_engine::peers::cluster`) on `ferry.CLUSTER.hub.NODE`, into one JetStream stream,
+//! Every daemon of a cluster (same NATS, same cluster name) publishes its hub's events (the
+//! registry's, `ferry_engine::peers::cluster`, written as `ferry_wire::cluster` says: module
+//! `events` maps one onto the other) on `ferry.CLUSTER.hub.NODE`, into one JetStream stream,
 //! `FERRY_HUB_CLUSTER` (file storage, kept for a while), and reads that whole stream in its one
 //! order with an ordered consumer, applying each event to its registry. Beside the stream, on
 //! core NATS:
@@ -18,6 +19,7 @@
 //! ordered consumer finds a hole in the stream tells its members how many events it missed.
 
 pub mod config;
+mod events;
 mod link;
 
 use std::sync::Arc;

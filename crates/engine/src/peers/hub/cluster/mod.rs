@@ -2,9 +2,10 @@
 //!
 //! The daemon's cluster task (in `ferry_daemon`) carries [`ClusterEvent`]s between this
 //! registry and a NATS JetStream stream that every daemon of the cluster publishes into and
-//! reads in full, in the stream's one order. The registry never speaks NATS: it queues the
-//! events its members cause on [`ClusterLink::events`] and is handed each event of the stream
-//! with [`PeerRegistry::apply`].
+//! reads in full, in the stream's one order. The registry never speaks NATS, nor knows how
+//! an event is written there (that is `ferry_wire::cluster`, and the daemon maps one onto the
+//! other): it queues the events its members cause on [`ClusterLink::events`] and is handed
+//! each event of the stream with [`PeerRegistry::apply`].
 //!
 //! - **One order.** When the registry is in a cluster, no message is delivered when it is
 //!   sent: it is published, and every daemon (the sender's own included) delivers it to its
@@ -24,7 +25,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 mod apply;
@@ -37,52 +37,8 @@ pub(in crate::peers) use local::send;
 use super::{announce_here, Accepts, Presence};
 use crate::peers::{Entry, Peers};
 
-/// Why bytes from the cluster are not one of its messages.
-#[derive(Debug, thiserror::Error)]
-#[error("not a ferry hub-cluster message: {0}")]
-pub struct DecodeError(#[from] serde_json::Error);
-
-/// The cluster's messages are JSON: read by every daemon, and by a person with `nats sub`.
-pub trait ClusterWire: Serialize + for<'de> Deserialize<'de> {
-    /// The message as published.
-    fn encode(&self) -> Vec<u8> {
-        // These types hold strings, numbers and lists: serializing them cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// The message from bytes read off NATS (which any holder of the cluster's credentials
-    /// may have written).
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(serde_json::from_slice(bytes)?)
-    }
-}
-
-impl ClusterWire for ClusterEvent {}
-impl ClusterWire for Beat {}
-impl ClusterWire for RosterPage {}
-
-/// A daemon's beat, on core NATS every second.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Beat {
-    /// Its run (a restarted daemon is a new one).
-    pub boot: String,
-    /// The last stream position it applied.
-    pub processed: u64,
-}
-
-/// One page of a daemon's answer to a roster request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RosterPage {
-    /// The daemon.
-    pub node: String,
-    /// Its run.
-    pub boot: String,
-    /// Some of its members.
-    pub roster: Roster,
-}
-
 /// A member as the cluster knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterMember {
     /// Its id (unique in the cluster).
     pub id: String,
@@ -101,8 +57,7 @@ pub struct ClusterMember {
 
 /// What a daemon tells the cluster. The origin daemon is not in the event: it is the subject
 /// the event was published on, which NATS permissions can tie to the daemon's credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterEvent {
     /// A member of the origin joined.
     Joined(ClusterMember),
@@ -152,7 +107,7 @@ pub enum ClusterEvent {
 }
 
 /// A daemon's members, for a daemon that joins the cluster (or sees it again).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {
     /// Its members, and for each one held, the stream position it had taken.
     pub members: Vec<(ClusterMember, Option<u64>)>,
