@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use ferry_common::SessionState;
 use ferry_wire::native::{
-    ClientMessage, DaemonMessage, FileEntry, HubCounters, HubMember, JobId, JobInfo, OtherEntry,
-    PeerInfo, Undelivered,
+    ClientMessage, DaemonMessage, FileEntry, HubCluster, HubCounters, HubMember, JobId, JobInfo,
+    OtherEntry, PeerInfo, Undelivered,
 };
 use serde_bytes::ByteBuf;
 
@@ -503,14 +503,20 @@ impl Client {
         self.done(request).await
     }
 
-    /// The daemon's peers and the hub's counters (its owner only).
+    /// The daemon's peers, the hub's counters and, in a cluster, the cluster as the daemon
+    /// sees it (its owner only).
     pub async fn peers_and_counters(
         &mut self,
-    ) -> Result<(Vec<PeerInfo>, HubCounters), ClientError> {
+    ) -> Result<(Vec<PeerInfo>, HubCounters, Option<HubCluster>), ClientError> {
         self.call(
             |request| ClientMessage::ListPeers { request },
             |message| match message {
-                DaemonMessage::Peers { peers, hub, .. } => Some((peers, hub)),
+                DaemonMessage::Peers {
+                    peers,
+                    hub,
+                    cluster,
+                    ..
+                } => Some((peers, hub, cluster)),
                 _ => None,
             },
         )

@@ -33,9 +33,9 @@ use tokio::sync::mpsc;
 pub use calls::{Cost, Joined, Listing, Pruned, RunRequest, Said, Started};
 pub use ferry_common::SessionState;
 pub use ferry_wire::native::{
-    ErrorCode, FileEntry, GroupAction, GroupInfo, HubCounters, HubMember, JobDetails, JobExit,
-    JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream, TtySize, Undelivered,
-    DEFAULT_GROUP,
+    ErrorCode, FileEntry, GroupAction, GroupInfo, HubCluster, HubClusterDaemon, HubCounters,
+    HubMember, JobDetails, JobExit, JobInfo, JobState, NoticeKind, OtherEntry, PeerInfo, Stream,
+    TtySize, Undelivered, DEFAULT_GROUP,
 };
 pub use manage::Target;
 pub use transfer::FileMeta;

@@ -424,6 +424,22 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
                     expired: c.7,
                     unannounced,
                 },
+                cluster: (c.0 % 2 == 1).then(|| HubCluster {
+                    node: "b1".into(),
+                    connected: c.1 % 2 == 0,
+                    position: c.2,
+                    daemons: vec![HubClusterDaemon {
+                        node: "b2".into(),
+                        gone: true,
+                        members: c.3,
+                        held: c.4,
+                    }],
+                    published: c.5,
+                    unpublished: c.6,
+                    undecodable: c.7,
+                    ignored: unannounced,
+                    missed: request,
+                }),
             }),
         (
             any::<u64>(),

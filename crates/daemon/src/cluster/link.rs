@@ -450,6 +450,7 @@ async fn watch_beats(
             _ = check.tick() => {
                 let since = *connected.lock().unwrap_or_else(|e| e.into_inner());
                 let up = client.connection_state() == async_nats::connection::State::Connected;
+                registry.cluster_connected(up);
                 for (node, state) in nodes.0.iter_mut() {
                     let quiet = state.heard.max(since).elapsed();
                     if up && !state.gone && quiet > SILENT_AFTER {

@@ -15,7 +15,7 @@ pub fn run(target: &Endpoint, args: PeersArgs) -> Result<i32> {
         let mut client = super::connect(target).await?;
         match args.command {
             None => {
-                let (peers, hub) = client.peers_and_counters().await?;
+                let (peers, hub, cluster) = client.peers_and_counters().await?;
                 let mut out = String::new();
                 if args.json {
                     for peer in &peers {
@@ -29,6 +29,9 @@ pub fn run(target: &Endpoint, args: PeersArgs) -> Result<i32> {
                         hub.messages, hub.deliveries, hub.refused, hub.dropped,
                         hub.slow_disconnects, hub.ping_timeouts, hub.resumed, hub.expired, hub.unannounced
                     ));
+                    if let Some(cluster) = &cluster {
+                        out.push_str(&cluster_lines(cluster));
+                    }
                 }
                 print!("{out}");
             }
@@ -57,6 +60,40 @@ pub fn run(target: &Endpoint, args: PeersArgs) -> Result<i32> {
         }
         Ok(0)
     })
+}
+
+/// What `ferry peers` says of the hub's cluster: this daemon, its link, the others, and what
+/// went wrong.
+fn cluster_lines(cluster: &ferry_client::HubCluster) -> String {
+    let others: Vec<String> = cluster
+        .daemons
+        .iter()
+        .map(|d| {
+            let mut state = Vec::new();
+            if d.gone {
+                state.push("gone".to_owned());
+            }
+            let plural = if d.members == 1 { "" } else { "s" };
+            state.push(format!("{} member{plural}", d.members));
+            if d.held > 0 {
+                state.push(format!("{} held", d.held));
+            }
+            format!("{} ({})", d.node, state.join(", "))
+        })
+        .collect();
+    format!(
+        "cluster: this daemon is {}, {} NATS, at stream position {}; other daemons: {}\n\
+         cluster: {} events published, {} not published (the link was behind), {} undecodable, {} ignored (a daemon spoke for a member not its own), {} missed\n",
+        cluster.node,
+        if cluster.connected { "connected to" } else { "cut off from" },
+        cluster.position,
+        if others.is_empty() { "none".to_owned() } else { others.join(", ") },
+        cluster.published,
+        cluster.unpublished,
+        cluster.undecodable,
+        cluster.ignored,
+        cluster.missed,
+    )
 }
 
 /// One line of `ferry peers --json`.

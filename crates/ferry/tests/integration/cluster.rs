@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ferry_client::{Client, Endpoint, Event};
 
+use super::http::Web;
 use super::hub::{member, next, runtime};
 use super::tsockm::TsockmClient;
 use crate::helper::{send_signal, wait_until, wait_with_timeout, Daemon};
@@ -292,6 +293,14 @@ fn three_daemons_share_one_hub_in_order_and_once() {
         for name in ["ann@a", "bob@b", "cat@c"] {
             assert!(table.contains(name), "{name} in:\n{table}");
         }
+        // And what c knows of the cluster: its link, the other two daemons, nothing wrong.
+        for line in [
+            "cluster: this daemon is c, connected to NATS, at stream position ",
+            "; other daemons: a (1 member), b (1 member)\n",
+            " not published (the link was behind), 0 undecodable, 0 ignored (a daemon spoke for a member not its own), 0 missed\n",
+        ] {
+            assert!(table.contains(line), "{line:?} in:\n{table}");
+        }
         // TsockM members on the other two daemons as well: a TsockM broadcast reaches the
         // TsockM members of the other daemons (the daemon's lines, the logins, aside).
         let tia = TsockmClient::login(&tsockm_of(&a), "tia");
@@ -331,6 +340,11 @@ fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
         // cluster's stream.
         held(&c, "ann@a");
         held(&b, "ann@a");
+        let table = String::from_utf8_lossy(&c.run(&["peers"]).stdout).into_owned();
+        assert!(
+            table.contains("other daemons: a (gone, 2 members, 2 held), b (0 members)\n"),
+            "{table}"
+        );
         cat.say(Some("ann@a"), "while you were away", false)
             .await
             .expect("say");
@@ -356,6 +370,9 @@ fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
             .expect("say");
         assert_eq!(said.delivered, 1);
         assert_eq!(messages(&mut again, 1).await[0].1, "and now on b");
+        // a is forgotten once the last of its members' places ended.
+        let table = String::from_utf8_lossy(&c.run(&["peers"]).stdout).into_owned();
+        assert!(table.contains("other daemons: b (1 member)\n"), "{table}");
     });
 }
 
@@ -609,10 +626,11 @@ fn a_daemon_that_stops_cleanly_has_its_members_leave_after_the_grace() {
 #[test]
 fn what_is_not_a_hub_event_or_not_its_daemon_s_to_say_is_ignored_and_said() {
     let nats = Nats::start(&[]);
-    let a = node(&nats, "a", &[]);
+    let web = Web::start(&["--hub-cluster", &nats.url(), "--hub-node", "a"]);
+    let a = &web.daemon;
     let c = node(&nats, "c", &[]);
     runtime().block_on(async {
-        let (mut ann, ann_joined) = member(&a, "ann").await;
+        let (mut ann, ann_joined) = member(a, "ann").await;
         let (mut cat, _) = member(&c, "cat").await;
         sees_join(&mut ann, "cat@c").await;
         // Anyone holding the cluster's credentials writes into its stream: bytes that are no
@@ -635,7 +653,7 @@ fn what_is_not_a_hub_event_or_not_its_daemon_s_to_say_is_ignored_and_said() {
         let got = messages(&mut cat, 1).await;
         assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("ann@a", "genuine"));
         // Each daemon said what it ignored, and why.
-        for daemon in [&a, &c] {
+        for daemon in [a, &c] {
             wait_until(
                 "the daemon to log what it ignored",
                 Duration::from_secs(20),
@@ -647,6 +665,36 @@ fn what_is_not_a_hub_event_or_not_its_daemon_s_to_say_is_ignored_and_said() {
                 },
                 || daemon.log(),
             );
+            // And counts them where its owner and a monitoring system look.
+            let table = String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned();
+            assert!(
+                table.contains(", 1 undecodable, 1 ignored (a daemon spoke for a member not its own), 0 missed"),
+                "{table}"
+            );
         }
     });
+    let scraped = web.ask("GET", "/metrics", None);
+    assert_eq!(scraped.status, 200);
+    let text = String::from_utf8_lossy(&scraped.body).into_owned();
+    for series in [
+        "ferry_hub_cluster_connected 1",
+        "ferry_hub_cluster_daemons{state=\"live\"} 1",
+        "ferry_hub_cluster_daemons{state=\"gone\"} 0",
+        "ferry_hub_cluster_remote_members 1",
+        "ferry_hub_cluster_undecodable_total 1",
+        "ferry_hub_cluster_ignored_total 1",
+        "ferry_hub_cluster_missed_total 0",
+        "ferry_hub_cluster_unpublished_total 0",
+    ] {
+        assert!(
+            text.lines().any(|line| line == series),
+            "{series} in:\n{text}"
+        );
+    }
+    // ann's join and her message, at least, were published.
+    let published = text
+        .lines()
+        .find_map(|line| line.strip_prefix("ferry_hub_cluster_published_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(published.is_some_and(|n| n >= 2), "{text}");
 }

@@ -16,15 +16,15 @@ use crate::http_client::{call, read_head, request, Events, Response};
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A daemon with a plain HTTP listener on loopback, and the dashboard's URL from `ferry web`.
-struct Web {
-    daemon: Daemon,
+pub(crate) struct Web {
+    pub(crate) daemon: Daemon,
     port: u16,
     /// The daemon's web token (acts for the owner, from this uid).
     token: String,
 }
 
 impl Web {
-    fn start(extra: &[&str]) -> Web {
+    pub(crate) fn start(extra: &[&str]) -> Web {
         let daemon = Daemon::start_networked(extra, &["http:tcp:127.0.0.1:0"]);
         let port = daemon.listener_port("http:tcp");
         let out = daemon.run(&["web", "--print"]);
@@ -53,7 +53,12 @@ impl Web {
     }
 
     /// A request as the owner (the web token), with `body` as JSON.
-    fn ask(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Response {
+    pub(crate) fn ask(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Response {
         let bytes = request(
             method,
             path,

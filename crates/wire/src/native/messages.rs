@@ -566,6 +566,9 @@ pub enum DaemonMessage {
         /// The hub's counters.
         #[serde(default)]
         hub: HubCounters,
+        /// The hub's cluster, as this daemon sees it; absent outside a cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cluster: Option<HubCluster>,
     },
     /// Answer to `Join`: this connection is in the hub.
     Joined {
@@ -1068,6 +1071,42 @@ pub struct Undelivered {
     pub name: String,
     /// Why.
     pub reason: String,
+}
+
+/// The hub's cluster as a daemon in it sees it (in `Peers`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubCluster {
+    /// This daemon's name in it.
+    pub node: String,
+    /// Its link to NATS is up.
+    pub connected: bool,
+    /// The last position of the cluster's stream it applied.
+    pub position: u64,
+    /// The other daemons it knows.
+    pub daemons: Vec<HubClusterDaemon>,
+    /// Events it handed to NATS.
+    pub published: u64,
+    /// Events it could not publish: its link was behind.
+    pub unpublished: u64,
+    /// Stream positions that held no event of the cluster.
+    pub undecodable: u64,
+    /// Events ignored: a daemon spoke for, or claimed, a member not its own.
+    pub ignored: u64,
+    /// Events missed: holes in the stream, replays it no longer held.
+    pub missed: u64,
+}
+
+/// Another daemon of the hub's cluster (in [`HubCluster`]).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubClusterDaemon {
+    /// Its name.
+    pub node: String,
+    /// It stopped or fell silent; its members are held until their grace ends.
+    pub gone: bool,
+    /// Its members.
+    pub members: u64,
+    /// Those of them whose places are held.
+    pub held: u64,
 }
 
 /// The hub's counters since the daemon started (in `Peers`).

@@ -38,9 +38,9 @@ pub type JobId = u64;
 mod messages;
 
 pub use messages::{
-    ClientMessage, DaemonMessage, ErrorCode, FileEntry, GroupAction, GroupInfo, HubCounters,
-    HubMember, JobDetails, JobExit, JobInfo, JobState, MissedFrom, NoticeKind, OtherEntry,
-    PeerInfo, Stream, TtySize, Undelivered,
+    ClientMessage, DaemonMessage, ErrorCode, FileEntry, GroupAction, GroupInfo, HubCluster,
+    HubClusterDaemon, HubCounters, HubMember, JobDetails, JobExit, JobInfo, JobState, MissedFrom,
+    NoticeKind, OtherEntry, PeerInfo, Stream, TtySize, Undelivered,
 };
 
 /// Errors from the frame codec.

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ferry_engine::peers::cluster::ClusterStatus;
 use ferry_engine::stats::{HistogramSnapshot, StatsSnapshot};
 use ferry_engine::JobPhase;
 use prometheus_client::collector::Collector;
@@ -34,6 +35,8 @@ struct Scraped {
     listeners: Vec<(Labels, u64, u64, i64)>,
     hub: ferry_engine::peers::HubStats,
     members: u64,
+    /// The hub's cluster, if the daemon is in one.
+    cluster: Option<ClusterStatus>,
     file_area_bytes: u64,
 }
 
@@ -91,6 +94,7 @@ pub(super) async fn scrape(session: &Session) -> Reply {
         listeners,
         hub: engine.peers().stats(),
         members: engine.peers().members().len() as u64,
+        cluster: engine.peers().cluster_status(),
         file_area_bytes,
     };
     let mut registry = Registry::default();
@@ -178,6 +182,77 @@ fn labelled<T: Sample>(
             .iter()
             .try_for_each(|(labels, value)| value.encode(&mut m.encode_family(labels)?))
     })
+}
+
+/// The hub cluster's families (only for a daemon in a cluster).
+fn encode_cluster(
+    e: &mut DescriptorEncoder,
+    cluster: &ClusterStatus,
+) -> Result<(), std::fmt::Error> {
+    single(
+        e,
+        "ferry_hub_cluster_connected",
+        "1 while the daemon's link to the hub cluster's NATS is up.",
+        i64::from(cluster.connected),
+    )?;
+    single(
+        e,
+        "ferry_hub_cluster_stream_position",
+        "The last position of the hub cluster's stream the daemon applied.",
+        i64::try_from(cluster.position).unwrap_or(i64::MAX),
+    )?;
+    let gone = cluster.daemons.iter().filter(|d| d.gone).count() as i64;
+    let daemons = [
+        (
+            vec![("state", "live".to_owned())],
+            cluster.daemons.len() as i64 - gone,
+        ),
+        (vec![("state", "gone".to_owned())], gone),
+    ];
+    labelled(
+        e,
+        "ferry_hub_cluster_daemons",
+        "The other daemons of the hub cluster: live, or gone (stopped or silent, their members held).",
+        &daemons,
+    )?;
+    let members: u64 = cluster.daemons.iter().map(|d| d.members).sum();
+    single(
+        e,
+        "ferry_hub_cluster_remote_members",
+        "Members of the hub on the other daemons of the cluster.",
+        members as i64,
+    )?;
+    let counters = &cluster.counters;
+    for (name, help, value) in [
+        (
+            "ferry_hub_cluster_published",
+            "Hub events the daemon published to the cluster.",
+            counters.published,
+        ),
+        (
+            "ferry_hub_cluster_unpublished",
+            "Hub events not published: the link to the cluster was behind.",
+            counters.unpublished,
+        ),
+        (
+            "ferry_hub_cluster_undecodable",
+            "Positions of the cluster's stream that held no hub event.",
+            counters.undecodable,
+        ),
+        (
+            "ferry_hub_cluster_ignored",
+            "Cluster events ignored: a daemon spoke for, or claimed, a member not its own.",
+            counters.ignored,
+        ),
+        (
+            "ferry_hub_cluster_missed",
+            "Cluster events missed: holes in the stream, replays it no longer held.",
+            counters.missed,
+        ),
+    ] {
+        single(e, name, help, value)?;
+    }
+    Ok(())
 }
 
 fn by_group(values: &BTreeMap<String, u64>) -> Vec<(Labels, i64)> {
@@ -280,6 +355,9 @@ impl Collector for Scraped {
             "Messages a member's dialect could not carry.",
             hub.refused,
         )?;
+        if let Some(cluster) = &self.cluster {
+            encode_cluster(e, cluster)?;
+        }
         histogram(
             e,
             "ferry_store_commit_seconds",

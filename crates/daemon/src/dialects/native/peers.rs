@@ -3,13 +3,15 @@
 //! `ListPeers` and `KickPeers`.
 
 use bytes::Bytes;
+use ferry_engine::peers::cluster::{ClusterCounters, ClusterStatus};
 use ferry_engine::peers::{
     HubMessage, HubStats, Joined, MemberInfo, Missed, PeerInfo as Peer, Presence, SendError,
 };
 use ferry_engine::store::millis;
 use ferry_io::frame;
 use ferry_wire::native::{
-    ClientMessage, DaemonMessage, HubCounters, HubMember, MissedFrom, PeerInfo, Undelivered,
+    ClientMessage, DaemonMessage, HubCluster, HubClusterDaemon, HubCounters, HubMember, MissedFrom,
+    PeerInfo, Undelivered,
 };
 
 use super::Connection;
@@ -64,6 +66,7 @@ impl Connection {
             request,
             peers,
             hub: counters(registry.stats()),
+            cluster: registry.cluster_status().map(hub_cluster),
         })
     }
 
@@ -242,6 +245,36 @@ fn counters(stats: HubStats) -> HubCounters {
         resumed: stats.resumed,
         expired: stats.expired,
         unannounced: stats.unannounced,
+    }
+}
+
+fn hub_cluster(status: ClusterStatus) -> HubCluster {
+    let ClusterCounters {
+        published,
+        unpublished,
+        undecodable,
+        ignored,
+        missed,
+    } = status.counters;
+    HubCluster {
+        node: status.node,
+        connected: status.connected,
+        position: status.position,
+        daemons: status
+            .daemons
+            .into_iter()
+            .map(|d| HubClusterDaemon {
+                node: d.node,
+                gone: d.gone,
+                members: d.members,
+                held: d.held,
+            })
+            .collect(),
+        published,
+        unpublished,
+        undecodable,
+        ignored,
+        missed,
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::{
-    from_millis, lane_of, Cluster, ClusterEvent, ClusterLink, ClusterMember, Remote, RemoteAway,
-    Roster,
+    from_millis, lane_of, Cluster, ClusterCounters, ClusterEvent, ClusterLink, ClusterMember,
+    Remote, RemoteAway, Roster,
 };
 use crate::peers::hub::{announce_here, HubMessage, Presence, SERVER_ID};
 use crate::peers::mailbox::Sender;
@@ -20,6 +20,9 @@ impl PeerRegistry {
             link,
             remote: Default::default(),
             processed,
+            connected: true,
+            nodes: Default::default(),
+            counters: Default::default(),
         });
         // Ids must be unique in the whole cluster from now on.
         self.salt_ids();
@@ -66,6 +69,9 @@ impl PeerRegistry {
     pub fn apply_roster(&self, node: &str, roster: Roster) {
         let mut peers = self.shared.lock();
         let grace = self.shared.config.grace;
+        if let Some(cluster) = peers.cluster.as_mut().filter(|c| c.link.node != node) {
+            cluster.nodes.insert(node.to_owned(), false);
+        }
         for (member, away) in roster.members {
             let away = away.map(|taken| RemoteAway {
                 until: Instant::now() + grace,
@@ -81,6 +87,7 @@ impl PeerRegistry {
         let mut peers = self.shared.lock();
         let until = Instant::now() + self.shared.config.grace;
         if let Some(cluster) = &mut peers.cluster {
+            cluster.nodes.insert(node.to_owned(), true);
             for remote in cluster.remote.values_mut().filter(|r| r.node == node) {
                 remote.away.get_or_insert(RemoteAway {
                     until,
@@ -95,6 +102,7 @@ impl PeerRegistry {
     pub fn skip(&self, seq: u64) {
         let mut peers = self.shared.lock();
         reach(&mut peers, seq);
+        count(&mut peers, |c| c.undecodable += 1);
     }
 
     /// Applies the event at stream position `seq`, published by daemon `origin`.
@@ -109,7 +117,7 @@ impl PeerRegistry {
         match event {
             event @ ClusterEvent::Message { .. } => {
                 if let Some((message, owner)) = message_of(seq, origin, event) {
-                    if own || speaks_for(&peers, origin, &message.from) {
+                    if own || speaks_for(&mut peers, origin, &message.from) {
                         deliver(&mut peers, &message, owner);
                     }
                 }
@@ -173,6 +181,7 @@ impl PeerRegistry {
             return;
         };
         if lost > 0 {
+            count(&mut peers, |c| c.missed += lost);
             tell_missed_one(&mut peers, serial, lost);
         }
         // What came meanwhile goes after the replay.
@@ -237,20 +246,29 @@ fn reach(peers: &mut Peers, seq: u64) {
     let gap = seq.saturating_sub(cluster.processed.saturating_add(1));
     cluster.processed = cluster.processed.max(seq);
     if gap > 0 {
+        cluster.counters.missed += gap;
         tell_missed(peers, gap, "the cluster's stream (events lost in NATS)");
     }
 }
 
+/// Adds to the cluster's counters.
+fn count(peers: &mut Peers, add: impl FnOnce(&mut ClusterCounters)) {
+    if let Some(cluster) = &mut peers.cluster {
+        add(&mut cluster.counters);
+    }
+}
+
 /// Whether `origin` is the home of member `from` (a daemon speaks for its own members only).
-fn speaks_for(peers: &Peers, origin: &str, from: &str) -> bool {
+fn speaks_for(peers: &mut Peers, origin: &str, from: &str) -> bool {
     if from == SERVER_ID {
         return true;
     }
-    let Some(cluster) = &peers.cluster else {
+    let Some(cluster) = &mut peers.cluster else {
         return false;
     };
     let ok = cluster.remote.get(from).is_some_and(|r| r.node == origin);
     if !ok {
+        cluster.counters.ignored += 1;
         tracing::warn!(
             origin,
             from,
@@ -284,6 +302,7 @@ fn upsert_remote(peers: &mut Peers, node: &str, member: ClusterMember, away: Opt
         .get(&member.id)
         .is_some_and(|r| r.node != node);
     if local || elsewhere {
+        cluster.counters.ignored += 1;
         tracing::warn!(
             origin = node,
             id = member.id,
@@ -343,6 +362,7 @@ fn moved_away(peers: &mut Peers, origin: &str, member: ClusterMember) {
         }
         // Its connection is here: no one else holds its token's place.
         Some((_, false)) => {
+            count(peers, |c| c.ignored += 1);
             tracing::warn!(
                 origin,
                 id = member.id,

@@ -29,10 +29,12 @@ use tokio::sync::mpsc;
 
 mod apply;
 mod local;
+mod status;
 #[cfg(test)]
 mod tests;
 
 pub(in crate::peers) use local::send;
+pub use status::{ClusterCounters, ClusterDaemon, ClusterStatus};
 
 use super::{announce_here, Accepts, Presence};
 use crate::peers::{Entry, Peers};
@@ -146,6 +148,13 @@ pub(in crate::peers) struct Cluster {
     remote: std::collections::BTreeMap<String, Remote>,
     /// The last stream position applied.
     processed: u64,
+    /// The link to NATS is up.
+    connected: bool,
+    /// The other daemons whose members were asked for, and whether each is gone (stopped or
+    /// silent); one gone is forgotten once its last held place ends.
+    nodes: std::collections::BTreeMap<String, bool>,
+    /// What was counted.
+    counters: ClusterCounters,
 }
 
 /// A member of another daemon.
@@ -195,13 +204,17 @@ impl Cluster {
 
 impl Peers {
     /// Queues `event` for the cluster; whether it was taken.
-    pub(in crate::peers) fn publish(&self, event: ClusterEvent) -> bool {
-        let Some(cluster) = &self.cluster else {
+    pub(in crate::peers) fn publish(&mut self, event: ClusterEvent) -> bool {
+        let Some(cluster) = &mut self.cluster else {
             return false;
         };
         match cluster.link.events.try_send(event) {
-            Ok(()) => true,
+            Ok(()) => {
+                cluster.counters.published += 1;
+                true
+            }
             Err(_) => {
+                cluster.counters.unpublished += 1;
                 tracing::warn!(
                     target: "ferry::presence",
                     "the cluster link is behind: a hub event was not published"
@@ -313,6 +326,10 @@ impl Peers {
                 .filter_map(|id| cluster.remote.remove(id))
                 .collect()
         };
+        let remote = &cluster.remote;
+        cluster
+            .nodes
+            .retain(|node, gone| !*gone || remote.values().any(|r| &r.node == node));
         let reason = format!(
             "its connection ended and it did not come back within {}s",
             grace.as_secs_f32()

@@ -260,6 +260,59 @@ fn a_gap_in_the_stream_is_told_to_every_member() {
     assert!(!std::iter::from_fn(|| ann.try_next_event()).any(|e| matches!(e, PeerEvent::Missed(_))));
 }
 
+#[test]
+fn the_status_names_the_other_daemons_and_counts_what_went_wrong() {
+    let mut stream = Stream::new(&["a", "b", "c"]);
+    let ann = member(stream.registry("a"), "ann");
+    let bob = member(stream.registry("b"), "bob");
+    stream.flow();
+    ann.send(None, "hi".into()).expect("send");
+    stream.flow();
+    let a = stream.registry("a");
+    a.apply_roster("c", Roster::default());
+    // c speaks for bob, who is b's; position 100 leaves a hole after 3; 101 is no event.
+    let forged = ClusterEvent::Message {
+        from: bob.id().to_owned(),
+        from_name: "bob".into(),
+        principal: "owner".into(),
+        to: None,
+        sent_ms: 0,
+        text: "forged".into(),
+    };
+    a.apply(100, "c", forged);
+    a.skip(101);
+    a.node_gone("b", 101);
+    let status = a.cluster_status().expect("in a cluster");
+    assert_eq!(
+        (status.node.as_str(), status.connected, status.position),
+        ("a", true, 101)
+    );
+    let daemons: Vec<(&str, bool, u64, u64)> = status
+        .daemons
+        .iter()
+        .map(|d| (d.node.as_str(), d.gone, d.members, d.held))
+        .collect();
+    assert_eq!(daemons, [("b", true, 1, 1), ("c", false, 0, 0)]);
+    assert_eq!(
+        status.counters,
+        ClusterCounters {
+            published: 2,
+            unpublished: 0,
+            undecodable: 1,
+            ignored: 1,
+            missed: 96,
+        }
+    );
+    // b is forgotten once its last held place ends; c, alive, stays.
+    a.expire_away(Instant::now() + Duration::from_secs(14));
+    let status = a.cluster_status().expect("in a cluster");
+    assert_eq!(status.daemons.len(), 1);
+    assert_eq!(status.daemons[0].node, "c");
+    a.cluster_connected(false);
+    assert!(!a.cluster_status().expect("in a cluster").connected);
+    assert!(PeerRegistry::default().cluster_status().is_none());
+}
+
 fn text() -> impl Strategy<Value = String> {
     "[a-z@# ]{0,12}"
 }
