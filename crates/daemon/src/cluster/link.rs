@@ -439,7 +439,8 @@ async fn watch_beats(
                         match ask_rosters(&client, names.roster_of(&node), &names).await {
                             Ok(pages) => {
                                 for page in pages.into_iter().filter(|p| p.node == node) {
-                                    registry.apply_roster(&page.node, events::roster_from_wire(page.roster));
+                                    let roster = events::roster_from_wire(page.roster);
+                                    registry.apply_roster(&page.node, roster);
                                 }
                             }
                             Err(e) => tracing::warn!(node, "cannot ask for its members: {e}"),
