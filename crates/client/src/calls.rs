@@ -365,12 +365,30 @@ impl Client {
         name: Option<&str>,
         resume: Option<&str>,
     ) -> Result<Joined, ClientError> {
-        let (name, resume) = (name.map(str::to_owned), resume.map(str::to_owned));
+        self.join_as(name.map(str::to_owned), resume.map(str::to_owned), None)
+            .await
+    }
+
+    /// Takes again the place an earlier connection held in the hub, with its resume token;
+    /// `seen` is the `seq` of the last message that connection was shown
+    /// ([`Event::Message`](crate::Event::Message)), so that a resume on another daemon of a
+    /// hub cluster replays exactly what came after it.
+    pub async fn rejoin(&mut self, resume: &str, seen: Option<u64>) -> Result<Joined, ClientError> {
+        self.join_as(None, Some(resume.to_owned()), seen).await
+    }
+
+    async fn join_as(
+        &mut self,
+        name: Option<String>,
+        resume: Option<String>,
+        seen: Option<u64>,
+    ) -> Result<Joined, ClientError> {
         self.call(
             |request| ClientMessage::Join {
                 request,
                 name,
                 resume,
+                seen,
             },
             |message| match message {
                 DaemonMessage::Joined {

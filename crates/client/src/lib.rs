@@ -235,6 +235,9 @@ pub enum Event {
         text: String,
         /// It was sent to this client alone.
         direct: bool,
+        /// In a hub cluster, its position in the cluster's stream (0 outside one): what
+        /// [`Client::rejoin`] takes as `seen`.
+        seq: u64,
     },
     /// Events were dropped for this member (its outbox, or one sender's share of it, was
     /// full).
@@ -606,12 +609,14 @@ impl Client {
                 sent_ms,
                 text,
                 direct,
+                seq,
             } => Event::Message {
                 from,
                 name,
                 sent_ms,
                 text,
                 direct,
+                seq,
             },
             DaemonMessage::Presence {
                 peer,

@@ -315,7 +315,9 @@ pub enum Command {
     Peers(PeersArgs),
     /// Chat with the daemon's other peers (the hub): a line goes to everyone, `:msg PEER TEXT`
     /// to one, `:list` shows who is there, `:exit` leaves. From a pipe: sends the lines,
-    /// prints what arrives, and leaves at the end of input (or stays, with --stay).
+    /// prints what arrives, and leaves at the end of input (or stays, with --stay). A
+    /// connection lost without a word is taken up again (for up to 15 s), with what was sent
+    /// meanwhile.
     Chat(ChatArgs),
     /// Run a Rakefile: its action sets in order, the actions of a set together; local actions
     /// on the local daemon, `remote-` ones on the HOSTS daemon of lowest cost, with their

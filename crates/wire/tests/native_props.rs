@@ -208,12 +208,14 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         (
             any::<u64>(),
             proptest::option::of(".{0,12}"),
-            proptest::option::of("[0-9a-f]{32}")
+            proptest::option::of("[0-9a-f]{32}"),
+            proptest::option::of(any::<u64>())
         )
-            .prop_map(|(request, name, resume)| ClientMessage::Join {
+            .prop_map(|(request, name, resume, seen)| ClientMessage::Join {
                 request,
                 name,
-                resume
+                resume,
+                seen
             }),
         (
             any::<u64>(),
@@ -480,15 +482,24 @@ fn daemon_message() -> impl Strategy<Value = DaemonMessage> {
             ),
         (any::<u64>(), proptest::collection::vec(hub_member(), 0..3))
             .prop_map(|(request, members)| DaemonMessage::Members { request, members }),
-        (".{0,12}", ".{0,12}", any::<u64>(), ".{0,64}", any::<bool>()).prop_map(
-            |(from, name, sent_ms, text, direct)| DaemonMessage::Message {
-                from,
-                name,
-                sent_ms,
-                text,
-                direct
-            }
-        ),
+        (
+            ".{0,12}",
+            ".{0,12}",
+            any::<u64>(),
+            ".{0,64}",
+            any::<bool>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(from, name, sent_ms, text, direct, seq)| DaemonMessage::Message {
+                    from,
+                    name,
+                    sent_ms,
+                    text,
+                    direct,
+                    seq
+                }
+            ),
         (
             ".{0,12}",
             ".{0,12}",

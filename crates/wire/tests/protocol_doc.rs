@@ -132,6 +132,7 @@ fn daemon_examples() -> Vec<(&'static str, DaemonMessage)> {
                 sent_ms: 1_764_169_200_000,
                 text: "hi".into(),
                 direct: false,
+                seq: 0,
             },
         ),
         (

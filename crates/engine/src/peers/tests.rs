@@ -334,8 +334,11 @@ fn a_member_whose_connection_ends_is_held_and_resumes_with_its_messages() {
         .expect("to a held place");
     ann.send(None, "while away 2".into()).expect("to all");
     let fresh = peer(&registry, "bob-again");
-    assert_eq!(fresh.resume("wrong").unwrap_err(), ResumeError::NoSuchToken);
-    let (mut resumed, joined) = fresh.resume(&token).expect("resume");
+    assert_eq!(
+        fresh.resume("wrong", None).unwrap_err(),
+        ResumeError::NoSuchToken
+    );
+    let (mut resumed, joined) = fresh.resume(&token, None).expect("resume");
     drop(fresh);
     assert_eq!(resumed.id(), bob_id);
     assert_eq!(joined.name, "bob");
@@ -348,7 +351,7 @@ fn a_member_whose_connection_ends_is_held_and_resumes_with_its_messages() {
     // A second resume while connected is refused.
     let other = peer(&registry, "other");
     assert_eq!(
-        other.resume(&token).unwrap_err(),
+        other.resume(&token, None).unwrap_err(),
         ResumeError::StillConnected
     );
     assert_eq!(registry.stats().resumed, 1);
@@ -373,7 +376,10 @@ fn a_held_place_ends_after_the_grace_and_others_see_the_leave() {
     );
     assert_eq!(presence(&drain(&mut ann)), vec!["-bob"]);
     let fresh = peer(&registry, "late");
-    assert_eq!(fresh.resume(&token).unwrap_err(), ResumeError::NoSuchToken);
+    assert_eq!(
+        fresh.resume(&token, None).unwrap_err(),
+        ResumeError::NoSuchToken
+    );
     assert_eq!(registry.stats().expired, 1);
 }
 

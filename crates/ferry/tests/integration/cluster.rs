@@ -334,6 +334,25 @@ fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
         knows(&c, &["ann@a", "abe@a"]);
         let (mut cat, cat_joined) = member(&c, "cat").await;
         assert!(cat_joined.members.iter().any(|m| m.name == "abe@a"));
+        // ann is shown a few messages just before a is killed: a's last beat (up to a second
+        // old) may not cover them, but ann says which she was shown last.
+        let mut ann = ann;
+        for k in 0..5 {
+            cat.say(Some("ann@a"), &format!("before {k}"), false)
+                .await
+                .expect("say");
+        }
+        let mut seen = 0;
+        for k in 0..5 {
+            let (text, seq) = next(&mut ann, "a message before the kill", |e| match e {
+                Event::Message { text, seq, .. } => Some((text, seq)),
+                _ => None,
+            })
+            .await;
+            assert_eq!(text, format!("before {k}"));
+            assert!(seq > seen, "stream positions rise: {seq} after {seen}");
+            seen = seq;
+        }
         assert_eq!(a.stop_with(libc::SIGKILL), None);
         drop(ann);
         // Once c hears no more of a, its members are held; messages for ann wait in the
@@ -354,11 +373,12 @@ fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
             .await
             .expect("connect");
         let resumed = again
-            .join(None, Some(&ann_joined.resume))
+            .rejoin(&ann_joined.resume, Some(seen))
             .await
             .expect("resume on b");
         assert_eq!(resumed.peer, ann_joined.peer);
         assert_eq!(resumed.name, "ann@b");
+        // Exactly what came after the last she was shown: nothing again.
         let got = messages(&mut again, 1).await;
         assert_eq!(got[0].1, "while you were away");
         // abe did not come back: cat sees him leave once the grace is over (and not ann).

@@ -233,6 +233,7 @@ fn stuck_member(daemon: &Daemon, name: &str) -> crate::helper::Raw {
         request: 1,
         name: Some(name.into()),
         resume: None,
+        seen: None,
     });
     match raw.recv() {
         Some(DaemonMessage::Joined { .. }) => raw,

@@ -40,6 +40,7 @@ fn a_flood_takes_only_its_share_of_a_slow_members_outbox_and_the_member_is_told(
         request: 1,
         name: Some("slow".into()),
         resume: None,
+        seen: None,
     });
     assert!(matches!(slow.recv(), Some(DaemonMessage::Joined { .. })));
     let text = "f".repeat(2000);

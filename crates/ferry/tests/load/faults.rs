@@ -75,6 +75,7 @@ pub fn a_reader_that_never_reads(_scale: &Scale) -> Row {
                 request: 1,
                 name: Some("silent".into()),
                 resume: None,
+                seen: None,
             });
             if !matches!(silent.recv(), Some(DaemonMessage::Joined { .. })) {
                 return Err("the silent member did not join".into());

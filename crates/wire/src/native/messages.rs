@@ -242,6 +242,11 @@ pub enum ClientMessage {
         /// A resume token from an earlier `Joined`: take that place again (within its grace
         /// period), with the messages sent to it meanwhile.
         resume: Option<String>,
+        /// With `resume`, in a hub cluster: the `seq` of the last `Message` this member was
+        /// shown. Resuming on another daemon, its messages are replayed from the one after
+        /// (without it, from where its old daemon last said it had got to).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen: Option<u64>,
     },
     /// Send a message to one member of the hub (by id or name) or to every other member.
     /// Answered with `Said`.
@@ -619,6 +624,10 @@ pub enum DaemonMessage {
         text: String,
         /// It was sent to this member alone (not to everyone).
         direct: bool,
+        /// In a hub cluster: its position in the cluster's stream, rising (absent: 0, outside
+        /// a cluster). A member resuming elsewhere names the last one it was shown.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        seq: u64,
     },
     /// Events were dropped for this member (its outbox, or one sender's share of it, was
     /// full): how many, from whom. Sent at its next read once its outbox is empty, or at most
@@ -1131,4 +1140,9 @@ pub struct HubCounters {
     /// Joins and leaves not announced: the hub was larger than `--hub-presence-max`.
     #[serde(default)]
     pub unannounced: u64,
+}
+
+/// Whether a count is 0 (left out of a frame).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

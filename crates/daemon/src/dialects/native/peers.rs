@@ -30,7 +30,8 @@ impl Connection {
                 request,
                 name,
                 resume,
-            } => (request, self.join(request, name, resume)),
+                seen,
+            } => (request, self.join(request, name, resume, seen)),
             ClientMessage::Say {
                 request,
                 to,
@@ -95,6 +96,7 @@ impl Connection {
         request: u64,
         name: Option<String>,
         resume: Option<String>,
+        seen: Option<u64>,
     ) -> Result<DaemonMessage, Refusal> {
         let invalid = |message: String| Refusal::new(RefusalKind::InvalidRequest, message);
         let joined = match resume {
@@ -108,7 +110,7 @@ impl Connection {
                     .reader
                     .peer()
                     .handle
-                    .resume(&token)
+                    .resume(&token, seen)
                     .map_err(|e| invalid(e.to_string()))?;
                 // This connection now is the member it was; its fresh entry goes.
                 self.reader.resumed(handle);
@@ -174,6 +176,7 @@ impl Connection {
                 sent_ms: millis(message.sent),
                 text: message.text.clone(),
                 direct,
+                seq: message.seq,
             })
             .map(Bytes::from)
             .unwrap_or_default()

@@ -109,12 +109,7 @@ impl PeerHandle {
         entry.info.name = granted;
         let first = entry.member.is_none();
         if first {
-            entry.member = Some(Member {
-                resume: resume_token(),
-                accepts,
-                away: None,
-                joined: SystemTime::now(),
-            });
+            entry.member = Some(Member::new(resume_token(), accepts));
         }
         let (name, dialect) = (entry.info.name.clone(), entry.info.dialect.clone());
         let resume = entry.member.as_ref().map(|m| m.resume.clone());
@@ -134,8 +129,15 @@ impl PeerHandle {
 
     /// Takes the place this `token` holds (a member whose connection ended, within its
     /// grace): returns the handle of that place, with what was sent to it meanwhile still
-    /// queued. This connection's own fresh entry goes when its handle is dropped.
-    pub fn resume(&self, token: &str) -> Result<(PeerHandle, Joined), ResumeError> {
+    /// queued. This connection's own fresh entry goes when its handle is dropped. In a
+    /// cluster, `seen` is the stream position of the last message the member was shown: a
+    /// place held by another daemon is replayed from the one after (without it, from where
+    /// that daemon last said the member had got to).
+    pub fn resume(
+        &self,
+        token: &str,
+        seen: Option<u64>,
+    ) -> Result<(PeerHandle, Joined), ResumeError> {
         let shared = self.registry.upgrade().ok_or(ResumeError::NoSuchToken)?;
         let mut peers = shared.lock();
         let (principal, address) = match peers.entries.get(&self.serial) {
@@ -152,7 +154,7 @@ impl PeerHandle {
             })
             .map(|(serial, _)| *serial);
         let Some(serial) = serial else {
-            return self.resume_remote(&shared, &mut peers, token);
+            return self.resume_remote(&shared, &mut peers, token, seen);
         };
         let entry = peers
             .entries

@@ -140,16 +140,36 @@ pub(in crate::peers) struct Member {
     /// Set while its connection is gone and its place held.
     pub(in crate::peers) away: Option<Away>,
     pub(in crate::peers) joined: SystemTime,
+    /// In a cluster, for a member that resumed here from another daemon: the stream position
+    /// up to which it had been shown its messages there. Those are not delivered again, even
+    /// where this daemon reads them only after the resume (0: none).
+    pub(in crate::peers) shown: u64,
 }
 
 impl Member {
-    /// A member that resumed here with `resume`, having joined at `joined` elsewhere.
-    pub(in crate::peers) fn resumed(resume: &str, accepts: Accepts, joined: SystemTime) -> Member {
+    /// A member that joined here now, with the resume token `resume`.
+    pub(in crate::peers) fn new(resume: String, accepts: Accepts) -> Member {
         Member {
-            resume: resume.to_owned(),
+            resume,
             accepts,
             away: None,
+            joined: SystemTime::now(),
+            shown: 0,
+        }
+    }
+
+    /// A member that resumed here with `resume`, having joined at `joined` elsewhere and
+    /// been shown its messages up to stream position `shown`.
+    pub(in crate::peers) fn resumed(
+        resume: &str,
+        accepts: Accepts,
+        joined: SystemTime,
+        shown: u64,
+    ) -> Member {
+        Member {
             joined,
+            shown,
+            ..Member::new(resume.to_owned(), accepts)
         }
     }
 }

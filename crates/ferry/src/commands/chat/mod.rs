@@ -6,15 +6,21 @@
 //! time; joins and leaves are shown as `* ...` lines. From a pipe the lines are sent in
 //! order, each after the daemon took the one before, and the chat leaves at the end of input
 //! (or, with `--stay`, keeps printing until the daemon closes the connection).
+//!
+//! A connection lost without a word (a network failure, a daemon killed) is not the end: the
+//! chat connects again and takes its place back with its resume token, within the hub's grace
+//! period, getting what was sent to it meanwhile (in a hub cluster, exactly what came after
+//! the last message it showed). A kick or a daemon's shutdown ends the chat.
 
 mod screen;
 pub mod tsockm;
 
 use anyhow::Result;
-use ferry_client::{Client, Endpoint, Event, HubMember, NoticeKind};
+use ferry_client::{Client, ClientError, Endpoint, Event, HubMember, NoticeKind};
 use ferry_common::text::visible;
 use ferry_wire::native::SERVER_PEER;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use crate::cli::{ChatArgs, ChatWire};
 use screen::{Input, Screen};
@@ -62,17 +68,31 @@ async fn native(target: &Endpoint, args: &ChatArgs, screen: &Screen) -> Result<i
     ));
     let (mut input, _raw) = screen.read_input();
     let mut input_open = true;
+    let token = joined.resume;
+    // The stream position of the last message shown (in a hub cluster), for a resume.
+    let mut seen = 0;
     loop {
         tokio::select! {
-            event = client.next_event() => match event? {
-                Some(event) => {
+            event = client.next_event() => match event {
+                Ok(Some(event)) => {
+                    if let Event::Message { seq, .. } = &event {
+                        seen = seen.max(*seq);
+                    }
                     if let Some(code) = show(screen, event) {
                         return Ok(code);
                     }
                 }
-                None => {
-                    screen.print("* the daemon closed the connection");
-                    return Ok(1);
+                // Lost without a word (a network failure, a daemon killed): the hub holds
+                // this member's place for its grace period.
+                Ok(None) | Err(_) => {
+                    let lost = match event {
+                        Err(e) => e.to_string(),
+                        _ => "the daemon closed the connection".to_owned(),
+                    };
+                    match take_place_again(target, &token, seen, screen, &lost).await {
+                        Some(again) => client = again,
+                        None => return Ok(1),
+                    }
                 }
             },
             line = input.recv(), if input_open => match line {
@@ -92,6 +112,59 @@ async fn native(target: &Endpoint, args: &ChatArgs, screen: &Screen) -> Result<i
             },
         }
     }
+}
+
+/// How long the chat tries to take its place again after its connection was lost (the hub
+/// holds a place for its grace period, 13 s unless the daemon says otherwise).
+const RECONNECT_FOR: Duration = Duration::from_secs(15);
+
+/// Between two tries.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// Connects to `target` again (never starting a daemon: a new one holds no place) and takes
+/// back the member's place with its resume `token`, trying for [`RECONNECT_FOR`]; what
+/// came for it meanwhile follows, and in a hub cluster nothing it was shown (up to stream
+/// position `seen`) comes again. `None` when that cannot be done, said on the screen.
+async fn take_place_again(
+    target: &Endpoint,
+    token: &str,
+    seen: u64,
+    screen: &Screen,
+    lost: &str,
+) -> Option<Client> {
+    screen.print(&format!(
+        "* {lost}; taking your place again (for up to {} s)",
+        RECONNECT_FOR.as_secs()
+    ));
+    let deadline = tokio::time::Instant::now() + RECONNECT_FOR;
+    let mut why = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match Client::connect(target, crate::CLIENT_NAME).await {
+            Ok(mut client) => match client.rejoin(token, (seen > 0).then_some(seen)).await {
+                Ok(joined) => {
+                    screen.print(&format!("* back as {} ({})", joined.name, joined.peer));
+                    return Some(client);
+                }
+                // The daemon has not seen the old connection end yet: it will.
+                Err(ClientError::Refused { message, .. })
+                    if message.contains("still connected") =>
+                {
+                    why = message;
+                }
+                Err(e) => {
+                    screen.print(&format!("* cannot take your place again: {e}"));
+                    return None;
+                }
+            },
+            Err(e) => why = e.to_string(),
+        }
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+    }
+    screen.print(&format!(
+        "* could not take your place again within {} s: {why}",
+        RECONNECT_FOR.as_secs()
+    ));
+    None
 }
 
 /// Runs one typed line; `false` to leave.
@@ -158,6 +231,7 @@ fn show(screen: &Screen, event: Event) -> Option<i32> {
             sent_ms,
             text,
             direct,
+            ..
         } => {
             let to_you = if direct { " (to you)" } else { "" };
             // The daemon's lines look like no member's (no member may go by its name).

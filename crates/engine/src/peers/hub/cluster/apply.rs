@@ -421,6 +421,14 @@ fn push_message(peers: &mut Peers, serial: u64, message: &Arc<HubMessage>, from_
     let Some(entry) = peers.entries.get_mut(&serial) else {
         return;
     };
+    // Shown to it on the daemon it resumed from.
+    if entry
+        .member
+        .as_ref()
+        .is_some_and(|m| m.shown > 0 && message.seq <= m.shown)
+    {
+        return;
+    }
     if let Some(waiting) = &mut entry.replaying {
         waiting.push((Arc::clone(message), from_owner));
         return;

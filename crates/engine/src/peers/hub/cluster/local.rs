@@ -120,6 +120,7 @@ impl PeerHandle {
         shared: &Arc<crate::peers::Shared>,
         peers: &mut Peers,
         token: &str,
+        seen: Option<u64>,
     ) -> Result<(PeerHandle, Joined), ResumeError> {
         let place = place_of(token);
         let (info, principal) = match peers.entries.get(&self.serial) {
@@ -139,7 +140,11 @@ impl PeerHandle {
         if who.as_deref() != Some(remote.member.principal.as_str()) {
             return Err(ResumeError::NotYours);
         }
-        let (id, from) = (id.clone(), away.taken.saturating_add(1));
+        // Every message for it up to `seen` was shown to it (a member's messages come in
+        // the stream's order): where its daemon was killed, `taken` is that daemon's last
+        // beat, and may be behind.
+        let taken = away.taken.max(seen.unwrap_or(0));
+        let (id, from) = (id.clone(), taken.saturating_add(1));
         let remote = cluster.remote.remove(&id).ok_or(ResumeError::NoSuchToken)?;
         let to = cluster.processed;
         let accepts = (cluster.link.accepts)(&info.dialect);
@@ -162,7 +167,7 @@ impl PeerHandle {
                 ..info
             },
         );
-        entry.member = Some(Member::resumed(token, accepts, joined));
+        entry.member = Some(Member::resumed(token, accepts, joined, taken));
         entry.replaying = (from <= to).then(Vec::new);
         peers.entries.insert(serial, entry);
         peers.stats.resumed += 1;

@@ -89,6 +89,34 @@ impl Stream {
         }
     }
 
+    /// As [`Stream::flow`], but node `behind` does not read the new events yet: they are
+    /// returned, for [`Stream::catch_up`].
+    fn flow_but(&mut self, behind: &str) -> Vec<(u64, String, ClusterEvent)> {
+        let mut new = Vec::new();
+        for node in &mut self.nodes {
+            while let Ok(event) = node.published.try_recv() {
+                new.push((node.name.clone(), event));
+            }
+        }
+        let mut unread = Vec::new();
+        for (origin, event) in new {
+            self.events.push((origin.clone(), event.clone()));
+            let seq = self.events.len() as u64;
+            for node in self.nodes.iter().filter(|n| n.name != behind) {
+                node.registry.apply(seq, &origin, event.clone());
+            }
+            unread.push((seq, origin, event));
+        }
+        unread
+    }
+
+    /// Node `behind` reads what it had not.
+    fn catch_up(&self, behind: &str, unread: Vec<(u64, String, ClusterEvent)>) {
+        for (seq, origin, event) in unread {
+            self.registry(behind).apply(seq, &origin, event);
+        }
+    }
+
     fn registry(&self, name: &str) -> &PeerRegistry {
         &self
             .nodes
@@ -216,7 +244,7 @@ fn a_held_member_resumes_on_another_node_with_what_was_sent_meanwhile() {
         dialect: "ferry".into(),
         principal: Some(Principal::Token("test".into())),
     });
-    let (mut again, joined) = fresh.resume(&token).expect("resume on b");
+    let (mut again, joined) = fresh.resume(&token, None).expect("resume on b");
     assert_eq!(joined.id, joined_ann);
     assert_eq!(joined.name, "ann@b");
     cat.send(Some(&joined_ann), "three".into()).expect("send");
@@ -241,7 +269,88 @@ fn a_held_member_resumes_on_another_node_with_what_was_sent_meanwhile() {
     });
     drop(again);
     stream.flow();
-    assert!(matches!(other.resume(&token), Err(ResumeError::NotYours)));
+    assert!(matches!(
+        other.resume(&token, None),
+        Err(ResumeError::NotYours)
+    ));
+}
+
+#[test]
+fn a_member_of_a_killed_node_resumes_after_the_last_message_it_was_shown() {
+    let mut stream = Stream::new(&["a", "b", "c"]);
+    let mut ann = member(stream.registry("a"), "ann");
+    let cat = member(stream.registry("c"), "cat");
+    stream.flow();
+    let token = ann.join(None, |_| Ok(())).expect("join again").resume;
+    let before = stream.registry("b").cluster_processed();
+    for text in ["one", "two", "three"] {
+        cat.send(Some("ann"), text.into()).expect("send");
+    }
+    stream.flow();
+    let shown: Vec<u64> = std::iter::from_fn(|| ann.try_next_event())
+        .filter_map(|event| match event {
+            PeerEvent::Message(m) => Some(m.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shown.len(), 3);
+    // a is killed: its last beat said it had read up to `before`, behind what ann was shown.
+    for node in ["b", "c"] {
+        stream.registry(node).node_gone("a", before);
+    }
+    let fresh = stream.registry("b").register(NewPeer {
+        name: "x".into(),
+        address: "test".into(),
+        dialect: "ferry".into(),
+        principal: Some(Principal::Token("test".into())),
+    });
+    let (mut again, _) = fresh
+        .resume(&token, shown.last().copied())
+        .expect("resume on b");
+    cat.send(Some("ann"), "four".into()).expect("send");
+    stream.flow();
+    let got: Vec<String> = texts(&mut again).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, ["four"], "nothing she was shown again");
+    // Her connection to b ends cleanly: b says exactly where she was, so a resume without
+    // `seen` replays nothing she was shown either.
+    drop(again);
+    stream.flow();
+    let fresh = stream.registry("c").register(NewPeer {
+        principal: Some(Principal::Token("test".into())),
+        ..NewPeer::default()
+    });
+    let (mut third, _) = fresh.resume(&token, None).expect("resume on c");
+    stream.flow();
+    let got: Vec<String> = texts(&mut third).into_iter().map(|(_, t)| t).collect();
+    assert!(got.is_empty(), "b said exactly where she was: {got:?}");
+}
+
+#[test]
+fn a_node_behind_the_stream_does_not_deliver_again_what_a_resumed_member_was_shown() {
+    let mut stream = Stream::new(&["a", "b", "c"]);
+    let mut ann = member(stream.registry("a"), "ann");
+    let cat = member(stream.registry("c"), "cat");
+    stream.flow();
+    let token = ann.join(None, |_| Ok(())).expect("join again").resume;
+    let before = stream.registry("b").cluster_processed();
+    cat.send(Some("ann"), "one".into()).expect("send");
+    // b has not read "one" when ann, shown it on a, resumes there.
+    let unread = stream.flow_but("b");
+    let seen = std::iter::from_fn(|| ann.try_next_event()).find_map(|event| match event {
+        PeerEvent::Message(m) => Some(m.seq),
+        _ => None,
+    });
+    stream.registry("b").node_gone("a", before);
+    let fresh = stream.registry("b").register(NewPeer {
+        principal: Some(Principal::Token("test".into())),
+        ..NewPeer::default()
+    });
+    let (mut again, _) = fresh.resume(&token, seen).expect("resume on b");
+    stream.catch_up("b", unread);
+    cat.send(Some("ann"), "two".into()).expect("send");
+    stream.flow();
+    let got: Vec<String> = texts(&mut again).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, ["two"]);
 }
 
 #[test]
