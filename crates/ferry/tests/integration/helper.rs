@@ -270,11 +270,17 @@ impl Daemon {
 
     /// A `ferry` command pointed at this daemon's TLS listener with its CA and token.
     pub fn remote(&self) -> Command {
+        self.remote_at(self.port("tls"))
+    }
+
+    /// A `ferry` command pointed at loopback port `port` (a relay to this daemon's TLS
+    /// listener) with the daemon's CA and token.
+    pub fn remote_at(&self, port: u16) -> Command {
         let mut command = Command::new(ferry_bin());
         command
             .env_remove("FERRY_SOCKET")
             .arg("--host")
-            .arg(format!("127.0.0.1:{}", self.port("tls")))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--tls-dir")
             .arg(self.tls_dir())
             .stdin(Stdio::null());

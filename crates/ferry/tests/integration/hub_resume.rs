@@ -3,7 +3,7 @@
 //! what was sent to it meanwhile shown once, and nothing shown twice.
 
 use std::io::{BufRead, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use ferry_client::Event;
 
 use super::hub::{member, next, runtime};
 use super::relay::Relay;
-use crate::helper::{ferry_bin, wait_until, Daemon};
+use crate::helper::{wait_until, Daemon};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -19,12 +19,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 fn a_chat_whose_connection_is_cut_takes_its_place_back_with_what_came_meanwhile() {
     let daemon = Daemon::start_networked(&[], &["ferry:tls:127.0.0.1:0"]);
     let relay = Relay::to(([127, 0, 0, 1], daemon.port("tls")).into());
-    let mut far = Command::new(ferry_bin())
-        .env_remove("FERRY_SOCKET")
-        .arg("--host")
-        .arg(format!("127.0.0.1:{}", relay.port))
-        .arg("--tls-dir")
-        .arg(daemon.tls_dir())
+    let mut far = daemon
+        .remote_at(relay.port)
         .args(["chat", "--name", "far", "--stay"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

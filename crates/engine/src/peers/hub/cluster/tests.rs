@@ -127,15 +127,32 @@ impl Stream {
     }
 }
 
-fn member(registry: &PeerRegistry, name: &str) -> PeerHandle {
-    let handle = registry.register(NewPeer {
+/// A new connection to `registry`, named `name`, acting for the tests' principal.
+fn connection(registry: &PeerRegistry, name: &str) -> PeerHandle {
+    registry.register(NewPeer {
         name: name.into(),
         address: "test".into(),
         dialect: "ferry".into(),
         principal: Some(Principal::Token("test".into())),
-    });
+    })
+}
+
+fn member(registry: &PeerRegistry, name: &str) -> PeerHandle {
+    let handle = connection(registry, name);
     handle.join(None, |_| Ok(())).expect("join");
     handle
+}
+
+/// Three nodes, ann a member of a and cat of c: the stream, ann, cat, ann's resume token,
+/// and the stream position b had read before anything was sent to ann.
+fn ann_on_a_and_cat_on_c() -> (Stream, PeerHandle, PeerHandle, String, u64) {
+    let mut stream = Stream::new(&["a", "b", "c"]);
+    let ann = member(stream.registry("a"), "ann");
+    let cat = member(stream.registry("c"), "cat");
+    stream.flow();
+    let token = ann.join(None, |_| Ok(())).expect("join again").resume;
+    let before = stream.registry("b").cluster_processed();
+    (stream, ann, cat, token, before)
 }
 
 /// The messages waiting for `handle`: (sender name, text).
@@ -238,12 +255,7 @@ fn a_held_member_resumes_on_another_node_with_what_was_sent_meanwhile() {
     cat.send(Some("ann"), "one".into()).expect("send");
     cat.send(None, "two".into()).expect("send");
     stream.flow();
-    let fresh = stream.registry("b").register(NewPeer {
-        name: "x".into(),
-        address: "test".into(),
-        dialect: "ferry".into(),
-        principal: Some(Principal::Token("test".into())),
-    });
+    let fresh = connection(stream.registry("b"), "x");
     let (mut again, joined) = fresh.resume(&token, None).expect("resume on b");
     assert_eq!(joined.id, joined_ann);
     assert_eq!(joined.name, "ann@b");
@@ -277,12 +289,7 @@ fn a_held_member_resumes_on_another_node_with_what_was_sent_meanwhile() {
 
 #[test]
 fn a_member_of_a_killed_node_resumes_after_the_last_message_it_was_shown() {
-    let mut stream = Stream::new(&["a", "b", "c"]);
-    let mut ann = member(stream.registry("a"), "ann");
-    let cat = member(stream.registry("c"), "cat");
-    stream.flow();
-    let token = ann.join(None, |_| Ok(())).expect("join again").resume;
-    let before = stream.registry("b").cluster_processed();
+    let (mut stream, mut ann, cat, token, before) = ann_on_a_and_cat_on_c();
     for text in ["one", "two", "three"] {
         cat.send(Some("ann"), text.into()).expect("send");
     }
@@ -298,12 +305,7 @@ fn a_member_of_a_killed_node_resumes_after_the_last_message_it_was_shown() {
     for node in ["b", "c"] {
         stream.registry(node).node_gone("a", before);
     }
-    let fresh = stream.registry("b").register(NewPeer {
-        name: "x".into(),
-        address: "test".into(),
-        dialect: "ferry".into(),
-        principal: Some(Principal::Token("test".into())),
-    });
+    let fresh = connection(stream.registry("b"), "x");
     let (mut again, _) = fresh
         .resume(&token, shown.last().copied())
         .expect("resume on b");
@@ -315,10 +317,7 @@ fn a_member_of_a_killed_node_resumes_after_the_last_message_it_was_shown() {
     // `seen` replays nothing she was shown either.
     drop(again);
     stream.flow();
-    let fresh = stream.registry("c").register(NewPeer {
-        principal: Some(Principal::Token("test".into())),
-        ..NewPeer::default()
-    });
+    let fresh = connection(stream.registry("c"), "y");
     let (mut third, _) = fresh.resume(&token, None).expect("resume on c");
     stream.flow();
     let got: Vec<String> = texts(&mut third).into_iter().map(|(_, t)| t).collect();
@@ -327,12 +326,7 @@ fn a_member_of_a_killed_node_resumes_after_the_last_message_it_was_shown() {
 
 #[test]
 fn a_node_behind_the_stream_does_not_deliver_again_what_a_resumed_member_was_shown() {
-    let mut stream = Stream::new(&["a", "b", "c"]);
-    let mut ann = member(stream.registry("a"), "ann");
-    let cat = member(stream.registry("c"), "cat");
-    stream.flow();
-    let token = ann.join(None, |_| Ok(())).expect("join again").resume;
-    let before = stream.registry("b").cluster_processed();
+    let (mut stream, mut ann, cat, token, before) = ann_on_a_and_cat_on_c();
     cat.send(Some("ann"), "one".into()).expect("send");
     // b has not read "one" when ann, shown it on a, resumes there.
     let unread = stream.flow_but("b");
@@ -341,10 +335,7 @@ fn a_node_behind_the_stream_does_not_deliver_again_what_a_resumed_member_was_sho
         _ => None,
     });
     stream.registry("b").node_gone("a", before);
-    let fresh = stream.registry("b").register(NewPeer {
-        principal: Some(Principal::Token("test".into())),
-        ..NewPeer::default()
-    });
+    let fresh = connection(stream.registry("b"), "x");
     let (mut again, _) = fresh.resume(&token, seen).expect("resume on b");
     stream.catch_up("b", unread);
     cat.send(Some("ann"), "two".into()).expect("send");
