@@ -29,6 +29,31 @@ const ROSTER_PAGE: usize = 1000;
 /// from it).
 const KEEP_AT_LEAST: Duration = Duration::from_secs(600);
 
+/// The most the stream keeps, in bytes (JetStream sets that room aside when it makes it).
+const STREAM_MAX_BYTES: i64 = 1 << 30;
+
+/// Why the stream could not be made, and what to do about it.
+fn cannot_make_stream(e: &jetstream::context::CreateStreamError) -> String {
+    use jetstream::context::CreateStreamErrorKind;
+    use jetstream::ErrorCode;
+    let hint = match e.kind() {
+        CreateStreamErrorKind::JetStream(error)
+            if [
+                ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+                ErrorCode::INSUFFICIENT_RESOURCES,
+            ]
+            .contains(&error.error_code()) =>
+        {
+            format!(
+                "the NATS server's JetStream has no room for the stream's {} MiB: raise its max_file_store, or give it a disk with more space",
+                STREAM_MAX_BYTES >> 20
+            )
+        }
+        _ => "the NATS server needs JetStream: nats-server -js, or `jetstream {}` in its configuration".to_owned(),
+    };
+    format!("cannot make the JetStream stream: {e} ({hint})")
+}
+
 /// NATS subjects and names of one cluster.
 #[derive(Clone)]
 struct Names {
@@ -137,22 +162,26 @@ pub(super) async fn start(
     };
     let js = jetstream::new(client.clone());
     let keep = KEEP_AT_LEAST.max(registry.config().grace.saturating_mul(4));
-    let stream = js
+    let made = js
         .get_or_create_stream(stream::Config {
             name: names.stream(),
             subjects: vec![names.events()],
             storage: stream::StorageType::File,
             max_age: keep,
-            max_bytes: 1 << 30,
+            max_bytes: STREAM_MAX_BYTES,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         })
-        .await
-        .map_err(|e| {
-            fail(format!(
-                "cannot make the JetStream stream: {e} (the NATS server needs JetStream: nats-server -js, or `jetstream {{}}` in its configuration)"
-            ))
-        })?;
+        .await;
+    let stream = match made {
+        Ok(stream) => stream,
+        // Another daemon may be making it at this very moment (JetStream then counts the
+        // room both ask for): take the one it made.
+        Err(e) => js
+            .get_stream(names.stream())
+            .await
+            .map_err(|_| fail(cannot_make_stream(&e)))?,
+    };
     let last = stream
         .get_info()
         .await

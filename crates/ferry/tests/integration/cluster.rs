@@ -31,12 +31,17 @@ pub struct Nats {
 impl Nats {
     /// Starts `nats-server -js` on a free port, with `extra` arguments (`--user`...).
     pub fn start(extra: &[&str]) -> Nats {
+        Nats::start_with(&[&["-js"], extra].concat())
+    }
+
+    /// Starts `nats-server` on a free port with `args` only (no JetStream unless they ask).
+    fn start_with(args: &[&str]) -> Nats {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nats = Nats {
             dir,
             child: None,
             port: 0,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: args.iter().map(|s| s.to_string()).collect(),
         };
         nats.launch("-1");
         nats
@@ -53,7 +58,7 @@ impl Nats {
             .open(self.log())
             .expect("log");
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", port, "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", port, "-sd"])
             .arg(self.dir.path().join("store"))
             .args(&self.extra)
             .stdin(Stdio::null())
@@ -444,6 +449,63 @@ fn refused(args: &[&str], password: Option<&str>) -> std::process::Output {
     let out = command.output().expect("ferry daemon");
     assert!(!out.status.success(), "{out:?}");
     out
+}
+
+#[test]
+fn a_nats_server_without_jetstream_or_room_for_the_stream_is_refused_saying_what_to_do() {
+    let plain = Nats::start_with(&[]);
+    let out = refused(&["--hub-cluster", &plain.url(), "--hub-node", "a"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot make the JetStream stream")
+            && stderr.contains("the NATS server needs JetStream: nats-server -js"),
+        "{stderr}"
+    );
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(config.path(), "jetstream { max_file_store: 10MB }\n").expect("write");
+    let small = Nats::start(&["-c", &config.path().display().to_string()]);
+    let out = refused(&["--hub-cluster", &small.url(), "--hub-node", "a"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no room for the stream's 1024 MiB: raise its max_file_store"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn daemons_starting_together_share_one_stream_and_a_dead_server_in_the_list_is_passed_over() {
+    // Room for one stream only: of daemons making it at the same moment, all but one are
+    // refused it by JetStream (without taking the one made, this failed one run in two).
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(config.path(), "jetstream { max_file_store: 1500MB }\n").expect("write");
+    let nats = Nats::start(&["-c", &config.path().display().to_string()]);
+    let url = nats.url();
+    let started: Vec<std::thread::JoinHandle<Daemon>> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let url = url.clone();
+            std::thread::spawn(move || Daemon::start(&["--hub-cluster", &url, "--hub-node", name]))
+        })
+        .collect();
+    let daemons: Vec<Daemon> = started
+        .into_iter()
+        .map(|t| t.join().expect("a daemon started"))
+        .collect();
+    // Nothing listens on port 1: a daemon given it first finds the server after it.
+    let listed = format!("nats://127.0.0.1:1,{url}");
+    let d = Daemon::start(&["--hub-cluster", &listed, "--hub-node", "d"]);
+    runtime().block_on(async {
+        let (mut ann, _) = member(&daemons[0], "ann").await;
+        for (daemon, name) in [
+            (&daemons[1], "bob@b"),
+            (&daemons[2], "cat@c"),
+            (&d, "dan@d"),
+        ] {
+            let unqualified = name.split('@').next().unwrap_or(name);
+            let (_peer, _) = member(daemon, unqualified).await;
+            sees_join(&mut ann, name).await;
+        }
+    });
 }
 
 #[test]

@@ -52,6 +52,9 @@ fn blocks(text: &str, info: &str) -> Vec<(usize, String)> {
     found
 }
 
+/// How long one example may take.
+const EXAMPLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs `script` as a new user would, in a world of its own; stdout, stderr and success.
 fn run_as_a_new_user(script: &str) -> (String, String, bool) {
     let world = tempfile::tempdir().expect("tempdir");
@@ -71,8 +74,14 @@ fn run_as_a_new_user(script: &str) -> (String, String, bool) {
         Path::new(&bin).parent().expect("bin dir").display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // A block that hangs fails (`timeout` ends its whole process group) rather than the test.
     let run = |script: &str| {
-        Command::new("bash")
+        Command::new("timeout")
+            .args([
+                "--kill-after=10",
+                &EXAMPLE_LIMIT.as_secs().to_string(),
+                "bash",
+            ])
             .args(["-c", &format!("set -euo pipefail\n{script}")])
             .current_dir(&work)
             .env_clear()
@@ -89,9 +98,15 @@ fn run_as_a_new_user(script: &str) -> (String, String, bool) {
     let out = run(script);
     // Whatever the script left running goes with its world.
     let _ = run("ferry status >/dev/null && ferry shutdown || true");
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() == Some(124) {
+        stderr.push_str(&format!(
+            "--- it ran past {EXAMPLE_LIMIT:?} and was stopped"
+        ));
+    }
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
         out.status.success(),
     )
 }
