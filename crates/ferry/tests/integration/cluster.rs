@@ -339,13 +339,14 @@ fn a_killed_daemon_s_members_leave_after_the_grace_and_may_resume_elsewhere() {
         knows(&c, &["ann@a", "abe@a"]);
         let (mut cat, cat_joined) = member(&c, "cat").await;
         assert!(cat_joined.members.iter().any(|m| m.name == "abe@a"));
-        // ann is shown a few messages just before a is killed: a's last beat (up to a second
-        // old) may not cover them, but ann says which she was shown last.
+        // ann is shown a few messages (from tom, a TsockM member on c: a member's messages
+        // carry their stream position, the owner's do not) just before a is killed: a's last
+        // beat (up to a second old) may not cover them, but ann says which she was shown last.
         let mut ann = ann;
+        let tom = TsockmClient::login(&tsockm_of(&c), "tom");
+        sees_join(&mut ann, "tom@c").await;
         for k in 0..5 {
-            cat.say(Some("ann@a"), &format!("before {k}"), false)
-                .await
-                .expect("say");
+            tom.request("MSG", &format!("before {k}"));
         }
         let mut seen = 0;
         for k in 0..5 {

@@ -1,6 +1,7 @@
 //! `ferry chat` whose connection is lost without a word (cut in the network between it and
-//! the daemon) takes its place in the hub back: the same id, no leave seen by the others,
-//! what was sent to it meanwhile shown once, and nothing shown twice.
+//! the daemon, which stays down a while) takes its place in the hub back: the same id, no
+//! leave seen by the others, what was sent to its held place shown once, and nothing shown
+//! twice.
 
 use std::io::{BufRead, Write};
 use std::process::Stdio;
@@ -68,8 +69,19 @@ fn a_chat_whose_connection_is_cut_takes_its_place_back_with_what_came_meanwhile(
         .await;
         local.say(None, "one", false).await.expect("say");
         shown("local: one");
+        // The network goes down for a while: the daemon holds far's place, and what is sent
+        // meanwhile waits in it.
+        relay.refuse(true);
         relay.cut();
+        let table = || String::from_utf8_lossy(&daemon.run(&["peers"]).stdout).into_owned();
+        wait_until(
+            "far's place to be held",
+            PATIENCE,
+            || table().contains("far (away)").then_some(()),
+            table,
+        );
         local.say(None, "two", false).await.expect("say");
+        relay.refuse(false);
         shown("* back as far");
         shown("local: two");
         writeln!(far.stdin.as_mut().expect("stdin"), "after").expect("write");

@@ -11,6 +11,8 @@ pub struct Relay {
     pub port: u16,
     /// Both ends of every connection relayed now.
     live: Arc<Mutex<Vec<TcpStream>>>,
+    /// While set, a new connection is closed at once (the network is still down).
+    refusing: Arc<AtomicBool>,
     stopped: Arc<AtomicBool>,
 }
 
@@ -21,11 +23,19 @@ impl Relay {
         let port = listener.local_addr().expect("relay address").port();
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let stopped = Arc::new(AtomicBool::new(false));
-        let (held, stop) = (Arc::clone(&live), Arc::clone(&stopped));
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (held, stop, refuse) = (
+            Arc::clone(&live),
+            Arc::clone(&stopped),
+            Arc::clone(&refusing),
+        );
         std::thread::spawn(move || {
             for incoming in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
                     return;
+                }
+                if refuse.load(Ordering::SeqCst) {
+                    continue;
                 }
                 let (Ok(near), Ok(far)) = (incoming, TcpStream::connect(target)) else {
                     continue;
@@ -39,6 +49,7 @@ impl Relay {
         Relay {
             port,
             live,
+            refusing,
             stopped,
         }
     }
@@ -48,6 +59,11 @@ impl Relay {
         for stream in self.live.lock().expect("lock").drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+
+    /// From now on closes new connections at once (`true`), or relays them again.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 }
 

@@ -625,7 +625,8 @@ pub enum DaemonMessage {
         /// It was sent to this member alone (not to everyone).
         direct: bool,
         /// In a hub cluster: its position in the cluster's stream, rising (absent: 0, outside
-        /// a cluster). A member resuming elsewhere names the last one it was shown.
+        /// a cluster, and for a message from the daemon or its owner, which goes ahead of
+        /// members' messages). A member resuming elsewhere names the highest it was shown.
         #[serde(default, skip_serializing_if = "is_zero")]
         seq: u64,
     },

@@ -176,7 +176,10 @@ impl Connection {
                 sent_ms: millis(message.sent),
                 text: message.text.clone(),
                 direct,
-                seq: message.seq,
+                // What goes ahead in the outbox is not in the order of `seq`: a client's
+                // `seen` counts members' messages only (so a resume elsewhere may show the
+                // daemon's and the owner's again, and never skips a member's).
+                seq: if message.ahead { 0 } else { message.seq },
             })
             .map(Bytes::from)
             .unwrap_or_default()

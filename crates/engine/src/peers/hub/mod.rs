@@ -468,6 +468,7 @@ fn send(
         text,
         framed: OnceLock::new(),
         seq: 0,
+        ahead: from_owner || from.is_none(),
     });
     peers.stats.messages += 1;
     let mut delivery = Delivery::default();

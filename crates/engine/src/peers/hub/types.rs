@@ -90,6 +90,9 @@ pub struct HubMessage {
     pub framed: OnceLock<bytes::Bytes>,
     /// Its position in the cluster's stream (0 outside a cluster).
     pub seq: u64,
+    /// It is from the daemon or its owner, and so goes ahead of members' messages in an
+    /// outbox: a member may be shown it before members' messages with a lower `seq`.
+    pub ahead: bool,
 }
 
 /// A peer joined or left the hub.

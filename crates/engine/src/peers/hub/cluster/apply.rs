@@ -217,7 +217,9 @@ fn message_of(seq: u64, origin: &str, event: ClusterEvent) -> Option<(Arc<HubMes
     else {
         return None;
     };
+    let owner = principal == "owner";
     let message = HubMessage {
+        ahead: owner || from == SERVER_ID,
         from,
         from_name: Cluster::qualified(&from_name, origin),
         to,
@@ -226,7 +228,7 @@ fn message_of(seq: u64, origin: &str, event: ClusterEvent) -> Option<(Arc<HubMes
         framed: OnceLock::new(),
         seq,
     };
-    Some((Arc::new(message), principal == "owner"))
+    Some((Arc::new(message), owner))
 }
 
 /// Whether `message` is for the member `id`: sent to it, or to everyone by another.
