@@ -116,8 +116,7 @@ struct Entry {
     last_heard: Instant,
     /// A member that resumed here from another daemon of the cluster, while its messages are
     /// replayed from the stream: what came for it meanwhile, to be queued after them.
-    /// (Each with whether it is from an owner.)
-    replaying: Option<Vec<(Arc<HubMessage>, bool)>>,
+    replaying: Option<Vec<Arc<HubMessage>>>,
 }
 
 impl Entry {

@@ -454,9 +454,9 @@ fn send(
     if peers.cluster.is_some() {
         return cluster::send(peers, author, to, text);
     }
-    // The daemon's and its owner's messages take the daemon's lane; a member's, its share.
-    let from_owner = author.is_owner();
     let targets = receivers(peers, from, to)?;
+    // The daemon's and its owner's messages take the daemon's lane; a member's, its share.
+    let ahead = author.is_owner() || from.is_none();
     let message = Arc::new(HubMessage {
         from: author.id,
         from_name: author.name,
@@ -468,7 +468,7 @@ fn send(
         text,
         framed: OnceLock::new(),
         seq: 0,
-        ahead: from_owner || from.is_none(),
+        ahead,
     });
     peers.stats.messages += 1;
     let mut delivery = Delivery::default();
@@ -490,7 +490,7 @@ fn send(
             continue;
         }
         let sender = match from {
-            Some(serial) if !from_owner => Sender::Member {
+            Some(serial) if !ahead => Sender::Member {
                 serial,
                 id: &message.from,
                 name: &message.from_name,

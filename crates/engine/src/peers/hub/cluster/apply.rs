@@ -116,9 +116,9 @@ impl PeerRegistry {
         let own = origin == cluster.link.node;
         match event {
             event @ ClusterEvent::Message { .. } => {
-                if let Some((message, owner)) = message_of(seq, origin, event) {
+                if let Some(message) = message_of(seq, origin, event) {
                     if own || speaks_for(&mut peers, origin, &message.from) {
-                        deliver(&mut peers, &message, owner);
+                        deliver(&mut peers, &message);
                     }
                 }
             }
@@ -193,19 +193,17 @@ impl PeerRegistry {
         let replayed = events
             .into_iter()
             .filter_map(|(seq, origin, event)| message_of(seq, &origin, event))
-            .filter(|(message, _)| is_for(message, id));
-        for (message, owner) in replayed {
-            push_message(&mut peers, serial, &message, owner);
-        }
-        for (message, owner) in waiting {
-            push_message(&mut peers, serial, &message, owner);
+            .filter(|message| is_for(message, id));
+        for message in replayed.chain(waiting) {
+            push_message(&mut peers, serial, &message);
         }
     }
 }
 
 /// The message event at stream position `seq` from daemon `origin` as delivered (its sender's
-/// name qualified), and whether its sender speaks for an owner; `None` for other events.
-fn message_of(seq: u64, origin: &str, event: ClusterEvent) -> Option<(Arc<HubMessage>, bool)> {
+/// name qualified; ahead of members' messages when from the daemon or an owner); `None` for
+/// other events.
+fn message_of(seq: u64, origin: &str, event: ClusterEvent) -> Option<Arc<HubMessage>> {
     let ClusterEvent::Message {
         from,
         from_name,
@@ -217,9 +215,8 @@ fn message_of(seq: u64, origin: &str, event: ClusterEvent) -> Option<(Arc<HubMes
     else {
         return None;
     };
-    let owner = principal == "owner";
     let message = HubMessage {
-        ahead: owner || from == SERVER_ID,
+        ahead: principal == "owner" || from == SERVER_ID,
         from,
         from_name: Cluster::qualified(&from_name, origin),
         to,
@@ -228,7 +225,7 @@ fn message_of(seq: u64, origin: &str, event: ClusterEvent) -> Option<(Arc<HubMes
         framed: OnceLock::new(),
         seq,
     };
-    Some((Arc::new(message), owner))
+    Some(Arc::new(message))
 }
 
 /// Whether `message` is for the member `id`: sent to it, or to everyone by another.
@@ -403,7 +400,7 @@ fn presence_of(member: &ClusterMember, node: &str, joined: bool, reason: String)
 }
 
 /// Delivers a message read from the stream to this daemon's members it is for.
-fn deliver(peers: &mut Peers, message: &Arc<HubMessage>, from_owner: bool) {
+fn deliver(peers: &mut Peers, message: &Arc<HubMessage>) {
     let serials: Vec<u64> = peers
         .entries
         .iter()
@@ -411,12 +408,12 @@ fn deliver(peers: &mut Peers, message: &Arc<HubMessage>, from_owner: bool) {
         .map(|(serial, _)| *serial)
         .collect();
     for serial in serials {
-        push_message(peers, serial, message, from_owner);
+        push_message(peers, serial, message);
     }
 }
 
 /// Queues a message for one local member (held back while its replay is on its way).
-fn push_message(peers: &mut Peers, serial: u64, message: &Arc<HubMessage>, from_owner: bool) {
+fn push_message(peers: &mut Peers, serial: u64, message: &Arc<HubMessage>) {
     let policy = peers
         .slow_consumer
         .unwrap_or(crate::peers::hub::SlowConsumer::Drop);
@@ -432,7 +429,7 @@ fn push_message(peers: &mut Peers, serial: u64, message: &Arc<HubMessage>, from_
         return;
     }
     if let Some(waiting) = &mut entry.replaying {
-        waiting.push((Arc::clone(message), from_owner));
+        waiting.push(Arc::clone(message));
         return;
     }
     let Some(member) = &entry.member else {
@@ -443,7 +440,7 @@ fn push_message(peers: &mut Peers, serial: u64, message: &Arc<HubMessage>, from_
         return;
     }
     let lane = lane_of(&message.from);
-    let sender = if from_owner || message.from == SERVER_ID {
+    let sender = if message.ahead {
         Sender::Daemon {
             id: &message.from,
             name: &message.from_name,

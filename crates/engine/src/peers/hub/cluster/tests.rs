@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::peers::hub::{Accepts, ResumeError, SendError};
+use crate::peers::tests::peer;
 use crate::peers::{NewPeer, PeerEvent, PeerHandle, PeerRegistry};
 use crate::principal::Principal;
 
@@ -127,18 +128,8 @@ impl Stream {
     }
 }
 
-/// A new connection to `registry`, named `name`, acting for the tests' principal.
-fn connection(registry: &PeerRegistry, name: &str) -> PeerHandle {
-    registry.register(NewPeer {
-        name: name.into(),
-        address: "test".into(),
-        dialect: "ferry".into(),
-        principal: Some(Principal::Token("test".into())),
-    })
-}
-
 fn member(registry: &PeerRegistry, name: &str) -> PeerHandle {
-    let handle = connection(registry, name);
+    let handle = peer(registry, name);
     handle.join(None, |_| Ok(())).expect("join");
     handle
 }
@@ -255,7 +246,7 @@ fn a_held_member_resumes_on_another_node_with_what_was_sent_meanwhile() {
     cat.send(Some("ann"), "one".into()).expect("send");
     cat.send(None, "two".into()).expect("send");
     stream.flow();
-    let fresh = connection(stream.registry("b"), "x");
+    let fresh = peer(stream.registry("b"), "x");
     let (mut again, joined) = fresh.resume(&token, None).expect("resume on b");
     assert_eq!(joined.id, joined_ann);
     assert_eq!(joined.name, "ann@b");
@@ -305,7 +296,7 @@ fn a_member_of_a_killed_node_resumes_after_the_last_message_it_was_shown() {
     for node in ["b", "c"] {
         stream.registry(node).node_gone("a", before);
     }
-    let fresh = connection(stream.registry("b"), "x");
+    let fresh = peer(stream.registry("b"), "x");
     let (mut again, _) = fresh
         .resume(&token, shown.last().copied())
         .expect("resume on b");
@@ -317,7 +308,7 @@ fn a_member_of_a_killed_node_resumes_after_the_last_message_it_was_shown() {
     // `seen` replays nothing she was shown either.
     drop(again);
     stream.flow();
-    let fresh = connection(stream.registry("c"), "y");
+    let fresh = peer(stream.registry("c"), "y");
     let (mut third, _) = fresh.resume(&token, None).expect("resume on c");
     stream.flow();
     let got: Vec<String> = texts(&mut third).into_iter().map(|(_, t)| t).collect();
@@ -335,7 +326,7 @@ fn a_node_behind_the_stream_does_not_deliver_again_what_a_resumed_member_was_sho
         _ => None,
     });
     stream.registry("b").node_gone("a", before);
-    let fresh = connection(stream.registry("b"), "x");
+    let fresh = peer(stream.registry("b"), "x");
     let (mut again, _) = fresh.resume(&token, seen).expect("resume on b");
     stream.catch_up("b", unread);
     cat.send(Some("ann"), "two".into()).expect("send");
