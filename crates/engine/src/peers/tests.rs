@@ -6,7 +6,7 @@ const OUTBOX: usize = 1024;
 
 /// A peer of a token principal (the owner's messages take the daemon's lane: see
 /// `owner`).
-fn peer(registry: &PeerRegistry, name: &str) -> PeerHandle {
+pub(super) fn peer(registry: &PeerRegistry, name: &str) -> PeerHandle {
     registry.register(NewPeer {
         name: name.into(),
         address: "test".into(),

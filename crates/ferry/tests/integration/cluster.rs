@@ -14,7 +14,7 @@ use std::time::Duration;
 use ferry_client::{Client, Endpoint, Event};
 
 use super::http::Web;
-use super::hub::{member, next, runtime};
+use super::hub::{member, next, runtime, sees_join};
 use super::tsockm::TsockmClient;
 use crate::helper::{send_signal, wait_until, wait_with_timeout, Daemon};
 
@@ -127,20 +127,6 @@ fn node(nats: &Nats, node: &str, extra: &[&str]) -> Daemon {
 /// The address of a daemon's TsockM listener.
 fn tsockm_of(daemon: &Daemon) -> String {
     format!("127.0.0.1:{}", daemon.listener_port("tsockm:tcp"))
-}
-
-/// Waits until `client` sees `name` join.
-async fn sees_join(client: &mut Client, name: &str) -> String {
-    next(client, &format!("{name} to join"), |e| match e {
-        Event::Presence {
-            peer,
-            name: n,
-            joined: true,
-            ..
-        } if n == name => Some(peer),
-        _ => None,
-    })
-    .await
 }
 
 /// Waits until `client` sees `name` leave; the reason.

@@ -53,6 +53,20 @@ pub async fn next<T>(
     found.unwrap_or_else(|_| panic!("waited {PATIENCE:?} for {what}"))
 }
 
+/// Waits until `client` sees `name` join.
+pub async fn sees_join(client: &mut Client, name: &str) -> String {
+    next(client, &format!("{name} to join"), |e| match e {
+        Event::Presence {
+            peer,
+            name: n,
+            joined: true,
+            ..
+        } if n == name => Some(peer),
+        _ => None,
+    })
+    .await
+}
+
 /// `ferry peers` (table), which ends with the hub's counters.
 fn peers_table(daemon: &Daemon) -> String {
     let out = daemon.run(&["peers"]);

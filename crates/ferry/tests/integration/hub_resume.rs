@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ferry_client::Event;
 
-use super::hub::{member, next, runtime};
+use super::hub::{member, next, runtime, sees_join};
 use super::relay::Relay;
 use crate::helper::{wait_until, Daemon};
 
@@ -57,16 +57,7 @@ fn a_chat_whose_connection_is_cut_takes_its_place_back_with_what_came_meanwhile(
     };
     runtime().block_on(async {
         let (mut local, _) = member(&daemon, "local").await;
-        let far_id = next(&mut local, "far's join", |e| match e {
-            Event::Presence {
-                name,
-                peer,
-                joined: true,
-                ..
-            } if name == "far" => Some(peer),
-            _ => None,
-        })
-        .await;
+        let far_id = sees_join(&mut local, "far").await;
         local.say(None, "one", false).await.expect("say");
         shown("local: one");
         // The network goes down for a while: the daemon holds far's place, and what is sent
